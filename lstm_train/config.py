@@ -1,0 +1,259 @@
+"""Job specs: YAML files validated strictly, with dotted overrides from the command line.
+
+A job file names a `task` (classify, forecast, caption); the task supplies the
+schema of the `data:` and `model:` sections, the rest is shared.  Every error
+names the file, the dotted key, the bad value and what is allowed, because a
+typo found on the login node costs seconds and one found on the cluster an hour.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+
+class ConfigError(ValueError):
+    """A job spec or override that cannot be used; the message says why and what would do."""
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class ModelBase(Section):
+    """The LSTM knobs every task's model has."""
+
+    hidden_size: int = Field(64, ge=1)
+    num_layers: int = Field(1, ge=1)
+    bidirectional: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class OptimConfig(Section):
+    name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    lr: float = Field(0.01, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    scheduler: Literal["none", "cosine", "onecycle", "step"] = "none"
+    warmup_steps: int = Field(0, ge=0)
+    step_size_epochs: int = Field(1, ge=1, description="for scheduler=step")
+    gamma: float = Field(0.1, gt=0, description="for scheduler=step")
+    grad_clip: float | None = Field(None, gt=0)
+
+
+class TrainConfig(Section):
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    seed: int = 1
+    output_dir: str | None = Field(None, description="default: runs/<job name>/<run id>")
+    run_id: str | None = Field(None, description="default: SLURM job id, else a hash of the job")
+    checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints")
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(50, ge=1, description="steps between logged losses")
+    eval_every_epochs: int = Field(1, ge=1)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    compile: bool = False
+    threads: int | None = Field(None, ge=1, description="torch threads per process (default: cores / local processes)")
+    cpu: bool = Field(False, description="train on CPU even where a GPU is visible")
+
+
+class WandbConfig(Section):
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    project: str = "lstm_train"
+    entity: str | None = None
+    tags: list[str] = []
+    dir: str | None = None
+    shared: bool = False
+
+
+class TrackingConfig(Section):
+    wandb: WandbConfig = WandbConfig()
+
+
+class SlurmConfig(Section):
+    partition: str | None = None
+    nodes: int = Field(1, ge=1)
+    gpus_per_node: int = Field(0, ge=0)
+    tasks_per_node: int | None = Field(None, ge=1, description="default: gpus_per_node, or 1 on CPU")
+    cpus_per_task: int | None = Field(None, ge=1)
+    mem_gb: float | None = Field(None, gt=0)
+    time_min: int = Field(60, ge=1)
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    array_parallelism: int = Field(16, ge=1)
+    signal_delay_s: int = Field(120, ge=0)
+    max_num_timeout: int = Field(3, ge=0)
+    setup: list[str] = []
+    additional: dict[str, Any] = {}
+
+
+class SweepConfig(Section):
+    grid: dict[str, list[Any]] = {}
+
+
+class JobBase(Section):
+    """Sections shared by every task; `data` and `model` are added per task."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    task: str = "classify"
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    slurm: SlurmConfig = SlurmConfig()
+    sweep: SweepConfig | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        """Where this run's config, checkpoints, metrics and result live."""
+        if self.train.output_dir:
+            return Path(self.train.output_dir)
+        return Path("runs") / self.name / run_id(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def run_id(job: JobBase) -> str:
+    """Same job, same id: a re-run (or every rank of one launch) lands in the same directory.
+
+    Under SLURM the job id is the natural id (a requeued job keeps it); otherwise
+    a hash of the resolved job, so re-running the same command resumes it.
+    """
+    if job.train.run_id:
+        return job.train.run_id
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    if os.environ.get("SLURM_JOB_ID"):
+        return os.environ["SLURM_JOB_ID"]
+    spec = job.to_dict()
+    for volatile in ("tracking", "slurm", "sweep"):
+        spec.pop(volatile, None)
+    digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    return digest[:10]
+
+
+# ---------------------------------------------------------------------------
+# Loading, overrides and error messages
+
+
+def parse_value(text: str) -> Any:
+    """An override's value as YAML would read it: `3` int, `0.1` float, `[1, 2]` list, `true`."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(spec: dict[str, Any], override: str, source: str = "command line") -> None:
+    """Apply `a.b.c=value` to a nested dict in place."""
+    if "=" not in override:
+        raise ConfigError(f"{source}: override {override!r} is not of the form dotted.key=value (e.g. train.epochs=3)")
+    key, text = override.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"{source}: override {override!r} has an empty key part")
+    node = spec
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: {'.'.join(parts[: i + 1])} is a value, not a section; cannot set {key}")
+        node = child
+    node[parts[-1]] = parse_value(text)
+
+
+def job_schema(task: str) -> type[JobBase]:
+    """The pydantic model of a whole job for one task."""
+    from .tasks import get_task
+
+    task_cls = get_task(task)
+    return create_model(  # type: ignore[call-overload]
+        f"{task.title()}Job",
+        __base__=JobBase,
+        data=(task_cls.Data, task_cls.Data()),
+        model=(task_cls.Model, task_cls.Model()),
+    )
+
+
+def _allowed_keys(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Keys allowed at a location of the schema (for 'did you mean' suggestions)."""
+    model: Any = schema
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        for candidate in getattr(annotation, "__args__", ()) or (annotation,):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+                break
+        else:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _describe(error: dict[str, Any], schema: type[BaseModel], source: str) -> str:
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    key = ".".join(str(p) for p in loc)
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(schema, loc)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f" Did you mean {'.'.join(map(str, loc[:-1] + (close[0],)))!r}?" if close else ""
+        return f"{source}: unknown key {key!r}.{hint} Allowed here: {', '.join(allowed)}"
+    value = error.get("input")
+    message = error["msg"]
+    expected = error.get("ctx", {}).get("expected")
+    if expected:
+        message = f"expected one of {expected}"
+    return f"{source}: {key} = {value!r}: {message}"
+
+
+def validate_job(spec: dict[str, Any], source: str) -> JobBase:
+    """Validate a job dict; all problems are reported at once."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{source}: a job spec is a mapping of sections, got {type(spec).__name__}")
+    from .tasks import TASKS
+
+    task = spec.get("task", "classify")
+    if task not in TASKS:
+        close = difflib.get_close_matches(str(task), TASKS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{source}: task = {task!r} is not a task.{hint} Allowed: {', '.join(TASKS)}")
+    schema = job_schema(task)
+    try:
+        return schema.model_validate(spec)
+    except ValidationError as e:
+        lines = [_describe(err, schema, source) for err in e.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_job(path: str | Path, overrides: list[str] = ()) -> JobBase:
+    """Read a job file, apply `key=value` overrides and validate the result."""
+    path = Path(path)
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: job file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: a job spec is a mapping of sections, got {type(spec).__name__}")
+    spec.setdefault("name", path.stem)
+    for override in overrides:
+        apply_override(spec, override)
+    source = str(path) + (f" (with overrides {' '.join(overrides)})" if overrides else "")
+    return validate_job(spec, source)
+
+
+def save_job(job: JobBase, path: Path) -> None:
+    path.write_text(yaml.safe_dump(job.to_dict(), sort_keys=False))

@@ -1,0 +1,1 @@
+"""Datasets as tensors: IDX files, MNIST-style images, series, digit strips."""

@@ -1,0 +1,78 @@
+"""Reader for the IDX format of MNIST-style files, strict about size.
+
+torchvision reads these files too, but quietly: a truncated download becomes a
+short dataset.  Here every byte count is checked against the header, so a bad
+file is an error that names it.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# IDX type codes -> numpy dtypes (big-endian on disk).
+_DTYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+class IdxError(ValueError):
+    """An IDX file that is missing, truncated or malformed."""
+
+
+def read_idx(path: str | Path) -> torch.Tensor:
+    """Read one IDX file (optionally .gz) into a tensor of its stored dtype and shape."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise IdxError(f"{path}: file not found") from None
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise IdxError(f"{path}: not a valid gzip file ({e})") from None
+    if len(raw) < 4:
+        raise IdxError(f"{path}: {len(raw)} bytes, too short for an IDX header")
+    zero, type_code, ndim = int.from_bytes(raw[:2], "big"), raw[2], raw[3]
+    if zero != 0 or type_code not in _DTYPES or ndim == 0:
+        raise IdxError(
+            f"{path}: not an IDX file (magic bytes {raw[:4].hex()}; expected 0000 + type "
+            f"{'/'.join(f'{t:02x}' for t in _DTYPES)} + number of dimensions)"
+        )
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise IdxError(f"{path}: truncated header ({len(raw)} bytes, need {header})")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = _DTYPES[type_code]
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != expected:
+        what = "truncated" if len(raw) < expected else "has trailing bytes"
+        raise IdxError(
+            f"{path}: {what}: header says shape {shape} ({expected} bytes in all), "
+            f"file has {len(raw)} bytes. Replace the file (delete it and download again)."
+        )
+    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return torch.from_numpy(array.astype(dtype.newbyteorder("="), copy=True))
+
+
+def write_idx(path: str | Path, data: np.ndarray | torch.Tensor) -> None:
+    """Write an array as IDX (used by tests and by tools that make small datasets)."""
+    array = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+    for code, dtype in _DTYPES.items():
+        if array.dtype == dtype.newbyteorder("="):
+            break
+    else:
+        raise ValueError(f"dtype {array.dtype} has no IDX type code")
+    header = bytes([0, 0, code, array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape
+    )
+    Path(path).write_bytes(header + array.astype(dtype).tobytes())
