@@ -38,6 +38,18 @@ class ModelBase(Section):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
+class DataBase(Section):
+    """What every task's data section has: how batches are cut (per process)."""
+
+    batch_size: int = Field(64, ge=1, description="samples per batch per process")
+    eval_batch_size: int = Field(1000, ge=1)
+
+
+def default_data_root() -> str:
+    """`data.root` default: $LSTM_TRAIN_DATA, else ./data."""
+    return os.environ.get("LSTM_TRAIN_DATA", "./data")
+
+
 class OptimConfig(Section):
     name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     lr: float = Field(0.01, gt=0)

@@ -1,0 +1,105 @@
+"""Checkpoints that are never half-written and never silently wrong.
+
+Each checkpoint is one file, `step-<N>.pt`, written to a temporary name, fsynced
+and renamed into place, so the newest file is always complete; a crash while
+writing leaves only a `.tmp` that is ignored and cleaned up.  Resuming takes the
+newest file that loads, and says so.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+_NAME = re.compile(r"^step-(\d+)\.pt$")
+
+
+class CheckpointMismatch(RuntimeError):
+    """A checkpoint whose tensors do not fit the job's model."""
+
+
+def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the checkpoints in a folder, newest first."""
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found, reverse=True)
+
+
+def save(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+    """Write `state` atomically as step-<step>.pt and keep only the newest `keep` files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step-{step:08d}.pt"
+    tmp = folder / f".{path.name}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # make the rename itself durable
+    finally:
+        os.close(directory)
+    for _, old in checkpoint_files(folder)[keep:]:
+        old.unlink(missing_ok=True)
+    for stale in folder.glob(".step-*.tmp"):
+        if stale != tmp:
+            stale.unlink(missing_ok=True)
+    return path
+
+
+def load_latest(folder: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that loads (skipping unreadable ones with a warning), or None."""
+    for _, path in checkpoint_files(folder):
+        try:
+            return path, torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # truncated by a full disk, or damaged by hand
+            warnings.warn(f"skipping unreadable checkpoint {path}: {type(e).__name__}: {e}", stacklevel=2)
+    return None
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """load_state_dict with an error that says which tensors differ and what to do."""
+    own = model.state_dict()
+    problems = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and own[k].shape != v.shape
+    ]
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing:
+        problems.append(f"missing in checkpoint: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"not in the model: {', '.join(unexpected)}")
+    if problems:
+        raise CheckpointMismatch(
+            f"{source} does not fit this job's model (was model.* changed?):\n  "
+            + "\n  ".join(problems)
+            + "\nUse another train.output_dir for the new model, or delete the old checkpoints."
+        )
+    model.load_state_dict(state)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random generator training draws from, so a resume continues the same streams."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

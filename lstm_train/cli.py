@@ -1,0 +1,159 @@
+"""`lstm-train`: run, predict, report, bench, submit, status, cancel.
+
+Errors a user can fix (a bad key, a missing file, a checkpoint of another model)
+print one clear message and exit 2; no traceback to dig through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from .checkpoint import CheckpointMismatch
+from .config import ConfigError, load_job, validate_job
+from .data.idx import IdxError
+from .data.mnist import DataMissingError
+from .distributed import DistributedSetupError
+
+USER_ERRORS = (ConfigError, DataMissingError, IdxError, CheckpointMismatch, DistributedSetupError, ValueError, FileNotFoundError)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .train import NonFiniteLoss, stop_on_signals, train
+
+    job = load_job(args.job, args.overrides)
+    stop = stop_on_signals(signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+    try:
+        result = train(job, stop)
+    except NonFiniteLoss as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    if result.get("interrupted"):
+        print(f"stopped at step {result['steps']}; run the same command again to resume", file=sys.stderr)
+        return 143
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def load_run(run_dir: Path):
+    """A finished (or checkpointed) run's job, task, model in eval mode and task info."""
+    import yaml
+
+    from .checkpoint import load_latest, load_model_state
+    from .tasks import get_task
+
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"{run_dir}: no config.yaml here; is this a run directory (runs/<job>/<id>)?")
+    job = validate_job(yaml.safe_load(config.read_text()), str(config))
+    found = load_latest(run_dir / "checkpoints")
+    if found is None:
+        raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no checkpoint to predict with")
+    path, state = found
+    task = get_task(job.task)(job)
+    from .tasks import Splits
+
+    model = task.build_model(Splits(train=(), test=(), info=state["task_info"]))
+    load_model_state(model, state["model"], path)
+    model.eval()
+    return job, task, model, state["task_info"]
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    _, task, model, info = load_run(Path(args.run_dir))
+    if not args.inputs and not args.csv:
+        raise ValueError("give input files to predict on (images, or --csv FILE for a forecast)")
+    for line in task.predict(model, info, args.inputs, {"csv": args.csv}):
+        print(line)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import report
+
+    for path in report(Path(args.run_dir)):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from .submit import submit_main
+
+    return submit_main(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .submit import status_main
+
+    return status_main(args)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from .submit import cancel_main
+
+    return cancel_main(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lstm-train", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train a job here (also under accelerate launch / torchrun)")
+    run.add_argument("job", help="job spec, e.g. jobs/mnist_lstm.yaml")
+    run.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.epochs=3")
+    run.set_defaults(func=cmd_run)
+
+    predict = sub.add_parser("predict", help="use a trained run on new inputs")
+    predict.add_argument("run_dir")
+    predict.add_argument("inputs", nargs="*", help="image files (classify, caption)")
+    predict.add_argument("--csv", help="series to forecast from (forecast)")
+    predict.set_defaults(func=cmd_predict)
+
+    report = sub.add_parser("report", help="summary table and PNG plots of a run's metrics")
+    report.add_argument("run_dir")
+    report.set_defaults(func=cmd_report)
+
+    bench = sub.add_parser("bench", help="the tutorial's loop vs lstm_train's, side by side")
+    bench.add_argument("job", nargs="?", default=None, help="job spec (default: jobs/mnist_lstm.yaml's settings)")
+    bench.add_argument("overrides", nargs="*")
+    bench.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--processes", action="store_true", help="also measure 1 vs 2 processes (DDP scaling)")
+    bench.add_argument("--skip-tutorial", action="store_true", help="measure lstm_train's loop only")
+    bench.set_defaults(func=cmd_bench)
+
+    submit = sub.add_parser("submit", help="send a job (or a sweep) to SLURM through submitit")
+    submit.add_argument("job")
+    submit.add_argument("overrides", nargs="*")
+    submit.add_argument("--executor", choices=["slurm", "local", "debug"], default="slurm")
+    submit.add_argument("--wait", action="store_true", help="wait for the job(s) and print the result")
+    submit.set_defaults(func=cmd_submit)
+
+    status = sub.add_parser("status", help="state of a submitted run or sweep")
+    status.add_argument("run_dir")
+    status.set_defaults(func=cmd_status)
+
+    cancel = sub.add_parser("cancel", help="cancel a submitted run or sweep")
+    cancel.add_argument("run_dir")
+    cancel.set_defaults(func=cmd_cancel)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,6 @@
+"""Models: the tutorial's LSTM classifier and a reference cell written from its equations."""
+
+from .cell import ReferenceLSTM, ReferenceLSTMCell
+from .classifier import LSTMClassifier
+
+__all__ = ["LSTMClassifier", "ReferenceLSTM", "ReferenceLSTMCell"]

@@ -1,0 +1,244 @@
+"""Image in, tokens out: an image encoder and an LSTM decoder with attention.
+
+Encoder.  The default (`encoder: cnn`) is a small CNN whose pooling halves the
+height at every block but the width only at the first `width_pools` blocks; what
+is left of the height is folded into the channels, so a strip becomes a
+left-to-right sequence of column features (160 px wide -> 40 columns, each
+seeing ~ one third of a digit plus context).  A bidirectional LSTM over those
+columns (`encoder_lstm_layers`, default 1) lets every column know where it sits
+in the strip, which content-based attention needs to tell "the 2nd 7" from
+"the 3rd 7".  Why a CNN rather than an LSTM over pixel columns (`encoder:
+lstm`, also available): convolutions run all positions at once and are
+translation-invariant, so on a 2-core CPU they learn MNIST-quality digit
+features in a fraction of the time an LSTM needs walking 160 columns one by one.
+
+Decoder.  An LSTM fed at each step the previous token's embedding and an
+attention context (additive, Bahdanau-style, over the encoder columns, queried
+with the decoder's previous top hidden state); logits come from the new hidden
+state and the context.  `attention: false` replaces the context by one fixed
+summary of the image (the encoder LSTM's final states, or the column mean) --
+the classic sequence-to-sequence bottleneck, kept as a baseline.
+
+Training is teacher-forced (`forward`).  Inference (`generate`) is greedy or
+beam search, always stopping at EOS or after `max_len` tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.strips import BOS, EOS, PAD
+
+
+class CNNEncoder(nn.Module):
+    """uint8/float images [B, H, W] -> column features [B, T, C]."""
+
+    def __init__(self, height: int, channels: list[int], width_pools: int, dropout: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in, h = 1, height
+        for i, c_out in enumerate(channels):
+            pool = (2, 2) if i < width_pools else (2, 1)
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(pool, pool),
+            ]
+            c_in, h = c_out, h // 2
+        if h < 1:
+            raise ValueError(f"{len(channels)} pooling blocks leave nothing of height {height}")
+        self.net = nn.Sequential(*layers)
+        self.drop = nn.Dropout(dropout)
+        self.out_size = c_in * h
+        self.stride = 2 ** min(width_pools, len(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.net(x.unsqueeze(1))  # [B, C, h, T]
+        b, c, h, t = f.shape
+        return self.drop(f.reshape(b, c * h, t).transpose(1, 2))
+
+
+class Captioner(nn.Module):
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        height: int,
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        embed_size: int = 32,
+        encoder: str = "cnn",
+        channels: list[int] = (32, 64, 96),
+        width_pools: int = 2,
+        encoder_lstm_layers: int = 1,
+        encoder_hidden: int | None = None,
+        bidirectional: bool = True,
+        attention: bool = True,
+        attention_size: int | None = None,
+        max_len: int = 6,
+        beam_size: int = 1,
+    ) -> None:
+        super().__init__()
+        self.vocab_size, self.max_len, self.beam_size = vocab_size, max_len, beam_size
+        self.attention, self.num_layers, self.hidden_size = attention, num_layers, hidden_size
+        encoder_hidden = encoder_hidden or hidden_size
+        if encoder == "cnn":
+            self.cnn: CNNEncoder | None = CNNEncoder(height, list(channels), width_pools, dropout)
+            feat = self.cnn.out_size
+        elif encoder == "lstm":
+            if encoder_lstm_layers < 1:
+                raise ValueError("encoder 'lstm' reads pixel columns with an LSTM: encoder_lstm_layers must be >= 1")
+            self.cnn, feat = None, height
+        else:
+            raise ValueError(f"unknown encoder {encoder!r}: 'cnn' or 'lstm'")
+        self.enc_rnn: nn.LSTM | None = None
+        if encoder_lstm_layers > 0:
+            self.enc_rnn = nn.LSTM(
+                feat,
+                encoder_hidden,
+                num_layers=encoder_lstm_layers,
+                batch_first=True,
+                bidirectional=bidirectional,
+                dropout=dropout if encoder_lstm_layers > 1 else 0.0,
+            )
+            feat = encoder_hidden * (2 if bidirectional else 1)
+        self.feat_size = feat
+        att = attention_size or hidden_size
+        self.embed = nn.Embedding(vocab_size, embed_size, padding_idx=PAD)
+        self.decoder = nn.LSTM(
+            embed_size + feat, hidden_size, num_layers=num_layers, batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        self.init_h = nn.Linear(feat, hidden_size * num_layers)
+        self.init_c = nn.Linear(feat, hidden_size * num_layers)
+        if attention:
+            self.att_key = nn.Linear(feat, att, bias=False)
+            self.att_query = nn.Linear(hidden_size, att)
+            self.att_v = nn.Linear(att, 1, bias=False)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_size + feat, vocab_size)
+
+    # -- encoder ---------------------------------------------------------------
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images [B, H, W] (uint8 0..255 or float 0..1) -> (columns [B, T, F], summary [B, F])."""
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        feats = self.cnn(x) if self.cnn is not None else x.transpose(1, 2)
+        summary = None
+        if self.enc_rnn is not None:
+            feats, (h, _) = self.enc_rnn(feats)
+            if self.enc_rnn.bidirectional:  # last layer: forward's end and backward's start
+                summary = torch.cat([h[-2], h[-1]], dim=1)
+            else:
+                summary = h[-1]
+        if summary is None:
+            summary = feats.mean(1)
+        return feats, summary
+
+    def _init_state(self, summary: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = summary.shape[0]
+        shape = (b, self.num_layers, self.hidden_size)
+        h = torch.tanh(self.init_h(summary)).view(shape).transpose(0, 1).contiguous()
+        c = self.init_c(summary).view(shape).transpose(0, 1).contiguous()
+        return h, c
+
+    def _step(self, tokens, state, feats, keys, summary):
+        """One decoder step: tokens [B] -> log-probs [B, V], new state, attention weights [B, T]."""
+        h, c = state
+        if self.attention:
+            scores = self.att_v(torch.tanh(keys + self.att_query(h[-1])[:, None, :])).squeeze(2)
+            weights = scores.float().softmax(dim=1).to(feats.dtype)
+            context = torch.bmm(weights[:, None, :], feats).squeeze(1)
+        else:
+            weights = None
+            context = summary
+        inp = torch.cat([self.embed(tokens), context.to(feats.dtype)], dim=1)[:, None, :]
+        out, (h, c) = self.decoder(inp, (h, c))
+        logits = self.out(self.drop(torch.cat([out[:, 0], context], dim=1)))
+        return logits, (h, c), weights
+
+    # -- training: teacher forcing ------------------------------------------------
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits [B, L-1, V] for predicting tokens[:, 1:] from tokens[:, :-1]."""
+        feats, summary = self.encode(images)
+        keys = self.att_key(feats) if self.attention else None
+        state = self._init_state(summary)
+        logits = []
+        for t in range(tokens.shape[1] - 1):
+            step_logits, state, _ = self._step(tokens[:, t], state, feats, keys, summary)
+            logits.append(step_logits)
+        return torch.stack(logits, dim=1)
+
+    # -- inference ----------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self, images: torch.Tensor, beam_size: int | None = None, max_len: int | None = None
+    ) -> torch.Tensor:
+        """Decoded tokens [B, <= max_len] (without BOS; EOS then PAD after each sequence's end)."""
+        beam_size = beam_size or self.beam_size
+        max_len = max_len or self.max_len
+        if beam_size > 1:
+            return self._beam(images, beam_size, max_len)
+        return self._greedy(images, max_len)
+
+    def _greedy(self, images: torch.Tensor, max_len: int) -> torch.Tensor:
+        feats, summary = self.encode(images)
+        keys = self.att_key(feats) if self.attention else None
+        state = self._init_state(summary)
+        b = images.shape[0]
+        tokens = torch.full((b,), BOS, dtype=torch.long, device=images.device)
+        done = torch.zeros(b, dtype=torch.bool, device=images.device)
+        out = []
+        for _ in range(max_len):
+            logits, state, _ = self._step(tokens, state, feats, keys, summary)
+            tokens = logits.float().argmax(dim=1)
+            tokens = torch.where(done, torch.full_like(tokens, PAD), tokens)
+            out.append(tokens)
+            done = done | (tokens == EOS)
+            if bool(done.all()):
+                break
+        return torch.stack(out, dim=1)
+
+    def _beam(self, images: torch.Tensor, k: int, max_len: int) -> torch.Tensor:
+        """Beam search: the k best partial sequences per image by summed log-probability.
+
+        Finished beams (EOS emitted) carry on with PAD at no cost, so they compete
+        with unfinished ones on their final score; the best beam wins at the end.
+        """
+        feats, summary = self.encode(images)
+        b, t, f = feats.shape
+        dev = images.device
+        rep = lambda x: x.repeat_interleave(k, dim=0)  # noqa: E731  [B, ...] -> [B*k, ...]
+        feats, summary = rep(feats), rep(summary)
+        keys = self.att_key(feats) if self.attention else None
+        h, c = self._init_state(summary)
+        scores = torch.full((b, k), float("-inf"), device=dev)
+        scores[:, 0] = 0.0  # one live beam at first: the others are copies
+        tokens = torch.full((b * k,), BOS, dtype=torch.long, device=dev)
+        done = torch.zeros(b * k, dtype=torch.bool, device=dev)
+        history = torch.zeros(b * k, 0, dtype=torch.long, device=dev)
+        v = self.vocab_size
+        for _ in range(max_len):
+            logits, (h, c), _ = self._step(tokens, (h, c), feats, keys, summary)
+            logp = logits.float().log_softmax(dim=1)
+            finished = torch.full_like(logp, float("-inf"))
+            finished[:, PAD] = 0.0
+            logp = torch.where(done[:, None], finished, logp)
+            total = (scores.view(b * k, 1) + logp).view(b, k * v)
+            scores, flat = total.topk(k, dim=1)
+            beam = torch.div(flat, v, rounding_mode="floor")
+            tokens = (flat % v).view(b * k)
+            parent = (beam + torch.arange(b, device=dev)[:, None] * k).view(b * k)
+            h, c = h[:, parent], c[:, parent]
+            done = done[parent] | (tokens == EOS)
+            history = torch.cat([history[parent], tokens[:, None]], dim=1)
+            if bool(done.all()):
+                break
+        best = scores.argmax(dim=1) + torch.arange(b, device=dev) * k
+        return history[best]

@@ -1,0 +1,118 @@
+"""Classify images read row by row: the tutorial's MNIST example (and Fashion-MNIST)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from ..config import DataBase, ModelBase, default_data_root
+from ..data import mnist
+from ..models import LSTMClassifier
+from .base import Splits, Task
+
+CLASS_NAMES = {
+    "mnist": [str(d) for d in range(10)],
+    "fashion_mnist": [
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    ],
+}
+
+
+class ClassifyData(DataBase):
+    dataset: Literal["mnist", "fashion_mnist"] = "mnist"
+    root: str = Field(default_factory=default_data_root)
+    download: bool = False
+    loader: Literal["tensor", "torchvision"] = Field(
+        "tensor", description="tensor: whole set on the device (fast); torchvision: Dataset + DataLoader"
+    )
+    num_workers: int = Field(0, ge=0, description="DataLoader workers (loader=torchvision)")
+
+
+class ClassifyModel(ModelBase):
+    pass
+
+
+def as_rows(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, 28, 28] (or ToTensor's float [B, 1, 28, 28]) -> float [B, 28 steps, 28 pixels] in [0, 1]."""
+    if images.dtype == torch.uint8:
+        images = images.float().div_(255)
+    return images.reshape(images.shape[0], -1, images.shape[-1])
+
+
+class ClassifyTask(Task):
+    name = "classify"
+    Data = ClassifyData
+    Model = ClassifyModel
+
+    def load_data(self) -> Splits:
+        data = self.job.data
+        mnist.ensure_files(data.root, data.dataset, data.download)
+        train = mnist.load_split(data.root, data.dataset, train=True)
+        test = mnist.load_split(data.root, data.dataset, train=False)
+        return Splits(train=train, test=test, info={"classes": CLASS_NAMES[data.dataset]})
+
+    def torch_dataset(self, train: bool) -> torch.utils.data.Dataset:
+        """torchvision's Dataset with ToTensor, for `data.loader: torchvision`."""
+        import torchvision
+
+        data = self.job.data
+        cls = getattr(torchvision.datasets, mnist.FOLDERS[data.dataset])
+        return cls(data.root, train=train, download=False, transform=torchvision.transforms.ToTensor())
+
+    def build_model(self, splits: Splits) -> nn.Module:
+        m = self.job.model
+        width = splits.train[0].shape[-1]
+        return LSTMClassifier(width, m.hidden_size, m.num_layers, len(splits.info["classes"]), m.bidirectional, m.dropout)
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        images, labels = batch
+        return F.cross_entropy(model(as_rows(images)), labels)
+
+    def eval_sums(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        images, labels = batch
+        logits = model(as_rows(images)).float()
+        return {
+            "loss_sum": F.cross_entropy(logits, labels, reduction="sum"),
+            "correct": (logits.argmax(1) == labels).sum(),
+            "count": torch.tensor(len(labels), device=labels.device),
+        }
+
+    def metrics(self, sums: dict[str, float], prefix: str = "test_") -> dict[str, float]:
+        count = max(sums["count"], 1)
+        return {
+            f"{prefix}loss": sums["loss_sum"] / count,
+            f"{prefix}accuracy": sums["correct"] / count,
+            f"{prefix}samples": int(sums["count"]),
+        }
+
+    def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
+        from PIL import Image, UnidentifiedImageError
+
+        lines = []
+        for name in inputs:
+            try:
+                with Image.open(name) as img:
+                    gray = img.convert("L")
+            except FileNotFoundError:
+                raise ValueError(f"{name}: no such file") from None
+            except (UnidentifiedImageError, OSError) as e:
+                raise ValueError(f"{name}: not a readable image ({e})") from None
+            if gray.size != (28, 28):
+                gray = gray.resize((28, 28), Image.BILINEAR)
+            pixels = torch.tensor(list(gray.getdata()), dtype=torch.uint8).reshape(1, 28, 28)
+            if pixels.float().mean() > 127:  # dark digit on light paper: MNIST is the reverse
+                pixels = 255 - pixels
+            with torch.no_grad():
+                probs = model(as_rows(pixels)).softmax(1)[0]
+            p, k = probs.max(0)
+            lines.append(f"{name}\t{info['classes'][int(k)]}\t{float(p):.4f}")
+        return lines
+
+
+TASK = ClassifyTask
