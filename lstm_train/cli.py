@@ -54,9 +54,7 @@ def load_run(run_dir: Path):
         raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no checkpoint to predict with")
     path, state = found
     task = get_task(job.task)(job)
-    from .tasks import Splits
-
-    model = task.build_model(Splits(train=(), test=(), info=state["task_info"]))
+    model = task.build_model(state["task_info"])
     load_model_state(model, state["model"], path)
     model.eval()
     return job, task, model, state["task_info"]

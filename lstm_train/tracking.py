@@ -1,16 +1,84 @@
 """Metrics from every worker: a JSONL file per rank (always) and W&B (when it works).
 
-STUB: jsonl only; W&B comes with the tracking issue.  The interface below is what
-the training loop calls.
+Why every rank logs
+    A straggling GPU, a rank whose shard is harder, a node with slow input: all are
+    invisible in rank 0's numbers.  So each global rank writes its own batch loss,
+    throughput and shard test metrics next to the all-reduced (global) ones.
+
+Local files (the source of truth)
+    ``<run_dir>/metrics/rank-<R>.jsonl``: one JSON object per ``log`` call,
+    ``{"step": ..., "time": <unix s>, **metrics}``; ``log_images`` adds
+    ``{"step": ..., "time": ..., "images": {name: path}}``; ``finish`` writes
+    ``<run_dir>/metrics/rank-<R>-summary.json``.  Written whatever W&B does, and
+    appended to on resume (a resumed run repeats steps after its checkpoint; the
+    later row wins, see `lstm_train.report`).
+
+W&B layout
+    * default (``tracking.wandb.shared: false``): one W&B run per global rank, all
+      in group ``<run_id>``, named ``<job>-rank<R>``, with a W&B id stable per
+      (job, run_id, rank) and ``resume="allow"``: a requeued or resumed SLURM job
+      continues the same W&B runs.  Works online, offline and with ``wandb sync``.
+      Use it unless you have a reason not to.
+    * shared (``tracking.wandb.shared: true``, online only): all ranks write into
+      ONE W&B run (id from the run id, name ``<job>``) using W&B's shared mode;
+      rank 0 is the primary (it writes config/files and sets the final state).
+      Global values are logged once, by rank 0; per-rank values (``loss``,
+      ``samples_per_s`` and every key containing ``shard``) become
+      ``rank<R>/<key>``.  Use it for many ranks where one run per rank clutters the
+      project.  Offline (no server) it falls back to one run per rank, with a warning.
+
+    Every row carries ``step`` as a value and every metric is plotted against it
+    (``define_metric("*", step_metric="step")``); ``step=`` is never passed to
+    ``log``, because W&B drops rows whose internal ``_step`` goes backwards, which
+    is exactly what happens after resuming from an older checkpoint.
+
+Mode (``tracking.wandb.mode``)
+    ``auto`` (default): ``$WANDB_MODE`` if set (``WANDB_DISABLED=true`` means
+    disabled); else online when credentials exist (``$WANDB_API_KEY``,
+    ``$WANDB_IDENTITY_TOKEN_FILE``, or a netrc entry for the ``$WANDB_BASE_URL``
+    host, default api.wandb.ai; ``$NETRC`` names the file), else offline.
+    ``online`` without any credentials goes offline with a warning: a batch job must
+    never sit at a login prompt.  ``offline`` / ``disabled`` as named.  Other
+    ``WANDB_*`` variables keep their meaning; ``$WANDB_PROJECT``/``$WANDB_ENTITY``/
+    ``$WANDB_DIR`` apply where the job file leaves project/entity/dir unset.
+    Offline runs land in ``<dir>/wandb/offline-run-*``; upload them with
+    ``wandb sync <run_dir>/wandb/offline-run-*`` (pieces of a resumed run are
+    synced in start order into the same run).
+
+Failure policy
+    W&B must never stop or stall training.  ``wandb.init`` gets a short timeout
+    (``$LSTM_TRAIN_WANDB_INIT_TIMEOUT`` seconds, default 60); if an online init fails
+    the tracker tries offline once; after that first failure, and after any error
+    from a later W&B call (say the wandb service died), W&B is off for this tracker.
+    Each tracker emits at most one `TrackingWarning` about it; the JSONL file is
+    complete either way.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import netrc
+import os
+import re
 import socket
-from dataclasses import dataclass
+import time
+import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+INIT_TIMEOUT_ENV = "LSTM_TRAIN_WANDB_INIT_TIMEOUT"
+DEFAULT_INIT_TIMEOUT_S = 60.0
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+MAX_WANDB_ID = 64
+
+_ACTIVE_RUNS: set[int] = set()  # trackers of this process with a live W&B run
+
+
+class TrackingWarning(RuntimeWarning):
+    """W&B could not be used (at all, or from some point on); local metrics go on."""
 
 
 @dataclass(frozen=True)
@@ -24,22 +92,293 @@ class WorkerInfo:
     hostname: str = socket.gethostname()
 
 
+# ---------------------------------------------------------------------------
+# Decisions that do not need wandb imported (cheap, and testable on their own)
+
+
+def has_credentials(base_url: str | None = None) -> bool:
+    """Whether W&B would find credentials without asking: env key/token or a netrc entry."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlsplit(base_url or os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL).netloc
+    candidates = [Path(os.environ["NETRC"]).expanduser()] if os.environ.get("NETRC") else [
+        Path("~/.netrc").expanduser(),
+        Path("~/_netrc").expanduser(),
+    ]
+    for path in candidates:
+        try:
+            entry = netrc.netrc(path).authenticators(host)
+        except (OSError, netrc.NetrcParseError):
+            continue
+        if entry and entry[2]:
+            return True
+    return False
+
+
+def resolve_mode(mode: str) -> str:
+    """The W&B mode to use: 'online', 'offline' or 'disabled' (see module doc for the rules)."""
+    if mode != "auto":
+        return mode
+    if os.environ.get("WANDB_DISABLED", "").strip().lower() in ("true", "1", "yes"):
+        return "disabled"
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env:
+        return {"dryrun": "offline", "run": "online", "shared": "online"}.get(env, env)
+    return "online" if has_credentials() else "offline"
+
+
+def wandb_run_id(job_name: str, run_id: str, rank: int | None) -> str:
+    """A W&B run id that is the same on every (re)start of the same rank of the same run.
+
+    Readable when possible (``<job>-<run_id>-r<R>``); characters W&B reserves are
+    replaced, and a too-long id is cut and made unique again with a hash.
+    """
+    raw = f"{job_name}-{run_id}" + ("" if rank is None else f"-r{rank}")
+    clean = re.sub(r"[^A-Za-z0-9_.-]", "-", raw)
+    if clean == raw and len(clean) <= MAX_WANDB_ID:
+        return clean
+    digest = hashlib.sha1(raw.encode()).hexdigest()[:10]
+    return f"{clean[: MAX_WANDB_ID - 11]}-{digest}"
+
+
+def init_timeout() -> float:
+    """Seconds `wandb.init` may take before we give up on it (env override for tests)."""
+    try:
+        return float(os.environ.get(INIT_TIMEOUT_ENV, DEFAULT_INIT_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_INIT_TIMEOUT_S
+
+
+def is_per_rank(key: str) -> bool:
+    """Keys whose value differs between ranks (the rest are all-reduced or shared)."""
+    return key in ("loss", "samples_per_s") or "shard" in key
+
+
+def _plain(value: Any) -> Any:
+    """Tensors / numpy scalars as Python numbers, so JSON and W&B see the same value."""
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "ndim", 0) == 0:
+        return item()
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    return str(value)
+
+
+# ---------------------------------------------------------------------------
+
+
 class Tracker:
-    """Per-rank metrics sink.  Never raises out of `log`: tracking must not stop training."""
+    """Per-rank metrics sink.  Never raises out of `log`: tracking must not stop training.
+
+    Call order: ``log`` / ``log_images`` any number of times, then ``finish`` once
+    (also on error paths).  Attributes useful to callers and tests: ``mode`` (the
+    W&B mode in use now: 'online', 'offline', 'shared' or 'disabled'),
+    ``wandb_id``, ``jsonl_path``, ``wandb_dir`` (where wandb writes, None if off).
+    """
 
     def __init__(self, job: Any, run_dir: Path, run_id: str, worker: WorkerInfo) -> None:
-        self.job, self.run_dir, self.run_id, self.worker = job, run_dir, run_id, worker
-        path = run_dir / "metrics" / f"rank-{worker.rank}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._jsonl = path.open("a", buffering=1)
+        self.job, self.run_dir, self.run_id, self.worker = job, Path(run_dir), run_id, worker
+        self.jsonl_path = self.run_dir / "metrics" / f"rank-{worker.rank}.jsonl"
+        self.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
+        self._jsonl: Any = self.jsonl_path.open("a", buffering=1)
+        self._local_failed = False
+        self._warned = False
+        self._run: Any = None
+        self._wandb: Any = None
+        self.shared = False
+        self.wandb_id: str | None = None
+        self.wandb_dir: Path | None = None
+        self.mode = "disabled"
+        try:
+            self._start_wandb()
+        except Exception as e:  # noqa: BLE001 - any W&B problem only turns W&B off
+            self._wandb_failed("could not start", e)
 
-    def log(self, step: int, metrics: dict[str, float]) -> None:
+    # -- public interface ------------------------------------------------------
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
         """One row: `step` plus metrics (train: loss, global_loss, lr, samples_per_s, epoch;
         eval: test/loss, test/accuracy, test/shard_loss, test/shard_accuracy, ...)."""
-        self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+        row = {k: _plain(v) for k, v in metrics.items()}
+        self._write_local({"step": int(step), "time": round(time.time(), 3), **row})
+        self._wandb_log(int(step), row)
 
     def log_images(self, step: int, images: dict[str, Path]) -> None:
-        pass
+        """Pictures (PNG paths) at a step: listed in the JSONL, uploaded to W&B."""
+        self._write_local({"step": int(step), "time": round(time.time(), 3),
+                           "images": {k: str(v) for k, v in images.items()}})
+        if self._run is None:
+            return
+        try:
+            wandb_images = {k: self._wandb.Image(str(v)) for k, v in images.items()}
+        except Exception as e:  # noqa: BLE001
+            self._wandb_failed("could not read an image for", e)
+            return
+        self._wandb_log(int(step), wandb_images, own=True)
 
-    def finish(self, summary: dict[str, Any]) -> None:
-        self._jsonl.close()
+    def finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
+        """End of the run (or of this attempt): summary to W&B and to
+        ``metrics/rank-<R>-summary.json``; closes everything.  Safe to call twice.
+        `exit_code` != 0 marks the W&B run as failed (for error paths)."""
+        summary = {k: _plain(v) for k, v in summary.items()}
+        try:
+            path = self.jsonl_path.with_name(f"rank-{self.worker.rank}-summary.json")
+            path.write_text(json.dumps(summary, indent=1, default=_json_default) + "\n")
+        except OSError as e:
+            self._local_warning(e)
+        if self._run is not None:
+            try:
+                self._run.summary.update(self._wandb_keys(summary, own=True))
+                self._run.finish(exit_code=exit_code)
+            except Exception as e:  # noqa: BLE001
+                self._wandb_failed("could not finish", e)
+            self._run = None
+            _ACTIVE_RUNS.discard(id(self))
+        if not self._jsonl.closed:
+            self._jsonl.close()
+
+    # -- W&B -------------------------------------------------------------------
+
+    def _start_wandb(self) -> None:
+        cfg = self.job.tracking.wandb
+        mode = resolve_mode(cfg.mode)
+        if mode == "disabled":
+            return
+        if mode == "online" and not has_credentials():
+            self._warn("mode is online but no W&B credentials were found (WANDB_API_KEY or netrc); "
+                       "logging offline instead, upload later with `wandb sync`")
+            mode = "offline"
+        self.shared = bool(cfg.shared) and mode == "online"
+        if cfg.shared and not self.shared:
+            self._warn("tracking.wandb.shared needs W&B online; logging one run per rank instead")
+
+        import wandb  # only now: importing wandb costs a second and is not needed when disabled
+
+        self._wandb = wandb
+        set_fields = cfg.model_fields_set if hasattr(cfg, "model_fields_set") else set()
+        root = Path(cfg.dir) if cfg.dir else (Path(os.environ["WANDB_DIR"]) if os.environ.get("WANDB_DIR") else self.run_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        w = self.worker
+        self.wandb_id = wandb_run_id(self.job.name, self.run_id, None if self.shared else w.rank)
+        worker = {**asdict(w), "run_id": self.run_id}
+        if self.shared:
+            config = {f"worker_rank{w.rank}": worker}
+            if w.rank == 0:
+                config.update(self.job.to_dict(), world_size=w.world_size, run_id=self.run_id)
+        else:
+            config = {**self.job.to_dict(), **worker}
+        kwargs: dict[str, Any] = dict(
+            id=self.wandb_id,
+            resume="allow",
+            group=self.run_id,
+            name=self.job.name if self.shared else f"{self.job.name}-rank{w.rank}",
+            job_type="train",
+            config=config,
+            tags=list(cfg.tags) or None,
+            dir=str(root),
+            reinit="create_new",  # never finish or reuse some other run living in this process
+        )
+        if "project" in set_fields or not os.environ.get("WANDB_PROJECT"):
+            kwargs["project"] = cfg.project
+        if cfg.entity:
+            kwargs["entity"] = cfg.entity
+        settings: dict[str, Any] = dict(init_timeout=init_timeout(), x_label=f"rank{w.rank}", quiet=w.rank != 0)
+        if self.shared:
+            settings.update(mode="shared", x_primary=w.rank == 0, x_update_finish_state=w.rank == 0)
+        else:
+            settings.update(mode=mode)
+
+        errors: list[str] = []
+        try:
+            self._run = wandb.init(**kwargs, settings=wandb.Settings(**settings))
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"{settings['mode']}: {type(e).__name__}: {str(e).strip()[:300]}")
+        if self._run is None and mode == "online" and not self.shared and not _ACTIVE_RUNS:
+            # Offline keeps the rows for a later `wandb sync`.  The failed init left the run
+            # id claimed in the wandb service, so restart it first (safe: no other run of
+            # ours lives in this process; a training process has one tracker).
+            try:
+                wandb.teardown()
+            except Exception:  # noqa: BLE001
+                pass
+            try:
+                self._run = wandb.init(**kwargs, settings=wandb.Settings(**{**settings, "mode": "offline"}))
+            except Exception as e:  # noqa: BLE001
+                errors.append(f"offline: {type(e).__name__}: {str(e).strip()[:300]}")
+        if self._run is None:
+            self._warn(f"W&B could not start ({'; '.join(errors)}); W&B is off for rank {w.rank}, "
+                       f"metrics go on in {self.jsonl_path}")
+            return
+        if errors:
+            self._warn(f"W&B online failed ({errors[0]}); logging offline instead to "
+                       f"{root / 'wandb'}, upload later with `wandb sync`")
+        self.mode = "shared" if self.shared else ("offline" if errors else mode)
+        _ACTIVE_RUNS.add(id(self))
+        self.wandb_dir = root / "wandb"
+        self._run.define_metric("step")
+        self._run.define_metric("*", step_metric="step")
+
+    def _wandb_keys(self, row: dict[str, Any], own: bool = False) -> dict[str, Any]:
+        """Row keys as logged to W&B: unchanged in per-rank runs.  In shared mode per-rank
+        keys become ``rank<R>/<key>`` and global keys are logged by rank 0 only (they are
+        equal on every rank); `own` marks a row that is this rank's alone (images, summary)."""
+        if not self.shared:
+            return row
+        rank = self.worker.rank
+        out: dict[str, Any] = {}
+        for key, value in row.items():
+            if is_per_rank(key) or (own and rank != 0):
+                out[f"rank{rank}/{key}"] = value
+            elif rank == 0:
+                out[key] = value
+        return out
+
+    def _wandb_log(self, step: int, row: dict[str, Any], own: bool = False) -> None:
+        if self._run is None:
+            return
+        try:
+            self._run.log({"step": step, **self._wandb_keys(row, own)})
+        except Exception as e:  # noqa: BLE001
+            self._wandb_failed("failed while logging to", e)
+
+    def _wandb_failed(self, what: str, error: BaseException) -> None:
+        """Turn W&B off for good after its first error, with one warning."""
+        run, self._run = self._run, None
+        _ACTIVE_RUNS.discard(id(self))
+        self.mode = "disabled"
+        self._warn(f"W&B {what} the run ({type(error).__name__}: {str(error).strip()[:300]}); "
+                   f"W&B is off for rank {self.worker.rank} from now on, metrics go on in {self.jsonl_path}")
+        if run is not None and isinstance(error, (ConnectionError, OSError, EOFError)) and self._wandb:
+            # The wandb service is gone: reset wandb's process state so a later run (or its
+            # exit hook) does not trip over the dead connection.
+            try:
+                self._wandb.teardown()
+            except Exception:  # noqa: BLE001
+                pass
+
+    # -- local -----------------------------------------------------------------
+
+    def _write_local(self, row: dict[str, Any]) -> None:
+        """Append one row; line-buffered, so a killed process loses at most a torn last line."""
+        line = json.dumps(row, default=_json_default) + "\n"
+        try:
+            if self._jsonl.closed:  # a log after finish: still recorded
+                with self.jsonl_path.open("a") as f:
+                    f.write(line)
+            else:
+                self._jsonl.write(line)
+        except OSError as e:
+            self._local_warning(e)
+
+    def _local_warning(self, error: OSError) -> None:
+        if not self._local_failed:
+            self._local_failed = True
+            warnings.warn(f"cannot write metrics to {self.jsonl_path}: {error}", TrackingWarning, stacklevel=3)
+
+    def _warn(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"[rank {self.worker.rank}] {message}", TrackingWarning, stacklevel=3)
+

@@ -63,7 +63,7 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
     set_seed(job.train.seed)
     task: Task = get_task(job.task)(job)
     splits: Splits = task.load_data()
-    model = task.build_model(splits)
+    model = task.build_model(splits.info)
     torch_dataset = task.torch_dataset(train=True) if getattr(job.data, "loader", "tensor") == "torchvision" else None
     if torch_dataset is None:
         splits = splits.to(accelerator.device)
@@ -200,10 +200,15 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
             save_checkpoint()
         if not interrupted and evaluated_at != step:
             last_metrics = evaluate(task, accelerator, model, splits.test, job, tracker, step)
+    except BaseException as error:
+        tracker.finish({"error": f"{type(error).__name__}: {error}", "steps": step}, exit_code=1)
+        raise
     finally:
         progress.close()
 
     samples = (step - (resumed_from or 0)) * batch_size * world
+    # One digest of the weights per rank: equal digests prove the ranks trained as one model.
+    digests = gather_objects(accelerator, weights_digest(accelerator.unwrap_model(model)))
     result: dict[str, Any] = {
         **last_metrics,
         "epochs": step / steps_per_epoch,
@@ -214,6 +219,7 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
         "resumed_from_step": resumed_from,
         "interrupted": interrupted,
         "run_dir": str(run_dir),
+        "weights_sha1_per_rank": digests,
     }
     if accelerator.is_main_process and not interrupted:
         extra = task.finish(accelerator.unwrap_model(model), splits, run_dir)
@@ -293,6 +299,16 @@ def gather_objects(accelerator: Accelerator, obj: Any) -> list[Any]:
     out: list[Any] = [None] * accelerator.num_processes
     torch.distributed.all_gather_object(out, obj)
     return out
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    import hashlib
+
+    digest = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def checkpoint_files_at(folder: Path, step: int) -> bool:

@@ -66,6 +66,6 @@ def load_split(root: str | Path, dataset: str, train: bool) -> tuple[torch.Tenso
         raise IdxError(f"{images_path}: expected uint8 images [N, H, W], got {images.dtype} {tuple(images.shape)}")
     if labels.dim() != 1 or len(labels) != len(images):
         raise IdxError(
-            f"{labels_path}: {tuple(labels.shape)} labels for {len(images)} images in {images_path}"
+            f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path}"
         )
     return images, labels.long()

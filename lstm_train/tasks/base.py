@@ -35,7 +35,7 @@ class Task:
     """One kind of learning problem.  Subclasses set `Data`/`Model` and the methods below.
 
     The loop calls, in order: `load_data` (every rank, CPU tensors), `build_model`,
-    then per batch `loss`; at evaluation `eval_sums` per batch of the rank's test
+    (from `splits.info`), then per batch `loss`; at evaluation `eval_sums` per batch of the rank's test
     shard (the loop sums them over batches and ranks) and `metrics` on the totals;
     at the end `finish` on the main process only.
     """
@@ -50,7 +50,9 @@ class Task:
     def load_data(self) -> Splits:
         raise NotImplementedError
 
-    def build_model(self, splits: Splits) -> nn.Module:
+    def build_model(self, info: dict[str, Any]) -> nn.Module:
+        """The model, built from `splits.info` alone: `predict` rebuilds it from the
+        checkpoint's copy of that dict without loading any data."""
         raise NotImplementedError
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:

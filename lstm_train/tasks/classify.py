@@ -55,7 +55,8 @@ class ClassifyTask(Task):
         mnist.ensure_files(data.root, data.dataset, data.download)
         train = mnist.load_split(data.root, data.dataset, train=True)
         test = mnist.load_split(data.root, data.dataset, train=False)
-        return Splits(train=train, test=test, info={"classes": CLASS_NAMES[data.dataset]})
+        info = {"classes": CLASS_NAMES[data.dataset], "input_size": train[0].shape[-1]}
+        return Splits(train=train, test=test, info=info)
 
     def torch_dataset(self, train: bool) -> torch.utils.data.Dataset:
         """torchvision's Dataset with ToTensor, for `data.loader: torchvision`."""
@@ -65,10 +66,9 @@ class ClassifyTask(Task):
         cls = getattr(torchvision.datasets, mnist.FOLDERS[data.dataset])
         return cls(data.root, train=train, download=False, transform=torchvision.transforms.ToTensor())
 
-    def build_model(self, splits: Splits) -> nn.Module:
+    def build_model(self, info: dict[str, Any]) -> nn.Module:
         m = self.job.model
-        width = splits.train[0].shape[-1]
-        return LSTMClassifier(width, m.hidden_size, m.num_layers, len(splits.info["classes"]), m.bidirectional, m.dropout)
+        return LSTMClassifier(info["input_size"], m.hidden_size, m.num_layers, len(info["classes"]), m.bidirectional, m.dropout)
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         images, labels = batch

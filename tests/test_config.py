@@ -1,0 +1,90 @@
+"""Job specs: strict validation with errors that name file, key, value and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lstm_train.config import ConfigError, load_job
+
+from .conftest import ROOT
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_tutorial_job_is_the_tutorial() -> None:
+    job = load_job(ROOT / "jobs" / "mnist_lstm.yaml")
+    assert (job.data.dataset, job.data.batch_size) == ("mnist", 64)
+    assert (job.model.hidden_size, job.model.num_layers, job.model.bidirectional) == (64, 1, False)
+    assert (job.optim.name, job.optim.lr, job.train.epochs, job.train.seed) == ("adam", 0.01, 1, 1)
+    assert job.train.mixed_precision == "no" and job.tracking.wandb.mode == "auto"
+
+
+def test_every_job_file_validates() -> None:
+    for path in sorted((ROOT / "jobs").glob("*.yaml")):
+        load_job(path)
+
+
+def test_overrides_are_typed() -> None:
+    job = load_job(ROOT / "jobs" / "mnist_lstm.yaml", ["train.epochs=3", "optim.lr=3e-3", "model.bidirectional=true",
+                                                      "tracking.wandb.tags=[a, b]"])
+    assert job.train.epochs == 3 and job.optim.lr == 0.003 and job.model.bidirectional is True
+    assert job.tracking.wandb.tags == ["a", "b"]
+
+
+def test_unknown_key_suggests_the_close_spelling(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\nmodel:\n  hiden_size: 32\n")
+    with pytest.raises(ConfigError) as e:
+        load_job(path)
+    msg = str(e.value)
+    assert str(path) in msg and "model.hiden_size" in msg and "model.hidden_size" in msg
+
+
+def test_unknown_override_names_the_command_line() -> None:
+    with pytest.raises(ConfigError, match=r"train\.epoch'.*Did you mean 'train\.epochs'"):
+        load_job(ROOT / "jobs" / "mnist_lstm.yaml", ["train.epoch=2"])
+
+
+def test_bad_value_names_key_value_and_allowed(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\ntrain:\n  mixed_precision: fp8\n")
+    with pytest.raises(ConfigError) as e:
+        load_job(path)
+    msg = str(e.value)
+    assert "train.mixed_precision" in msg and "'fp8'" in msg and "'bf16'" in msg
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("data.batch_size=0", "data.batch_size"), ("data.dataset=cifar", "data.dataset"),
+     ("optim.lr=-1", "optim.lr"), ("train.epochs=many", "train.epochs"), ("model.dropout=1.5", "model.dropout")],
+)
+def test_bad_values(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_job(ROOT / "jobs" / "mnist_lstm.yaml", [override])
+
+
+def test_bad_task_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="Did you mean 'classify'"):
+        load_job(write(tmp_path, "name: x\ntask: clasify\n"))
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_job(write(tmp_path, "name: [x\n"))
+    with pytest.raises(ConfigError, match="job file not found"):
+        load_job(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not of the form"):
+        load_job(ROOT / "jobs" / "mnist_lstm.yaml", ["train.epochs"])
+
+
+def test_run_dir_is_stable_for_the_same_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID"):
+        monkeypatch.delenv(var, raising=False)
+    a = load_job(ROOT / "jobs" / "mnist_lstm.yaml").run_dir
+    b = load_job(ROOT / "jobs" / "mnist_lstm.yaml").run_dir
+    c = load_job(ROOT / "jobs" / "mnist_lstm.yaml", ["train.epochs=2"]).run_dir
+    assert a == b != c and a.parts[:2] == ("runs", "mnist_lstm")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    assert load_job(ROOT / "jobs" / "mnist_lstm.yaml").run_dir.name == "4242"

@@ -1,0 +1,136 @@
+"""The one training loop, for real: MNIST, 2-process gloo DDP, kill -9 + resume, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from lstm_train.checkpoint import checkpoint_files
+from lstm_train.data.mnist import load_split
+
+from .conftest import ROOT, accelerate_cli, run_cli
+
+JOB = str(ROOT / "jobs" / "mnist_lstm.yaml")
+
+
+def result_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "result.json").read_text())
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    (_, newest), *_ = checkpoint_files(run_dir / "checkpoints")
+    return torch.load(newest, weights_only=False)["model"]
+
+
+def test_short_real_mnist_run_and_predict(mnist_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run_cli("run", JOB, f"data.root={mnist_root}", f"train.output_dir={out}", "train.max_steps=150",
+                   "train.checkpoint_every=100")
+    assert proc.returncode == 0, proc.stderr
+    result = result_of(out)
+    assert result["test_samples"] == 10000 and result["world_size"] == 1 and result["steps"] == 150
+    assert 0.5 < result["test_accuracy"] <= 1 and result["resumed_from_step"] is None
+    assert result["train_seconds"] > 0 and result["samples_per_second"] > 0
+    assert [s for s, _ in checkpoint_files(out / "checkpoints")] == [150, 100]
+    assert (out / "config.yaml").is_file()
+
+    images, labels = load_split(mnist_root, "mnist", train=False)
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"digit{i}.png"
+        Image.fromarray(images[i].numpy()).save(path)
+        paths.append(str(path))
+    proc = run_cli("predict", str(out), *paths)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 3
+    predicted = [line.split("\t")[1] for line in lines]
+    assert sum(p == str(int(l)) for p, l in zip(predicted, labels[:3])) >= 2, lines
+    assert all(0 < float(line.split("\t")[2]) <= 1 for line in lines)
+
+    bad = run_cli("predict", str(out), str(tmp_path / "missing.png"))
+    assert bad.returncode == 2 and "missing.png: no such file" in bad.stderr
+
+
+def test_two_process_cpu_ddp_trains_one_model(mnist_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    proc = accelerate_cli(2, "run", JOB, f"data.root={mnist_root}", f"train.output_dir={out}", "train.max_steps=60")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout and "MULTI_CPU" in proc.stdout
+    result = result_of(out)
+    assert result["world_size"] == 2
+    assert result["test_samples"] == 10000  # every test image exactly once across both ranks
+    digests = result["weights_sha1_per_rank"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+
+
+def test_srun_tasks_without_torch_env_are_an_error(fake_mnist: Path, tmp_path: Path) -> None:
+    env = {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "0"}
+    proc = run_cli("run", JOB, f"data.root={fake_mnist}", f"train.output_dir={tmp_path / 'r'}", env=env)
+    assert proc.returncode == 2 and "2 unrelated copies" in proc.stderr
+
+
+def test_kill_9_then_resume_gives_the_same_weights(fake_mnist: Path, tmp_path: Path) -> None:
+    args = [JOB, f"data.root={fake_mnist}", "train.epochs=60", "train.checkpoint_every=10", "train.log_every=10",
+            "model.dropout=0.2", "model.num_layers=2"]
+    reference = tmp_path / "reference"
+    assert run_cli("run", *args, f"train.output_dir={reference}").returncode == 0
+
+    crashed = tmp_path / "crashed"
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen([sys.executable, "-m", "lstm_train", "run", *args, f"train.output_dir={crashed}"],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not any(s >= 100 for s, _ in checkpoint_files(crashed / "checkpoints")):
+        assert proc.poll() is None and time.time() < deadline, "run ended before a mid-run checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (crashed / "result.json").exists()
+
+    resumed = run_cli("run", *args, f"train.output_dir={crashed}")
+    assert resumed.returncode == 0, resumed.stderr
+    result = result_of(crashed)
+    assert result["resumed_from_step"] >= 100 and result["resumed_from_step"] % 8 != 0 or result["resumed_from_step"] >= 100
+    a, b = final_weights(reference), final_weights(crashed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert result_of(reference)["test_loss"] == result["test_loss"]
+
+
+def test_checkpoint_of_another_model_is_a_clear_error(fake_mnist: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    assert run_cli("run", JOB, f"data.root={fake_mnist}", f"train.output_dir={out}", "model.hidden_size=16").returncode == 0
+    proc = run_cli("run", JOB, f"data.root={fake_mnist}", f"train.output_dir={out}", "model.hidden_size=32")
+    assert proc.returncode == 2
+    assert "does not fit this job's model" in proc.stderr and "(64, 28) vs model (128, 28)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_good_checkpoints(fake_mnist: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    # 8 steps per epoch; from epoch 2 on the step schedule multiplies the LR by 1e30.
+    proc = run_cli("run", JOB, f"data.root={fake_mnist}", f"train.output_dir={out}", "train.epochs=4",
+                   "train.checkpoint_every=4", "train.log_every=1", "optim.name=sgd", "optim.lr=0.1",
+                   "optim.scheduler=step", "optim.gamma=1e30")
+    assert proc.returncode == 3, proc.stderr
+    assert "loss is" in proc.stderr and "at step" in proc.stderr
+    bad_step = int(proc.stderr.split("at step ")[1].split()[0])
+    assert bad_step > 8
+    steps = [s for s, _ in checkpoint_files(out / "checkpoints")]
+    assert steps and max(steps) < bad_step
+    state = torch.load(checkpoint_files(out / "checkpoints")[0][1], weights_only=False)
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_missing_data_is_a_clear_error(tmp_path: Path) -> None:
+    proc = run_cli("run", JOB, f"data.root={tmp_path}", f"train.output_dir={tmp_path / 'r'}")
+    assert proc.returncode == 2 and "missing files" in proc.stderr and "train-images-idx3-ubyte" in proc.stderr
+    assert "Traceback" not in proc.stderr
