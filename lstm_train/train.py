@@ -230,6 +230,9 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
         write_json(run_dir / "result.json", result)
     tracker.finish(result)
     accelerator.wait_for_everyone()
+    # Leave the process group cleanly: without it ranks sometimes abort at interpreter
+    # exit ("terminate called without an active exception") after finishing their work.
+    accelerator.end_training()
     return result
 
 
