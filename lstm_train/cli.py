@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -34,7 +35,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.get("interrupted"):
         print(f"stopped at step {result['steps']}; run the same command again to resume", file=sys.stderr)
         return 143
-    print(json.dumps(result, indent=2))
+    if int(os.environ.get("RANK", "0")) == 0:  # one copy of the result, not one per process
+        print(json.dumps(result, indent=2))
     return 0
 
 
@@ -127,6 +129,8 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--processes", action="store_true", help="also measure 1 vs 2 processes (DDP scaling)")
     bench.add_argument("--skip-tutorial", action="store_true", help="measure lstm_train's loop only")
+    bench.add_argument("--max-steps", type=int, default=None, help="stop each training loop after N steps (quick checks)")
+    bench.add_argument("--repeats", type=int, default=1, help="alternate the loops N times; medians reported")
     bench.set_defaults(func=cmd_bench)
 
     submit = sub.add_parser("submit", help="send a job (or a sweep) to SLURM through submitit")

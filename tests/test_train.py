@@ -134,3 +134,20 @@ def test_missing_data_is_a_clear_error(tmp_path: Path) -> None:
     proc = run_cli("run", JOB, f"data.root={tmp_path}", f"train.output_dir={tmp_path / 'r'}")
     assert proc.returncode == 2 and "missing files" in proc.stderr and "train-images-idx3-ubyte" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_torchrun_two_processes_form_one_group(fake_mnist: Path, tmp_path: Path) -> None:
+    from .conftest import free_port
+
+    out = tmp_path / "torchrun"
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    proc = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "lstm_train", "run", JOB,
+         f"data.root={fake_mnist}", f"train.output_dir={out}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, "WANDB_MODE": "disabled"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = result_of(out)
+    assert result["world_size"] == 2 and result["test_samples"] == 200
+    assert len(set(result["weights_sha1_per_rank"])) == 1
+    assert proc.stdout.count('"world_size": 2') == 1  # the result is printed once, by rank 0
