@@ -64,8 +64,6 @@ def load_run(run_dir: Path):
 
 def cmd_predict(args: argparse.Namespace) -> int:
     _, task, model, info = load_run(Path(args.run_dir))
-    if not args.inputs and not args.csv:
-        raise ValueError("give input files to predict on (images, or --csv FILE for a forecast)")
     for line in task.predict(model, info, args.inputs, {"csv": args.csv}):
         print(line)
     return 0

@@ -223,7 +223,7 @@ def _describe(error: dict[str, Any], schema: type[BaseModel], source: str) -> st
         hint = f" Did you mean {'.'.join(map(str, loc[:-1] + (close[0],)))!r}?" if close else ""
         return f"{source}: unknown key {key!r}.{hint} Allowed here: {', '.join(allowed)}"
     value = error.get("input")
-    message = error["msg"]
+    message = error["msg"].removeprefix("Value error, ")
     expected = error.get("ctx", {}).get("expected")
     if expected:
         message = f"expected one of {expected}"

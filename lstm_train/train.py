@@ -54,15 +54,15 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
     rank, world = accelerator.process_index, accelerator.num_processes
     run_dir = job.run_dir
     ckpt_dir = run_dir / "checkpoints"
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_job(job, run_dir / "config.yaml")
-    accelerator.wait_for_everyone()
 
     # Data and model: identical initial weights on every rank (same seed).
     set_seed(job.train.seed)
     task: Task = get_task(job.task)(job)
-    splits: Splits = task.load_data()
+    splits: Splits = task.load_data()  # before the run dir exists: bad data leaves no debris
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_job(job, run_dir / "config.yaml")
+    accelerator.wait_for_everyone()
     model = task.build_model(splits.info)
     torch_dataset = task.torch_dataset(train=True) if getattr(job.data, "loader", "tensor") == "torchvision" else None
     if torch_dataset is None:
@@ -125,9 +125,10 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
 
     progress = Progress(total_steps, enabled=accelerator.is_main_process, initial=step)
     pending: list[torch.Tensor] = []  # losses since the last sync, checked for NaN there
-    start_time = time.perf_counter()
+    start_time, start_cpu = time.perf_counter(), time.process_time()
     last_sync_time, last_sync_step = start_time, step
     train_seconds, interrupted, evaluated_at = 0.0, False, None
+    eval_seconds = eval_cpu_seconds = 0.0  # parts of train_seconds (wall) and train_cpu_seconds in evaluate()
     last_metrics: dict[str, float] = {}
 
     try:
@@ -191,11 +192,15 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
 
             epoch_done = step % steps_per_epoch == 0 or step == total_steps
             if not interrupted and epoch_done and (step // steps_per_epoch) % job.train.eval_every_epochs == 0:
+                eval_start, eval_cpu_start = time.perf_counter(), time.process_time()
                 last_metrics = evaluate(task, accelerator, model, splits.test, job, tracker, step)
+                eval_seconds += time.perf_counter() - eval_start
+                eval_cpu_seconds += time.process_time() - eval_cpu_start
                 evaluated_at = step
                 model.train()
 
         train_seconds = time.perf_counter() - start_time
+        train_cpu_seconds = time.process_time() - start_cpu
         if not interrupted and not checkpoint_files_at(ckpt_dir, step):
             save_checkpoint()
         if not interrupted and evaluated_at != step:
@@ -215,6 +220,9 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
         "steps": step,
         "world_size": world,
         "train_seconds": round(train_seconds, 3),
+        "eval_seconds": round(eval_seconds, 3),
+        "train_cpu_seconds": round(train_cpu_seconds, 3),  # this process's CPU time: robust on a busy machine
+        "eval_cpu_seconds": round(eval_cpu_seconds, 3),
         "samples_per_second": round(samples / max(train_seconds, 1e-9), 1),
         "resumed_from_step": resumed_from,
         "interrupted": interrupted,

@@ -94,6 +94,8 @@ class ClassifyTask(Task):
     def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
         from PIL import Image, UnidentifiedImageError
 
+        if not inputs:
+            raise ValueError("give image files to classify: lstm-train predict RUN_DIR digit.png ...")
         lines = []
         for name in inputs:
             try:

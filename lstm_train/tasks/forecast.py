@@ -1,0 +1,452 @@
+"""Forecast the next `horizon` values of a series from a window of its past.
+
+Sources: `sine` (pytorch/examples' synthetic waves), `airline` (pmdarima),
+`co2` and `sunspots` (statsmodels), or `csv` (your own file).  The series is
+cut by time into train / val / test spans (see `lstm_train.data.series`); the
+scaler, the MASE scale and the classical model's parameters come from the
+train span only.  After training, `finish` scores the LSTM and the baselines
+(naive, seasonal naive, a classical model) on exactly the same test windows and
+draws the forecast against the truth.
+
+Metrics (`result.json`): `test_loss` / `test_mse` = MSE in scaled units (what is
+trained), `test_mae`, `test_rmse` (original units), `test_mase` (MAE over the
+train span's in-sample seasonal naive MAE with `data.season_length`),
+`test_smape` (percent); `baselines: {naive: {...}, seasonal_naive: {...},
+<classical>: {...}}` with the same four metrics; `forecast_plot`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, ValidationInfo, field_validator
+from torch import nn
+
+from .. import baselines
+from ..config import ConfigError, DataBase, ModelBase, Section
+from ..data import series as S
+from ..models.forecaster import LSTMForecaster
+from .base import Splits, Task
+
+class SineConfig(Section):
+    series: int = Field(100, ge=1, description="number of waves")
+    length: int = Field(1000, ge=2, description="points per wave")
+    period: float = Field(20.0, gt=0, description="T in sin((i + phase) / T): wavelength 2*pi*T points")
+    noise: float = Field(0.0, ge=0, description="std of added Gaussian noise")
+    seed: int = 2
+
+
+class ForecastData(DataBase):
+    source: Literal["sine", "airline", "co2", "sunspots", "csv"] = "sine"
+    path: str | None = Field(None, validate_default=True, description="CSV file (source csv)")
+    column: str | None = Field(None, description="CSV column to forecast (default: the only non-time column)")
+    time_column: str | None = Field(None, description="CSV column of dates (gaps detected, labels printed)")
+    covariates: list[str] = Field([], description="extra CSV columns fed to the encoder alongside the target")
+    fill: Literal["error", "interpolate", "ffill"] = Field(
+        "error", description="missing values / time gaps: refuse, fill linearly, or repeat the last value"
+    )
+    season_length: int | None = Field(
+        None,
+        ge=1,
+        description="default: 12 airline/co2, 11 sunspots, round(2*pi*period) sine; csv: from the time "
+        "column's frequency (12 monthly, 4 quarterly, 52 weekly, 7 daily, 24 hourly), else 1",
+    )
+    window: int = Field(24, ge=1, description="past values fed to the encoder")
+    stride: int = Field(1, ge=1, description="step between training windows")
+    val_size: int | float = Field(
+        0, ge=0, description="points before the test span (or a fraction < 1), kept out of training (Splits.val)"
+    )
+    test_size: int | float = Field(0.2, gt=0, description="points at the end (or a fraction < 1)")
+    transform: Literal["none", "log"] = "none"
+    scale: Literal["standard", "minmax", "none"] = "standard"
+    classical: Literal["auto", "sarima", "ets", "ar", "none"] = Field(
+        "auto", description="auto: sarima for one seasonal series (season <= 52), else ar"
+    )
+    ar_order: int | None = Field(None, ge=1, description="for classical ar (default: the window)")
+    plot_series: int = Field(3, ge=1, description="series drawn in forecast.png (sine has many)")
+    sine: SineConfig = SineConfig()
+
+    @field_validator("path", "column", "time_column", "covariates")
+    @classmethod
+    def _csv_only(cls, value: Any, info: ValidationInfo) -> Any:
+        source = info.data.get("source")
+        if source == "csv" and info.field_name == "path" and not value:
+            raise ValueError("data.source = 'csv' needs data.path (the CSV file)")
+        if source not in ("csv", None) and value:
+            raise ValueError(f"only used with data.source = 'csv' (source is {source!r})")
+        return value
+
+
+class ForecastModel(ModelBase):
+    horizon: int = Field(12, ge=1, description="values predicted at once (direct multi-step)")
+    residual: Literal["none", "last", "seasonal"] = Field(
+        "none", description="predict a correction to the naive (last) or seasonal naive forecast"
+    )
+    relative_inputs: bool = Field(False, description="feed the window relative to its last value (needs a residual)")
+
+    @field_validator("relative_inputs")
+    @classmethod
+    def _relative(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("residual") == "none":
+            raise ValueError("needs model.residual = 'last' or 'seasonal' to restore the level")
+        return value
+
+
+def season_length(data: ForecastData, first: S.Series) -> int:
+    """data.season_length, else the source's (csv: from the time column's frequency, else 1)."""
+    if data.season_length is not None:
+        return data.season_length
+    if data.source == "sine":
+        return S.sine_season_length(data.sine.period)
+    if data.source == "csv":
+        return S.season_from_freq(first.freq)
+    return S.SEASON_LENGTH[data.source]
+
+
+def load_series(data: ForecastData) -> list[S.Series]:
+    if data.source == "sine":
+        c = data.sine
+        return S.sine_series(c.series, c.length, c.period, c.noise, c.seed)
+    if data.source == "csv":
+        return [S.read_csv(data.path, data.column, data.time_column, data.covariates, data.fill)]
+    return [{"airline": S.airline, "co2": S.co2, "sunspots": S.sunspots}[data.source]()]
+
+
+class ForecastTask(Task):
+    name = "forecast"
+    Data = ForecastData
+    Model = ForecastModel
+
+    # ------------------------------------------------------------------ data
+
+    def load_data(self) -> Splits:
+        data, horizon = self.job.data, self.job.model.horizon
+        series = load_series(data)
+        m, window = season_length(data, series[0]), data.window
+        if self.job.model.residual == "seasonal" and window < m:
+            raise ConfigError(
+                f"model.residual = 'seasonal' needs data.window >= the season length {m}; data.window is {window}"
+            )
+        lengths = {len(s) for s in series}
+        if len(lengths) != 1:
+            raise S.SeriesError(f"series of different lengths {sorted(lengths)}")
+        spans = S.split_spans(len(series[0]), window, horizon, data.val_size, data.test_size, series[0].name)
+
+        # Transform (target only) and scaling fitted on the train span of every series.
+        feats = []
+        for s in series:
+            f = s.features().copy()
+            f[:, 0] = S.apply_transform(f[:, 0], data.transform, s.name)
+            feats.append(f)
+        scaler = S.Scaler.fit(np.concatenate([f[: spans.n_train] for f in feats]), data.scale)
+        scaled = [scaler.apply(f) for f in feats]
+
+        def windows(split: str, stride: int = 1) -> tuple[np.ndarray, ...]:
+            at = S.origins(spans, window, horizon, split, stride)
+            xs, ys, truth, denom = [], [], [], []
+            for s, z in zip(series, scaled):
+                x, y = S.make_windows(z, at, window, horizon)
+                xs.append(x)
+                ys.append(y)
+                truth.append(s.values[at[:, None] + np.arange(horizon)[None, :]] if len(at) else np.zeros((0, horizon)))
+                denom.append(np.full(len(at), S.mase_scale(s.values[: spans.n_train], m)))
+            return np.concatenate(xs), np.concatenate(ys), np.concatenate(truth), np.concatenate(denom)
+
+        x, y, _, _ = windows("train", data.stride)
+        train = (S.to_tensor(x), S.to_tensor(y))
+        test = tuple(S.to_tensor(a) for a in windows("test"))
+        val = tuple(S.to_tensor(a) for a in windows("val")) if spans.n_val else None
+        if len(train[0]) == 0:
+            raise S.SeriesError(f"{series[0].name}: no training windows; lower data.window or data.stride")
+
+        first = series[0]
+        tail_times = None
+        if first.times is not None:
+            tail_times = [str(t) for t in first.times[-window:]]
+        self.series, self.spans, self.season_length = series, spans, m
+        info = {
+            "source": data.source,
+            "series_name": first.name,
+            "n_series": len(series),
+            "window": window,
+            "horizon": horizon,
+            "season_length": m,
+            "input_size": int(train[0].shape[-1]),
+            "transform": data.transform,
+            "scaler": scaler.to_info(),
+            "column": data.column,
+            "time_column": data.time_column,
+            "covariates": list(first.covariate_names),
+            "fill": data.fill,
+            "freq": first.freq,
+            "spans": {"train": spans.n_train, "val": spans.n_val, "test": spans.n_test},
+            "mase_scale": [S.mase_scale(s.values[: spans.n_train], m) for s in series],
+            "tail": {  # predict with no input continues the (first) series from here
+                "values": first.values[-window:].tolist(),
+                "covariates": None if first.covariates is None else first.covariates[-window:].tolist(),
+                "times": tail_times,
+            },
+        }
+        self.info = info
+        return Splits(train=train, test=test, val=val, info=info)
+
+    def build_model(self, info: dict[str, Any]) -> nn.Module:
+        m = self.job.model
+        return LSTMForecaster(
+            info["input_size"], m.hidden_size, m.num_layers, info["horizon"], info["window"],
+            m.bidirectional, m.dropout, m.residual, info["season_length"], m.relative_inputs,
+        )
+
+    # -------------------------------------------------------- train and eval
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        x, y = batch[:2]
+        return F.mse_loss(model(x).float(), y)
+
+    def to_original(self, z: torch.Tensor, info: dict[str, Any] | None = None) -> torch.Tensor:
+        """Scaled (and transformed) target values -> original units."""
+        info = info or self.info
+        shift, scale = info["scaler"]["shift"][0], info["scaler"]["scale"][0]
+        return S.invert_transform(z * scale + shift, info["transform"])
+
+    def eval_sums(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        x, y, truth, denom = batch
+        pred = model(x).float()
+        orig = self.to_original(pred.double())
+        truth = truth.double()
+        err = (orig - truth).abs()
+        both = truth.abs() + orig.abs()
+        return {
+            "sq_sum": ((pred - y) ** 2).sum(),
+            "abs_sum": err.sum(),
+            "orig_sq_sum": (err**2).sum(),
+            "scaled_abs_sum": (err / denom.double()[:, None]).sum(),
+            "smape_sum": torch.where(both > 0, 2 * err / both.clamp_min(1e-300), torch.zeros_like(err)).sum(),
+            "count": torch.tensor(err.numel(), device=x.device),
+            "windows": torch.tensor(len(x), device=x.device),
+        }
+
+    def metrics(self, sums: dict[str, float], prefix: str = "test_") -> dict[str, float]:
+        n = max(sums["count"], 1)
+        mse = sums["sq_sum"] / n
+        return {
+            f"{prefix}loss": mse,
+            f"{prefix}mse": mse,
+            f"{prefix}mae": sums["abs_sum"] / n,
+            f"{prefix}rmse": math.sqrt(sums["orig_sq_sum"] / n),
+            f"{prefix}mase": sums["scaled_abs_sum"] / n,
+            f"{prefix}smape": 100 * sums["smape_sum"] / n,
+            f"{prefix}windows": int(sums["windows"]),
+        }
+
+    # ----------------------------------------------------- baselines, plot
+
+    @torch.no_grad()
+    def forecast_windows(self, model: nn.Module, x: torch.Tensor, info: dict[str, Any], batch: int = 4096) -> np.ndarray:
+        """Model forecasts in original units, [N, horizon] float64."""
+        model.eval()
+        device = next(model.parameters()).device
+        out = [self.to_original(model(x[i : i + batch].to(device)).double(), info).cpu() for i in range(0, len(x), batch)]
+        return torch.cat(out).numpy() if out else np.zeros((0, info["horizon"]))
+
+    def finish(self, model: nn.Module, splits: Splits, run_dir: Path) -> dict[str, Any]:
+        if not hasattr(self, "series"):
+            splits = self.load_data()
+        info = splits.info
+        horizon, m = info["horizon"], info["season_length"]
+        spans = self.spans
+        at = S.origins(spans, info["window"], horizon, "test")
+        lstm_all = self.forecast_windows(model, splits.test[0], info)
+        method = baselines.classical_method(self.job.data.classical, m, len(self.series))
+        methods = ["lstm", "naive", "seasonal_naive"] + ([method] if method != "none" else [])
+        scores = {k: baselines.Scores() for k in methods}
+        plotted: list[dict[str, Any]] = []
+        with one_blas_thread():
+            for i, s in enumerate(self.series):
+                self._score_series(i, s, at, lstm_all, method, scores, plotted)
+        table = {k: v.result() for k, v in scores.items()}
+        text = baselines.table({("LSTM" if k == "lstm" else k): v for k, v in table.items()})
+        header = (
+            f"{info['series_name']}: {len(at)} test origin(s) x {len(self.series)} series, horizon {horizon}, "
+            f"season length {m} (MASE scale: train-span seasonal naive MAE)"
+        )
+        (run_dir / "forecast_table.txt").write_text(header + "\n" + text + "\n")
+        print(header + "\n" + text, flush=True)
+        plot = run_dir / "forecast.png"
+        plot_forecasts(plot, plotted, spans, at, horizon, m, method)
+        return {
+            "baselines": {k: v for k, v in table.items() if k != "lstm"},
+            "lstm": table["lstm"],
+            "classical_model": method,
+            "season_length": m,
+            "test_origins": int(len(at)),
+            "forecast_plot": str(plot),
+            "images": {"forecast": plot},
+        }
+
+    def _score_series(
+        self, i: int, s: S.Series, at: np.ndarray, lstm_all: np.ndarray, method: str,
+        scores: dict[str, baselines.Scores], plotted: list[dict[str, Any]],
+    ) -> None:
+        """Every method's forecasts for series i on the test origins, added to `scores`."""
+        data, info, spans = self.job.data, self.info, self.spans
+        window, horizon, m = info["window"], info["horizon"], info["season_length"]
+        y = s.values
+        truth = y[at[:, None] + np.arange(horizon)[None, :]]
+        scale = info["mase_scale"][i]
+        preds = {"lstm": lstm_all[i * len(at) : (i + 1) * len(at)]}
+        preds["naive"] = baselines.naive(y, at, horizon)
+        preds["seasonal_naive"] = baselines.seasonal_naive(y, at, horizon, m)
+        if method != "none":
+            z = S.apply_transform(y, data.transform, s.name)
+            order = data.ar_order or window
+            preds[method] = S.invert_transform(
+                baselines.classical(method, z, spans.n_train, at, horizon, m, order), data.transform
+            )
+        for k, p in preds.items():
+            scores[k].add(truth, p, scale)
+        if i < data.plot_series:
+            plotted.append({"series": s, "preds": preds})
+
+    # --------------------------------------------------------------- predict
+
+    def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
+        """Next `horizon` values after the end of a series.
+
+        The series comes from `--csv FILE` (the run's column / time column when the
+        file has them, else its only value column and a date-like column), from
+        numbers given as inputs, from a single CSV path given as input, or, with
+        none of these, is the run's own series (its last `window` values are kept
+        in the checkpoint).  One line per step: time label (or t+k) and value.
+        """
+        window, horizon = info["window"], info["horizon"]
+        csv = options.get("csv")
+        if not csv and len(inputs) == 1 and not _is_number(inputs[0]):
+            csv = inputs[0]
+        times, freq = None, None
+        if csv:
+            s = read_for_predict(csv, info)
+            feats, times, freq = s.features(), s.times, s.freq
+            where = f"{csv}"
+        elif not inputs:  # no series given: continue the run's own series past its end
+            tail = info["tail"]
+            if info["covariates"] and tail.get("covariates") is None:
+                raise ValueError(f"this model also reads covariates {info['covariates']}: give a CSV with --csv")
+            feats = np.asarray(tail["values"], dtype=np.float64)[:, None]
+            if tail.get("covariates") is not None:
+                feats = np.concatenate([feats, np.asarray(tail["covariates"], dtype=np.float64)], axis=1)
+            if tail["times"] is not None:
+                import pandas as pd
+
+                times, freq = pd.DatetimeIndex(tail["times"]), info["freq"]
+            where = f"the end of {info['series_name']}"
+        else:
+            bad = [v for v in inputs if not _is_number(v)]
+            if bad:
+                raise ValueError(f"predict: {bad[0]!r} is neither a number nor a CSV file (use --csv FILE)")
+            if info["covariates"]:
+                raise ValueError(f"this model also reads covariates {info['covariates']}: give a CSV with --csv")
+            feats = np.asarray([float(v) for v in inputs], dtype=np.float64)[:, None]
+            where = "the values given"
+        if len(feats) < window:
+            raise ValueError(f"{where}: {len(feats)} values, but the model reads windows of {window}; give at least {window}")
+        feats = feats[-window:].copy()
+        feats[:, 0] = S.apply_transform(feats[:, 0], info["transform"], where)
+        z = S.Scaler.from_info(info["scaler"]).apply(feats)
+        x = S.to_tensor(z)[None]
+        with torch.no_grad():
+            values = self.to_original(model(x).double(), info)[0].tolist()
+        labels = [f"t+{k + 1}" for k in range(horizon)]
+        if times is not None and freq is not None:
+            import pandas as pd
+
+            future = pd.date_range(times[-1], periods=horizon + 1, freq=freq)[1:]
+            labels = [str(t.date()) if t == t.normalize() else str(t) for t in future]
+        return [f"{label}\t{value:.6g}" for label, value in zip(labels, values)]
+
+
+def one_blas_thread() -> Any:
+    """Small least-squares / state-space fits run ~100x slower when OpenBLAS spreads
+    them over busy cores: one thread for the baselines (a no-op without threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+TIME_NAMES = ("date", "time", "month", "year", "ds", "timestamp", "datetime", "period", "week", "day")
+
+
+def read_for_predict(path: str, info: dict[str, Any]) -> S.Series:
+    """A CSV for `predict`: the run's own column names when present, else sensible guesses."""
+    import pandas as pd
+
+    if not Path(path).is_file():
+        raise S.SeriesError(f"--csv {path!r}: file not found")
+    try:
+        header = [str(c).strip() for c in pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns]
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise S.SeriesError(f"{path}: not a readable CSV file ({e})") from None
+    time_column = info.get("time_column")
+    if time_column not in header:
+        time_column = next((c for c in header if c.lower() in TIME_NAMES), None)
+    column = info.get("column")
+    if column not in header:
+        column = None  # read_csv: the only column left, or an error listing them
+    return S.read_csv(path, column, time_column, info.get("covariates", []), info.get("fill", "error"))
+
+
+def plot_forecasts(
+    path: Path, plotted: list[dict[str, Any]], spans: S.Spans, at: np.ndarray, horizon: int, m: int, method: str
+) -> None:
+    """History, truth and forecasts over the test span (non-overlapping origins), one panel per series."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    rows = len(plotted)
+    fig, axes = plt.subplots(rows, 1, figsize=(10, 3.2 * rows), squeeze=False)
+    chosen = np.arange(0, len(at), horizon)  # origins whose forecasts tile the test span
+    styles = {"lstm": ("LSTM", "C3", "-"), "seasonal_naive": ("seasonal naive", "C2", ":"), method: (method, "C1", "--")}
+    for ax, item in zip(axes[:, 0], plotted):
+        s = item["series"]
+        n = len(s)
+        shown_from = max(0, spans.test_start - max(4 * spans.n_test, 3 * m, horizon * 4))
+        xs = s.times if s.times is not None else np.arange(n)
+        ax.plot(xs[shown_from : spans.test_start + 1], s.values[shown_from : spans.test_start + 1], color="0.35", lw=1.2, label="history")
+        ax.plot(xs[spans.test_start :], s.values[spans.test_start :], color="k", lw=1.6, label="truth (test)")
+        for key, (label, color, ls) in styles.items():
+            if key not in item["preds"] or key == "none":
+                continue
+            for j, c in enumerate(chosen):
+                t = at[c]
+                ax.plot(xs[t : t + horizon], item["preds"][key][c], color=color, ls=ls, lw=1.6,
+                        label=label if j == 0 else None, zorder=3 if key == "lstm" else 2)
+        ax.axvline(xs[spans.test_start], color="0.6", lw=0.8)
+        if spans.n_val:
+            ax.axvline(xs[spans.val_start], color="0.8", lw=0.8, ls="--")
+        ax.set_title(s.name, fontsize=10)
+        ax.legend(fontsize=8, loc="upper left")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+TASK = ForecastTask
