@@ -13,13 +13,17 @@ import signal
 import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointMismatch
-from .config import ConfigError, load_job, validate_job
-from .data.idx import IdxError
-from .data.mnist import DataMissingError
-from .distributed import DistributedSetupError
+from .config import load_job, validate_job
 
-USER_ERRORS = (ConfigError, DataMissingError, IdxError, CheckpointMismatch, DistributedSetupError, ValueError, FileNotFoundError)
+# Errors a user fixes by changing input: ConfigError, IdxError are ValueErrors and
+# DataMissingError a FileNotFoundError; these two live in modules that import torch,
+# which `status` and `cancel` on a login node should not pay for.
+_USER_RUNTIME_ERRORS = (("lstm_train.checkpoint", "CheckpointMismatch"), ("lstm_train.distributed", "DistributedSetupError"))
+
+
+def is_user_error(error: BaseException) -> bool:
+    kinds = tuple(getattr(sys.modules[m], name) for m, name in _USER_RUNTIME_ERRORS if m in sys.modules)
+    return isinstance(error, (ValueError, FileNotFoundError, *kinds))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -149,11 +153,19 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    if extra:  # overrides after a flag: `submit JOB --executor local train.epochs=2`
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides += extra
+        else:
+            p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        if not is_user_error(e):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,401 @@
+"""`lstm-train submit / status / cancel` against a real SLURM cluster (slurm/local-cluster.sh).
+
+No mocks: real sbatch/squeue/sacct/scontrol, real submitit pickles, real DDP over gloo
+between the SLURM tasks, real signals.  In CI (CI=true) a missing cluster or MNIST is a
+failure; locally those tests skip with the reason.  The local/debug executor tests need
+no cluster.
+
+Timings on the 2-core development machine are printed (run with `-s` to see them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lstm_train.submit import FINAL_STATES, slurm_states
+from lstm_train.tracking import wandb_run_id
+
+try:  # `python -m pytest` from the repo root, or tests/ as a package
+    from tests.conftest import require
+except ImportError:  # plain `pytest`: tests/ itself is on sys.path
+    from conftest import require  # type: ignore[no-redef]
+
+ROOT = Path(__file__).resolve().parents[1]
+JOB = ROOT / "jobs" / "mnist_lstm.yaml"
+TINY = ["train.max_steps=30", "train.log_every=10", "tracking.wandb.mode=disabled", "slurm.time_min=10"]
+
+
+# ---------------------------------------------------------------------------
+# fixtures and helpers
+
+
+@pytest.fixture
+def env(tmp_path: Path, mnist_root: Path) -> dict[str, str]:
+    """What the CLI (and through sbatch's --export=ALL, the jobs) see: real MNIST, W&B
+    kept away from the home directory and the network."""
+    e = {k: v for k, v in os.environ.items()
+         if not k.startswith("WANDB_") and k not in ("NETRC", "RANK", "WORLD_SIZE", "LOCAL_RANK",
+                                                      "MASTER_ADDR", "MASTER_PORT")}
+    home = tmp_path / "wandb-home"
+    e.update(
+        LSTM_TRAIN_DATA=str(mnist_root), PYTHONUNBUFFERED="1", NETRC=str(home / "netrc"),
+        WANDB_CONFIG_DIR=str(home / "config"), WANDB_CACHE_DIR=str(home / "cache"),
+        WANDB_DATA_DIR=str(home / "data"), WANDB_SILENT="true",
+    )
+    return e
+
+
+@pytest.fixture(scope="module")
+def cluster() -> None:
+    """The local SLURM cluster: sbatch on PATH and both nodes of partition `debug` usable."""
+    require(shutil.which("sbatch") is not None,
+            "no sbatch on PATH: start the test cluster with `sudo slurm/local-cluster.sh up`")
+    out = subprocess.run(["sinfo", "-h", "-N", "-p", "debug", "-o", "%N %t"], capture_output=True, text=True)
+    usable = [ln.split()[0] for ln in out.stdout.splitlines()
+              if re.match(r"\S+ (idle|mix|alloc|comp)", ln)]
+    require(out.returncode == 0 and len(usable) >= 2,
+            f"local SLURM cluster not up (sinfo: {(out.stdout + out.stderr).strip()!r}): "
+            "run `sudo slurm/local-cluster.sh up`")
+
+
+@pytest.fixture
+def jobs() -> list[str]:
+    """Job ids a test submitted; whatever is still queued or running at the end is cancelled."""
+    ids: list[str] = []
+    yield ids
+    live = [j for j, st in slurm_states(ids).items() if st.active] if ids else []
+    if live:
+        subprocess.run(["scancel", *live], check=False)
+
+
+def cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lstm_train", *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=timeout)
+
+
+def submit(run_dir: Path, *overrides: str, env: dict[str, str], job: Path = JOB, wait: bool = False,
+           executor: str = "slurm", jobs: list[str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    args = ["submit", str(job), *overrides, f"train.output_dir={run_dir}", "--executor", executor]
+    p = cli(*args, *(["--wait"] if wait else []), env=env, timeout=timeout)
+    record = run_dir / "submission.json"
+    if jobs is not None and record.exists():
+        jobs.extend(json.loads(record.read_text())["job_ids"])
+    return p
+
+
+def job_ids(run_dir: Path) -> list[str]:
+    return json.loads((run_dir / "submission.json").read_text())["job_ids"]
+
+
+def wait_final(ids: list[str], timeout: float, folder: Path | None = None) -> dict[str, str]:
+    """Poll squeue/sacct until every job is in a final state; its state per id."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = slurm_states(ids)
+        if all(st.state in FINAL_STATES for st in states.values()):
+            return {j: st.state for j, st in states.items()}
+        if time.monotonic() > deadline:
+            logs = ""
+            if folder is not None:
+                logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(folder.glob("*_log.*")))
+            pytest.fail(f"jobs {ids} not finished after {timeout:.0f} s: {states}\n{logs}")
+        time.sleep(2)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def result(run_dir: Path) -> dict:
+    path = run_dir / "result.json"
+    assert path.exists(), f"no result.json in {run_dir}: {sorted(p.name for p in run_dir.iterdir())}"
+    return json.loads(path.read_text())
+
+
+def logs_of(run_dir: Path, job_id: str, task: int = 0) -> tuple[str, str]:
+    folder = run_dir / "slurm"
+    return ((folder / f"{job_id}_{task}_log.out").read_text(), (folder / f"{job_id}_{task}_log.err").read_text())
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+
+
+# ---------------------------------------------------------------------------
+# Bad input: one clear message each, never a traceback
+
+
+def test_bad_inputs_are_clear(cluster: None, tmp_path: Path, env: dict[str, str], jobs: list[str]) -> None:
+    def refused(p: subprocess.CompletedProcess, *needles: str) -> str:
+        out = p.stdout + p.stderr
+        assert p.returncode == 2, out
+        assert "Traceback" not in out, out
+        for needle in needles:
+            assert needle in p.stderr, p.stderr
+        return p.stderr
+
+    refused(submit(tmp_path / "a", *TINY, "slurm.partition=gpu", env=env),
+            "slurm.partition='gpu' does not exist", "debug (2 nodes")
+    refused(submit(tmp_path / "b", *TINY, "slurm.nodes=3", env=env), "slurm.nodes=3", "at most 2 node(s)")
+    refused(submit(tmp_path / "c", *TINY, "slurm.cpus_per_task=64", env=env),
+            "64 CPUs per node", "at most 2")
+    refused(submit(tmp_path / "f", *TINY, "slurm.gpus_per_node=1", env=env),
+            "sbatch refused the job", "Invalid generic resource (gres) specification")
+    no_slurm = {**env, "PATH": str(tmp_path / "empty-path")}
+    refused(submit(tmp_path / "d", *TINY, env=no_slurm), "`sbatch` not found", "--executor local")
+    refused(submit(tmp_path / "e", *TINY, "slurm.nodes=2", env=env, executor="local"),
+            "runs on this machine only", "slurm.tasks_per_node=2")
+    refused(cli("status", str(tmp_path), env=env), "submission.json not found")
+    for name in "abcdef":
+        assert not (tmp_path / name / "submission.json").exists()
+
+
+def test_job_failing_on_the_node_says_why(cluster: None, tmp_path: Path, env: dict[str, str], jobs: list[str]) -> None:
+    run_dir = tmp_path / "fails"
+    p = submit(run_dir, *TINY, "data.root=/nonexistent/mnist", env=env, wait=True, jobs=jobs)
+    err = p.stderr
+    assert p.returncode == 1, p.stdout + err
+    jid = job_ids(run_dir)[0]
+    assert f"error: job {jid} ended FAILED" in err, err
+    assert "error in task 0:" in err and "/nonexistent/mnist" in err, err
+    assert f"full log: {run_dir / 'slurm' / f'{jid}_0_log.err'}" in err, err
+    status = cli("status", str(run_dir), env=env)
+    assert status.returncode == 0 and "FAILED" in status.stdout and "/nonexistent/mnist" in status.stdout, status.stdout
+
+
+# ---------------------------------------------------------------------------
+# Jobs that run
+
+
+def test_one_node_job_to_completion(cluster: None, tmp_path: Path, env: dict[str, str], jobs: list[str]) -> None:
+    run_dir = tmp_path / "one"
+    t0 = time.monotonic()
+    p = submit(run_dir, *TINY, env=env, wait=True, jobs=jobs)
+    assert p.returncode == 0, p.stdout + p.stderr
+    print(f"\none-node job: {time.monotonic() - t0:.1f} s from submit to result")
+    record = json.loads((run_dir / "submission.json").read_text())
+    jid = record["job_ids"][0]
+    run_id = record["wandb"]["group"]
+    for needle in (f"as job {jid}", f"run dir:   {run_dir}", f"{jid}_0_log.out", f"{jid}_0_log.err",
+                   f"W&B group: {run_id}", "COMPLETED"):
+        assert needle in p.stdout, p.stdout
+    res = result(run_dir)
+    assert res["world_size"] == 1 and res["steps"] == 30 and not res["interrupted"]
+    assert json.loads(p.stdout[p.stdout.index("{"):]) == res  # --wait prints the result
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["train"]["run_id"] == run_id and config["train"]["output_dir"] == str(run_dir)
+
+    status = cli("status", str(run_dir), env=env)
+    assert status.returncode == 0, status.stderr
+    assert re.search(rf"^{jid}\s+COMPLETED", status.stdout, re.M) and "test_accuracy=" in status.stdout, status.stdout
+
+    again = submit(run_dir, *TINY, env=env)  # finished: not submitted twice
+    assert again.returncode == 0 and "already finished" in again.stderr, again.stdout + again.stderr
+    assert job_ids(run_dir) == [jid]
+
+
+def test_ddp_two_nodes_and_two_tasks(cluster: None, tmp_path: Path, env: dict[str, str], jobs: list[str]) -> None:
+    """2 nodes x 1 task and 1 node x 2 tasks: one gloo group of 2, identical weights on both ranks."""
+    layouts = {"2x1": ["slurm.nodes=2"], "1x2": ["slurm.tasks_per_node=2"]}
+    t0 = time.monotonic()
+    for name, extra in layouts.items():
+        p = submit(tmp_path / name, *TINY, *extra, env=env, jobs=jobs)
+        assert p.returncode == 0, p.stdout + p.stderr
+    ids = {name: job_ids(tmp_path / name)[0] for name in layouts}
+    states = wait_final(list(ids.values()), 400, tmp_path / "2x1" / "slurm")
+    print(f"\nDDP 2x1 and 1x2 side by side: {time.monotonic() - t0:.1f} s")
+    for name, jid in ids.items():
+        run_dir = tmp_path / name
+        assert states[jid] == "COMPLETED", (name, states, logs_of(run_dir, jid))
+        res = result(run_dir)
+        assert res["world_size"] == 2
+        digests = res["weights_sha1_per_rank"]
+        assert len(digests) == 2 and digests[0] == digests[1], digests
+        out0, _ = logs_of(run_dir, jid, 0)
+        out1, _ = logs_of(run_dir, jid, 1)
+        assert "MULTI_CPU" in out0 and "2 process(es)" in out0, out0
+        assert rows(run_dir / "metrics" / "rank-1.jsonl"), "rank 1 logged nothing"
+        if name == "2x1":
+            assert "node=0(2)" in out0 and "node=1(2)" in out1 and "global_rank=1(2)" in out1, out1
+        else:
+            assert "node=0(1)" in out1 and "local_rank=1(2)" in out1, out1
+
+
+def test_sweep_is_one_array_with_status_table(cluster: None, tmp_path: Path, env: dict[str, str], jobs: list[str]) -> None:
+    spec = yaml.safe_load(JOB.read_text())
+    spec["name"] = "mnist_sweep_test"
+    spec["slurm"] = {"array_parallelism": 2, "time_min": 10}
+    spec["sweep"] = {"grid": {"optim.lr": [0.01, 0.003], "model.hidden_size": [16, 32]}}
+    job_file = tmp_path / "sweep.yaml"
+    job_file.write_text(yaml.safe_dump(spec))
+    sweep_dir = tmp_path / "sweep"
+    t0 = time.monotonic()
+    p = submit(sweep_dir, *TINY, env=env, job=job_file, wait=True, jobs=jobs, timeout=600)
+    print(f"\n4-point sweep, 2 at a time: {time.monotonic() - t0:.1f} s")
+    assert p.returncode == 0, p.stdout + p.stderr
+
+    record = json.loads((sweep_dir / "submission.json").read_text())
+    ids = record["job_ids"]
+    assert record["kind"] == "sweep" and len(ids) == 4
+    arrays = {i.split("_")[0] for i in ids}
+    assert len(arrays) == 1 and sorted(i.split("_")[1] for i in ids) == ["0", "1", "2", "3"], ids
+    script = (sweep_dir / "slurm" / f"{arrays.pop()}_submission.sh").read_text()
+    assert "#SBATCH --array=0-3%2" in script, script
+
+    accuracy = {}
+    for point in record["points"]:
+        run_dir = Path(point["run_dir"])
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert config["optim"]["lr"] == point["params"]["optim.lr"]
+        assert config["model"]["hidden_size"] == point["params"]["model.hidden_size"]
+        accuracy[point["name"]] = result(run_dir)["test_accuracy"]
+    assert len(set(record["points"][i]["run_dir"] for i in range(4))) == 4
+
+    status = cli("status", str(sweep_dir), env=env)
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    header = next(i for i, ln in enumerate(lines) if ln.startswith("point"))
+    assert "state" in lines[header] and "test_accuracy" in lines[header], status.stdout
+    table = [ln.split() for ln in lines[header + 1: header + 5]]
+    assert [r[0] for r in table] == sorted(accuracy, key=accuracy.get, reverse=True), status.stdout
+    assert all(r[1] == "COMPLETED" for r in table) and [float(r[2]) for r in table] == sorted(
+        (round(a, 4) for a in accuracy.values()), reverse=True), status.stdout
+
+    # Resubmitted: finished points are skipped; a point without result.json runs again.
+    again = submit(sweep_dir, *TINY, env=env, job=job_file)
+    assert again.returncode == 0 and again.stdout.count("finished") >= 4 and "nothing to submit" in again.stdout, again.stdout
+    assert json.loads((sweep_dir / "submission.json").read_text())["job_ids"] == ids
+    redo = record["points"][2]
+    Path(redo["run_dir"], "result.json").unlink()
+    third = submit(sweep_dir, *TINY, env=env, job=job_file, jobs=jobs)
+    assert third.returncode == 0 and third.stdout.count("skipping") == 3, third.stdout
+    new = [i for i in job_ids(sweep_dir) if i not in ids]
+    assert len(new) == 1, job_ids(sweep_dir)
+    assert wait_final(new, 300, sweep_dir / "slurm")[new[0]] == "COMPLETED"
+    res = result(Path(redo["run_dir"]))
+    assert res["resumed_from_step"] == 30  # its final checkpoint: nothing trained twice
+
+
+def test_requeue_resumes_with_same_wandb_runs(cluster: None, tmp_path: Path, env: dict[str, str], jobs: list[str]) -> None:
+    """`scontrol requeue` mid-training (SIGTERM, then the same job id runs again)."""
+    run_dir = tmp_path / "requeue"
+    p = submit(run_dir, "train.max_steps=600", "train.log_every=10", "train.checkpoint_every=50",
+               "tracking.wandb.mode=offline", "slurm.time_min=10", env=env, jobs=jobs)
+    assert p.returncode == 0, p.stdout + p.stderr
+    jid = job_ids(run_dir)[0]
+    t0 = time.monotonic()
+    wait_for(lambda: list((run_dir / "checkpoints").glob("step-*.pt")), 240, "the first checkpoint")
+    t_requeue = time.monotonic()
+    subprocess.run(["scontrol", "requeue", jid], check=True)
+    states = wait_final([jid], 300, run_dir / "slurm")
+    t_done = time.monotonic()
+    print(f"\nrequeue test: first checkpoint {t_requeue - t0:.1f} s after submit, "
+          f"finished {t_done - t_requeue:.1f} s after the requeue")
+    out, err = logs_of(run_dir, jid)
+    assert states[jid] == "COMPLETED", (states, out, err)
+    assert "DUE TO JOB REQUEUE" in err and "received SIGTERM" in err, err
+    res = result(run_dir)
+    assert res["resumed_from_step"] and res["resumed_from_step"] > 0 and res["steps"] == 600, res
+    assert f"resuming from {run_dir / 'checkpoints'}" in out, out
+
+    # Both attempts wrote into the same W&B run (offline: one directory per attempt, same id).
+    run_id = json.loads((run_dir / "submission.json").read_text())["wandb"]["group"]
+    expected = wandb_run_id("mnist_lstm", run_id, 0)
+    attempts = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(attempts) >= 2, attempts
+    assert {d.name.split("-", 3)[-1] for d in attempts} == {expected}, attempts
+
+
+def test_time_limit_checkpoints_requeues_and_finishes(cluster: None, tmp_path: Path, env: dict[str, str],
+                                                      jobs: list[str]) -> None:
+    """A 2-minute job: USR2 comes 75-105 s before the limit (SLURM checks every 30 s), the
+    loop checkpoints at its next sync point, submitit requeues, the job resumes.
+
+    Periodic checkpoints are off (checkpoint_every is huge), so a resume from step > 0
+    can only come from the checkpoint written on the signal.  The second attempt gets a
+    longer limit (scontrol update) so that the test does not hinge on this machine's speed."""
+    run_dir = tmp_path / "timelimit"
+    p = submit(run_dir, "train.epochs=7", "train.max_steps=6000", "train.log_every=10",
+               "train.checkpoint_every=100000", "tracking.wandb.mode=disabled",
+               "slurm.time_min=2", "slurm.signal_delay_s=75", "slurm.max_num_timeout=3", env=env, jobs=jobs)
+    assert p.returncode == 0, p.stdout + p.stderr
+    jid = job_ids(run_dir)[0]
+    script = (run_dir / "slurm" / f"{jid}_submission.sh").read_text()
+    assert "#SBATCH --signal=USR2@75" in script and "#SBATCH --time=2" in script, script
+    out_log = run_dir / "slurm" / f"{jid}_0_log.out"
+    t0 = time.monotonic()
+
+    def requeued() -> bool:
+        if out_log.exists() and "Requeued job" in out_log.read_text():
+            return True
+        if (run_dir / "result.json").exists():
+            pytest.fail("the job finished before its time-limit signal: raise train.max_steps for this machine")
+        return False
+
+    wait_for(requeued, 240, "the time-limit requeue")
+    t_requeue = time.monotonic()
+    subprocess.run(["scontrol", "update", f"JobId={jid}", "TimeLimit=15"], check=True)
+    states = wait_final([jid], 480, run_dir / "slurm")
+    t_done = time.monotonic()
+    out, err = logs_of(run_dir, jid)
+    print(f"\ntime-limit test: signal+checkpoint+requeue {t_requeue - t0:.1f} s after submit, "
+          f"finished {t_done - t_requeue:.1f} s later ({t_done - t0:.1f} s in all)")
+    assert states[jid] == "COMPLETED", (states, out, err)
+    assert "this job is timed-out" in out and "Requeued job" in out, out
+    assert "received SIGUSR2" in err, err
+    res = result(run_dir)
+    assert res["steps"] == 6000 and res["resumed_from_step"] and 0 < res["resumed_from_step"] < 6000, res
+
+
+def test_cancel_checkpoints_and_status(cluster: None, tmp_path: Path, env: dict[str, str], jobs: list[str]) -> None:
+    run_dir = tmp_path / "cancel"
+    p = submit(run_dir, "train.max_steps=3000", "train.log_every=10", "train.checkpoint_every=100000",
+               "tracking.wandb.mode=disabled", "slurm.time_min=10", env=env, jobs=jobs)
+    assert p.returncode == 0, p.stdout + p.stderr
+    jid = job_ids(run_dir)[0]
+    wait_for(lambda: len(rows(run_dir / "metrics" / "rank-0.jsonl")) >= 2, 240, "training to start")
+    c = cli("cancel", str(run_dir), env=env)
+    assert c.returncode == 0 and f"cancelled {jid}" in c.stdout, c.stdout + c.stderr
+    assert wait_final([jid], 120)[jid] == "CANCELLED"
+    assert list((run_dir / "checkpoints").glob("step-*.pt")), "SIGTERM from scancel saved no checkpoint"
+    status = cli("status", str(run_dir), env=env)
+    assert "CANCELLED" in status.stdout and "newest checkpoint: step" in status.stdout, status.stdout
+    assert "nothing to cancel" in cli("cancel", str(run_dir), env=env).stdout
+
+
+# ---------------------------------------------------------------------------
+# Without SLURM: the same Trainer through submitit's local and debug executors
+
+
+def test_local_executor_two_processes(tmp_path: Path, env: dict[str, str]) -> None:
+    run_dir = tmp_path / "local"
+    p = submit(run_dir, *TINY, "slurm.tasks_per_node=2", env=env, executor="local", wait=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    res = result(run_dir)
+    assert res["world_size"] == 2 and len(set(res["weights_sha1_per_rank"])) == 1
+    status = cli("status", str(run_dir), env=env)
+    assert "COMPLETED" in status.stdout, status.stdout
+
+
+def test_debug_executor_runs_in_process(tmp_path: Path, env: dict[str, str]) -> None:
+    run_dir = tmp_path / "debug"
+    p = submit(run_dir, "train.max_steps=5", "train.log_every=5", "tracking.wandb.mode=disabled",
+               env=env, executor="debug")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert result(run_dir)["steps"] == 5
