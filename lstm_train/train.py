@@ -91,6 +91,7 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
         accelerator.print(f"resuming from {path} (step {step} of {total_steps})")
     else:
         torch.manual_seed(job.train.seed + rank)  # each rank its own dropout stream
+    net = model  # the plain module: checkpoints, evaluation and digests use it, whatever wraps it below
     if job.train.compile:
         model = torch.compile(model)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -109,7 +110,7 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
                 ckpt_dir,
                 step,
                 {
-                    "model": accelerator.unwrap_model(model).state_dict(),
+                    "model": net.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "rng": rngs,
@@ -193,7 +194,7 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
             epoch_done = step % steps_per_epoch == 0 or step == total_steps
             if not interrupted and epoch_done and (step // steps_per_epoch) % job.train.eval_every_epochs == 0:
                 eval_start, eval_cpu_start = time.perf_counter(), time.process_time()
-                last_metrics = evaluate(task, accelerator, model, splits.test, job, tracker, step)
+                last_metrics = evaluate(task, accelerator, net, splits.test, job, tracker, step)
                 eval_seconds += time.perf_counter() - eval_start
                 eval_cpu_seconds += time.process_time() - eval_cpu_start
                 evaluated_at = step
@@ -204,7 +205,7 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
         if not interrupted and not checkpoint_files_at(ckpt_dir, step):
             save_checkpoint()
         if not interrupted and evaluated_at != step:
-            last_metrics = evaluate(task, accelerator, model, splits.test, job, tracker, step)
+            last_metrics = evaluate(task, accelerator, net, splits.test, job, tracker, step)
     except BaseException as error:
         tracker.finish({"error": f"{type(error).__name__}: {error}", "steps": step}, exit_code=1)
         raise
@@ -213,7 +214,7 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
 
     samples = (step - (resumed_from or 0)) * batch_size * world
     # One digest of the weights per rank: equal digests prove the ranks trained as one model.
-    digests = gather_objects(accelerator, weights_digest(accelerator.unwrap_model(model)))
+    digests = gather_objects(accelerator, weights_digest(net))
     result: dict[str, Any] = {
         **last_metrics,
         "epochs": step / steps_per_epoch,
@@ -230,7 +231,7 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
         "weights_sha1_per_rank": digests,
     }
     if accelerator.is_main_process and not interrupted:
-        extra = task.finish(accelerator.unwrap_model(model), splits, run_dir)
+        extra = task.finish(net, splits, run_dir)
         images = extra.pop("images", {})
         result.update(extra)
         if images:
@@ -245,11 +246,14 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
 
 
 def evaluate(
-    task: Task, accelerator: Accelerator, model: torch.nn.Module, test: tuple[torch.Tensor, ...],
+    task: Task, accelerator: Accelerator, net: torch.nn.Module, test: tuple[torch.Tensor, ...],
     job: JobBase, tracker: Tracker, step: int,
 ) -> dict[str, float]:
-    """Test metrics over every test sample exactly once: each rank its block, sums all-reduced."""
-    net = accelerator.unwrap_model(model)
+    """Test metrics over every test sample exactly once: each rank its block, sums all-reduced.
+
+    `net` is the plain module, not the DDP wrapper: ranks may run different numbers
+    of eval batches, and a DDP forward could wait on collectives the others never make.
+    """
     net.eval()
     sums: dict[str, torch.Tensor] = {}
     rank, world = accelerator.process_index, accelerator.num_processes
