@@ -71,3 +71,15 @@ def worker_info(accelerator: Accelerator) -> WorkerInfo:
         world_size=accelerator.num_processes,
         device=str(accelerator.device),
     )
+
+
+def broadcast_buffers(module: torch.nn.Module, world_size: int) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics).
+
+    DDP averages gradients, not buffers: each rank updates its running statistics
+    from its own shard, so before evaluating (and at the end) they are made equal,
+    or each rank would evaluate, and end with, a slightly different model.
+    """
+    if world_size > 1:
+        for buffer in module.buffers():
+            torch.distributed.broadcast(buffer, src=0)

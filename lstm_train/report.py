@@ -32,7 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-RESULT_FIELDS = ("test_accuracy", "train_seconds", "world_size")
+RESULT_FIELDS = ("test_accuracy", "test_sequence_accuracy", "test_cer", "test_mase", "train_seconds", "world_size")
 COUNT_METRICS = ("samples", "count", "n")  # bookkeeping, not quality: not plotted
 Series = dict[str, tuple[list[float], list[float]]]  # legend label -> (steps, values)
 

@@ -31,7 +31,7 @@ from accelerate.utils import set_seed
 from . import checkpoint
 from .config import JobBase, OptimConfig, run_id, save_job
 from .data.batching import batches_per_epoch, epoch_indices, loader_batches, shard_slices, tensor_batches
-from .distributed import make_accelerator, set_threads, worker_info
+from .distributed import broadcast_buffers, make_accelerator, set_threads, worker_info
 from .progress import Progress
 from .tasks import Splits, Task, get_task
 from .tracking import Tracker
@@ -214,6 +214,7 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
 
     samples = (step - (resumed_from or 0)) * batch_size * world
     # One digest of the weights per rank: equal digests prove the ranks trained as one model.
+    broadcast_buffers(net, world)
     digests = gather_objects(accelerator, weights_digest(net))
     result: dict[str, Any] = {
         **last_metrics,
@@ -254,9 +255,10 @@ def evaluate(
     `net` is the plain module, not the DDP wrapper: ranks may run different numbers
     of eval batches, and a DDP forward could wait on collectives the others never make.
     """
+    rank, world = accelerator.process_index, accelerator.num_processes
+    broadcast_buffers(net, world)
     net.eval()
     sums: dict[str, torch.Tensor] = {}
-    rank, world = accelerator.process_index, accelerator.num_processes
     eval_batch = getattr(job.data, "eval_batch_size", job.data.batch_size)
     with torch.no_grad(), accelerator.autocast():
         for part in shard_slices(len(test[0]), rank, world, eval_batch):

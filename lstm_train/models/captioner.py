@@ -1,32 +1,39 @@
 """Image in, tokens out: an image encoder and an LSTM decoder with attention.
 
-Encoder.  The default (`encoder: cnn`) is a small CNN whose pooling halves the
-height at every block but the width only at the first `width_pools` blocks; what
-is left of the height is folded into the channels, so a strip becomes a
-left-to-right sequence of column features (160 px wide -> 40 columns, each
-seeing ~ one third of a digit plus context).  A bidirectional LSTM over those
-columns (`encoder_lstm_layers`, default 1) lets every column know where it sits
-in the strip, which content-based attention needs to tell "the 2nd 7" from
-"the 3rd 7".  Why a CNN rather than an LSTM over pixel columns (`encoder:
-lstm`, also available): convolutions run all positions at once and are
-translation-invariant, so on a 2-core CPU they learn MNIST-quality digit
-features in a fraction of the time an LSTM needs walking 160 columns one by one.
+Encoder.  The default (`encoder: cnn`) is a small CNN: blocks of 3x3 convolution
+(+ BatchNorm) + ReLU + max-pooling that halve the height every block but the
+width only in the first `width_pools` blocks; what is left of the height is
+folded into the channels, so a 32 x 160 strip becomes a left-to-right sequence
+of 40 column features (one every 4 px, each seeing ~18 px: most of a digit).  A
+bidirectional LSTM over those columns (`encoder_lstm_layers`, default 1) gives
+every column its place in the strip, which content-based attention needs to
+tell "the 2nd 7" from "the 3rd 7".
+
+Why a CNN and not an LSTM over pixel columns (`encoder: lstm`, also here):
+convolutions run all positions at once and are translation-invariant, so on a
+2-core CPU they learn MNIST-quality digit features within a few epochs, while
+an LSTM must walk 160 columns one after the other, learns shapes slowly and
+is the slower of the two per step; per-digit accuracy has to be ~99% for
+5-digit strips to come out right 95% of the time.  Measured on the 2-core CPU
+(2 epochs of 50k strips, no BatchNorm): strided convolutions (`downsample:
+stride`, wider to cost the same) read 92.4% of test strips exactly against
+93.1% for pooling; BatchNorm lifted pooling to 97.3% for ~10% more time.
 
 Decoder.  An LSTM fed at each step the previous token's embedding and an
 attention context (additive, Bahdanau-style, over the encoder columns, queried
 with the decoder's previous top hidden state); logits come from the new hidden
 state and the context.  `attention: false` replaces the context by one fixed
-summary of the image (the encoder LSTM's final states, or the column mean) --
+summary of the image (the encoder LSTM's final states, or the column mean):
 the classic sequence-to-sequence bottleneck, kept as a baseline.
 
 Training is teacher-forced (`forward`).  Inference (`generate`) is greedy or
-beam search, always stopping at EOS or after `max_len` tokens.
+beam search, writes only digits and EOS, and stops at EOS or after `max_len`
+tokens.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data.strips import BOS, EOS, PAD
@@ -35,28 +42,33 @@ from ..data.strips import BOS, EOS, PAD
 class CNNEncoder(nn.Module):
     """uint8/float images [B, H, W] -> column features [B, T, C]."""
 
-    def __init__(self, height: int, channels: list[int], width_pools: int, dropout: float) -> None:
+    def __init__(
+        self, height: int, channels: list[int], width_pools: int, dropout: float, batch_norm: bool = False,
+        downsample: str = "pool",
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c_in, h = 1, height
         for i, c_out in enumerate(channels):
             pool = (2, 2) if i < width_pools else (2, 1)
-            layers += [
-                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-                nn.BatchNorm2d(c_out),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(pool, pool),
-            ]
-            c_in, h = c_out, h // 2
+            stride = pool if downsample == "stride" else 1
+            layers.append(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(nn.ReLU(inplace=True))
+            if downsample == "pool":
+                layers.append(nn.MaxPool2d(pool, pool))
+            c_in, h = c_out, (h + 1) // 2 if downsample == "stride" else h // 2
         if h < 1:
             raise ValueError(f"{len(channels)} pooling blocks leave nothing of height {height}")
-        self.net = nn.Sequential(*layers)
+        # channels_last: oneDNN's fast layout on CPU (measured ~1.5-2x for these small convs).
+        self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self.drop = nn.Dropout(dropout)
         self.out_size = c_in * h
-        self.stride = 2 ** min(width_pools, len(channels))
+        self.stride = 2 ** min(width_pools, len(channels))  # pixels per column
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.net(x.unsqueeze(1))  # [B, C, h, T]
+        f = self.net(x.unsqueeze(1).contiguous(memory_format=torch.channels_last))  # [B, C, h, T]
         b, c, h, t = f.shape
         return self.drop(f.reshape(b, c * h, t).transpose(1, 2))
 
@@ -72,8 +84,10 @@ class Captioner(nn.Module):
         dropout: float = 0.0,
         embed_size: int = 32,
         encoder: str = "cnn",
-        channels: list[int] = (32, 64, 96),
+        channels: list[int] = (16, 32, 64),
         width_pools: int = 2,
+        batch_norm: bool = True,
+        downsample: str = "pool",
         encoder_lstm_layers: int = 1,
         encoder_hidden: int | None = None,
         bidirectional: bool = True,
@@ -87,7 +101,9 @@ class Captioner(nn.Module):
         self.attention, self.num_layers, self.hidden_size = attention, num_layers, hidden_size
         encoder_hidden = encoder_hidden or hidden_size
         if encoder == "cnn":
-            self.cnn: CNNEncoder | None = CNNEncoder(height, list(channels), width_pools, dropout)
+            self.cnn: CNNEncoder | None = CNNEncoder(
+                height, list(channels), width_pools, dropout, batch_norm, downsample
+            )
             feat = self.cnn.out_size
         elif encoder == "lstm":
             if encoder_lstm_layers < 1:
@@ -165,7 +181,10 @@ class Captioner(nn.Module):
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits [B, L-1, V] for predicting tokens[:, 1:] from tokens[:, :-1]."""
-        feats, summary = self.encode(images)
+        return self.teacher_forced(self.encode(images), tokens)
+
+    def teacher_forced(self, memory: tuple[torch.Tensor, torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
+        feats, summary = memory
         keys = self.att_key(feats) if self.attention else None
         state = self._init_state(summary)
         logits = []
@@ -178,26 +197,41 @@ class Captioner(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, images: torch.Tensor, beam_size: int | None = None, max_len: int | None = None
+        self,
+        images: torch.Tensor,
+        beam_size: int | None = None,
+        max_len: int | None = None,
+        memory: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Decoded tokens [B, <= max_len] (without BOS; EOS then PAD after each sequence's end)."""
+        """Decoded tokens [B, <= max_len] (without BOS; EOS then PAD after each sequence's end).
+
+        `memory` is `encode(images)` when the caller has it already.
+        """
         beam_size = beam_size or self.beam_size
         max_len = max_len or self.max_len
+        memory = memory if memory is not None else self.encode(images)
         if beam_size > 1:
-            return self._beam(images, beam_size, max_len)
-        return self._greedy(images, max_len)
+            return self._beam(memory, beam_size, max_len)
+        return self._greedy(memory, max_len)
 
-    def _greedy(self, images: torch.Tensor, max_len: int) -> torch.Tensor:
-        feats, summary = self.encode(images)
+    @staticmethod
+    def _allowed(logits: torch.Tensor) -> torch.Tensor:
+        """Decoding writes digits or EOS: PAD and BOS are never outputs."""
+        logits = logits.clone()
+        logits[:, [PAD, BOS]] = float("-inf")
+        return logits
+
+    def _greedy(self, memory: tuple[torch.Tensor, torch.Tensor], max_len: int) -> torch.Tensor:
+        feats, summary = memory
         keys = self.att_key(feats) if self.attention else None
         state = self._init_state(summary)
-        b = images.shape[0]
-        tokens = torch.full((b,), BOS, dtype=torch.long, device=images.device)
-        done = torch.zeros(b, dtype=torch.bool, device=images.device)
+        b, dev = feats.shape[0], feats.device
+        tokens = torch.full((b,), BOS, dtype=torch.long, device=dev)
+        done = torch.zeros(b, dtype=torch.bool, device=dev)
         out = []
         for _ in range(max_len):
             logits, state, _ = self._step(tokens, state, feats, keys, summary)
-            tokens = logits.float().argmax(dim=1)
+            tokens = self._allowed(logits.float()).argmax(dim=1)
             tokens = torch.where(done, torch.full_like(tokens, PAD), tokens)
             out.append(tokens)
             done = done | (tokens == EOS)
@@ -205,15 +239,14 @@ class Captioner(nn.Module):
                 break
         return torch.stack(out, dim=1)
 
-    def _beam(self, images: torch.Tensor, k: int, max_len: int) -> torch.Tensor:
+    def _beam(self, memory: tuple[torch.Tensor, torch.Tensor], k: int, max_len: int) -> torch.Tensor:
         """Beam search: the k best partial sequences per image by summed log-probability.
 
         Finished beams (EOS emitted) carry on with PAD at no cost, so they compete
         with unfinished ones on their final score; the best beam wins at the end.
         """
-        feats, summary = self.encode(images)
-        b, t, f = feats.shape
-        dev = images.device
+        feats, summary = memory
+        b, dev = feats.shape[0], feats.device
         rep = lambda x: x.repeat_interleave(k, dim=0)  # noqa: E731  [B, ...] -> [B*k, ...]
         feats, summary = rep(feats), rep(summary)
         keys = self.att_key(feats) if self.attention else None
@@ -226,7 +259,7 @@ class Captioner(nn.Module):
         v = self.vocab_size
         for _ in range(max_len):
             logits, (h, c), _ = self._step(tokens, (h, c), feats, keys, summary)
-            logp = logits.float().log_softmax(dim=1)
+            logp = self._allowed(logits.float()).log_softmax(dim=1)
             finished = torch.full_like(logp, float("-inf"))
             finished[:, PAD] = 0.0
             logp = torch.where(done[:, None], finished, logp)

@@ -1,0 +1,379 @@
+"""Read strips of handwritten digits as text: image in, token sequence out (one-to-many).
+
+The tutorial's "2.3 Todo".  Strips of 1 to `data.max_digits` real MNIST digits
+(see `lstm_train.data.strips`) are read by a CNN encoder and an LSTM decoder
+with attention (see `lstm_train.models.captioner`) that writes "4 0 9".
+
+Training is teacher-forced cross-entropy on the next token.  Evaluation decodes
+greedily (beam search when `model.beam_size` > 1) and reports exact-sequence
+accuracy and the character error rate (edit distance over reference digits).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import nn
+
+from ..config import DataBase, ModelBase, default_data_root
+from ..data import mnist
+from ..data.strips import (
+    DIGIT, PAD, VOCAB_SIZE, default_width, digits_to_text, make_strips, min_width, tokens_to_digits,
+)
+from ..models.captioner import Captioner
+from ..text import cer, edit_distance
+from .base import Splits, Task
+
+
+class CaptionData(DataBase):
+    dataset: Literal["mnist"] = "mnist"
+    root: str = Field(default_factory=default_data_root)
+    download: bool = False
+    batch_size: int = Field(128, ge=1, description="strips per batch per process")
+    eval_batch_size: int = Field(1000, ge=1)
+    max_digits: int = Field(5, ge=1, le=20, description="longest strip, in digits")
+    min_digits: int = Field(1, ge=1, description="shortest strip, in digits")
+    num_train: int = Field(50000, ge=1, description="training strips (from MNIST train digits)")
+    num_test: int = Field(10000, ge=1, description="test strips (from MNIST test digits)")
+    height: int = Field(32, ge=DIGIT, description="strip height in pixels (28 + room for vertical jitter)")
+    width: int | None = Field(None, ge=DIGIT, description="strip width; default: room for max_digits at max_gap")
+    min_gap: int = Field(-4, gt=-DIGIT, description="narrowest gap between digit boxes (negative: overlap)")
+    max_gap: int = Field(4, description="widest gap between digit boxes")
+    seed: int = Field(0, description="strip generation seed (test strips use seed + 1)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CaptionData:
+        if self.min_digits > self.max_digits:
+            raise ValueError(f"min_digits {self.min_digits} > max_digits {self.max_digits}")
+        if self.min_gap > self.max_gap:
+            raise ValueError(f"min_gap {self.min_gap} > max_gap {self.max_gap}")
+        need = min_width(self.max_digits, self.max_gap)
+        if self.width is not None and self.width < need:
+            raise ValueError(
+                f"width {self.width} cannot hold {self.max_digits} digits with gaps up to {self.max_gap}: "
+                f"needs at least {need} (or leave width unset)"
+            )
+        return self
+
+    @property
+    def strip_width(self) -> int:
+        return self.width or default_width(self.max_digits, self.max_gap)
+
+
+class CaptionModel(ModelBase):
+    hidden_size: int = Field(128, ge=1, description="decoder LSTM size")
+    num_layers: int = Field(1, ge=1, description="decoder LSTM layers")
+    bidirectional: bool = Field(True, description="the encoder LSTM over columns reads both ways")
+    encoder: Literal["cnn", "lstm"] = Field(
+        "cnn", description="cnn: small CNN -> column features; lstm: an LSTM over raw pixel columns"
+    )
+    channels: list[int] = Field([16, 32, 64], min_length=1, description="CNN channels per block")
+    width_pools: int = Field(2, ge=0, description="CNN blocks that also halve the width (columns = width / 2**n)")
+    downsample: Literal["pool", "stride"] = Field(
+        "pool", description="how CNN blocks shrink the image: 2x2 max-pooling, or strided convolutions (cheaper)"
+    )
+    batch_norm: bool = Field(True, description="BatchNorm after each convolution (converges ~2x faster)")
+    encoder_lstm_layers: int = Field(1, ge=0, description="LSTM layers over the columns (0: none with encoder=cnn)")
+    encoder_hidden: int | None = Field(None, ge=1, description="encoder LSTM size per direction (default: hidden_size)")
+    embed_size: int = Field(32, ge=1)
+    attention: bool = Field(True, description="additive attention over encoder columns; false: one fixed summary")
+    attention_size: int | None = Field(None, ge=1)
+    beam_size: int = Field(1, ge=1, le=VOCAB_SIZE, description="1: greedy decoding; >1: beam search")
+    max_len: int | None = Field(None, ge=1, description="decoding guard in tokens (default: max_digits + 1)")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _encoder(self) -> CaptionModel:
+        if self.encoder == "lstm" and self.encoder_lstm_layers < 1:
+            raise ValueError("encoder 'lstm' needs encoder_lstm_layers >= 1")
+        return self
+
+
+def digit_lists(tokens: torch.Tensor) -> list[list[int]]:
+    return [tokens_to_digits(row) for row in tokens.tolist()]
+
+
+class CaptionTask(Task):
+    name = "caption"
+    Data = CaptionData
+    Model = CaptionModel
+
+    # -- data and model -------------------------------------------------------------
+
+    def strips(self, train: bool):
+        data = self.job.data
+        mnist.ensure_files(data.root, data.dataset, data.download)
+        digits, labels = mnist.load_split(data.root, data.dataset, train=train)
+        return make_strips(
+            digits, labels, data.num_train if train else data.num_test,
+            max_digits=data.max_digits, min_digits=data.min_digits, height=data.height, width=data.strip_width,
+            min_gap=data.min_gap, max_gap=data.max_gap, seed=data.seed if train else data.seed + 1,
+        )
+
+    def load_data(self) -> Splits:
+        data = self.job.data
+        train, test = self.strips(train=True), self.strips(train=False)
+        info = {
+            "height": data.height, "width": data.strip_width, "max_digits": data.max_digits,
+            "vocab_size": VOCAB_SIZE,
+        }
+        return Splits(train=(train.images, train.tokens), test=(test.images, test.tokens), info=info)
+
+    def build_model(self, info: dict[str, Any]) -> nn.Module:
+        m = self.job.model
+        return Captioner(
+            vocab_size=info["vocab_size"], height=info["height"], hidden_size=m.hidden_size,
+            num_layers=m.num_layers, dropout=m.dropout, embed_size=m.embed_size, encoder=m.encoder,
+            channels=m.channels, width_pools=m.width_pools, batch_norm=m.batch_norm, downsample=m.downsample,
+            encoder_lstm_layers=m.encoder_lstm_layers,
+            encoder_hidden=m.encoder_hidden, bidirectional=m.bidirectional, attention=m.attention,
+            attention_size=m.attention_size, max_len=m.max_len or info["max_digits"] + 1, beam_size=m.beam_size,
+        )
+
+    # -- training and evaluation ----------------------------------------------------
+
+    @staticmethod
+    def _trim(tokens: torch.Tensor) -> torch.Tensor:
+        """Drop the all-PAD tail columns of a batch: no decoder steps wasted on them."""
+        longest = int((tokens != PAD).sum(1).max())
+        return tokens[:, :longest]
+
+    def _token_loss(self, logits: torch.Tensor, tokens: torch.Tensor, reduction: str) -> torch.Tensor:
+        return F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1),
+            ignore_index=PAD, reduction=reduction, label_smoothing=self.job.model.label_smoothing,
+        )
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        images, tokens = batch
+        tokens = self._trim(tokens)
+        return self._token_loss(model(images, tokens), tokens, "mean")
+
+    def eval_sums(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        net = getattr(model, "module", model)
+        images, tokens = batch
+        tokens = self._trim(tokens)
+        memory = net.encode(images)
+        logits = net.teacher_forced(memory, tokens)
+        loss_sum = self._token_loss(logits, tokens, "sum")
+        decoded = net.generate(images, memory=memory)
+        sums = sequence_sums(digit_lists(decoded), digit_lists(tokens))
+        dev = images.device
+        out = {k: torch.tensor(float(v), device=dev) for k, v in sums.items()}
+        out["loss_sum"] = loss_sum.detach().double()
+        out["tokens"] = torch.tensor(float((tokens[:, 1:] != PAD).sum()), device=dev)
+        return out
+
+    def metrics(self, sums: dict[str, float], prefix: str = "test_") -> dict[str, float]:
+        count = max(sums["count"], 1)
+        return {
+            f"{prefix}loss": sums["loss_sum"] / max(sums["tokens"], 1),
+            f"{prefix}sequence_accuracy": sums["exact"] / count,
+            f"{prefix}cer": sums["edits"] / max(sums["ref_chars"], 1),
+            f"{prefix}samples": int(sums["count"]),
+        }
+
+    # -- after training: the prediction grid ------------------------------------------
+
+    def autocast(self, device: torch.device):
+        """The precision evaluation ran in (train.mixed_precision), so finish and predict agree with it."""
+        mode = self.job.train.mixed_precision
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
+        enabled = dtype is not None and (device.type == "cuda" or dtype == torch.bfloat16)
+        return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=enabled)
+
+    def decode_all(self, model: nn.Module, images: torch.Tensor, batch: int = 1000) -> list[list[int]]:
+        net = getattr(model, "module", model)
+        net.eval()
+        out: list[list[int]] = []
+        with torch.no_grad(), self.autocast(images.device):
+            for start in range(0, len(images), batch):
+                out += digit_lists(net.generate(images[start : start + batch]))
+        return out
+
+    def finish(self, model: nn.Module, splits: Splits, run_dir: Path) -> dict[str, Any]:
+        images, tokens = splits.test
+        predicted = self.decode_all(model, images, self.job.data.eval_batch_size)
+        truth = digit_lists(tokens)
+        wrong = [i for i, (p, t) in enumerate(zip(predicted, truth)) if p != t]
+        lines = ["index\ttrue\tpredicted\tcorrect"]
+        lines += [
+            f"{i}\t{digits_to_text(t)}\t{digits_to_text(p)}\t{int(p == t)}"
+            for i, (p, t) in enumerate(zip(predicted, truth))
+        ]
+        (run_dir / "test_predictions.tsv").write_text("\n".join(lines) + "\n")
+        # The grid: the first test strips as they come, then mistakes (if any) from the rest.
+        shown = list(range(min(24, len(truth))))
+        shown += [i for i in wrong if i not in shown][:12]
+        path = prediction_grid(
+            images[shown].cpu(), [predicted[i] for i in shown], [truth[i] for i in shown], shown,
+            run_dir / "predictions.png", n_wrong=len(wrong), n_total=len(truth), n_first=min(24, len(truth)),
+        )
+        return {
+            "test_sequence_accuracy_by_length": accuracy_by_length(predicted, truth),
+            "test_cer_by_length": cer_by_length(predicted, truth),
+            "test_mistakes": len(wrong),
+            "prediction_grid": str(path),
+            "images": {"predictions": path},
+        }
+
+    # -- new strips -------------------------------------------------------------------
+
+    def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
+        net = getattr(model, "module", model)
+        net.eval()
+        dev = next(net.parameters()).device
+        lines = []
+        for name in inputs:
+            strip = load_strip(name, info["height"], info["width"], info["max_digits"])
+            with torch.no_grad(), self.autocast(dev):
+                digits = digit_lists(net.generate(strip[None].to(dev)))[0]
+            lines.append(f"{name}\t{digits_to_text(digits) or '(no digits)'}")
+        return lines
+
+
+TASK = CaptionTask
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+
+
+def sequence_sums(predicted: list[list[int]], truth: list[list[int]]) -> dict[str, float]:
+    """Additive statistics: count, exact matches, edit distance and reference length."""
+    sums = {"count": 0.0, "exact": 0.0, "edits": 0.0, "ref_chars": 0.0}
+    for p, t in zip(predicted, truth):
+        sums["count"] += 1
+        sums["exact"] += float(p == t)
+        sums["edits"] += edit_distance(p, t)
+        sums["ref_chars"] += len(t)
+    return sums
+
+
+def accuracy_by_length(predicted: list[list[int]], truth: list[list[int]]) -> dict[str, float]:
+    """Exact-sequence accuracy per true length: {"1": ..., "5": ...}."""
+    counts: dict[int, list[int]] = {}
+    for p, t in zip(predicted, truth):
+        seen = counts.setdefault(len(t), [0, 0])
+        seen[0] += 1
+        seen[1] += p == t
+    return {str(n): right / total for n, (total, right) in sorted(counts.items())}
+
+
+def cer_by_length(predicted: list[list[int]], truth: list[list[int]]) -> dict[str, float]:
+    groups: dict[int, tuple[list, list]] = {}
+    for p, t in zip(predicted, truth):
+        hyp, ref = groups.setdefault(len(t), ([], []))
+        hyp.append(p)
+        ref.append(t)
+    return {str(n): cer(hyp, ref) for n, (hyp, ref) in sorted(groups.items())}
+
+
+def load_strip(name: str, height: int, width: int, max_digits: int) -> torch.Tensor:
+    """An image file as a uint8 [height, width] strip, white digits on black.
+
+    Colour and alpha become gray; dark ink on light paper is inverted; an image of
+    another size is scaled (keeping its aspect ratio) to fit and padded with black.
+    Files that are missing, empty, not images, or too far from a strip's shape are
+    refused with a message that names the file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(name)
+    if not path.exists():
+        raise ValueError(f"{name}: no such file")
+    if path.is_dir():
+        raise ValueError(f"{name}: is a folder, not an image file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{name}: empty file (0 bytes), not an image")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float gray: scale to 0..255
+                import numpy as np
+
+                values = np.asarray(img, dtype=np.float64)
+                top = values.max() if values.size and values.max() > 0 else 1.0
+                gray = Image.fromarray((values.clip(0, None) * (255.0 / top)).round().astype(np.uint8), mode="L")
+            elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                rgba = img.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+                gray = Image.alpha_composite(background, rgba).convert("L")
+            else:
+                gray = img.convert("L")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
+    w, h = gray.size
+    if w < 8 or h < 8:
+        raise ValueError(f"{name}: {w}x{h} pixels is too small for a digit strip (the model reads {width}x{height})")
+    pixels = torch.frombuffer(bytearray(gray.tobytes()), dtype=torch.uint8).reshape(h, w)
+    if pixels.float().mean() > 127:  # dark ink on light paper: MNIST is the reverse
+        pixels = 255 - pixels
+        gray = Image.fromarray(pixels.numpy(), mode="L")
+    if (w, h) == (width, height):
+        return pixels.clone()
+    if w <= width and h <= height and h >= DIGIT * 2 // 3:  # smaller, digits about the right size: pad only
+        note, placed = "", gray
+    else:  # scale (keeping the aspect ratio) to fit
+        scale = min(height / h, width / w)
+        new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+        if new_h < DIGIT * 2 // 3:
+            raise ValueError(
+                f"{name}: {w}x{h} is too wide for a strip of at most {max_digits} digits: scaled to fit the "
+                f"model's {width}x{height} its digits would be {new_h} px tall (trained on {DIGIT}); "
+                f"crop it into shorter strips"
+            )
+        note, placed = f" scaled to {new_w}x{new_h} and", gray.resize((new_w, new_h), Image.BILINEAR)
+    canvas = Image.new("L", (width, height), 0)
+    canvas.paste(placed, (0, (height - placed.size[1]) // 2))
+    print(f"{name}: {w}x{h} image{note} padded to {width}x{height}", file=sys.stderr)
+    return torch.frombuffer(bytearray(canvas.tobytes()), dtype=torch.uint8).reshape(height, width).clone()
+
+
+def prediction_grid(
+    images: torch.Tensor, predicted: list[list[int]], truth: list[list[int]], indices: list[int],
+    path: Path, *, n_wrong: int, n_total: int, n_first: int, columns: int = 3,
+) -> Path:
+    """A PNG of strips, each titled with the predicted text; mistakes in red with the true text."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    rows = max(1, -(-n // columns))
+    h, w = images.shape[1:]
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.6 * w / h / 5 * 1.6, rows * 0.95), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, ax in enumerate(axes.flat[:n]):
+        ax.imshow(images[k].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ok = predicted[k] == truth[k]
+        said = digits_to_text(predicted[k]) or "(nothing)"
+        if ok:
+            ax.set_title(f"#{indices[k]}  ✓ {said}", fontsize=8, color="darkgreen", pad=2)
+            continue
+        ax.set_title(f"#{indices[k]}  ✗ {said}   (true: {digits_to_text(truth[k])})", fontsize=8, color="red", pad=2)
+        ax.axis("on")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_edgecolor("red")
+            side.set_linewidth(2)
+    accuracy = 1 - n_wrong / max(n_total, 1)
+    fig.suptitle(
+        f"Predicted text of test strips (green ✓ right; red ✗ wrong, with the true text): the first {n_first}, "
+        f"then mistakes among the rest.\nAll {n_total} test strips: {n_total - n_wrong} read exactly "
+        f"({accuracy:.2%}), {n_wrong} wrong",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
