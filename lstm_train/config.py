@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 
 class ConfigError(ValueError):
@@ -74,6 +74,12 @@ class TrainConfig(Section):
     log_every: int = Field(50, ge=1, description="steps between logged losses")
     eval_every_epochs: int = Field(1, ge=1)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        """YAML 1.1 reads a bare `no` as false; here it means the string "no"."""
+        return "no" if value is False else value
     compile: bool = False
     threads: int | None = Field(None, ge=1, description="torch threads per process (default: cores / local processes)")
     cpu: bool = Field(False, description="train on CPU even where a GPU is visible")
@@ -160,7 +166,9 @@ def run_id(job: JobBase) -> str:
 
 
 def parse_value(text: str) -> Any:
-    """An override's value as YAML would read it: `3` int, `0.1` float, `[1, 2]` list, `true`."""
+    """An override's value as YAML would read it: `3` int, `0.1` float, `[1, 2]` list, `true`.
+
+    `mixed_precision=no` stays the string "no" (see `TrainConfig`)."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:

@@ -32,6 +32,9 @@ class ClassifyData(DataBase):
         "tensor", description="tensor: whole set on the device (fast); torchvision: Dataset + DataLoader"
     )
     num_workers: int = Field(0, ge=0, description="DataLoader workers (loader=torchvision)")
+    sequence: Literal["rows", "pixels"] = Field(
+        "rows", description="rows: 28 steps of 28 pixels (the tutorial); pixels: 784 steps of 1 pixel (sequential MNIST)"
+    )
 
 
 class ClassifyModel(ModelBase):
@@ -45,6 +48,12 @@ def as_rows(images: torch.Tensor) -> torch.Tensor:
     return images.reshape(images.shape[0], -1, images.shape[-1])
 
 
+def as_sequence(images: torch.Tensor, sequence: str = "rows") -> torch.Tensor:
+    """`as_rows`, or for `data.sequence: pixels` one pixel per step: float [B, 784, 1]."""
+    rows = as_rows(images)
+    return rows.reshape(rows.shape[0], -1, 1) if sequence == "pixels" else rows
+
+
 class ClassifyTask(Task):
     name = "classify"
     Data = ClassifyData
@@ -55,7 +64,8 @@ class ClassifyTask(Task):
         mnist.ensure_files(data.root, data.dataset, data.download)
         train = mnist.load_split(data.root, data.dataset, train=True)
         test = mnist.load_split(data.root, data.dataset, train=False)
-        info = {"classes": CLASS_NAMES[data.dataset], "input_size": train[0].shape[-1]}
+        width = 1 if data.sequence == "pixels" else train[0].shape[-1]
+        info = {"classes": CLASS_NAMES[data.dataset], "input_size": width}
         return Splits(train=train, test=test, info=info)
 
     def torch_dataset(self, train: bool) -> torch.utils.data.Dataset:
@@ -72,11 +82,11 @@ class ClassifyTask(Task):
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         images, labels = batch
-        return F.cross_entropy(model(as_rows(images)), labels)
+        return F.cross_entropy(model(as_sequence(images, self.job.data.sequence)), labels)
 
     def eval_sums(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         images, labels = batch
-        logits = model(as_rows(images)).float()
+        logits = model(as_sequence(images, self.job.data.sequence)).float()
         return {
             "loss_sum": F.cross_entropy(logits, labels, reduction="sum"),
             "correct": (logits.argmax(1) == labels).sum(),
@@ -111,7 +121,7 @@ class ClassifyTask(Task):
             if pixels.float().mean() > 127:  # dark digit on light paper: MNIST is the reverse
                 pixels = 255 - pixels
             with torch.no_grad():
-                probs = model(as_rows(pixels)).softmax(1)[0]
+                probs = model(as_sequence(pixels, self.job.data.sequence)).softmax(1)[0]
             p, k = probs.max(0)
             lines.append(f"{name}\t{info['classes'][int(k)]}\t{float(p):.4f}")
         return lines
