@@ -205,4 +205,4 @@ def test_pixel_by_pixel_sequences(fake_mnist: Path, tmp_path: Path) -> None:
     reset_accelerate()
     assert result["steps"] == 2 and 0.0 <= result["test_accuracy"] <= 1.0
     state = torch.load(next((tmp_path / "run" / "checkpoints").glob("*.pt")), weights_only=False)
-    assert state["model"]["lstm.weight_ih_l0"].shape == (4 * 8, 1)  # one pixel per step
+    assert state["model"]["encoder.lstm.weight_ih_l0"].shape == (4 * 8, 1)  # one pixel per step

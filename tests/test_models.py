@@ -37,9 +37,10 @@ def test_reference_cell_in_float32_too() -> None:
 
 def test_classifier_is_the_tutorial_model() -> None:
     model = LSTMClassifier(28, 64, 1, 10)
-    assert isinstance(model.lstm, nn.LSTM) and model.lstm.hidden_size == 64 and model.fc.in_features == 64
+    lstm = model.encoder.lstm
+    assert isinstance(lstm, nn.LSTM) and lstm.hidden_size == 64 and lstm.num_layers == 1 and model.fc.in_features == 64
     x = torch.rand(3, 28, 28)
-    out, _ = model.lstm(x)
+    out, _ = lstm(x)
     torch.testing.assert_close(model(x), model.fc(out[:, -1, :]))
     bi = LSTMClassifier(28, 32, 2, 10, bidirectional=True, dropout=0.1)
     assert bi(x).shape == (3, 10)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .classifier import LSTMEncoder
+
 
 class LSTMForecaster(nn.Module):
     def __init__(
@@ -44,16 +46,8 @@ class LSTMForecaster(nn.Module):
         if relative_inputs and residual == "none":
             raise ValueError("relative inputs need a residual (last or seasonal) to restore the level")
         self.horizon, self.window, self.residual, self.relative_inputs = horizon, window, residual, relative_inputs
-        self.lstm = nn.LSTM(
-            input_size,
-            hidden_size,
-            num_layers,
-            batch_first=True,
-            bidirectional=bidirectional,
-            dropout=dropout if num_layers > 1 else 0.0,
-        )
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden_size * (2 if bidirectional else 1), horizon)
+        self.encoder = LSTMEncoder(input_size, hidden_size, num_layers, bidirectional, dropout)
+        self.head = nn.Linear(self.encoder.out_features, horizon)
         if residual != "none":  # start exactly at the simple forecast
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
@@ -78,6 +72,4 @@ class LSTMForecaster(nn.Module):
         if self.relative_inputs:
             level = x[:, -1:, :1]
             inputs = torch.cat([x[..., :1] - level, x[..., 1:]], dim=-1)
-        _, (h_n, _) = self.lstm(inputs)
-        last = torch.cat([h_n[-2], h_n[-1]], dim=1) if self.lstm.bidirectional else h_n[-1]
-        return self.base(x) + self.head(self.dropout(last))
+        return self.base(x) + self.head(self.encoder(inputs))
