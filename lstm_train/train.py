@@ -45,7 +45,7 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
     """Train `job` to the end (or until `stop` is set) and return its result.
 
     Re-running with the same run directory resumes from the newest checkpoint.
-    When `stop` is set (by a signal), every rank saves at the next step boundary
+    When `stop` is set (by a signal), every rank saves at the next logging step
     and the result has `"interrupted": True`.
     """
     stop = stop or threading.Event()
@@ -154,8 +154,10 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
                 pending.append(loss.detach())
 
                 # Sync point: one all-reduce carries the loss, the NaN check and stop requests.
+                # Only at steps every rank agrees on: a signal reaches ranks at different
+                # steps, so it is polled here (every train.log_every steps), never acted on alone.
                 at_checkpoint = step % job.train.checkpoint_every == 0
-                if step % job.train.log_every == 0 or at_checkpoint or step == total_steps or stop.is_set():
+                if step % job.train.log_every == 0 or at_checkpoint or step == total_steps:
                     losses = torch.stack(pending).float()
                     local = torch.stack([
                         losses[-1],
@@ -339,7 +341,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def stop_on_signals(*signums: int) -> threading.Event:
-    """An event set by SIGTERM/SIGUSR*: the loop saves and stops at the next step boundary."""
+    """An event set by SIGTERM/SIGUSR*: the loop saves and stops at the next logging step."""
     event = threading.Event()
 
     def handler(signum: int, frame: Any) -> None:
