@@ -29,8 +29,6 @@ import warnings
 
 import numpy as np
 
-METRICS = ("mae", "rmse", "mase", "smape")
-
 
 def naive(y: np.ndarray, at: np.ndarray, horizon: int) -> np.ndarray:
     """[N, horizon]: the last observed value, repeated."""

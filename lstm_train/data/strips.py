@@ -26,7 +26,6 @@ DIGIT = 28  # MNIST digits are 28 x 28
 PAD, BOS, EOS = 0, 1, 2
 FIRST_DIGIT = 3
 VOCAB_SIZE = FIRST_DIGIT + 10
-SPECIALS = {PAD: "<pad>", BOS: "<bos>", EOS: "<eos>"}
 
 
 def min_width(max_digits: int, max_gap: int) -> int:

@@ -122,7 +122,6 @@ class Captioner(nn.Module):
                 dropout=dropout if encoder_lstm_layers > 1 else 0.0,
             )
             feat = encoder_hidden * (2 if bidirectional else 1)
-        self.feat_size = feat
         att = attention_size or hidden_size
         self.embed = nn.Embedding(vocab_size, embed_size, padding_idx=PAD)
         self.decoder = nn.LSTM(
