@@ -32,6 +32,7 @@ except ImportError:  # plain `pytest`: tests/ itself is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB = ROOT / "jobs" / "mnist_lstm.yaml"
+TIME_LIMIT_STEPS = 20000
 TINY = ["train.max_steps=30", "train.log_every=10", "tracking.wandb.mode=disabled", "slurm.time_min=10"]
 
 
@@ -331,7 +332,9 @@ def test_time_limit_checkpoints_requeues_and_finishes(cluster: None, tmp_path: P
     can only come from the checkpoint written on the signal.  The second attempt gets a
     longer limit (scontrol update) so that the test does not hinge on this machine's speed."""
     run_dir = tmp_path / "timelimit"
-    p = submit(run_dir, "train.epochs=7", "train.max_steps=6000", "train.log_every=10",
+    # Enough work to outlast the signal (15-45 s after start) on a quiet machine too:
+    # 20,000 steps is over a minute at this machine's best speed.
+    p = submit(run_dir, "train.epochs=22", f"train.max_steps={TIME_LIMIT_STEPS}", "train.log_every=10",
                "train.checkpoint_every=100000", "tracking.wandb.mode=disabled",
                "slurm.time_min=2", "slurm.signal_delay_s=75", "slurm.max_num_timeout=3", env=env, jobs=jobs)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -360,7 +363,7 @@ def test_time_limit_checkpoints_requeues_and_finishes(cluster: None, tmp_path: P
     assert "this job is timed-out" in out and "Requeued job" in out, out
     assert "received SIGUSR2" in err, err
     res = result(run_dir)
-    assert res["steps"] == 6000 and res["resumed_from_step"] and 0 < res["resumed_from_step"] < 6000, res
+    assert res["steps"] == TIME_LIMIT_STEPS and 0 < (res["resumed_from_step"] or 0) < TIME_LIMIT_STEPS, res
 
 
 def test_cancel_checkpoints_and_status(cluster: None, tmp_path: Path, env: dict[str, str], jobs: list[str]) -> None:
