@@ -9,45 +9,17 @@ typo found on the login node costs seconds and one found on the cluster an hour.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
+from . import runfiles
+from .schema import ConfigError, DataBase, ModelBase, Section, default_data_root
+from .tasks import TASKS, get_task
 
-class ConfigError(ValueError):
-    """A job spec or override that cannot be used; the message says why and what would do."""
-
-
-class Section(BaseModel):
-    """Base of every section: unknown keys are errors, values are checked on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
-
-
-class ModelBase(Section):
-    """The LSTM knobs every task's model has."""
-
-    hidden_size: int = Field(64, ge=1)
-    num_layers: int = Field(1, ge=1)
-    bidirectional: bool = False
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-
-
-class DataBase(Section):
-    """What every task's data section has: how batches are cut (per process)."""
-
-    batch_size: int = Field(64, ge=1, description="samples per batch per process")
-    eval_batch_size: int = Field(1000, ge=1)
-
-
-def default_data_root() -> str:
-    """`data.root` default: $LSTM_TRAIN_DATA, else ./data."""
-    return os.environ.get("LSTM_TRAIN_DATA", "./data")
+__all__ = ["ConfigError", "DataBase", "JobBase", "ModelBase", "Section", "default_data_root", "load_job", "validate_job"]
 
 
 class OptimConfig(Section):
@@ -133,32 +105,16 @@ class JobBase(Section):
 
     @property
     def run_dir(self) -> Path:
-        """Where this run's config, checkpoints, metrics and result live."""
-        if self.train.output_dir:
-            return Path(self.train.output_dir)
-        return Path("runs") / self.name / run_id(self)
+        """Where this run's config, checkpoints, metrics and result live (see `runfiles`)."""
+        return runfiles.run_dir(self.to_dict())
+
+    @property
+    def run_id(self) -> str:
+        """The run's id: W&B group, SLURM-stable name (see `runfiles.run_id`)."""
+        return runfiles.run_id(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
-
-
-def run_id(job: JobBase) -> str:
-    """Same job, same id: a re-run (or every rank of one launch) lands in the same directory.
-
-    Under SLURM the job id is the natural id (a requeued job keeps it); otherwise
-    a hash of the resolved job, so re-running the same command resumes it.
-    """
-    if job.train.run_id:
-        return job.train.run_id
-    if os.environ.get("SLURM_ARRAY_JOB_ID"):
-        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    if os.environ.get("SLURM_JOB_ID"):
-        return os.environ["SLURM_JOB_ID"]
-    spec = job.to_dict()
-    for volatile in ("tracking", "slurm", "sweep"):
-        spec.pop(volatile, None)
-    digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-    return digest[:10]
 
 
 # ---------------------------------------------------------------------------
@@ -194,8 +150,6 @@ def apply_override(spec: dict[str, Any], override: str, source: str = "command l
 
 def job_schema(task: str) -> type[JobBase]:
     """The pydantic model of a whole job for one task."""
-    from .tasks import get_task
-
     task_cls = get_task(task)
     return create_model(  # type: ignore[call-overload]
         f"{task.title()}Job",
@@ -242,8 +196,6 @@ def validate_job(spec: dict[str, Any], source: str) -> JobBase:
     """Validate a job dict; all problems are reported at once."""
     if not isinstance(spec, dict):
         raise ConfigError(f"{source}: a job spec is a mapping of sections, got {type(spec).__name__}")
-    from .tasks import TASKS
-
     task = spec.get("task", "classify")
     if task not in TASKS:
         close = difflib.get_close_matches(str(task), TASKS, n=1)

@@ -29,11 +29,12 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from . import checkpoint
-from .config import JobBase, OptimConfig, run_id, save_job
+from .config import JobBase, OptimConfig, save_job
 from .data.batching import batches_per_epoch, epoch_indices, loader_batches, shard_slices, tensor_batches
 from .distributed import broadcast_buffers, make_accelerator, set_threads, worker_info
 from .progress import Progress
-from .tasks import Splits, Task, get_task
+from .tasks import get_task
+from .tasks.base import Splits, Task
 from .tracking import Tracker
 
 
@@ -97,7 +98,7 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
     model, optimizer = accelerator.prepare(model, optimizer)
 
     worker = worker_info(accelerator)
-    tracker = Tracker(job, run_dir, run_id(job), worker)
+    tracker = Tracker(job, run_dir, job.run_id, worker)
     accelerator.print(
         f"{job.name}: {world} process(es) on {worker.device} ({accelerator.distributed_type}), "
         f"{threads} thread(s) each, {steps_per_epoch} steps/epoch, run dir {run_dir}"

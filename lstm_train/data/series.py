@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import ConfigError
+from ..schema import ConfigError
 
 
 class SeriesError(ConfigError):

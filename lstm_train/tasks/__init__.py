@@ -1,17 +1,20 @@
 """Tasks: what is learned (data, model, loss, metrics); the training loop is shared.
 
-A task is a module with one `Task` subclass.  Adding one (say, GRU sentiment)
-means a data module, a model, a task module here and a job YAML.
+This package's top level is only the registry, so that reading a job's schema
+name costs no torch import; `get_task` imports a task's module on first use
+(forecasting pulls in statsmodels, which a classification run should not pay for).
+The contract every task implements is `lstm_train.tasks.base.Task`.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from .base import Splits, Task
+if TYPE_CHECKING:
+    from .base import Task
 
-# task name -> module holding its Task subclass (imported lazily: forecasting
-# pulls in statsmodels, which a classification run should not pay for).
+# task name -> module holding its Task subclass as `TASK`.
 TASKS = {
     "classify": "lstm_train.tasks.classify",
     "forecast": "lstm_train.tasks.forecast",
@@ -24,4 +27,4 @@ def get_task(name: str) -> type[Task]:
     return module.TASK
 
 
-__all__ = ["TASKS", "Splits", "Task", "get_task"]
+__all__ = ["TASKS", "get_task"]

@@ -1,75 +1,133 @@
-"""The contract between a task and the one training loop in `lstm_train.train`."""
+"""The contract between a task and the one training loop in `lstm_train.train`.
+
+A task says what is learned: its data (as tensor columns), its model, its loss,
+its metrics and which of them picks the best model.  The loop does the rest
+the same way for every task: batches, distribution, checkpoints, evaluation,
+model selection, tracking.  See "Adding a task" in README.md.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
-from ..config import ModelBase, Section
+from ..data.ragged import Column, Padded, Ragged, gather, sample_lengths
+from ..schema import DataBase, ModelBase
+
+Split = tuple[Column, ...]
+Batch = tuple[torch.Tensor | Padded, ...]
 
 
 @dataclass
 class Splits:
-    """A task's data as tensors, each split a tuple of same-length tensors (x, y, ...).
+    """A task's data as tensors.  Each split is a tuple of columns of the same number of
+    samples: a dense tensor [N, ...] (images, windows, labels) or a `Ragged` set of
+    variable-length sequences (token ids, tags).  A batch of a split (`gather`) is the
+    same tuple with dense columns index-selected and ragged ones padded (`Padded`).
 
-    Tensors stay in their compact stored form (uint8 pixels, say): the loop moves
-    them to the training device once and the task converts each batch on the fly.
-    `info` carries what evaluation or prediction needs besides (scaling stats...).
+    Tensors stay in their compact stored form (uint8 pixels, int token ids): the loop
+    moves them to the training device once and the task converts each batch on the fly.
+    `info` carries everything else evaluation, `finish` and `predict` need (class
+    names, a vocabulary, scaling statistics...): it is saved in every checkpoint, so
+    `predict` and a resumed run rebuild the model from it without loading any data.
     """
 
-    train: tuple[torch.Tensor, ...]
-    test: tuple[torch.Tensor, ...]
-    val: tuple[torch.Tensor, ...] | None = None
+    train: Split
+    test: Split
+    val: Split | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     def to(self, device: torch.device) -> Splits:
-        move = lambda split: None if split is None else tuple(t.to(device) for t in split)  # noqa: E731
+        move = lambda split: None if split is None else tuple(c.to(device) for c in split)  # noqa: E731
         return Splits(move(self.train), move(self.test), move(self.val), self.info)
 
 
-class Task:
-    """One kind of learning problem.  Subclasses set `Data`/`Model` and the methods below.
+def split_size(split: Split) -> int:
+    return len(split[0])
 
-    The loop calls, in order: `load_data` (every rank, CPU tensors), `build_model`,
-    (from `splits.info`), then per batch `loss`; at evaluation `eval_sums` per batch of the rank's test
-    shard (the loop sums them over batches and ranks) and `metrics` on the totals;
-    at the end `finish` on the main process only.
+
+class Task:
+    """One kind of learning problem.  Subclasses set the class attributes and methods below.
+
+    The loop calls, in order: `load_data` (every rank, CPU tensors), `write_run_files`
+    (main process, once the run directory exists), `build_model` (from `splits.info`),
+    then per batch `loss`; at each evaluation `eval_sums` per batch of the rank's shard
+    (summed over batches and ranks) and `metrics` on the totals; at the end, with the
+    best weights, the test evaluation and `finish` (main process).
     """
 
     name: ClassVar[str]
-    Data: ClassVar[type[Section]]
+    Data: ClassVar[type[DataBase]]
     Model: ClassVar[type[ModelBase]]
+    # The metric that picks the best checkpoint, ranks sweep points and heads the summary
+    # (a key of `metrics` without its prefix), and which way is better.
+    primary_metric: ClassVar[str] = "accuracy"
+    higher_is_better: ClassVar[bool] = True
+    # What throughput counts: samples (images, windows) or tokens (text).
+    throughput_unit: ClassVar[Literal["samples", "tokens"]] = "samples"
 
-    def __init__(self, job: Any) -> None:
+    def __init__(self, job: Any, run_dir: Path | None = None) -> None:
         self.job = job
+        self.run_dir = run_dir
+
+    # -- data and model ---------------------------------------------------------------
 
     def load_data(self) -> Splits:
         raise NotImplementedError
+
+    def write_run_files(self, run_dir: Path, info: dict[str, Any]) -> None:
+        """Main process, once the run directory exists: files a user or `predict` reads
+        besides the checkpoint (a vocabulary, say).  Default: none."""
 
     def build_model(self, info: dict[str, Any]) -> nn.Module:
         """The model, built from `splits.info` alone: `predict` rebuilds it from the
         checkpoint's copy of that dict without loading any data."""
         raise NotImplementedError
 
-    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def torch_dataset(self, train: bool) -> torch.utils.data.Dataset | None:
+        """A classic Dataset for the DataLoader path, where the task offers one (classify's
+        `data.loader: torchvision`); None: batches are cut from the split tensors."""
+        return None
+
+    def lengths(self, split: Split) -> torch.Tensor | None:
+        """Per-sample lengths for bucketing and token budgets (CPU int64 [N]); None for
+        fixed-size samples.  Default: the longest ragged column of each sample."""
+        return sample_lengths(split)
+
+    def tokens(self, split: Split) -> torch.Tensor | None:
+        """Per-sample token counts for throughput (CPU int64 [N]) when `throughput_unit` is
+        tokens.  Default: the lengths of the first ragged column."""
+        ragged = [c for c in split if isinstance(c, Ragged)]
+        return ragged[0].lengths_cpu if ragged else None
+
+    def batch(self, split: Split, indices: torch.Tensor) -> Batch:
+        """The batch of `indices` (on the split's device).  Default: `gather`."""
+        return gather(split, indices)
+
+    # -- training and evaluation ---------------------------------------------------------
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """Mean training loss of one batch (grad enabled)."""
         raise NotImplementedError
 
-    def eval_sums(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
-        """Additive statistics of one test batch (no grad): e.g. loss_sum, correct, count."""
+    def eval_sums(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """Additive statistics of one evaluation batch (no grad): e.g. loss_sum, correct, count."""
         raise NotImplementedError
 
     def metrics(self, sums: dict[str, float], prefix: str = "test_") -> dict[str, float]:
         """Turn summed statistics into metrics named `<prefix>loss`, `<prefix>accuracy`..."""
         raise NotImplementedError
 
+    # -- after training ------------------------------------------------------------------
+
     def finish(self, model: nn.Module, splits: Splits, run_dir: Path) -> dict[str, Any]:
-        """Main process, after training: plots, baselines.  Returns extra result.json keys;
-        files it writes that should go to W&B as images are listed under key `images`."""
+        """Main process, after the final test evaluation, with the best weights: plots,
+        baselines, prediction files.  Returns extra result.json keys; files it writes that
+        should go to W&B as images are listed under the key `images`."""
         return {}
 
     def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from ..config import DataBase, ModelBase, default_data_root
+from ..schema import DataBase, ModelBase, default_data_root
 from ..data import mnist
 from ..data.strips import (
     DIGIT, PAD, VOCAB_SIZE, default_width, digits_to_text, make_strips, min_width, tokens_to_digits,

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from ..config import DataBase, ModelBase, default_data_root
+from ..schema import DataBase, ModelBase, default_data_root
 from ..data import mnist
 from ..models import LSTMClassifier
 from .base import Splits, Task

@@ -29,7 +29,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
 from .. import baselines
-from ..config import ConfigError, DataBase, ModelBase, Section
+from ..schema import ConfigError, DataBase, ModelBase, Section
 from ..data import series as S
 from ..models.forecaster import LSTMForecaster
 from .base import Splits, Task

@@ -1,0 +1,52 @@
+"""The leaf of the job schema: the bases every section, task and data module builds on.
+
+It imports nothing of lstm_train, so `config` (the whole job), `tasks` (each
+task's `data:`/`model:` sections) and the data modules can all use it without
+importing each other.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ConfigError(ValueError):
+    """A job spec, override or input that cannot be used; the message says why and what would do."""
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class ModelBase(Section):
+    """The LSTM knobs every task's model has."""
+
+    hidden_size: int = Field(64, ge=1)
+    num_layers: int = Field(1, ge=1)
+    bidirectional: bool = False
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class DataBase(Section):
+    """What every task's data section has: how batches are cut.
+
+    `batch_size` is per process unless `global_batch_size` is set; then the global
+    batch is split over the processes (and over `train.grad_accum_steps`
+    micro-batches), so the same job takes the same optimizer steps over the same
+    samples on 1, 2 or N processes.
+    """
+
+    batch_size: int = Field(64, ge=1, description="samples per batch per process (the most one forward holds)")
+    global_batch_size: int | None = Field(
+        None, ge=1, description="samples per optimizer step over all processes; per process = global / world"
+    )
+    eval_batch_size: int = Field(1000, ge=1)
+
+
+def default_data_root() -> str:
+    """`data.root` default: $LSTM_TRAIN_DATA, else ./data."""
+    return os.environ.get("LSTM_TRAIN_DATA", "./data")
