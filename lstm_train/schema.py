@@ -50,3 +50,21 @@ class DataBase(Section):
 def default_data_root() -> str:
     """`data.root` default: $LSTM_TRAIN_DATA, else ./data."""
     return os.environ.get("LSTM_TRAIN_DATA", "./data")
+
+
+class SequenceData(DataBase):
+    """The data section of a variable-length task (text, tags, translation).
+
+    Batches are cut by the loop from `Ragged` columns: with `bucketing`, each epoch's
+    shuffled samples are sorted by length inside pools of `bucket_pool` batches, so a
+    batch holds sequences of similar length and little padding; `max_tokens` cuts
+    batches by a budget of padded tokens (batch x longest) instead of a sample count.
+    """
+
+    bucketing: bool = Field(
+        True, description="batches of similar lengths (little padding); false: random batches, padded"
+    )
+    bucket_pool: int = Field(100, ge=1, description="batches whose samples are sorted by length together")
+    max_tokens: int | None = Field(
+        None, ge=1, description="padded tokens (samples x longest) per batch per process, instead of batch_size"
+    )

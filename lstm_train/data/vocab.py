@@ -1,0 +1,110 @@
+"""Word vocabularies trained on the train split with Hugging Face `tokenizers`, saved with the run.
+
+A `Vocab` wraps a `tokenizers.Tokenizer` with a word-level model: the words a
+task reads (already split into tokens by the data set: SST trees, CoNLL
+columns, whitespace) map to ids, with four reserved ids first:
+
+    0 <pad>   1 <unk>   2 <bos>   3 <eos>
+
+Lower-casing is the tokenizer's normaliser, so training, resuming and `predict`
+apply exactly the same rule.  The whole vocabulary is one JSON string
+(`to_json`), small enough to live in `Splits.info` (hence in every checkpoint)
+and written beside it as `<run dir>/vocab*.json` for people and tools; `digest`
+tells a vocabulary file and a checkpoint apart when they do not belong together.
+
+Subword vocabularies for translation use SentencePiece (see the translate task);
+this module is the word-level one shared by classification and tagging.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
+_SEP = "\n"  # words are joined with newlines for training: a word may hold spaces ("a. m.")
+
+
+class VocabError(ValueError):
+    """A vocabulary file that cannot be used (unreadable, or not the one the checkpoint was trained with)."""
+
+
+class Vocab:
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self._json = tokenizer.to_str()
+        self._itos: dict[int, str] = {i: w for w, i in tokenizer.get_vocab().items()}
+
+    @classmethod
+    def train(cls, sentences: Iterable[Sequence[str]], lowercase: bool = True, min_freq: int = 1,
+              max_size: int | None = None) -> Vocab:
+        """Every word seen at least `min_freq` times (at most `max_size` of the most frequent,
+        specials included); the rest read as <unk>."""
+        tokenizer = Tokenizer(models.WordLevel(unk_token=SPECIALS[UNK]))
+        if lowercase:
+            tokenizer.normalizer = normalizers.Lowercase()
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(_SEP, behavior="removed")
+        options = {"vocab_size": max_size} if max_size else {}
+        trainer = trainers.WordLevelTrainer(min_frequency=min_freq, special_tokens=SPECIALS, show_progress=False,
+                                            **options)
+        tokenizer.train_from_iterator((_SEP.join(words) for words in sentences), trainer)
+        return cls(tokenizer)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "vocabulary") -> Vocab:
+        try:
+            return cls(Tokenizer.from_str(text))
+        except Exception as e:  # noqa: BLE001 - tokenizers raises its own exception types
+            raise VocabError(f"{source}: not a vocabulary file written by lstm_train ({e})") from None
+
+    @classmethod
+    def load(cls, path: Path) -> Vocab:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise VocabError(f"{path}: cannot read the vocabulary ({e.strerror})") from None
+        return cls.from_json(text, str(path))
+
+    def to_json(self) -> str:
+        return self._json
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(self._json, encoding="utf-8")
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha1(self._json.encode()).hexdigest()[:12]
+
+    def __len__(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocab) and other._json == self._json
+
+    def encode(self, words: Sequence[str]) -> list[int]:
+        return self.tokenizer.encode(list(words), is_pretokenized=True, add_special_tokens=False).ids if words else []
+
+    def encode_batch(self, sentences: Sequence[Sequence[str]]) -> list[list[int]]:
+        """Many sentences at once (tokenizers encodes them in parallel, in Rust)."""
+        encoded = self.tokenizer.encode_batch([list(s) for s in sentences], is_pretokenized=True,
+                                              add_special_tokens=False)
+        return [e.ids for e in encoded]
+
+    def word(self, index: int) -> str:
+        return self._itos.get(int(index), SPECIALS[UNK])
+
+    def words(self, ids: Iterable[int]) -> list[str]:
+        return [self.word(i) for i in ids]
+
+    def check_matches(self, digest: str, source: str) -> None:
+        """Raise `VocabError` unless this vocabulary is the one with `digest` (from a checkpoint)."""
+        if digest != self.digest:
+            raise VocabError(
+                f"{source}: this vocabulary (digest {self.digest}, {len(self)} entries) is not the one the "
+                f"checkpoint was trained with (digest {digest}); restore the run's own vocabulary file or "
+                "train a new run (another train.output_dir)"
+            )
