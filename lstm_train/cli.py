@@ -68,7 +68,9 @@ def load_run(run_dir: Path):
 
 def cmd_predict(args: argparse.Namespace) -> int:
     _, task, model, info = load_run(Path(args.run_dir))
-    for line in task.predict(model, info, args.inputs, {"csv": args.csv}):
+    options = {"csv": args.csv, "text": args.text, "file": args.file, "conllu": args.conllu, "beam": args.beam,
+               "output": args.output}
+    for line in task.predict(model, info, args.inputs, options):
         print(line)
     return 0
 
@@ -118,6 +120,11 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("run_dir")
     predict.add_argument("inputs", nargs="*", help="image files (classify, caption)")
     predict.add_argument("--csv", help="series to forecast from (forecast)")
+    predict.add_argument("--text", action="append", help="a sentence (text tasks; repeatable)")
+    predict.add_argument("--file", help="a file of sentences, one per line (text tasks)")
+    predict.add_argument("--conllu", help="a CoNLL-U file whose tag column to fill (tagging)")
+    predict.add_argument("--beam", type=int, help="beam size (translation; default: the job's)")
+    predict.add_argument("--output", help="where to write a filled file (--conllu)")
     predict.set_defaults(func=cmd_predict)
 
     report = sub.add_parser("report", help="summary table and PNG plots of a run's metrics")

@@ -69,6 +69,9 @@ class Task:
     higher_is_better: ClassVar[bool] = True
     # What throughput counts: samples (images, windows) or tokens (text).
     throughput_unit: ClassVar[Literal["samples", "tokens"]] = "samples"
+    # `train.mixed_precision: auto` trains in bf16 where the hardware runs it natively,
+    # unless the task's metrics were measured to suffer from it ("fp32").
+    precision: ClassVar[Literal["auto", "fp32"]] = "auto"
 
     def __init__(self, job: Any, run_dir: Path | None = None) -> None:
         self.job = job
@@ -126,8 +129,9 @@ class Task:
 
     def finish(self, model: nn.Module, splits: Splits, run_dir: Path) -> dict[str, Any]:
         """Main process, after the final test evaluation, with the best weights: plots,
-        baselines, prediction files.  Returns extra result.json keys; files it writes that
-        should go to W&B as images are listed under the key `images`."""
+        baselines, prediction files.  Returns extra result.json keys.  Two keys are taken
+        out for W&B instead: `images` ({name: PNG path}) and `tables` ({name: {"columns":
+        [...], "rows": [[...], ...]}}, logged as W&B tables of examples)."""
         return {}
 
     def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
