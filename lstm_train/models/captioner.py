@@ -27,8 +27,8 @@ summary of the image (the encoder LSTM's final states, or the column mean):
 the classic sequence-to-sequence bottleneck, kept as a baseline.
 
 Training is teacher-forced (`forward`).  Inference (`generate`) is greedy or
-beam search, writes only digits and EOS, and stops at EOS or after `max_len`
-tokens.
+beam search (the translator's too: `lstm_train.models.decoding`), writes only
+digits and EOS, and stops at EOS or after `max_len` tokens.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..data.strips import BOS, EOS, PAD
+from .decoding import beam_search, greedy_search, repeat_rows
 
 
 class CNNEncoder(nn.Module):
@@ -213,64 +214,33 @@ class Captioner(nn.Module):
             return self._beam(memory, beam_size, max_len)
         return self._greedy(memory, max_len)
 
-    @staticmethod
-    def _allowed(logits: torch.Tensor) -> torch.Tensor:
-        """Decoding writes digits or EOS: PAD and BOS are never outputs."""
-        logits = logits.clone()
-        logits[:, [PAD, BOS]] = float("-inf")
-        return logits
+    def _decode_step(self, tokens, state, memory):
+        """The step function of `decoding`: memory is (feats, keys, summary)."""
+        logits, state, _ = self._step(tokens, state, *memory)
+        return logits, state
+
+    def _memory(self, memory: tuple[torch.Tensor, torch.Tensor], k: int):
+        feats, summary = repeat_rows(memory[0], k), repeat_rows(memory[1], k)
+        keys = self.att_key(feats) if self.attention else None
+        return (feats, keys, summary), self._init_state(summary)
 
     def _greedy(self, memory: tuple[torch.Tensor, torch.Tensor], max_len: int) -> torch.Tensor:
-        feats, summary = memory
-        keys = self.att_key(feats) if self.attention else None
-        state = self._init_state(summary)
-        b, dev = feats.shape[0], feats.device
-        tokens = torch.full((b,), BOS, dtype=torch.long, device=dev)
-        done = torch.zeros(b, dtype=torch.bool, device=dev)
-        out = []
-        for _ in range(max_len):
-            logits, state, _ = self._step(tokens, state, feats, keys, summary)
-            tokens = self._allowed(logits.float()).argmax(dim=1)
-            tokens = torch.where(done, torch.full_like(tokens, PAD), tokens)
-            out.append(tokens)
-            done = done | (tokens == EOS)
-            if bool(done.all()):
-                break
-        return torch.stack(out, dim=1)
+        """Decoding writes digits or EOS: PAD and BOS are never outputs."""
+        step_memory, state = self._memory(memory, 1)
+        feats = memory[0]
+        return greedy_search(self._decode_step, state, step_memory, feats.shape[0], bos=BOS, eos=EOS, pad=PAD,
+                             max_len=max_len, forbidden=(PAD, BOS), device=feats.device)
 
     def _beam(self, memory: tuple[torch.Tensor, torch.Tensor], k: int, max_len: int) -> torch.Tensor:
-        """Beam search: the k best partial sequences per image by summed log-probability.
+        """Beam search (see `decoding.beam_search`): the likeliest sequence by summed log-probability."""
+        step_memory, state = self._memory(memory, k)
+        feats = memory[0]
+        return beam_search(self._decode_step, state, step_memory, feats.shape[0], k, bos=BOS, eos=EOS, pad=PAD,
+                           max_len=max_len, forbidden=(PAD, BOS), reorder=_select_layers_state,
+                           device=feats.device)
 
-        Finished beams (EOS emitted) carry on with PAD at no cost, so they compete
-        with unfinished ones on their final score; the best beam wins at the end.
-        """
-        feats, summary = memory
-        b, dev = feats.shape[0], feats.device
-        rep = lambda x: x.repeat_interleave(k, dim=0)  # noqa: E731  [B, ...] -> [B*k, ...]
-        feats, summary = rep(feats), rep(summary)
-        keys = self.att_key(feats) if self.attention else None
-        h, c = self._init_state(summary)
-        scores = torch.full((b, k), float("-inf"), device=dev)
-        scores[:, 0] = 0.0  # one live beam at first: the others are copies
-        tokens = torch.full((b * k,), BOS, dtype=torch.long, device=dev)
-        done = torch.zeros(b * k, dtype=torch.bool, device=dev)
-        history = torch.zeros(b * k, 0, dtype=torch.long, device=dev)
-        v = self.vocab_size
-        for _ in range(max_len):
-            logits, (h, c), _ = self._step(tokens, (h, c), feats, keys, summary)
-            logp = self._allowed(logits.float()).log_softmax(dim=1)
-            finished = torch.full_like(logp, float("-inf"))
-            finished[:, PAD] = 0.0
-            logp = torch.where(done[:, None], finished, logp)
-            total = (scores.view(b * k, 1) + logp).view(b, k * v)
-            scores, flat = total.topk(k, dim=1)
-            beam = torch.div(flat, v, rounding_mode="floor")
-            tokens = (flat % v).view(b * k)
-            parent = (beam + torch.arange(b, device=dev)[:, None] * k).view(b * k)
-            h, c = h[:, parent], c[:, parent]
-            done = done[parent] | (tokens == EOS)
-            history = torch.cat([history[parent], tokens[:, None]], dim=1)
-            if bool(done.all()):
-                break
-        best = scores.argmax(dim=1) + torch.arange(b, device=dev) * k
-        return history[best]
+
+def _select_layers_state(state: tuple[torch.Tensor, torch.Tensor], rows: torch.Tensor):
+    """(h, c) of shape [layers, N, H]: keep `rows` of N."""
+    h, c = state
+    return h.index_select(1, rows), c.index_select(1, rows)

@@ -1,0 +1,162 @@
+"""Parallel text: sentence pairs from Multi30k, Tatoeba or a user's own files, checked line by line.
+
+A translation corpus is either two line-aligned text files (line i of one
+translates line i of the other: Multi30k, Europarl, most of OPUS) or one TSV
+file with a source and a target column (Tatoeba / manythings.org).  One
+misplaced line shifts every pair after it and trains a model on nonsense
+without a single error, so the readers here refuse what would misalign:
+files of different line counts (both counts, and where they seem to part), a
+line empty on one side only, a TSV row without both columns.  Lines empty on
+both sides are skipped and counted.
+
+Corpora without an official split (Tatoeba, a single user file) are split by
+distinct *key* sentence (Tatoeba: the English one) with a seed, so the
+alternative translations of one sentence all land in the same split and a
+test sentence is never one the model has seen with another translation.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ParallelDataError(ValueError):
+    """Parallel data that cannot be used as it is; the message names the file and line."""
+
+
+@dataclass
+class Pairs:
+    """Aligned source and target sentences (raw text) and where each came from."""
+
+    source: list[str]
+    target: list[str]
+    origin: str  # for messages: "train.de + train.en", "fra.txt"
+    lines: list[int] = field(default_factory=list)  # 1-based line number of each pair in its file(s)
+    skipped_blank: int = 0
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def subset(self, indices: Sequence[int]) -> Pairs:
+        pick = lambda xs: [xs[i] for i in indices]  # noqa: E731
+        return Pairs(pick(self.source), pick(self.target), self.origin, pick(self.lines) if self.lines else [])
+
+
+def read_lines(path: Path) -> list[str]:
+    """A UTF-8 text file's lines, without line ends (\\n or \\r\\n).  Only \\n ends a line:
+    Unicode line separators inside a sentence (U+2028, U+0085) stay part of it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file" + ("" if not path.exists() else " (it is a folder)"))
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ParallelDataError(f"{path}, line {line}: not UTF-8 text (byte 0x{data[e.start]:02x}); "
+                                "convert the file to UTF-8 (e.g. iconv -t UTF-8)") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def read_line_aligned(source_path: Path, target_path: Path) -> Pairs:
+    """Two line-aligned files: line i of `source_path` translates line i of `target_path`."""
+    source, target = read_lines(source_path), read_lines(target_path)
+    if len(source) != len(target):
+        common = min(len(source), len(target))
+        hint = f"line {common + 1} is the first that only one file has"
+        for i in range(common):
+            if bool(source[i].strip()) != bool(target[i].strip()):
+                hint = (f"they seem to part at line {i + 1}, empty in "
+                        f"{source_path if not source[i].strip() else target_path} only")
+                break
+        raise ParallelDataError(
+            f"{source_path} has {len(source)} lines but {target_path} has {len(target)}: line-aligned files must "
+            f"have one line per sentence pair; {hint}"
+        )
+    pairs = Pairs([], [], f"{source_path} + {target_path}")
+    for i, (s, t) in enumerate(zip(source, target)):
+        if not s.strip() and not t.strip():
+            pairs.skipped_blank += 1
+            continue
+        if not s.strip() or not t.strip():
+            empty, other = (source_path, target_path) if not s.strip() else (target_path, source_path)
+            raise ParallelDataError(
+                f"{empty}, line {i + 1}: empty line, but line {i + 1} of {other} is not; every sentence needs its "
+                "translation (remove the pair from both files, or fix the alignment)"
+            )
+        pairs.source.append(s.strip())
+        pairs.target.append(t.strip())
+        pairs.lines.append(i + 1)
+    return pairs
+
+
+def _column_index(spec: int | str, header: list[str] | None, path: Path, what: str) -> int:
+    if isinstance(spec, int):
+        return spec
+    if header is None:
+        raise ParallelDataError(f"{path}: {what} column {spec!r} is a name, but the file has no header "
+                                "(set header: true, or give the column's 0-based index)")
+    if spec not in header:
+        raise ParallelDataError(f"{path}: no {what} column {spec!r} in the header; columns are {header}")
+    return header.index(spec)
+
+
+def read_tsv(path: Path, source_column: int | str = 0, target_column: int | str = 1, header: bool = False) -> Pairs:
+    """Sentence pairs from a tab-separated file (no quoting: sentences hold quotes and commas)."""
+    path = Path(path)
+    lines = read_lines(path)
+    names = lines[0].split("\t") if header and lines else None
+    src_col = _column_index(source_column, names, path, "source")
+    tgt_col = _column_index(target_column, names, path, "target")
+    need = max(src_col, tgt_col) + 1
+    pairs = Pairs([], [], str(path))
+    for number, line in enumerate(lines[1:] if header else lines, start=2 if header else 1):
+        if not line.strip():
+            pairs.skipped_blank += 1
+            continue
+        cells = line.split("\t")
+        if len(cells) < need:
+            raise ParallelDataError(
+                f"{path}, line {number}: {len(cells)} column{'s' if len(cells) != 1 else ''} "
+                f"({line[:60]!r}), but the source is column {src_col} and the target column {tgt_col} "
+                "(0-based, tab-separated)"
+            )
+        s, t = cells[src_col].strip(), cells[tgt_col].strip()
+        if not s or not t:
+            which = "source" if not s else "target"
+            raise ParallelDataError(f"{path}, line {number}: the {which} column is empty; every sentence needs "
+                                    "its translation")
+        pairs.source.append(s)
+        pairs.target.append(t)
+        pairs.lines.append(number)
+    return pairs
+
+
+def split_by_key(keys: Sequence[str], fractions: Sequence[float], seed: int) -> list[list[int]]:
+    """Indices of each part (e.g. train/val/test), splitting by distinct key sentence.
+
+    Distinct keys are sorted, shuffled with `seed` and dealt out: the first
+    `fractions[1]` of them to part 1, the next `fractions[2]` to part 2, ..., the
+    rest to part 0.  Pairs sharing a key always land in the same part.
+    """
+    distinct = sorted(set(keys))
+    random.Random(seed).shuffle(distinct)
+    part_of: dict[str, int] = {}
+    start = 0
+    for part, fraction in enumerate(fractions[1:], start=1):
+        size = round(fraction * len(distinct))
+        for key in distinct[start : start + size]:
+            part_of[key] = part
+        start += size
+    parts: list[list[int]] = [[] for _ in fractions]
+    for i, key in enumerate(keys):
+        parts[part_of.get(key, 0)].append(i)
+    return parts

@@ -1,0 +1,492 @@
+"""Translation (the tutorial's unequal-length sequence to sequence), scored the way the field does.
+
+Data: Multi30k (line-aligned files, official val and test sets), Tatoeba
+fra-eng (one TSV, split by distinct English sentence), or a user's own two
+line-aligned files or TSV (`lstm_train.data.parallel`).  SentencePiece subword
+vocabularies are trained on the train split (`lstm_train.data.subword`) and
+travel in `Splits.info`, so every checkpoint carries them; the run directory
+holds them as `.model` files too.
+
+Columns: source ids and target ids (<bos> ... <eos>) as `Ragged`; validation
+and test also carry each pair's raw source and reference text as UTF-8 bytes
+(`Ragged` uint8), so evaluation scores the detokenised output against the
+untouched reference, whatever the vocabulary's normalisation or truncation did.
+
+Model: `lstm_train.models.translator.Translator` (biLSTM encoder, LSTM decoder
+with Luong or Bahdanau attention).  Loss: label-smoothed cross-entropy over
+real target tokens (`lstm_train.models.losses`: fused, since
+`F.cross_entropy(label_smoothing=...)` backward costs ~100 ms a batch on this CPU).
+
+Metrics: sacreBLEU.  `eval_sums` returns each batch's sufficient statistics
+(n-gram matches and totals, hypothesis and reference lengths; chrF's character
+n-gram counts), which add up over batches and ranks to the corpus statistics,
+and `metrics` turns the totals into corpus BLEU (cased, 13a tokenisation, the
+standard), lower-cased BLEU and chrF, plus loss and perplexity.  Model selection
+is on validation BLEU.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+from sacrebleu.metrics import BLEU, CHRF
+from torch import nn
+
+from ..data.parallel import Pairs, ParallelDataError, read_line_aligned, read_lines, read_tsv, split_by_key
+from ..data.ragged import Padded, Ragged
+from ..data.subword import BOS, EOS, PAD, SubwordVocab, VocabError
+from ..models.losses import smoothed_cross_entropy
+from ..models.translator import Translator
+from ..schema import ModelBase, Section, SequenceData, default_data_root
+from .base import Batch, Split, Splits, Task
+
+# -- job schema -----------------------------------------------------------------------------
+
+
+class ParallelFiles(Section):
+    """One split of a user's parallel data: two line-aligned text files, or one TSV."""
+
+    source: str | None = Field(None, description="line-aligned source sentences, one per line")
+    target: str | None = Field(None, description="line-aligned target sentences (line i translates source line i)")
+    tsv: str | None = Field(None, description="tab-separated file with a source and a target column")
+    source_column: int | str = Field(0, description="TSV source column: 0-based index, or a name with header: true")
+    target_column: int | str = Field(1, description="TSV target column")
+    header: bool = Field(False, description="the TSV's first line names its columns")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ParallelFiles:
+        texts = self.source is not None or self.target is not None
+        if texts == (self.tsv is not None):
+            raise ValueError("give either source + target (two line-aligned files) or tsv (one file), not both")
+        if texts and (self.source is None or self.target is None):
+            raise ValueError("line-aligned files need both source and target")
+        return self
+
+
+class SubwordConfig(Section):
+    model: Literal["unigram", "bpe"] = Field("unigram", description="SentencePiece model type")
+    vocab_size: int = Field(8000, ge=16, description="pieces per vocabulary (a soft limit on tiny corpora)")
+    joint: bool = Field(True, description="one vocabulary for both languages (needed by model.share_embeddings)")
+    character_coverage: float = Field(1.0, gt=0.0, le=1.0)
+
+
+class TranslateData(SequenceData):
+    dataset: Literal["multi30k", "tatoeba", "files"] = "multi30k"
+    root: str = Field(default_factory=default_data_root)
+    source_lang: str = Field("de", description="multi30k: de/en; tatoeba: en/fr")
+    target_lang: str = Field("en")
+    test_set: str = Field("test_2016_flickr", description="multi30k test files: test_2016_flickr, "
+                          "test_2017_flickr, test_2017_mscoco, test_2018_flickr")
+    train: ParallelFiles | None = Field(None, description="dataset files: the training pairs")
+    val: ParallelFiles | None = Field(None, description="dataset files: validation pairs (default: split off train)")
+    test: ParallelFiles | None = Field(None, description="dataset files: test pairs (default: split off train)")
+    val_fraction: float = Field(0.02, ge=0.0, lt=1.0, description="of distinct sentences, when split off")
+    test_fraction: float = Field(0.05, ge=0.0, lt=1.0, description="of distinct sentences, when split off")
+    split_seed: int = 0
+    lowercase: Literal["none", "source", "both"] = Field(
+        "none", description="lower-case the source (the model's input) or both sides (outputs are then lower-case)"
+    )
+    subword: SubwordConfig = SubwordConfig()
+    max_length: int = Field(100, ge=2, description="subword tokens per sentence (the target's with <bos>/<eos>)")
+    too_long: Literal["truncate", "skip", "error"] = Field(
+        "truncate", description="training pairs over max_length: truncate or skip them (counted), or stop; "
+        "validation and test sentences are never skipped (sources truncated, counted)"
+    )
+    batch_size: int = Field(64, ge=1, description="sentence pairs per batch per process")
+    eval_batch_size: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _files(self) -> TranslateData:
+        if self.dataset == "files" and self.train is None:
+            raise ValueError("dataset 'files' needs data.train (source + target files, or tsv)")
+        if self.dataset != "files" and (self.train or self.val or self.test):
+            raise ValueError(f"data.train/val/test are for dataset 'files', not {self.dataset!r}")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction leave nothing to train on")
+        return self
+
+
+class TranslateModel(ModelBase):
+    embed_size: int = Field(256, ge=1)
+    hidden_size: int = Field(256, ge=1, description="encoder LSTM size per direction")
+    num_layers: int = Field(2, ge=1, description="encoder LSTM layers")
+    bidirectional: bool = True
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    decoder_hidden: int = Field(512, ge=1)
+    decoder_layers: int = Field(1, ge=1)
+    attention: Literal["luong", "bahdanau"] = "luong"
+    input_feeding: bool = Field(True, description="feed the previous attentional state to the decoder (Luong)")
+    tie_embeddings: bool = Field(True, description="output layer shares the target embedding matrix")
+    share_embeddings: bool = Field(False, description="source and target share one embedding (joint vocabulary)")
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    beam_size: int = Field(1, ge=1, le=64, description="decoding for evaluation and predict: 1 greedy, >1 beam")
+    length_penalty: float = Field(1.0, ge=0.0, description="beam scores are log-prob / length ** this")
+    max_decode_ratio: float = Field(2.0, gt=0.0, description="decode at most ratio x source length + extra tokens")
+    max_decode_extra: int = Field(10, ge=1)
+
+
+# -- text columns ---------------------------------------------------------------------------
+
+
+def text_column(texts: list[str]) -> Ragged:
+    """Raw sentences as one Ragged column of UTF-8 bytes (moves with the split, pads like ids)."""
+    encoded = [torch.frombuffer(bytearray(t.encode("utf-8")), dtype=torch.uint8) if t else torch.zeros(0, dtype=torch.uint8)
+               for t in texts]
+    return Ragged.from_sequences(encoded, dtype=torch.uint8)
+
+
+def column_texts(padded: Padded) -> list[str]:
+    data, lengths = padded.data.cpu(), padded.lengths.cpu().tolist()
+    return [bytes(data[i, :n].tolist()).decode("utf-8") for i, n in enumerate(lengths)]
+
+
+class Scorer:
+    """sacreBLEU's corpus BLEU (cased and lower-cased) and chrF from additive statistics."""
+
+    def __init__(self) -> None:
+        self.bleu, self.bleu_lc, self.chrf = BLEU(), BLEU(lowercase=True), CHRF()
+
+    def sums(self, hypotheses: list[str], references: list[str]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, metric in (("bleu", self.bleu), ("bleu_lc", self.bleu_lc), ("chrf", self.chrf)):
+            stats = metric._extract_corpus_statistics(hypotheses, [references])
+            for j, value in enumerate(map(sum, zip(*stats))):
+                out[f"{name}_stat{j:02d}"] = float(value)
+        return out
+
+    @staticmethod
+    def _stats(sums: dict[str, float], name: str) -> list[int]:
+        keys = sorted(k for k in sums if k.startswith(f"{name}_stat"))
+        return [int(round(sums[k])) for k in keys]
+
+    def scores(self, sums: dict[str, float]) -> dict[str, float]:
+        return {
+            "bleu": self.bleu._compute_score_from_stats(self._stats(sums, "bleu")).score,
+            "bleu_lc": self.bleu_lc._compute_score_from_stats(self._stats(sums, "bleu_lc")).score,
+            "chrf": self.chrf._compute_score_from_stats(self._stats(sums, "chrf")).score,
+        }
+
+    def signatures(self) -> dict[str, str]:
+        """sacreBLEU's signatures (version, tokeniser, case, smoothing): how to reproduce the scores."""
+        for metric in (self.bleu, self.bleu_lc, self.chrf):
+            metric.corpus_score(["a"], [["a"]])  # a signature names the reference count, known once scored
+        return {"bleu_signature": str(self.bleu.get_signature()), "bleu_lc_signature": str(self.bleu_lc.get_signature()),
+                "chrf_signature": str(self.chrf.get_signature())}
+
+
+# -- the task ---------------------------------------------------------------------------------
+
+
+class TranslateTask(Task):
+    name = "translate"
+    Data = TranslateData
+    Model = TranslateModel
+    primary_metric = "bleu"
+    higher_is_better = True
+    throughput_unit = "tokens"
+
+    def __init__(self, job: Any, run_dir: Path | None = None) -> None:
+        super().__init__(job, run_dir)
+        self.scorer = Scorer()
+        self.source_vocab: SubwordVocab | None = None
+        self.target_vocab: SubwordVocab | None = None
+
+    # -- data ---------------------------------------------------------------------------
+
+    def read_corpus(self) -> dict[str, Pairs]:
+        d = self.job.data
+        root = Path(d.root)
+        if d.dataset == "multi30k":
+            folder = root / "Multi30k"
+            langs = ("de", "en")
+            if d.source_lang not in langs or d.target_lang not in langs or d.source_lang == d.target_lang:
+                raise ParallelDataError(f"Multi30k has de and en: source_lang/target_lang {d.source_lang!r}/"
+                                        f"{d.target_lang!r} must be one each")
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{folder}: no Multi30k folder (data.root={d.root}; set LSTM_TRAIN_DATA)")
+            read = lambda split: read_line_aligned(folder / f"{split}.{d.source_lang}",  # noqa: E731
+                                                   folder / f"{split}.{d.target_lang}")
+            return {"train": read("train"), "val": read("val"), "test": read(d.test_set)}
+        if d.dataset == "tatoeba":
+            if {d.source_lang, d.target_lang} != {"en", "fr"}:
+                raise ParallelDataError(f"Tatoeba fra-eng has en and fr: source_lang/target_lang {d.source_lang!r}/"
+                                        f"{d.target_lang!r} must be one each")
+            path = root / "Tatoeba" / "fra-eng" / "fra.txt"
+            english = 0
+            pairs = read_tsv(path, english if d.source_lang == "en" else 1, 1 if d.source_lang == "en" else english)
+            keys = pairs.source if d.source_lang == "en" else pairs.target
+            return self._split(pairs, keys)
+        files = {}
+        for split in ("train", "val", "test"):
+            spec: ParallelFiles | None = getattr(d, split)
+            if spec is not None:
+                files[split] = self._read_files(spec)
+        if "val" in files and "test" in files:
+            return files
+        parts = self._split(files["train"], files["train"].source)
+        return {"train": parts["train"], "val": files.get("val", parts["val"]), "test": files.get("test", parts["test"])}
+
+    def _read_files(self, spec: ParallelFiles) -> Pairs:
+        root = Path(self.job.data.root)
+        where = lambda p: Path(p) if Path(p).is_absolute() or Path(p).exists() else root / p  # noqa: E731
+        if spec.tsv is not None:
+            return read_tsv(where(spec.tsv), spec.source_column, spec.target_column, spec.header)
+        return read_line_aligned(where(spec.source), where(spec.target))
+
+    def _split(self, pairs: Pairs, keys: list[str]) -> dict[str, Pairs]:
+        """Train/val/test by distinct key sentence (alternative translations stay together)."""
+        d = self.job.data
+        train, val, test = split_by_key(keys, [1.0, d.val_fraction, d.test_fraction], d.split_seed)
+        if not train or not val or not test:
+            raise ParallelDataError(f"{pairs.origin}: {len(pairs)} pairs split into {len(train)} train / {len(val)} "
+                                    f"val / {len(test)} test: every split needs pairs (more data, or other fractions)")
+        return {"train": pairs.subset(train), "val": pairs.subset(val), "test": pairs.subset(test)}
+
+    def _input(self, texts: list[str], side: Literal["source", "target"]) -> list[str]:
+        lower = self.job.data.lowercase
+        if lower == "both" or (lower == "source" and side == "source"):
+            return [t.lower() for t in texts]
+        return texts
+
+    def train_vocabularies(self, train: Pairs) -> tuple[SubwordVocab, SubwordVocab]:
+        s = self.job.data.subword
+        source, target = self._input(train.source, "source"), self._input(train.target, "target")
+        common = dict(vocab_size=s.vocab_size, model_type=s.model, character_coverage=s.character_coverage)
+        if s.joint:
+            vocab = SubwordVocab.train(source + target, **common)
+            return vocab, vocab
+        return SubwordVocab.train(source, **common), SubwordVocab.train(target, **common)
+
+    def encode(self, texts: list[str], side: Literal["source", "target"]) -> list[list[int]]:
+        vocab = self.source_vocab if side == "source" else self.target_vocab
+        ids = vocab.encode_batch(self._input(texts, side))
+        return [[BOS, *x, EOS] for x in ids] if side == "target" else ids
+
+    def _limit(self, pairs: Pairs, src: list[list[int]], tgt: list[list[int]], split: str) -> tuple[list, list, list, dict]:
+        """Apply data.max_length: truncate (targets keep their <eos>) or skip training pairs, counted."""
+        d = self.job.data
+        limit, keep, counts = d.max_length, [], {"truncated": 0, "skipped": 0}
+        for i, (s, t) in enumerate(zip(src, tgt)):
+            long_t = split == "train" and len(t) > limit
+            if len(s) <= limit and not long_t:
+                keep.append(i)
+                continue
+            if d.too_long == "error":
+                line = pairs.lines[i] if pairs.lines else i + 1
+                side, n = ("source", len(s)) if len(s) > limit else ("target", len(t))
+                raise ParallelDataError(
+                    f"{pairs.origin}, line {line}: the {side} sentence is {n} subword tokens, over data.max_length="
+                    f"{limit}; raise max_length, or set data.too_long to truncate or skip"
+                )
+            if d.too_long == "skip" and split == "train":
+                counts["skipped"] += 1
+                continue
+            counts["truncated"] += 1
+            src[i] = s[:limit]
+            if long_t:
+                tgt[i] = t[: limit - 1] + [EOS]
+            keep.append(i)
+        return keep, src, tgt, counts
+
+    def load_data(self) -> Splits:
+        d = self.job.data
+        corpus = self.read_corpus()
+        self.source_vocab, self.target_vocab = self.train_vocabularies(corpus["train"])
+        splits: dict[str, tuple] = {}
+        report: dict[str, Any] = {}
+        for name, pairs in corpus.items():
+            src, tgt = self.encode(pairs.source, "source"), self.encode(pairs.target, "target")
+            keep, src, tgt, counts = self._limit(pairs, src, tgt, name)
+            report[name] = {"pairs": len(keep), **counts, "blank_lines_skipped": pairs.skipped_blank}
+            for what, n in counts.items():
+                if n:
+                    print(f"{pairs.origin}: {n} {name} pair{'s' if n != 1 else ''} {what} (over data.max_length="
+                          f"{d.max_length} subword tokens)", file=sys.stderr)
+            columns = (Ragged.from_sequences([src[i] for i in keep]), Ragged.from_sequences([tgt[i] for i in keep]))
+            if name != "train":
+                columns += (text_column(pairs.source), text_column(pairs.target))
+            splits[name] = columns
+        info = {
+            "source_lang": d.source_lang, "target_lang": d.target_lang, "lowercase": d.lowercase,
+            "max_length": d.max_length, "joint": d.subword.joint,
+            "source_vocab": self.source_vocab.to_base64(), "target_vocab": self.target_vocab.to_base64(),
+            "source_vocab_digest": self.source_vocab.digest, "target_vocab_digest": self.target_vocab.digest,
+            "source_vocab_size": len(self.source_vocab), "target_vocab_size": len(self.target_vocab),
+            "data": report,
+        }
+        return Splits(train=splits["train"], val=splits["val"], test=splits["test"], info=info)
+
+    def vocab_files(self, run_dir: Path, info: dict[str, Any]) -> dict[str, Path]:
+        if info["joint"]:
+            return {"source": run_dir / "vocab.model", "target": run_dir / "vocab.model"}
+        return {side: run_dir / f"vocab.{info[f'{side}_lang']}.model" for side in ("source", "target")}
+
+    def write_run_files(self, run_dir: Path, info: dict[str, Any]) -> None:
+        """The vocabularies as SentencePiece model files.  A resumed run finds them already there
+        and checks them against the vocabulary trained now: a changed train file or a replaced
+        vocabulary file would silently mistranslate every id."""
+        for side, path in self.vocab_files(run_dir, info).items():
+            vocab = SubwordVocab.from_base64(info[f"{side}_vocab"])
+            if path.exists():
+                SubwordVocab.load(path).check_matches(info[f"{side}_vocab_digest"], str(path))
+            else:
+                tmp = path.with_name(f".{path.name}.tmp")
+                vocab.save(tmp)
+                tmp.replace(path)
+
+    def vocabularies_for(self, info: dict[str, Any]) -> None:
+        """The vocabularies of a checkpoint (its own copy), checked against the run dir's files."""
+        self.source_vocab = SubwordVocab.from_base64(info["source_vocab"], "checkpoint source vocabulary")
+        self.target_vocab = (self.source_vocab if info["target_vocab"] == info["source_vocab"]
+                             else SubwordVocab.from_base64(info["target_vocab"], "checkpoint target vocabulary"))
+        if self.run_dir is not None:
+            for side, path in self.vocab_files(Path(self.run_dir), info).items():
+                if path.exists():
+                    SubwordVocab.load(path).check_matches(info[f"{side}_vocab_digest"], str(path))
+
+    # -- model --------------------------------------------------------------------------
+
+    def build_model(self, info: dict[str, Any]) -> nn.Module:
+        if self.source_vocab is None:
+            self.vocabularies_for(info)
+        m = self.job.model
+        if m.share_embeddings and not info["joint"]:
+            raise VocabError("model.share_embeddings needs data.subword.joint: true (one vocabulary for both sides)")
+        return Translator(
+            source_vocab=info["source_vocab_size"], target_vocab=info["target_vocab_size"], embed_size=m.embed_size,
+            hidden_size=m.hidden_size, num_layers=m.num_layers, bidirectional=m.bidirectional,
+            decoder_hidden=m.decoder_hidden, decoder_layers=m.decoder_layers, attention=m.attention,
+            input_feeding=m.input_feeding, dropout=m.dropout, tie_embeddings=m.tie_embeddings,
+            share_embeddings=m.share_embeddings,
+        )
+
+    def lengths(self, split: Split) -> torch.Tensor:
+        """Longer of source and target, in tokens: buckets and token budgets fit both sides."""
+        return torch.maximum(split[0].lengths_cpu, split[1].lengths_cpu)
+
+    def tokens(self, split: Split) -> torch.Tensor:
+        """Target tokens predicted (throughput as translation papers count it)."""
+        return split[1].lengths_cpu - 1
+
+    # -- training and evaluation ----------------------------------------------------------
+
+    def _logits(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        source, target = batch[0], batch[1]
+        target_in, target_out = target.data[:, :-1], target.data[:, 1:]
+        real = target_out != PAD
+        return model(source.data, source.lengths, target_in, real), target_out[real]
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        logits, gold = self._logits(model, batch)
+        smoothed, _ = smoothed_cross_entropy(logits, gold, self.job.model.label_smoothing)
+        return smoothed.mean()
+
+    def max_len(self, source_lengths: torch.Tensor) -> torch.Tensor:
+        m = self.job.model
+        return (source_lengths.float() * m.max_decode_ratio).long() + m.max_decode_extra
+
+    def translate_ids(self, model: nn.Module, source: Padded, beam_size: int | None = None) -> list[str]:
+        net = getattr(model, "module", model)
+        m = self.job.model
+        out = net.generate(source.data, source.lengths, beam_size=beam_size or m.beam_size,
+                           length_penalty=m.length_penalty, max_len=self.max_len(source.lengths))
+        return self.target_vocab.decode_batch(out.tolist())
+
+    def eval_sums(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            logits, gold = self._logits(model, batch)
+            _, nll = smoothed_cross_entropy(logits, gold, 0.0)
+            hypotheses = self.translate_ids(model, batch[0])
+        references = column_texts(batch[3])
+        sums = self.scorer.sums(hypotheses, references)
+        sums["sentences"] = float(len(references))
+        sums["exact"] = float(sum(h == r for h, r in zip(hypotheses, references)))
+        dev = gold.device
+        out = {k: torch.tensor(v, dtype=torch.float64, device=dev) for k, v in sums.items()}
+        out["loss_sum"] = nll.sum().double()
+        out["tokens"] = torch.tensor(float(len(gold)), dtype=torch.float64, device=dev)
+        return out
+
+    def metrics(self, sums: dict[str, float], prefix: str = "test_") -> dict[str, float]:
+        loss = sums["loss_sum"] / max(sums["tokens"], 1)
+        out = {f"{prefix}{k}": v for k, v in self.scorer.scores(sums).items()}
+        out[f"{prefix}loss"] = loss
+        out[f"{prefix}perplexity"] = math.exp(min(loss, 50.0))
+        out[f"{prefix}exact_match"] = sums["exact"] / max(sums["sentences"], 1)
+        out[f"{prefix}sentences"] = int(sums["sentences"])
+        return out
+
+    # -- after training -------------------------------------------------------------------
+
+    def autocast(self, device: torch.device):
+        """The precision training ran in, so finish and predict decode as evaluation did."""
+        mode = self.job.train.mixed_precision
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "auto": torch.bfloat16}.get(mode)
+        enabled = dtype is not None and (device.type == "cuda" or dtype == torch.bfloat16)
+        return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=enabled)
+
+    def translate(self, model: nn.Module, sources: list[str], beam_size: int | None = None,
+                  batch_size: int = 100) -> list[str]:
+        """Plain-text translations of plain-text sentences, decoded in batches of similar length."""
+        net = getattr(model, "module", model)
+        net.eval()
+        dev = next(net.parameters()).device
+        ids = [x[: self.job.data.max_length] for x in self.encode(sources, "source")]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out: list[str] = [""] * len(ids)
+        with torch.no_grad(), self.autocast(dev):
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                column = Ragged.from_sequences([ids[i] for i in chunk])
+                padded = column.pad(torch.arange(len(chunk)))
+                batch = Padded(padded.data.to(dev), padded.lengths.to(dev))
+                for i, text in zip(chunk, self.translate_ids(net, batch, beam_size)):
+                    out[i] = text
+        return out
+
+    def finish(self, model: nn.Module, splits: Splits, run_dir: Path) -> dict[str, Any]:
+        """The test set's translations as a TSV and a W&B table; decoding speed; sacreBLEU's signatures."""
+        test = splits.test
+        everything = torch.arange(len(test[2]))
+        sources, references = column_texts(test[2].pad(everything)), column_texts(test[3].pad(everything))
+        started = time.perf_counter()
+        hypotheses = self.translate(model, sources, batch_size=self.job.data.eval_batch_size)
+        seconds = time.perf_counter() - started
+        clean = lambda t: t.replace("\t", " ").replace("\n", " ")  # noqa: E731
+        lines = ["source\treference\thypothesis"]
+        lines += [f"{clean(s)}\t{clean(r)}\t{clean(h)}" for s, r, h in zip(sources, references, hypotheses)]
+        path = run_dir / "test_translations.tsv"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        m = self.job.model
+        return {
+            **self.scorer.signatures(),
+            "decoding": f"beam {m.beam_size}, length_penalty {m.length_penalty}" if m.beam_size > 1 else "greedy",
+            "test_decode_sentences_per_second": len(sources) / max(seconds, 1e-9),
+            "test_translations": str(path),
+            "tables": {"examples": {"columns": ["source", "reference", "hypothesis"],
+                                    "rows": [[s, r, h] for s, r, h in list(zip(sources, references, hypotheses))[:100]]}},
+        }
+
+    def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
+        if self.source_vocab is None:
+            self.vocabularies_for(info)
+        sentences = list(options.get("text") or [])
+        if options.get("file"):
+            sentences += [line for line in read_lines(Path(options["file"])) if line.strip()]
+        sentences += list(inputs)
+        if not sentences:
+            raise ValueError("nothing to translate: give --text \"a sentence\" (repeatable) or --file FILE")
+        long = [s for s in sentences if len(self.encode([s], "source")[0]) > info["max_length"]]
+        if long:
+            print(f"{len(long)} sentence(s) over max_length={info['max_length']} subword tokens: truncated",
+                  file=sys.stderr)
+        return self.translate(model, sentences, beam_size=options.get("beam"))
+
+
+TASK = TranslateTask
