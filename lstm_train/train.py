@@ -14,9 +14,7 @@ signal) honoured at a step boundary, a NaN guard, and metrics from every rank.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import signal
 import sys
 import threading
@@ -28,11 +26,12 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from . import checkpoint
+from . import checkpoint, runlock
 from .config import JobBase, OptimConfig, save_job
 from .data.batching import batches_per_epoch, epoch_indices, loader_batches, shard_slices, tensor_batches
 from .distributed import broadcast_buffers, make_accelerator, set_threads, worker_info
 from .progress import Progress
+from .runfiles import write_json
 from .tasks import get_task
 from .tasks.base import Splits, Task
 from .tracking import Tracker
@@ -52,16 +51,31 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
     stop = stop or threading.Event()
     accelerator = make_accelerator(job.train.mixed_precision, job.train.cpu)
     threads = set_threads(job.train.threads)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    run_dir = job.run_dir
-    ckpt_dir = run_dir / "checkpoints"
 
     # Data and model: identical initial weights on every rank (same seed).
     set_seed(job.train.seed)
     task: Task = get_task(job.task)(job)
     splits: Splits = task.load_data()  # before the run dir exists: bad data leaves no debris
+    lock = None
     if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        lock = runlock.RunLock.acquire(job.run_dir)  # one live writer per run directory
+    try:
+        return train_holding(job, stop, accelerator, threads, task, splits, lock)
+    finally:
+        if lock:
+            lock.release()
+
+
+def train_holding(
+    job: JobBase, stop: threading.Event, accelerator: Accelerator, threads: int, task: Task, splits: Splits,
+    lock: runlock.RunLock | None,
+) -> dict[str, Any]:
+    """The run itself, while rank 0 holds the run directory's lock (`lock`; None on other ranks)."""
+    rank, world = accelerator.process_index, accelerator.num_processes
+    run_dir = job.run_dir
+    ckpt_dir = run_dir / "checkpoints"
+    if accelerator.is_main_process:
         save_job(job, run_dir / "config.yaml")
     accelerator.wait_for_everyone()
     model = task.build_model(splits.info)
@@ -106,7 +120,8 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
 
     def save_checkpoint() -> None:
         rngs = gather_objects(accelerator, checkpoint.rng_state())
-        if accelerator.is_main_process:
+        if lock:
+            lock.check()  # a requeued copy of this job may have taken the run over: never write beside it
             checkpoint.save(
                 ckpt_dir,
                 step,
@@ -240,6 +255,8 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
         result.update(extra)
         if images:
             tracker.log_images(step, images)
+        if lock:
+            lock.check()
         write_json(run_dir / "result.json", result)
     tracker.finish(result)
     accelerator.wait_for_everyone()
@@ -333,12 +350,6 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 def checkpoint_files_at(folder: Path, step: int) -> bool:
     return any(s == step for s, _ in checkpoint.checkpoint_files(folder))
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def stop_on_signals(*signums: int) -> threading.Event:
