@@ -8,6 +8,7 @@ newest file that loads, and says so.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import re
@@ -17,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from .runfiles import writing
 
 _NAME = re.compile(r"^step-(\d+)\.pt$")
 
@@ -34,20 +37,31 @@ def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
 
 
 def save(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write `state` atomically as step-<step>.pt and keep only the newest `keep` files."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write `state` atomically as step-<step>.pt and keep only the newest `keep` files.
+
+    The state is serialised in memory first: torch.save writing to a full disk
+    fails deep in its zip writer ("unexpected pos"), while a plain write fails
+    with the OSError that says why, which `writing` turns into a clear error.
+    The older checkpoints are removed only after the new one is in place.
+    """
     path = folder / f"step-{step:08d}.pt"
     tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    directory = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    newest = checkpoint_files(folder)[:1]
+    keeps = f"The newest complete checkpoint, {newest[0][1]}, is intact." if newest else ""
+    with writing(path, tmp, buffer.getbuffer().nbytes, keeps):
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        directory = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # make the rename itself durable
+        finally:
+            os.close(directory)
     for _, old in checkpoint_files(folder)[keep:]:
         old.unlink(missing_ok=True)
     for stale in folder.glob(".step-*.tmp"):
