@@ -45,6 +45,9 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(50, ge=1, description="steps between logged losses")
     eval_every_epochs: int = Field(1, ge=1)
+    collective_timeout_s: float = Field(
+        600, gt=0, description="a rank that waits this long in a collective (a peer hangs or its node went "
+        "silent) fails instead of waiting torch's default 30 minutes; longer than any solo work of rank 0")
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
 
     @field_validator("mixed_precision", mode="before")

@@ -10,10 +10,12 @@ into an error instead of wasted compute.
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs
 
 from .tracking import WorkerInfo
 
@@ -37,11 +39,19 @@ def launched_world_size() -> int:
     return 1
 
 
-def make_accelerator(mixed_precision: str = "no", force_cpu: bool = False) -> Accelerator:
-    """An Accelerator that trains data-parallel on whatever the launcher started."""
+def make_accelerator(mixed_precision: str = "no", force_cpu: bool = False, collective_timeout_s: float = 600) -> Accelerator:
+    """An Accelerator that trains data-parallel on whatever the launcher started.
+
+    A rank that dies closes its sockets, so its peers' next collective fails at
+    once and the launcher (torch's elastic agent, srun) ends the rest.  A rank
+    that hangs, or a node that goes silent, closes nothing: its peers would wait
+    in their collective for torch's default 30 minutes.  `collective_timeout_s`
+    bounds that wait (gloo and NCCL alike).
+    """
     expected = launched_world_size()
     use_cpu = force_cpu or not torch.cuda.is_available()
-    accelerator = Accelerator(cpu=use_cpu, mixed_precision=mixed_precision)
+    timeout = InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=collective_timeout_s))
+    accelerator = Accelerator(cpu=use_cpu, mixed_precision=mixed_precision, kwargs_handlers=[timeout])
     if accelerator.num_processes != expected:
         raise DistributedSetupError(
             f"the launcher started {expected} processes (WORLD_SIZE={expected}) but this one joined a "

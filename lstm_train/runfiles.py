@@ -32,7 +32,7 @@ CHECKPOINTS = "checkpoints"
 
 # Sections that say where, how long or how a run is tracked, not what is trained.
 VOLATILE_SECTIONS = ("tracking", "slurm", "sweep")
-VOLATILE_TRAIN_KEYS = ("output_dir", "run_id")
+VOLATILE_TRAIN_KEYS = ("output_dir", "run_id", "collective_timeout_s")
 
 # errno values that mean "this directory cannot take the file": the user's to fix, not a bug.
 _CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}

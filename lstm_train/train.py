@@ -49,7 +49,7 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
     and the result has `"interrupted": True`.
     """
     stop = stop or threading.Event()
-    accelerator = make_accelerator(job.train.mixed_precision, job.train.cpu)
+    accelerator = make_accelerator(job.train.mixed_precision, job.train.cpu, job.train.collective_timeout_s)
     threads = set_threads(job.train.threads)
 
     # Data and model: identical initial weights on every rank (same seed).
