@@ -12,9 +12,9 @@ Lustre on the `flock` mount option, are silently node-local on some mounts, and
 cannot say who holds them.  link(2) of a fully written private file onto the
 lock name is atomic on local disks, NFS (the classic NFS-safe lock; a lost
 server reply is settled by the private file's link count) and Lustre, and the
-lock appears with its content: host, pid, the process's start and the host's
-boot (so a reused pid or a reboot is not mistaken for the holder), SLURM job id
-and restart count, and since when.
+lock appears with its content: host, pid, the process's start, the host's boot
+and the pid namespace (so a reused pid, a reboot or a container's own pids are
+not mistaken for the holder), SLURM job id and restart count, and since when.
 
 A lock whose holder is gone is taken over with a warning: on the same host when
 the pid no longer runs (or is another process now, or the host rebooted); on
@@ -36,7 +36,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+import dataclasses
 from pathlib import Path
 
 from .runfiles import writing
@@ -62,18 +62,19 @@ class StaleLockWarning(UserWarning):
     """A lock left by a process that no longer runs was taken over."""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Holder:
     """Who holds (or wants) a run directory, as recorded in its lock file."""
 
     host: str
     pid: int
-    pid_start: str | None  # the process's start in clock ticks after boot: a reused pid differs
-    boot_id: str | None  # changes when the host reboots
-    slurm_job_id: str | None
-    slurm_restart_count: int  # 0 for a job's first run, +1 per requeue
-    since: str  # ISO time the lock was taken
-    token: str  # unique per acquisition: tells this lock from a newer one by the same process
+    pid_start: str | None = None  # the process's start in clock ticks after boot: a reused pid differs
+    boot_id: str | None = None  # changes when the host reboots
+    pid_namespace: str | None = None  # a container with the host's name but its own pids cannot see them
+    slurm_job_id: str | None = None
+    slurm_restart_count: int = 0  # 0 for a job's first run, +1 per requeue
+    since: str = "?"  # ISO time the lock was taken
+    token: str = ""  # unique per acquisition: tells this lock from a newer one by the same process
 
     @classmethod
     def current(cls, environ: Mapping[str, str] | None = None) -> Holder:
@@ -84,6 +85,7 @@ class Holder:
             pid=pid,
             pid_start=process_start(pid),
             boot_id=_read("/proc/sys/kernel/random/boot_id"),
+            pid_namespace=_link("/proc/self/ns/pid"),
             slurm_job_id=env.get("SLURM_JOB_ID") or None,
             slurm_restart_count=int(env.get("SLURM_RESTART_COUNT") or 0),
             since=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -113,9 +115,9 @@ def stale_reason(
     if holder.slurm_job_id and holder.slurm_job_id == me.slurm_job_id and me.slurm_restart_count > holder.slurm_restart_count:
         return (f"it is run {holder.slurm_restart_count} of SLURM job {holder.slurm_job_id}, "
                 f"which was requeued (this is run {me.slurm_restart_count})")
-    if holder.host == me.host:
-        if holder.boot_id and me.boot_id and holder.boot_id != me.boot_id:
-            return f"host {holder.host} has rebooted since"
+    if holder.host == me.host and holder.boot_id and me.boot_id and holder.boot_id != me.boot_id:
+        return f"host {holder.host} has rebooted since"
+    if holder.host == me.host and holder.pid_namespace == me.pid_namespace:  # its pid means the same here
         if not running(holder.pid, holder.pid_start):
             return f"pid {holder.pid} no longer runs on host {holder.host}"
         return None
@@ -125,7 +127,7 @@ def stale_reason(
             return f"its SLURM job {holder.slurm_job_id} has ended (SLURM no longer knows it)"
         if state in SLURM_ENDED:
             return f"its SLURM job {holder.slurm_job_id} has ended ({state})"
-    return None  # another host and no SLURM job that says it ended: it may be writing
+    return None  # another host (or container) and no SLURM job that says it ended: it may be writing
 
 
 class RunLock:
@@ -174,19 +176,21 @@ class RunLock:
 
 def read_holder(path: Path) -> Holder | None:
     """The holder recorded in a lock file, or None when there is none or it is unreadable."""
+    known = {f.name for f in dataclasses.fields(Holder)}
     for attempt in range(10):
         try:
-            return Holder(**json.loads(path.read_text()))
+            record = json.loads(path.read_text())
+            return Holder(**{k: v for k, v in record.items() if k in known})
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError):
+        except (OSError, ValueError, TypeError, AttributeError):
             time.sleep(0.1)  # the O_EXCL fallback writes after creating: give it a moment
     return None
 
 
 def _create(path: Path, me: Holder) -> bool:
     """Make the lock file with our record in one atomic step; False if it already exists."""
-    text = json.dumps(asdict(me), indent=2) + "\n"
+    text = json.dumps(dataclasses.asdict(me), indent=2) + "\n"
     own = path.with_name(f".{path.name}.{me.token}")
     with writing(path, own):  # a full or read-only run directory: a clear error, nothing left behind
         with open(own, "w") as f:
@@ -283,6 +287,13 @@ def _ask(command: list[str]) -> tuple[int, str, str] | None:
         return None
     words = out.stdout.split()
     return out.returncode, words[0] if words else "", out.stderr
+
+
+def _link(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
 
 
 def _read(path: str) -> str | None:

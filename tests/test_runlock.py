@@ -23,7 +23,7 @@ JOB = str(ROOT / "jobs" / "mnist_lstm.yaml")
 
 
 def holder(**changes: object) -> Holder:
-    base = Holder(host="node1", pid=4242, pid_start="1000", boot_id="boot-a", slurm_job_id=None,
+    base = Holder(host="node1", pid=4242, pid_start="1000", boot_id="boot-a", pid_namespace="pid:[1]", slurm_job_id=None,
                   slurm_restart_count=0, since="2026-01-01T00:00:00+00:00", token="t")
     return dataclasses.replace(base, **changes)
 
@@ -62,6 +62,16 @@ def test_same_host_is_decided_by_the_pid_and_its_start() -> None:
 def test_another_host_without_slurm_is_never_taken_over() -> None:
     me = holder(host="node2", token="me")
     assert stale_reason(holder(), me, never_asked, never_asked) is None
+    # A container on the same host with its own pid namespace cannot see the holder's pid either.
+    container = holder(pid_namespace="pid:[2]", token="me")
+    assert stale_reason(holder(), container, never_asked, never_asked) is None
+    assert stale_reason(holder(slurm_job_id="55"), container, never_asked, lambda job: "FAILED") is not None
+
+
+def test_a_lock_file_from_another_version_is_still_read(tmp_path: Path) -> None:
+    (tmp_path / LOCK).write_text(json.dumps({"host": "node9", "pid": 12, "since": "x", "future_field": 1}))
+    with pytest.raises(RunLocked, match="in use by another run: pid 12 on host node9, since x"):
+        RunLock.acquire(tmp_path)
 
 
 def test_another_host_is_taken_over_once_its_slurm_job_has_ended() -> None:
