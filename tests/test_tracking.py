@@ -27,6 +27,8 @@ from lstm_train.tracking import (
     resolve_mode,
     wandb_run_id,
 )
+
+from .conftest import run_cli
 try:  # `python -m pytest` from the repo root, or tests/ as a package
     from tests.wandb_records import config_values, read_runs
 except ImportError:  # plain `pytest`: tests/ itself is on sys.path
@@ -343,7 +345,7 @@ def test_report_before_any_evaluation(tmp_path: Path) -> None:
 
 
 def test_report_without_metrics_names_the_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from lstm_train.report import ReportError, main, report
+    from lstm_train.report import ReportError, report
 
     with pytest.raises(ReportError, match=str(tmp_path / "metrics")):
         report(tmp_path)
@@ -351,8 +353,8 @@ def test_report_without_metrics_names_the_directory(tmp_path: Path, capsys: pyte
     (tmp_path / "metrics" / "rank-0.jsonl").write_text("")
     with pytest.raises(ReportError, match="no metric rows"):
         report(tmp_path)
-    assert main(tmp_path) == 1
-    assert str(tmp_path / "metrics") in capsys.readouterr().err
+    proc = run_cli("report", str(tmp_path))  # the CLI: a user error, exit 2 like every other
+    assert proc.returncode == 2 and "no metric rows" in proc.stderr and "Traceback" not in proc.stderr
 
 
 # ---------------------------------------------------------------------------
