@@ -19,7 +19,9 @@
     conclude     the best weights tested once, result.json, W&B summary and model artifact
 
 What changes from step to step lives in one `LoopState` (saved in checkpoints);
-what is fixed for the run lives in `Run`.
+what is fixed for the run lives in `Run`.  The module is one concern, the loop and its
+steps, kept together so that it reads top to bottom; optimizers live in `optim`, batch
+plans in `data.batching`, checkpoint files in `checkpoint`.
 """
 
 from __future__ import annotations
@@ -42,12 +44,13 @@ from accelerate.utils import set_seed
 from torch import nn
 
 from . import checkpoint, runfiles
-from .config import JobBase, OptimConfig, save_job
+from .config import JobBase, save_job
 from .data.batching import BatchPlan, eval_batches
 from .distributed import (
     BatchLayout, batch_layout, broadcast_buffers, broadcast_object, gather_objects, make_accelerator, resolve_precision,
     set_threads, worker_info,
 )
+from .optim import make_optimizer, make_scheduler
 from .progress import Progress
 from .schema import ConfigError, SequenceData
 from .tasks import get_task
@@ -591,41 +594,7 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------
-# Optimizer, schedule, digests
-
-
-def make_optimizer(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    """The optimizer, fused where the device has a fused kernel (one launch per step, not per tensor)."""
-    params = model.parameters()
-    fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
-    if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **fast)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **fast)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fast)
-    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
-
-
-def make_scheduler(
-    cfg: OptimConfig, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """Learning-rate schedule per optimizer step, with optional linear warm-up."""
-    warmup = cfg.warmup_steps
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if cfg.scheduler == "cosine":
-            progress = (step - warmup) / max(1, total_steps - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-        if cfg.scheduler == "step":
-            return cfg.gamma ** (step // (cfg.step_size_epochs * steps_per_epoch))
-        return 1.0
-
-    if cfg.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=max(total_steps, 2))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+# Digests
 
 
 def weights_digest(model: nn.Module) -> str:

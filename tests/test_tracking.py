@@ -357,6 +357,28 @@ def test_report_without_metrics_names_the_directory(tmp_path: Path, capsys: pyte
     assert proc.returncode == 2 and "no metric rows" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_tables_and_the_model_artifact_reach_the_offline_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    tracker = Tracker(make_job(), run_dir, "job7", WorkerInfo(0, 0, 1, "cpu"), primary=("accuracy", True))
+    tracker.log(3, {"val/accuracy": 0.5})
+    tracker.log(6, {"val/accuracy": 0.7})
+    tracker.log(9, {"val/accuracy": 0.6})
+    tracker.log_table("examples", ["source", "hypothesis"], [["ein Mann", "a man"], ["zwei", "two"]])
+    model, result = run_dir / "best.pt", run_dir / "result.json"
+    model.write_bytes(b"weights")
+    result.write_text("{}")
+    tracker.log_model(model, result, {"test_accuracy": 0.61})
+    tracker.finish({"test_accuracy": 0.61})
+    assert (run_dir / "metrics" / "examples.tsv").read_text() == "source\thypothesis\nein Mann\ta man\nzwei\ttwo\n"
+    (run,) = read_runs(run_dir / "wandb")
+    assert any(isinstance(row.get("examples"), dict) and row["examples"].get("_type") == "table-file"
+               for row in run.history)
+    (artifact,) = [a for a in run.artifacts if a["type"] == "model"]  # (the table is a run-table artifact)
+    assert artifact["type"] == "model" and artifact["name"] == "tiny-job7" and "best" in artifact["aliases"]
+    assert artifact["files"] == ["best.pt", "result.json"] and artifact["metadata"] == {"test_accuracy": 0.61}
+    assert run.summary["val/accuracy"] == {"max": 0.7}  # the summary keeps the best validation value
+
+
 # ---------------------------------------------------------------------------
 # through the real training loop: 2 processes (accelerate launch, gloo on CPU)
 
