@@ -136,6 +136,18 @@ def test_a_dead_holder_is_taken_over_with_a_warning_and_learns_it_lost(tmp_path:
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_a_requeued_job_takes_over_from_its_earlier_run_that_still_runs(tmp_path: Path) -> None:
+    earlier = RunLock.acquire(tmp_path, environ={"SLURM_JOB_ID": "77"})  # alive: this very process
+    with pytest.warns(StaleLockWarning, match=r"it is run 0 of SLURM job 77, which was requeued \(this is run 1\)"):
+        requeued = RunLock.acquire(tmp_path, environ={"SLURM_JOB_ID": "77", "SLURM_RESTART_COUNT": "1"})
+    with pytest.raises(LockLost, match="held now by pid .*SLURM job 77 \\(restart 1\\)"):
+        earlier.check()  # the earlier run stops at its next write
+    earlier.release()
+    requeued.check()
+    requeued.release()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_slurm_job_states_from_the_real_cluster(tmp_path: Path) -> None:
     have_slurm = shutil.which("sbatch") is not None and subprocess.run(["sinfo"], capture_output=True).returncode == 0
     require(have_slurm, "no running SLURM cluster (bash slurm/local-cluster.sh up)")
