@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .config import load_job, validate_job
+from .signals import StopRequest
 
 # Errors a user fixes by changing input: ConfigError, IdxError are ValueErrors and
 # DataMissingError a FileNotFoundError; these two live in modules that import torch,
@@ -27,12 +28,12 @@ def is_user_error(error: BaseException) -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .train import NonFiniteLoss, stop_on_signals, train
+    from .train import NonFiniteLoss, train
 
     job = load_job(args.job, args.overrides)
-    stop = stop_on_signals(signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+    stop = StopRequest(signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
     try:
-        result = train(job, stop)
+        result = train(job, stop.event)
     except NonFiniteLoss as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
@@ -90,19 +91,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .submit import submit_main
+    from .slurm.submission import submit_main
 
     return submit_main(args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .submit import status_main
+    from .slurm.status import status_main
 
     return status_main(args)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from .submit import cancel_main
+    from .slurm.status import cancel_main
 
     return cancel_main(args)
 
@@ -147,6 +148,8 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("overrides", nargs="*")
     submit.add_argument("--executor", choices=["slurm", "local", "debug"], default="slurm")
     submit.add_argument("--wait", action="store_true", help="wait for the job(s) and print the result")
+    submit.add_argument("--new-run", action="store_true",
+                        help="a fresh run (new run id and directory) even if this job was submitted before")
     submit.set_defaults(func=cmd_submit)
 
     status = sub.add_parser("status", help="state of a submitted run or sweep")

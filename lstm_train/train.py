@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -339,16 +337,3 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
-
-
-def stop_on_signals(*signums: int) -> threading.Event:
-    """An event set by SIGTERM/SIGUSR*: the loop saves and stops at the next logging step."""
-    event = threading.Event()
-
-    def handler(signum: int, frame: Any) -> None:
-        print(f"received {signal.Signals(signum).name}: checkpointing at the next step", file=sys.stderr, flush=True)
-        event.set()
-
-    for signum in signums:
-        signal.signal(signum, handler)
-    return event

@@ -7,16 +7,15 @@ import subprocess
 from pathlib import Path
 
 from .conftest import ROOT
-from .test_submit import cluster, env  # noqa: F401  (fixtures: the real local cluster, clean env)
 
 
-def test_sbatch_template_trains_one_model_on_two_nodes(cluster: None, tmp_path: Path, env: dict[str, str]) -> None:  # noqa: F811
+def test_sbatch_template_trains_one_model_on_two_nodes(cluster: None, tmp_path: Path, slurm_env: dict[str, str]) -> None:
     out = tmp_path / "run"
     log = tmp_path / "job.out"
     proc = subprocess.run(
         ["sbatch", "--wait", "--nodes=2", f"--output={log}", "slurm/accelerate.sbatch", "jobs/mnist_lstm.yaml",
          "train.max_steps=40", f"train.output_dir={out}", "tracking.wandb.mode=disabled"],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+        capture_output=True, text=True, cwd=ROOT, env=slurm_env, timeout=300,
     )
     text = log.read_text() if log.exists() else ""
     assert proc.returncode == 0, f"{proc.stdout}{proc.stderr}\n--- job log ---\n{text[-3000:]}"
