@@ -30,11 +30,6 @@ class TaskExit:
     tasks: list[int]
     what: str
 
-    @property
-    def killed(self) -> bool:
-        """Ended by a signal (Killed, Terminated, Segmentation fault...), not by an exit code."""
-        return not self.what.startswith("Exited with exit code")
-
     def describe(self) -> str:
         ranks = ", ".join(map(str, self.tasks))
         return f"rank{'s' if len(self.tasks) > 1 else ''} {ranks} on {self.host}: {self.what}"
@@ -55,14 +50,17 @@ def parse_srun_errors(text: str) -> list[TaskExit]:
 
 
 def first_casualty(exits: list[TaskExit]) -> TaskExit | None:
-    """The task that took the job down: the first killed by a signal, else the first to fail.
-    (Its peers then fail too, with a broken connection, or are killed by srun.)"""
-    return next((e for e in exits if e.killed), exits[0] if exits else None)
+    """The task that took the job down: srun reports task ends in the order it sees them,
+    and the ones after the first are its consequences (peers failing on a broken
+    connection, or killed by srun's --kill-on-bad-exit)."""
+    return exits[0] if exits else None
 
 
-def error_trace(folder: Path, job_id: str, ntasks: int) -> tuple[int, str] | None:
-    """(task, traceback) of the first task whose result pickle holds an error."""
-    for task in range(max(ntasks, 1)):
+def error_trace(folder: Path, job_id: str, ntasks: int, first: list[int] = ()) -> tuple[int, str] | None:
+    """(task, traceback) of the first task whose result pickle holds an error, looking at
+    the tasks in `first` (the rank that died first) before the others."""
+    order = list(first) + [t for t in range(max(ntasks, 1)) if t not in first]
+    for task in order:
         found = read_result(folder, job_id, task)
         if found and found[0] == "error":
             return task, str(found[1])
@@ -78,19 +76,22 @@ def exception_text(trace: str, max_lines: int = 8) -> str:
     return "\n".join(rest[:max_lines])
 
 
-def tail(path: Path, lines: int = 20) -> str:
+def read_log(path: Path) -> str:
     try:
-        text = path.read_text(errors="replace")
+        return path.read_text(errors="replace")
     except OSError:
         return ""
-    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    return "\n".join(read_log(path).rstrip().splitlines()[-lines:])
 
 
 def describe_attempts(history: list[Attempt]) -> list[str]:
     """One line per earlier incarnation of a requeued job (node failure, preemption, timeout)."""
     lines = []
     for n, a in enumerate(history, 1):
-        reason = f", {a.reason}" if a.reason else ""
+        reason = f", {a.reason}" if a.reason and a.state not in ("COMPLETED", "RUNNING") else ""
         where = f" on {a.nodes}" if a.nodes and a.nodes != "None assigned" else ""
         lines.append(f"attempt {n}: {a.state}{where}, {a.start} .. {a.end} ({a.elapsed}{reason})")
     return lines
@@ -102,14 +103,14 @@ def explain_failure(job_id: str, st: JobState, folder: Path, ntasks: int) -> str
     lines = [f"job {job_id} ended {st.state}" + (f" (exit code {st.exit_code})" if st.exit_code else "") + nodes +
              (f", reason: {st.reason}" if st.reason else "")]
     batch_err = folder / f"{job_id}_0_log.err"  # srun's own messages land in the batch script's stderr
-    casualty = first_casualty(parse_srun_errors(tail(batch_err, 200)))
+    casualty = first_casualty(parse_srun_errors(read_log(batch_err)))
     if casualty is not None:
         lines.append(f"first to die: {casualty.describe()} (srun)")
-    found = error_trace(folder, job_id, ntasks)
+    found = error_trace(folder, job_id, ntasks, casualty.tasks if casualty else [])
     task = 0
     if found:
         task, trace = found
-        after = " (after the rank above died)" if casualty and casualty.killed and task not in casualty.tasks else ""
+        after = " (after the rank above died)" if casualty and task not in casualty.tasks else ""
         lines.append(f"error in task {task}{after}: {exception_text(trace)}")
     elif st.state == "TIMEOUT":
         lines.append("the time limit was reached before a checkpoint+requeue (raise slurm.time_min, or "

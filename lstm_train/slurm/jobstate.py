@@ -79,8 +79,12 @@ def no_reason(text: str) -> str:
 def parse_sacct(text: str) -> dict[str, JobState]:
     """`sacct -X -P -o JobID,State,ExitCode,Elapsed,NodeList,Reason` (header included) by
     job id; a pending array range (`12_[0-3%2]`) gives one entry per task (`12_0`...)."""
+    # An array's pending range (`13_[1-3%1]`) can be listed after a task that has left
+    # it (`13_1 COMPLETED`); read_info keeps the last row per id, so ranges go first.
+    header, *lines = text.splitlines() or [""]
+    ordered = "\n".join([header] + sorted(lines, key=lambda ln: "[" not in ln.split("|", 1)[0]))
     states = {}
-    for jid, row in SlurmInfoWatcher().read_info(text).items():
+    for jid, row in SlurmInfoWatcher().read_info(ordered).items():
         state = base_state(row.get("State", ""))
         reason = "" if state in ("COMPLETED", "RUNNING") else no_reason(row.get("Reason", ""))
         states[jid] = JobState(state, row.get("ExitCode", ""), row.get("Elapsed", ""), row.get("NodeList", ""), reason)
