@@ -65,6 +65,16 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def time_to_end(job_id: str, timeout: float = 120) -> float:
+    """Seconds until the job has left the queue (squeue no longer lists it)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if not subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True, text=True).stdout.strip():
+            return time.monotonic() - t0
+        time.sleep(0.2)
+    return float("inf")
+
+
 def result(run_dir: Path) -> dict:
     path = run_dir / "result.json"
     assert path.exists(), f"no result.json in {run_dir}: {sorted(p.name for p in run_dir.iterdir())}"
