@@ -6,6 +6,8 @@ In CI (CI=true) a missing prerequisite is a failure, never a silent skip.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 
 from lstm_train.data.idx import write_idx
+from lstm_train.slurm.jobstate import slurm_states
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -90,9 +93,6 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def cluster() -> None:
     """The local SLURM cluster: sbatch on PATH and both nodes of partition `debug` usable."""
-    import re
-    import shutil
-
     require(shutil.which("sbatch") is not None,
             "no sbatch on PATH: start the test cluster with `sudo slurm/local-cluster.sh up`")
     out = subprocess.run(["sinfo", "-h", "-N", "-p", "debug", "-o", "%N %t"], capture_output=True, text=True)
@@ -132,8 +132,6 @@ def fake_slurm_env(tmp_path: Path, fake_mnist: Path) -> dict[str, str]:
 @pytest.fixture
 def jobs() -> list[str]:
     """Job ids a test submitted; whatever is still queued or running at the end is cancelled."""
-    from lstm_train.slurm.jobstate import slurm_states
-
     ids: list[str] = []
     yield ids
     live = [j for j, st in slurm_states(ids).items() if st.active] if ids else []
