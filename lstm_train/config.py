@@ -56,9 +56,6 @@ class TrainConfig(Section):
     eval_every_epochs: int = Field(1, ge=1, description="evaluate at the end of every N-th epoch")
     eval_every_steps: int | None = Field(None, ge=1, description="evaluate every N steps instead of per epoch")
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
-    collective_timeout_s: float = Field(
-        600, gt=0, description="a rank that waits this long in a collective (a peer hangs or its node went "
-        "silent) fails instead of waiting torch's default 30 minutes; longer than any solo work of rank 0")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 where the CPU/GPU runs it natively (AMX, AVX512-BF16, Ampere+), else fp32; "
         "no: exact fp32 (the tutorial bit for bit)"

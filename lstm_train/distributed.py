@@ -10,10 +10,10 @@ into an error instead of wasted compute.
 
 from __future__ import annotations
 
-import datetime
 import math
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -22,6 +22,15 @@ from accelerate.utils import InitProcessGroupKwargs
 
 from .schema import ConfigError, DataBase
 from .tracking import WorkerInfo
+
+
+# How long a collective waits for a rank that neither answers nor dies (a hung peer, a host
+# gone without closing its sockets) before it fails the job.  It must outlast the longest
+# legitimate wait: the other ranks at the final barrier while rank 0 writes the result.
+# A rank that dies is handled long before this, by its launcher (srun --kill-on-bad-exit,
+# torch elastic): see lstm_train/slurm/__init__.py.
+COLLECTIVE_TIMEOUT_ENV = "LSTM_TRAIN_COLLECTIVE_TIMEOUT_S"
+DEFAULT_COLLECTIVE_TIMEOUT_S = 600
 
 
 class DistributedSetupError(RuntimeError):
@@ -43,18 +52,11 @@ def launched_world_size() -> int:
     return 1
 
 
-def make_accelerator(mixed_precision: str = "no", force_cpu: bool = False, collective_timeout_s: float = 600) -> Accelerator:
-    """An Accelerator that trains data-parallel on whatever the launcher started.
-
-    A rank that dies closes its sockets, so its peers' next collective fails at
-    once and the launcher (torch's elastic agent, srun) ends the rest.  A rank
-    that hangs, or a node that goes silent, closes nothing: its peers would wait
-    in their collective for torch's default 30 minutes.  `collective_timeout_s`
-    bounds that wait (gloo and NCCL alike).
-    """
+def make_accelerator(mixed_precision: str = "no", force_cpu: bool = False) -> Accelerator:
+    """An Accelerator that trains data-parallel on whatever the launcher started."""
     expected = launched_world_size()
     use_cpu = force_cpu or not torch.cuda.is_available()
-    timeout = InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=collective_timeout_s))
+    timeout = InitProcessGroupKwargs(timeout=timedelta(seconds=collective_timeout_s()))
     accelerator = Accelerator(cpu=use_cpu, mixed_precision=mixed_precision, kwargs_handlers=[timeout])
     if accelerator.num_processes != expected:
         raise DistributedSetupError(
@@ -63,6 +65,18 @@ def make_accelerator(mixed_precision: str = "no", force_cpu: bool = False, colle
             "share gradients. Check MASTER_ADDR/MASTER_PORT and that every process sees the same devices."
         )
     return accelerator
+
+
+def collective_timeout_s() -> float:
+    """Seconds a collective may wait for a silent peer: $LSTM_TRAIN_COLLECTIVE_TIMEOUT_S or 600."""
+    text = os.environ.get(COLLECTIVE_TIMEOUT_ENV, "")
+    try:
+        value = float(text) if text else DEFAULT_COLLECTIVE_TIMEOUT_S
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise DistributedSetupError(f"{COLLECTIVE_TIMEOUT_ENV}={text!r}: expected a number of seconds > 0")
+    return value
 
 
 def set_threads(requested: int | None) -> int:

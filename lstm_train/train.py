@@ -146,7 +146,7 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
     stop = stop or threading.Event()
     task_class = get_task(job.task)
     precision = resolve_precision(job.train.mixed_precision, task_class.precision, job.train.cpu)
-    accelerator = make_accelerator(precision, job.train.cpu, job.train.collective_timeout_s)
+    accelerator = make_accelerator(precision, job.train.cpu)
     finished = finished_result(job, accelerator)
     if finished is not None:
         return finished
@@ -213,7 +213,7 @@ def finished_result(job: JobBase, accelerator: Accelerator) -> dict[str, Any] | 
 def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precision: str) -> Run:
     """Data, model, optimizer and batch plan; identical initial weights on every rank."""
     threads = set_threads(job.train.threads)
-    rank, world = accelerator.process_index, accelerator.num_processes
+    world = accelerator.num_processes
     run_dir = job.run_dir
     set_seed(job.train.seed)
     task = task_class(job, run_dir)
