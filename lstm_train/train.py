@@ -62,6 +62,14 @@ class NonFiniteLoss(FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class AlreadyFinished(Exception):
+    """Another copy of this run finished while this one was starting; `result` is its result."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__("already finished")
+        self.result = result
+
+
 @dataclass
 class Run:
     """Everything fixed for one training run, set up once by `setup`."""
@@ -150,7 +158,10 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
     finished = finished_result(job, accelerator)
     if finished is not None:
         return finished
-    run = setup(job, task_class, accelerator, precision)
+    try:
+        run = setup(job, task_class, accelerator, precision)
+    except AlreadyFinished as done:
+        return done.result
     state, progress = LoopState(), None
     try:
         state = restore(run)
@@ -223,6 +234,11 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = runlock.RunLock.acquire(run_dir)  # one live writer per run directory; train() releases it
     try:
+        # Again, now that this process holds the run directory: another copy may have finished
+        # between the first look and the lock.
+        finished = finished_result(job, accelerator)
+        if finished is not None:
+            raise AlreadyFinished(finished)
         if accelerator.is_main_process:
             save_job(job, run_dir / runfiles.CONFIG)
             task.write_run_files(run_dir, splits.info)
