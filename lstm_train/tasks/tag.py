@@ -32,6 +32,7 @@ from ..data import conll, tagging
 from ..data.conll import ConllError, TaggedSentence
 from ..data.ragged import Padded, Ragged, gather
 from ..data.vocab import UNK, Vocab
+from ..distributed import resolve_precision
 from ..entities import entity_counts, invalid_transitions, is_bio, precision_recall_f1
 from ..models.tagger import Tagger
 from ..schema import ModelBase, SequenceData, default_data_root
@@ -178,6 +179,14 @@ class TagTask(Task):
         (run_dir / "tags.json").write_text(json.dumps({"tags": info["tags"], "unseen_tags": info["unseen_tags"],
                                                        "scheme": info["scheme"]}, indent=1) + "\n")
 
+    def check_run_files(self, info: dict[str, Any]) -> None:
+        """The run directory's vocabulary files must be the checkpoint's (a copied or edited file
+        would silently change what `predict` reads)."""
+        for key, name in RUN_FILES.items():
+            path = self.run_dir / name if self.run_dir else None
+            if path is not None and path.exists():
+                Vocab.load(path).check_matches(Vocab.from_json(info[key]).digest, str(path))
+
     def build_model(self, info: dict[str, Any]) -> nn.Module:
         m = self.job.model
         counts = torch.tensor(info["word_counts"], dtype=torch.float32)
@@ -248,8 +257,10 @@ class TagTask(Task):
     # -- after training -------------------------------------------------------------------
 
     def autocast(self, device: torch.device):
-        """The precision evaluation ran in (train.mixed_precision), so finish and predict agree with it."""
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.job.train.mixed_precision)
+        """The precision evaluation ran in (train.mixed_precision as the loop resolves it), so the
+        counts of `finish` and the tags of `predict` agree with the logged metrics."""
+        precision = resolve_precision(self.job.train.mixed_precision, self.precision, device.type == "cpu")
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         enabled = dtype is not None and (device.type == "cuda" or dtype == torch.bfloat16)
         return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=enabled)
 
@@ -324,6 +335,7 @@ class TagTask(Task):
         """`--text "The cat sat ."` (repeatable) and `--file` (one sentence a line, whitespace tokens) print
         word/TAG pairs, a line per sentence; `--conllu FILE` fills the tag column (`--output` or stdout)."""
         self.info = info
+        self.check_run_files(info)
         if inputs:
             raise ConllError(f"tag predict reads --text, --file or --conllu, not positional inputs ({inputs[0]!r})")
         if options.get("conllu"):
