@@ -304,3 +304,21 @@ def test_gather_keeps_char_rows():
     (w, n), (c, _), (t, _) = gather(columns, torch.tensor([1, 0]))
     assert w.shape == (2, 2) and c.shape == (2, 2, 5) and n.tolist() == [1, 2]
     assert c[0, 1].eq(0).all() and c[0, 0].tolist()[:5] == [2, *chars.encode(list("ccc")), 3]
+
+
+def test_run_files_must_match_on_resume(tmp_path):
+    from lstm_train.config import validate_job
+    from lstm_train.data.vocab import VocabError
+    from lstm_train.tasks import get_task
+
+    train = write(tmp_path, "train.conllu", CONLLU)
+    job = validate_job({"name": "t", "task": "tag", "data": {"root": str(tmp_path), "train": "train.conllu",
+                                                              "val": None, "test": "train.conllu"}}, "test")
+    task = get_task("tag")(job, tmp_path / "run")
+    info = task.load_data().info
+    (tmp_path / "run").mkdir()
+    task.write_run_files(tmp_path / "run", info)
+    task.write_run_files(tmp_path / "run", info)  # a resume over the same data: fine
+    train.write_text(CONLLU.replace("know", "see"))  # the data changed since the run began
+    with pytest.raises(VocabError, match="vocab_words.json .*not the one"):
+        task.write_run_files(tmp_path / "run", task.load_data().info)

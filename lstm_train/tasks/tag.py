@@ -20,6 +20,7 @@ most confused tags.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -146,7 +147,7 @@ class TagTask(Task):
     def _report(self, train: list[TaggedSentence], evaluated: dict[str, list[TaggedSentence]], words: Vocab,
                 tags: list[str], unseen: dict[str, int], scheme: str) -> None:
         """One summary of the data on the main process: sizes, unseen words, unseen tags, BIO oddities."""
-        if int(__import__("os").environ.get("RANK", "0")) != 0:
+        if int(os.environ.get("RANK", "0")) != 0:
             return
         say = lambda text: print(f"tag: {text}", file=sys.stderr, flush=True)  # noqa: E731
         tokens = sum(len(s.words) for s in train)
