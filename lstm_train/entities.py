@@ -36,8 +36,8 @@ def invalid_transitions(sentences: Iterable[Sequence[str]]) -> int:
     for tags in sentences:
         previous = "O"
         for tag in tags:
-            if tag.startswith("I-") and (previous == "O" or entity_type(previous) != tag[2:] or previous.startswith("E-")
-                                         or previous.startswith("S-")):
+            continues = entity_type(previous) == tag[2:] and previous[:2] in ("B-", "I-")
+            if tag.startswith("I-") and not continues:
                 count += 1
             previous = tag
     return count

@@ -70,7 +70,8 @@ def test_conllu_fill_keeps_everything_else(tmp_path):
 
 
 @pytest.mark.parametrize("text, column, message", [
-    (CONLLU.replace("1\tYes\tyes\tINTJ\tUH\t_\t0\troot\t_\t_", "1\tYes\tyes\tINTJ"), "upos", ":13: 4 tab-separated columns"),
+    (CONLLU.replace("1\tYes\tyes\tINTJ\tUH\t_\t0\troot\t_\t_", "1\tYes\tyes\tINTJ"), "upos",
+     ":13: 4 tab-separated columns"),
     ("# sent_id = x\n1-2\tdon't\t_\t_\t_\t_\t_\t_\t_\t_\n\n", "upos", ":1: a sentence with no words"),
     ("# only = comment\n\n", "upos", ":1: a sentence with no words"),
     ("\n\n  \n", "upos", "the file is empty"),

@@ -1,7 +1,7 @@
 """A BiLSTM sequence tagger with word and character features (Plank et al. 2016; Lample et al. 2016).
 
-    word ids  [B, T]     -> word embedding (lower-cased vocabulary)   \
-    char ids  [B, T, W]  -> char CNN or BiLSTM over each word (cased) -> concat -> BiLSTM (PaddedLSTM) -> scores [B, T, K]
+    word ids [B, T]    -> word embedding (lower-cased vocabulary)  \
+    char ids [B, T, W] -> char CNN or BiLSTM over each word (cased) -> concat -> BiLSTM -> scores [B, T, K]
 
 The character encoder gives every word, including one never seen in training, a
 representation from its spelling (suffixes, capitals, digits, hyphens): that is

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..data import conll, tagging
 from ..data.conll import ConllError, TaggedSentence
-from ..data.ragged import Padded, Ragged, gather
+from ..data.ragged import Padded, gather
 from ..data.vocab import UNK, Vocab
 from ..distributed import resolve_precision
 from ..entities import entity_counts, invalid_transitions, is_bio, precision_recall_f1
@@ -141,23 +141,23 @@ class TagTask(Task):
             "column": data.column,
         }
         self.info = info
-        self._report(train, evaluated, words, tags, unseen, scheme)
+        self._report(train, evaluated, columns, len(words), tags, unseen, scheme)
         return Splits(train=columns["train"], val=columns.get("val"), test=columns["test"], info=info)
 
-    def _report(self, train: list[TaggedSentence], evaluated: dict[str, list[TaggedSentence]], words: Vocab,
-                tags: list[str], unseen: dict[str, int], scheme: str) -> None:
+    def _report(self, train: list[TaggedSentence], evaluated: dict[str, list[TaggedSentence]],
+                columns: dict[str, Split], vocab_size: int, tags: list[str], unseen: dict[str, int],
+                scheme: str) -> None:
         """One summary of the data on the main process: sizes, unseen words, unseen tags, BIO oddities."""
         if int(os.environ.get("RANK", "0")) != 0:
             return
         say = lambda text: print(f"tag: {text}", file=sys.stderr, flush=True)  # noqa: E731
         tokens = sum(len(s.words) for s in train)
-        say(f"train {len(train)} sentences, {tokens} words, {len(tags)} tags, vocabulary {len(words)} words, "
+        say(f"train {len(train)} sentences, {tokens} words, {len(tags)} tags, vocabulary {vocab_size} words, "
             f"scheme {scheme}")
-        known = set(words.tokenizer.get_vocab())
         for name, sentences in evaluated.items():
-            n = sum(len(s.words) for s in sentences)
-            oov = sum(1 for s in sentences for w in s.words if (w.lower() if self.job.data.lowercase else w) not in known)
-            say(f"{name} {len(sentences)} sentences, {n} words, {oov / max(n, 1):.1%} unseen in training")
+            word_ids = columns[name][0].values
+            unknown = float((word_ids == UNK).float().mean()) if len(word_ids) else 0.0
+            say(f"{name} {len(sentences)} sentences, {len(word_ids)} words, {unknown:.1%} unseen in training")
         if unseen:
             listed = ", ".join(f"{t} ({c})" for t, c in sorted(unseen.items(), key=lambda kv: -kv[1]))
             say(f"tags never seen in training (counted as errors, reported as unseen_tag_tokens): {listed}")
