@@ -263,6 +263,24 @@ def test_padding_never_changes_encoder_attention_or_logits(variant: dict) -> Non
         assert context.shape == (4, 3, memory.outputs.shape[-1])
 
 
+@pytest.mark.parametrize("variant", [dict(attention="luong", input_feeding=True),
+                                     dict(attention="luong", input_feeding=False, decoder_layers=2),
+                                     dict(attention="bahdanau", input_feeding=True)])
+def test_decoding_steps_compute_what_teacher_forcing_computes(variant: dict) -> None:
+    """Fed the gold tokens, the step function used by greedy and beam search gives the training
+    logits (teacher forcing may run the LSTM over all steps at once; decoding cannot)."""
+    model = tiny_model(**variant)
+    source, target = random_batch([5, 2, 7], seed=5), random_batch([4, 6, 3], seed=6)
+    with torch.no_grad():
+        expected = model(source.data, source.lengths, target.data)
+        memory, (h, c) = model.encode(source.data, source.lengths)
+        state = (h, c, h.new_zeros(3, 20) if model.input_feeding else None)
+        step = model._decoder("cpu")
+        for t in range(target.data.shape[1]):
+            logits, state = step(target.data[:, t], state, memory)
+            torch.testing.assert_close(logits, expected[:, t], atol=1e-5, rtol=0)
+
+
 def perturbed(model: Translator) -> Translator:
     with torch.no_grad():  # random weights decode near-constant sequences; make them diverse
         for p in model.parameters():
@@ -279,7 +297,7 @@ def test_beam_of_one_is_greedy_and_batches_decode_like_single_sentences(variant:
     memory, (h, c) = model.encode(source.data, source.lengths)
     feed = h.new_zeros(6, 20) if model.input_feeding else None
     for penalty in (0.0, 1.0):
-        beam1 = beam_search(model._decode_step, (h, c, feed), memory, 6, 1, bos=BOS, eos=EOS, pad=PAD,
+        beam1 = beam_search(model._decoder("cpu"), (h, c.float(), feed), memory, 6, 1, bos=BOS, eos=EOS, pad=PAD,
                             max_len=max_len, forbidden=(PAD, BOS, 1), length_penalty=penalty,
                             reorder=model._reorder)
         assert torch.equal(beam1, greedy)

@@ -187,50 +187,60 @@ class Translator(nn.Module):
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c
 
+    def _recurrent_weights(self, e: int, device_type: str):
+        """The decoder LSTM's weights as the step loops use them: the first layer's input weights
+        split into the embedding's share (applied to all steps at once in teacher forcing) and the
+        rest ([feed; context] and the recurrent h, one matmul a step), plus the upper layers."""
+        w_ih, w_hh, bias = self._layer_weights(0)
+        w_rest = torch.cat([w_ih[:, e:], w_hh], dim=1)
+        if torch.is_autocast_enabled(device_type):  # cast once: autocast caches parameters, not this
+            w_rest = w_rest.to(torch.get_autocast_dtype(device_type))
+        upper = [self._layer_weights(layer) for layer in range(1, self.decoder_layers)]
+        return w_ih[:, :e], bias, w_rest, upper
+
+    def _advance(self, gates_in: torch.Tensor, feed: torch.Tensor | None, h: list[torch.Tensor],
+                 c: list[torch.Tensor], memory: Memory, w_rest: torch.Tensor, upper: list) -> torch.Tensor:
+        """One decoder step, given the embedding's share of the first layer's gates; updates the
+        per-layer h and c (float32 cell state) in place and returns the attentional state h~."""
+        extra = [feed] if feed is not None else []
+        if self.attention == "bahdanau":
+            extra.append(self.attend(h[-1], memory))
+        gates = gates_in + F.linear(torch.cat([*extra, h[0]], dim=1).to(gates_in.dtype), w_rest)
+        h[0], c[0] = self._cell(gates, c[0])
+        for layer, (w_i, w_h, b) in enumerate(upper, start=1):
+            x = dropout(h[layer - 1], self.p, self.training)
+            gates = F.linear(x, w_i, b) + F.linear(h[layer].to(x.dtype), w_h)
+            h[layer], c[layer] = self._cell(gates, c[layer])
+        top = h[-1]
+        return self.attentional(self.attend(top, memory), top)
+
     def _step_loop(self, emb: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], memory: Memory) -> torch.Tensor:
         """Teacher forcing one step at a time (input feeding or Bahdanau attention need the previous
         step's output).  The embeddings' share of the first layer's gates is one matmul up front."""
-        e = emb.shape[-1]
-        w_ih, w_hh, bias = self._layer_weights(0)
-        emb_gates = F.linear(emb, w_ih[:, :e], bias).unbind(1)
-        w_rest = torch.cat([w_ih[:, e:], w_hh], dim=1)  # first layer: [feed; context; h] -> gates
-        if torch.is_autocast_enabled(emb.device.type):  # cast once: autocast caches only parameters, not this
-            w_rest = w_rest.to(torch.get_autocast_dtype(emb.device.type))
-        upper = [self._layer_weights(layer) for layer in range(1, self.decoder_layers)]
+        w_emb, bias, w_rest, upper = self._recurrent_weights(emb.shape[-1], emb.device.type)
         h, c = list(state[0].unbind(0)), [x.float() for x in state[1].unbind(0)]
         feed = emb.new_zeros(emb.shape[0], self.decoder_hidden) if self.input_feeding else None
         outputs = []
-        for gates_t in emb_gates:
-            extra = [feed] if feed is not None else []
-            if self.attention == "bahdanau":
-                extra.append(self.attend(h[-1], memory))
-            gates = gates_t + F.linear(torch.cat([*extra, h[0].to(gates_t.dtype)], dim=1), w_rest)
-            h[0], c[0] = self._cell(gates, c[0])
-            for layer, (w_i, w_h, b) in enumerate(upper, start=1):
-                x = dropout(h[layer - 1], self.p, self.training)
-                gates = F.linear(x, w_i, b) + F.linear(h[layer].to(x.dtype), w_h)
-                h[layer], c[layer] = self._cell(gates, c[layer])
-            top = h[-1]
-            att = self.attentional(self.attend(top, memory), top)
+        for gates_t in F.linear(emb, w_emb, bias).unbind(1):
+            att = self._advance(gates_t, feed, h, c, memory, w_rest, upper)
             outputs.append(att)
             feed = att if self.input_feeding else None
         return torch.stack(outputs, dim=1)
 
     # -- inference ---------------------------------------------------------------------
 
-    def _decode_step(self, tokens: torch.Tensor, state, memory: Memory):
-        """One decoding step for `decoding`: state is (h [L, N, H], c [L, N, H], feed [N, H] or None)."""
-        h, c, feed = state
-        emb = self.target_embed(tokens)
-        parts = [emb]
-        if self.input_feeding:
-            parts.append(feed.to(emb.dtype))
-        if self.attention == "bahdanau":
-            parts.append(self.attend(h[-1], memory).to(emb.dtype))
-        out, (h, c) = self.decoder(torch.cat(parts, dim=1)[:, None, :], (h, c))
-        top = out[:, 0]
-        att = self.attentional(self.attend(top, memory), top)
-        return self.logits(att), (h, c, att if self.input_feeding else None)
+    def _decoder(self, device_type: str):
+        """The step function for `decoding`: state is (h [L, N, H], c [L, N, H] float32, feed [N, H]
+        or None), the same arithmetic as teacher forcing (float32 cell state under autocast too)."""
+        w_emb, bias, w_rest, upper = self._recurrent_weights(self.target_embed.embedding_dim, device_type)
+
+        def step(tokens: torch.Tensor, state, memory: Memory):
+            h, c, feed = state
+            h, c = list(h.unbind(0)), list(c.unbind(0))
+            att = self._advance(F.linear(self.target_embed(tokens), w_emb, bias), feed, h, c, memory, w_rest, upper)
+            return self.logits(att), (torch.stack(h), torch.stack(c), att if self.input_feeding else None)
+
+        return step
 
     @staticmethod
     def _reorder(state, rows: torch.Tensor):
@@ -244,12 +254,14 @@ class Translator(nn.Module):
         or per-sentence [B] (e.g. 1.5 x the source length + 10): a guard against endless loops."""
         memory, (h, c) = self.encode(source, lengths)
         b, dev = source.shape[0], source.device
+        c = c.float()
         feed = h.new_zeros(b, self.decoder_hidden) if self.input_feeding else None
+        step = self._decoder(dev.type)
         common = dict(bos=BOS, eos=EOS, pad=PAD, max_len=max_len, forbidden=(PAD, BOS, UNK), device=dev)
         if beam_size <= 1:
-            return greedy_search(self._decode_step, (h, c, feed), memory, b, **common)
+            return greedy_search(step, (h, c, feed), memory, b, **common)
         memory = Memory(*(repeat_rows(x, beam_size) for x in memory))
         state = (h.repeat_interleave(beam_size, dim=1), c.repeat_interleave(beam_size, dim=1),
                  repeat_rows(feed, beam_size))
-        return beam_search(self._decode_step, state, memory, b, beam_size, length_penalty=length_penalty,
+        return beam_search(step, state, memory, b, beam_size, length_penalty=length_penalty,
                            reorder=self._reorder, **common)

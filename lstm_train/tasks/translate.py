@@ -41,6 +41,7 @@ from torch import nn
 from ..data.parallel import Pairs, ParallelDataError, read_line_aligned, read_lines, read_tsv, split_by_key
 from ..data.ragged import Padded, Ragged
 from ..data.subword import BOS, EOS, PAD, SubwordVocab, VocabError
+from ..distributed import resolve_precision
 from ..models.losses import smoothed_cross_entropy
 from ..models.translator import Translator
 from ..schema import ModelBase, Section, SequenceData, default_data_root
@@ -425,9 +426,10 @@ class TranslateTask(Task):
     # -- after training -------------------------------------------------------------------
 
     def autocast(self, device: torch.device):
-        """The precision training ran in, so finish and predict decode as evaluation did."""
-        mode = self.job.train.mixed_precision
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "auto": torch.bfloat16}.get(mode)
+        """The precision evaluation ran in (train.mixed_precision as the loop resolves it), so the
+        translations of `finish` and `predict` are the ones the logged scores were measured on."""
+        precision = resolve_precision(self.job.train.mixed_precision, self.precision, device.type == "cpu")
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         enabled = dtype is not None and (device.type == "cuda" or dtype == torch.bfloat16)
         return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=enabled)
 
