@@ -1,0 +1,123 @@
+"""What every loop in the bench shares: the batches, what they count, precision, evaluation, FLOPs.
+
+Every loop is measured the same way: wall and CPU seconds of the training loop alone
+(evaluation timed apart), the number of units trained (samples, or tokens where the
+task declares `throughput_unit = "tokens"`), and the task's primary test metric.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+from typing import Any
+
+import torch
+
+from ..data.batching import epoch_indices
+from ..tasks.base import Split, Task, split_size
+
+
+def plan_indices(n: int, batch_size: int, seed: int, steps: int) -> list[torch.Tensor]:
+    """The sample indices of one process's first `steps` batches, epoch after epoch, in the
+    order lstm_train's loop reads them (one seeded permutation per epoch)."""
+    out: list[torch.Tensor] = []
+    epoch = 0
+    while len(out) < steps:
+        order = epoch_indices(n, epoch, seed, 0, 1)
+        out += list(order.split(batch_size))[: steps - len(out)]
+        epoch += 1
+    return out
+
+
+def units(task: Task, split: Split, indices: torch.Tensor) -> int:
+    """What one batch counts for throughput: its samples, or its tokens."""
+    if task.throughput_unit == "tokens":
+        counts = task.tokens(split)
+        if counts is not None:
+            return int(counts[indices.cpu()].sum())
+    return len(indices)
+
+
+def trained_units(task: Task, split: Split, batch_size: int, seed: int, steps: int, world: int = 1) -> int:
+    """Units in the first `steps` optimizer steps of `world` processes of `batch_size` each."""
+    return sum(units(task, split, idx) for idx in plan_indices(split_size(split), batch_size * world, seed, steps))
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast lstm_train's Accelerator applies for `precision` ("no", "bf16", "fp16")."""
+    if precision == "no":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def evaluate(task: Task, model: torch.nn.Module, split: Split, device: torch.device, precision: str,
+             batch_size: int) -> dict[str, float]:
+    """The task's test metrics of a model trained outside lstm_train's loop (floor, Lightning)."""
+    model.eval()
+    sums: dict[str, float] = {}
+    n = split_size(split)
+    with autocast(device, precision):
+        for start in range(0, n, batch_size):
+            batch = task.batch(split, torch.arange(start, min(n, start + batch_size), device=device))
+            for key, value in task.eval_sums(model, batch).items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+    model.train()
+    return task.metrics(sums, prefix="test_")
+
+
+def summarise(runs: list[dict[str, Any]], flops_per_sample: float | None) -> dict[str, Any]:
+    """Medians over repeats of one loop: throughput in units/s, epoch and CPU seconds, the metric."""
+    epoch_s = statistics.median(r["epoch_s"] for r in runs)
+    cpu_s = statistics.median(r["cpu_s"] for r in runs)
+    first = runs[0]
+    out = {
+        "per_s": round(first["units"] / max(epoch_s, 1e-9), 1),
+        "per_cpu_s": round(first["units"] / max(cpu_s, 1e-9), 1),  # this process's CPU time: steadier when busy
+        "epoch_s": round(epoch_s, 3),
+        "cpu_s": round(cpu_s, 3),
+        "eval_s": round(statistics.median(r["eval_s"] for r in runs), 3),
+        "metric": round(statistics.median(r["metric"] for r in runs), 4),
+        "steps": first["steps"],
+        "units": first["units"],
+        "samples": first["samples"],
+        "epoch_s_all": [round(r["epoch_s"], 3) for r in runs],
+    }
+    if flops_per_sample:
+        out["gflops"] = round(flops_per_sample * first["samples"] / max(epoch_s, 1e-9) / 1e9, 2)
+    for key in ("world_size", "mode", "precision", "command"):
+        if key in first:
+            out[key] = first[key]
+    return out
+
+
+# ---------------------------------------------------------------------------
+# FLOP count (classify's LSTM on images; None for other tasks)
+
+
+def lstm_flops_per_sample(steps: int, input_size: int, hidden: int, layers: int, bidirectional: bool,
+                          classes: int) -> float:
+    """Forward + backward FLOPs of one sample: per layer and direction 4 gates x H x (I + H)
+    multiply-adds per step (2 FLOPs each), the head 2 x features x classes, backward = 2 x forward."""
+    dirs = 2 if bidirectional else 1
+    forward = 0.0
+    for layer in range(layers):
+        inp = input_size if layer == 0 else hidden * dirs
+        forward += dirs * steps * 2 * 4 * hidden * (inp + hidden)
+    forward += 2 * hidden * dirs * classes
+    return 3 * forward
+
+
+def job_flops_per_sample(job: Any) -> float | None:
+    """FLOPs per training sample of a classify job on 28 x 28 images; None for other tasks."""
+    if job.task != "classify":
+        return None
+    steps, inp = (784, 1) if job.data.sequence == "pixels" else (28, 28)
+    m = job.model
+    return lstm_flops_per_sample(steps, inp, m.hidden_size, m.num_layers, m.bidirectional, 10)
