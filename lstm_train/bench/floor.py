@@ -31,7 +31,7 @@ import torch
 from ..data.ragged import Padded
 from ..tasks.base import Batch, Split, Task, split_size
 from ..train import make_optimizer
-from .measure import autocast, evaluate, plan_indices, sync, units
+from .measure import autocast, evaluate, plan_indices, primary, sync, units
 
 WARMUP_STEPS = 3
 MAX_GRAPHS = 8  # distinct batch shapes worth capturing; more (text of many lengths) stays eager
@@ -175,7 +175,7 @@ def floor_epoch(job: Any, task: Task, train: Split, test: Split, info: dict[str,
         "epoch_s": epoch_s,
         "cpu_s": cpu_s,
         "eval_s": time.perf_counter() - eval_start,
-        "metric": float(metrics[f"test_{task.primary_metric}"]),
+        "metric": primary(task, metrics),
         "mode": mode,
         "precision": precision,
     }

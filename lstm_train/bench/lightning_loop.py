@@ -23,7 +23,7 @@ import torch
 from ..data.ragged import Ragged
 from ..tasks.base import Split, Task, split_size
 from ..train import make_optimizer
-from .measure import evaluate, sync
+from .measure import evaluate, primary, sync
 
 PRECISIONS = {"fp32": ("32-true", "no"), "bf16": ("bf16-mixed", "bf16")}  # name: (Lightning's, lstm_train's)
 
@@ -95,6 +95,6 @@ def lightning_epoch(job: Any, task: Task, train: Split, test: Split, info: dict[
         "epoch_s": clock.epoch_s,
         "cpu_s": clock.cpu_s,
         "eval_s": time.perf_counter() - eval_start,
-        "metric": float(metrics[f"test_{task.primary_metric}"]),
+        "metric": primary(task, metrics),
         "precision": trainer_precision,
     }

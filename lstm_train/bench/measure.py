@@ -72,6 +72,12 @@ def evaluate(task: Task, model: torch.nn.Module, split: Split, device: torch.dev
     return task.metrics(sums, prefix="test_")
 
 
+def primary(task: Task, metrics: dict[str, Any]) -> float | None:
+    """The task's primary test metric from a metrics dict or result.json (None where it is absent)."""
+    value = metrics.get(f"test_{task.primary_metric}")
+    return None if value is None else float(value)
+
+
 def summarise(runs: list[dict[str, Any]], flops_per_sample: float | None) -> dict[str, Any]:
     """Medians over repeats of one loop: throughput in units/s, epoch and CPU seconds, the metric."""
     epoch_s = statistics.median(r["epoch_s"] for r in runs)
@@ -80,10 +86,10 @@ def summarise(runs: list[dict[str, Any]], flops_per_sample: float | None) -> dic
     out = {
         "per_s": round(first["units"] / max(epoch_s, 1e-9), 1),
         "per_cpu_s": round(first["units"] / max(cpu_s, 1e-9), 1),  # this process's CPU time: steadier when busy
-        "epoch_s": round(epoch_s, 3),
-        "cpu_s": round(cpu_s, 3),
+        "epoch_s": round(epoch_s, 6),
+        "cpu_s": round(cpu_s, 6),
         "eval_s": round(statistics.median(r["eval_s"] for r in runs), 3),
-        "metric": round(statistics.median(r["metric"] for r in runs), 4),
+        "metric": median_or_none([r["metric"] for r in runs]),
         "steps": first["steps"],
         "units": first["units"],
         "samples": first["samples"],
@@ -95,6 +101,11 @@ def summarise(runs: list[dict[str, Any]], flops_per_sample: float | None) -> dic
         if key in first:
             out[key] = first[key]
     return out
+
+
+def median_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 4) if known else None
 
 
 # ---------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from ..distributed import set_threads
 from ..tasks import get_task
 from . import lightning_loop, scaling
 from .floor import floor_epoch
-from .measure import job_flops_per_sample, summarise, trained_units
+from .measure import job_flops_per_sample, primary, summarise, trained_units
 from .ours import launch, lstm_train_epoch
 from .tutorial import same_as_tutorial, tutorial_epoch
 
@@ -95,6 +95,13 @@ def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str = "per_s"
     return round(a[key] / max(b[key], 1e-9), 3)
 
 
+def difference(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    """a's metric minus b's, where both have one."""
+    if not a or not b or a["metric"] is None or b["metric"] is None:
+        return None
+    return round(a["metric"] - b["metric"], 4)
+
+
 def main(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     job = load_bench_job(args, device)
@@ -124,7 +131,7 @@ def main(args: argparse.Namespace) -> int:
         precision = ours.get("precision", precision)
         ours.update(units=trained_units(task, splits.train, job.data.batch_size, job.train.seed, ours["steps"]),
                     samples=min(len(splits.train[0]), ours["steps"] * job.data.batch_size),
-                    metric=float(result[metric]))
+                    metric=primary(task, result))
         runs["lstm_train"].append(ours)
         log(f"{tag} the floor ({precision})")
         torch.set_num_threads(threads)
@@ -137,7 +144,7 @@ def main(args: argparse.Namespace) -> int:
                                                                  device, name, threads, max_steps))
         for name, measured in runs.items():
             if measured and len(measured) == r + 1:
-                log(f"[bench]   {name}: epoch {measured[-1]['epoch_s']:.2f} s, {metric} {measured[-1]['metric']:.4f}")
+                log(f"[bench]   {name}: epoch {measured[-1]['epoch_s']:.2f} s, {metric} {measured[-1]['metric']}")
 
     flops = job_flops_per_sample(job)
     tutorial_flops = job_flops_per_sample(job.model_copy(update={"model": job.model.model_copy(
@@ -169,7 +176,7 @@ def main(args: argparse.Namespace) -> int:
         "tutorial_status": tutorial_status or "measured",
         "speedup": ratio(ours_s, tutorial_s),
         "speedup_cpu": ratio(ours_s, tutorial_s, "per_cpu_s"),
-        "metric_delta": round(ours_s["metric"] - tutorial_s["metric"], 4) if tutorial_s else None,
+        "metric_delta": difference(ours_s, tutorial_s),
         "lightning": lightning,
         "lightning_status": lightning_status or "measured",
         "lightning_fastest": fastest,
@@ -197,10 +204,14 @@ def measure_processes(job: JobBase, device: torch.device, task: Any, train: Any,
             run, result = launch(job, n, Path(tmp), max_steps)
             run.update(units=trained_units(task, train, job.data.batch_size, job.train.seed, run["steps"], n),
                        samples=min(len(train[0]), run["steps"] * job.data.batch_size * n),
-                       metric=float(result[f"test_{task.primary_metric}"]))
+                       metric=primary(task, result))
             procs[str(n)] = summarise([run], flops)
     procs["scaling"] = ratio(procs["2"], procs["1"])
     return procs
+
+
+def signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.4f}"
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -215,8 +226,8 @@ def format_report(report: dict[str, Any]) -> str:
 
     def row(name: str, r: dict[str, Any]) -> str:
         gflops = f"{r['gflops']:8.2f}" if "gflops" in r else f"{'-':>8s}"
-        return (f"{name:40s} {r['per_s']:11.0f} {r['epoch_s']:8.2f} {r['cpu_s']:7.2f} {r['eval_s']:7.2f} "
-                f"{r['metric']:14.4f} {gflops}")
+        value = f"{r['metric']:14.4f}" if r["metric"] is not None else f"{'-':>14s}"
+        return f"{name:40s} {r['per_s']:11.0f} {r['epoch_s']:8.2f} {r['cpu_s']:7.2f} {r['eval_s']:7.2f} {value} {gflops}"
 
     if report["tutorial"]:
         lines.append(row("tutorial (torchvision + DataLoader)", report["tutorial"]))
@@ -235,11 +246,11 @@ def format_report(report: dict[str, Any]) -> str:
     if report["speedup"] is not None:
         note = "" if report["same_settings"] else "  (the job's settings differ from the tutorial's)"
         lines.append(f"lstm_train vs the tutorial: {report['speedup']:.2f}x {unit}/s ({report['speedup_cpu']:.2f}x "
-                     f"per CPU second), {metric} {report['metric_delta']:+.4f}{note}")
+                     f"per CPU second), {metric} {signed(report['metric_delta'])}{note}")
     if report["vs_lightning"] is not None:
         best = report["lightning"][report["lightning_fastest"]]
         lines.append(f"lstm_train vs Lightning at its fastest ({best['precision']}): {report['vs_lightning']:.2f}x "
-                     f"{unit}/s, {metric} {ours['metric'] - best['metric']:+.4f}")
+                     f"{unit}/s, {metric} {signed(difference(ours, best))}")
     procs = report.get("processes")
     if procs:
         for n in ("1", "2"):

@@ -27,7 +27,7 @@ from ..config import JobBase, validate_job
 from ..distributed import set_threads
 from ..tasks import get_task
 from .floor import floor_epoch
-from .measure import job_flops_per_sample, summarise, trained_units
+from .measure import job_flops_per_sample, primary, summarise, trained_units
 from .ours import launch, lstm_train_epoch
 
 HIDDEN_SIZES = (64, 128, 256, 512, 1024)
@@ -64,7 +64,6 @@ def measure_point(axis: str, label: str, job: JobBase, device: torch.device, sec
     task = get_task(job.task)(job)
     splits = task.load_data().to(device)
     flops = job_flops_per_sample(job)
-    metric = f"test_{task.primary_metric}"
     processes = int(label) if axis == "processes" else 1
     set_threads(job.train.threads)
     floor = floor_epoch(job, task, splits.train, splits.test, splits.info, device, job.train.mixed_precision,
@@ -76,7 +75,7 @@ def measure_point(axis: str, label: str, job: JobBase, device: torch.device, sec
     else:
         ours, result = launch(job, processes, workdir, steps)
     ours.update(units=trained_units(task, splits.train, job.data.batch_size, job.train.seed, ours["steps"], processes),
-                samples=ours["steps"] * job.data.batch_size * processes, metric=float(result[metric]))
+                samples=ours["steps"] * job.data.batch_size * processes, metric=primary(task, result))
     out = {"axis": axis, "value": label, "processes": processes, "batch_size": job.data.batch_size,
            "hidden_size": job.model.hidden_size, "steps": steps,
            "lstm_train": summarise([ours], flops), "floor": summarise([floor], flops) if processes == 1 else None}
