@@ -1,12 +1,9 @@
-"""`lstm-train bench` measures every loop and reports what it says; both data paths give the same batches.
+"""`lstm-train bench` measures every loop and reports what it measured.
 
 The bench is a benchmark, not a timed test: nothing here asserts a speed, only that each
 loop ran the steps it reports, that the floor is measured and the ratios are computed
 from the measured times, that any task's job is taken, and that --scaling writes its
-table, JSON and PNG.  The data-path
-tests prove what the fast path promises: `data.loader: tensor` and `data.loader:
-torchvision` (and torch's own DistributedSampler) hand every rank the same samples in the
-same order for the same seed and epoch, at world size 1 and 2, resumed mid-epoch too.
+table, JSON and PNG.  (That both data paths give the same batches is tests/test_batching.py.)
 """
 
 from __future__ import annotations
@@ -14,99 +11,18 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
 
 from lstm_train.bench import lstm_flops_per_sample, reset_accelerate
-from lstm_train.config import validate_job
-from lstm_train.data.batching import batches_per_epoch, epoch_indices, loader_batches, tensor_batches
 from lstm_train.tasks.classify import ClassifyTask, as_rows
 
 try:  # `python -m pytest` from the repo root, or tests/ as a package
     from tests.conftest import require, run_cli
 except ImportError:  # plain `pytest`: tests/ itself is on sys.path
     from conftest import require, run_cli  # type: ignore[no-redef]
-
-
-def classify_job(root: Path, tmp_path: Path, **train: object) -> object:
-    return validate_job(
-        {
-            "name": "bench_test",
-            "task": "classify",
-            "data": {"dataset": "mnist", "root": str(root), "batch_size": 32},
-            "train": {"output_dir": str(tmp_path / "run"), "cpu": True, **train},
-            "tracking": {"wandb": {"mode": "disabled"}},
-        },
-        "test",
-    )
-
-
-# ---------------------------------------------------------------------------
-# Same samples, same order
-
-
-@pytest.mark.parametrize("n", [1000, 1001, 60000])
-@pytest.mark.parametrize("world", [1, 2, 3])
-def test_epoch_indices_are_distributed_samplers(n: int, world: int) -> None:
-    for epoch in (0, 1, 7):
-        for rank in range(world):
-            sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=5)
-            sampler.set_epoch(epoch)
-            assert epoch_indices(n, epoch, 5, rank, world).tolist() == list(sampler)
-    assert sum(len(epoch_indices(n, 0, 5, r, world)) for r in range(world)) >= n
-
-
-@pytest.mark.parametrize("world", [1, 2])
-def test_tensor_and_torchvision_paths_give_the_same_batches(mnist_root: Path, tmp_path: Path, world: int) -> None:
-    """Real MNIST: the tensor path's batches == the torchvision Dataset + DataLoader path's
-    == a plain DataLoader over torch's DistributedSampler, for every rank and two epochs."""
-    job = classify_job(mnist_root, tmp_path)
-    task = ClassifyTask(job)
-    splits = task.load_data()
-    dataset = task.torch_dataset(train=True)
-    n, batch, seed, checked = len(splits.train[0]), 64, job.train.seed, 6
-    assert len(dataset) == n
-    for epoch in (0, 1):
-        for rank in range(world):
-            indices = epoch_indices(n, epoch, seed, rank, world)
-            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
-            sampler.set_epoch(epoch)
-            reference = iter(DataLoader(dataset, batch_size=batch, sampler=sampler))
-            fast = tensor_batches(splits.train, indices, batch)
-            classic = loader_batches(dataset, indices, batch)
-            for _ in range(checked):
-                (xf, yf), (xc, yc), (xr, yr) = next(fast), next(classic), next(reference)
-                assert xf.dtype == torch.uint8 and xc.dtype == torch.float32
-                assert torch.equal(yf, yc) and torch.equal(yf, yr)
-                # The same pixels bit for bit once each path's batch becomes LSTM rows.
-                assert torch.equal(as_rows(xf), as_rows(xc)) and torch.equal(as_rows(xc), as_rows(xr))
-            # Resuming mid-epoch (start=4) continues with exactly the same batches.
-            resumed_fast = next(tensor_batches(splits.train, indices, batch, start=4))
-            resumed_classic = next(loader_batches(dataset, indices, batch, start=4))
-            whole = list(zip(range(5), tensor_batches(splits.train, indices, batch)))[4][1]
-            assert torch.equal(resumed_fast[1], whole[1]) and torch.equal(resumed_classic[1], whole[1])
-            assert torch.equal(as_rows(resumed_fast[0]), as_rows(resumed_classic[0]))
-    # Every rank gets the same number of batches (padding as DistributedSampler pads).
-    assert batches_per_epoch(n, batch, world) == len(list(range(0, len(epoch_indices(n, 0, seed, 0, world)), batch)))
-
-
-def test_both_loaders_train_the_same_weights(fake_mnist: Path, tmp_path: Path) -> None:
-    """The whole loop, both data paths, same seed: bit-identical weights after 12 steps."""
-    from lstm_train.train import train
-
-    results = {}
-    for loader in ("tensor", "torchvision"):
-        reset_accelerate()
-        job = classify_job(fake_mnist, tmp_path / loader, max_steps=12, log_every=4)
-        spec = job.to_dict()
-        spec["data"]["loader"] = loader
-        results[loader] = train(validate_job(spec, "test"))
-    reset_accelerate()
-    assert results["tensor"]["steps"] == results["torchvision"]["steps"] == 12
-    assert results["tensor"]["weights_sha1_per_rank"] == results["torchvision"]["weights_sha1_per_rank"]
-    assert results["tensor"]["test_loss"] == results["torchvision"]["test_loss"]
 
 
 # ---------------------------------------------------------------------------
@@ -215,10 +131,12 @@ def test_bench_takes_a_caption_job(fake_mnist: Path) -> None:
     assert report["precision"] == "bf16"  # the job's, used by the floor too
 
 
-def test_units_count_tokens_where_the_task_says_so() -> None:
-    """`throughput_unit = "tokens"`: a batch counts its sequences' lengths, in the loop's order."""
-    from lstm_train.bench.measure import plan_indices, trained_units, units
+def test_units_count_tokens_in_the_loops_batch_plan() -> None:
+    """`throughput_unit = "tokens"`: a step counts its sequences' lengths, batches as the loop cuts them
+    (here bucketed by length, as `SequenceData` does by default)."""
+    from lstm_train.bench.measure import batch_plan, global_batches, trained_units, units
     from lstm_train.data.ragged import Ragged
+    from lstm_train.schema import SequenceData
     from lstm_train.tasks.base import Task
 
     class Tokens(Task):
@@ -227,13 +145,20 @@ def test_units_count_tokens_where_the_task_says_so() -> None:
 
     lengths = torch.arange(1, 11)
     split = (Ragged.from_sequences([[7] * n for n in lengths.tolist()]), torch.zeros(10))
-    task = Tokens(job=None)
-    batches = plan_indices(10, 4, seed=3, steps=4)  # 3 batches in epoch 0 (4, 4, 2), then epoch 1
-    assert [len(b) for b in batches] == [4, 4, 2, 4]
+    job = SimpleNamespace(data=SequenceData(batch_size=4, bucket_pool=2), train=SimpleNamespace(grad_accum_steps=None, seed=3))
+    task = Tokens(job)
+    plan = batch_plan(job, task, split)
+    assert plan.lengths is not None and plan.bucketing and plan.global_batch == 4
+    batches = global_batches(plan, 4)  # 3 batches in epoch 0 (4, 4, 2 samples, in some order), then epoch 1
+    assert sorted(len(b) for b in batches[:3]) == [2, 4, 4] and len(batches) == 4
     assert sorted(torch.cat(batches[:3]).tolist()) == list(range(10))
+    assert all(torch.equal(a, b) for a, b in zip(batches, plan.global_batches(0) + plan.global_batches(1)))
     assert units(task, split, batches[0]) == int(lengths[batches[0]].sum())
-    assert trained_units(task, split, 4, seed=3, steps=3) == int(lengths.sum())  # one epoch: every token once
-    assert trained_units(ClassifyTask(None), (torch.zeros(10, 2),), 4, seed=3, steps=3) == 10
+    assert trained_units(task, split, plan, 3) == (int(lengths.sum()), 10)  # one epoch: every token once
+    images = (torch.zeros(10, 2),)
+    classify = ClassifyTask(SimpleNamespace(data=SimpleNamespace(batch_size=4, global_batch_size=None),
+                                            train=SimpleNamespace(grad_accum_steps=None, seed=3)))
+    assert trained_units(classify, images, batch_plan(classify.job, classify, images), 3) == (10, 10)
 
 
 def test_bench_scaling_writes_the_table_and_the_png(fake_mnist: Path, tmp_path: Path) -> None:

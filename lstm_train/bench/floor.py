@@ -2,13 +2,13 @@
 
     for batch in preloaded_batches:          # already cut, already on the device
         loss = task.loss(model, batch)       # under the job's autocast
-        loss.backward()
+        loss.backward()                      # (per micro-batch, / n, with gradient accumulation)
         clip_grad_norm_(...)                 # where the job clips
         optimizer.step()                     # the loop's optimizer (fused Adam/AdamW/SGD)
         optimizer.zero_grad(set_to_none=True)
 
-Same task, model, batch size, batches (lstm_train's epoch order), precision, thread count
-and optimizer as `lstm-train run` uses: what any loop around this model must pay at
+Same task, model, batches (lstm_train's batch plan: epoch order, buckets, token budgets,
+micro-batches), precision, thread count and optimizer as `lstm-train run` uses: what any loop around this model must pay at
 least.  lstm_train's epoch time divided by this one is the framework's overhead.
 
 On a GPU the step is also captured as CUDA graphs (one per batch shape: forward,
@@ -29,13 +29,13 @@ from typing import Any
 import torch
 
 from ..data.ragged import Padded
-from ..tasks.base import Batch, Split, Task, split_size
-from ..train import make_optimizer
-from .measure import autocast, evaluate, plan_indices, primary, sync, units
+from ..tasks.base import Batch, Split, Task
+from ..optim import make_optimizer
+from .measure import autocast, batch_plan, evaluate, global_batches, primary, sync, trained_units
 
 WARMUP_STEPS = 3
 MAX_GRAPHS = 8  # distinct batch shapes worth capturing; more (text of many lengths) stays eager
-Step = Callable[[Batch], None]
+Step = Callable[[list[Batch]], None]  # one optimizer step over a process's micro-batches
 
 
 def flat(batch: Batch) -> list[torch.Tensor]:
@@ -46,12 +46,13 @@ def flat(batch: Batch) -> list[torch.Tensor]:
     return out
 
 
-def shape_key(batch: Batch) -> tuple:
-    return tuple((tuple(t.shape), t.dtype) for t in flat(batch))
+def shape_key(step: list[Batch]) -> tuple:
+    return tuple((tuple(t.shape), t.dtype) for batch in step for t in flat(batch))
 
 
-def clone(batch: Batch) -> Batch:
-    return tuple(Padded(c.data.clone(), c.lengths.clone()) if isinstance(c, Padded) else c.clone() for c in batch)
+def clone(step: list[Batch]) -> list[Batch]:
+    return [tuple(Padded(c.data.clone(), c.lengths.clone()) if isinstance(c, Padded) else c.clone() for c in batch)
+            for batch in step]
 
 
 def eager_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
@@ -59,16 +60,17 @@ def eager_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimi
     params = [p for p in model.parameters() if p.requires_grad]
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
-    def step(batch: Batch) -> None:
+    def step(micro_batches: list[Batch]) -> None:
         if not set_to_none:  # graphed: the step zeroes the grads it accumulates into
             optimizer.zero_grad(set_to_none=False)
-        with autocast(device, precision):
-            loss = task.loss(model, batch)
+        n = len(micro_batches)
+        for batch in micro_batches:
+            with autocast(device, precision):
+                loss = task.loss(model, batch)
+            loss = loss / n if n > 1 else loss
+            (scaler.scale(loss) if scaler is not None else loss).backward()
         if scaler is not None:
-            scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-        else:
-            loss.backward()
         if grad_clip:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         if scaler is not None:
@@ -83,7 +85,7 @@ def eager_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimi
 
 
 def graphed_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
-                 precision: str, grad_clip: float | None, batches: list[Batch]) -> Step:
+                 precision: str, grad_clip: float | None, batches: list[list[Batch]]) -> Step:
     """The whole step as CUDA graphs, one per batch shape (raises where capture is impossible)."""
     if precision == "fp16":
         raise RuntimeError("fp16 needs GradScaler's host-side checks; not graphed")
@@ -103,11 +105,11 @@ def graphed_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Opti
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             body(static)
-        graphs[key] = (graph, flat(static))
+        graphs[key] = (graph, [t for batch in static for t in flat(batch)])
 
-    def step(batch: Batch) -> None:
-        graph, inputs = graphs[shape_key(batch)]
-        for dst, src in zip(inputs, flat(batch)):
+    def step(micro_batches: list[Batch]) -> None:
+        graph, inputs = graphs[shape_key(micro_batches)]
+        for dst, src in zip(inputs, (t for batch in micro_batches for t in flat(batch))):
             dst.copy_(src, non_blocking=True)
         graph.replay()
 
@@ -121,7 +123,7 @@ def capturable(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> torc
     return type(optimizer)(model.parameters(), **{**optimizer.defaults, "capturable": True})
 
 
-def timed(step: Step, batches: list[Batch], device: torch.device, seconds: float | None) -> tuple[int, float, float]:
+def timed(step: Step, batches: list[list[Batch]], device: torch.device, seconds: float | None) -> tuple[int, float, float]:
     """Run `step` over the batches (or until `seconds` of wall time): steps, wall s, CPU s."""
     sync(device)
     start, start_cpu = time.perf_counter(), time.process_time()
@@ -137,12 +139,13 @@ def timed(step: Step, batches: list[Batch], device: torch.device, seconds: float
 
 def floor_epoch(job: Any, task: Task, train: Split, test: Split, info: dict[str, Any], device: torch.device,
                 precision: str, steps: int, seconds: float | None = None) -> dict[str, Any]:
-    """The floor over the job's first `steps` batches (or `seconds`), on splits already on `device`."""
+    """The floor over the job's first `steps` steps (or `seconds`), on splits already on `device`."""
     torch.manual_seed(job.train.seed)
     model = task.build_model(info).to(device)
     optimizer = make_optimizer(job.optim, model, device)
-    batches = [task.batch(train, idx.to(device)) for idx in
-               plan_indices(split_size(train), job.data.batch_size, job.train.seed, steps)]
+    plan = batch_plan(job, task, train)
+    batches = [[task.batch(train, idx.to(device)) for idx in plan.micro_batches(g, 0)]
+               for g in global_batches(plan, steps)]
     clip = job.optim.grad_clip
     model.train()
     spare = copy.deepcopy(model)  # warms the kernels up; the measured model starts from the initial weights
@@ -166,12 +169,11 @@ def floor_epoch(job: Any, task: Task, train: Split, test: Split, info: dict[str,
     done, epoch_s, cpu_s = timed(step, batches, device, seconds)
     eval_start = time.perf_counter()
     metrics = evaluate(task, model, test, device, precision, job.data.eval_batch_size)
-    trained = batches[:done]
+    trained, samples = trained_units(task, train, plan, done)
     return {
         "steps": done,
-        "samples": sum(len(flat(b)[0]) for b in trained),
-        "units": sum(units(task, train, idx) for idx in
-                     plan_indices(split_size(train), job.data.batch_size, job.train.seed, done)),
+        "samples": samples,
+        "units": trained,
         "epoch_s": epoch_s,
         "cpu_s": cpu_s,
         "eval_s": time.perf_counter() - eval_start,

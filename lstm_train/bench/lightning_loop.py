@@ -22,7 +22,7 @@ import torch
 
 from ..data.ragged import Ragged
 from ..tasks.base import Split, Task, split_size
-from ..train import make_optimizer
+from ..optim import make_optimizer
 from .measure import evaluate, primary, sync
 
 PRECISIONS = {"fp32": ("32-true", "no"), "bf16": ("bf16-mixed", "bf16")}  # name: (Lightning's, lstm_train's)

@@ -8,29 +8,43 @@ task declares `throughput_unit = "tokens"`), and the task's primary test metric.
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..data.batching import epoch_indices
+from ..data.batching import BatchPlan, eval_batches
+from ..distributed import batch_layout, resolve_precision
+from ..schema import SequenceData
+from ..tasks import get_task
 from ..tasks.base import Split, Task, split_size
 
 
-def plan_indices(n: int, batch_size: int, seed: int, steps: int) -> list[torch.Tensor]:
-    """The sample indices of one process's first `steps` batches, epoch after epoch, in the
-    order lstm_train's loop reads them (one seeded permutation per epoch)."""
+def batch_plan(job: Any, task: Task, split: Split, world: int = 1) -> BatchPlan:
+    """The batch plan lstm_train's loop follows for this job on `world` processes (`train.setup`)."""
+    layout = batch_layout(job.data, job.train.grad_accum_steps, world)
+    sequence = job.data if isinstance(job.data, SequenceData) else None
+    return BatchPlan(
+        n=split_size(split), global_batch=layout.global_batch, world_size=world, accum=layout.accum,
+        seed=job.train.seed, lengths=task.lengths(split), bucketing=bool(sequence and sequence.bucketing),
+        bucket_pool=sequence.bucket_pool if sequence else 1, max_tokens=sequence.max_tokens if sequence else None,
+    )
+
+
+def global_batches(plan: BatchPlan, steps: int) -> list[torch.Tensor]:
+    """The sample indices of the first `steps` optimizer steps (all processes), epoch after epoch."""
     out: list[torch.Tensor] = []
     epoch = 0
     while len(out) < steps:
-        order = epoch_indices(n, epoch, seed, 0, 1)
-        out += list(order.split(batch_size))[: steps - len(out)]
+        out += plan.global_batches(epoch)[: steps - len(out)]
         epoch += 1
     return out
 
 
 def units(task: Task, split: Split, indices: torch.Tensor) -> int:
-    """What one batch counts for throughput: its samples, or its tokens."""
+    """What a batch counts for throughput: its samples, or its tokens."""
     if task.throughput_unit == "tokens":
         counts = task.tokens(split)
         if counts is not None:
@@ -38,9 +52,15 @@ def units(task: Task, split: Split, indices: torch.Tensor) -> int:
     return len(indices)
 
 
-def trained_units(task: Task, split: Split, batch_size: int, seed: int, steps: int, world: int = 1) -> int:
-    """Units in the first `steps` optimizer steps of `world` processes of `batch_size` each."""
-    return sum(units(task, split, idx) for idx in plan_indices(split_size(split), batch_size * world, seed, steps))
+def trained_units(task: Task, split: Split, plan: BatchPlan, steps: int) -> tuple[int, int]:
+    """(units, samples) the first `steps` optimizer steps of the plan train, all processes together."""
+    batches = global_batches(plan, steps)
+    return sum(units(task, split, b) for b in batches), sum(len(b) for b in batches)
+
+
+def precision_of(job: Any, device: torch.device) -> str:
+    """The precision lstm_train trains this job in on `device` (`train.mixed_precision: auto` resolved)."""
+    return resolve_precision(job.train.mixed_precision, get_task(job.task).precision, device.type == "cpu")
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -62,10 +82,11 @@ def evaluate(task: Task, model: torch.nn.Module, split: Split, device: torch.dev
     """The task's test metrics of a model trained outside lstm_train's loop (floor, Lightning)."""
     model.eval()
     sums: dict[str, float] = {}
-    n = split_size(split)
+    batches = eval_batches(split_size(split), 0, 1, batch_size, task.lengths(split),
+                           getattr(task.job.data, "max_tokens", None))
     with autocast(device, precision):
-        for start in range(0, n, batch_size):
-            batch = task.batch(split, torch.arange(start, min(n, start + batch_size), device=device))
+        for indices in batches:
+            batch = task.batch(split, indices.to(device))
             for key, value in task.eval_sums(model, batch).items():
                 sums[key] = sums.get(key, 0.0) + float(value)
     model.train()
@@ -76,6 +97,18 @@ def primary(task: Task, metrics: dict[str, Any]) -> float | None:
     """The task's primary test metric from a metrics dict or result.json (None where it is absent)."""
     value = metrics.get(f"test_{task.primary_metric}")
     return None if value is None else float(value)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"cpu ({line.split(':', 1)[1].strip()}, {os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"cpu ({os.cpu_count()} cores)"
 
 
 def summarise(runs: list[dict[str, Any]], flops_per_sample: float | None) -> dict[str, Any]:

@@ -37,9 +37,9 @@ def bench_job(job: JobBase, output_dir: Path, max_steps: int | None = None) -> J
     """The job as the bench trains it: no tracking, no checkpoint until the end."""
     spec = job.to_dict()
     train = spec["train"]
-    train.update(output_dir=str(output_dir), checkpoint_every=10**9, keep_checkpoints=1)
-    if max_steps:
-        train["max_steps"] = max_steps
+    train.update(output_dir=str(output_dir), checkpoint_every=10**9, keep_checkpoints=1, eval_every_epochs=1)
+    if max_steps:  # evaluate at the last step, inside the loop's clock, as a whole epoch does
+        train.update(max_steps=max_steps, eval_every_steps=max_steps)
     spec["tracking"]["wandb"]["mode"] = "disabled"
     spec["sweep"] = None
     return validate_job(spec, "bench")

@@ -31,7 +31,7 @@ from ..distributed import set_threads
 from ..tasks import get_task
 from . import lightning_loop, scaling
 from .floor import floor_epoch
-from .measure import job_flops_per_sample, primary, summarise, trained_units
+from .measure import batch_plan, device_name, job_flops_per_sample, precision_of, primary, summarise, trained_units
 from .ours import launch, lstm_train_epoch
 from .tutorial import same_as_tutorial, tutorial_epoch
 
@@ -76,18 +76,6 @@ def pick_device(name: str | None) -> torch.device:
     return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"cpu ({line.split(':', 1)[1].strip()}, {os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return f"cpu ({os.cpu_count()} cores)"
-
-
 def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str = "per_s") -> float | None:
     """a's throughput over b's (> 1: a is faster)."""
     if not a or not b:
@@ -119,7 +107,8 @@ def main(args: argparse.Namespace) -> int:
     lightning_status = "skipped (--skip-lightning)" if args.skip_lightning else lightning_loop.unavailable(splits.train)
     load_start = [round(x, 2) for x in os.getloadavg()]  # 1, 5, 15-minute: how busy the machine was
     runs: dict[str, list[dict[str, Any]]] = {"tutorial": [], "lstm_train": [], "floor": [], "fp32": [], "bf16": []}
-    precision = job.train.mixed_precision
+    precision = precision_of(job, device)
+    plan = batch_plan(job, task, splits.train)
     for r in range(repeats):
         tag = f"[bench] repeat {r + 1}/{repeats}:"
         if tutorial_status is None:
@@ -129,9 +118,8 @@ def main(args: argparse.Namespace) -> int:
         log(f"{tag} lstm_train's loop")
         ours, result = lstm_train_epoch(job, max_steps)
         precision = ours.get("precision", precision)
-        ours.update(units=trained_units(task, splits.train, job.data.batch_size, job.train.seed, ours["steps"]),
-                    samples=min(len(splits.train[0]), ours["steps"] * job.data.batch_size),
-                    metric=primary(task, result))
+        trained, samples = trained_units(task, splits.train, plan, ours["steps"])
+        ours.update(units=trained, samples=samples, metric=primary(task, result))
         runs["lstm_train"].append(ours)
         log(f"{tag} the floor ({precision})")
         torch.set_num_threads(threads)
@@ -202,9 +190,8 @@ def measure_processes(job: JobBase, device: torch.device, task: Any, train: Any,
         for n in (1, 2):
             log(f"[bench] {n} process(es)")
             run, result = launch(job, n, Path(tmp), max_steps)
-            run.update(units=trained_units(task, train, job.data.batch_size, job.train.seed, run["steps"], n),
-                       samples=min(len(train[0]), run["steps"] * job.data.batch_size * n),
-                       metric=primary(task, result))
+            trained, samples = trained_units(task, train, batch_plan(job, task, train, n), run["steps"])
+            run.update(units=trained, samples=samples, metric=primary(task, result))
             procs[str(n)] = summarise([run], flops)
     procs["scaling"] = ratio(procs["2"], procs["1"])
     return procs

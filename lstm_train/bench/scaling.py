@@ -27,7 +27,7 @@ from ..config import JobBase, validate_job
 from ..distributed import set_threads
 from ..tasks import get_task
 from .floor import floor_epoch
-from .measure import job_flops_per_sample, primary, summarise, trained_units
+from .measure import batch_plan, device_name, job_flops_per_sample, precision_of, primary, summarise, trained_units
 from .ours import launch, lstm_train_epoch
 
 HIDDEN_SIZES = (64, 128, 256, 512, 1024)
@@ -66,7 +66,7 @@ def measure_point(axis: str, label: str, job: JobBase, device: torch.device, sec
     flops = job_flops_per_sample(job)
     processes = int(label) if axis == "processes" else 1
     set_threads(job.train.threads)
-    floor = floor_epoch(job, task, splits.train, splits.test, splits.info, device, job.train.mixed_precision,
+    floor = floor_epoch(job, task, splits.train, splits.test, splits.info, device, precision_of(job, device),
                         max_steps, seconds)
     steps = floor["steps"]
     log(f"[scaling] {axis} {label}: floor {steps} steps in {floor['epoch_s']:.2f} s; lstm_train the same steps")
@@ -74,8 +74,8 @@ def measure_point(axis: str, label: str, job: JobBase, device: torch.device, sec
         ours, result = lstm_train_epoch(job, steps)
     else:
         ours, result = launch(job, processes, workdir, steps)
-    ours.update(units=trained_units(task, splits.train, job.data.batch_size, job.train.seed, ours["steps"], processes),
-                samples=ours["steps"] * job.data.batch_size * processes, metric=primary(task, result))
+    trained, samples = trained_units(task, splits.train, batch_plan(job, task, splits.train, processes), ours["steps"])
+    ours.update(units=trained, samples=samples, metric=primary(task, result))
     out = {"axis": axis, "value": label, "processes": processes, "batch_size": job.data.batch_size,
            "hidden_size": job.model.hidden_size, "steps": steps,
            "lstm_train": summarise([ours], flops), "floor": summarise([floor], flops) if processes == 1 else None}
@@ -142,8 +142,6 @@ def sizes(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def main(job: JobBase, device: torch.device, args: argparse.Namespace) -> int:
-    from .run import device_name
-
     out_dir = Path(args.out or "bench-scaling")
     out_dir.mkdir(parents=True, exist_ok=True)
     seconds = args.seconds
@@ -152,7 +150,7 @@ def main(job: JobBase, device: torch.device, args: argparse.Namespace) -> int:
     task = get_task(job.task)
     report: dict[str, Any] = {
         "job": job.name, "task": job.task, "unit": task.throughput_unit, "device": device_name(device),
-        "torch": torch.__version__, "threads": job.train.threads or 1, "precision": job.train.mixed_precision,
+        "torch": torch.__version__, "threads": job.train.threads or 1, "precision": precision_of(job, device),
         "seconds_per_point": seconds, "max_steps": max_steps, "load_average": [round(x, 2) for x in os.getloadavg()],
         "points": [],
     }
@@ -162,8 +160,6 @@ def main(job: JobBase, device: torch.device, args: argparse.Namespace) -> int:
                 continue
             report["points"].append(measure_point(axis, label, point_job, device, seconds, max_steps, Path(tmp)))
     report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    used = [p["lstm_train"].get("precision") for p in report["points"] if p["lstm_train"].get("precision")]
-    report["precision"] = used[0] if used else report["precision"]
     (out_dir / "scaling.json").write_text(json.dumps(report, indent=2) + "\n")
     markdown = table(report)
     (out_dir / "scaling.md").write_text(markdown + "\n")
