@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from lstm_train.bench import lstm_flops_per_sample, reset_accelerate
+from lstm_train.distributed import resolve_precision
 from lstm_train.tasks.classify import ClassifyTask, as_rows
 
 try:  # `python -m pytest` from the repo root, or tests/ as a package
@@ -61,7 +62,10 @@ def test_bench_measures_the_floor_the_tutorial_and_lightning(fake_mnist: Path) -
         check_loop(loop, 3, 3 * 64)
         assert 0.0 <= loop["metric"] <= 1.0
     # The floor: the same model and batches, its own clock; eager on a CPU, in the loop's precision.
-    assert report["floor"]["mode"] == "eager" and report["precision"] == "no"
+    # `train.mixed_precision: auto` as the loop resolves it on this machine (bf16 where the CPU runs it natively).
+    assert report["floor"]["mode"] == "eager"
+    assert report["precision"] == report["floor"]["precision"] == report["lstm_train"]["precision"] == \
+        resolve_precision("auto", ClassifyTask.precision, force_cpu=True)
     assert report["floor_ratio"] == pytest.approx(report["lstm_train"]["epoch_s"] / report["floor"]["epoch_s"], rel=0.01)
     assert report["floor_ratio_cpu"] == pytest.approx(report["lstm_train"]["cpu_s"] / report["floor"]["cpu_s"], rel=0.01)
     # Same work on every side, so throughput ratios are epoch-time ratios.
