@@ -144,6 +144,8 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--processes", action="store_true", help="also measure 1 vs 2 processes (DDP scaling)")
     bench.add_argument("--skip-tutorial", action="store_true", help="leave out the tutorial's loop")
     bench.add_argument("--skip-lightning", action="store_true", help="leave out PyTorch Lightning")
+    bench.add_argument("--lightning-optimizer", choices=["plain", "fused"], default="plain",
+                       help="Lightning's optimizer: torch's default implementation as users write it, or lstm_train's fused one")
     bench.add_argument("--max-steps", type=int, default=None,
                        help="stop each training loop after N steps (quick checks; --scaling: steps per point, 300)")
     bench.add_argument("--repeats", type=int, default=1, help="alternate the loops N times; medians reported")

@@ -1,8 +1,11 @@
 """The same job under PyTorch Lightning, as a Lightning user would write it at its fastest.
 
-A LightningModule around the task's own model and loss, the loop's (fused) optimizer, a
-`TensorDataset` of the preloaded training tensors behind a shuffling DataLoader, and a
-Trainer with logging, checkpointing, progress bar and model summary off.  Measured at
+A LightningModule around the task's own model and loss, a `TensorDataset` of the
+preloaded training tensors behind a shuffling DataLoader, and a Trainer with logging,
+checkpointing, progress bar and model summary off.  The optimizer is the job's (same
+name and hyperparameters) as Lightning's documentation writes it, `torch.optim.Adam(
+self.parameters(), lr=...)` with torch's defaults (`optimizer="plain"`), or the loop's
+own fused one (`optimizer="fused"`), to show how much of the difference that is.  Measured at
 `32-true` and `bf16-mixed`; the epoch is timed by a callback (training batches only, as
 lstm_train's epoch time is).  Lightning is an optional extra (`pip install
 'lstm_train[bench]'`); without it the bench says "not installed".
@@ -37,9 +40,20 @@ def unavailable(train: Split) -> str | None:
     return None
 
 
+def plain_optimizer(job: Any, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The job's optimizer with torch's default implementation (no fused kernel asked for)."""
+    o = job.optim
+    if o.name in ("adam", "adamw"):
+        cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
+        return cls(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    cls = torch.optim.SGD if o.name == "sgd" else torch.optim.RMSprop
+    return cls(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
 def lightning_epoch(job: Any, task: Task, train: Split, test: Split, info: dict[str, Any], device: torch.device,
-                    precision: str, threads: int, max_steps: int | None) -> dict[str, Any]:
-    """One epoch (or `max_steps`) under `lightning.Trainer`; `precision` is "fp32" or "bf16"."""
+                    precision: str, threads: int, max_steps: int | None, optimizer: str = "plain") -> dict[str, Any]:
+    """One epoch (or `max_steps`) under `lightning.Trainer`; `precision` is "fp32" or "bf16",
+    `optimizer` "plain" (torch's defaults, as users write it) or "fused" (the loop's)."""
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -57,7 +71,9 @@ def lightning_epoch(job: Any, task: Task, train: Split, test: Split, info: dict[
             return task.loss(self.model, tuple(columns))
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
-            return make_optimizer(job.optim, self.model, device)
+            if optimizer == "fused":
+                return make_optimizer(job.optim, self.model, device)
+            return plain_optimizer(job, self.model)
 
     class EpochClock(L.Callback):
         def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
@@ -97,4 +113,5 @@ def lightning_epoch(job: Any, task: Task, train: Split, test: Split, info: dict[
         "eval_s": time.perf_counter() - eval_start,
         "metric": primary(task, metrics),
         "precision": trainer_precision,
+        "optimizer": optimizer,
     }

@@ -129,7 +129,8 @@ def main(args: argparse.Namespace) -> int:
             for name in lightning_loop.PRECISIONS:
                 log(f"{tag} Lightning {name}")
                 runs[name].append(lightning_loop.lightning_epoch(job, task, splits.train, splits.test, splits.info,
-                                                                 device, name, threads, max_steps))
+                                                                 device, name, threads, max_steps,
+                                                                 args.lightning_optimizer))
         for name, measured in runs.items():
             if measured and len(measured) == r + 1:
                 log(f"[bench]   {name}: epoch {measured[-1]['epoch_s']:.2f} s, {metric} {measured[-1]['metric']}")
@@ -167,6 +168,7 @@ def main(args: argparse.Namespace) -> int:
         "metric_delta": difference(ours_s, tutorial_s),
         "lightning": lightning,
         "lightning_status": lightning_status or "measured",
+        "lightning_optimizer": args.lightning_optimizer,
         "lightning_fastest": fastest,
         "vs_lightning": ratio(ours_s, lightning[fastest]) if fastest else None,
         "load_average": load_start,
@@ -222,7 +224,7 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{'tutorial':40s} {report['tutorial_status']}")
     if report["lightning"]:
         for name, r in report["lightning"].items():
-            lines.append(row(f"Lightning {r['precision']} (TensorDataset)", r))
+            lines.append(row(f"Lightning {r['precision']} ({report['lightning_optimizer']} optim.)", r))
     else:
         lines.append(f"{'Lightning':40s} {report['lightning_status']}")
     lines.append(row(f"lstm_train ({report['precision']})", report["lstm_train"]))
