@@ -59,7 +59,7 @@ def load_run(run_dir: Path):
     if found is None:
         raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no checkpoint to predict with")
     path, state = found
-    task = get_task(job.task)(job, run_dir)  # run files (a vocabulary) are read from the run directory
+    task = get_task(job.task)(job, run_dir)
     model = task.build_model(state["task_info"])
     load_model_state(model, state["model"], path)
     model.eval()
