@@ -327,3 +327,55 @@ def test_finish_writes_confusion_png_and_counts(tmp_path):
     assert sum(map(sum, matrix)) == len(splits.test[1])
     assert sum(c["support"] for c in out["per_class"].values()) == len(splits.test[1])
     assert json.dumps(out)  # result.json-able
+
+
+# ---------------------------------------------------------------------------------- the job, end to end
+
+
+def sentiment_csv(path: Path, n: int = 240, seed: int = 0) -> Path:
+    """Short reviews whose label is carried by one of a few sentiment words among filler."""
+    import random
+
+    rng = random.Random(seed)
+    filler = "the a film movie plot actors story was is and of it this really quite".split()
+    good, bad = ["good", "great", "lovely", "superb"], ["bad", "awful", "dull", "boring"]
+    rows = ["review,label"]
+    for i in range(n):
+        label = "pos" if i % 2 else "neg"
+        words = rng.sample(filler, rng.randint(2, 8)) + [rng.choice(good if label == "pos" else bad)]
+        rng.shuffle(words)
+        rows.append(f"{' '.join(words)},{label}")
+    return write(path, "\n".join(rows) + "\n")
+
+
+def test_csv_job_trains_predicts_and_refuses_another_vocabulary(tmp_path):
+    from .conftest import run_cli
+
+    data = sentiment_csv(tmp_path / "reviews.csv")
+    run = tmp_path / "run"
+    overrides = [f"data.path={data}", "data.text_column=review", f"train.output_dir={run}", "train.epochs=6",
+                 "model.embedding_dim=16", "model.hidden_size=16", "data.batch_size=16", "optim.lr=0.01",
+                 "train.mixed_precision=no", "tracking.wandb.mode=disabled"]
+    done = run_cli("run", "jobs/text_csv_example.yaml", *overrides, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((run / "result.json").read_text())
+    assert result["test_accuracy"] >= 0.9 and "val_accuracy" in result and "test_macro_f1" in result
+    assert (run / "confusion_matrix.png").is_file() and (run / "vocab.json").is_file()
+
+    said = run_cli("predict", str(run), "--text", "a great film", "--text", "dull and boring")
+    assert said.returncode == 0, said.stderr
+    assert [line.split("\t")[0] for line in said.stdout.splitlines()] == ["pos", "neg"]
+
+    Vocab.train([["another", "vocabulary"]]).save(run / "vocab.json")
+    refused = run_cli("predict", str(run), "--text", "a great film")
+    assert refused.returncode == 2 and "vocab.json: this vocabulary" in refused.stderr
+
+
+def test_bad_csv_through_the_cli_exits_2(tmp_path):
+    from .conftest import run_cli
+
+    data = write(tmp_path / "ragged.csv", "text,label\nfine film,pos\nbad, awful film,neg\n")
+    done = run_cli("run", "jobs/text_csv_example.yaml", f"data.path={data}", f"train.output_dir={tmp_path / 'run'}",
+                   "tracking.wandb.mode=disabled", timeout=120)
+    assert done.returncode == 2
+    assert "ragged.csv:3: 3 fields, but the header has 2" in done.stderr and not (tmp_path / "run").exists()
