@@ -21,7 +21,7 @@ from lstm_train.data.vocab import Vocab, VocabError
 from lstm_train.models.text import TextClassifier
 from lstm_train.tasks.text_classify import TextClassifyTask, macro_f1
 
-from .conftest import require
+from .conftest import ROOT, require
 
 TREES = [
     "(3 (2 It) (4 (4 (2 's) (4 (3 (2 a) (4 (3 lovely) (2 film))))) (2 .)))",
@@ -81,7 +81,7 @@ def test_sst_malformed_tree_names_the_line(tmp_path):
 
 
 def test_real_sst_split_sizes():
-    root = Path(os.environ.get("LSTM_TRAIN_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    root = Path(os.environ.get("LSTM_TRAIN_DATA", ROOT.parent / "shared" / "data"))
     trees = root / "SST" / "trees"
     require((trees / "train.txt").is_file(), f"SST trees not found under {root}")
     assert len(sst.read_sst(trees / "train.txt", 5, phrases=False)[1]) == 8544
