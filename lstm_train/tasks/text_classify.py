@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
+from ..distributed import resolve_precision
 from ..data import sst, textfiles
 from ..data.embeddings import read_vectors
 from ..data.ragged import Padded, Ragged
@@ -289,9 +290,7 @@ class TextClassifyTask(Task):
 
     def _autocast(self, device: torch.device):
         """The precision the run evaluated in, so finish's counts match its test metrics."""
-        precision = str(getattr(self.job.train, "mixed_precision", "no"))
-        if precision == "auto":
-            precision = "bf16" if device.type == "cpu" or torch.cuda.is_bf16_supported() else "no"
+        precision = resolve_precision(self.job.train.mixed_precision, self.precision, self.job.train.cpu)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
