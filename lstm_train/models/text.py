@@ -39,10 +39,10 @@ EMBEDDING_INIT_STD = 0.1
 class TextClassifier(nn.Module):
     def __init__(self, vocab_size: int, embedding_dim: int, hidden_size: int, num_layers: int, num_classes: int,
                  bidirectional: bool = True, dropout: float = 0.0, pooling: Pooling = "max",
-                 embedding_dropout: float = 0.0, word_dropout: float = 0.0) -> None:
+                 embedding_dropout: float = 0.0, word_dropout: float = 0.0, sparse_embeddings: bool = False) -> None:
         super().__init__()
         self.pooling, self.word_dropout = pooling, word_dropout
-        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=PAD)
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=PAD, sparse=sparse_embeddings)
         with torch.no_grad():  # N(0, 0.1^2), not nn.Embedding's N(0, 1): see the module docstring
             self.embedding.weight.normal_(0.0, EMBEDDING_INIT_STD)
             self.embedding.weight[PAD] = 0

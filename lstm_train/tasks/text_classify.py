@@ -99,6 +99,10 @@ class TextModel(ModelBase):
     embedding_dropout: float = Field(0.0, ge=0, lt=1)
     word_dropout: float = Field(0.0, ge=0, lt=1, description="share of training words replaced by <unk>")
     embeddings: EmbeddingsConfig = EmbeddingsConfig()
+    sparse_embeddings: bool = Field(
+        False, description="sparse gradients for the embedding table, updated by SparseAdam (only the batch's rows); "
+        "CPU and gloo only: NCCL cannot all-reduce sparse gradients"
+    )
 
 
 def main_print(message: str) -> None:
@@ -205,7 +209,8 @@ class TextClassifyTask(Task):
     def build_model(self, info: dict[str, Any]) -> nn.Module:
         m = self.job.model
         model = TextClassifier(info["vocab_size"], m.embedding_dim, m.hidden_size, m.num_layers, len(info["classes"]),
-                               m.bidirectional, m.dropout, m.pooling, m.embedding_dropout, m.word_dropout)
+                               m.bidirectional, m.dropout, m.pooling, m.embedding_dropout, m.word_dropout,
+                               m.sparse_embeddings)
         pretrained = getattr(self, "pretrained", None)
         if pretrained is not None:
             model.load_vectors(pretrained.vectors, pretrained.found, m.embeddings.freeze)
