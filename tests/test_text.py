@@ -379,3 +379,45 @@ def test_bad_csv_through_the_cli_exits_2(tmp_path):
                    "tracking.wandb.mode=disabled", timeout=120)
     assert done.returncode == 2
     assert "ragged.csv:3: 3 fields, but the header has 2" in done.stderr and not (tmp_path / "run").exists()
+
+
+def test_sparse_embeddings_move_only_the_batch_rows_and_resume_exactly():
+    from lstm_train.config import OptimConfig
+    from lstm_train.optim import SplitOptimizer, make_optimizer, make_scheduler
+
+    def fresh() -> tuple[TextClassifier, SplitOptimizer]:
+        torch.manual_seed(0)
+        model = TextClassifier(50, 8, 6, 1, 2, sparse_embeddings=True)
+        optimizer = make_optimizer(OptimConfig(lr=0.01, scheduler="cosine"), model, torch.device("cpu"))
+        return model, optimizer
+
+    def train_step(model, optimizer, scheduler, ids):
+        loss = torch.nn.functional.cross_entropy(model(ids, torch.tensor([3, 3])), torch.tensor([0, 1]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+
+    model, optimizer = fresh()
+    assert isinstance(optimizer, SplitOptimizer) and len(optimizer.param_groups) == 2
+    scheduler = make_scheduler(OptimConfig(lr=0.01, scheduler="cosine"), optimizer, 10, 5)
+    before = model.embedding.weight.detach().clone()
+    train_step(model, optimizer, scheduler, torch.tensor([[4, 5, 6], [4, 7, 8]]))
+    moved = (model.embedding.weight != before).any(1).nonzero()[:, 0].tolist()
+    assert moved == [4, 5, 6, 7, 8]  # only the batch's words
+    assert optimizer.param_groups[1]["lr"] < 0.01  # the schedule reaches the sparse part too
+
+    import copy
+
+    saved_model, saved_opt, saved_sched = copy.deepcopy((model.state_dict(), optimizer.state_dict(),
+                                                         scheduler.state_dict()))  # as a checkpoint holds them
+    batch = torch.tensor([[9, 5, 10], [11, 4, 12]])
+    train_step(model, optimizer, scheduler, batch)
+    again, again_opt = fresh()
+    again.load_state_dict(saved_model)
+    again_opt.load_state_dict(saved_opt)
+    again_sched = make_scheduler(OptimConfig(lr=0.01, scheduler="cosine"), again_opt, 10, 5)
+    again_sched.load_state_dict(saved_sched)
+    train_step(again, again_opt, again_sched, batch)
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
