@@ -191,10 +191,17 @@ def test_load_data_columns_and_vocabulary_round_trip(tmp_path, capsys):
     vocab = Vocab.load(run / "vocab.json")
     assert vocab.digest == info["vocab_digest"] and len(vocab) == info["vocab_size"]
     assert vocab.words(tokens[0].tolist()) == ["a", "bad", "film", "number"]  # lower-cased, cut at 4
-    # A resumed run reads the run's own file, even when the train data would now give another vocabulary.
+    # A resumed run reads the run's own file, even when the train data would now give another vocabulary,
+    # and refuses a file that is not the checkpoint's.
+    from lstm_train import checkpoint
+
+    checkpoint.save(run / "checkpoints", 10, {"task_info": info, "step": 10}, keep=2)
     again = csv_task(tmp_path / "other", n=10)
     again.run_dir = run
     assert again.load_data().info["vocab_digest"] == info["vocab_digest"]
+    Vocab.train([["other", "words"]]).save(run / "vocab.json")
+    with pytest.raises(VocabError, match=r"vocab.json: this vocabulary .* is not the one the checkpoint was trained with"):
+        again.load_data()
 
 
 def test_vocabulary_file_that_does_not_match_the_checkpoint(tmp_path):

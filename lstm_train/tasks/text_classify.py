@@ -35,7 +35,9 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
+from .. import checkpoint
 from ..distributed import resolve_precision
+from ..runfiles import CHECKPOINTS
 from ..data import sst, textfiles
 from ..data.embeddings import read_vectors
 from ..data.ragged import Padded, Ragged
@@ -182,11 +184,16 @@ class TextClassifyTask(Task):
         return words, labels, classes
 
     def _vocab(self, train_words: list[list[str]]) -> Vocab:
-        """The run's vocabulary when resuming (its file), else trained on the train texts."""
+        """The run's vocabulary when resuming (its file, checked against the newest checkpoint's
+        digest), else one trained on the train texts."""
         saved = self.run_dir / VOCAB_FILE if self.run_dir is not None else None
         if saved is not None and saved.is_file():
+            vocab = Vocab.load(saved)
+            found = checkpoint.load_latest(self.run_dir / CHECKPOINTS)
+            if found is not None:
+                vocab.check_matches(found[1]["task_info"]["vocab_digest"], str(saved))
             main_print(f"vocabulary: {saved} (the run's own)")
-            return Vocab.load(saved)
+            return vocab
         data = self.job.data
         return Vocab.train(train_words, lowercase=data.lowercase, min_freq=data.min_freq, max_size=data.max_vocab)
 
