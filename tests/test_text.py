@@ -428,3 +428,22 @@ def test_sparse_embeddings_move_only_the_batch_rows_and_resume_exactly():
     train_step(again, again_opt, again_sched, batch)
     for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_sst2_from_five_way_labels(tmp_path):
+    root = make_sst(tmp_path)
+    task = TextClassifyTask(job({"source": "sst2", "root": str(root), "train_labels": "fine"}))
+    splits = task.load_data()
+    assert set(splits.train[1].tolist()) == {0, 1, 2, 3, 4}  # neutral phrases train too
+    assert splits.test[1].tolist() == [1, 0, 0] and splits.info["classes"] == ["negative", "positive"]
+    model = task.build_model(splits.info).eval()
+    assert model.head.out_features == 5
+    tokens, labels = splits.test
+    with torch.no_grad():
+        sums = task.eval_sums(model, task.batch(splits.test, torch.arange(3)))
+        five = model(*task.batch(splits.test, torch.arange(3))[0]).softmax(1)
+    positive = (five[:, 3] + five[:, 4] > five[:, 0] + five[:, 1]).long()
+    assert sorted(k for k in sums if k.startswith("confusion_")) == [f"confusion_{i}_{j}" for i in (0, 1) for j in (0, 1)]
+    assert int(sums["correct"]) == int((positive == labels).sum())
+    with pytest.raises(ValueError, match="train_labels = 'fine' is for data.source = 'sst2'"):
+        job({"source": "sst5", "train_labels": "fine"})

@@ -55,6 +55,10 @@ class TextData(SequenceData):
     source: Literal["sst2", "sst5", "files"] = "sst2"
     root: str = Field(default_factory=default_data_root, description="sst: the trees are in <root>/SST/trees")
     phrases: bool = Field(True, description="sst: train on every labelled phrase (deduplicated); false: sentences only")
+    train_labels: Literal["binary", "fine"] = Field(
+        "binary", description="sst2: fine trains on the five-way labels (neutral phrases included) and answers "
+        "positive / negative by P(3)+P(4) vs P(0)+P(1)"
+    )
     path: str | None = Field(None, description="files: one file, split by val_fraction / test_fraction")
     train_path: str | None = Field(None, description="files: the train file (with test_path, optional val_path)")
     val_path: str | None = None
@@ -77,6 +81,8 @@ class TextData(SequenceData):
     @model_validator(mode="after")
     def _paths(self) -> TextData:
         given = {k: getattr(self, k) for k in ("path", "train_path", "val_path", "test_path") if getattr(self, k)}
+        if self.train_labels == "fine" and self.source != "sst2":
+            raise ValueError("data.train_labels = 'fine' is for data.source = 'sst2' (sst5 is fine-grained already)")
         if self.source != "files":
             if given:
                 raise ValueError(f"{', '.join('data.' + k for k in given)}: only for data.source = 'files'")
@@ -133,10 +139,11 @@ class TextClassifyTask(Task):
 
     def load_data(self) -> Splits:
         data = self.job.data
+        groups = None
         if data.source == "files":
             words, labels, classes = self._read_files()
         else:
-            words, labels, classes = self._read_sst()
+            words, labels, classes, groups = self._read_sst()
         vocab = self._vocab(words["train"])
         columns: dict[str, Split] = {}
         for split, texts in words.items():
@@ -150,6 +157,7 @@ class TextClassifyTask(Task):
             "vocab_size": len(vocab),
             "tokenizer": data.tokenizer,
             "max_length": data.max_length,
+            "output_groups": groups,
         }
         sizes = ", ".join(f"{k} {len(v[1]):,}" for k, v in columns.items())
         main_print(f"{data.source}: {sizes} texts; {len(classes)} classes; vocabulary {len(vocab):,} words")
@@ -159,14 +167,18 @@ class TextClassifyTask(Task):
             main_print(self.pretrained.summary())
         return Splits(train=columns["train"], val=columns.get("val"), test=columns["test"], info=info)
 
-    def _read_sst(self) -> tuple[dict[str, list[list[str]]], dict[str, list[int]], list[str]]:
+    def _read_sst(self) -> tuple[dict[str, list[list[str]]], dict[str, list[int]], list[str], list[list[int]] | None]:
+        """Train, dev (val) and test; with `train_labels: fine` the train labels are 0-4 and
+        the model's five outputs are grouped into negative (0, 1) and positive (3, 4)."""
         data = self.job.data
         classes = 2 if data.source == "sst2" else 5
+        fine = data.train_labels == "fine"
         folder = Path(data.root).expanduser() / "SST" / "trees"
         words, labels = {}, {}
         for split, name in (("train", "train"), ("val", "dev"), ("test", "test")):
-            words[split], labels[split] = sst.read_sst(folder / f"{name}.txt", classes, data.phrases and split == "train")
-        return words, labels, sst.CLASS_NAMES[classes]
+            read_as = 5 if fine and split == "train" else classes
+            words[split], labels[split] = sst.read_sst(folder / f"{name}.txt", read_as, data.phrases and split == "train")
+        return words, labels, sst.CLASS_NAMES[classes], ([[0, 1], [3, 4]] if fine else None)
 
     def _read_files(self) -> tuple[dict[str, list[list[str]]], dict[str, list[int]], list[str]]:
         data = self.job.data
@@ -215,7 +227,9 @@ class TextClassifyTask(Task):
 
     def build_model(self, info: dict[str, Any]) -> nn.Module:
         m = self.job.model
-        model = TextClassifier(info["vocab_size"], m.embedding_dim, m.hidden_size, m.num_layers, len(info["classes"]),
+        self.output_groups = info.get("output_groups")
+        outputs = 1 + max(max(g) for g in self.output_groups) if self.output_groups else len(info["classes"])
+        model = TextClassifier(info["vocab_size"], m.embedding_dim, m.hidden_size, m.num_layers, outputs,
                                m.bidirectional, m.dropout, m.pooling, m.embedding_dropout, m.word_dropout,
                                m.sparse_embeddings)
         pretrained = getattr(self, "pretrained", None)
@@ -227,6 +241,16 @@ class TextClassifyTask(Task):
 
     # ------------------------------------------------------------------ training and evaluation
 
+    def class_logits(self, model: nn.Module, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits over the evaluated classes: the model's own, or with `output_groups` each class's
+        log of summed probability over its outputs (SST-2 read off a five-way model; neutral's
+        share is left out and the two renormalised)."""
+        logits = model(ids, lengths)
+        groups = getattr(self, "output_groups", None)
+        if not groups:
+            return logits
+        return torch.stack([logits[:, group].logsumexp(1) for group in groups], 1)
+
     def loss(self, model: nn.Module, batch: tuple[Padded, torch.Tensor]) -> torch.Tensor:
         tokens, labels = batch
         return F.cross_entropy(model(tokens.data, tokens.lengths), labels)
@@ -234,7 +258,7 @@ class TextClassifyTask(Task):
     def eval_sums(self, model: nn.Module, batch: tuple[Padded, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Loss, counts and every cell of the confusion matrix (true i, predicted j): all additive."""
         tokens, labels = batch
-        logits = model(tokens.data, tokens.lengths)
+        logits = self.class_logits(model, tokens.data, tokens.lengths)
         classes = logits.shape[1]
         cells = torch.bincount(labels * classes + logits.argmax(1), minlength=classes * classes)
         sums = {
@@ -293,7 +317,8 @@ class TextClassifyTask(Task):
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 padded = tokens.pad(idx.to(tokens.device))
-                chunks.append(model(padded.data.to(device), padded.lengths.to(device)).float().softmax(1).cpu())
+                logits = self.class_logits(model, padded.data.to(device), padded.lengths.to(device))
+                chunks.append(logits.float().softmax(1).cpu())
         model.train(was_training)
         if chunks:
             out = torch.empty(len(tokens), chunks[0].shape[1])
