@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,20 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-_NAME = re.compile(r"^step-(\d+)\.pt$")
+from .runfiles import checkpoint_files
+
 BEST = "best.pt"  # the best weights by the task's primary metric on validation data
 
 
 class CheckpointMismatch(RuntimeError):
     """A checkpoint whose tensors do not fit the job's model."""
-
-
-def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
-    """(step, path) of the checkpoints in a folder, newest first."""
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
-    return sorted(found, reverse=True)
 
 
 def atomic_save(path: Path, state: dict[str, Any]) -> None:

@@ -19,12 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 RESULT = "result.json"
+SUBMISSION = "submission.json"
 CONFIG = "config.yaml"
 CHECKPOINTS = "checkpoints"
+CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.pt$")
 
 # Sections that say where, how long or how a run is tracked, not what is trained.
 VOLATILE_SECTIONS = ("tracking", "slurm", "sweep")
@@ -100,3 +103,13 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the checkpoints `step-<N>.pt` in a folder, newest first.
+    (Here, not in `checkpoint`, so that `lstm-train status` lists them without importing torch.)"""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_NAME.match(p.name))]
+    return sorted(found, reverse=True)

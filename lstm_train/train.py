@@ -210,7 +210,7 @@ def finished_result(job: JobBase, accelerator: Accelerator) -> dict[str, Any] | 
 def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precision: str) -> Run:
     """Data, model, optimizer and batch plan; identical initial weights on every rank."""
     threads = set_threads(job.train.threads)
-    rank, world = accelerator.process_index, accelerator.num_processes
+    world = accelerator.num_processes
     run_dir = job.run_dir
     set_seed(job.train.seed)
     task = task_class(job, run_dir)
