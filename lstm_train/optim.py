@@ -54,9 +54,20 @@ class SplitOptimizer(torch.optim.Optimizer):
     """
 
     def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
-        self.optimizers = optimizers
         super().__init__([p for o in optimizers for g in o.param_groups for p in g["params"]], {})
-        self.param_groups = [g for o in optimizers for g in o.param_groups]
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict]:
+        """The inner optimizers' groups as they are now: `load_state_dict` (a resume, or
+        Accelerate's `prepare`) replaces an optimizer's group dicts, so a list kept from
+        construction would leave the scheduler changing groups nobody reads."""
+        optimizers = self.__dict__.get("optimizers")
+        return self.__dict__["_init_groups"] if optimizers is None else [g for o in optimizers for g in o.param_groups]
+
+    @param_groups.setter
+    def param_groups(self, groups: list[dict]) -> None:  # Optimizer.__init__'s own list, used until it returns
+        self.__dict__["_init_groups"] = groups
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001 - torch's signature

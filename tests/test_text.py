@@ -407,12 +407,13 @@ def test_sparse_embeddings_move_only_the_batch_rows_and_resume_exactly():
 
     model, optimizer = fresh()
     assert isinstance(optimizer, SplitOptimizer) and len(optimizer.param_groups) == 2
+    optimizer.load_state_dict(optimizer.state_dict())  # as Accelerate's prepare does: new group dicts inside
     scheduler = make_scheduler(OptimConfig(lr=0.01, scheduler="cosine"), optimizer, 10, 5)
     before = model.embedding.weight.detach().clone()
     train_step(model, optimizer, scheduler, torch.tensor([[4, 5, 6], [4, 7, 8]]))
     moved = (model.embedding.weight != before).any(1).nonzero()[:, 0].tolist()
     assert moved == [4, 5, 6, 7, 8]  # only the batch's words
-    assert optimizer.param_groups[1]["lr"] < 0.01  # the schedule reaches the sparse part too
+    assert [o.param_groups[0]["lr"] < 0.01 for o in optimizer.optimizers] == [True, True]  # the schedule reaches both
 
     import copy
 
@@ -420,10 +421,10 @@ def test_sparse_embeddings_move_only_the_batch_rows_and_resume_exactly():
                                                          scheduler.state_dict()))  # as a checkpoint holds them
     batch = torch.tensor([[9, 5, 10], [11, 4, 12]])
     train_step(model, optimizer, scheduler, batch)
-    again, again_opt = fresh()
+    again, again_opt = fresh()  # the loop's order: optimizer and schedule, then their saved states
+    again_sched = make_scheduler(OptimConfig(lr=0.01, scheduler="cosine"), again_opt, 10, 5)
     again.load_state_dict(saved_model)
     again_opt.load_state_dict(saved_opt)
-    again_sched = make_scheduler(OptimConfig(lr=0.01, scheduler="cosine"), again_opt, 10, 5)
     again_sched.load_state_dict(saved_sched)
     train_step(again, again_opt, again_sched, batch)
     for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
