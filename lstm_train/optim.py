@@ -45,10 +45,11 @@ class SplitOptimizer(torch.optim.Optimizer):
     """Two optimizers stepped, zeroed, saved and scheduled as one.
 
     Why: a word-embedding table is most of a text model's weights, and each batch touches
-    a few hundred of its rows.  Dense Adam keeps moving every row on stale momentum each
-    step; SparseAdam ("lazy" Adam) updates only the rows that got gradients.  On SST-2
-    the dense update let the table overfit sooner (dev accuracy falling from the second
-    epoch on).  `param_groups` are the inner optimizers' own dicts, so a learning-rate
+    a few hundred of its rows.  Dense Adam reads and writes the whole table every step and
+    keeps moving rows on stale momentum; SparseAdam ("lazy" Adam) updates only the rows
+    that got gradients.  Measured (shared notes): 68 -> 18 ms per SST-2 step on an AMX
+    machine; on an AVX512-BF16 one the fused dense update cost only ~6% more (16.8 vs
+    15.8 ms).  `param_groups` are the inner optimizers' own dicts, so a learning-rate
     scheduler's changes reach both.  SparseAdam has no weight decay: `optim.weight_decay`
     applies to the dense parameters only.
     """
