@@ -289,6 +289,13 @@ def restore(run: Run) -> LoopState:
         seed_rank(run.job.train.seed, run.rank)
         return state
     path, saved = found
+    changed = sorted(k for k in set(saved["task_info"]) | set(run.splits.info)
+                     if saved["task_info"].get(k) != run.splits.info.get(k))
+    if changed:
+        raise checkpoint.CheckpointMismatch(
+            f"{path} was trained on other data than this job now reads (task info differs in {', '.join(changed)}): "
+            "were the data files or data.* changed? Use another train.output_dir for the new data."
+        )
     checkpoint.load_model_state(run.net, saved["model"], path)
     run.optimizer.load_state_dict(saved["optimizer"])
     run.scheduler.load_state_dict(saved["scheduler"])
