@@ -59,8 +59,9 @@ def cut_by_tokens(order: torch.Tensor, lengths: torch.Tensor, max_tokens: int, m
                   slots: int = 1) -> list[torch.Tensor]:
     """Cut `order` into consecutive batches, each a multiple of `multiple` samples (the world
     size), such that dealt over `slots` micro-batches each holds at most `max_tokens` padded
-    tokens (samples x longest); a batch holds at least one multiple even past the budget."""
-    lens = lengths[order].tolist()
+    tokens (samples x longest); a batch holds at least one multiple even past the budget.
+    An empty sequence counts as one token: it still takes a row."""
+    lens = lengths[order].clamp(min=1).tolist()
     batches, start, n = [], 0, len(lens)
     while start < n:
         count, longest = 0, 0
