@@ -462,10 +462,13 @@ def evaluate(run: Run, split: Split, prefix: str, step: int) -> dict[str, Any]:
             for key, value in task.eval_sums(net, task.batch(split, indices)).items():
                 sums[key] = sums.get(key, 0) + value.double()
     keys = sorted(sums)  # the same order on every rank
-    local = torch.stack([torch.as_tensor(sums[k], device=accelerator.device) for k in keys]) if keys else \
+    if run.world > 1:  # a rank with no batch (a split smaller than the world) has no sums: agree on the keys
+        keys = sorted(set().union(*gather_objects(accelerator, keys)))
+    none = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+    local = torch.stack([torch.as_tensor(sums.get(k, none), device=accelerator.device) for k in keys]) if keys else \
         torch.zeros(0, device=accelerator.device)
     total = accelerator.reduce(local.clone(), "sum") if run.world > 1 else local
-    shard = task.metrics(dict(zip(keys, local.tolist())), prefix=f"{prefix}/shard_")
+    shard = task.metrics(dict(zip(keys, local.tolist())), prefix=f"{prefix}/shard_") if batches else {}
     overall = task.metrics(dict(zip(keys, total.tolist())), prefix=f"{prefix}_")
     run.tracker.log(step, {**{k.replace(f"{prefix}_", f"{prefix}/", 1): v for k, v in overall.items()}, **shard})
     accelerator.print(f"step {step}: " + "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"

@@ -24,7 +24,7 @@ import torch
 
 from lstm_train.checkpoint import BEST, checkpoint_files
 
-from .conftest import ROOT, accelerate_cli, free_port, require, run_cli
+from .conftest import ROOT, accelerate_cli, free_port, make_fake_mnist, require, run_cli
 
 JOB = str(ROOT / "jobs" / "mnist_lstm.yaml")
 SINE = str(ROOT / "jobs" / "sine_forecast.yaml")
@@ -162,3 +162,17 @@ def test_a_stopped_and_resumed_run_counts_every_part(fake_mnist: Path, tmp_path:
     result, final = result_of(out), newest(out)
     assert result["parts"] == 2 and result["resumed_from_step"] == stopped["step"] and final["step"] == 320
     assert result["train_seconds"] == round(final["train_seconds"], 3) > first_part
+
+
+def test_a_data_set_smaller_than_the_world(tmp_path: Path) -> None:
+    """Three processes, two training images and one test image: the training set is padded to
+    one sample per rank, two ranks have no test batch at all, and the run still ends with one
+    model and every test sample counted once."""
+    root = make_fake_mnist(tmp_path / "data", n_train=2, n_test=1)
+    out = tmp_path / "run"
+    proc = accelerate_cli(3, "run", JOB, f"data.root={root}", "train.epochs=2", f"train.output_dir={out}",
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = result_of(out)
+    assert result["world_size"] == 3 and result["steps"] == 2 and result["test_samples"] == 1
+    assert len(set(result["weights_sha1_per_rank"])) == 1
