@@ -12,8 +12,9 @@
                  task's data and model, the optimizer and the batch plan
     restore      the newest checkpoint of the run directory, or a fresh start
     train_step   forward and backward over this rank's micro-batches, one optimizer step
-    sync         every `train.log_every` steps one all-reduce: the loss, a NaN check,
-                 stop requests (SIGTERM, SLURM's warning signal); metrics logged
+    sync         every `train.log_every` steps (and before anything is evaluated or saved)
+                 one all-reduce: the loss, a NaN check, stop requests (SIGTERM, SLURM's
+                 warning signal); metrics logged
     save         an atomic checkpoint every `train.checkpoint_every` steps and on a stop
     validate     evaluation on the validation split; the best weights kept, early stopping
     conclude     the best weights tested once, result.json, W&B summary and model artifact
@@ -159,7 +160,7 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
             for batches in epoch_batches(run, epoch, start):
                 state.pending.append(train_step(run, batches, state))
                 state.step += 1
-                if sync_due(run, state):
+                if sync_due(run, state) or validation_due(run, state, epoch):  # a NaN stops before it is saved
                     sync(run, state, stop, progress)
                 if state.step % run.job.train.checkpoint_every == 0 or state.stopping:
                     save(run, state)

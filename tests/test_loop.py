@@ -176,3 +176,25 @@ def test_a_data_set_smaller_than_the_world(tmp_path: Path) -> None:
     result = result_of(out)
     assert result["world_size"] == 3 and result["steps"] == 2 and result["test_samples"] == 1
     assert len(set(result["weights_sha1_per_rank"])) == 1
+
+
+SELECTED = [SINE, "data.sine.series=6", "data.sine.length=300", "data.val_size=0.15", "data.test_size=0.15",
+            "model.hidden_size=16", "data.batch_size=32", "data.plot_series=1", "data.classical=none"]
+
+
+def test_a_nan_is_caught_before_an_epoch_end_evaluation_saves_it(tmp_path: Path) -> None:
+    """Validation at each epoch end writes a checkpoint.  A NaN loss between logging steps must
+    stop the run there, before that checkpoint: the newest checkpoint stays a good one."""
+    out = tmp_path / "r"
+    # SGD at 0.1, then x1e30 per epoch: NaN in the second epoch; logs and checkpoints far apart.
+    proc = run_cli("run", *SELECTED, "train.epochs=4", "train.log_every=1000", "train.checkpoint_every=1000",
+                   "train.keep_checkpoints=10", "optim.name=sgd", "optim.lr=0.1", "optim.scheduler=step",
+                   "optim.gamma=1e30", f"train.output_dir={out}")
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "loss is" in proc.stderr
+    kept = checkpoint_files(out / "checkpoints")
+    assert kept
+    for _, path in kept:
+        weights = torch.load(path, weights_only=False)["model"]
+        assert all(torch.isfinite(t).all() for t in weights.values()), f"{path.name} holds non-finite weights"
+
