@@ -155,19 +155,22 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
     try:
         state = restore(run)
         progress = Progress(run.total_steps, run.unit, enabled=accelerator.is_main_process, initial=state.step)
+        if validation_due(run, state):  # stopped at an evaluation step before evaluating it (a signal)
+            validate(run, state)
         while state.step < run.total_steps and not state.stopping:
             epoch, start = run.plan.locate(state.step)
             for batches in epoch_batches(run, epoch, start):
                 state.pending.append(train_step(run, batches, state))
                 state.step += 1
-                if sync_due(run, state) or validation_due(run, state, epoch):  # a NaN stops before it is saved
+                evaluating = validation_due(run, state)
+                if evaluating or sync_due(run, state):  # a NaN stops before it is evaluated or saved
                     sync(run, state, stop, progress)
+                if evaluating and not state.stopping:
+                    validate(run, state)  # before the checkpoint of this step, which then holds its outcome
                 if state.step % run.job.train.checkpoint_every == 0 or state.stopping:
                     save(run, state)
-                if state.stopping or state.step >= run.total_steps or validation_due(run, state, epoch):
+                if state.stopping or state.step >= run.total_steps:
                     break
-            if not state.stopping and validation_due(run, state, epoch):
-                validate(run, state)
         if state.stopping == "signal":
             return interrupted(run, state)
         return conclude(run, state)
@@ -396,9 +399,10 @@ def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) 
         state.stopping = "signal"
 
 
-def save(run: Run, state: LoopState) -> None:
-    """A checkpoint of the current step (once per step): every rank's random state, the loop state."""
-    if state.last_saved == state.step:
+def save(run: Run, state: LoopState, force: bool = False) -> None:
+    """A checkpoint of the current step: every rank's random state, the loop state.  Once per
+    step, unless `force`d (an evaluation at a step a stopped run had already saved)."""
+    if state.last_saved == state.step and not force:
         return
     per_rank = gather_objects(run.accelerator, {"rng": checkpoint.rng_state(), "counts": dict(state.counts)})
     seconds = broadcast_object(run.accelerator, state.seconds())  # one number for every rank's result
@@ -434,7 +438,7 @@ def total_counts(state: LoopState, per_rank: list[dict[str, int]]) -> dict[str, 
 # Evaluation and model selection
 
 
-def validation_due(run: Run, state: LoopState, epoch: int) -> bool:
+def validation_due(run: Run, state: LoopState) -> bool:
     """Evaluate now?  Every `train.eval_every_steps` steps, else at the end of every
     `train.eval_every_epochs`-th epoch; never twice at one step."""
     if state.last_eval == state.step or state.step == 0:
@@ -442,8 +446,8 @@ def validation_due(run: Run, state: LoopState, epoch: int) -> bool:
     t = run.job.train
     if t.eval_every_steps is not None:
         return state.step % t.eval_every_steps == 0
-    done_epoch, offset = run.plan.locate(state.step)
-    return offset == 0 and done_epoch == epoch + 1 and done_epoch % t.eval_every_epochs == 0
+    epoch, offset = run.plan.locate(state.step)  # the epochs done, at an epoch's end
+    return offset == 0 and epoch % t.eval_every_epochs == 0
 
 
 def evaluate(run: Run, split: Split, prefix: str, step: int) -> dict[str, Any]:
@@ -513,7 +517,7 @@ def validate(run: Run, state: LoopState) -> None:
                                   f"improved on {state.best['value']:.4f} (step {state.best['step']}) in "
                                   f"{patience} evaluation(s)")
     state.eval_seconds += time.perf_counter() - began
-    save(run, state)  # the selection state and the weights it refers to stay together
+    save(run, state, force=True)  # the selection state and the weights it refers to stay together
 
 
 # ---------------------------------------------------------------------------

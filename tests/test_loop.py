@@ -182,6 +182,11 @@ SELECTED = [SINE, "data.sine.series=6", "data.sine.length=300", "data.val_size=0
             "model.hidden_size=16", "data.batch_size=32", "data.plot_series=1", "data.classical=none"]
 
 
+def val_steps(run_dir: Path) -> list[int]:
+    rows = [json.loads(line) for line in (run_dir / "metrics" / "rank-0.jsonl").read_text().splitlines()]
+    return [r["step"] for r in rows if "val/mase" in r]
+
+
 def test_a_nan_is_caught_before_an_epoch_end_evaluation_saves_it(tmp_path: Path) -> None:
     """Validation at each epoch end writes a checkpoint.  A NaN loss between logging steps must
     stop the run there, before that checkpoint: the newest checkpoint stays a good one."""
@@ -198,3 +203,49 @@ def test_a_nan_is_caught_before_an_epoch_end_evaluation_saves_it(tmp_path: Path)
         weights = torch.load(path, weights_only=False)["model"]
         assert all(torch.isfinite(t).all() for t in weights.values()), f"{path.name} holds non-finite weights"
 
+
+def test_a_checkpoint_at_an_evaluation_step_holds_the_evaluations_outcome(tmp_path: Path) -> None:
+    """SGD that cannot move (lr below float resolution), patience 2, evaluations and checkpoints
+    every 4 steps: evaluations at 4 (best), 8, 12 stop the run at 12.  Resumed from the
+    checkpoint of step 8 (as after a crash), it must stop at 12 too: that checkpoint holds
+    the evaluation of step 8, not the state before it."""
+    out = tmp_path / "r"
+    args = [*SELECTED, "train.epochs=10", "optim.name=sgd", "optim.lr=1e-30", "train.early_stopping.patience=2",
+            "train.eval_every_steps=4", "train.checkpoint_every=4", "train.keep_checkpoints=10",
+            f"train.output_dir={out}"]
+    proc = run_cli("run", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert result_of(out)["steps"] == 12 and result_of(out)["stopped_early"] is True
+    assert torch.load(out / "checkpoints" / "step-00000008.pt", weights_only=False)["loop"]["evals_since_best"] == 1
+
+    (out / "result.json").unlink()
+    (out / "checkpoints" / "step-00000012.pt").unlink()
+    proc = run_cli("run", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = result_of(out)
+    assert result["resumed_from_step"] == 8 and result["steps"] == 12 and result["stopped_early"] is True
+    assert val_steps(out) == [4, 8, 12, 12]  # the replayed step 12 evaluated once more, nothing skipped
+
+
+def test_a_run_stopped_at_an_evaluation_step_evaluates_it_when_resumed(tmp_path: Path) -> None:
+    """A stop signal is acted on at a sync step, here only evaluation steps: the run saves and
+    exits before evaluating.  The resumed run evaluates that step first, so no evaluation (and
+    no chance of a best model) is lost to the interruption."""
+    out = tmp_path / "r"
+    args = [*SELECTED, "train.epochs=400", "train.eval_every_steps=5", "train.log_every=5", f"train.output_dir={out}"]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen([sys.executable, "-m", "lstm_train", "run", *args], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not checkpoint_files(out / "checkpoints"):  # the first evaluation has saved
+        assert proc.poll() is None and time.time() < deadline, "run ended before its first evaluation"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    stopped = newest(out)["step"]
+    assert stopped % 5 == 0 and stopped not in val_steps(out)
+
+    proc = run_cli("run", *args[:-1], f"train.max_steps={stopped + 5}", f"train.output_dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert val_steps(out) == list(range(5, stopped + 10, 5))  # every evaluation step once, the stopped one too
