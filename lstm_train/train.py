@@ -285,7 +285,9 @@ def restore(run: Run) -> LoopState:
             "training the same at any world size"
         )
     best = checkpoint.load_best(run.checkpoints)
-    if best is not None:
+    # best.pt is written just before the checkpoint of its step.  One from after this checkpoint's last
+    # evaluation (a crash between the two) is left out: the replayed evaluation decides again.
+    if best is not None and best["step"] <= (state.last_eval or 0):
         state.best = {k: best[k] for k in ("step", "value", "metrics")}
         state.best_weights = best["model"]
     run.accelerator.print(f"resuming from {path} (step {state.step} of {run.total_steps}, part {state.parts})")

@@ -249,3 +249,28 @@ def test_a_run_stopped_at_an_evaluation_step_evaluates_it_when_resumed(tmp_path:
     proc = run_cli("run", *args[:-1], f"train.max_steps={stopped + 5}", f"train.output_dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert val_steps(out) == list(range(5, stopped + 10, 5))  # every evaluation step once, the stopped one too
+
+
+def test_best_weights_saved_just_before_a_crash_count_once(tmp_path: Path) -> None:
+    """An evaluation that improves writes best.pt, then the checkpoint of its step.  A crash
+    between the two leaves best.pt newer than the newest checkpoint; the resumed run replays
+    that evaluation, which must count as the improvement it was, not as an evaluation without
+    improvement over itself (patience 1 would then stop the run there)."""
+    out = tmp_path / "r"
+    args = [*SELECTED, "train.epochs=2", "train.eval_every_steps=4", "train.early_stopping.patience=1",
+            "train.keep_checkpoints=10", f"train.output_dir={out}"]
+    assert run_cli("run", *args).returncode == 0
+    reference = result_of(out)
+    best = reference["best_step"]
+    assert best >= 8  # it improved after its first evaluation: there is a checkpoint before the best one
+    (out / "result.json").unlink()
+    for step, path in checkpoint_files(out / "checkpoints"):
+        if step >= best:
+            path.unlink()
+    proc = run_cli("run", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = result_of(out)
+    assert result["resumed_from_step"] == best - 4
+    same = ("best_step", "stopped_early", "steps", "val_mase", "test_mase")
+    assert {k: result[k] for k in same} == {k: reference[k] for k in same}
+
