@@ -258,11 +258,13 @@ def restore(run: Run) -> LoopState:
     """Continue from the newest checkpoint in the run directory, wherever it was written from;
     else start fresh, each rank with its own random stream (dropout masks)."""
     state = LoopState()
-    found = checkpoint.load_latest(run.checkpoints)
-    if found is None:
+    # Rank 0 chooses for every rank: on a shared filesystem ranks can list different files.
+    found = checkpoint.load_latest(run.checkpoints) if run.rank == 0 else None
+    path = broadcast_object(run.accelerator, found[0] if found else None)
+    if path is None:
         seed_rank(run.job.train.seed, run.rank)
         return state
-    path, saved = found
+    saved = found[1] if found else checkpoint.load(path)
     checkpoint.load_model_state(run.net, saved["model"], path)
     run.optimizer.load_state_dict(saved["optimizer"])
     run.scheduler.load_state_dict(saved["scheduler"])
@@ -284,12 +286,15 @@ def restore(run: Run) -> LoopState:
             f"{run.layout.global_batch} ({run.world} process(es)); set data.global_batch_size to keep the "
             "training the same at any world size"
         )
-    best = checkpoint.load_best(run.checkpoints)
+    best = checkpoint.load_best(run.checkpoints) if run.rank == 0 else None
     # best.pt is written just before the checkpoint of its step.  One from after this checkpoint's last
     # evaluation (a crash between the two) is left out: the replayed evaluation decides again.
     if best is not None and best["step"] <= (state.last_eval or 0):
         state.best = {k: best[k] for k in ("step", "value", "metrics")}
         state.best_weights = best["model"]
+    state.best = broadcast_object(run.accelerator, state.best)
+    if state.best is not None and state.best_weights is None:
+        state.best_weights = checkpoint.load_best_weights(run.checkpoints, state.best["step"])
     run.accelerator.print(f"resuming from {path} (step {state.step} of {run.total_steps}, part {state.parts})")
     return state
 
@@ -313,11 +318,14 @@ def epoch_batches(run: Run, epoch: int, start: int) -> Iterator[list[tuple[Batch
         for micro in steps:
             yield [(run.task.batch(run.splits.train, idx), idx) for idx in micro]
         return
-    # The classic path: a DataLoader over the same indices, grouped back into steps.
+    # The classic path: a DataLoader over the same indices, grouped back into steps.  Its own
+    # generator: an iterator draws a seed at its start, which must not shift the global stream
+    # (dropout) by where a run started or resumed.
     plan = list(steps)
     loader = iter(torch.utils.data.DataLoader(
         run.dataset, batch_sampler=[idx.tolist() for micro in plan for idx in micro],
         num_workers=getattr(run.job.data, "num_workers", 0),
+        generator=torch.Generator().manual_seed(run.job.train.seed + epoch),
     ))
     device = run.accelerator.device
     for micro in plan:

@@ -93,8 +93,9 @@ def test_ranks_that_see_different_checkpoint_listings_do_not_hang(fake_mnist: Pa
     for rank in (0, 1):
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2", "RANK": str(rank),
                "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2", "WANDB_MODE": "disabled"}
+        ckpt = run_dir / "checkpoints"
         cmd = args if rank == 0 else ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                                      f'mount --bind "{view}" "{run_dir / "checkpoints"}" && exec "$@"', "sh", *args]
+                                      f'mount --bind "{view}" "{ckpt}" && ls "{ckpt}" && exec "$@"', "sh", *args]
         procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
     try:
@@ -103,7 +104,7 @@ def test_ranks_that_see_different_checkpoint_listings_do_not_hang(fake_mnist: Pa
         for p in procs:
             p.kill()
     assert [p.returncode for p in procs] == [0, 0], outputs
-    assert "skipping unreadable checkpoint" in outputs[1]  # rank 1 did see the broken file
+    assert "step-00000012.pt" in outputs[1]  # rank 1 did see the broken file
     assert result_of(run_dir)["steps"] == 12 and [s for s, _ in checkpoint_files(run_dir / "checkpoints")] == [12]
 
 
@@ -274,3 +275,38 @@ def test_best_weights_saved_just_before_a_crash_count_once(tmp_path: Path) -> No
     same = ("best_step", "stopped_early", "steps", "val_mase", "test_mase")
     assert {k: result[k] for k in same} == {k: reference[k] for k in same}
 
+
+def test_ranks_resume_from_the_checkpoint_rank_0_chose(fake_mnist: Path, tmp_path: Path) -> None:
+    """Rank 1 sees a newer checkpoint than rank 0 (an NFS client whose cache is ahead of the
+    other's).  Both must resume from the one rank 0 chose: resuming each from its own newest
+    would leave rank 1 four steps ahead, in collectives rank 0 never enters."""
+    require(os.geteuid() == 0 and shutil.which("unshare") is not None, "root and unshare (mount namespaces)")
+    run_dir, view = tmp_path / "run", tmp_path / "rank1-view"
+    args = [JOB, f"data.root={fake_mnist}", "data.global_batch_size=128", "train.epochs=3", "train.checkpoint_every=4",
+            "train.keep_checkpoints=5", "train.mixed_precision=no", f"train.output_dir={run_dir}"]
+    assert run_cli("run", *args).returncode == 0  # 12 steps on one process: checkpoints 4, 8, 12
+    shutil.copytree(run_dir / "checkpoints", view)  # rank 1 still sees step 12...
+    (run_dir / "checkpoints" / "step-00000012.pt").unlink()  # ...which rank 0 does not
+    (run_dir / "result.json").unlink()
+    cmd = [sys.executable, "-m", "lstm_train", "run", *args, "tracking.wandb.mode=disabled"]
+    port = str(free_port())
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2", "RANK": str(rank),
+               "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2", "WANDB_MODE": "disabled",
+               "LSTM_TRAIN_COLLECTIVE_TIMEOUT_S": "60"}
+        ckpt = run_dir / "checkpoints"
+        full = cmd if rank == 0 else ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                      f'mount --bind "{view}" "{ckpt}" && ls "{ckpt}" && exec "$@"', "sh", *cmd]
+        procs.append(subprocess.Popen(full, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    try:
+        outputs = [p.communicate(timeout=240)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert "step-00000012.pt" in outputs[1]  # rank 1 did see the newer file
+    result = result_of(run_dir)
+    assert result["resumed_from_step"] == 8 and result["steps"] == 12
+    assert len(set(result["weights_sha1_per_rank"])) == 1
