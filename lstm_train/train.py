@@ -12,8 +12,9 @@
                  task's data and model, the optimizer and the batch plan
     restore      the newest checkpoint of the run directory, or a fresh start
     train_step   forward and backward over this rank's micro-batches, one optimizer step
-    sync         every `train.log_every` steps one all-reduce: the loss, a NaN check,
-                 stop requests (SIGTERM, SLURM's warning signal); metrics logged
+    sync         every `train.log_every` steps (and before anything is evaluated or saved)
+                 one all-reduce: the loss, a NaN check, stop requests (SIGTERM, SLURM's
+                 warning signal); metrics logged
     save         an atomic checkpoint every `train.checkpoint_every` steps and on a stop
     validate     evaluation on the validation split; the best weights kept, early stopping
     conclude     the best weights tested once, result.json, W&B summary and model artifact
@@ -166,20 +167,24 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
     try:
         state = restore(run)
         progress = Progress(run.total_steps, run.unit, enabled=accelerator.is_main_process, initial=state.step)
+        epoch, start = run.plan.locate(state.step)
+        if validation_due(run, state, epoch - 1, state.step - start):  # stopped at an evaluation step unevaluated
+            validate(run, state)
         while state.step < run.total_steps and not state.stopping:
             epoch, start = run.plan.locate(state.step)
             epoch_end = state.step - start + run.plan.steps_in_epoch(epoch)
             for batches in epoch_batches(run, epoch, start):
                 state.pending.append(train_step(run, batches, state))
                 state.step += 1
-                if sync_due(run, state):
+                evaluating = validation_due(run, state, epoch, epoch_end)
+                if evaluating or sync_due(run, state):  # a NaN stops before it is evaluated or saved
                     sync(run, state, stop, progress)
+                if evaluating and not state.stopping:
+                    validate(run, state)  # before the checkpoint of this step, which then holds its outcome
                 if state.step % run.job.train.checkpoint_every == 0 or state.stopping:
                     save(run, state)
-                if state.stopping or state.step >= run.total_steps or validation_due(run, state, epoch, epoch_end):
+                if state.stopping or state.step >= run.total_steps:
                     break
-            if not state.stopping and validation_due(run, state, epoch, epoch_end):
-                validate(run, state)
         if state.stopping == "signal":
             return interrupted(run, state)
         return conclude(run, state)
@@ -284,11 +289,13 @@ def restore(run: Run) -> LoopState:
     """Continue from the newest checkpoint in the run directory, wherever it was written from;
     else start fresh, each rank with its own random stream (dropout masks)."""
     state = LoopState()
-    found = checkpoint.load_latest(run.checkpoints)
-    if found is None:
+    # Rank 0 chooses for every rank: on a shared filesystem ranks can list different files.
+    found = checkpoint.load_latest(run.checkpoints) if run.rank == 0 else None
+    path = broadcast_object(run.accelerator, found[0] if found else None)
+    if path is None:
         seed_rank(run.job.train.seed, run.rank)
         return state
-    path, saved = found
+    saved = found[1] if found else checkpoint.load(path)
     changed = sorted(k for k in set(saved["task_info"]) | set(run.splits.info)
                      if saved["task_info"].get(k) != run.splits.info.get(k))
     if changed:
@@ -317,10 +324,15 @@ def restore(run: Run) -> LoopState:
             f"{run.layout.global_batch} ({run.world} process(es)); set data.global_batch_size to keep the "
             "training the same at any world size"
         )
-    best = checkpoint.load_best(run.checkpoints)
-    if best is not None:
+    best = checkpoint.load_best(run.checkpoints) if run.rank == 0 else None
+    # best.pt is written just before the checkpoint of its step.  One from after this checkpoint's last
+    # evaluation (a crash between the two) is left out: the replayed evaluation decides again.
+    if best is not None and best["step"] <= (state.last_eval or 0):
         state.best = {k: best[k] for k in ("step", "value", "metrics")}
         state.best_weights = best["model"]
+    state.best = broadcast_object(run.accelerator, state.best)
+    if state.best is not None and state.best_weights is None:
+        state.best_weights = checkpoint.load_best_weights(run.checkpoints, state.best["step"])
     run.accelerator.print(f"resuming from {path} (step {state.step} of {run.total_steps}, part {state.parts})")
     return state
 
@@ -344,11 +356,14 @@ def epoch_batches(run: Run, epoch: int, start: int) -> Iterator[list[tuple[Batch
         for micro in steps:
             yield [(run.task.batch(run.splits.train, idx), idx) for idx in micro]
         return
-    # The classic path: a DataLoader over the same indices, grouped back into steps.
+    # The classic path: a DataLoader over the same indices, grouped back into steps.  Its own
+    # generator: an iterator draws a seed at its start, which must not shift the global stream
+    # (dropout) by where a run started or resumed.
     plan = list(steps)
     loader = iter(torch.utils.data.DataLoader(
         run.dataset, batch_sampler=[idx.tolist() for micro in plan for idx in micro],
         num_workers=getattr(run.job.data, "num_workers", 0),
+        generator=torch.Generator().manual_seed(run.job.train.seed + epoch),
     ))
     device = run.accelerator.device
     for micro in plan:
@@ -434,9 +449,10 @@ def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) 
         state.stopping = "signal"
 
 
-def save(run: Run, state: LoopState) -> None:
-    """A checkpoint of the current step (once per step): every rank's random state, the loop state."""
-    if state.last_saved == state.step:
+def save(run: Run, state: LoopState, force: bool = False) -> None:
+    """A checkpoint of the current step: every rank's random state, the loop state.  Once per
+    step, unless `force`d (an evaluation at a step a stopped run had already saved)."""
+    if state.last_saved == state.step and not force:
         return
     per_rank = gather_objects(run.accelerator, {"rng": checkpoint.rng_state(), "counts": dict(state.counts)})
     seconds = broadcast_object(run.accelerator, state.seconds())  # one number for every rank's result
@@ -501,10 +517,13 @@ def evaluate(run: Run, split: Split, prefix: str, step: int) -> dict[str, Any]:
             for key, value in task.eval_sums(net, task.batch(split, indices)).items():
                 sums[key] = sums.get(key, 0) + value.double()
     keys = sorted(sums)  # the same order on every rank
-    local = torch.stack([torch.as_tensor(sums[k], device=accelerator.device) for k in keys]) if keys else \
+    if run.world > 1:  # a rank with no batch (a split smaller than the world) has no sums: agree on the keys
+        keys = sorted(set().union(*gather_objects(accelerator, keys)))
+    none = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+    local = torch.stack([torch.as_tensor(sums.get(k, none), device=accelerator.device) for k in keys]) if keys else \
         torch.zeros(0, device=accelerator.device)
     total = accelerator.reduce(local.clone(), "sum") if run.world > 1 else local
-    shard = task.metrics(dict(zip(keys, local.tolist())), prefix=f"{prefix}/shard_")
+    shard = task.metrics(dict(zip(keys, local.tolist())), prefix=f"{prefix}/shard_") if batches else {}
     overall = task.metrics(dict(zip(keys, total.tolist())), prefix=f"{prefix}_")
     run.tracker.log(step, {**{k.replace(f"{prefix}_", f"{prefix}/", 1): v for k, v in overall.items()}, **shard})
     accelerator.print(f"step {step}: " + "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
@@ -549,7 +568,7 @@ def validate(run: Run, state: LoopState) -> None:
                                   f"improved on {state.best['value']:.4f} (step {state.best['step']}) in "
                                   f"{patience} evaluation(s)")
     state.eval_seconds += time.perf_counter() - began
-    save(run, state)  # the selection state and the weights it refers to stay together
+    save(run, state, force=True)  # the selection state and the weights it refers to stay together
 
 
 # ---------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def test_checkpoint_on_a_read_only_directory_keeps_the_previous_one(tmpfs: Calla
     remount(folder.parent, "ro")
     with pytest.raises(RunFileError) as e:
         checkpoint.save(folder, 8, {**state, "step": 8}, keep=1)
-    assert f"cannot write step-00000008.pt (" in str(e.value) and f"in {folder}: Read-only file system" in str(e.value)
+    assert "cannot write step-00000008.pt (" in str(e.value) and f"in {folder}: Read-only file system" in str(e.value)
     assert f"The newest complete checkpoint, {folder / 'step-00000004.pt'}, is intact." in str(e.value)
     remount(folder.parent, "rw")
     path, loaded = checkpoint.load_latest(folder)
