@@ -2,7 +2,7 @@
 
 Sources: `sine` (pytorch/examples' synthetic waves), `airline` (pmdarima),
 `co2` and `sunspots` (statsmodels), or `csv` (your own file).  The series is
-cut by time into train / val / test spans (see `lstm_train.data.series`); the
+cut by time into train / val / test spans (see `lstm_train.data.series.windows`); the
 scaler, the MASE scale and the classical model's parameters come from the
 train span only.  After training, `finish` scores the LSTM and the baselines
 (naive, seasonal naive, a classical model) on exactly the same test windows and
@@ -30,7 +30,8 @@ from torch import nn
 
 from .. import baselines
 from ..schema import ConfigError, DataBase, ModelBase, Section
-from ..data import series as S
+from ..data.series import Series, SeriesError, csvfile, sources
+from ..data.series import windows as W
 from ..models.forecaster import LSTMForecaster
 from .base import Splits, Task
 
@@ -98,24 +99,24 @@ class ForecastModel(ModelBase):
         return value
 
 
-def season_length(data: ForecastData, first: S.Series) -> int:
+def season_length(data: ForecastData, first: Series) -> int:
     """data.season_length, else the source's (csv: from the time column's frequency, else 1)."""
     if data.season_length is not None:
         return data.season_length
     if data.source == "sine":
-        return S.sine_season_length(data.sine.period)
+        return sources.sine_season_length(data.sine.period)
     if data.source == "csv":
-        return S.season_from_freq(first.freq)
-    return S.SEASON_LENGTH[data.source]
+        return sources.season_from_freq(first.freq)
+    return sources.SEASON_LENGTH[data.source]
 
 
-def load_series(data: ForecastData) -> list[S.Series]:
+def load_series(data: ForecastData) -> list[Series]:
     if data.source == "sine":
         c = data.sine
-        return S.sine_series(c.series, c.length, c.period, c.noise, c.seed)
+        return sources.sine_series(c.series, c.length, c.period, c.noise, c.seed)
     if data.source == "csv":
-        return [S.read_csv(data.path, data.column, data.time_column, data.covariates, data.fill)]
-    return [{"airline": S.airline, "co2": S.co2, "sunspots": S.sunspots}[data.source]()]
+        return [csvfile.read_csv(data.path, data.column, data.time_column, data.covariates, data.fill)]
+    return [sources.BUILT_IN[data.source]()]
 
 
 class ForecastTask(Task):
@@ -135,35 +136,35 @@ class ForecastTask(Task):
             )
         lengths = {len(s) for s in series}
         if len(lengths) != 1:
-            raise S.SeriesError(f"series of different lengths {sorted(lengths)}")
-        spans = S.split_spans(len(series[0]), window, horizon, data.val_size, data.test_size, series[0].name)
+            raise SeriesError(f"series of different lengths {sorted(lengths)}")
+        spans = W.split_spans(len(series[0]), window, horizon, data.val_size, data.test_size, series[0].name)
 
         # Transform (target only) and scaling fitted on the train span of every series.
         feats = []
         for s in series:
             f = s.features().copy()
-            f[:, 0] = S.apply_transform(f[:, 0], data.transform, s.name)
+            f[:, 0] = W.apply_transform(f[:, 0], data.transform, s.name)
             feats.append(f)
-        scaler = S.Scaler.fit(np.concatenate([f[: spans.n_train] for f in feats]), data.scale)
+        scaler = W.Scaler.fit(np.concatenate([f[: spans.n_train] for f in feats]), data.scale)
         scaled = [scaler.apply(f) for f in feats]
 
         def windows(split: str, stride: int = 1) -> tuple[np.ndarray, ...]:
-            at = S.origins(spans, window, horizon, split, stride)
+            at = W.origins(spans, window, horizon, split, stride)
             xs, ys, truth, denom = [], [], [], []
             for s, z in zip(series, scaled):
-                x, y = S.make_windows(z, at, window, horizon)
+                x, y = W.make_windows(z, at, window, horizon)
                 xs.append(x)
                 ys.append(y)
                 truth.append(s.values[at[:, None] + np.arange(horizon)[None, :]] if len(at) else np.zeros((0, horizon)))
-                denom.append(np.full(len(at), S.mase_scale(s.values[: spans.n_train], m)))
+                denom.append(np.full(len(at), W.mase_scale(s.values[: spans.n_train], m)))
             return np.concatenate(xs), np.concatenate(ys), np.concatenate(truth), np.concatenate(denom)
 
         x, y, _, _ = windows("train", data.stride)
-        train = (S.to_tensor(x), S.to_tensor(y))
-        test = tuple(S.to_tensor(a) for a in windows("test"))
-        val = tuple(S.to_tensor(a) for a in windows("val")) if spans.n_val else None
+        train = (W.to_tensor(x), W.to_tensor(y))
+        test = tuple(W.to_tensor(a) for a in windows("test"))
+        val = tuple(W.to_tensor(a) for a in windows("val")) if spans.n_val else None
         if len(train[0]) == 0:
-            raise S.SeriesError(f"{series[0].name}: no training windows; lower data.window or data.stride")
+            raise SeriesError(f"{series[0].name}: no training windows; lower data.window or data.stride")
 
         first = series[0]
         tail_times = None
@@ -186,7 +187,7 @@ class ForecastTask(Task):
             "fill": data.fill,
             "freq": first.freq,
             "spans": {"train": spans.n_train, "val": spans.n_val, "test": spans.n_test},
-            "mase_scale": [S.mase_scale(s.values[: spans.n_train], m) for s in series],
+            "mase_scale": [W.mase_scale(s.values[: spans.n_train], m) for s in series],
             "tail": {  # predict with no input continues the (first) series from here
                 "values": first.values[-window:].tolist(),
                 "covariates": None if first.covariates is None else first.covariates[-window:].tolist(),
@@ -213,7 +214,7 @@ class ForecastTask(Task):
         """Scaled (and transformed) target values -> original units."""
         info = info or self.info
         shift, scale = info["scaler"]["shift"][0], info["scaler"]["scale"][0]
-        return S.invert_transform(z * scale + shift, info["transform"])
+        return W.invert_transform(z * scale + shift, info["transform"])
 
     def eval_sums(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         x, y, truth, denom = batch
@@ -261,7 +262,7 @@ class ForecastTask(Task):
         info = splits.info
         horizon, m = info["horizon"], info["season_length"]
         spans = self.spans
-        at = S.origins(spans, info["window"], horizon, "test")
+        at = W.origins(spans, info["window"], horizon, "test")
         lstm_all = self.forecast_windows(model, splits.test[0], info)
         method = baselines.classical_method(self.job.data.classical, m, len(self.series))
         methods = ["lstm", "naive", "seasonal_naive"] + ([method] if method != "none" else [])
@@ -291,7 +292,7 @@ class ForecastTask(Task):
         }
 
     def _score_series(
-        self, i: int, s: S.Series, at: np.ndarray, lstm_all: np.ndarray, method: str,
+        self, i: int, s: Series, at: np.ndarray, lstm_all: np.ndarray, method: str,
         scores: dict[str, baselines.Scores], plotted: list[dict[str, Any]],
     ) -> None:
         """Every method's forecasts for series i on the test origins, added to `scores`."""
@@ -304,9 +305,9 @@ class ForecastTask(Task):
         preds["naive"] = baselines.naive(y, at, horizon)
         preds["seasonal_naive"] = baselines.seasonal_naive(y, at, horizon, m)
         if method != "none":
-            z = S.apply_transform(y, data.transform, s.name)
+            z = W.apply_transform(y, data.transform, s.name)
             order = data.ar_order or window
-            preds[method] = S.invert_transform(
+            preds[method] = W.invert_transform(
                 baselines.classical(method, z, spans.n_train, at, horizon, m, order), data.transform
             )
         for k, p in preds.items():
@@ -331,7 +332,7 @@ class ForecastTask(Task):
             csv = inputs[0]
         times, freq = None, None
         if csv:
-            s = read_for_predict(csv, info)
+            s = csvfile.read_for_predict(csv, info.get("column"), info.get("time_column"), info.get("covariates", []), info.get("fill", "error"))
             feats, times, freq = s.features(), s.times, s.freq
             where = f"{csv}"
         elif not inputs:  # no series given: continue the run's own series past its end
@@ -357,9 +358,9 @@ class ForecastTask(Task):
         if len(feats) < window:
             raise ValueError(f"{where}: {len(feats)} values, but the model reads windows of {window}; give at least {window}")
         feats = feats[-window:].copy()
-        feats[:, 0] = S.apply_transform(feats[:, 0], info["transform"], where)
-        z = S.Scaler.from_info(info["scaler"]).apply(feats)
-        x = S.to_tensor(z)[None]
+        feats[:, 0] = W.apply_transform(feats[:, 0], info["transform"], where)
+        z = W.Scaler.from_info(info["scaler"]).apply(feats)
+        x = W.to_tensor(z)[None]
         with torch.no_grad():
             values = self.to_original(model(x).double(), info)[0].tolist()
         labels = [f"t+{k + 1}" for k in range(horizon)]
@@ -389,30 +390,8 @@ def _is_number(text: str) -> bool:
     return True
 
 
-TIME_NAMES = ("date", "time", "month", "year", "ds", "timestamp", "datetime", "period", "week", "day")
-
-
-def read_for_predict(path: str, info: dict[str, Any]) -> S.Series:
-    """A CSV for `predict`: the run's own column names when present, else sensible guesses."""
-    import pandas as pd
-
-    if not Path(path).is_file():
-        raise S.SeriesError(f"--csv {path!r}: file not found")
-    try:
-        header = [str(c).strip() for c in pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns]
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise S.SeriesError(f"{path}: not a readable CSV file ({e})") from None
-    time_column = info.get("time_column")
-    if time_column not in header:
-        time_column = next((c for c in header if c.lower() in TIME_NAMES), None)
-    column = info.get("column")
-    if column not in header:
-        column = None  # read_csv: the only column left, or an error listing them
-    return S.read_csv(path, column, time_column, info.get("covariates", []), info.get("fill", "error"))
-
-
 def plot_forecasts(
-    path: Path, plotted: list[dict[str, Any]], spans: S.Spans, at: np.ndarray, horizon: int, m: int, method: str
+    path: Path, plotted: list[dict[str, Any]], spans: W.Spans, at: np.ndarray, horizon: int, m: int, method: str
 ) -> None:
     """History, truth and forecasts over the test span (non-overlapping origins), one panel per series."""
     import matplotlib
