@@ -16,6 +16,7 @@ from lstm_train.config import ConfigError, load_job, validate_job
 from lstm_train.data.series import csvfile, sources
 from lstm_train.data.series import windows as W
 from lstm_train.models.forecaster import LSTMForecaster
+from lstm_train.tasks.base import Splits
 from lstm_train.tasks.forecast import ForecastTask
 
 from .conftest import ROOT, accelerate_cli, run_cli
@@ -190,6 +191,35 @@ def test_covariates_are_encoder_inputs_scaled_on_train(tmp_path: Path) -> None:
     assert len(lines) == 7 and lines[0].split("\t")[0] == "2001-03-29"  # Jan 29-31 were interpolated onto the day grid
     with pytest.raises(ValueError, match="covariates"):
         task.predict(model, splits.info, [str(v) for v in range(20)], {})
+
+
+def test_finish_and_predict_need_only_the_splits(tmp_path: Path) -> None:
+    # A fresh task given the splits (info through JSON, as a checkpoint keeps it) and the
+    # data file gone: finish and predict may use nothing that load_data left behind.
+    months = np.arange(72)
+    csv = monthly_csv(tmp_path / "s.csv", [f"{100 + 2 * t + 10 * math.sin(t * math.pi / 6):.3f}" for t in months])
+    job = job_for({"source": "csv", "path": str(csv), "time_column": "month", "window": 12, "val_size": 12,
+                   "test_size": 12, "classical": "ar", "plot_series": 1}, {"horizon": 6, "residual": "seasonal"})
+    splits = ForecastTask(job).load_data()
+    info = json.loads(json.dumps(splits.info))
+    assert info == splits.info
+    csv.unlink()
+    task = ForecastTask(job)
+    model = task.build_model(info).eval()
+    out = task.finish(model, Splits(splits.train, splits.test, splits.val, info), tmp_path)
+    assert out["test_origins"] == 12 - 6 + 1 and set(out["baselines"]) == {"naive", "seasonal_naive", "ar"}
+    # The untrained seasonal residual model is the seasonal naive forecast, scored the same way.
+    assert out["lstm"]["mase"] == pytest.approx(out["baselines"]["seasonal_naive"]["mase"], rel=1e-5)
+    with torch.no_grad():
+        sums = task.eval_sums(model, splits.test)
+    metrics = task.metrics({k: float(v) for k, v in sums.items()})
+    assert metrics[f"test_{ForecastTask.primary_metric}"] == pytest.approx(out["lstm"]["mase"], rel=1e-5)
+    assert ForecastTask.higher_is_better is False
+    assert (tmp_path / "forecast.png").stat().st_size > 10_000
+    lines = task.predict(model, info, [], {})
+    assert [line.split("\t")[0] for line in lines] == [f"2006-{m:02d}-01" for m in range(1, 7)]
+    last_year = info["series"]["values"][0][-12:-6]
+    np.testing.assert_allclose([float(line.split("\t")[1]) for line in lines], last_year, rtol=1e-5)
 
 
 def test_csv_reading_steps(tmp_path: Path) -> None:
