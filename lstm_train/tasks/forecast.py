@@ -67,7 +67,10 @@ class ForecastData(DataBase):
     window: int = Field(24, ge=1, description="past values fed to the encoder")
     stride: int = Field(1, ge=1, description="step between training windows")
     val_size: int | float = Field(
-        0, ge=0, description="points before the test span (or a fraction < 1), kept out of training (Splits.val)"
+        0,
+        ge=0,
+        description="points before the test span (or a fraction < 1), kept out of training: the val windows "
+        "(targets in this span) pick the best checkpoint by MASE and drive early stopping",
     )
     test_size: int | float = Field(0.2, gt=0, description="points at the end (or a fraction < 1)")
     transform: Literal["none", "log"] = "none"
