@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 _NAME = re.compile(r"^step-(\d+)\.pt$")
+BEST = "best.pt"  # the best weights by the task's primary metric on validation data
 
 
 class CheckpointMismatch(RuntimeError):
@@ -33,27 +34,52 @@ def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
-def save(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write `state` atomically as step-<step>.pt and keep only the newest `keep` files."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"step-{step:08d}.pt"
-    tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    directory = os.open(folder, os.O_RDONLY)
+def atomic_save(path: Path, state: dict[str, Any]) -> None:
+    """torch.save to a temporary name in the same folder, fsync, rename: readers see the old
+    file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)  # make the rename itself durable
     finally:
         os.close(directory)
+
+
+def save(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+    """Write `state` atomically as step-<step>.pt and keep only the newest `keep` files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step-{step:08d}.pt"
+    atomic_save(path, state)
     for _, old in checkpoint_files(folder)[keep:]:
         old.unlink(missing_ok=True)
     for stale in folder.glob(".step-*.tmp"):
-        if stale != tmp:
+        if not stale.name.endswith(f".{os.getpid()}.tmp"):
             stale.unlink(missing_ok=True)
     return path
+
+
+def save_best(folder: Path, state: dict[str, Any]) -> Path:
+    """The best weights so far (`model`, `step`, `value`, `metrics`, ...) as best.pt."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_save(folder / BEST, state)
+    return folder / BEST
+
+
+def load_best(folder: Path) -> dict[str, Any] | None:
+    """best.pt's contents, or None when there is none (no validation split, or none yet)."""
+    path = folder / BEST
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def load_latest(folder: Path) -> tuple[Path, dict[str, Any]] | None:

@@ -27,15 +27,18 @@ def is_user_error(error: BaseException) -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .train import NonFiniteLoss, stop_on_signals, train
+    from .signals import StopRequest
+    from .train import NonFiniteLoss, train
 
     job = load_job(args.job, args.overrides)
-    stop = stop_on_signals(signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+    stop = StopRequest(signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
     try:
-        result = train(job, stop)
+        result = train(job, stop.event)
     except NonFiniteLoss as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    finally:
+        stop.restore()
     if result.get("interrupted"):
         print(f"stopped at step {result['steps']}; run the same command again to resume", file=sys.stderr)
         return 143
@@ -45,21 +48,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def load_run(run_dir: Path):
-    """A finished (or checkpointed) run's job, task, model in eval mode and task info."""
+    """A finished (or checkpointed) run's job, task, model in eval mode (the best weights when
+    the run selected a model on validation data, else the newest) and task info."""
     import yaml
 
-    from .checkpoint import load_latest, load_model_state
+    from .checkpoint import BEST, load_best, load_latest, load_model_state
     from .tasks import get_task
 
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise FileNotFoundError(f"{run_dir}: no config.yaml here; is this a run directory (runs/<job>/<id>)?")
     job = validate_job(yaml.safe_load(config.read_text()), str(config))
-    found = load_latest(run_dir / "checkpoints")
+    best = load_best(run_dir / "checkpoints")  # model selection's choice, where the task has validation data
+    found = (run_dir / "checkpoints" / BEST, best) if best is not None else load_latest(run_dir / "checkpoints")
     if found is None:
         raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no checkpoint to predict with")
     path, state = found
-    task = get_task(job.task)(job)
+    task = get_task(job.task)(job, run_dir)
     model = task.build_model(state["task_info"])
     load_model_state(model, state["model"], path)
     model.eval()

@@ -35,25 +35,40 @@ class OptimConfig(Section):
     grad_clip: float | None = Field(None, gt=0)
 
 
+class EarlyStoppingConfig(Section):
+    patience: int | None = Field(
+        None, ge=1, description="stop after this many evaluations without a better validation metric (None: never)"
+    )
+
+
 class TrainConfig(Section):
     epochs: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
     seed: int = 1
     output_dir: str | None = Field(None, description="default: runs/<job name>/<run id>")
     run_id: str | None = Field(None, description="default: SLURM job id, else a hash of the job")
+    grad_accum_steps: int | None = Field(
+        None, ge=1, description="micro-batches per optimizer step (default 1, or as data.global_batch_size needs)"
+    )
     checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints")
     keep_checkpoints: int = Field(2, ge=1)
     log_every: int = Field(50, ge=1, description="steps between logged losses")
-    eval_every_epochs: int = Field(1, ge=1)
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    eval_every_epochs: int = Field(1, ge=1, description="evaluate at the end of every N-th epoch")
+    eval_every_steps: int | None = Field(None, ge=1, description="evaluate every N steps instead of per epoch")
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 where the CPU/GPU runs it natively (AMX, AVX512-BF16, Ampere+), else fp32; "
+        "no: exact fp32 (the tutorial bit for bit)"
+    )
 
     @field_validator("mixed_precision", mode="before")
     @classmethod
     def _yaml_no(cls, value: Any) -> Any:
         """YAML 1.1 reads a bare `no` as false; here it means the string "no"."""
         return "no" if value is False else value
+
     compile: bool = False
-    threads: int | None = Field(None, ge=1, description="torch threads per process (default: cores / local processes)")
+    threads: int | None = Field(None, ge=1, description="torch threads per process (default: 1)")
     cpu: bool = Field(False, description="train on CPU even where a GPU is visible")
 
 

@@ -10,11 +10,15 @@ into an error instead of wasted compute.
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from accelerate import Accelerator
 
+from .schema import ConfigError, DataBase
 from .tracking import WorkerInfo
 
 
@@ -83,3 +87,100 @@ def broadcast_buffers(module: torch.nn.Module, world_size: int) -> None:
     if world_size > 1:
         for buffer in module.buffers():
             torch.distributed.broadcast(buffer, src=0)
+
+
+def gather_objects(accelerator: Accelerator, obj: Any) -> list[Any]:
+    """One object from every rank, in rank order (RNG states for the checkpoint, digests)."""
+    if accelerator.num_processes == 1:
+        return [obj]
+    out: list[Any] = [None] * accelerator.num_processes
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(accelerator: Accelerator, obj: Any) -> Any:
+    """Rank 0's object on every rank: decisions made once, from what rank 0 sees."""
+    if accelerator.num_processes == 1:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+# ---------------------------------------------------------------------------
+# Precision
+
+
+def native_bf16(device: str) -> bool:
+    """Whether the hardware multiplies bf16 natively: Ampere+ GPUs; CPUs with AMX or
+    AVX512-BF16 (x86) or the BF16 extension (Arm).  Elsewhere bf16 is emulated and slower."""
+    if device == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return False
+    return bool({"amx_bf16", "avx512_bf16", "bf16"} & flags)
+
+
+def resolve_precision(requested: str, task_precision: str = "auto", force_cpu: bool = False) -> str:
+    """`train.mixed_precision` as the Accelerator takes it.  `auto`: bf16 where the hardware runs
+    it natively and the task does not need fp32 (its `precision` hint), else "no" (fp32).
+    "no" is exact fp32 always: the switch for reproducing the tutorial bit for bit."""
+    if requested != "auto":
+        return requested
+    if task_precision == "fp32":
+        return "no"
+    device = "cuda" if torch.cuda.is_available() and not force_cpu else "cpu"
+    return "bf16" if native_bf16(device) else "no"
+
+
+# ---------------------------------------------------------------------------
+# Global batch and gradient accumulation
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """How one optimizer step's samples are spread: `world` processes x `accum` micro-batches of
+    `micro` samples make a global batch of `global_batch` samples (with `max_tokens`, `micro` is
+    the typical count and the budget decides)."""
+
+    global_batch: int
+    micro: int
+    accum: int
+    world: int
+    invariant: bool  # set by data.global_batch_size: the same training at any world size
+
+    def describe(self) -> str:
+        how = "data.global_batch_size" if self.invariant else "data.batch_size per process"
+        accum = f" x {self.accum} micro-batches" if self.accum > 1 else ""
+        return f"global batch {self.global_batch} = {self.world} process(es){accum} x {self.micro} ({how})"
+
+
+def batch_layout(data: DataBase, grad_accum_steps: int | None, world: int) -> BatchLayout:
+    """Per-process micro-batch and accumulation from the data section and the world size.
+
+    Without `data.global_batch_size` the batch is per process (`data.batch_size` x
+    `train.grad_accum_steps`), so the global batch grows with the world.  With it, each
+    process takes global / world samples per step, in `train.grad_accum_steps`
+    micro-batches, or in as few as keep each one within `data.batch_size`."""
+    if data.global_batch_size is None:
+        accum = grad_accum_steps or 1
+        return BatchLayout(data.batch_size * accum * world, data.batch_size, accum, world, False)
+    if getattr(data, "max_tokens", None):
+        raise ConfigError("data.global_batch_size counts samples but data.max_tokens is set: a token budget "
+                          "decides the batches; unset one of them")
+    g = data.global_batch_size
+    if g % world:
+        raise ConfigError(f"data.global_batch_size = {g} does not divide over {world} processes; use a multiple "
+                          f"of {world} (e.g. {math.ceil(g / world) * world})")
+    per_process = g // world
+    if grad_accum_steps is not None:
+        if per_process % grad_accum_steps:
+            raise ConfigError(f"data.global_batch_size = {g} over {world} process(es) is {per_process} samples each, "
+                              f"which train.grad_accum_steps = {grad_accum_steps} does not divide")
+        accum = grad_accum_steps
+    else:
+        accum = next(a for a in range(math.ceil(per_process / data.batch_size), per_process + 1) if per_process % a == 0)
+    return BatchLayout(g, per_process // accum, accum, world, True)

@@ -14,8 +14,8 @@ from tqdm import tqdm
 
 
 class Progress:
-    def __init__(self, total: int, enabled: bool, initial: int = 0, every_s: float = 10.0) -> None:
-        self.total, self.enabled, self.every_s = total, enabled, every_s
+    def __init__(self, total: int, unit: str, enabled: bool, initial: int = 0, every_s: float = 10.0) -> None:
+        self.total, self.unit, self.enabled, self.every_s = total, unit, enabled, every_s
         self.tty = enabled and sys.stderr.isatty()
         self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True) if self.tty else None
         self.last_print = 0.0
@@ -26,12 +26,12 @@ class Progress:
             return
         if self.bar is not None:
             self.bar.update(step - self.step)
-            self.bar.set_postfix(loss=f"{row['loss']:.4f}", sps=f"{row['samples_per_s']:.0f}")
+            self.bar.set_postfix(loss=f"{row['loss']:.4f}", **{f"{self.unit}/s": f"{row[f'{self.unit}_per_s']:.0f}"})
         elif time.monotonic() - self.last_print >= self.every_s or step == self.total:
             self.last_print = time.monotonic()
             print(
                 f"step {step}/{self.total}  epoch {row['epoch']:.2f}  loss {row['loss']:.4f}  "
-                f"global_loss {row['global_loss']:.4f}  {row['samples_per_s']:.0f} samples/s",
+                f"global_loss {row['global_loss']:.4f}  {row[f'{self.unit}_per_s']:.0f} {self.unit}/s",
                 file=sys.stderr,
                 flush=True,
             )

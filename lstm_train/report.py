@@ -6,9 +6,11 @@ row per rank and writes three PNGs into the run dir:
 
 * ``report-loss.png``: every rank's batch loss and the global (all-reduced) loss
   against step: a rank far from the others points at its data shard or device;
-* ``report-eval.png``: each global test metric per evaluation, with every rank's
-  shard value dashed (one panel per metric: accuracy, loss, mase, cer...);
-* ``report-throughput.png``: samples/s per rank against step: stragglers show.
+* ``report-eval.png``: each global evaluation metric (validation while training, the
+  final test) per evaluation, with every rank's shard value dashed (one panel per
+  metric: accuracy, loss, mase, cer, bleu...);
+* ``report-throughput.png``: samples/s (or tokens/s for text tasks) per rank against
+  step: stragglers show.
 
 A resumed run repeats the steps after its last checkpoint; for each rank and step
 the row written last wins, so the plots show what the final model went through.
@@ -32,7 +34,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-RESULT_FIELDS = ("test_accuracy", "test_sequence_accuracy", "test_cer", "test_mase", "train_seconds", "world_size")
+RESULT_FIELDS = ("best_step", "train_seconds", "world_size")  # shown after the result's primary metric
+SPLITS = ("val", "test")  # evaluation rows: ``val/<metric>`` while training, ``test/<metric>`` at the end
+THROUGHPUT = ("samples_per_s", "tokens_per_s")
 COUNT_METRICS = ("samples", "count", "n")  # bookkeeping, not quality: not plotted
 Series = dict[str, tuple[list[float], list[float]]]  # legend label -> (steps, values)
 
@@ -80,9 +84,9 @@ def read_rank(path: Path, rank: int) -> RankMetrics:
             continue
         if not isinstance(row, dict) or "step" not in row or "images" in row:
             continue
-        if any(k.startswith("test/") for k in row):
+        if any(k.split("/", 1)[0] in SPLITS and "/" in k for k in row):
             evals.append(row)
-        elif "loss" in row or "global_loss" in row or "samples_per_s" in row:
+        elif "loss" in row or "global_loss" in row or any(k in row for k in THROUGHPUT):
             train.append(row)
     return RankMetrics(rank, _last_per_step(train), _last_per_step(evals), skipped)
 
@@ -136,42 +140,52 @@ def _xy(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]
 
 
 def eval_metric_names(run: RunMetrics) -> list[str]:
-    """Global test metrics present (``test/<m>`` without 'shard', not a sample count),
-    accuracy first, loss last."""
-    names = {k[len("test/"):] for r in run.ranks.values() for row in r.eval for k in row
-             if k.startswith("test/") and "shard" not in k and k[len("test/"):] not in COUNT_METRICS}
-    return sorted(names, key=lambda m: (m != "accuracy", m == "loss", m))
+    """Global evaluation metrics present, as ``<split>/<metric>`` (no shard values, no sample
+    counts): the primary metric first (from result.json, else accuracy), loss last."""
+    names = {k for r in run.ranks.values() for row in r.eval for k in row
+             if "/" in k and k.split("/", 1)[0] in SPLITS and "shard" not in k
+             and k.split("/", 1)[1] not in COUNT_METRICS}
+    primary = (run.result or {}).get("primary_metric", "test_accuracy").split("_", 1)[-1]
+    return sorted(names, key=lambda m: (m.split("/", 1)[1] != primary, m.endswith("/loss"), m))
+
+
+def throughput_key(run: RunMetrics) -> str:
+    """samples_per_s, or tokens_per_s where the task counts tokens."""
+    rows = [row for r in run.ranks.values() for row in r.train]
+    return next((k for k in reversed(THROUGHPUT) if any(k in row for row in rows)), THROUGHPUT[0])
 
 
 def series(run: RunMetrics) -> dict[str, Series]:
     """Exactly what each figure plots: figure -> legend label -> (steps, values).
 
-    Figures: 'loss', 'throughput', and 'eval:<metric>' per global test metric.
+    Figures: 'loss', 'throughput', and 'eval:<split>/<metric>' per global evaluation metric.
     Global values are all-reduced (equal on every rank): taken from the lowest rank.
     """
     out: dict[str, Series] = {"loss": {}, "throughput": {}}
     first = next(iter(run.ranks.values()))
+    speed = throughput_key(run)
     for rank, data in run.ranks.items():
         steps, values = _xy(data.train, "loss")
         if steps:
             out["loss"][f"rank {rank}"] = (steps, values)
-        steps, values = _xy(data.train, "samples_per_s")
+        steps, values = _xy(data.train, speed)
         if steps:
             out["throughput"][f"rank {rank}"] = (steps, values)
     steps, values = _xy(first.train, "global_loss")
     if steps:
         out["loss"]["global (mean over ranks)"] = (steps, values)
-    for metric in eval_metric_names(run):
+    for name in eval_metric_names(run):
+        split, metric = name.split("/", 1)
         panel: Series = {}
-        source = next((d for d in run.ranks.values() if _xy(d.eval, f"test/{metric}")[0]), first)
-        steps, values = _xy(source.eval, f"test/{metric}")
+        source = next((d for d in run.ranks.values() if _xy(d.eval, name)[0]), first)
+        steps, values = _xy(source.eval, name)
         if steps:
             panel["global"] = (steps, values)
         for rank, data in run.ranks.items():
-            steps, values = _xy(data.eval, f"test/shard_{metric}")
+            steps, values = _xy(data.eval, f"{split}/shard_{metric}")
             if steps:
                 panel[f"rank {rank} shard"] = (steps, values)
-        out[f"eval:{metric}"] = panel
+        out[f"eval:{name}"] = panel
     return {k: v for k, v in out.items() if v}
 
 
@@ -205,7 +219,8 @@ def figures(run: RunMetrics, data: dict[str, Series] | None = None) -> dict[str,
                 ax.plot(x, y, label=label, marker="o" if is_global else "x",
                         linestyle="-" if is_global else "--", color="black" if is_global else None,
                         linewidth=2.2 if is_global else 1.0, zorder=1 if is_global else 2)
-            ax.set(title=f"test {metric} per evaluation", xlabel="optimizer step at evaluation", ylabel=f"test {metric}")
+            label = metric.replace("/", " ")  # "val accuracy", "test accuracy"
+            ax.set(title=f"{label} per evaluation", xlabel="optimizer step at evaluation", ylabel=label)
             ax.grid(alpha=0.3)
             ax.legend()
         fig.suptitle(f"{run.title}: evaluation (global and each rank's shard)")
@@ -217,9 +232,10 @@ def figures(run: RunMetrics, data: dict[str, Series] | None = None) -> dict[str,
         for label, (x, y) in data["throughput"].items():
             ax.plot(x, y, label=label, marker="" if len(x) > 30 else ".")
         total = sum(sum(y) / len(y) for _, y in data["throughput"].values())
-        ax.set(title=f"{run.title}: training throughput per rank (all ranks: {total:,.0f} samples/s)",
+        unit = throughput_key(run).removesuffix("_per_s")
+        ax.set(title=f"{run.title}: training throughput per rank (all ranks: {total:,.0f} {unit}/s)",
                xlabel="optimizer step",
-               ylabel="samples / s (this rank)")
+               ylabel=f"{unit} / s (this rank)")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -247,21 +263,23 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def table(run: RunMetrics) -> str:
     """The per-rank summary as fixed-width text."""
-    metric = (eval_metric_names(run) or ["accuracy"])[0]
-    head = ["rank", "rows", "last step", "final loss", "final global", "samples/s mean",
-            f"test {metric} shard", f"test {metric} global"]
+    name = (eval_metric_names(run) or ["test/accuracy"])[0]
+    split, metric = name.split("/", 1)
+    speed = throughput_key(run)
+    head = ["rank", "rows", "last step", "final loss", "final global", f"{speed.replace('_per_s', '/s')} mean",
+            f"{name} shard", f"{name} global"]
     rows = []
     for rank, d in run.ranks.items():
         losses = _xy(d.train, "loss")[1]
         global_losses = _xy(d.train, "global_loss")[1]
-        speeds = _xy(d.train, "samples_per_s")[1]
-        last_eval = d.eval[-1] if d.eval else {}
+        speeds = _xy(d.train, speed)[1]
+        last_eval = next((r for r in reversed(d.eval) if name in r or f"{split}/shard_{metric}" in r), {})
         steps = [r["step"] for r in d.train + d.eval]
         rows.append([
             str(rank), str(len(d.train)), str(max(steps)) if steps else "-",
             _fmt(losses[-1] if losses else None), _fmt(global_losses[-1] if global_losses else None),
             _fmt(sum(speeds) / len(speeds) if speeds else None, 5),
-            _fmt(last_eval.get(f"test/shard_{metric}")), _fmt(last_eval.get(f"test/{metric}")),
+            _fmt(last_eval.get(f"{split}/shard_{metric}")), _fmt(last_eval.get(name)),
         ])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
@@ -282,9 +300,10 @@ def report(run_dir: Path, out: TextIO | None = None) -> list[Path]:
     if not any(d.eval for d in run.ranks.values()):
         print("no evaluation yet: no test metrics to plot", file=out)
     if run.result is not None:
-        fields = {k: run.result[k] for k in RESULT_FIELDS if k in run.result}
+        keys = [run.result.get("primary_metric", "test_accuracy"), *RESULT_FIELDS]
+        fields = {k: run.result[k] for k in keys if run.result.get(k) is not None}
         print("result.json: " + (", ".join(f"{k}={_fmt(v, 5)}" for k, v in fields.items()) or "(none of "
-                                 + ", ".join(RESULT_FIELDS) + ")"), file=out)
+                                 + ", ".join(keys) + ")"), file=out)
     else:
         print("result.json: not written (run not finished?)", file=out)
     written = []
@@ -294,19 +313,3 @@ def report(run_dir: Path, out: TextIO | None = None) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
-
-
-def main(run_dir: Path) -> int:
-    """CLI entry: 0 when a report was made, 1 (with the reason on stderr) when not."""
-    try:
-        paths = report(Path(run_dir))
-    except ReportError as e:
-        print(f"lstm-train report: {e}", file=sys.stderr)
-        return 1
-    for path in paths:
-        print(f"wrote {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(Path(sys.argv[1])) if len(sys.argv) == 2 else "usage: python -m lstm_train.report RUN_DIR")

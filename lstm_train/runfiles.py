@@ -41,6 +41,20 @@ def identity(spec: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
     return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys where two job dicts differ in what is trained: `key: old -> new`."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if not prefix and key in VOLATILE_SECTIONS or prefix == "train." and key in VOLATILE_TRAIN_KEYS:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
 def run_id(spec: dict[str, Any], environ: dict[str, str] | None = None) -> str:
     """The run id of a job dict: `train.run_id` if set; under SLURM the job id (a requeued
     job keeps it; an array task is `<array id>_<task>`); otherwise `identity(spec)`."""

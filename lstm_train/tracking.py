@@ -64,7 +64,7 @@ import re
 import socket
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -89,7 +89,7 @@ class WorkerInfo:
     local_rank: int
     world_size: int
     device: str
-    hostname: str = socket.gethostname()
+    hostname: str = field(default_factory=socket.gethostname)  # asked when a worker starts, not at import
 
 
 # ---------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def init_timeout() -> float:
 
 def is_per_rank(key: str) -> bool:
     """Keys whose value differs between ranks (the rest are all-reduced or shared)."""
-    return key in ("loss", "samples_per_s") or "shard" in key
+    return key in ("loss", "samples_per_s", "tokens_per_s") or "shard" in key
 
 
 def _plain(value: Any) -> Any:
@@ -178,8 +178,10 @@ class Tracker:
     ``wandb_id``, ``jsonl_path``, ``wandb_dir`` (where wandb writes, None if off).
     """
 
-    def __init__(self, job: Any, run_dir: Path, run_id: str, worker: WorkerInfo) -> None:
+    def __init__(self, job: Any, run_dir: Path, run_id: str, worker: WorkerInfo,
+                 primary: tuple[str, bool] | None = None) -> None:
         self.job, self.run_dir, self.run_id, self.worker = job, Path(run_dir), run_id, worker
+        self.primary = primary  # (metric name, higher is better): W&B's summary keeps its best value
         self.jsonl_path = self.run_dir / "metrics" / f"rank-{worker.rank}.jsonl"
         self.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
         self._jsonl: Any = self.jsonl_path.open("a", buffering=1)
@@ -217,6 +219,35 @@ class Tracker:
             self._wandb_failed("could not read an image for", e)
             return
         self._wandb_log(int(step), wandb_images, own=True)
+
+    def log_table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
+        """A table of examples (W&B Table); locally, ``metrics/<name>.tsv`` beside the JSONL."""
+        try:
+            path = self.jsonl_path.with_name(f"{name}.tsv")
+            lines = ["\t".join(columns)] + ["\t".join(str(v).replace("\t", " ") for v in row) for row in rows]
+            path.write_text("\n".join(lines) + "\n")
+        except OSError as e:
+            self._local_warning(e)
+        if self._run is None:
+            return
+        try:
+            self._run.log({name: self._wandb.Table(columns=list(columns), data=[list(r) for r in rows])})
+        except Exception as e:  # noqa: BLE001
+            self._wandb_failed("could not log a table to", e)
+
+    def log_model(self, model_file: Path, result_file: Path, metadata: dict[str, Any]) -> None:
+        """The trained model as a W&B model artifact (offline too: `wandb sync` uploads it),
+        with result.json beside it."""
+        if self._run is None:
+            return
+        try:
+            name = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{self.job.name}-{self.run_id}")
+            artifact = self._wandb.Artifact(name, type="model", metadata={k: _plain(v) for k, v in metadata.items()})
+            artifact.add_file(str(model_file))
+            artifact.add_file(str(result_file))
+            self._run.log_artifact(artifact, aliases=["latest", "best"])
+        except Exception as e:  # noqa: BLE001
+            self._wandb_failed("could not log the model artifact to", e)
 
     def finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
         """End of the run (or of this attempt): summary to W&B and to
@@ -319,6 +350,9 @@ class Tracker:
         self.wandb_dir = root / "wandb"
         self._run.define_metric("step")
         self._run.define_metric("*", step_metric="step")
+        if self.primary:  # the run summary shows the best validation value, not the last
+            name, higher = self.primary
+            self._run.define_metric(f"val/{name}", step_metric="step", summary="max" if higher else "min")
 
     def _wandb_keys(self, row: dict[str, Any], own: bool = False) -> dict[str, Any]:
         """Row keys as logged to W&B: unchanged in per-rank runs.  In shared mode per-rank

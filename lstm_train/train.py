@@ -6,35 +6,55 @@
             optimizer.zero_grad(); loss.backward(); optimizer.step()
     evaluate(model, test_data)
 
-Everything else here is what a cluster job needs around that: an Accelerator
-(CPU, one GPU, DDP, multi-node: the same code), this rank's shard of each epoch,
-checkpoints to resume mid-epoch, a stop request (SIGTERM, SLURM's warning
-signal) honoured at a step boundary, a NaN guard, and metrics from every rank.
+`train` below is that loop.  What a cluster job needs around it is a named step:
+
+    setup        the Accelerator (CPU, one GPU, DDP, multi-node: the same code), the
+                 task's data and model, the optimizer and the batch plan
+    restore      the newest checkpoint of the run directory, or a fresh start
+    train_step   forward and backward over this rank's micro-batches, one optimizer step
+    sync         every `train.log_every` steps one all-reduce: the loss, a NaN check,
+                 stop requests (SIGTERM, SLURM's warning signal); metrics logged
+    save         an atomic checkpoint every `train.checkpoint_every` steps and on a stop
+    validate     evaluation on the validation split; the best weights kept, early stopping
+    conclude     the best weights tested once, result.json, W&B summary and model artifact
+
+What changes from step to step lives in one `LoopState` (saved in checkpoints);
+what is fixed for the run lives in `Run`.  The module is one concern, the loop and its
+steps, kept together so that it reads top to bottom; optimizers live in `optim`, batch
+plans in `data.batching`, checkpoint files in `checkpoint`.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
-import os
-import signal
-import sys
+import random
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from torch import nn
 
-from . import checkpoint
-from .config import JobBase, OptimConfig, save_job
-from .data.batching import batches_per_epoch, epoch_indices, loader_batches, shard_slices, tensor_batches
-from .distributed import broadcast_buffers, make_accelerator, set_threads, worker_info
+from . import checkpoint, runfiles
+from .config import JobBase, save_job
+from .data.batching import BatchPlan, eval_batches
+from .distributed import (
+    BatchLayout, batch_layout, broadcast_buffers, broadcast_object, gather_objects, make_accelerator, resolve_precision,
+    set_threads, worker_info,
+)
+from .optim import make_optimizer, make_scheduler
 from .progress import Progress
+from .schema import ConfigError, SequenceData
 from .tasks import get_task
-from .tasks.base import Splits, Task
+from .tasks.base import Batch, Split, Splits, Task, split_size
 from .tracking import Tracker
 
 
@@ -42,286 +62,542 @@ class NonFiniteLoss(FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+@dataclass
+class Run:
+    """Everything fixed for one training run, set up once by `setup`."""
+
+    job: JobBase
+    task: Task
+    splits: Splits
+    accelerator: Accelerator
+    net: nn.Module  # the plain module: checkpoints, evaluation and digests use it, whatever wraps it
+    model: nn.Module  # what trains: `net` wrapped by DDP (and torch.compile)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    plan: BatchPlan
+    layout: BatchLayout
+    total_steps: int
+    precision: str
+    tracker: Tracker
+    dataset: torch.utils.data.Dataset | None  # the classic DataLoader path, when the task offers one
+    lengths: torch.Tensor | None  # per training sample (CPU): padding accounting
+    tokens: torch.Tensor | None  # per training sample (CPU): tokens/s
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def run_dir(self) -> Path:
+        return self.job.run_dir
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run_dir / runfiles.CHECKPOINTS
+
+    @property
+    def unit(self) -> str:
+        return self.task.throughput_unit
+
+
+@dataclass
+class LoopState:
+    """What the loop knows between steps.  The first group is saved in checkpoints (a
+    resumed run continues it); the second belongs to this process's part of the run."""
+
+    step: int = 0
+    seconds_before: float = 0.0  # training time of the earlier parts of this run
+    parts: int = 1  # how many times the run has been started: 1 + resumes
+    counts_before: dict[str, int] = field(default_factory=dict)  # samples/tokens/padded of earlier parts, all ranks
+    evals_since_best: int = 0
+    best: dict[str, Any] | None = None  # {"step", "value", "metrics"} of the best validation so far
+    resumed_from: int | None = None
+    last_saved: int | None = None  # newest checkpoint's step: known on every rank, never read off the disk
+    saved_seconds: float = 0.0  # the run's training time as the newest checkpoint records it
+    last_eval: int | None = None
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+    stopping: str | None = None  # "signal" or "early stopping"
+    start: float = field(default_factory=time.perf_counter)
+    start_cpu: float = field(default_factory=time.process_time)
+    eval_seconds: float = 0.0
+    counts: dict[str, int] = field(default_factory=lambda: {"samples": 0, "tokens": 0, "padded": 0})  # this rank
+    pending: list[torch.Tensor] = field(default_factory=list)  # losses since the last sync
+    last_sync: tuple[float, int, int] = (0.0, 0, 0)  # time, step, units at the last sync
+    best_weights: dict[str, torch.Tensor] | None = None  # CPU copy, for the final test
+
+    def seconds(self) -> float:
+        """Training time of the whole run so far: earlier parts plus this one."""
+        return self.seconds_before + time.perf_counter() - self.start
+
+
 def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
     """Train `job` to the end (or until `stop` is set) and return its result.
 
-    Re-running with the same run directory resumes from the newest checkpoint.
-    When `stop` is set (by a signal), every rank saves at the next logging step
-    and the result has `"interrupted": True`.
+    Re-running with the same run directory resumes from the newest checkpoint; a run
+    that has finished stays finished (its result is returned, nothing is touched).
+    When `stop` is set (by a signal), every rank saves at the next sync step and the
+    result has `"interrupted": True`.
     """
     stop = stop or threading.Event()
-    accelerator = make_accelerator(job.train.mixed_precision, job.train.cpu)
-    threads = set_threads(job.train.threads)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    run_dir = job.run_dir
-    ckpt_dir = run_dir / "checkpoints"
-
-    # Data and model: identical initial weights on every rank (same seed).
-    set_seed(job.train.seed)
-    task: Task = get_task(job.task)(job)
-    splits: Splits = task.load_data()  # before the run dir exists: bad data leaves no debris
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_job(job, run_dir / "config.yaml")
-    accelerator.wait_for_everyone()
-    model = task.build_model(splits.info)
-    torch_dataset = task.torch_dataset(train=True) if getattr(job.data, "loader", "tensor") == "torchvision" else None
-    if torch_dataset is None:
-        splits = splits.to(accelerator.device)
-    optimizer = make_optimizer(job.optim, model, accelerator.device)
-    n_train = len(splits.train[0])
-    batch_size = job.data.batch_size
-    steps_per_epoch = batches_per_epoch(n_train, batch_size, world)
-    total_steps = job.train.epochs * steps_per_epoch
-    if job.train.max_steps:
-        total_steps = min(total_steps, job.train.max_steps)
-    scheduler = make_scheduler(job.optim, optimizer, total_steps, steps_per_epoch)
-
-    # Resume: newest checkpoint in this run directory, wherever it was written from.
-    step, resumed_from, elapsed_before = 0, None, 0.0
-    found = checkpoint.load_latest(ckpt_dir)
-    if found:
-        path, state = found
-        checkpoint.load_model_state(model, state["model"], path)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step = resumed_from = state["step"]
-        elapsed_before = state.get("train_seconds", 0.0)
-        rngs = state["rng"]
-        checkpoint.set_rng_state(rngs[rank] if len(rngs) == world else rngs[0])
-        accelerator.print(f"resuming from {path} (step {step} of {total_steps})")
-    else:
-        torch.manual_seed(job.train.seed + rank)  # each rank its own dropout stream
-    net = model  # the plain module: checkpoints, evaluation and digests use it, whatever wraps it below
-    if job.train.compile:
-        model = torch.compile(model)
-    model, optimizer = accelerator.prepare(model, optimizer)
-
-    worker = worker_info(accelerator)
-    tracker = Tracker(job, run_dir, job.run_id, worker)
-    accelerator.print(
-        f"{job.name}: {world} process(es) on {worker.device} ({accelerator.distributed_type}), "
-        f"{threads} thread(s) each, {steps_per_epoch} steps/epoch, run dir {run_dir}"
-    )
-
-    def save_checkpoint() -> None:
-        rngs = gather_objects(accelerator, checkpoint.rng_state())
-        if accelerator.is_main_process:
-            checkpoint.save(
-                ckpt_dir,
-                step,
-                {
-                    "model": net.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": rngs,
-                    "step": step,
-                    "world_size": world,
-                    "train_seconds": elapsed_before + train_seconds,
-                    "task_info": splits.info,
-                    "config": job.to_dict(),
-                },
-                job.train.keep_checkpoints,
-            )
-        accelerator.wait_for_everyone()
-
-    progress = Progress(total_steps, enabled=accelerator.is_main_process, initial=step)
-    pending: list[torch.Tensor] = []  # losses since the last sync, checked for NaN there
-    start_time, start_cpu = time.perf_counter(), time.process_time()
-    last_sync_time, last_sync_step = start_time, step
-    train_seconds, interrupted, evaluated_at = 0.0, False, None
-    eval_seconds = eval_cpu_seconds = 0.0  # parts of train_seconds (wall) and train_cpu_seconds in evaluate()
-    last_metrics: dict[str, float] = {}
-
+    task_class = get_task(job.task)
+    precision = resolve_precision(job.train.mixed_precision, task_class.precision, job.train.cpu)
+    accelerator = make_accelerator(precision, job.train.cpu)
+    finished = finished_result(job, accelerator)
+    if finished is not None:
+        return finished
+    run = setup(job, task_class, accelerator, precision)
+    state, progress = LoopState(), None
     try:
-        model.train()
-        while step < total_steps and not interrupted:
-            epoch, skip = divmod(step, steps_per_epoch)
-            indices = epoch_indices(n_train, epoch, job.train.seed, rank, world)
-            if torch_dataset is None:
-                batches = tensor_batches(splits.train, indices, batch_size, start=skip)
-            else:
-                batches = loader_batches(torch_dataset, indices, batch_size, skip, job.data.num_workers)
-            for batch in batches:
-                batch = tuple(t.to(accelerator.device, non_blocking=True) for t in batch)
-                loss = task.loss(model, batch)
-                accelerator.backward(loss)
-                if job.optim.grad_clip:
-                    accelerator.clip_grad_norm_(model.parameters(), job.optim.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                pending.append(loss.detach())
-
-                # Sync point: one all-reduce carries the loss, the NaN check and stop requests.
-                # Only at steps every rank agrees on: a signal reaches ranks at different
-                # steps, so it is polled here (every train.log_every steps), never acted on alone.
-                at_checkpoint = step % job.train.checkpoint_every == 0
-                if step % job.train.log_every == 0 or at_checkpoint or step == total_steps:
-                    losses = torch.stack(pending).float()
-                    local = torch.stack([
-                        losses[-1],
-                        (~torch.isfinite(losses)).sum().float(),
-                        torch.tensor(float(stop.is_set()), device=losses.device),
-                    ])
-                    total = accelerator.reduce(local.clone(), "sum")
-                    if float(total[1]) > 0:
-                        bad = (~torch.isfinite(losses)).nonzero()
-                        where = f"step {step - len(losses) + 1 + int(bad[0])}" if len(bad) else "another rank"
-                        raise NonFiniteLoss(
-                            f"loss is {float(losses[bad[0]]) if len(bad) else 'NaN/inf'} at {where} "
-                            f"(between steps {step - len(losses) + 1} and {step}); stopped. "
-                            f"The last good checkpoint in {ckpt_dir} is kept: lower optim.lr or set optim.grad_clip."
-                        )
-                    now = time.perf_counter()
-                    train_seconds = now - start_time
-                    rate = (step - last_sync_step) * batch_size / max(now - last_sync_time, 1e-9)
-                    last_sync_time, last_sync_step = now, step
-                    row = {
-                        "loss": float(losses[-1]),
-                        "global_loss": float(total[0]) / world,
-                        "lr": scheduler.get_last_lr()[0],
-                        "samples_per_s": rate,
-                        "epoch": step / steps_per_epoch,
-                    }
-                    tracker.log(step, row)
-                    progress.update(step, row)
-                    pending.clear()
-                    interrupted = bool(total[2] > 0)
-                    if at_checkpoint or interrupted:
-                        save_checkpoint()
-                if interrupted or step >= total_steps:
+        state = restore(run)
+        progress = Progress(run.total_steps, run.unit, enabled=accelerator.is_main_process, initial=state.step)
+        while state.step < run.total_steps and not state.stopping:
+            epoch, start = run.plan.locate(state.step)
+            for batches in epoch_batches(run, epoch, start):
+                state.pending.append(train_step(run, batches, state))
+                state.step += 1
+                if sync_due(run, state):
+                    sync(run, state, stop, progress)
+                if state.step % run.job.train.checkpoint_every == 0 or state.stopping:
+                    save(run, state)
+                if state.stopping or state.step >= run.total_steps or validation_due(run, state, epoch):
                     break
-
-            epoch_done = step % steps_per_epoch == 0 or step == total_steps
-            if not interrupted and epoch_done and (step // steps_per_epoch) % job.train.eval_every_epochs == 0:
-                eval_start, eval_cpu_start = time.perf_counter(), time.process_time()
-                last_metrics = evaluate(task, accelerator, net, splits.test, job, tracker, step)
-                eval_seconds += time.perf_counter() - eval_start
-                eval_cpu_seconds += time.process_time() - eval_cpu_start
-                evaluated_at = step
-                model.train()
-
-        train_seconds = time.perf_counter() - start_time
-        train_cpu_seconds = time.process_time() - start_cpu
-        if not interrupted and not checkpoint_files_at(ckpt_dir, step):
-            save_checkpoint()
-        if not interrupted and evaluated_at != step:
-            last_metrics = evaluate(task, accelerator, net, splits.test, job, tracker, step)
+            if not state.stopping and validation_due(run, state, epoch):
+                validate(run, state)
+        if state.stopping == "signal":
+            return interrupted(run, state)
+        return conclude(run, state)
     except BaseException as error:
-        tracker.finish({"error": f"{type(error).__name__}: {error}", "steps": step}, exit_code=1)
+        run.tracker.finish({"error": f"{type(error).__name__}: {error}", "steps": state.step}, exit_code=1)
         raise
     finally:
-        progress.close()
+        if progress is not None:
+            progress.close()
 
-    samples = (step - (resumed_from or 0)) * batch_size * world
-    # One digest of the weights per rank: equal digests prove the ranks trained as one model.
-    broadcast_buffers(net, world)
-    digests = gather_objects(accelerator, weights_digest(net))
-    result: dict[str, Any] = {
-        **last_metrics,
-        "epochs": step / steps_per_epoch,
-        "steps": step,
-        "world_size": world,
-        "train_seconds": round(train_seconds, 3),
-        "eval_seconds": round(eval_seconds, 3),
-        "train_cpu_seconds": round(train_cpu_seconds, 3),  # this process's CPU time: robust on a busy machine
-        "eval_cpu_seconds": round(eval_cpu_seconds, 3),
-        "samples_per_second": round(samples / max(train_seconds, 1e-9), 1),
-        "resumed_from_step": resumed_from,
-        "interrupted": interrupted,
-        "run_dir": str(run_dir),
-        "weights_sha1_per_rank": digests,
-    }
-    if accelerator.is_main_process and not interrupted:
-        extra = task.finish(net, splits, run_dir)
-        images = extra.pop("images", {})
-        result.update(extra)
-        if images:
-            tracker.log_images(step, images)
-        write_json(run_dir / "result.json", result)
-    tracker.finish(result)
+
+# ---------------------------------------------------------------------------
+# Set up and restore
+
+
+def finished_result(job: JobBase, accelerator: Accelerator) -> dict[str, Any] | None:
+    """The result of this job's run if it has finished already, else None.  Rank 0 reads the
+    run directory and tells the others, so ranks on a shared filesystem can never disagree.
+    A finished run of another job in the same directory is an error, not a result."""
+    run_dir = job.run_dir
+    found = None
+    if accelerator.is_main_process:
+        result = runfiles.read_json(run_dir / runfiles.RESULT)
+        if result is not None:
+            config = run_dir / runfiles.CONFIG
+            saved = yaml.safe_load(config.read_text()) if config.is_file() else {}
+            found = {"result": result, "differences": runfiles.differences(saved or {}, job.to_dict())}
+    found = broadcast_object(accelerator, found)
+    if found is None:
+        return None
+    if found["differences"]:
+        raise ConfigError(
+            f"{run_dir} holds a finished run of another job ({'; '.join(found['differences'][:5])}): "
+            "use another train.output_dir (or train.run_id) for this one"
+        )
+    accelerator.print(f"{run_dir} has finished already (result: {run_dir / runfiles.RESULT}); nothing to do. "
+                      "For a fresh run set train.run_id=NEW or another train.output_dir.")
+    return {**found["result"], "already_finished": True}
+
+
+def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precision: str) -> Run:
+    """Data, model, optimizer and batch plan; identical initial weights on every rank."""
+    threads = set_threads(job.train.threads)
+    world = accelerator.num_processes
+    run_dir = job.run_dir
+    set_seed(job.train.seed)
+    task = task_class(job, run_dir)
+    splits = task.load_data()  # before the run dir exists: bad data leaves no debris
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_job(job, run_dir / runfiles.CONFIG)
+        task.write_run_files(run_dir, splits.info)
     accelerator.wait_for_everyone()
-    # Leave the process group cleanly: without it ranks sometimes abort at interpreter
-    # exit ("terminate called without an active exception") after finishing their work.
-    accelerator.end_training()
-    return result
+    net = task.build_model(splits.info)
+    dataset = task.torch_dataset(train=True) if getattr(job.data, "loader", "tensor") == "torchvision" else None
+    if dataset is None:
+        splits = splits.to(accelerator.device)
+    layout = batch_layout(job.data, job.train.grad_accum_steps, world)
+    lengths = task.lengths(splits.train)
+    sequence = job.data if isinstance(job.data, SequenceData) else None
+    plan = BatchPlan(
+        n=split_size(splits.train), global_batch=layout.global_batch, world_size=world, accum=layout.accum,
+        seed=job.train.seed, lengths=lengths, bucketing=bool(sequence and sequence.bucketing),
+        bucket_pool=sequence.bucket_pool if sequence else 1, max_tokens=sequence.max_tokens if sequence else None,
+    )
+    total_steps = plan.total_steps(job.train.epochs)
+    if job.train.max_steps:
+        total_steps = min(total_steps, job.train.max_steps)
+    optimizer = make_optimizer(job.optim, net, accelerator.device)
+    scheduler = make_scheduler(job.optim, optimizer, total_steps, max(1, plan.steps_in_epoch(0)))
+    model = torch.compile(net) if job.train.compile else net
+    model, optimizer = accelerator.prepare(model, optimizer)
+    worker = worker_info(accelerator)
+    tracker = Tracker(job, run_dir, job.run_id, worker, primary=(task.primary_metric, task.higher_is_better))
+    accelerator.print(
+        f"{job.name}: {world} process(es) on {worker.device} ({accelerator.distributed_type}), {threads} thread(s) "
+        f"each, precision {precision}; {layout.describe()}; {plan.steps_in_epoch(0)} steps/epoch, "
+        f"{total_steps} in all; run dir {run_dir}"
+    )
+    return Run(job, task, splits, accelerator, net, model, optimizer, scheduler, plan, layout, total_steps, precision,
+               tracker, dataset, lengths, task.tokens(splits.train) if task.throughput_unit == "tokens" else None)
 
 
-def evaluate(
-    task: Task, accelerator: Accelerator, net: torch.nn.Module, test: tuple[torch.Tensor, ...],
-    job: JobBase, tracker: Tracker, step: int,
-) -> dict[str, float]:
-    """Test metrics over every test sample exactly once: each rank its block, sums all-reduced.
+def restore(run: Run) -> LoopState:
+    """Continue from the newest checkpoint in the run directory, wherever it was written from;
+    else start fresh, each rank with its own random stream (dropout masks)."""
+    state = LoopState()
+    found = checkpoint.load_latest(run.checkpoints)
+    if found is None:
+        seed_rank(run.job.train.seed, run.rank)
+        return state
+    path, saved = found
+    checkpoint.load_model_state(run.net, saved["model"], path)
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    loop = saved.get("loop", {})
+    state.step = state.resumed_from = state.last_saved = saved["step"]
+    state.seconds_before = state.saved_seconds = saved.get("train_seconds", 0.0)
+    state.parts = loop.get("parts", 1) + 1
+    state.counts_before = loop.get("counts", {})
+    state.evals_since_best = loop.get("evals_since_best", 0)
+    state.last_eval = loop.get("last_eval")
+    rngs = saved["rng"]
+    if len(rngs) == run.world:
+        checkpoint.set_rng_state(rngs[run.rank])
+    else:  # another world size: fresh streams per rank, as a fresh run draws them (never rank 0's for all)
+        seed_rank(run.job.train.seed + state.step, run.rank)
+    if saved.get("global_batch", run.layout.global_batch) != run.layout.global_batch:
+        run.accelerator.print(
+            f"warning: {path} was trained with a global batch of {saved['global_batch']} samples, this launch uses "
+            f"{run.layout.global_batch} ({run.world} process(es)); set data.global_batch_size to keep the "
+            "training the same at any world size"
+        )
+    best = checkpoint.load_best(run.checkpoints)
+    if best is not None:
+        state.best = {k: best[k] for k in ("step", "value", "metrics")}
+        state.best_weights = best["model"]
+    run.accelerator.print(f"resuming from {path} (step {state.step} of {run.total_steps}, part {state.parts})")
+    return state
 
-    `net` is the plain module, not the DDP wrapper: ranks may run different numbers
-    of eval batches, and a DDP forward could wait on collectives the others never make.
-    """
-    rank, world = accelerator.process_index, accelerator.num_processes
-    broadcast_buffers(net, world)
+
+def seed_rank(seed: int, rank: int) -> None:
+    """Random streams of one rank: every generator training draws from, different per rank."""
+    mixed = (seed * 1_000_003 + rank) % 2**32
+    torch.manual_seed(mixed)
+    random.seed(mixed)
+    np.random.seed(mixed)
+
+
+# ---------------------------------------------------------------------------
+# One step
+
+
+def epoch_batches(run: Run, epoch: int, start: int) -> Iterator[list[tuple[Batch, torch.Tensor]]]:
+    """This rank's (batch, sample indices) micro-batches of each step of an epoch, from `start`."""
+    steps = run.plan.steps(epoch, run.rank, start)
+    if run.dataset is None:
+        for micro in steps:
+            yield [(run.task.batch(run.splits.train, idx), idx) for idx in micro]
+        return
+    # The classic path: a DataLoader over the same indices, grouped back into steps.
+    plan = list(steps)
+    loader = iter(torch.utils.data.DataLoader(
+        run.dataset, batch_sampler=[idx.tolist() for micro in plan for idx in micro],
+        num_workers=getattr(run.job.data, "num_workers", 0),
+    ))
+    device = run.accelerator.device
+    for micro in plan:
+        yield [(tuple(t.to(device, non_blocking=True) for t in next(loader)), idx) for idx in micro]
+
+
+def train_step(run: Run, batches: list[tuple[Batch, torch.Tensor]], state: LoopState) -> torch.Tensor:
+    """Forward and backward over this rank's micro-batches, then one optimizer step.
+    Gradients are synchronised once, on the last micro-batch."""
+    accelerator, model, n = run.accelerator, run.model, len(batches)
+    total = None
+    for i, (batch, indices) in enumerate(batches):
+        count(run, state, indices)
+        sync_context = accelerator.no_sync(model) if i < n - 1 else contextlib.nullcontext()
+        with sync_context:
+            loss = run.task.loss(model, batch)
+            accelerator.backward(loss / n if n > 1 else loss)
+        total = loss.detach() if total is None else total + loss.detach()
+    if run.job.optim.grad_clip:
+        accelerator.clip_grad_norm_(model.parameters(), run.job.optim.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return total / n if n > 1 else total
+
+
+def count(run: Run, state: LoopState, indices: torch.Tensor) -> None:
+    """Samples, real tokens and padded tokens of one micro-batch (CPU bookkeeping, no sync)."""
+    state.counts["samples"] += len(indices)
+    if run.tokens is not None:
+        state.counts["tokens"] += int(run.tokens[indices].sum())
+    if run.lengths is not None and len(indices):
+        state.counts["padded"] += len(indices) * int(run.lengths[indices].max())
+
+
+def units(run: Run, counts: dict[str, int]) -> int:
+    return counts["tokens"] if run.unit == "tokens" else counts["samples"]
+
+
+# ---------------------------------------------------------------------------
+# Sync, save
+
+
+def sync_due(run: Run, state: LoopState) -> bool:
+    step, t = state.step, run.job.train
+    return step % t.log_every == 0 or step % t.checkpoint_every == 0 or step == run.total_steps or (
+        t.eval_every_steps is not None and step % t.eval_every_steps == 0)
+
+
+def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) -> None:
+    """One all-reduce carries the last loss, the NaN check and stop requests.  Only at steps
+    every rank shares: a signal reaches ranks at different steps, so it is polled here."""
+    losses = torch.stack(state.pending).float()
+    state.pending.clear()
+    local = torch.stack([losses[-1], (~torch.isfinite(losses)).sum().float(),
+                         torch.tensor(float(stop.is_set()), device=losses.device)])
+    total = run.accelerator.reduce(local.clone(), "sum") if run.world > 1 else local
+    if float(total[1]) > 0:
+        bad = (~torch.isfinite(losses)).nonzero()
+        first = state.step - len(losses) + 1
+        where = f"step {first + int(bad[0])}" if len(bad) else "another rank"
+        raise NonFiniteLoss(
+            f"loss is {float(losses[bad[0]]) if len(bad) else 'NaN/inf'} at {where} (between steps {first} and "
+            f"{state.step}); stopped. The last good checkpoint in {run.checkpoints} is kept: lower optim.lr or set "
+            "optim.grad_clip."
+        )
+    now, done = time.perf_counter(), units(run, state.counts)
+    last_time, last_step, last_done = state.last_sync if state.last_sync[0] else (state.start, state.resumed_from or 0, 0)
+    state.last_sync = (now, state.step, done)
+    epoch, offset = run.plan.locate(state.step)
+    row = {
+        "loss": float(losses[-1]),
+        "global_loss": float(total[0]) / run.world,
+        "lr": run.scheduler.get_last_lr()[0],
+        f"{run.unit}_per_s": (done - last_done) / max(now - last_time, 1e-9),
+        "epoch": epoch + offset / max(1, run.plan.steps_in_epoch(epoch)),
+    }
+    run.tracker.log(state.step, row)
+    progress.update(state.step, row)
+    if float(total[2]) > 0:
+        state.stopping = "signal"
+
+
+def save(run: Run, state: LoopState) -> None:
+    """A checkpoint of the current step (once per step): every rank's random state, the loop state."""
+    if state.last_saved == state.step:
+        return
+    per_rank = gather_objects(run.accelerator, {"rng": checkpoint.rng_state(), "counts": dict(state.counts)})
+    seconds = broadcast_object(run.accelerator, state.seconds())  # one number for every rank's result
+    if run.accelerator.is_main_process:
+        checkpoint.save(run.checkpoints, state.step, {
+            "model": run.net.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "rng": [r["rng"] for r in per_rank],
+            "step": state.step,
+            "world_size": run.world,
+            "global_batch": run.layout.global_batch,
+            "train_seconds": seconds,
+            "loop": {
+                "parts": state.parts,
+                "counts": total_counts(state, [r["counts"] for r in per_rank]),
+                "evals_since_best": state.evals_since_best,
+                "last_eval": state.last_eval,
+            },
+            "task_info": run.splits.info,
+            "config": run.job.to_dict(),
+        }, run.job.train.keep_checkpoints)
+    run.accelerator.wait_for_everyone()
+    state.last_saved, state.saved_seconds = state.step, seconds
+
+
+def total_counts(state: LoopState, per_rank: list[dict[str, int]]) -> dict[str, int]:
+    """Samples/tokens/padded tokens of the whole run: earlier parts plus every rank of this one."""
+    return {k: state.counts_before.get(k, 0) + sum(c[k] for c in per_rank) for k in ("samples", "tokens", "padded")}
+
+
+# ---------------------------------------------------------------------------
+# Evaluation and model selection
+
+
+def validation_due(run: Run, state: LoopState, epoch: int) -> bool:
+    """Evaluate now?  Every `train.eval_every_steps` steps, else at the end of every
+    `train.eval_every_epochs`-th epoch; never twice at one step."""
+    if state.last_eval == state.step or state.step == 0:
+        return False
+    t = run.job.train
+    if t.eval_every_steps is not None:
+        return state.step % t.eval_every_steps == 0
+    done_epoch, offset = run.plan.locate(state.step)
+    return offset == 0 and done_epoch == epoch + 1 and done_epoch % t.eval_every_epochs == 0
+
+
+def evaluate(run: Run, split: Split, prefix: str, step: int) -> dict[str, Any]:
+    """Metrics over every sample of `split` exactly once: each rank its batches, sums all-reduced.
+
+    Runs the plain module, not the DDP wrapper: ranks may run different numbers of
+    batches, and a DDP forward could wait on collectives the others never make."""
+    accelerator, task, net = run.accelerator, run.task, run.net
+    broadcast_buffers(net, run.world)
     net.eval()
     sums: dict[str, torch.Tensor] = {}
-    eval_batch = getattr(job.data, "eval_batch_size", job.data.batch_size)
+    lengths = task.lengths(split)
+    max_tokens = getattr(run.job.data, "max_tokens", None)
+    batches = eval_batches(split_size(split), run.rank, run.world, run.job.data.eval_batch_size, lengths, max_tokens)
     with torch.no_grad(), accelerator.autocast():
-        for part in shard_slices(len(test[0]), rank, world, eval_batch):
-            batch = tuple(t[part].to(accelerator.device) for t in test)
-            for key, value in task.eval_sums(net, batch).items():
+        for indices in batches:
+            for key, value in task.eval_sums(net, task.batch(split, indices)).items():
                 sums[key] = sums.get(key, 0) + value.double()
-    keys = sorted(sums)  # same order on every rank
-    local = torch.stack([sums[k] for k in keys]) if keys else torch.zeros(0)
-    total = accelerator.reduce(local.clone(), "sum")
-    shard = task.metrics(dict(zip(keys, local.tolist())), prefix="test/shard_")
-    overall = task.metrics(dict(zip(keys, total.tolist())), prefix="test_")
-    tracker.log(step, {**{k.replace("test_", "test/", 1): v for k, v in overall.items()}, **shard})
-    accelerator.print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in overall.items()))
+    keys = sorted(sums)  # the same order on every rank
+    local = torch.stack([torch.as_tensor(sums[k], device=accelerator.device) for k in keys]) if keys else \
+        torch.zeros(0, device=accelerator.device)
+    total = accelerator.reduce(local.clone(), "sum") if run.world > 1 else local
+    shard = task.metrics(dict(zip(keys, local.tolist())), prefix=f"{prefix}/shard_")
+    overall = task.metrics(dict(zip(keys, total.tolist())), prefix=f"{prefix}_")
+    run.tracker.log(step, {**{k.replace(f"{prefix}_", f"{prefix}/", 1): v for k, v in overall.items()}, **shard})
+    accelerator.print(f"step {step}: " + "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                                  for k, v in overall.items()))
+    net.train()
     return overall
 
 
-def make_optimizer(cfg: OptimConfig, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    """The optimizer, fused where the device has a fused kernel (one launch per step, not per tensor)."""
-    params = model.parameters()
-    fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
-    if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **fast)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **fast)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fast)
-    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
+def validate(run: Run, state: LoopState) -> None:
+    """Evaluate, and with a validation split keep the best weights by the task's primary metric
+    and count evaluations without improvement (early stopping).  Without one, the test split is
+    evaluated as training goes (the tutorial's way) and the last weights are the result."""
+    began = time.perf_counter()
+    if run.splits.val is None:
+        state.last_metrics = evaluate(run, run.splits.test, "test", state.step)
+        state.last_eval = state.step
+        state.eval_seconds += time.perf_counter() - began
+        return
+    metrics = evaluate(run, run.splits.val, "val", state.step)
+    state.last_eval = state.step
+    key = f"val_{run.task.primary_metric}"
+    if key not in metrics:
+        raise KeyError(f"task {run.task.name} declares primary_metric {run.task.primary_metric!r}, but its metrics "
+                       f"are {sorted(metrics)}")
+    value = float(metrics[key])
+    best = state.best["value"] if state.best else None
+    better = best is None or (value > best if run.task.higher_is_better else value < best)
+    if better and math.isfinite(value):
+        state.best = {"step": state.step, "value": value, "metrics": metrics}
+        state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in run.net.state_dict().items()}
+        state.evals_since_best = 0
+        if run.accelerator.is_main_process:
+            checkpoint.save_best(run.checkpoints, {**state.best, "model": state.best_weights,
+                                                   "task_info": run.splits.info, "config": run.job.to_dict()})
+    else:
+        state.evals_since_best += 1
+        patience = run.job.train.early_stopping.patience
+        if patience is not None and state.evals_since_best >= patience:
+            state.stopping = "early stopping"
+            run.accelerator.print(f"early stopping at step {state.step}: val_{run.task.primary_metric} has not "
+                                  f"improved on {state.best['value']:.4f} (step {state.best['step']}) in "
+                                  f"{patience} evaluation(s)")
+    state.eval_seconds += time.perf_counter() - began
+    save(run, state)  # the selection state and the weights it refers to stay together
 
 
-def make_scheduler(
-    cfg: OptimConfig, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """Learning-rate schedule per optimizer step, with optional linear warm-up."""
-    warmup = cfg.warmup_steps
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if cfg.scheduler == "cosine":
-            progress = (step - warmup) / max(1, total_steps - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-        if cfg.scheduler == "step":
-            return cfg.gamma ** (step // (cfg.step_size_epochs * steps_per_epoch))
-        return 1.0
-
-    if cfg.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=max(total_steps, 2))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+# ---------------------------------------------------------------------------
+# The end
 
 
-def gather_objects(accelerator: Accelerator, obj: Any) -> list[Any]:
-    """One object from every rank, in rank order (RNG states for the checkpoint)."""
-    if accelerator.num_processes == 1:
-        return [obj]
-    out: list[Any] = [None] * accelerator.num_processes
-    torch.distributed.all_gather_object(out, obj)
-    return out
+def interrupted(run: Run, state: LoopState) -> dict[str, Any]:
+    """Stopped by a signal: the checkpoint is on disk; no result.json (the run is not finished)."""
+    result = {"interrupted": True, "steps": state.step, "run_dir": str(run.run_dir),
+              "train_seconds": round(state.seconds(), 3)}
+    run.tracker.finish(result)
+    run.accelerator.wait_for_everyone()
+    run.accelerator.end_training()
+    return result
 
 
-def weights_digest(model: torch.nn.Module) -> str:
+def conclude(run: Run, state: LoopState) -> dict[str, Any]:
+    """The last weights saved, the best ones tested once, and the result written."""
+    if run.splits.val is not None and state.last_eval != state.step:
+        validate(run, state)  # the final weights compete too
+    save(run, state)
+    seconds = state.saved_seconds  # result.json and the final checkpoint tell the same training time
+    cpu_seconds = time.process_time() - state.start_cpu
+    per_rank = gather_objects(run.accelerator, dict(state.counts))
+    counts = total_counts(state, per_rank)
+    val_metrics: dict[str, Any] = {}
+    if run.splits.val is not None and state.best is not None:
+        checkpoint.load_model_state(run.net, state.best_weights, run.checkpoints / checkpoint.BEST)
+        val_metrics = state.best["metrics"]
+    began = time.perf_counter()
+    reuse = run.splits.val is None and state.last_eval == state.step and state.last_metrics
+    test_metrics = state.last_metrics if reuse else evaluate(run, run.splits.test, "test", state.step)
+    state.eval_seconds += time.perf_counter() - began
+    broadcast_buffers(run.net, run.world)
+    digests = gather_objects(run.accelerator, weights_digest(run.net))  # equal digests: the ranks trained one model
+    primary = f"test_{run.task.primary_metric}"
+    result: dict[str, Any] = {
+        **val_metrics,
+        **test_metrics,
+        "primary_metric": primary,
+        "higher_is_better": run.task.higher_is_better,
+        "best_step": state.best["step"] if state.best else None,
+        "stopped_early": state.stopping == "early stopping",
+        "epochs": round(state.step / max(1, run.plan.steps_in_epoch(0)), 4),
+        "steps": state.step,
+        "world_size": run.world,
+        "global_batch_size": run.layout.global_batch,
+        "grad_accum_steps": run.layout.accum,
+        "mixed_precision": run.precision,
+        "train_seconds": round(seconds, 3),
+        "parts": state.parts,
+        "eval_seconds": round(state.eval_seconds, 3),
+        "train_cpu_seconds": round(cpu_seconds, 3),  # this process, this part: robust on a busy machine
+        "samples_per_second": round(counts["samples"] / max(seconds, 1e-9), 1),
+        "resumed_from_step": state.resumed_from,
+        "interrupted": False,
+        "run_dir": str(run.run_dir),
+        "weights_sha1_per_rank": digests,
+    }
+    if run.unit == "tokens":
+        result["tokens_per_second"] = round(counts["tokens"] / max(seconds, 1e-9), 1)
+    if run.lengths is not None and counts["padded"]:
+        result["padding_fraction"] = round(1 - counts["tokens"] / counts["padded"], 4) if counts["tokens"] else None
+    if run.accelerator.is_main_process:
+        extra = run.task.finish(run.net, run.splits, run.run_dir)
+        images, tables = extra.pop("images", {}), extra.pop("tables", {})
+        result.update(extra)
+        if images:
+            run.tracker.log_images(state.step, images)
+        for name, table in tables.items():
+            run.tracker.log_table(name, table["columns"], table["rows"])
+        runfiles.write_json(run.run_dir / runfiles.RESULT, result)
+        best = run.checkpoints / checkpoint.BEST
+        model_file = best if best.is_file() else checkpoint.checkpoint_files(run.checkpoints)[0][1]
+        run.tracker.log_model(model_file, run.run_dir / runfiles.RESULT, {primary: result.get(primary)})
+    run.tracker.finish(result)
+    run.accelerator.wait_for_everyone()
+    # Leave the process group cleanly: without it ranks sometimes abort at interpreter
+    # exit ("terminate called without an active exception") after finishing their work.
+    run.accelerator.end_training()
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Digests
+
+
+def weights_digest(model: nn.Module) -> str:
     import hashlib
 
     digest = hashlib.sha1()
@@ -329,26 +605,3 @@ def weights_digest(model: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def checkpoint_files_at(folder: Path, step: int) -> bool:
-    return any(s == step for s, _ in checkpoint.checkpoint_files(folder))
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def stop_on_signals(*signums: int) -> threading.Event:
-    """An event set by SIGTERM/SIGUSR*: the loop saves and stops at the next logging step."""
-    event = threading.Event()
-
-    def handler(signum: int, frame: Any) -> None:
-        print(f"received {signal.Signals(signum).name}: checkpointing at the next step", file=sys.stderr, flush=True)
-        event.set()
-
-    for signum in signums:
-        signal.signal(signum, handler)
-    return event

@@ -1,9 +1,7 @@
-"""`lstm-train bench` runs and reports sane fields; both data paths give the same batches.
+"""`lstm-train bench` runs and reports sane fields.
 
-The bench is a benchmark, not a timed test: nothing here asserts a speed.  The data-path
-tests prove what the fast path promises: `data.loader: tensor` and `data.loader:
-torchvision` (and torch's own DistributedSampler) hand every rank the same samples in the
-same order for the same seed and epoch, at world size 1 and 2, resumed mid-epoch too.
+The bench is a benchmark, not a timed test: nothing here asserts a speed.  (That both data
+paths give the same batches is tests/test_batching.py.)
 """
 
 from __future__ import annotations
@@ -13,12 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
 
 from lstm_train.bench import lstm_flops_per_sample, reset_accelerate
 from lstm_train.config import validate_job
-from lstm_train.data.batching import batches_per_epoch, epoch_indices, loader_batches, tensor_batches
-from lstm_train.tasks.classify import ClassifyTask, as_rows
+from lstm_train.tasks.classify import as_rows
 
 try:  # `python -m pytest` from the repo root, or tests/ as a package
     from tests.conftest import run_cli
@@ -37,72 +33,6 @@ def classify_job(root: Path, tmp_path: Path, **train: object) -> object:
         },
         "test",
     )
-
-
-# ---------------------------------------------------------------------------
-# Same samples, same order
-
-
-@pytest.mark.parametrize("n", [1000, 1001, 60000])
-@pytest.mark.parametrize("world", [1, 2, 3])
-def test_epoch_indices_are_distributed_samplers(n: int, world: int) -> None:
-    for epoch in (0, 1, 7):
-        for rank in range(world):
-            sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=5)
-            sampler.set_epoch(epoch)
-            assert epoch_indices(n, epoch, 5, rank, world).tolist() == list(sampler)
-    assert sum(len(epoch_indices(n, 0, 5, r, world)) for r in range(world)) >= n
-
-
-@pytest.mark.parametrize("world", [1, 2])
-def test_tensor_and_torchvision_paths_give_the_same_batches(mnist_root: Path, tmp_path: Path, world: int) -> None:
-    """Real MNIST: the tensor path's batches == the torchvision Dataset + DataLoader path's
-    == a plain DataLoader over torch's DistributedSampler, for every rank and two epochs."""
-    job = classify_job(mnist_root, tmp_path)
-    task = ClassifyTask(job)
-    splits = task.load_data()
-    dataset = task.torch_dataset(train=True)
-    n, batch, seed, checked = len(splits.train[0]), 64, job.train.seed, 6
-    assert len(dataset) == n
-    for epoch in (0, 1):
-        for rank in range(world):
-            indices = epoch_indices(n, epoch, seed, rank, world)
-            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
-            sampler.set_epoch(epoch)
-            reference = iter(DataLoader(dataset, batch_size=batch, sampler=sampler))
-            fast = tensor_batches(splits.train, indices, batch)
-            classic = loader_batches(dataset, indices, batch)
-            for _ in range(checked):
-                (xf, yf), (xc, yc), (xr, yr) = next(fast), next(classic), next(reference)
-                assert xf.dtype == torch.uint8 and xc.dtype == torch.float32
-                assert torch.equal(yf, yc) and torch.equal(yf, yr)
-                # The same pixels bit for bit once each path's batch becomes LSTM rows.
-                assert torch.equal(as_rows(xf), as_rows(xc)) and torch.equal(as_rows(xc), as_rows(xr))
-            # Resuming mid-epoch (start=4) continues with exactly the same batches.
-            resumed_fast = next(tensor_batches(splits.train, indices, batch, start=4))
-            resumed_classic = next(loader_batches(dataset, indices, batch, start=4))
-            whole = list(zip(range(5), tensor_batches(splits.train, indices, batch)))[4][1]
-            assert torch.equal(resumed_fast[1], whole[1]) and torch.equal(resumed_classic[1], whole[1])
-            assert torch.equal(as_rows(resumed_fast[0]), as_rows(resumed_classic[0]))
-    # Every rank gets the same number of batches (padding as DistributedSampler pads).
-    assert batches_per_epoch(n, batch, world) == len(list(range(0, len(epoch_indices(n, 0, seed, 0, world)), batch)))
-
-
-def test_both_loaders_train_the_same_weights(fake_mnist: Path, tmp_path: Path) -> None:
-    """The whole loop, both data paths, same seed: bit-identical weights after 12 steps."""
-    from lstm_train.train import train
-
-    results = {}
-    for loader in ("tensor", "torchvision"):
-        reset_accelerate()
-        job = classify_job(fake_mnist, tmp_path / loader, max_steps=12, log_every=4)
-        spec = job.to_dict()
-        spec["data"]["loader"] = loader
-        results[loader] = train(validate_job(spec, "test"))
-    reset_accelerate()
-    assert results["tensor"]["steps"] == results["torchvision"]["steps"] == 12
-    assert results["tensor"]["weights_sha1_per_rank"] == results["torchvision"]["weights_sha1_per_rank"]
-    assert results["tensor"]["test_loss"] == results["torchvision"]["test_loss"]
 
 
 # ---------------------------------------------------------------------------

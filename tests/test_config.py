@@ -22,7 +22,8 @@ def test_tutorial_job_is_the_tutorial() -> None:
     assert (job.data.dataset, job.data.batch_size) == ("mnist", 64)
     assert (job.model.hidden_size, job.model.num_layers, job.model.bidirectional) == (64, 1, False)
     assert (job.optim.name, job.optim.lr, job.train.epochs, job.train.seed) == ("adam", 0.01, 1, 1)
-    assert job.train.mixed_precision == "no" and job.tracking.wandb.mode == "auto"
+    # auto: bf16 where the CPU/GPU runs it natively (the fast path), exact fp32 with mixed_precision=no
+    assert job.train.mixed_precision == "auto" and job.tracking.wandb.mode == "auto"
 
 
 def test_every_job_file_validates() -> None:

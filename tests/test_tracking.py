@@ -27,6 +27,8 @@ from lstm_train.tracking import (
     resolve_mode,
     wandb_run_id,
 )
+
+from .conftest import run_cli
 try:  # `python -m pytest` from the repo root, or tests/ as a package
     from tests.wandb_records import config_values, read_runs
 except ImportError:  # plain `pytest`: tests/ itself is on sys.path
@@ -343,7 +345,7 @@ def test_report_before_any_evaluation(tmp_path: Path) -> None:
 
 
 def test_report_without_metrics_names_the_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from lstm_train.report import ReportError, main, report
+    from lstm_train.report import ReportError, report
 
     with pytest.raises(ReportError, match=str(tmp_path / "metrics")):
         report(tmp_path)
@@ -351,8 +353,30 @@ def test_report_without_metrics_names_the_directory(tmp_path: Path, capsys: pyte
     (tmp_path / "metrics" / "rank-0.jsonl").write_text("")
     with pytest.raises(ReportError, match="no metric rows"):
         report(tmp_path)
-    assert main(tmp_path) == 1
-    assert str(tmp_path / "metrics") in capsys.readouterr().err
+    proc = run_cli("report", str(tmp_path))  # the CLI: a user error, exit 2 like every other
+    assert proc.returncode == 2 and "no metric rows" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_tables_and_the_model_artifact_reach_the_offline_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    tracker = Tracker(make_job(), run_dir, "job7", WorkerInfo(0, 0, 1, "cpu"), primary=("accuracy", True))
+    tracker.log(3, {"val/accuracy": 0.5})
+    tracker.log(6, {"val/accuracy": 0.7})
+    tracker.log(9, {"val/accuracy": 0.6})
+    tracker.log_table("examples", ["source", "hypothesis"], [["ein Mann", "a man"], ["zwei", "two"]])
+    model, result = run_dir / "best.pt", run_dir / "result.json"
+    model.write_bytes(b"weights")
+    result.write_text("{}")
+    tracker.log_model(model, result, {"test_accuracy": 0.61})
+    tracker.finish({"test_accuracy": 0.61})
+    assert (run_dir / "metrics" / "examples.tsv").read_text() == "source\thypothesis\nein Mann\ta man\nzwei\ttwo\n"
+    (run,) = read_runs(run_dir / "wandb")
+    assert any(isinstance(row.get("examples"), dict) and row["examples"].get("_type") == "table-file"
+               for row in run.history)
+    (artifact,) = [a for a in run.artifacts if a["type"] == "model"]  # (the table is a run-table artifact)
+    assert artifact["type"] == "model" and artifact["name"] == "tiny-job7" and "best" in artifact["aliases"]
+    assert artifact["files"] == ["best.pt", "result.json"] and artifact["metadata"] == {"test_accuracy": 0.61}
+    assert run.summary["val/accuracy"] == {"max": 0.7}  # the summary keeps the best validation value
 
 
 # ---------------------------------------------------------------------------

@@ -78,9 +78,11 @@ def test_srun_tasks_without_torch_env_are_an_error(fake_mnist: Path, tmp_path: P
     assert proc.returncode == 2 and "2 unrelated copies" in proc.stderr
 
 
-def test_kill_9_then_resume_gives_the_same_weights(fake_mnist: Path, tmp_path: Path) -> None:
+def test_kill_9_then_resume_mid_epoch_gives_the_same_weights(fake_mnist: Path, tmp_path: Path) -> None:
+    """kill -9 mid-run, resume from a checkpoint in the middle of an epoch: bit-identical weights."""
+    steps_per_epoch = 8  # fake MNIST: 512 training images, batches of 64
     args = [JOB, f"data.root={fake_mnist}", "train.epochs=60", "train.checkpoint_every=10", "train.log_every=10",
-            "model.dropout=0.2", "model.num_layers=2"]
+            "model.dropout=0.2", "model.num_layers=2", "train.mixed_precision=no"]
     reference = tmp_path / "reference"
     assert run_cli("run", *args, f"train.output_dir={reference}").returncode == 0
 
@@ -89,17 +91,24 @@ def test_kill_9_then_resume_gives_the_same_weights(fake_mnist: Path, tmp_path: P
     proc = subprocess.Popen([sys.executable, "-m", "lstm_train", "run", *args, f"train.output_dir={crashed}"],
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not any(s >= 100 for s, _ in checkpoint_files(crashed / "checkpoints")):
-        assert proc.poll() is None and time.time() < deadline, "run ended before a mid-run checkpoint"
+    while len([s for s, _ in checkpoint_files(crashed / "checkpoints") if s >= 100]) < 2:
+        assert proc.poll() is None and time.time() < deadline, "run ended before two mid-run checkpoints"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (crashed / "result.json").exists()
+    # Two consecutive checkpoints (10 steps apart) cannot both end an epoch of 8 steps: keep
+    # the newest one that lies inside an epoch, so the resume is mid-epoch for sure.
+    kept = [(s, p) for s, p in checkpoint_files(crashed / "checkpoints")]
+    mid = next(s for s, _ in kept if s % steps_per_epoch)
+    for s, p in kept:
+        if s > mid:
+            p.unlink()
 
     resumed = run_cli("run", *args, f"train.output_dir={crashed}")
     assert resumed.returncode == 0, resumed.stderr
     result = result_of(crashed)
-    assert result["resumed_from_step"] >= 100 and result["resumed_from_step"] % 8 != 0 or result["resumed_from_step"] >= 100
+    assert result["resumed_from_step"] == mid and mid % steps_per_epoch != 0 and result["parts"] == 2
     a, b = final_weights(reference), final_weights(crashed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert result_of(reference)["test_loss"] == result["test_loss"]
@@ -108,10 +117,24 @@ def test_kill_9_then_resume_gives_the_same_weights(fake_mnist: Path, tmp_path: P
 def test_checkpoint_of_another_model_is_a_clear_error(fake_mnist: Path, tmp_path: Path) -> None:
     out = tmp_path / "r"
     assert run_cli("run", JOB, f"data.root={fake_mnist}", f"train.output_dir={out}", "model.hidden_size=16").returncode == 0
+    (out / "result.json").unlink()  # as if it had stopped before the end: its checkpoint is what remains
     proc = run_cli("run", JOB, f"data.root={fake_mnist}", f"train.output_dir={out}", "model.hidden_size=32")
     assert proc.returncode == 2
     assert "does not fit this job's model" in proc.stderr and "(64, 28) vs model (128, 28)" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_finished_run_stays_finished_and_another_job_there_is_refused(fake_mnist: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    args = [JOB, f"data.root={fake_mnist}", f"train.output_dir={out}", "train.max_steps=12"]
+    assert run_cli("run", *args).returncode == 0
+    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    again = run_cli("run", *args)
+    assert again.returncode == 0 and "has finished already" in again.stdout
+    assert json.loads(again.stdout[again.stdout.index("{"):])["already_finished"] is True
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()} == files
+    other = run_cli("run", *args, "optim.lr=0.5")
+    assert other.returncode == 2 and "optim.lr" in other.stderr and "0.01" in other.stderr and "0.5" in other.stderr
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_good_checkpoints(fake_mnist: Path, tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ class WandbRun:
     summary: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, str] = field(default_factory=dict)  # define_metric: name/glob -> step metric
     files: list[str] = field(default_factory=list)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)  # name, type, aliases, files, metadata
     exit_code: int | None = None
 
 
@@ -154,6 +155,11 @@ def read_run(path: Path) -> WandbRun:
             run.metrics[m.name or m.glob_name] = m.step_metric
         elif kind == "files":
             run.files.extend(f.path for f in record.files.files)
+        elif kind == "artifact":
+            a = record.artifact
+            run.artifacts.append({"name": a.name, "type": a.type, "aliases": list(a.aliases),
+                                  "files": sorted(e.path for e in a.manifest.contents),
+                                  "metadata": json.loads(a.metadata) if a.metadata else {}})
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
     return run

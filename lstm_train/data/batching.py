@@ -1,21 +1,43 @@
-"""Batches cut from tensors by index: the same order a DistributedSampler gives.
+"""Which samples each process reads at each step: one plan, the same on every rank.
 
-Each epoch is one seeded permutation of the whole training set (seed + epoch,
-as `torch.utils.data.DistributedSampler` draws it), padded to a multiple of the
-world size and dealt out round-robin, so every rank sees its own shard and the
-tensor path and the DataLoader path agree sample for sample.
+An epoch is a seeded permutation of the training set (seed + epoch, as
+`torch.utils.data.DistributedSampler` draws it), padded by repeating its head to
+a multiple of the world size.  It is cut into *global batches*, one per optimizer
+step, and each global batch is dealt to the ranks and to their gradient
+accumulation micro-batches by interleaving:
+
+    global batch g, world W, accumulation A:
+        rank r, micro-batch j  <-  g[r + W*j :: W*A]
+
+So the samples of a step do not depend on how many processes share it: one
+process with two micro-batches and two processes with one each read the same
+samples and (at equal micro-batch sizes) compute the same gradient.  That is what
+makes `data.global_batch_size` world-size invariant, and what lets a checkpoint
+resume at another world size with every sample still seen once per epoch.
+
+Variable-length data (a task with `Ragged` columns) adds length bucketing: the
+permutation is cut into pools of `bucket_pool` global batches, each pool is sorted
+by length and cut into global batches (of a sample count, or of a padded-token
+budget with `max_tokens`), and the epoch's batches are shuffled.  A global batch
+holds sequences of similar length and little padding, and since it is sorted,
+interleaving gives every rank and micro-batch the same mix of lengths.
+
+Everything is a pure function of (seed, epoch, sizes, lengths): every rank computes
+the same plan without talking to the others, and a resumed run skips to its step
+by index.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import torch
 
 
-def epoch_indices(n: int, epoch: int, seed: int, rank: int, world_size: int, shuffle: bool = True) -> torch.Tensor:
-    """This rank's sample indices for one epoch, exactly as DistributedSampler(drop_last=False)."""
+def epoch_order(n: int, epoch: int, seed: int, world_size: int, shuffle: bool = True) -> torch.Tensor:
+    """The epoch's sample order: DistributedSampler's permutation, padded to a multiple of the world."""
     if shuffle:
         generator = torch.Generator()
         generator.manual_seed(seed + epoch)
@@ -24,47 +46,141 @@ def epoch_indices(n: int, epoch: int, seed: int, rank: int, world_size: int, shu
         order = torch.arange(n)
     total = math.ceil(n / world_size) * world_size
     if total > n:  # pad by repeating the head, as DistributedSampler does
-        repeats = math.ceil((total - n) / n)
-        order = torch.cat([order] + [order] * repeats)[:total]
-    return order[rank:total:world_size]
+        order = torch.cat([order] * math.ceil(total / n))[:total]
+    return order
 
 
-def batches_per_epoch(n: int, batch_size: int, world_size: int) -> int:
-    return math.ceil(math.ceil(n / world_size) / batch_size)
+def epoch_indices(n: int, epoch: int, seed: int, rank: int, world_size: int, shuffle: bool = True) -> torch.Tensor:
+    """This rank's sample indices for one epoch, exactly as DistributedSampler(drop_last=False)."""
+    return epoch_order(n, epoch, seed, world_size, shuffle)[rank::world_size]
 
 
-def tensor_batches(
-    tensors: tuple[torch.Tensor, ...], indices: torch.Tensor, batch_size: int, start: int = 0
-) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Batches `start`, `start + 1`, ... of `indices`, gathered from tensors on their device."""
-    indices = indices.to(tensors[0].device)
-    for begin in range(start * batch_size, len(indices), batch_size):
-        chosen = indices[begin : begin + batch_size]
-        yield tuple(t.index_select(0, chosen) for t in tensors)
+def cut_by_tokens(order: torch.Tensor, lengths: torch.Tensor, max_tokens: int, multiple: int = 1,
+                  slots: int = 1) -> list[torch.Tensor]:
+    """Cut `order` into consecutive batches, each a multiple of `multiple` samples (the world
+    size), such that dealt over `slots` micro-batches each holds at most `max_tokens` padded
+    tokens (samples x longest); a batch holds at least one multiple even past the budget."""
+    lens = lengths[order].tolist()
+    batches, start, n = [], 0, len(lens)
+    while start < n:
+        count, longest = 0, 0
+        while start + count < n:
+            step = lens[start + count : start + count + multiple]
+            wider = max(longest, *step)
+            if count and -(-(count + len(step)) // slots) * wider > max_tokens:
+                break
+            count, longest = count + len(step), wider
+        batches.append(order[start : start + count])
+        start += count
+    return batches
 
 
-def shard_slices(n: int, rank: int, world_size: int, batch_size: int) -> Iterator[slice]:
-    """Evaluation shard without padding: rank r takes a contiguous block, every sample once."""
-    per_rank = math.ceil(n / world_size)
-    begin, end = rank * per_rank, min(n, (rank + 1) * per_rank)
-    for start in range(begin, end, batch_size):
-        yield slice(start, min(end, start + batch_size))
+@dataclass
+class BatchPlan:
+    """The global batches of every epoch and this rank's micro-batches of each.
 
-
-def loader_batches(
-    dataset: torch.utils.data.Dataset, indices: torch.Tensor, batch_size: int, start: int = 0, num_workers: int = 0
-) -> Iterator[tuple[torch.Tensor, ...]]:
-    """The classic path: a Dataset with per-sample transforms behind a DataLoader.
-
-    The sampler is the same index list as `tensor_batches` uses, so both paths
-    give the same samples in the same order; resuming skips by index, not by
-    loading and dropping batches.
+    `global_batch` is in samples (all ranks and micro-batches of one optimizer step
+    together); with `max_tokens` the budget of one micro-batch is `max_tokens` padded
+    tokens and a global batch holds up to `max_tokens * world_size * accum`.
     """
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=indices[start * batch_size :].tolist(),
-        num_workers=num_workers,
-        persistent_workers=False,
-    )
-    yield from loader
+
+    n: int
+    global_batch: int
+    world_size: int = 1
+    accum: int = 1
+    seed: int = 1
+    lengths: torch.Tensor | None = None  # CPU int64 [n]; None: fixed-size samples
+    bucketing: bool = True
+    bucket_pool: int = 100
+    max_tokens: int | None = None
+    shuffle: bool = True
+    _cache: dict[int, list[torch.Tensor]] = field(default_factory=dict, repr=False)
+    _counts: dict[int, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.max_tokens is not None and self.lengths is None:
+            raise ValueError("max_tokens needs per-sample lengths (a task with variable-length columns)")
+
+    @property
+    def slots(self) -> int:
+        return self.world_size * self.accum
+
+    def global_batches(self, epoch: int) -> list[torch.Tensor]:
+        """The epoch's global batches, in training order (sample indices, CPU)."""
+        if epoch not in self._cache:
+            self._cache = {epoch: self._make(epoch)}  # one epoch at a time is all the loop reads
+            self._counts[epoch] = len(self._cache[epoch])
+        return self._cache[epoch]
+
+    def _make(self, epoch: int) -> list[torch.Tensor]:
+        order = epoch_order(self.n, epoch, self.seed, self.world_size, self.shuffle)
+        sorting = self.lengths is not None and self.bucketing
+        if self.max_tokens is None and not sorting:
+            return list(order.split(self.global_batch))
+        if self.max_tokens is None:
+            pool = self.bucket_pool * self.global_batch
+        else:
+            mean = max(1.0, float(self.lengths.float().mean()))
+            per_batch = max(self.slots, int(self.max_tokens * self.slots / mean) // self.world_size * self.world_size)
+            pool = self.bucket_pool * per_batch
+        pool = max(self.world_size, pool // self.world_size * self.world_size)
+        batches: list[torch.Tensor] = []
+        for chunk in order.split(pool):
+            if sorting:
+                chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
+            if self.max_tokens is None:
+                batches += list(chunk.split(self.global_batch))
+            else:
+                batches += cut_by_tokens(chunk, self.lengths, self.max_tokens, self.world_size, self.slots)
+        if sorting:  # pools were sorted: shuffle the batches so lengths do not rise within each pool
+            generator = torch.Generator()
+            generator.manual_seed(self.seed + epoch + 7919)
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        return batches
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        if self.max_tokens is None:  # a sample count cuts every epoch into the same number of steps
+            return math.ceil(math.ceil(self.n / self.world_size) * self.world_size / self.global_batch)
+        if epoch not in self._counts:
+            self._counts[epoch] = len(self._make(epoch))
+        return self._counts[epoch]
+
+    def total_steps(self, epochs: int) -> int:
+        return sum(self.steps_in_epoch(e) for e in range(epochs))
+
+    def locate(self, step: int) -> tuple[int, int]:
+        """(epoch, index within it) of global step `step` (0-based count of steps done)."""
+        epoch = 0
+        while step >= self.steps_in_epoch(epoch):
+            step -= self.steps_in_epoch(epoch)
+            epoch += 1
+        return epoch, step
+
+    def micro_batches(self, batch: torch.Tensor, rank: int) -> list[torch.Tensor]:
+        """Rank `rank`'s micro-batches of a global batch.  Empty ones are left out; since a
+        global batch is a multiple of the world size, every rank leaves out the same ones."""
+        if self.slots == 1:
+            return [batch]
+        parts = [batch[rank + self.world_size * j :: self.slots] for j in range(self.accum)]
+        return [p for p in parts if len(p)]
+
+    def steps(self, epoch: int, rank: int, start: int = 0) -> Iterator[list[torch.Tensor]]:
+        """This rank's micro-batches of each step of `epoch`, from step `start` on."""
+        for batch in self.global_batches(epoch)[start:]:
+            yield self.micro_batches(batch, rank)
+
+
+def eval_batches(n: int, rank: int, world_size: int, batch_size: int, lengths: torch.Tensor | None = None,
+                 max_tokens: int | None = None) -> list[torch.Tensor]:
+    """Evaluation batches of this rank: every sample once over all ranks, no padding.
+
+    Fixed-size samples: rank r takes a contiguous block.  Variable-length ones are sorted
+    by length first and dealt round-robin, so each rank gets the same mix of lengths and
+    each batch little padding; `max_tokens` then cuts by padded tokens."""
+    if lengths is None:
+        per_rank = math.ceil(n / world_size)
+        return list(torch.arange(rank * per_rank, min(n, (rank + 1) * per_rank)).split(batch_size))
+    mine = torch.argsort(lengths, stable=True)[rank::world_size]
+    if max_tokens is None:
+        return list(mine.split(batch_size))
+    return cut_by_tokens(mine, lengths, max_tokens)

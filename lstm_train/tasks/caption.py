@@ -102,6 +102,7 @@ class CaptionTask(Task):
     name = "caption"
     Data = CaptionData
     Model = CaptionModel
+    primary_metric = "sequence_accuracy"  # the whole strip read right
 
     # -- data and model -------------------------------------------------------------
 

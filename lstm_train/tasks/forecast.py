@@ -161,7 +161,7 @@ class ForecastTask(Task):
     name = "forecast"
     Data = ForecastData
     Model = ForecastModel
-    primary_metric = "mase"
+    primary_metric = "mase"  # scale-free, comparable across series and with the baselines
     higher_is_better = False
 
     # ------------------------------------------------------------------ data
