@@ -344,6 +344,7 @@ def test_sine_short_run_writes_result_and_plot(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = result_of(out)
     assert r["steps"] == 40 and r["test_windows"] == 6 * (50 - 20 + 1)
+    assert r["mixed_precision"] == "no"  # precision auto: forecasting measured worse in bf16 (ForecastTask)
     assert r["classical_model"] == "ar" and set(r["baselines"]) == {"naive", "seasonal_naive", "ar"}
     assert r["test_mse"] < 1.0 and math.isfinite(r["test_mase"])
     assert r["lstm"]["mase"] == pytest.approx(r["test_mase"], rel=1e-4)  # sharded sums == one pass
