@@ -8,9 +8,9 @@ newest file that loads, and says so.
 
 from __future__ import annotations
 
+import io
 import os
 import random
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-_NAME = re.compile(r"^step-(\d+)\.pt$")
+from .runfiles import checkpoint_files, writing
+
 BEST = "best.pt"  # the best weights by the task's primary metric on validation data
 
 
@@ -26,38 +27,39 @@ class CheckpointMismatch(RuntimeError):
     """A checkpoint whose tensors do not fit the job's model."""
 
 
-def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
-    """(step, path) of the checkpoints in a folder, newest first."""
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
-    return sorted(found, reverse=True)
-
-
 def atomic_save(path: Path, state: dict[str, Any]) -> None:
     """torch.save to a temporary name in the same folder, fsync, rename: readers see the old
-    file or the new one, never half of one."""
+    file or the new one, never half of one.
+
+    The state is serialised in memory first: torch.save writing to a full disk
+    fails deep in its zip writer ("unexpected pos"), while a plain write fails
+    with the OSError that says why, which `writing` turns into a clear error
+    (and removes the temporary file).
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    newest = checkpoint_files(path.parent)[:1]
+    keeps = f"The newest complete checkpoint, {newest[0][1]}, is intact." if newest else ""
+    with writing(path, tmp, buffer.getbuffer().nbytes, keeps):
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # make the rename itself durable
+        finally:
+            os.close(directory)
 
 
 def save(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write `state` atomically as step-<step>.pt and keep only the newest `keep` files."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write `state` atomically as step-<step>.pt and keep only the newest `keep` files
+    (the older ones are removed only once the new one is in place)."""
     path = folder / f"step-{step:08d}.pt"
+    with writing(path):
+        folder.mkdir(parents=True, exist_ok=True)
     atomic_save(path, state)
     for _, old in checkpoint_files(folder)[keep:]:
         old.unlink(missing_ok=True)

@@ -95,19 +95,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .submit import submit_main
+    from .slurm.submission import submit_main
 
     return submit_main(args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .submit import status_main
+    from .slurm.status import status_main
 
     return status_main(args)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from .submit import cancel_main
+    from .slurm.status import cancel_main
 
     return cancel_main(args)
 
@@ -152,6 +152,8 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("overrides", nargs="*")
     submit.add_argument("--executor", choices=["slurm", "local", "debug"], default="slurm")
     submit.add_argument("--wait", action="store_true", help="wait for the job(s) and print the result")
+    submit.add_argument("--new-run", action="store_true",
+                        help="a fresh run (new run id and directory) even if this job was submitted before")
     submit.set_defaults(func=cmd_submit)
 
     status = sub.add_parser("status", help="state of a submitted run or sweep")

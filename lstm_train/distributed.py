@@ -13,13 +13,24 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs
 
 from .schema import ConfigError, DataBase
 from .tracking import WorkerInfo
+
+
+# How long a collective waits for a rank that neither answers nor dies (a hung peer, a host
+# gone without closing its sockets) before it fails the job.  It must outlast the longest
+# legitimate wait: the other ranks at the final barrier while rank 0 writes the result.
+# A rank that dies is handled long before this, by its launcher (srun --kill-on-bad-exit,
+# torch elastic): see lstm_train/slurm/__init__.py.
+COLLECTIVE_TIMEOUT_ENV = "LSTM_TRAIN_COLLECTIVE_TIMEOUT_S"
+DEFAULT_COLLECTIVE_TIMEOUT_S = 600
 
 
 class DistributedSetupError(RuntimeError):
@@ -45,7 +56,8 @@ def make_accelerator(mixed_precision: str = "no", force_cpu: bool = False) -> Ac
     """An Accelerator that trains data-parallel on whatever the launcher started."""
     expected = launched_world_size()
     use_cpu = force_cpu or not torch.cuda.is_available()
-    accelerator = Accelerator(cpu=use_cpu, mixed_precision=mixed_precision)
+    timeout = InitProcessGroupKwargs(timeout=timedelta(seconds=collective_timeout_s()))
+    accelerator = Accelerator(cpu=use_cpu, mixed_precision=mixed_precision, kwargs_handlers=[timeout])
     if accelerator.num_processes != expected:
         raise DistributedSetupError(
             f"the launcher started {expected} processes (WORLD_SIZE={expected}) but this one joined a "
@@ -53,6 +65,18 @@ def make_accelerator(mixed_precision: str = "no", force_cpu: bool = False) -> Ac
             "share gradients. Check MASTER_ADDR/MASTER_PORT and that every process sees the same devices."
         )
     return accelerator
+
+
+def collective_timeout_s() -> float:
+    """Seconds a collective may wait for a silent peer: $LSTM_TRAIN_COLLECTIVE_TIMEOUT_S or 600."""
+    text = os.environ.get(COLLECTIVE_TIMEOUT_ENV, "")
+    try:
+        value = float(text) if text else DEFAULT_COLLECTIVE_TIMEOUT_S
+    except ValueError:
+        value = -1
+    if value <= 0:
+        raise DistributedSetupError(f"{COLLECTIVE_TIMEOUT_ENV}={text!r}: expected a number of seconds > 0")
+    return value
 
 
 def set_threads(requested: int | None) -> int:

@@ -16,19 +16,34 @@ tracked), so re-running the same command lands in the same directory and resumes
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 RESULT = "result.json"
+SUBMISSION = "submission.json"
 CONFIG = "config.yaml"
 CHECKPOINTS = "checkpoints"
+CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.pt$")
 
 # Sections that say where, how long or how a run is tracked, not what is trained.
 VOLATILE_SECTIONS = ("tracking", "slurm", "sweep")
 VOLATILE_TRAIN_KEYS = ("output_dir", "run_id")
+
+# errno values that mean "this directory cannot take the file": the user's to fix, not a bug.
+_CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+class RunFileError(ValueError):
+    """A run file could not be written: disk full, over quota, read-only or not permitted
+    (a ValueError so the CLI prints it and exits 2; the OSError is its __cause__)."""
 
 
 def identity(spec: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
@@ -82,15 +97,55 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     a temporary file in the same directory, fsynced, then renamed over the target."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    with writing(path, tmp, len(text)):
         with open(tmp, "w") as f:
-            f.write(json.dumps(data, indent=2, default=str) + "\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+
+@contextlib.contextmanager
+def writing(path: Path, tmp: Path | None = None, size: int | None = None, keeps: str = "") -> Iterator[None]:
+    """Around writing `path` (`size` bytes, through `tmp`): whatever fails, `tmp` is removed;
+    a full, over-quota, read-only or forbidden directory becomes a RunFileError naming the
+    directory and its free space (`keeps` says what is still intact there)."""
+    try:
+        yield
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        if not (isinstance(e, OSError) and e.errno in _CANNOT_WRITE):
+            raise
+        raise RunFileError(
+            f"cannot write {path.name}{f' ({_size(size)})' if size is not None else ''} in {path.parent}: "
+            f"{e.strerror or e} ({free_space(path.parent)}). "
+            + (keeps + " " if keeps else "")
+            + "Free some space (or fix the permissions, or set train.output_dir elsewhere) and run the "
+            "same command again: it resumes from the newest checkpoint."
+        ) from e
+
+
+def free_space(folder: Path) -> str:
+    """`12.0 MiB free of 1.0 GiB` on the filesystem holding `folder` (or its nearest existing parent)."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        usage = shutil.disk_usage(folder)
+    except OSError as e:
+        return f"free space unknown: {e.strerror}"
+    return f"{_size(usage.free)} free of {_size(usage.total)} there"
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -100,3 +155,13 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the checkpoints `step-<N>.pt` in a folder, newest first.
+    (Here, not in `checkpoint`, so that `lstm-train status` lists them without importing torch.)"""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_NAME.match(p.name))]
+    return sorted(found, reverse=True)

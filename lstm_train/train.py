@@ -43,7 +43,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
-from . import checkpoint, runfiles
+from . import checkpoint, runfiles, runlock
 from .config import JobBase, save_job
 from .data.batching import BatchPlan, eval_batches
 from .distributed import (
@@ -60,6 +60,14 @@ from .tracking import Tracker
 
 class NonFiniteLoss(FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class AlreadyFinished(Exception):
+    """Another copy of this run finished while this one was starting; `result` is its result."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__("already finished")
+        self.result = result
 
 
 @dataclass
@@ -82,6 +90,7 @@ class Run:
     dataset: torch.utils.data.Dataset | None  # the classic DataLoader path, when the task offers one
     lengths: torch.Tensor | None  # per training sample (CPU): padding accounting
     tokens: torch.Tensor | None  # per training sample (CPU): tokens/s
+    lock: runlock.RunLock | None  # rank 0's hold on the run directory (None on the other ranks)
 
     @property
     def rank(self) -> int:
@@ -149,7 +158,10 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
     finished = finished_result(job, accelerator)
     if finished is not None:
         return finished
-    run = setup(job, task_class, accelerator, precision)
+    try:
+        run = setup(job, task_class, accelerator, precision)
+    except AlreadyFinished as done:
+        return done.result
     state, progress = LoopState(), None
     try:
         state = restore(run)
@@ -176,6 +188,8 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
     finally:
         if progress is not None:
             progress.close()
+        if run.lock:
+            run.lock.release()
 
 
 # ---------------------------------------------------------------------------
@@ -215,39 +229,53 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
     set_seed(job.train.seed)
     task = task_class(job, run_dir)
     splits = task.load_data()  # before the run dir exists: bad data leaves no debris
+    lock = None
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_job(job, run_dir / runfiles.CONFIG)
-        task.write_run_files(run_dir, splits.info)
-    accelerator.wait_for_everyone()
-    net = task.build_model(splits.info)
-    dataset = task.torch_dataset(train=True) if getattr(job.data, "loader", "tensor") == "torchvision" else None
-    if dataset is None:
-        splits = splits.to(accelerator.device)
-    layout = batch_layout(job.data, job.train.grad_accum_steps, world)
-    lengths = task.lengths(splits.train)
-    sequence = job.data if isinstance(job.data, SequenceData) else None
-    plan = BatchPlan(
-        n=split_size(splits.train), global_batch=layout.global_batch, world_size=world, accum=layout.accum,
-        seed=job.train.seed, lengths=lengths, bucketing=bool(sequence and sequence.bucketing),
-        bucket_pool=sequence.bucket_pool if sequence else 1, max_tokens=sequence.max_tokens if sequence else None,
-    )
-    total_steps = plan.total_steps(job.train.epochs)
-    if job.train.max_steps:
-        total_steps = min(total_steps, job.train.max_steps)
-    optimizer = make_optimizer(job.optim, net, accelerator.device)
-    scheduler = make_scheduler(job.optim, optimizer, total_steps, max(1, plan.steps_in_epoch(0)))
-    model = torch.compile(net) if job.train.compile else net
-    model, optimizer = accelerator.prepare(model, optimizer)
-    worker = worker_info(accelerator)
-    tracker = Tracker(job, run_dir, job.run_id, worker, primary=(task.primary_metric, task.higher_is_better))
-    accelerator.print(
-        f"{job.name}: {world} process(es) on {worker.device} ({accelerator.distributed_type}), {threads} thread(s) "
-        f"each, precision {precision}; {layout.describe()}; {plan.steps_in_epoch(0)} steps/epoch, "
-        f"{total_steps} in all; run dir {run_dir}"
-    )
-    return Run(job, task, splits, accelerator, net, model, optimizer, scheduler, plan, layout, total_steps, precision,
-               tracker, dataset, lengths, task.tokens(splits.train) if task.throughput_unit == "tokens" else None)
+        lock = runlock.RunLock.acquire(run_dir)  # one live writer per run directory; train() releases it
+    try:
+        # Again, now that this process holds the run directory: another copy may have finished
+        # between the first look and the lock.
+        finished = finished_result(job, accelerator)
+        if finished is not None:
+            raise AlreadyFinished(finished)
+        if accelerator.is_main_process:
+            save_job(job, run_dir / runfiles.CONFIG)
+            task.write_run_files(run_dir, splits.info)
+        accelerator.wait_for_everyone()
+        net = task.build_model(splits.info)
+        dataset = task.torch_dataset(train=True) if getattr(job.data, "loader", "tensor") == "torchvision" else None
+        if dataset is None:
+            splits = splits.to(accelerator.device)
+        layout = batch_layout(job.data, job.train.grad_accum_steps, world)
+        lengths = task.lengths(splits.train)
+        sequence = job.data if isinstance(job.data, SequenceData) else None
+        plan = BatchPlan(
+            n=split_size(splits.train), global_batch=layout.global_batch, world_size=world, accum=layout.accum,
+            seed=job.train.seed, lengths=lengths, bucketing=bool(sequence and sequence.bucketing),
+            bucket_pool=sequence.bucket_pool if sequence else 1, max_tokens=sequence.max_tokens if sequence else None,
+        )
+        total_steps = plan.total_steps(job.train.epochs)
+        if job.train.max_steps:
+            total_steps = min(total_steps, job.train.max_steps)
+        optimizer = make_optimizer(job.optim, net, accelerator.device)
+        scheduler = make_scheduler(job.optim, optimizer, total_steps, max(1, plan.steps_in_epoch(0)))
+        model = torch.compile(net) if job.train.compile else net
+        model, optimizer = accelerator.prepare(model, optimizer)
+        worker = worker_info(accelerator)
+        tracker = Tracker(job, run_dir, job.run_id, worker, primary=(task.primary_metric, task.higher_is_better))
+        accelerator.print(
+            f"{job.name}: {world} process(es) on {worker.device} ({accelerator.distributed_type}), {threads} thread(s) "
+            f"each, precision {precision}; {layout.describe()}; {plan.steps_in_epoch(0)} steps/epoch, "
+            f"{total_steps} in all; run dir {run_dir}"
+        )
+        return Run(job, task, splits, accelerator, net, model, optimizer, scheduler, plan, layout, total_steps, precision,
+                   tracker, dataset, lengths, task.tokens(splits.train) if task.throughput_unit == "tokens" else None,
+                   lock)
+    except BaseException:
+        if lock:
+            lock.release()
+        raise
 
 
 def restore(run: Run) -> LoopState:
@@ -401,7 +429,8 @@ def save(run: Run, state: LoopState) -> None:
         return
     per_rank = gather_objects(run.accelerator, {"rng": checkpoint.rng_state(), "counts": dict(state.counts)})
     seconds = broadcast_object(run.accelerator, state.seconds())  # one number for every rank's result
-    if run.accelerator.is_main_process:
+    if run.lock:
+        run.lock.check()  # a requeued copy of this job may have taken the run over: never write beside it
         checkpoint.save(run.checkpoints, state.step, {
             "model": run.net.state_dict(),
             "optimizer": run.optimizer.state_dict(),
@@ -497,7 +526,8 @@ def validate(run: Run, state: LoopState) -> None:
         state.best = {"step": state.step, "value": value, "metrics": metrics}
         state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in run.net.state_dict().items()}
         state.evals_since_best = 0
-        if run.accelerator.is_main_process:
+        if run.lock:
+            run.lock.check()
             checkpoint.save_best(run.checkpoints, {**state.best, "model": state.best_weights,
                                                    "task_info": run.splits.info, "config": run.job.to_dict()})
     else:
@@ -581,6 +611,7 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
             run.tracker.log_images(state.step, images)
         for name, table in tables.items():
             run.tracker.log_table(name, table["columns"], table["rows"])
+        run.lock.check()
         runfiles.write_json(run.run_dir / runfiles.RESULT, result)
         best = run.checkpoints / checkpoint.BEST
         model_file = best if best.is_file() else checkpoint.checkpoint_files(run.checkpoints)[0][1]

@@ -6,6 +6,8 @@ In CI (CI=true) a missing prerequisite is a failure, never a silent skip.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 
 from lstm_train.data.idx import write_idx
+from lstm_train.slurm.jobstate import slurm_states
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -81,3 +84,56 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------
+# SLURM: the real local cluster (slurm/local-cluster.sh) and a clean environment for jobs
+
+
+@pytest.fixture(scope="session")
+def cluster() -> None:
+    """The local SLURM cluster: sbatch on PATH and both nodes of partition `debug` usable."""
+    require(shutil.which("sbatch") is not None,
+            "no sbatch on PATH: start the test cluster with `sudo slurm/local-cluster.sh up`")
+    out = subprocess.run(["sinfo", "-h", "-N", "-p", "debug", "-o", "%N %t"], capture_output=True, text=True)
+    usable = [ln.split()[0] for ln in out.stdout.splitlines() if re.match(r"\S+ (idle|mix|alloc|comp)", ln)]
+    require(out.returncode == 0 and len(usable) >= 2,
+            f"local SLURM cluster not up (sinfo: {(out.stdout + out.stderr).strip()!r}): "
+            "run `sudo slurm/local-cluster.sh up`")
+
+
+def job_env(tmp_path: Path, data_root: Path) -> dict[str, str]:
+    """What the CLI (and through sbatch's --export=ALL, the jobs) see: the given data,
+    W&B kept away from the home directory and the network, no inherited rank variables."""
+    e = {k: v for k, v in os.environ.items()
+         if not k.startswith("WANDB_") and k not in ("NETRC", "RANK", "WORLD_SIZE", "LOCAL_RANK",
+                                                      "MASTER_ADDR", "MASTER_PORT")}
+    home = tmp_path / "wandb-home"
+    e.update(
+        LSTM_TRAIN_DATA=str(data_root), PYTHONUNBUFFERED="1", NETRC=str(home / "netrc"),
+        WANDB_CONFIG_DIR=str(home / "config"), WANDB_CACHE_DIR=str(home / "cache"),
+        WANDB_DATA_DIR=str(home / "data"), WANDB_SILENT="true",
+    )
+    return e
+
+
+@pytest.fixture
+def slurm_env(tmp_path: Path, mnist_root: Path) -> dict[str, str]:
+    """Job environment with the real MNIST."""
+    return job_env(tmp_path, mnist_root)
+
+
+@pytest.fixture
+def fake_slurm_env(tmp_path: Path, fake_mnist: Path) -> dict[str, str]:
+    """Job environment with a small fake MNIST (fast start, fast epochs)."""
+    return job_env(tmp_path, fake_mnist)
+
+
+@pytest.fixture
+def jobs() -> list[str]:
+    """Job ids a test submitted; whatever is still queued or running at the end is cancelled."""
+    ids: list[str] = []
+    yield ids
+    live = [j for j, st in slurm_states(ids).items() if st.active] if ids else []
+    if live:
+        subprocess.run(["scancel", *live], check=False)

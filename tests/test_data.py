@@ -48,6 +48,23 @@ def test_garbage_and_mismatched_files(tmp_path: Path) -> None:
         load_split(root, "mnist", train=False)
 
 
+def test_wrong_magic_number_says_expected_and_found(tmp_path: Path) -> None:
+    root = make_fake_mnist(tmp_path)
+    raw = root / "MNIST" / "raw"
+    images = raw / "t10k-images-idx3-ubyte"
+    damaged = bytearray(images.read_bytes())
+    damaged[3] = 4  # one flipped header byte: read blindly, a 4-d "image" with an absurd last dimension
+    images.write_bytes(bytes(damaged))
+    with pytest.raises(IdxError) as e:
+        load_split(root, "mnist", train=False)
+    assert str(e.value).startswith(f"{images}: wrong magic number 0x00000804 (uint8, 4 dimensions), "
+                                   "expected 0x00000803 (uint8, 3 dimensions)")
+    assert "truncated" not in str(e.value)
+    (raw / "t10k-labels-idx1-ubyte").replace(images)  # the labels file where the images belong
+    with pytest.raises(IdxError, match=r"wrong magic number 0x00000801 \(uint8, 1 dimension\), expected 0x00000803"):
+        load_split(root, "mnist", train=False)
+
+
 def test_missing_files_listed_with_the_way_out(tmp_path: Path) -> None:
     with pytest.raises(DataMissingError) as e:
         ensure_files(tmp_path, "fashion_mnist", download=False)

@@ -11,138 +11,27 @@ Timings on the 2-core development machine are printed (run with `-s` to see them
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lstm_train.submit import FINAL_STATES, slurm_states
 from lstm_train.tracking import wandb_run_id
 
-try:  # `python -m pytest` from the repo root, or tests/ as a package
-    from tests.conftest import require
-except ImportError:  # plain `pytest`: tests/ itself is on sys.path
-    from conftest import require  # type: ignore[no-redef]
+from .slurm_helpers import JOB, cli, job_ids, logs_of, result, rows, submit, wait_final, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
-JOB = ROOT / "jobs" / "mnist_lstm.yaml"
 TIME_LIMIT_STEPS = 20000
 TINY = ["train.max_steps=30", "train.log_every=10", "tracking.wandb.mode=disabled", "slurm.time_min=10"]
-
-
-# ---------------------------------------------------------------------------
-# fixtures and helpers
-
-
-@pytest.fixture
-def env(tmp_path: Path, mnist_root: Path) -> dict[str, str]:
-    """What the CLI (and through sbatch's --export=ALL, the jobs) see: real MNIST, W&B
-    kept away from the home directory and the network."""
-    e = {k: v for k, v in os.environ.items()
-         if not k.startswith("WANDB_") and k not in ("NETRC", "RANK", "WORLD_SIZE", "LOCAL_RANK",
-                                                      "MASTER_ADDR", "MASTER_PORT")}
-    home = tmp_path / "wandb-home"
-    e.update(
-        LSTM_TRAIN_DATA=str(mnist_root), PYTHONUNBUFFERED="1", NETRC=str(home / "netrc"),
-        WANDB_CONFIG_DIR=str(home / "config"), WANDB_CACHE_DIR=str(home / "cache"),
-        WANDB_DATA_DIR=str(home / "data"), WANDB_SILENT="true",
-    )
-    return e
-
-
-@pytest.fixture(scope="module")
-def cluster() -> None:
-    """The local SLURM cluster: sbatch on PATH and both nodes of partition `debug` usable."""
-    require(shutil.which("sbatch") is not None,
-            "no sbatch on PATH: start the test cluster with `sudo slurm/local-cluster.sh up`")
-    out = subprocess.run(["sinfo", "-h", "-N", "-p", "debug", "-o", "%N %t"], capture_output=True, text=True)
-    usable = [ln.split()[0] for ln in out.stdout.splitlines()
-              if re.match(r"\S+ (idle|mix|alloc|comp)", ln)]
-    require(out.returncode == 0 and len(usable) >= 2,
-            f"local SLURM cluster not up (sinfo: {(out.stdout + out.stderr).strip()!r}): "
-            "run `sudo slurm/local-cluster.sh up`")
-
-
-@pytest.fixture
-def jobs() -> list[str]:
-    """Job ids a test submitted; whatever is still queued or running at the end is cancelled."""
-    ids: list[str] = []
-    yield ids
-    live = [j for j, st in slurm_states(ids).items() if st.active] if ids else []
-    if live:
-        subprocess.run(["scancel", *live], check=False)
-
-
-def cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lstm_train", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=timeout)
-
-
-def submit(run_dir: Path, *overrides: str, env: dict[str, str], job: Path = JOB, wait: bool = False,
-           executor: str = "slurm", jobs: list[str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    args = ["submit", str(job), *overrides, f"train.output_dir={run_dir}", "--executor", executor]
-    p = cli(*args, *(["--wait"] if wait else []), env=env, timeout=timeout)
-    record = run_dir / "submission.json"
-    if jobs is not None and record.exists():
-        jobs.extend(json.loads(record.read_text())["job_ids"])
-    return p
-
-
-def job_ids(run_dir: Path) -> list[str]:
-    return json.loads((run_dir / "submission.json").read_text())["job_ids"]
-
-
-def wait_final(ids: list[str], timeout: float, folder: Path | None = None) -> dict[str, str]:
-    """Poll squeue/sacct until every job is in a final state; its state per id."""
-    deadline = time.monotonic() + timeout
-    while True:
-        states = slurm_states(ids)
-        if all(st.state in FINAL_STATES for st in states.values()):
-            return {j: st.state for j, st in states.items()}
-        if time.monotonic() > deadline:
-            logs = ""
-            if folder is not None:
-                logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(folder.glob("*_log.*")))
-            pytest.fail(f"jobs {ids} not finished after {timeout:.0f} s: {states}\n{logs}")
-        time.sleep(2)
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def result(run_dir: Path) -> dict:
-    path = run_dir / "result.json"
-    assert path.exists(), f"no result.json in {run_dir}: {sorted(p.name for p in run_dir.iterdir())}"
-    return json.loads(path.read_text())
-
-
-def logs_of(run_dir: Path, job_id: str, task: int = 0) -> tuple[str, str]:
-    folder = run_dir / "slurm"
-    return ((folder / f"{job_id}_{task}_log.out").read_text(), (folder / f"{job_id}_{task}_log.err").read_text())
-
-
-def rows(path: Path) -> list[dict]:
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
 
 
 # ---------------------------------------------------------------------------
 # Bad input: one clear message each, never a traceback
 
 
-def test_bad_inputs_are_clear(cluster: None, tmp_path: Path, env: dict[str, str], jobs: list[str]) -> None:
+def test_bad_inputs_are_clear(cluster: None, tmp_path: Path, slurm_env: dict[str, str], jobs: list[str]) -> None:
     def refused(p: subprocess.CompletedProcess, *needles: str) -> str:
         out = p.stdout + p.stderr
         assert p.returncode == 2, out
@@ -151,32 +40,32 @@ def test_bad_inputs_are_clear(cluster: None, tmp_path: Path, env: dict[str, str]
             assert needle in p.stderr, p.stderr
         return p.stderr
 
-    refused(submit(tmp_path / "a", *TINY, "slurm.partition=gpu", env=env),
+    refused(submit(tmp_path / "a", *TINY, "slurm.partition=gpu", env=slurm_env),
             "slurm.partition='gpu' does not exist", "debug (2 nodes")
-    refused(submit(tmp_path / "b", *TINY, "slurm.nodes=3", env=env), "slurm.nodes=3", "at most 2 node(s)")
-    refused(submit(tmp_path / "c", *TINY, "slurm.cpus_per_task=64", env=env),
+    refused(submit(tmp_path / "b", *TINY, "slurm.nodes=3", env=slurm_env), "slurm.nodes=3", "at most 2 node(s)")
+    refused(submit(tmp_path / "c", *TINY, "slurm.cpus_per_task=64", env=slurm_env),
             "64 CPUs per node", "at most 2")
-    refused(submit(tmp_path / "f", *TINY, "slurm.gpus_per_node=1", env=env),
+    refused(submit(tmp_path / "f", *TINY, "slurm.gpus_per_node=1", env=slurm_env),
             "sbatch refused the job", "Invalid generic resource (gres) specification")
-    no_slurm = {**env, "PATH": str(tmp_path / "empty-path")}
+    no_slurm = {**slurm_env, "PATH": str(tmp_path / "empty-path")}
     refused(submit(tmp_path / "d", *TINY, env=no_slurm), "`sbatch` not found", "--executor local")
-    refused(submit(tmp_path / "e", *TINY, "slurm.nodes=2", env=env, executor="local"),
+    refused(submit(tmp_path / "e", *TINY, "slurm.nodes=2", env=slurm_env, executor="local"),
             "runs on this machine only", "slurm.tasks_per_node=2")
-    refused(cli("status", str(tmp_path), env=env), "submission.json not found")
+    refused(cli("status", str(tmp_path), env=slurm_env), "submission.json not found")
     for name in "abcdef":
         assert not (tmp_path / name / "submission.json").exists()
 
 
-def test_job_failing_on_the_node_says_why(cluster: None, tmp_path: Path, env: dict[str, str], jobs: list[str]) -> None:
+def test_job_failing_on_the_node_says_why(cluster: None, tmp_path: Path, slurm_env: dict[str, str], jobs: list[str]) -> None:
     run_dir = tmp_path / "fails"
-    p = submit(run_dir, *TINY, "data.root=/nonexistent/mnist", env=env, wait=True, jobs=jobs)
+    p = submit(run_dir, *TINY, "data.root=/nonexistent/mnist", env=slurm_env, wait=True, jobs=jobs)
     err = p.stderr
     assert p.returncode == 1, p.stdout + err
     jid = job_ids(run_dir)[0]
     assert f"error: job {jid} ended FAILED" in err, err
     assert "error in task 0:" in err and "/nonexistent/mnist" in err, err
     assert f"full log: {run_dir / 'slurm' / f'{jid}_0_log.err'}" in err, err
-    status = cli("status", str(run_dir), env=env)
+    status = cli("status", str(run_dir), env=slurm_env)
     assert status.returncode == 0 and "FAILED" in status.stdout and "/nonexistent/mnist" in status.stdout, status.stdout
 
 
@@ -184,10 +73,10 @@ def test_job_failing_on_the_node_says_why(cluster: None, tmp_path: Path, env: di
 # Jobs that run
 
 
-def test_one_node_job_to_completion(cluster: None, tmp_path: Path, env: dict[str, str], jobs: list[str]) -> None:
+def test_one_node_job_to_completion(cluster: None, tmp_path: Path, slurm_env: dict[str, str], jobs: list[str]) -> None:
     run_dir = tmp_path / "one"
     t0 = time.monotonic()
-    p = submit(run_dir, *TINY, env=env, wait=True, jobs=jobs)
+    p = submit(run_dir, *TINY, env=slurm_env, wait=True, jobs=jobs)
     assert p.returncode == 0, p.stdout + p.stderr
     print(f"\none-node job: {time.monotonic() - t0:.1f} s from submit to result")
     record = json.loads((run_dir / "submission.json").read_text())
@@ -202,21 +91,22 @@ def test_one_node_job_to_completion(cluster: None, tmp_path: Path, env: dict[str
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["train"]["run_id"] == run_id and config["train"]["output_dir"] == str(run_dir)
 
-    status = cli("status", str(run_dir), env=env)
+    status = cli("status", str(run_dir), env=slurm_env)
     assert status.returncode == 0, status.stderr
-    assert re.search(rf"^{jid}\s+COMPLETED", status.stdout, re.M) and "test_accuracy=" in status.stdout, status.stdout
+    metric = res.get("primary_metric") or next(k for k in res if k.startswith("test_"))
+    assert re.search(rf"^{jid}\s+COMPLETED", status.stdout, re.M) and f"{metric}=" in status.stdout, status.stdout
 
-    again = submit(run_dir, *TINY, env=env)  # finished: not submitted twice
+    again = submit(run_dir, *TINY, env=slurm_env)  # finished: not submitted twice
     assert again.returncode == 0 and "already finished" in again.stderr, again.stdout + again.stderr
     assert job_ids(run_dir) == [jid]
 
 
-def test_ddp_two_nodes_and_two_tasks(cluster: None, tmp_path: Path, env: dict[str, str], jobs: list[str]) -> None:
+def test_ddp_two_nodes_and_two_tasks(cluster: None, tmp_path: Path, slurm_env: dict[str, str], jobs: list[str]) -> None:
     """2 nodes x 1 task and 1 node x 2 tasks: one gloo group of 2, identical weights on both ranks."""
     layouts = {"2x1": ["slurm.nodes=2"], "1x2": ["slurm.tasks_per_node=2"]}
     t0 = time.monotonic()
     for name, extra in layouts.items():
-        p = submit(tmp_path / name, *TINY, *extra, env=env, jobs=jobs)
+        p = submit(tmp_path / name, *TINY, *extra, env=slurm_env, jobs=jobs)
         assert p.returncode == 0, p.stdout + p.stderr
     ids = {name: job_ids(tmp_path / name)[0] for name in layouts}
     states = wait_final(list(ids.values()), 400, tmp_path / "2x1" / "slurm")
@@ -238,7 +128,7 @@ def test_ddp_two_nodes_and_two_tasks(cluster: None, tmp_path: Path, env: dict[st
             assert "node=0(1)" in out1 and "local_rank=1(2)" in out1, out1
 
 
-def test_sweep_is_one_array_with_status_table(cluster: None, tmp_path: Path, env: dict[str, str], jobs: list[str]) -> None:
+def test_sweep_is_one_array_with_status_table(cluster: None, tmp_path: Path, slurm_env: dict[str, str], jobs: list[str]) -> None:
     spec = yaml.safe_load(JOB.read_text())
     spec["name"] = "mnist_sweep_test"
     spec["slurm"] = {"array_parallelism": 2, "time_min": 10}
@@ -247,7 +137,7 @@ def test_sweep_is_one_array_with_status_table(cluster: None, tmp_path: Path, env
     job_file.write_text(yaml.safe_dump(spec))
     sweep_dir = tmp_path / "sweep"
     t0 = time.monotonic()
-    p = submit(sweep_dir, *TINY, env=env, job=job_file, wait=True, jobs=jobs, timeout=600)
+    p = submit(sweep_dir, *TINY, env=slurm_env, job=job_file, wait=True, jobs=jobs, timeout=600)
     print(f"\n4-point sweep, 2 at a time: {time.monotonic() - t0:.1f} s")
     assert p.returncode == 0, p.stdout + p.stderr
 
@@ -259,32 +149,36 @@ def test_sweep_is_one_array_with_status_table(cluster: None, tmp_path: Path, env
     script = (sweep_dir / "slurm" / f"{arrays.pop()}_submission.sh").read_text()
     assert "#SBATCH --array=0-3%2" in script, script
 
-    accuracy = {}
+    score = {}
     for point in record["points"]:
         run_dir = Path(point["run_dir"])
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         assert config["optim"]["lr"] == point["params"]["optim.lr"]
         assert config["model"]["hidden_size"] == point["params"]["model.hidden_size"]
-        accuracy[point["name"]] = result(run_dir)["test_accuracy"]
+        res = result(run_dir)
+        # The task's primary metric (older result files: their first test_ key, the loss).
+        metric = res.get("primary_metric") or next(k for k in res if k.startswith("test_"))
+        higher = res.get("higher_is_better", False)
+        score[point["name"]] = res[metric]
     assert len(set(record["points"][i]["run_dir"] for i in range(4))) == 4
 
-    status = cli("status", str(sweep_dir), env=env)
+    status = cli("status", str(sweep_dir), env=slurm_env)
     assert status.returncode == 0, status.stderr
     lines = status.stdout.splitlines()
     header = next(i for i, ln in enumerate(lines) if ln.startswith("point"))
-    assert "state" in lines[header] and "test_accuracy" in lines[header], status.stdout
+    assert "state" in lines[header] and metric in lines[header], status.stdout
     table = [ln.split() for ln in lines[header + 1: header + 5]]
-    assert [r[0] for r in table] == sorted(accuracy, key=accuracy.get, reverse=True), status.stdout
+    assert [r[0] for r in table] == sorted(score, key=score.get, reverse=higher), status.stdout
     assert all(r[1] == "COMPLETED" for r in table) and [float(r[2]) for r in table] == sorted(
-        (round(a, 4) for a in accuracy.values()), reverse=True), status.stdout
+        (round(a, 4) for a in score.values()), reverse=higher), status.stdout
 
     # Resubmitted: finished points are skipped; a point without result.json runs again.
-    again = submit(sweep_dir, *TINY, env=env, job=job_file)
+    again = submit(sweep_dir, *TINY, env=slurm_env, job=job_file)
     assert again.returncode == 0 and again.stdout.count("finished") >= 4 and "nothing to submit" in again.stdout, again.stdout
     assert json.loads((sweep_dir / "submission.json").read_text())["job_ids"] == ids
     redo = record["points"][2]
     Path(redo["run_dir"], "result.json").unlink()
-    third = submit(sweep_dir, *TINY, env=env, job=job_file, jobs=jobs)
+    third = submit(sweep_dir, *TINY, env=slurm_env, job=job_file, jobs=jobs)
     assert third.returncode == 0 and third.stdout.count("skipping") == 3, third.stdout
     new = [i for i in job_ids(sweep_dir) if i not in ids]
     assert len(new) == 1, job_ids(sweep_dir)
@@ -293,11 +187,11 @@ def test_sweep_is_one_array_with_status_table(cluster: None, tmp_path: Path, env
     assert res["resumed_from_step"] == 30  # its final checkpoint: nothing trained twice
 
 
-def test_requeue_resumes_with_same_wandb_runs(cluster: None, tmp_path: Path, env: dict[str, str], jobs: list[str]) -> None:
+def test_requeue_resumes_with_same_wandb_runs(cluster: None, tmp_path: Path, slurm_env: dict[str, str], jobs: list[str]) -> None:
     """`scontrol requeue` mid-training (SIGTERM, then the same job id runs again)."""
     run_dir = tmp_path / "requeue"
     p = submit(run_dir, "train.max_steps=600", "train.log_every=10", "train.checkpoint_every=50",
-               "tracking.wandb.mode=offline", "slurm.time_min=10", env=env, jobs=jobs)
+               "tracking.wandb.mode=offline", "slurm.time_min=10", env=slurm_env, jobs=jobs)
     assert p.returncode == 0, p.stdout + p.stderr
     jid = job_ids(run_dir)[0]
     t0 = time.monotonic()
@@ -323,7 +217,7 @@ def test_requeue_resumes_with_same_wandb_runs(cluster: None, tmp_path: Path, env
     assert {d.name.split("-", 3)[-1] for d in attempts} == {expected}, attempts
 
 
-def test_time_limit_checkpoints_requeues_and_finishes(cluster: None, tmp_path: Path, env: dict[str, str],
+def test_time_limit_checkpoints_requeues_and_finishes(cluster: None, tmp_path: Path, slurm_env: dict[str, str],
                                                       jobs: list[str]) -> None:
     """A 2-minute job: USR2 comes 75-105 s before the limit (SLURM checks every 30 s), the
     loop checkpoints at its next sync point, submitit requeues, the job resumes.
@@ -336,7 +230,7 @@ def test_time_limit_checkpoints_requeues_and_finishes(cluster: None, tmp_path: P
     # 20,000 steps is over a minute at this machine's best speed.
     p = submit(run_dir, "train.epochs=22", f"train.max_steps={TIME_LIMIT_STEPS}", "train.log_every=10",
                "train.checkpoint_every=100000", "tracking.wandb.mode=disabled",
-               "slurm.time_min=2", "slurm.signal_delay_s=75", "slurm.max_num_timeout=3", env=env, jobs=jobs)
+               "slurm.time_min=2", "slurm.signal_delay_s=75", "slurm.max_num_timeout=3", env=slurm_env, jobs=jobs)
     assert p.returncode == 0, p.stdout + p.stderr
     jid = job_ids(run_dir)[0]
     script = (run_dir / "slurm" / f"{jid}_submission.sh").read_text()
@@ -366,39 +260,39 @@ def test_time_limit_checkpoints_requeues_and_finishes(cluster: None, tmp_path: P
     assert res["steps"] == TIME_LIMIT_STEPS and 0 < (res["resumed_from_step"] or 0) < TIME_LIMIT_STEPS, res
 
 
-def test_cancel_checkpoints_and_status(cluster: None, tmp_path: Path, env: dict[str, str], jobs: list[str]) -> None:
+def test_cancel_checkpoints_and_status(cluster: None, tmp_path: Path, slurm_env: dict[str, str], jobs: list[str]) -> None:
     run_dir = tmp_path / "cancel"
     p = submit(run_dir, "train.max_steps=3000", "train.log_every=10", "train.checkpoint_every=100000",
-               "tracking.wandb.mode=disabled", "slurm.time_min=10", env=env, jobs=jobs)
+               "tracking.wandb.mode=disabled", "slurm.time_min=10", env=slurm_env, jobs=jobs)
     assert p.returncode == 0, p.stdout + p.stderr
     jid = job_ids(run_dir)[0]
     wait_for(lambda: len(rows(run_dir / "metrics" / "rank-0.jsonl")) >= 2, 240, "training to start")
-    c = cli("cancel", str(run_dir), env=env)
+    c = cli("cancel", str(run_dir), env=slurm_env)
     assert c.returncode == 0 and f"cancelled {jid}" in c.stdout, c.stdout + c.stderr
     assert wait_final([jid], 120)[jid] == "CANCELLED"
     assert list((run_dir / "checkpoints").glob("step-*.pt")), "SIGTERM from scancel saved no checkpoint"
-    status = cli("status", str(run_dir), env=env)
+    status = cli("status", str(run_dir), env=slurm_env)
     assert "CANCELLED" in status.stdout and "newest checkpoint: step" in status.stdout, status.stdout
-    assert "nothing to cancel" in cli("cancel", str(run_dir), env=env).stdout
+    assert "nothing to cancel" in cli("cancel", str(run_dir), env=slurm_env).stdout
 
 
 # ---------------------------------------------------------------------------
 # Without SLURM: the same Trainer through submitit's local and debug executors
 
 
-def test_local_executor_two_processes(tmp_path: Path, env: dict[str, str]) -> None:
+def test_local_executor_two_processes(tmp_path: Path, slurm_env: dict[str, str]) -> None:
     run_dir = tmp_path / "local"
-    p = submit(run_dir, *TINY, "slurm.tasks_per_node=2", env=env, executor="local", wait=True)
+    p = submit(run_dir, *TINY, "slurm.tasks_per_node=2", env=slurm_env, executor="local", wait=True)
     assert p.returncode == 0, p.stdout + p.stderr
     res = result(run_dir)
     assert res["world_size"] == 2 and len(set(res["weights_sha1_per_rank"])) == 1
-    status = cli("status", str(run_dir), env=env)
+    status = cli("status", str(run_dir), env=slurm_env)
     assert "COMPLETED" in status.stdout, status.stdout
 
 
-def test_debug_executor_runs_in_process(tmp_path: Path, env: dict[str, str]) -> None:
+def test_debug_executor_runs_in_process(tmp_path: Path, slurm_env: dict[str, str]) -> None:
     run_dir = tmp_path / "debug"
     p = submit(run_dir, "train.max_steps=5", "train.log_every=5", "tracking.wandb.mode=disabled",
-               env=env, executor="debug")
+               env=slurm_env, executor="debug")
     assert p.returncode == 0, p.stdout + p.stderr
     assert result(run_dir)["steps"] == 5

@@ -28,8 +28,28 @@ class IdxError(ValueError):
     """An IDX file that is missing, truncated or malformed."""
 
 
-def read_idx(path: str | Path) -> torch.Tensor:
-    """Read one IDX file (optionally .gz) into a tensor of its stored dtype and shape."""
+def idx_magic(dtype: np.dtype, ndim: int) -> int:
+    """The 4-byte magic number that starts an IDX file of this dtype and rank
+    (0x00000803 for MNIST's uint8 images [N, H, W], 0x00000801 for its labels)."""
+    code = next(c for c, d in _DTYPES.items() if d.newbyteorder("=") == np.dtype(dtype).newbyteorder("="))
+    return (code << 8) | ndim
+
+
+def describe_magic(magic: int) -> str:
+    """`0x00000803 (uint8, 3 dimensions)`: a magic number as a reader can check it."""
+    code, ndim = (magic >> 8) & 0xFF, magic & 0xFF
+    kind = _DTYPES[code].name if magic >> 16 == 0 and code in _DTYPES else "no IDX type"
+    return f"0x{magic:08x} ({kind}, {ndim} dimension{'s' * (ndim != 1)})"
+
+
+def read_idx(path: str | Path, magic: int | None = None) -> torch.Tensor:
+    """Read one IDX file (optionally .gz) into a tensor of its stored dtype and shape.
+
+    `magic`, when given, is the magic number the file must start with: a file of
+    the wrong kind (labels where images belong, a damaged header) is then named as
+    such, instead of being read with a shape taken from the wrong header (which
+    looks like an absurd, "truncated" file).
+    """
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -42,6 +62,12 @@ def read_idx(path: str | Path) -> torch.Tensor:
             raise IdxError(f"{path}: not a valid gzip file ({e})") from None
     if len(raw) < 4:
         raise IdxError(f"{path}: {len(raw)} bytes, too short for an IDX header")
+    found = int.from_bytes(raw[:4], "big")
+    if magic is not None and found != magic:
+        raise IdxError(
+            f"{path}: wrong magic number {describe_magic(found)}, expected {describe_magic(magic)}: "
+            "this is not the file its name says (swapped or damaged). Replace the file (delete it and download again)."
+        )
     zero, type_code, ndim = int.from_bytes(raw[:2], "big"), raw[2], raw[3]
     if zero != 0 or type_code not in _DTYPES or ndim == 0:
         raise IdxError(

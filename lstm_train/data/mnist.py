@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from .idx import IdxError, read_idx
+from .idx import IdxError, idx_magic, read_idx
 
 # data.dataset -> torchvision's folder name (and class name).
 FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+IMAGES_MAGIC = idx_magic(np.dtype(np.uint8), 3)  # 0x00000803
+LABELS_MAGIC = idx_magic(np.dtype(np.uint8), 1)  # 0x00000801
 FILES = {
     True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -61,7 +64,7 @@ def ensure_files(root: str | Path, dataset: str, download: bool) -> None:
 def load_split(root: str | Path, dataset: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Images as uint8 [N, 28, 28] and labels as int64 [N], checked against each other."""
     images_path, labels_path = raw_files(root, dataset, train)
-    images, labels = read_idx(images_path), read_idx(labels_path)
+    images, labels = read_idx(images_path, IMAGES_MAGIC), read_idx(labels_path, LABELS_MAGIC)
     if images.dim() != 3 or images.dtype != torch.uint8:
         raise IdxError(f"{images_path}: expected uint8 images [N, H, W], got {images.dtype} {tuple(images.shape)}")
     if labels.dim() != 1 or len(labels) != len(images):

@@ -1,0 +1,196 @@
+"""`lstm-train status / cancel`, and `submit --wait`: what became of submitted runs and sweeps.
+
+Everything here reads `submission.json` (written by `submission`), asks SLURM
+(`jobstate`) and reads the run directory; nothing imports torch, so a login node
+answers at once.
+
+A run's table shows every job submitted for it; a requeued job (time limit,
+preemption, node failure) adds one line per earlier incarnation (sacct
+--duplicates).  A sweep's table ranks the points by the task's primary metric,
+read from each result.json (`primary_metric`, `higher_is_better`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import runfiles
+from .commands import run_slurm
+from .diagnose import describe_attempts, explain_failure
+from .jobstate import FINAL_STATES, STUCK_REASONS, JobState, job_history, job_states, local_state, slurm_states
+
+POLL_S = 3.0
+
+
+def load_record(path: Path) -> dict[str, Any]:
+    record = runfiles.read_json(path / runfiles.SUBMISSION)
+    if record is None:
+        hint = " (a run of `lstm-train run` has config.yaml but no submission)" if (path / runfiles.CONFIG).exists() else ""
+        raise FileNotFoundError(f"{path / runfiles.SUBMISSION} not found: not a directory made by `lstm-train submit`{hint}")
+    return record
+
+
+def record_tasks(record: dict[str, Any]) -> int:
+    return int(record.get("world_size", 1) or 1)
+
+
+def primary_metric(result: dict[str, Any]) -> tuple[str | None, bool]:
+    """(metric name, higher is better) of a result.json: the task's own `primary_metric`
+    and `higher_is_better`; for older files, their first `test_` key (the loss: lower is better)."""
+    name = result.get("primary_metric")
+    if name in result:
+        return name, bool(result.get("higher_is_better", True))
+    first = next((k for k in result if k.startswith("test_")), None)
+    return first, bool(result.get("higher_is_better", False))
+
+
+def print_table(rows: list[tuple[Any, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+
+
+def status_main(args: Any) -> int:
+    path = Path(args.run_dir).resolve()
+    record = load_record(path)
+    if record.get("kind") == "sweep":
+        return status_sweep(path, record)
+    return status_run(path, record)
+
+
+def result_summary(result: dict[str, Any]) -> str:
+    metric, _ = primary_metric(result)
+    keys = ([metric] if metric else []) + ["steps", "world_size", "resumed_from_step"]
+    return "  ".join(f"{k}={result[k]:.4f}" if isinstance(result[k], float) else f"{k}={result[k]}"
+                     for k in keys if result.get(k) is not None)
+
+
+def status_run(run_dir: Path, record: dict[str, Any]) -> int:
+    ids = [str(j) for j in record.get("job_ids", [])]
+    states = job_states(record)
+    history = job_history(ids) if record.get("executor") == "slurm" else {}
+    result = runfiles.read_json(run_dir / runfiles.RESULT)
+    print(f"run {run_dir}  ({record.get('executor')}, W&B group {record.get('wandb', {}).get('group')})")
+    rows = [("job", "state", "elapsed", "nodes", "reason")]
+    for jid in ids:
+        st = states.get(jid, JobState("UNKNOWN"))
+        state = "COMPLETED" if st.state in ("UNKNOWN", "FINISHED") and result is not None else st.state
+        rows.append((jid, state, st.elapsed, st.nodes, st.reason))
+    if not any(r[4] for r in rows[1:]):
+        rows = [r[:4] for r in rows]
+    print_table(rows)
+    for jid in ids:
+        earlier = history.get(jid, [])[:-1]  # the last row is the current incarnation, shown above
+        if earlier:
+            print(f"job {jid} was requeued {len(earlier)} time(s):")
+            for line in describe_attempts(history[jid]):
+                print(f"  {line}")
+    if result is not None:
+        print(f"result: {result_summary(result)}  ({run_dir / runfiles.RESULT})")
+    else:
+        latest = ids[-1]
+        st = states.get(latest, JobState("UNKNOWN"))
+        if st.state in FINAL_STATES or st.state == "INTERRUPTED":
+            print(explain_failure(latest, st, Path(record["folder"]), record_tasks(record)))
+        ckpts = runfiles.checkpoint_files(run_dir / runfiles.CHECKPOINTS)
+        if ckpts:
+            print(f"newest checkpoint: step {ckpts[0][0]} ({ckpts[0][1]})")
+    logs = record.get("logs", {})
+    if logs:
+        print(f"logs: {logs.get('stdout')}\n      {logs.get('stderr')}")
+    return 0
+
+
+def status_sweep(sweep_dir: Path, record: dict[str, Any]) -> int:
+    """One row per grid point, best first by the task's primary metric."""
+    states = job_states(record)
+    results = {p["name"]: runfiles.read_json(Path(p["run_dir"]) / runfiles.RESULT) for p in record.get("points", [])}
+    metric, higher = next((primary_metric(r) for r in results.values() if r), (None, True))
+    rows: list[tuple[Any, ...]] = []
+    for point in record.get("points", []):
+        res = results[point["name"]]
+        st = states.get(str(point.get("job_id")), JobState("UNKNOWN"))
+        state = "COMPLETED" if res is not None and not st.active else st.state
+        value = res.get(metric) if res and metric else None
+        rows.append((point["name"], state, value, point.get("job_id", "")))
+    ranked = sorted((r for r in rows if isinstance(r[2], (int, float))), key=lambda r: r[2], reverse=higher)
+    rows = ranked + [r for r in rows if r not in ranked]
+    done = sum(1 for r in rows if r[1] == "COMPLETED")
+    best = "higher" if higher else "lower"
+    print(f"sweep {sweep_dir}: {len(rows)} point(s), {done} completed ({record.get('executor')}), "
+          f"ranked by {metric or 'nothing yet'}" + (f" ({best} is better)" if metric else ""))
+    table = [("point", "state", metric or "metric", "job")] + [
+        (r[0], r[1], f"{r[2]:.4f}" if isinstance(r[2], float) else ("-" if r[2] is None else str(r[2])), r[3])
+        for r in rows
+    ]
+    print_table(table)
+    for r in rows:
+        if r[1] in FINAL_STATES and r[1] != "COMPLETED":
+            print(f"\n{r[0]}: " + explain_failure(str(r[3]), states[str(r[3])], Path(record["folder"]), record_tasks(record)))
+    return 0
+
+
+def wait_and_report(run_dir: Path, subs: dict[str, Any], quiet_result: bool = False) -> int:
+    """Wait for the job(s), printing state changes; then the result, or why not."""
+    record = runfiles.read_json(run_dir / runfiles.SUBMISSION) or {}
+    executor = record.get("executor", "slurm")
+    seen: dict[str, str] = {}
+    try:
+        while True:
+            if executor == "local":
+                states = {i: (JobState("RUNNING") if not s.done() else local_state(i, Path(record["folder"])))
+                          for i, s in subs.items()}
+            else:
+                states = slurm_states(list(subs))
+            for jid, st in states.items():
+                text = st.state + (f" ({st.reason})" if st.reason and st.state == "PENDING" else "") + \
+                    (f" on {st.nodes}" if st.state == "RUNNING" and st.nodes else "")
+                if seen.get(jid) != text:
+                    print(f"{time.strftime('%H:%M:%S')} job {jid}: {text}", flush=True)
+                    seen[jid] = text
+                    if st.state == "PENDING" and st.reason in STUCK_REASONS:
+                        print(f"warning: job {jid} waits for {st.reason}: {STUCK_REASONS[st.reason]}; "
+                              f"it may never start (lstm-train cancel {run_dir})", file=sys.stderr, flush=True)
+            if all(not st.active and st.state != "UNKNOWN" for st in states.values()):
+                break
+            time.sleep(POLL_S)
+    except KeyboardInterrupt:
+        print(f"\nstopped waiting; the job keeps going: lstm-train status {run_dir}", file=sys.stderr)
+        return 130
+    folder = Path(record["folder"])
+    if record.get("kind") == "sweep":
+        failed = [(jid, st) for jid, st in states.items() if st.state != "COMPLETED"]
+        for jid, st in failed:
+            print(explain_failure(jid, st, folder, record_tasks(record)), file=sys.stderr)
+        return 1 if failed else 0
+    jid, st = next(iter(states.items()))
+    result = runfiles.read_json(run_dir / runfiles.RESULT)
+    if st.state == "COMPLETED" and result is not None:
+        if not quiet_result:
+            print(json.dumps(result, indent=2))
+        return 0
+    print("error: " + explain_failure(jid, st, folder, record_tasks(record)), file=sys.stderr)
+    return 1
+
+
+def cancel_main(args: Any) -> int:
+    path = Path(args.run_dir).resolve()
+    record = load_record(path)
+    active = [jid for jid, st in job_states(record).items() if st.active]
+    if not active:
+        print(f"nothing to cancel: no job of {path} is queued or running")
+        return 0
+    if record.get("executor") == "local":
+        for jid in active:
+            os.kill(int(jid), signal.SIGTERM)  # the controller forwards it: tasks checkpoint and stop
+    else:
+        run_slurm(["scancel", *active], "cancel")
+    print(f"cancelled {', '.join(active)} (running tasks get SIGTERM and save a checkpoint if they can; "
+          "submit the same job again to resume)")
+    return 0

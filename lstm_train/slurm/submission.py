@@ -1,0 +1,339 @@
+"""`lstm-train submit`: a job, or a sweep as one job array, handed to submitit.
+
+The login node validates the job (strictly, as `run` does), checks it against the
+cluster (`preflight`), fixes the run directory and run id (the W&B group) so that
+both are known now and stay the same across requeues, and submits one `Trainer`
+(`node`) per run.  `submission.json` in the run (or sweep) directory records the
+job ids, executor, log paths and W&B group for `status`, `cancel` and resubmission.
+
+One live job per run directory: a run whose directory belongs to a queued or
+running job is refused (exit 2, naming the job); `--new-run` gives the job a
+fresh run id (its identity plus a time stamp) and so a fresh directory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any
+
+import submitit
+from submitit.slurm.slurm import _convert_mem
+
+from .. import runfiles
+from ..config import JobBase, apply_override, load_job, validate_job
+from .commands import SubmitError, no_slurm_message
+from .jobstate import JobState, job_states
+from .node import EXIT_INTERRUPTED, Trainer
+from .preflight import Partition, check_cluster, tasks_per_node, world_size
+from .status import status_sweep, wait_and_report
+
+# srun ends the whole step as soon as one task exits badly (a rank killed, a crash), so
+# the other ranks never sit in a collective waiting for a peer that is gone.
+SRUN_ARGS = ["--kill-on-bad-exit=1"]
+
+
+def submit_main(args: Any) -> int:
+    job = load_job(args.job, args.overrides)
+    part = check_cluster(job) if args.executor == "slurm" else None
+    if job.sweep and job.sweep.grid:
+        return submit_sweep(job, args, part)
+    return submit_run(job, args, part)
+
+
+# ---------------------------------------------------------------------------
+# Run ids, directories and the executor
+
+
+def layout_identity(job: JobBase, extra: dict[str, Any] | None = None) -> str:
+    """`runfiles.identity` of the job plus its process layout: the same training on
+    another number of processes is another run."""
+    spec = job.to_dict()
+    spec["processes"] = [job.slurm.nodes, tasks_per_node(job), job.slurm.gpus_per_node]
+    return runfiles.identity(spec, extra)
+
+
+def choose_run_id(job: JobBase, base: str, new_run: bool) -> str:
+    """`train.run_id` if set, else `base`; `--new-run` adds a time stamp (a fresh directory)."""
+    run_id = job.train.run_id or base
+    if not new_run:
+        return run_id
+    if job.train.output_dir:
+        raise SubmitError(f"--new-run picks a new run directory, but train.output_dir={job.train.output_dir} "
+                          "fixes it: drop train.output_dir, or point it at a new directory without --new-run")
+    return f"{run_id}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_dir_of(job: JobBase, run_id: str) -> Path:
+    spec = job.to_dict()
+    spec["train"]["run_id"] = run_id
+    return runfiles.run_dir(spec).resolve()
+
+
+def pinned(job: JobBase, run_dir: Path, run_id: str) -> dict[str, Any]:
+    """The job as a dict with its run directory and run id fixed (absolute, for the nodes)."""
+    spec = job.to_dict()
+    spec["train"]["output_dir"] = str(run_dir.resolve())
+    spec["train"]["run_id"] = run_id
+    spec["sweep"] = None
+    return spec
+
+
+def make_executor(kind: str, folder: Path, job: JobBase) -> submitit.Executor:
+    """submitit's executor for `kind`, with the job's `slurm:` section as its parameters."""
+    s = job.slurm
+    ntasks = tasks_per_node(job)
+    if kind == "local" and s.nodes > 1:
+        raise SubmitError(f"--executor local runs on this machine only, but slurm.nodes={s.nodes}: "
+                          f"use slurm.nodes=1 slurm.tasks_per_node={world_size(job)} for the same "
+                          "number of processes here")
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind == "debug":
+        return submitit.DebugExecutor(folder)
+    if kind == "local":
+        ex = submitit.LocalExecutor(folder, max_num_timeout=s.max_num_timeout)
+        ex.update_parameters(**drop_none(dict(
+            timeout_min=s.time_min, tasks_per_node=ntasks, signal_delay_s=s.signal_delay_s,
+            gpus_per_node=s.gpus_per_node or None, setup=list(s.setup) or None)))
+        return ex
+    try:
+        ex = submitit.SlurmExecutor(folder, max_num_timeout=s.max_num_timeout)
+    except RuntimeError as e:  # no srun
+        raise SubmitError(f"{no_slurm_message('srun')} ({e})") from None
+    try:
+        ex.update_parameters(**drop_none(dict(
+            job_name=job.name, time=s.time_min, nodes=s.nodes, ntasks_per_node=ntasks,
+            signal_delay_s=s.signal_delay_s, array_parallelism=s.array_parallelism,
+            partition=s.partition, cpus_per_task=s.cpus_per_task, account=s.account, qos=s.qos,
+            constraint=s.constraint, mem=_convert_mem(s.mem_gb) if s.mem_gb else None,
+            gpus_per_node=s.gpus_per_node or None, setup=list(s.setup) or None,
+            additional_parameters=dict(s.additional) or None, srun_args=SRUN_ARGS)))
+    except ValueError as e:
+        raise SubmitError(f"slurm section rejected by submitit: {e}") from None
+    return ex
+
+
+def drop_none(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def sbatch_refusal(text: str) -> str:
+    """sbatch's complaint without its `sbatch: error:` prefixes, one line."""
+    lines = [re.sub(r"^sbatch: error:\s*", "", ln).strip() for ln in text.strip().splitlines()]
+    return "; ".join(ln for ln in lines if ln) or "(sbatch said nothing)"
+
+
+def submitted(call: Callable[[], Any]) -> Any:
+    """Run a submitit submission; sbatch's complaint becomes the message."""
+    try:
+        return call()
+    except submitit.core.utils.FailedJobError as e:
+        raise SubmitError(f"sbatch refused the job: {sbatch_refusal(str(e))}") from None
+    except submitit.core.utils.FailedSubmissionError as e:
+        raise SubmitError(f"submission failed: {str(e).strip()}") from None
+    except FileNotFoundError as e:
+        raise SubmitError(f"{no_slurm_message()} ({e})") from None
+
+
+def log_paths(folder: Path, job_id: str, task: int = 0) -> dict[str, str]:
+    return {"stdout": str(folder / f"{job_id}_{task}_log.out"), "stderr": str(folder / f"{job_id}_{task}_log.err")}
+
+
+def describe_layout(job: JobBase, kind: str, part: Partition | None) -> str:
+    n, t = job.slurm.nodes, tasks_per_node(job)
+    where = f"partition {part.name}" if part else ("this machine" if kind == "local" else "this process")
+    gpus = f", {job.slurm.gpus_per_node} GPU(s)/node" if job.slurm.gpus_per_node else ""
+    return f"{kind}, {where}, {n} node(s) x {t} task(s) = {n * t} process(es){gpus}, time limit {job.slurm.time_min} min"
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+# ---------------------------------------------------------------------------
+# One run
+
+
+def submit_run(job: JobBase, args: Any, part: Partition | None) -> int:
+    run_id = choose_run_id(job, layout_identity(job), args.new_run)
+    run_dir = run_dir_of(job, run_id)
+    previous = runfiles.read_json(run_dir / runfiles.SUBMISSION)
+    result = runfiles.read_json(run_dir / runfiles.RESULT)
+    if result is not None:
+        print(f"{run_dir} already finished (result.json); not submitting again. "
+              "For a fresh run: --new-run (or change the job).", file=sys.stderr)
+        print(json.dumps(result, indent=2))
+        return 0
+    if previous:
+        active = [i for i, st in job_states(previous).items() if st.active]
+        if active:
+            raise SubmitError(
+                f"{run_dir} belongs to job {', '.join(active)}, still queued or running: one job per run "
+                f"directory. See `lstm-train status {run_dir}`, `lstm-train cancel {run_dir}` first, or "
+                "submit with --new-run for a fresh run.")
+    folder = run_dir / args.executor
+    executor = make_executor(args.executor, folder, job)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sub = submitted(lambda: executor.submit(Trainer(pinned(job, run_dir, run_id))))
+    job_id = str(sub.job_id)
+    record = {
+        "kind": "run",
+        "executor": args.executor,
+        "job_ids": [job_id],
+        "submitted_at": now(),
+        "job_file": str(Path(args.job).resolve()),
+        "overrides": list(args.overrides),
+        "run_dir": str(run_dir),
+        "folder": str(folder),
+        "world_size": world_size(job),
+        "logs": log_paths(folder, job_id),
+        "wandb": {"group": run_id, "project": job.tracking.wandb.project, "mode": job.tracking.wandb.mode},
+        "earlier": (previous or {}).get("earlier", []) + (
+            [{k: v for k, v in previous.items() if k != "earlier"}] if previous else []),
+    }
+    runfiles.write_json(run_dir / runfiles.SUBMISSION, record)
+    logs = record["logs"]
+    print(f"submitted {job.name} as job {job_id} ({describe_layout(job, args.executor, part)})")
+    print(f"run dir:   {run_dir}")
+    print(f"logs:      {logs['stdout']}\n           {logs['stderr']}" +
+          (f"\n           (rank R: {job_id}_R_log.out/.err)" if world_size(job) > 1 else ""))
+    print(f"W&B group: {run_id} (project {job.tracking.wandb.project}; runs {job.name}-rank0..{world_size(job) - 1})")
+    print(f"status:    lstm-train status {run_dir}")
+    if args.executor == "debug":
+        return run_debug(sub)
+    if not args.wait:
+        return 0
+    return wait_and_report(run_dir, {job_id: sub})
+
+
+def run_debug(sub: Any) -> int:
+    """The debug executor runs the Trainer here and now (no pdb, unlike DebugJob.result)."""
+    os.environ["SUBMITIT_DEBUG_JOB_ID"] = str(sub.job_id)
+    try:
+        result = sub.submission().result()
+    finally:
+        os.environ.pop("SUBMITIT_DEBUG_JOB_ID", None)
+    if result.get("interrupted"):
+        print(f"stopped at step {result['steps']}; submit again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Sweeps: one job array, one run directory per grid point
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def point_label(index: int, params: dict[str, Any]) -> str:
+    """`00-lr=0.01,hidden_size=64`: the index, then the last part of each key (safe as a file name)."""
+    parts = ",".join(f"{k.split('.')[-1]}={v}" for k, v in params.items())
+    return f"{index:02d}-" + re.sub(r"[^A-Za-z0-9_.,=+-]", "_", parts)[:80]
+
+
+def sweep_points(job: JobBase, job_file: str, sweep_id: str) -> list[tuple[str, dict[str, Any], JobBase, str]]:
+    """(label, params, validated job, W&B group) of every grid point."""
+    grid = job.sweep.grid
+    if any(not values for values in grid.values()):
+        raise SubmitError(f"{job_file}: sweep.grid has a key with no values: {[k for k, v in grid.items() if not v]}")
+    base = job.to_dict()
+    base["sweep"] = None
+    base["train"]["output_dir"] = base["train"]["run_id"] = None
+    points = []
+    for i, params in enumerate(grid_points(grid)):
+        spec = json.loads(json.dumps(base))
+        for key, value in params.items():
+            apply_override(spec, f"{key}={json.dumps(value)}", f"{job_file}: sweep.grid")
+        label = point_label(i, params)
+        points.append((label, params, validate_job(spec, f"{job_file} (sweep point {label})"), f"{sweep_id}-{i:02d}"))
+    return points
+
+
+def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
+    grid = job.sweep.grid
+    sweep_id = choose_run_id(job, "sweep-" + layout_identity(job, {"grid": grid}), args.new_run)
+    sweep_dir = run_dir_of(job, sweep_id)
+    points = sweep_points(job, args.job, sweep_id)
+
+    previous = runfiles.read_json(sweep_dir / runfiles.SUBMISSION) or {}
+    prev_points = {p["name"]: p for p in previous.get("points", [])}
+    states = job_states(previous) if previous else {}
+    todo = []
+    for label, params, point_job, point_id in points:
+        old_id = prev_points.get(label, {}).get("job_id")
+        if (sweep_dir / label / runfiles.RESULT).is_file():
+            print(f"skipping {label}: finished")
+        elif old_id and states.get(old_id, JobState("UNKNOWN")).active:
+            print(f"skipping {label}: still {states[old_id].state.lower()} as job {old_id}")
+        else:
+            todo.append((label, params, point_job, point_id))
+    if not todo:
+        print(f"nothing to submit: every point of {sweep_dir} is finished or queued")
+        return status_sweep(sweep_dir, previous)
+
+    folder = sweep_dir / args.executor
+    executor = make_executor(args.executor, folder, job)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    trainers = []
+    for label, params, point_job, point_id in todo:
+        (sweep_dir / label).mkdir(parents=True, exist_ok=True)
+        trainers.append(Trainer(pinned(point_job, sweep_dir / label, point_id)))
+
+    def submit_all() -> list[Any]:
+        with executor.batch():
+            jobs = [executor.submit(t) for t in trainers]
+        return jobs
+
+    subs = submitted(submit_all)
+    ids = [str(s.job_id) for s in subs]
+    point_records = dict(prev_points)
+    for (label, params, point_job, point_id), job_id in zip(todo, ids):
+        rec = {"name": label, "params": params, "run_dir": str(sweep_dir / label), "job_id": job_id,
+               "logs": log_paths(folder, job_id), "wandb_group": point_id}
+        point_records[label] = rec
+        runfiles.write_json(sweep_dir / label / runfiles.SUBMISSION, {
+            "kind": "run", "executor": args.executor, "job_ids": [job_id], "submitted_at": now(),
+            "run_dir": rec["run_dir"], "folder": str(folder), "world_size": world_size(job),
+            "logs": rec["logs"], "wandb": {"group": rec["wandb_group"], "project": job.tracking.wandb.project},
+            "sweep_dir": str(sweep_dir),
+        })
+    record = {
+        "kind": "sweep",
+        "executor": args.executor,
+        "job_ids": list(dict.fromkeys(previous.get("job_ids", []) + ids)),
+        "submitted_at": now(),
+        "job_file": str(Path(args.job).resolve()),
+        "overrides": list(args.overrides),
+        "run_dir": str(sweep_dir),
+        "folder": str(folder),
+        "world_size": world_size(job),
+        "grid": grid,
+        "points": [point_records[p[0]] for p in points if p[0] in point_records],
+    }
+    runfiles.write_json(sweep_dir / runfiles.SUBMISSION, record)
+    array = f"job array {ids[0].split('_')[0]}" if len(ids) > 1 else f"job {ids[0]}"
+    print(f"submitted {len(ids)} point(s) of {job.name} as {array} "
+          f"({describe_layout(job, args.executor, part)}, at most {job.slurm.array_parallelism} at once): "
+          f"{', '.join(ids)}")
+    print(f"sweep dir: {sweep_dir}")
+    print(f"logs:      {folder}/<job id>_0_log.out/.err")
+    print(f"W&B groups: {sweep_id}-00 .. {sweep_id}-{len(points) - 1:02d} (project {job.tracking.wandb.project})")
+    print(f"status:    lstm-train status {sweep_dir}")
+    if args.executor == "debug":
+        code = max(run_debug(s) for s in subs)
+        return status_sweep(sweep_dir, record) or code
+    if not args.wait:
+        return 0
+    code = wait_and_report(sweep_dir, dict(zip(ids, subs)), quiet_result=True)
+    status_sweep(sweep_dir, record)
+    return code
