@@ -168,6 +168,7 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
         progress = Progress(run.total_steps, run.unit, enabled=accelerator.is_main_process, initial=state.step)
         while state.step < run.total_steps and not state.stopping:
             epoch, start = run.plan.locate(state.step)
+            epoch_end = state.step - start + run.plan.steps_in_epoch(epoch)
             for batches in epoch_batches(run, epoch, start):
                 state.pending.append(train_step(run, batches, state))
                 state.step += 1
@@ -175,9 +176,9 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
                     sync(run, state, stop, progress)
                 if state.step % run.job.train.checkpoint_every == 0 or state.stopping:
                     save(run, state)
-                if state.stopping or state.step >= run.total_steps or validation_due(run, state, epoch):
+                if state.stopping or state.step >= run.total_steps or validation_due(run, state, epoch, epoch_end):
                     break
-            if not state.stopping and validation_due(run, state, epoch):
+            if not state.stopping and validation_due(run, state, epoch, epoch_end):
                 validate(run, state)
         if state.stopping == "signal":
             return interrupted(run, state)
@@ -260,8 +261,9 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
             total_steps = min(total_steps, job.train.max_steps)
         optimizer = make_optimizer(job.optim, net, accelerator.device)
         scheduler = make_scheduler(job.optim, optimizer, total_steps, max(1, plan.steps_in_epoch(0)))
-        model = torch.compile(net) if job.train.compile else net
-        model, optimizer = accelerator.prepare(model, optimizer)
+        model = accelerator.prepare_model(torch.compile(net) if job.train.compile else net)
+        if accelerator.scaler is not None:  # fp16: the optimizer steps through the loss scaler
+            optimizer = accelerator.prepare_optimizer(optimizer)
         worker = worker_info(accelerator)
         tracker = Tracker(job, run_dir, job.run_id, worker, primary=(task.primary_metric, task.higher_is_better))
         accelerator.print(
@@ -287,6 +289,13 @@ def restore(run: Run) -> LoopState:
         seed_rank(run.job.train.seed, run.rank)
         return state
     path, saved = found
+    changed = sorted(k for k in set(saved["task_info"]) | set(run.splits.info)
+                     if saved["task_info"].get(k) != run.splits.info.get(k))
+    if changed:
+        raise checkpoint.CheckpointMismatch(
+            f"{path} was trained on other data than this job now reads (task info differs in {', '.join(changed)}): "
+            "were the data files or data.* changed? Use another train.output_dir for the new data."
+        )
     checkpoint.load_model_state(run.net, saved["model"], path)
     run.optimizer.load_state_dict(saved["optimizer"])
     run.scheduler.load_state_dict(saved["scheduler"])
@@ -356,7 +365,9 @@ def train_step(run: Run, batches: list[tuple[Batch, torch.Tensor]], state: LoopS
         sync_context = accelerator.no_sync(model) if i < n - 1 else contextlib.nullcontext()
         with sync_context:
             loss = run.task.loss(model, batch)
-            accelerator.backward(loss / n if n > 1 else loss)
+            scaled = loss / n if n > 1 else loss
+            # Accelerate's backward only adds work here unless fp16 needs its loss scaler.
+            accelerator.backward(scaled) if accelerator.scaler is not None else scaled.backward()
         total = loss.detach() if total is None else total + loss.detach()
     if run.job.optim.grad_clip:
         accelerator.clip_grad_norm_(model.parameters(), run.job.optim.grad_clip)
@@ -462,16 +473,15 @@ def total_counts(state: LoopState, per_rank: list[dict[str, int]]) -> dict[str, 
 # Evaluation and model selection
 
 
-def validation_due(run: Run, state: LoopState, epoch: int) -> bool:
-    """Evaluate now?  Every `train.eval_every_steps` steps, else at the end of every
-    `train.eval_every_epochs`-th epoch; never twice at one step."""
+def validation_due(run: Run, state: LoopState, epoch: int, epoch_end: int) -> bool:
+    """Evaluate now?  Every `train.eval_every_steps` steps, else at the end (step `epoch_end`)
+    of every `train.eval_every_epochs`-th epoch; never twice at one step."""
     if state.last_eval == state.step or state.step == 0:
         return False
     t = run.job.train
     if t.eval_every_steps is not None:
         return state.step % t.eval_every_steps == 0
-    done_epoch, offset = run.plan.locate(state.step)
-    return offset == 0 and done_epoch == epoch + 1 and done_epoch % t.eval_every_epochs == 0
+    return state.step == epoch_end and (epoch + 1) % t.eval_every_epochs == 0
 
 
 def evaluate(run: Run, split: Split, prefix: str, step: int) -> dict[str, Any]:
@@ -572,7 +582,7 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
     began = time.perf_counter()
     reuse = run.splits.val is None and state.last_eval == state.step and state.last_metrics
     test_metrics = state.last_metrics if reuse else evaluate(run, run.splits.test, "test", state.step)
-    state.eval_seconds += time.perf_counter() - began
+    test_seconds = time.perf_counter() - began  # after train_seconds: not a part of it
     broadcast_buffers(run.net, run.world)
     digests = gather_objects(run.accelerator, weights_digest(run.net))  # equal digests: the ranks trained one model
     primary = f"test_{run.task.primary_metric}"
@@ -591,7 +601,8 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
         "mixed_precision": run.precision,
         "train_seconds": round(seconds, 3),
         "parts": state.parts,
-        "eval_seconds": round(state.eval_seconds, 3),
+        "eval_seconds": round(state.eval_seconds, 3),  # evaluations within train_seconds (this part)
+        "test_seconds": round(test_seconds, 3),
         "train_cpu_seconds": round(cpu_seconds, 3),  # this process, this part: robust on a busy machine
         "samples_per_second": round(counts["samples"] / max(seconds, 1e-9), 1),
         "resumed_from_step": state.resumed_from,

@@ -124,6 +124,18 @@ def test_checkpoint_of_another_model_is_a_clear_error(fake_mnist: Path, tmp_path
     assert "Traceback" not in proc.stderr
 
 
+def test_resuming_on_other_data_is_a_clear_error(fake_mnist: Path, tmp_path: Path) -> None:
+    from .conftest import make_fake_mnist
+
+    make_fake_mnist(fake_mnist, name="FashionMNIST")
+    out = tmp_path / "r"
+    assert run_cli("run", JOB, f"data.root={fake_mnist}", f"train.output_dir={out}", "train.max_steps=4").returncode == 0
+    (out / "result.json").unlink()  # unfinished: the checkpoint is what remains
+    proc = run_cli("run", JOB, f"data.root={fake_mnist}", f"train.output_dir={out}", "train.max_steps=8",
+                   "data.dataset=fashion_mnist")
+    assert proc.returncode == 2 and "trained on other data" in proc.stderr and "classes" in proc.stderr
+
+
 def test_a_finished_run_stays_finished_and_another_job_there_is_refused(fake_mnist: Path, tmp_path: Path) -> None:
     out = tmp_path / "r"
     args = [JOB, f"data.root={fake_mnist}", f"train.output_dir={out}", "train.max_steps=12"]
