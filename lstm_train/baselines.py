@@ -1,7 +1,7 @@
 """The forecasts every forecaster is compared with, and the error metrics.
 
 All methods forecast from the same *origins* t (the index of the first target;
-see `lstm_train.data.series`) the next `horizon` values, so every method is
+see `lstm_train.data.series.windows`) the next `horizon` values, so every method is
 scored on exactly the same test windows as the LSTM:
 
 * naive:           y^[t+k] = y[t-1]
@@ -19,7 +19,7 @@ Metrics over all forecast points (original units):
 
 * MAE, RMSE;
 * MASE = mean(|e| / s), s = in-sample MAE of the seasonal naive forecast on
-  the series' train span (`series.mase_scale`), per series;
+  the series' train span (`windows.mase_scale`), per series;
 * sMAPE = 100 * mean(2|e| / (|y| + |y^|))  (0 where both are 0), in percent.
 """
 

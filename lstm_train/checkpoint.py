@@ -76,19 +76,35 @@ def save_best(folder: Path, state: dict[str, Any]) -> Path:
     return folder / BEST
 
 
+def load(path: Path) -> dict[str, Any]:
+    """A checkpoint (or best.pt) as saved, tensors on the CPU."""
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
 def load_best(folder: Path) -> dict[str, Any] | None:
     """best.pt's contents, or None when there is none (no validation split, or none yet)."""
     path = folder / BEST
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load(path)
+
+
+def load_best_weights(folder: Path, step: int) -> dict[str, torch.Tensor]:
+    """best.pt's weights, which must be those of `step` (what rank 0 read): a rank whose view of a
+    shared filesystem is behind would otherwise end with other weights than the rest."""
+    path = folder / BEST
+    best = load(path)
+    if best["step"] != step:
+        raise CheckpointMismatch(f"{path} holds the weights of step {best['step']} here but of step {step} on rank 0: "
+                                 "the ranks see different files (a shared filesystem's cache?); run again")
+    return best["model"]
 
 
 def load_latest(folder: Path) -> tuple[Path, dict[str, Any]] | None:
     """The newest checkpoint that loads (skipping unreadable ones with a warning), or None."""
     for _, path in checkpoint_files(folder):
         try:
-            return path, torch.load(path, map_location="cpu", weights_only=False)
+            return path, load(path)
         except Exception as e:  # truncated by a full disk, or damaged by hand
             warnings.warn(f"skipping unreadable checkpoint {path}: {type(e).__name__}: {e}", stacklevel=2)
     return None

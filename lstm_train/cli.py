@@ -136,15 +136,25 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir")
     report.set_defaults(func=cmd_report)
 
-    bench = sub.add_parser("bench", help="the tutorial's loop vs lstm_train's, side by side")
-    bench.add_argument("job", nargs="?", default=None, help="job spec (default: jobs/mnist_lstm.yaml's settings)")
+    bench = sub.add_parser("bench", help="lstm_train's loop vs the floor, the tutorial and Lightning; --scaling")
+    bench.add_argument("job", nargs="?", default=None, help="job spec, any task (default: jobs/mnist_lstm.yaml)")
     bench.add_argument("overrides", nargs="*")
     bench.add_argument("--device", choices=["cpu", "cuda"], default=None)
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--processes", action="store_true", help="also measure 1 vs 2 processes (DDP scaling)")
-    bench.add_argument("--skip-tutorial", action="store_true", help="measure lstm_train's loop only")
-    bench.add_argument("--max-steps", type=int, default=None, help="stop each training loop after N steps (quick checks)")
+    bench.add_argument("--skip-tutorial", action="store_true", help="leave out the tutorial's loop")
+    bench.add_argument("--skip-lightning", action="store_true", help="leave out PyTorch Lightning")
+    bench.add_argument("--lightning-optimizer", choices=["plain", "fused"], default="plain",
+                       help="Lightning's optimizer: torch's default implementation as users write it, or lstm_train's fused one")
+    bench.add_argument("--max-steps", type=int, default=None,
+                       help="stop each training loop after N steps (quick checks; --scaling: steps per point, 300)")
     bench.add_argument("--repeats", type=int, default=1, help="alternate the loops N times; medians reported")
+    bench.add_argument("--scaling", action="store_true",
+                       help="throughput vs sequence length, hidden size, batch size, processes: table + PNG")
+    bench.add_argument("--seconds", type=float, default=2.0, help="--scaling: floor window per point (wall s)")
+    bench.add_argument("--hidden-sizes", default=None, help="--scaling: e.g. 64,128,256,512,1024 (the default)")
+    bench.add_argument("--batch-sizes", default=None, help="--scaling: e.g. 16,32,64,128,256,512 (the default)")
+    bench.add_argument("--out", default=None, help="--scaling: folder for scaling.png/.md/.json (bench-scaling)")
     bench.set_defaults(func=cmd_bench)
 
     submit = sub.add_parser("submit", help="send a job (or a sweep) to SLURM through submitit")

@@ -8,6 +8,7 @@ tutorial's small model, where the update is a sizeable part of a step).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -16,8 +17,20 @@ from .config import OptimConfig
 
 
 def make_optimizer(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    """The optimizer, fused where the device has a fused kernel (one launch per step, not per tensor)."""
-    params = model.parameters()
+    """The optimizer, fused where the device has a fused kernel (one launch per step, not per tensor).
+
+    Embedding tables with sparse gradients (`nn.Embedding(sparse=True)`, e.g. the text
+    task's `model.sparse_embeddings`) get SparseAdam, which updates only the rows of the
+    batch's words; the rest of the model gets the job's optimizer (`SplitOptimizer`)."""
+    sparse = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse and m.weight.requires_grad]
+    if not sparse:
+        return dense_optimizer(cfg, model.parameters(), device)
+    sparse_ids = {id(p) for p in sparse}
+    dense = [p for p in model.parameters() if id(p) not in sparse_ids]
+    return SplitOptimizer(dense_optimizer(cfg, dense, device), torch.optim.SparseAdam(sparse, lr=cfg.lr, betas=cfg.betas))
+
+
+def dense_optimizer(cfg: OptimConfig, params: Iterable[nn.Parameter], device: torch.device) -> torch.optim.Optimizer:
     fast = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **fast)
@@ -26,6 +39,57 @@ def make_optimizer(cfg: OptimConfig, model: nn.Module, device: torch.device) -> 
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fast)
     return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
+
+
+class SplitOptimizer(torch.optim.Optimizer):
+    """Two optimizers stepped, zeroed, saved and scheduled as one.
+
+    Why: a word-embedding table is most of a text model's weights, and each batch touches
+    a few hundred of its rows.  Dense Adam reads and writes the whole table every step and
+    keeps moving rows on stale momentum; SparseAdam ("lazy" Adam) updates only the rows
+    that got gradients.  Measured (shared notes): 68 -> 18 ms per SST-2 step on an AMX
+    machine; on an AVX512-BF16 one the fused dense update cost only ~6% more (16.8 vs
+    15.8 ms).  `param_groups` are the inner optimizers' own dicts, so a learning-rate
+    scheduler's changes reach both.  SparseAdam has no weight decay: `optim.weight_decay`
+    applies to the dense parameters only.
+    """
+
+    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
+        super().__init__([p for o in optimizers for g in o.param_groups for p in g["params"]], {})
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict]:
+        """The inner optimizers' groups as they are now: `load_state_dict` (a resume, or
+        Accelerate's `prepare`) replaces an optimizer's group dicts, so a list kept from
+        construction would leave the scheduler changing groups nobody reads."""
+        optimizers = self.__dict__.get("optimizers")
+        return self.__dict__["_init_groups"] if optimizers is None else [g for o in optimizers for g in o.param_groups]
+
+    @param_groups.setter
+    def param_groups(self, groups: list[dict]) -> None:  # Optimizer.__init__'s own list, used until it returns
+        self.__dict__["_init_groups"] = groups
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001 - torch's signature
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for optimizer in self.optimizers:
+            optimizer.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"optimizers": [o.state_dict() for o in self.optimizers]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for optimizer, state in zip(self.optimizers, state_dict["optimizers"], strict=True):
+            optimizer.load_state_dict(state)
 
 
 def make_scheduler(

@@ -12,8 +12,9 @@
                  task's data and model, the optimizer and the batch plan
     restore      the newest checkpoint of the run directory, or a fresh start
     train_step   forward and backward over this rank's micro-batches, one optimizer step
-    sync         every `train.log_every` steps one all-reduce: the loss, a NaN check,
-                 stop requests (SIGTERM, SLURM's warning signal); metrics logged
+    sync         every `train.log_every` steps (and before anything is evaluated or saved)
+                 one all-reduce: the loss, a NaN check, stop requests (SIGTERM, SLURM's
+                 warning signal); metrics logged
     save         an atomic checkpoint every `train.checkpoint_every` steps and on a stop
     validate     evaluation on the validation split; the best weights kept, early stopping
     conclude     the best weights tested once, result.json, W&B summary and model artifact
@@ -166,19 +167,24 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
     try:
         state = restore(run)
         progress = Progress(run.total_steps, run.unit, enabled=accelerator.is_main_process, initial=state.step)
+        epoch, start = run.plan.locate(state.step)
+        if validation_due(run, state, epoch - 1, state.step - start):  # stopped at an evaluation step unevaluated
+            validate(run, state)
         while state.step < run.total_steps and not state.stopping:
             epoch, start = run.plan.locate(state.step)
+            epoch_end = state.step - start + run.plan.steps_in_epoch(epoch)
             for batches in epoch_batches(run, epoch, start):
                 state.pending.append(train_step(run, batches, state))
                 state.step += 1
-                if sync_due(run, state):
+                evaluating = validation_due(run, state, epoch, epoch_end)
+                if evaluating or sync_due(run, state):  # a NaN stops before it is evaluated or saved
                     sync(run, state, stop, progress)
+                if evaluating and not state.stopping:
+                    validate(run, state)  # before the checkpoint of this step, which then holds its outcome
                 if state.step % run.job.train.checkpoint_every == 0 or state.stopping:
                     save(run, state)
-                if state.stopping or state.step >= run.total_steps or validation_due(run, state, epoch):
+                if state.stopping or state.step >= run.total_steps:
                     break
-            if not state.stopping and validation_due(run, state, epoch):
-                validate(run, state)
         if state.stopping == "signal":
             return interrupted(run, state)
         return conclude(run, state)
@@ -260,8 +266,9 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
             total_steps = min(total_steps, job.train.max_steps)
         optimizer = make_optimizer(job.optim, net, accelerator.device)
         scheduler = make_scheduler(job.optim, optimizer, total_steps, max(1, plan.steps_in_epoch(0)))
-        model = torch.compile(net) if job.train.compile else net
-        model, optimizer = accelerator.prepare(model, optimizer)
+        model = accelerator.prepare_model(torch.compile(net) if job.train.compile else net)
+        if accelerator.scaler is not None:  # fp16: the optimizer steps through the loss scaler
+            optimizer = accelerator.prepare_optimizer(optimizer)
         worker = worker_info(accelerator)
         tracker = Tracker(job, run_dir, job.run_id, worker, primary=(task.primary_metric, task.higher_is_better))
         accelerator.print(
@@ -282,11 +289,20 @@ def restore(run: Run) -> LoopState:
     """Continue from the newest checkpoint in the run directory, wherever it was written from;
     else start fresh, each rank with its own random stream (dropout masks)."""
     state = LoopState()
-    found = checkpoint.load_latest(run.checkpoints)
-    if found is None:
+    # Rank 0 chooses for every rank: on a shared filesystem ranks can list different files.
+    found = checkpoint.load_latest(run.checkpoints) if run.rank == 0 else None
+    path = broadcast_object(run.accelerator, found[0] if found else None)
+    if path is None:
         seed_rank(run.job.train.seed, run.rank)
         return state
-    path, saved = found
+    saved = found[1] if found else checkpoint.load(path)
+    changed = sorted(k for k in set(saved["task_info"]) | set(run.splits.info)
+                     if saved["task_info"].get(k) != run.splits.info.get(k))
+    if changed:
+        raise checkpoint.CheckpointMismatch(
+            f"{path} was trained on other data than this job now reads (task info differs in {', '.join(changed)}): "
+            "were the data files or data.* changed? Use another train.output_dir for the new data."
+        )
     checkpoint.load_model_state(run.net, saved["model"], path)
     run.optimizer.load_state_dict(saved["optimizer"])
     run.scheduler.load_state_dict(saved["scheduler"])
@@ -308,10 +324,15 @@ def restore(run: Run) -> LoopState:
             f"{run.layout.global_batch} ({run.world} process(es)); set data.global_batch_size to keep the "
             "training the same at any world size"
         )
-    best = checkpoint.load_best(run.checkpoints)
-    if best is not None:
+    best = checkpoint.load_best(run.checkpoints) if run.rank == 0 else None
+    # best.pt is written just before the checkpoint of its step.  One from after this checkpoint's last
+    # evaluation (a crash between the two) is left out: the replayed evaluation decides again.
+    if best is not None and best["step"] <= (state.last_eval or 0):
         state.best = {k: best[k] for k in ("step", "value", "metrics")}
         state.best_weights = best["model"]
+    state.best = broadcast_object(run.accelerator, state.best)
+    if state.best is not None and state.best_weights is None:
+        state.best_weights = checkpoint.load_best_weights(run.checkpoints, state.best["step"])
     run.accelerator.print(f"resuming from {path} (step {state.step} of {run.total_steps}, part {state.parts})")
     return state
 
@@ -335,11 +356,14 @@ def epoch_batches(run: Run, epoch: int, start: int) -> Iterator[list[tuple[Batch
         for micro in steps:
             yield [(run.task.batch(run.splits.train, idx), idx) for idx in micro]
         return
-    # The classic path: a DataLoader over the same indices, grouped back into steps.
+    # The classic path: a DataLoader over the same indices, grouped back into steps.  Its own
+    # generator: an iterator draws a seed at its start, which must not shift the global stream
+    # (dropout) by where a run started or resumed.
     plan = list(steps)
     loader = iter(torch.utils.data.DataLoader(
         run.dataset, batch_sampler=[idx.tolist() for micro in plan for idx in micro],
         num_workers=getattr(run.job.data, "num_workers", 0),
+        generator=torch.Generator().manual_seed(run.job.train.seed + epoch),
     ))
     device = run.accelerator.device
     for micro in plan:
@@ -356,7 +380,9 @@ def train_step(run: Run, batches: list[tuple[Batch, torch.Tensor]], state: LoopS
         sync_context = accelerator.no_sync(model) if i < n - 1 else contextlib.nullcontext()
         with sync_context:
             loss = run.task.loss(model, batch)
-            accelerator.backward(loss / n if n > 1 else loss)
+            scaled = loss / n if n > 1 else loss
+            # Accelerate's backward only adds work here unless fp16 needs its loss scaler.
+            accelerator.backward(scaled) if accelerator.scaler is not None else scaled.backward()
         total = loss.detach() if total is None else total + loss.detach()
     if run.job.optim.grad_clip:
         accelerator.clip_grad_norm_(model.parameters(), run.job.optim.grad_clip)
@@ -423,9 +449,10 @@ def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) 
         state.stopping = "signal"
 
 
-def save(run: Run, state: LoopState) -> None:
-    """A checkpoint of the current step (once per step): every rank's random state, the loop state."""
-    if state.last_saved == state.step:
+def save(run: Run, state: LoopState, force: bool = False) -> None:
+    """A checkpoint of the current step: every rank's random state, the loop state.  Once per
+    step, unless `force`d (an evaluation at a step a stopped run had already saved)."""
+    if state.last_saved == state.step and not force:
         return
     per_rank = gather_objects(run.accelerator, {"rng": checkpoint.rng_state(), "counts": dict(state.counts)})
     seconds = broadcast_object(run.accelerator, state.seconds())  # one number for every rank's result
@@ -462,16 +489,15 @@ def total_counts(state: LoopState, per_rank: list[dict[str, int]]) -> dict[str, 
 # Evaluation and model selection
 
 
-def validation_due(run: Run, state: LoopState, epoch: int) -> bool:
-    """Evaluate now?  Every `train.eval_every_steps` steps, else at the end of every
-    `train.eval_every_epochs`-th epoch; never twice at one step."""
+def validation_due(run: Run, state: LoopState, epoch: int, epoch_end: int) -> bool:
+    """Evaluate now?  Every `train.eval_every_steps` steps, else at the end (step `epoch_end`)
+    of every `train.eval_every_epochs`-th epoch; never twice at one step."""
     if state.last_eval == state.step or state.step == 0:
         return False
     t = run.job.train
     if t.eval_every_steps is not None:
         return state.step % t.eval_every_steps == 0
-    done_epoch, offset = run.plan.locate(state.step)
-    return offset == 0 and done_epoch == epoch + 1 and done_epoch % t.eval_every_epochs == 0
+    return state.step == epoch_end and (epoch + 1) % t.eval_every_epochs == 0
 
 
 def evaluate(run: Run, split: Split, prefix: str, step: int) -> dict[str, Any]:
@@ -491,10 +517,13 @@ def evaluate(run: Run, split: Split, prefix: str, step: int) -> dict[str, Any]:
             for key, value in task.eval_sums(net, task.batch(split, indices)).items():
                 sums[key] = sums.get(key, 0) + value.double()
     keys = sorted(sums)  # the same order on every rank
-    local = torch.stack([torch.as_tensor(sums[k], device=accelerator.device) for k in keys]) if keys else \
+    if run.world > 1:  # a rank with no batch (a split smaller than the world) has no sums: agree on the keys
+        keys = sorted(set().union(*gather_objects(accelerator, keys)))
+    none = torch.zeros((), dtype=torch.float64, device=accelerator.device)
+    local = torch.stack([torch.as_tensor(sums.get(k, none), device=accelerator.device) for k in keys]) if keys else \
         torch.zeros(0, device=accelerator.device)
     total = accelerator.reduce(local.clone(), "sum") if run.world > 1 else local
-    shard = task.metrics(dict(zip(keys, local.tolist())), prefix=f"{prefix}/shard_")
+    shard = task.metrics(dict(zip(keys, local.tolist())), prefix=f"{prefix}/shard_") if batches else {}
     overall = task.metrics(dict(zip(keys, total.tolist())), prefix=f"{prefix}_")
     run.tracker.log(step, {**{k.replace(f"{prefix}_", f"{prefix}/", 1): v for k, v in overall.items()}, **shard})
     accelerator.print(f"step {step}: " + "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
@@ -539,7 +568,7 @@ def validate(run: Run, state: LoopState) -> None:
                                   f"improved on {state.best['value']:.4f} (step {state.best['step']}) in "
                                   f"{patience} evaluation(s)")
     state.eval_seconds += time.perf_counter() - began
-    save(run, state)  # the selection state and the weights it refers to stay together
+    save(run, state, force=True)  # the selection state and the weights it refers to stay together
 
 
 # ---------------------------------------------------------------------------
@@ -572,7 +601,7 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
     began = time.perf_counter()
     reuse = run.splits.val is None and state.last_eval == state.step and state.last_metrics
     test_metrics = state.last_metrics if reuse else evaluate(run, run.splits.test, "test", state.step)
-    state.eval_seconds += time.perf_counter() - began
+    test_seconds = time.perf_counter() - began  # after train_seconds: not a part of it
     broadcast_buffers(run.net, run.world)
     digests = gather_objects(run.accelerator, weights_digest(run.net))  # equal digests: the ranks trained one model
     primary = f"test_{run.task.primary_metric}"
@@ -591,7 +620,8 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
         "mixed_precision": run.precision,
         "train_seconds": round(seconds, 3),
         "parts": state.parts,
-        "eval_seconds": round(state.eval_seconds, 3),
+        "eval_seconds": round(state.eval_seconds, 3),  # evaluations within train_seconds (this part)
+        "test_seconds": round(test_seconds, 3),
         "train_cpu_seconds": round(cpu_seconds, 3),  # this process, this part: robust on a busy machine
         "samples_per_second": round(counts["samples"] / max(seconds, 1e-9), 1),
         "resumed_from_step": state.resumed_from,

@@ -184,3 +184,26 @@ def test_global_batch_layout_and_its_errors() -> None:
         batch_layout(data, None, 3)
     with pytest.raises(ConfigError, match="train.grad_accum_steps = 3 does not divide"):
         batch_layout(data, 3, 2)
+
+
+@pytest.mark.parametrize("lengths", [False, True])
+def test_eval_batches_of_splits_smaller_than_the_world(lengths: bool) -> None:
+    """A validation or test split with fewer samples than (a multiple of) the processes: every
+    sample once, no rank fails, and no rank is handed an empty batch to run a model on."""
+    for n in range(1, 12):
+        lens = torch.arange(n) % 4 + 1 if lengths else None
+        for world in (1, 2, 3, 4, 8):
+            per_rank = [eval_batches(n, r, world, 2, lens) for r in range(world)]
+            got = sorted(i for batches in per_rank for b in batches for i in b.tolist())
+            assert got == list(range(n)), (n, world)
+            assert all(len(b) for batches in per_rank for b in batches), (n, world)
+
+
+def test_token_budget_counts_an_empty_sequence_as_one_token() -> None:
+    """Samples of length zero still take a row of the batch: a budget of 8 tokens never
+    becomes a batch of hundreds of rows because their longest sequence is empty."""
+    lens = torch.tensor([0] * 300 + [3] * 20)
+    for batches in (cut_by_tokens(torch.arange(320), lens, 8, 2),
+                    BatchPlan(320, 8, world_size=2, seed=1, lengths=lens, max_tokens=8).global_batches(0)):
+        assert sorted(i for b in batches for i in b.tolist()) == list(range(320))
+        assert max(len(b) for b in batches) <= 2 * 8

@@ -1,38 +1,29 @@
-"""`lstm-train bench` runs and reports sane fields.
+"""`lstm-train bench` measures every loop and reports what it measured.
 
-The bench is a benchmark, not a timed test: nothing here asserts a speed.  (That both data
-paths give the same batches is tests/test_batching.py.)
+The bench is a benchmark, not a timed test: nothing here asserts a speed, only that each
+loop ran the steps it reports, that the floor is measured and the ratios are computed
+from the measured times, that any task's job is taken, and that --scaling writes its
+table, JSON and PNG.  (That both data paths give the same batches is tests/test_batching.py.)
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from lstm_train.bench import lstm_flops_per_sample, reset_accelerate
-from lstm_train.config import validate_job
-from lstm_train.tasks.classify import as_rows
+from lstm_train.distributed import resolve_precision
+from lstm_train.tasks.classify import ClassifyTask, as_rows
 
 try:  # `python -m pytest` from the repo root, or tests/ as a package
-    from tests.conftest import run_cli
+    from tests.conftest import require, run_cli
 except ImportError:  # plain `pytest`: tests/ itself is on sys.path
-    from conftest import run_cli  # type: ignore[no-redef]
-
-
-def classify_job(root: Path, tmp_path: Path, **train: object) -> object:
-    return validate_job(
-        {
-            "name": "bench_test",
-            "task": "classify",
-            "data": {"dataset": "mnist", "root": str(root), "batch_size": 32},
-            "train": {"output_dir": str(tmp_path / "run"), "cpu": True, **train},
-            "tracking": {"wandb": {"mode": "disabled"}},
-        },
-        "test",
-    )
+    from conftest import require, run_cli  # type: ignore[no-redef]
 
 
 # ---------------------------------------------------------------------------
@@ -49,65 +40,158 @@ def test_flop_count_matches_the_issue() -> None:
     assert two == 3 * (2 * 2 * 28 * 4 * 64 * (28 + 64) + 2 * 2 * 28 * 4 * 64 * (128 + 64) + 2 * 128 * 10)
 
 
-def check_loop(report: dict, steps: int, samples: int) -> None:
-    assert report["steps"] == steps and report["samples"] == samples
-    assert report["epoch_s"] > 0 and report["samples_per_s"] > 0 and report["gflops"] > 0
-    assert report["cpu_s"] > 0 and report["samples_per_cpu_s"] > 0 and report["eval_s"] > 0
-    assert 0.0 <= report["test_accuracy"] <= 1.0
-    assert report["samples_per_s"] == pytest.approx(samples / report["epoch_s"], rel=0.01)
+def check_loop(loop: dict, steps: int, units: int) -> None:
+    assert loop["steps"] == steps and loop["units"] == units
+    assert loop["epoch_s"] > 0 and loop["per_s"] > 0 and loop["cpu_s"] > 0 and loop["per_cpu_s"] > 0
+    assert loop["eval_s"] >= 0
+    assert loop["per_s"] == pytest.approx(units / loop["epoch_s"], rel=0.01)
 
 
-def test_bench_json_reports_both_loops_and_process_scaling(fake_mnist: Path) -> None:
-    # fake MNIST: 512 training samples, so 8 steps of 64 per epoch in one process, 4 per rank in two
-    proc = run_cli("bench", "--json", "--max-steps", "3", "--processes", env={"LSTM_TRAIN_DATA": str(fake_mnist)})
+def bench_json(*args: str, data: Path) -> tuple[dict, str]:
+    proc = run_cli("bench", "--json", *args, env={"LSTM_TRAIN_DATA": str(data)})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout)  # stdout is one JSON object, the loops' chatter went to stderr
-    check_loop(report["tutorial"], 3, 3 * 64)
-    check_loop(report["lstm_train"], 3, 3 * 64)
-    # Same samples on both sides: the throughput ratio is the epoch-time ratio.
+    return json.loads(proc.stdout), proc.stderr  # stdout is one JSON object; the loops' chatter goes to stderr
+
+
+def test_bench_measures_the_floor_the_tutorial_and_lightning(fake_mnist: Path) -> None:
+    require(importlib.util.find_spec("lightning") is not None, "lightning not installed (pip install -e '.[bench]')")
+    # fake MNIST: 512 training samples, 8 steps of 64 per epoch; 3 steps each
+    report, stderr = bench_json("--max-steps", "3", data=fake_mnist)
+    assert report["task"] == "classify" and report["unit"] == "samples" and report["metric"] == "test_accuracy"
+    for loop in (report["tutorial"], report["lstm_train"], report["floor"], *report["lightning"].values()):
+        check_loop(loop, 3, 3 * 64)
+        assert 0.0 <= loop["metric"] <= 1.0
+    # The floor: the same model and batches, its own clock; eager on a CPU, in the loop's precision.
+    # `train.mixed_precision: auto` as the loop resolves it on this machine (bf16 where the CPU runs it natively).
+    assert report["floor"]["mode"] == "eager"
+    assert report["precision"] == report["floor"]["precision"] == report["lstm_train"]["precision"] == \
+        resolve_precision("auto", ClassifyTask.precision, force_cpu=True)
+    assert report["floor_ratio"] == pytest.approx(report["lstm_train"]["epoch_s"] / report["floor"]["epoch_s"], rel=0.01)
+    assert report["floor_ratio_cpu"] == pytest.approx(report["lstm_train"]["cpu_s"] / report["floor"]["cpu_s"], rel=0.01)
+    # Same work on every side, so throughput ratios are epoch-time ratios.
     assert report["speedup"] == pytest.approx(report["tutorial"]["epoch_s"] / report["lstm_train"]["epoch_s"], rel=0.01)
-    assert report["speedup_cpu"] == pytest.approx(
-        report["lstm_train"]["samples_per_cpu_s"] / report["tutorial"]["samples_per_cpu_s"], rel=0.01)
-    assert report["gflops"]["tutorial"] == report["tutorial"]["gflops"] > 0
-    assert report["gflops"]["lstm_train"] == report["lstm_train"]["gflops"] > 0
-    assert report["threads"] == 1 and report["device"] == "cpu" and report["torch"] == torch.__version__
+    assert set(report["lightning"]) == {"fp32", "bf16"}
+    assert report["lightning"]["fp32"]["precision"] == "32-true"
+    assert report["lightning"]["bf16"]["precision"] == "bf16-mixed"
+    fastest = max(report["lightning"], key=lambda k: report["lightning"][k]["per_s"])
+    assert report["lightning_fastest"] == fastest
+    assert report["vs_lightning"] == pytest.approx(
+        report["lstm_train"]["per_s"] / report["lightning"][fastest]["per_s"], rel=0.01)
+    assert report["metric_delta"] == pytest.approx(report["lstm_train"]["metric"] - report["tutorial"]["metric"], abs=1e-4)
+    assert report["threads"] == 1 and report["device"].startswith("cpu") and report["torch"] == torch.__version__
     assert report["same_settings"] is True and report["flops_per_sample"] == lstm_flops_per_sample(28, 28, 64, 1, False, 10)
+    assert report["lstm_train"]["gflops"] > 0 and report["floor"]["gflops"] > 0
+    assert "Epoch [1/1], Step [1/" in stderr  # the tutorial's own log lines
+
+
+def test_bench_one_and_two_processes(fake_mnist: Path) -> None:
+    report, _ = bench_json("--max-steps", "3", "--processes", "--skip-tutorial", "--skip-lightning", data=fake_mnist)
+    assert report["tutorial"] is None and report["tutorial_status"].startswith("skipped")
+    assert report["lightning"] is None and report["lightning_status"].startswith("skipped")
     procs = report["processes"]
     assert procs["1"]["world_size"] == 1 and procs["2"]["world_size"] == 2
     check_loop(procs["1"], 3, 3 * 64)
     check_loop(procs["2"], 3, 3 * 64 * 2)  # 64 per process per step
-    assert procs["scaling"] > 0
-    assert "Epoch [1/1], Step [1/" in proc.stderr  # the tutorial's own log lines
+    assert procs["scaling"] == pytest.approx(procs["2"]["per_s"] / procs["1"]["per_s"], rel=0.01)
 
 
 def test_bench_table_with_a_job_file_and_overrides(fake_mnist: Path, tmp_path: Path) -> None:
     job = tmp_path / "wide.yaml"
     job.write_text(f"task: classify\ndata:\n  root: {fake_mnist}\nmodel:\n  hidden_size: 32\n")
-    proc = run_cli("bench", str(job), "model.bidirectional=true", "--max-steps", "3", "--repeats", "2")
+    proc = run_cli("bench", str(job), "model.bidirectional=true", "train.mixed_precision=bf16", "--max-steps", "3",
+                   "--repeats", "2", "--skip-lightning")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert "tutorial (torchvision + DataLoader)" in out and "lstm_train" in out and "speedup" in out
+    assert "tutorial (torchvision + DataLoader)" in out and "lstm_train (bf16)" in out and "floor (eager, bf16)" in out
+    assert "framework overhead: lstm_train's epoch takes" in out
     assert "settings differ from the tutorial" in out  # hidden 32, bidirectional: not the tutorial's model
-    assert "2 repeat(s)" in out and "1 thread(s)" in out
+    assert "skipped (--skip-lightning)" in out
+    assert "2 repeat(s)" in out and "1 thread(s)" in out and "precision bf16" in out
 
 
-def test_bench_lstm_train_only_with_overrides_and_no_job(fake_mnist: Path) -> None:
-    proc = run_cli("bench", "train.mixed_precision=bf16", "--skip-tutorial", "--json", "--max-steps", "4",
-                   env={"LSTM_TRAIN_DATA": str(fake_mnist)})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout)
-    assert report["tutorial"] is None and report["speedup"] is None
-    assert report["mixed_precision"] == "bf16"
-    check_loop(report["lstm_train"], 4, 4 * 64)
-
-
-def test_bench_refuses_a_non_classify_job(tmp_path: Path) -> None:
+def test_bench_takes_a_forecast_job(tmp_path: Path) -> None:
+    """Any task's job: the floor and lstm_train's loop, no tutorial (it is MNIST classification)."""
     root = Path(__file__).resolve().parents[1]
-    forecast = next((p for p in sorted((root / "jobs").glob("*.yaml")) if "task: forecast" in p.read_text()), None)
-    if forecast is None:
-        pytest.skip("no forecast job file here")
-    proc = run_cli("bench", str(forecast), "--max-steps", "1")
-    assert proc.returncode == 2 and "classify" in proc.stderr
+    report, _ = bench_json(
+        str(root / "jobs" / "sine_forecast.yaml"), "data.sine.series=4", "data.sine.length=200", "data.window=10",
+        "data.val_size=20", "data.test_size=30", "data.stride=1", "data.batch_size=16", "model.horizon=5",
+        "model.hidden_size=8", "--max-steps", "4", data=tmp_path)
+    assert report["task"] == "forecast" and report["unit"] == "samples"
+    assert report["tutorial"] is None and report["tutorial_status"].startswith("not applicable")
+    check_loop(report["lstm_train"], 4, 4 * 16)
+    check_loop(report["floor"], 4, 4 * 16)
+    assert report["floor_ratio"] > 0 and report["speedup"] is None and report["flops_per_sample"] is None
+
+
+def test_bench_takes_a_caption_job(fake_mnist: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    report, _ = bench_json(
+        str(root / "jobs" / "mnist_caption.yaml"), f"data.root={fake_mnist}", "data.num_train=64",
+        "data.num_test=20", "data.batch_size=16", "data.max_digits=2", "model.hidden_size=16",
+        "model.channels=[4,8,8]", "model.encoder_hidden=8", "--max-steps", "2", "--skip-lightning", data=fake_mnist)
+    assert report["task"] == "caption" and report["tutorial"] is None
+    check_loop(report["lstm_train"], 2, 2 * 16)
+    check_loop(report["floor"], 2, 2 * 16)
+    assert report["precision"] == "bf16"  # the job's, used by the floor too
+
+
+def test_units_count_tokens_in_the_loops_batch_plan() -> None:
+    """`throughput_unit = "tokens"`: a step counts its sequences' lengths, batches as the loop cuts them
+    (here bucketed by length, as `SequenceData` does by default)."""
+    from lstm_train.bench.measure import batch_plan, global_batches, trained_units, units
+    from lstm_train.data.ragged import Ragged
+    from lstm_train.schema import SequenceData
+    from lstm_train.tasks.base import Task
+
+    class Tokens(Task):
+        name = "tokens_test"
+        throughput_unit = "tokens"
+
+    lengths = torch.arange(1, 11)
+    split = (Ragged.from_sequences([[7] * n for n in lengths.tolist()]), torch.zeros(10))
+    job = SimpleNamespace(data=SequenceData(batch_size=4, bucket_pool=2), train=SimpleNamespace(grad_accum_steps=None, seed=3))
+    task = Tokens(job)
+    plan = batch_plan(job, task, split)
+    assert plan.lengths is not None and plan.bucketing and plan.global_batch == 4
+    batches = global_batches(plan, 4)  # 3 batches in epoch 0 (4, 4, 2 samples, in some order), then epoch 1
+    assert sorted(len(b) for b in batches[:3]) == [2, 4, 4] and len(batches) == 4
+    assert sorted(torch.cat(batches[:3]).tolist()) == list(range(10))
+    assert all(torch.equal(a, b) for a, b in zip(batches, plan.global_batches(0) + plan.global_batches(1)))
+    assert units(task, split, batches[0]) == int(lengths[batches[0]].sum())
+    assert trained_units(task, split, plan, 3) == (int(lengths.sum()), 10)  # one epoch: every token once
+    images = (torch.zeros(10, 2),)
+    classify = ClassifyTask(SimpleNamespace(data=SimpleNamespace(batch_size=4, global_batch_size=None),
+                                            train=SimpleNamespace(grad_accum_steps=None, seed=3)))
+    assert trained_units(classify, images, batch_plan(classify.job, classify, images), 3) == (10, 10)
+
+
+def test_bench_scaling_writes_the_table_and_the_png(fake_mnist: Path, tmp_path: Path) -> None:
+    out = tmp_path / "scaling"
+    report, _ = bench_json("--scaling", "--max-steps", "2", "--seconds", "0.05", "--hidden-sizes", "8,16",
+                           "--batch-sizes", "16,32", "--out", str(out), data=fake_mnist)
+    axes = [(p["axis"], p["value"]) for p in report["points"]]
+    assert axes == [("sequence", "28 rows x 28"), ("sequence", "784 pixels x 1"), ("hidden", "8"), ("hidden", "16"),
+                    ("batch", "16"), ("batch", "32"), ("processes", "1"), ("processes", "2")]
+    for p in report["points"]:
+        assert 1 <= p["steps"] <= 2 and p["lstm_train"]["steps"] == p["steps"] and p["lstm_train"]["per_s"] > 0
+        if p["processes"] == 1:
+            assert p["floor"]["steps"] == p["steps"]
+            assert p["floor_ratio"] == pytest.approx(p["floor"]["per_s"] / p["lstm_train"]["per_s"], rel=0.01)
+        else:
+            assert p["floor"] is None and p["lstm_train"]["world_size"] == 2
+    pixels = report["points"][1]
+    assert pixels["lstm_train"]["gflops"] > 0 and pixels["hidden_size"] == 64
+    assert report["points"][3]["hidden_size"] == 16 and report["points"][5]["batch_size"] == 32
+    assert (out / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "scaling.json").read_text())["points"] == report["points"]
+    table = (out / "scaling.md").read_text().splitlines()
+    assert table[0].startswith("| axis | value | steps | floor samples/s") and len(table) == 2 + len(report["points"])
+
+
+def test_bench_cuda_without_a_gpu_is_a_clear_error(fake_mnist: Path) -> None:
+    require(not torch.cuda.is_available(), "a GPU is visible here (this checks the message on machines without one)")
+    proc = run_cli("bench", "--device", "cuda", "--max-steps", "1", env={"LSTM_TRAIN_DATA": str(fake_mnist)})
+    assert proc.returncode == 2 and "--device cuda: no CUDA device visible here" in proc.stderr
 
 
 def test_pixel_by_pixel_sequences(fake_mnist: Path, tmp_path: Path) -> None:

@@ -13,8 +13,10 @@ import torch
 
 from lstm_train import baselines as B
 from lstm_train.config import ConfigError, load_job, validate_job
-from lstm_train.data import series as S
+from lstm_train.data.series import csvfile, sources
+from lstm_train.data.series import windows as W
 from lstm_train.models.forecaster import LSTMForecaster
+from lstm_train.tasks.base import Splits
 from lstm_train.tasks.forecast import ForecastTask
 
 from .conftest import ROOT, accelerate_cli, run_cli
@@ -47,21 +49,21 @@ def result_of(run_dir: Path) -> dict:
 
 
 def test_windows_and_split_boundaries() -> None:
-    spans = S.split_spans(50, window=5, horizon=3, val_size=6, test_size=8, name="s")
+    spans = W.split_spans(50, window=5, horizon=3, val_size=6, test_size=8, name="s")
     assert (spans.n_train, spans.n_val, spans.n_test) == (36, 6, 8)
     z = np.arange(50.0)[:, None]
     for split, first, last in (("train", 5, 33), ("val", 36, 39), ("test", 42, 47)):
-        at = S.origins(spans, 5, 3, split)
+        at = W.origins(spans, 5, 3, split)
         assert (at[0], at[-1]) == (first, last) and np.all(np.diff(at) == 1)
-        x, y = S.make_windows(z, at, 5, 3)
+        x, y = W.make_windows(z, at, 5, 3)
         assert x.shape == (len(at), 5, 1) and y.shape == (len(at), 3)
         np.testing.assert_array_equal(x[:, :, 0], at[:, None] - 5 + np.arange(5))  # z[t-5:t]
         np.testing.assert_array_equal(y, at[:, None] + np.arange(3))  # z[t:t+3]
-    train_x, train_y = S.make_windows(z, S.origins(spans, 5, 3, "train"), 5, 3)
+    train_x, train_y = W.make_windows(z, W.origins(spans, 5, 3, "train"), 5, 3)
     assert max(train_x.max(), train_y.max()) == spans.n_train - 1  # the whole train span, nothing after
-    test_y = S.make_windows(z, S.origins(spans, 5, 3, "test"), 5, 3)[1]
+    test_y = W.make_windows(z, W.origins(spans, 5, 3, "test"), 5, 3)[1]
     assert test_y.min() == spans.test_start and test_y.max() == 49  # targets cover exactly the test span
-    strided = S.origins(spans, 5, 3, "train", stride=4)
+    strided = W.origins(spans, 5, 3, "train", stride=4)
     assert strided[-1] == 33 and np.all(np.diff(strided) == 4)  # the newest window is always kept
 
 
@@ -107,15 +109,15 @@ def test_scaling_uses_train_statistics_only(tmp_path: Path) -> None:
 
 def test_baselines_by_hand() -> None:
     y = np.array([10, 20, 12, 22, 14, 24, 16, 26], dtype=float)  # season 2, +2 per season
-    spans = S.Spans(4, 0, 4)
-    at = S.origins(spans, window=2, horizon=2, split="test")
+    spans = W.Spans(4, 0, 4)
+    at = W.origins(spans, window=2, horizon=2, split="test")
     np.testing.assert_array_equal(at, [4, 5, 6])
     truth = y[at[:, None] + np.arange(2)]
     naive = B.naive(y, at, 2)
     snaive = B.seasonal_naive(y, at, 2, season_length=2)
     np.testing.assert_array_equal(naive, [[22, 22], [14, 14], [24, 24]])
     np.testing.assert_array_equal(snaive, [[12, 22], [22, 14], [14, 24]])
-    scale = S.mase_scale(y[:4], 2)  # |12-10|, |22-20|
+    scale = W.mase_scale(y[:4], 2)  # |12-10|, |22-20|
     assert scale == 2.0
     s = B.scores(truth, snaive, scale)
     assert (s["mae"], s["rmse"], s["mase"]) == (2.0, 2.0, 1.0)
@@ -126,7 +128,7 @@ def test_baselines_by_hand() -> None:
     assert n["mase"] == pytest.approx(32 / 12)
     # Horizon longer than the season: whole seasons back, never a future value.
     np.testing.assert_array_equal(B.seasonal_naive(y, np.array([4]), 4, 2), [[12, 22, 12, 22]])
-    assert S.mase_scale(np.array([1.0, 3.0, 2.0]), 12) == 1.5  # season >= train length: lag 1
+    assert W.mase_scale(np.array([1.0, 3.0, 2.0]), 12) == 1.5  # season >= train length: lag 1
     assert B.scores([0.0], [0.0], 1.0)["smape"] == 0.0
 
 
@@ -189,6 +191,58 @@ def test_covariates_are_encoder_inputs_scaled_on_train(tmp_path: Path) -> None:
     assert len(lines) == 7 and lines[0].split("\t")[0] == "2001-03-29"  # Jan 29-31 were interpolated onto the day grid
     with pytest.raises(ValueError, match="covariates"):
         task.predict(model, splits.info, [str(v) for v in range(20)], {})
+
+
+def test_finish_and_predict_need_only_the_splits(tmp_path: Path) -> None:
+    # A fresh task given the splits (info through JSON, as a checkpoint keeps it) and the
+    # data file gone: finish and predict may use nothing that load_data left behind.
+    months = np.arange(72)
+    csv = monthly_csv(tmp_path / "s.csv", [f"{100 + 2 * t + 10 * math.sin(t * math.pi / 6):.3f}" for t in months])
+    job = job_for({"source": "csv", "path": str(csv), "time_column": "month", "window": 12, "val_size": 12,
+                   "test_size": 12, "classical": "ar", "plot_series": 1}, {"horizon": 6, "residual": "seasonal"})
+    splits = ForecastTask(job).load_data()
+    info = json.loads(json.dumps(splits.info))
+    assert info == splits.info
+    csv.unlink()
+    task = ForecastTask(job)
+    model = task.build_model(info).eval()
+    out = task.finish(model, Splits(splits.train, splits.test, splits.val, info), tmp_path)
+    assert out["test_origins"] == 12 - 6 + 1 and set(out["baselines"]) == {"naive", "seasonal_naive", "ar"}
+    # The untrained seasonal residual model is the seasonal naive forecast, scored the same way.
+    assert out["lstm"]["mase"] == pytest.approx(out["baselines"]["seasonal_naive"]["mase"], rel=1e-5)
+    with torch.no_grad():
+        sums = task.eval_sums(model, splits.test)
+    metrics = task.metrics({k: float(v) for k, v in sums.items()})
+    assert metrics[f"test_{ForecastTask.primary_metric}"] == pytest.approx(out["lstm"]["mase"], rel=1e-5)
+    assert ForecastTask.higher_is_better is False
+    assert (tmp_path / "forecast.png").stat().st_size > 10_000
+    lines = task.predict(model, info, [], {})
+    assert [line.split("\t")[0] for line in lines] == [f"2006-{m:02d}-01" for m in range(1, 7)]
+    last_year = info["series"]["values"][0][-12:-6]
+    np.testing.assert_allclose([float(line.split("\t")[1]) for line in lines], last_year, rtol=1e-5)
+
+
+def test_csv_reading_steps(tmp_path: Path) -> None:
+    import pandas as pd
+
+    path = tmp_path / "x.csv"
+    axis = csvfile.time_axis(pd.Series(["2000-01-01", "2000-02-01 ", "2000-04-01", "2000-05-01"]), path, "month",
+                             "interpolate")
+    assert axis.freq == "MS" and axis.rows.tolist() == [0, 1, 3, 4]
+    assert axis.labels[2] == "2000-03-01 (no row)" and axis.labels[3] == "line 4 (2000-04-01)"
+    np.testing.assert_array_equal(axis.place(np.array([1.0, 2.0, 4.0, 5.0])), [1, 2, np.nan, 4, 5])
+    with pytest.raises(ConfigError, match=r"x.csv: time column 'month' has 1 gap\(s\) in its MS steps"):
+        csvfile.time_axis(pd.Series(["2000-01-01", "2000-02-01", "2000-04-01", "2000-05-01"]), path, "month", "error")
+    holes = np.array([np.nan, 1.0, np.nan, 3.0])
+    np.testing.assert_array_equal(csvfile.fill_missing(holes, "ffill", "w", []), [1, 1, 1, 3])
+    np.testing.assert_array_equal(csvfile.fill_missing(holes, "interpolate", "w", []), [1, 1, 2, 3])
+    assert np.isnan(csvfile.parse_numbers(["1", " NA", "?"], path, "v")[1:]).all()
+    # predict's CSV: the run's own names when there, else the only value column and a date-like one.
+    write_csv(path, "Date,Value", ["2001-01-01,5", "2001-02-01,6", "2001-03-01,7"])
+    s = csvfile.read_for_predict(path, "sales", "month", [], "error")
+    assert s.values.tolist() == [5, 6, 7] and s.freq == "MS" and s.name == "x.csv:Value"
+    with pytest.raises(ConfigError, match=r"--csv '.*nope.csv': file not found"):
+        csvfile.read_for_predict(tmp_path / "nope.csv", "sales", None, [], "error")
 
 
 # ------------------------------------------------------------------------ bad input
@@ -271,13 +325,13 @@ def test_config_errors(tmp_path: Path) -> None:
 
 
 def test_builtin_series_load_offline() -> None:
-    air, co2, spots = S.airline(), S.co2(), S.sunspots()
+    air, co2, spots = sources.airline(), sources.co2(), sources.sunspots()
     assert len(air) == 144 and air.values[0] == 112 and air.values[-1] == 432
     assert str(air.times[0].date()) == "1949-01-01" and air.freq == "MS"
     assert len(co2) > 500 and not np.isnan(co2.values).any() and 310 < co2.values[0] < 320
     assert len(spots) == 309 and spots.values[0] == 5
-    sines = S.sine_series()
-    assert len(sines) == 100 and len(sines[0]) == 1000 and S.sine_season_length(20) == 126
+    sines = sources.sine_series()
+    assert len(sines) == 100 and len(sines[0]) == 1000 and sources.sine_season_length(20) == 126
 
 
 # ------------------------------------------------------------------------- real runs
@@ -290,6 +344,7 @@ def test_sine_short_run_writes_result_and_plot(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = result_of(out)
     assert r["steps"] == 40 and r["test_windows"] == 6 * (50 - 20 + 1)
+    assert r["mixed_precision"] == "no"  # precision auto: forecasting measured worse in bf16 (ForecastTask)
     assert r["classical_model"] == "ar" and set(r["baselines"]) == {"naive", "seasonal_naive", "ar"}
     assert r["test_mse"] < 1.0 and math.isfinite(r["test_mase"])
     assert r["lstm"]["mase"] == pytest.approx(r["test_mase"], rel=1e-4)  # sharded sums == one pass
@@ -306,13 +361,14 @@ def test_airline_run_beats_seasonal_naive_and_predicts(tmp_path: Path) -> None:
     r = result_of(out)
     assert r["test_windows"] == 13 and r["classical_model"] == "sarima"
     b = r["baselines"]
-    assert b["seasonal_naive"]["mase"] == pytest.approx(1.801, abs=1e-3)  # 1959-60 vs train seasonal MAE
+    assert b["seasonal_naive"]["mase"] == pytest.approx(1.683, abs=1e-3)  # 1959-60 vs 1949-57 seasonal MAE
+    assert r["val_windows"] == 1 and r["best_step"] is not None  # 1958 picks the weights tested
     assert b["naive"]["mase"] > b["seasonal_naive"]["mase"] > 1.0 > b["sarima"]["mase"]
     assert r["test_mase"] < 0.8 * b["seasonal_naive"]["mase"]
     assert r["lstm"]["mase"] == pytest.approx(r["test_mase"], rel=1e-4)
     assert Path(r["forecast_plot"]).stat().st_size > 10_000
 
-    air = S.airline()
+    air = sources.airline()
     csv = write_csv(tmp_path / "air.csv", "Month,Passengers",
                     [f"{t:%Y-%m},{v:g}" for t, v in zip(air.times, air.values)])
     proc = run_cli("predict", str(out), "--csv", str(csv))

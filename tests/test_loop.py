@@ -24,7 +24,7 @@ import torch
 
 from lstm_train.checkpoint import BEST, checkpoint_files
 
-from .conftest import ROOT, accelerate_cli, free_port, require, run_cli
+from .conftest import ROOT, accelerate_cli, free_port, make_fake_mnist, require, run_cli
 
 JOB = str(ROOT / "jobs" / "mnist_lstm.yaml")
 SINE = str(ROOT / "jobs" / "sine_forecast.yaml")
@@ -93,8 +93,9 @@ def test_ranks_that_see_different_checkpoint_listings_do_not_hang(fake_mnist: Pa
     for rank in (0, 1):
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2", "RANK": str(rank),
                "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2", "WANDB_MODE": "disabled"}
+        ckpt = run_dir / "checkpoints"
         cmd = args if rank == 0 else ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                                      f'mount --bind "{view}" "{run_dir / "checkpoints"}" && exec "$@"', "sh", *args]
+                                      f'mount --bind "{view}" "{ckpt}" && ls "{ckpt}" && exec "$@"', "sh", *args]
         procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
     try:
@@ -103,7 +104,7 @@ def test_ranks_that_see_different_checkpoint_listings_do_not_hang(fake_mnist: Pa
         for p in procs:
             p.kill()
     assert [p.returncode for p in procs] == [0, 0], outputs
-    assert "skipping unreadable checkpoint" in outputs[1]  # rank 1 did see the broken file
+    assert "step-00000012.pt" in outputs[1]  # rank 1 did see the broken file
     assert result_of(run_dir)["steps"] == 12 and [s for s, _ in checkpoint_files(run_dir / "checkpoints")] == [12]
 
 
@@ -162,3 +163,150 @@ def test_a_stopped_and_resumed_run_counts_every_part(fake_mnist: Path, tmp_path:
     result, final = result_of(out), newest(out)
     assert result["parts"] == 2 and result["resumed_from_step"] == stopped["step"] and final["step"] == 320
     assert result["train_seconds"] == round(final["train_seconds"], 3) > first_part
+
+
+def test_a_data_set_smaller_than_the_world(tmp_path: Path) -> None:
+    """Three processes, two training images and one test image: the training set is padded to
+    one sample per rank, two ranks have no test batch at all, and the run still ends with one
+    model and every test sample counted once."""
+    root = make_fake_mnist(tmp_path / "data", n_train=2, n_test=1)
+    out = tmp_path / "run"
+    proc = accelerate_cli(3, "run", JOB, f"data.root={root}", "train.epochs=2", f"train.output_dir={out}",
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = result_of(out)
+    assert result["world_size"] == 3 and result["steps"] == 2 and result["test_samples"] == 1
+    assert len(set(result["weights_sha1_per_rank"])) == 1
+
+
+SELECTED = [SINE, "data.sine.series=6", "data.sine.length=300", "data.val_size=0.15", "data.test_size=0.15",
+            "model.hidden_size=16", "data.batch_size=32", "data.plot_series=1", "data.classical=none"]
+
+
+def val_steps(run_dir: Path) -> list[int]:
+    rows = [json.loads(line) for line in (run_dir / "metrics" / "rank-0.jsonl").read_text().splitlines()]
+    return [r["step"] for r in rows if "val/mase" in r]
+
+
+def test_a_nan_is_caught_before_an_epoch_end_evaluation_saves_it(tmp_path: Path) -> None:
+    """Validation at each epoch end writes a checkpoint.  A NaN loss between logging steps must
+    stop the run there, before that checkpoint: the newest checkpoint stays a good one."""
+    out = tmp_path / "r"
+    # SGD at 0.1, then x1e30 per epoch: NaN in the second epoch; logs and checkpoints far apart.
+    proc = run_cli("run", *SELECTED, "train.epochs=4", "train.log_every=1000", "train.checkpoint_every=1000",
+                   "train.keep_checkpoints=10", "optim.name=sgd", "optim.lr=0.1", "optim.scheduler=step",
+                   "optim.gamma=1e30", f"train.output_dir={out}")
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "loss is" in proc.stderr
+    kept = checkpoint_files(out / "checkpoints")
+    assert kept
+    for _, path in kept:
+        weights = torch.load(path, weights_only=False)["model"]
+        assert all(torch.isfinite(t).all() for t in weights.values()), f"{path.name} holds non-finite weights"
+
+
+def test_a_checkpoint_at_an_evaluation_step_holds_the_evaluations_outcome(tmp_path: Path) -> None:
+    """SGD that cannot move (lr below float resolution), patience 2, evaluations and checkpoints
+    every 4 steps: evaluations at 4 (best), 8, 12 stop the run at 12.  Resumed from the
+    checkpoint of step 8 (as after a crash), it must stop at 12 too: that checkpoint holds
+    the evaluation of step 8, not the state before it."""
+    out = tmp_path / "r"
+    args = [*SELECTED, "train.epochs=10", "optim.name=sgd", "optim.lr=1e-30", "train.early_stopping.patience=2",
+            "train.eval_every_steps=4", "train.checkpoint_every=4", "train.keep_checkpoints=10",
+            f"train.output_dir={out}"]
+    proc = run_cli("run", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert result_of(out)["steps"] == 12 and result_of(out)["stopped_early"] is True
+    assert torch.load(out / "checkpoints" / "step-00000008.pt", weights_only=False)["loop"]["evals_since_best"] == 1
+
+    (out / "result.json").unlink()
+    (out / "checkpoints" / "step-00000012.pt").unlink()
+    proc = run_cli("run", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = result_of(out)
+    assert result["resumed_from_step"] == 8 and result["steps"] == 12 and result["stopped_early"] is True
+    assert val_steps(out) == [4, 8, 12, 12]  # the replayed step 12 evaluated once more, nothing skipped
+
+
+def test_a_run_stopped_at_an_evaluation_step_evaluates_it_when_resumed(tmp_path: Path) -> None:
+    """A stop signal is acted on at a sync step, here only evaluation steps: the run saves and
+    exits before evaluating.  The resumed run evaluates that step first, so no evaluation (and
+    no chance of a best model) is lost to the interruption."""
+    out = tmp_path / "r"
+    args = [*SELECTED, "train.epochs=400", "train.eval_every_steps=5", "train.log_every=5", f"train.output_dir={out}"]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen([sys.executable, "-m", "lstm_train", "run", *args], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not checkpoint_files(out / "checkpoints"):  # the first evaluation has saved
+        assert proc.poll() is None and time.time() < deadline, "run ended before its first evaluation"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    stopped = newest(out)["step"]
+    assert stopped % 5 == 0 and stopped not in val_steps(out)
+
+    proc = run_cli("run", *args[:-1], f"train.max_steps={stopped + 5}", f"train.output_dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert val_steps(out) == list(range(5, stopped + 10, 5))  # every evaluation step once, the stopped one too
+
+
+def test_best_weights_saved_just_before_a_crash_count_once(tmp_path: Path) -> None:
+    """An evaluation that improves writes best.pt, then the checkpoint of its step.  A crash
+    between the two leaves best.pt newer than the newest checkpoint; the resumed run replays
+    that evaluation, which must count as the improvement it was, not as an evaluation without
+    improvement over itself (patience 1 would then stop the run there)."""
+    out = tmp_path / "r"
+    args = [*SELECTED, "train.epochs=2", "train.eval_every_steps=4", "train.early_stopping.patience=1",
+            "train.keep_checkpoints=10", f"train.output_dir={out}"]
+    assert run_cli("run", *args).returncode == 0
+    reference = result_of(out)
+    best = reference["best_step"]
+    assert best >= 8  # it improved after its first evaluation: there is a checkpoint before the best one
+    (out / "result.json").unlink()
+    for step, path in checkpoint_files(out / "checkpoints"):
+        if step >= best:
+            path.unlink()
+    proc = run_cli("run", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = result_of(out)
+    assert result["resumed_from_step"] == best - 4
+    same = ("best_step", "stopped_early", "steps", "val_mase", "test_mase")
+    assert {k: result[k] for k in same} == {k: reference[k] for k in same}
+
+
+def test_ranks_resume_from_the_checkpoint_rank_0_chose(fake_mnist: Path, tmp_path: Path) -> None:
+    """Rank 1 sees a newer checkpoint than rank 0 (an NFS client whose cache is ahead of the
+    other's).  Both must resume from the one rank 0 chose: resuming each from its own newest
+    would leave rank 1 four steps ahead, in collectives rank 0 never enters."""
+    require(os.geteuid() == 0 and shutil.which("unshare") is not None, "root and unshare (mount namespaces)")
+    run_dir, view = tmp_path / "run", tmp_path / "rank1-view"
+    args = [JOB, f"data.root={fake_mnist}", "data.global_batch_size=128", "train.epochs=3", "train.checkpoint_every=4",
+            "train.keep_checkpoints=5", "train.mixed_precision=no", f"train.output_dir={run_dir}"]
+    assert run_cli("run", *args).returncode == 0  # 12 steps on one process: checkpoints 4, 8, 12
+    shutil.copytree(run_dir / "checkpoints", view)  # rank 1 still sees step 12...
+    (run_dir / "checkpoints" / "step-00000012.pt").unlink()  # ...which rank 0 does not
+    (run_dir / "result.json").unlink()
+    cmd = [sys.executable, "-m", "lstm_train", "run", *args, "tracking.wandb.mode=disabled"]
+    port = str(free_port())
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2", "RANK": str(rank),
+               "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2", "WANDB_MODE": "disabled",
+               "LSTM_TRAIN_COLLECTIVE_TIMEOUT_S": "60"}
+        ckpt = run_dir / "checkpoints"
+        full = cmd if rank == 0 else ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                      f'mount --bind "{view}" "{ckpt}" && ls "{ckpt}" && exec "$@"', "sh", *cmd]
+        procs.append(subprocess.Popen(full, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    try:
+        outputs = [p.communicate(timeout=240)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert "step-00000012.pt" in outputs[1]  # rank 1 did see the newer file
+    result = result_of(run_dir)
+    assert result["resumed_from_step"] == 8 and result["steps"] == 12
+    assert len(set(result["weights_sha1_per_rank"])) == 1

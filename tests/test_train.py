@@ -124,6 +124,18 @@ def test_checkpoint_of_another_model_is_a_clear_error(fake_mnist: Path, tmp_path
     assert "Traceback" not in proc.stderr
 
 
+def test_resuming_on_other_data_is_a_clear_error(fake_mnist: Path, tmp_path: Path) -> None:
+    from .conftest import make_fake_mnist
+
+    make_fake_mnist(fake_mnist, name="FashionMNIST")
+    out = tmp_path / "r"
+    assert run_cli("run", JOB, f"data.root={fake_mnist}", f"train.output_dir={out}", "train.max_steps=4").returncode == 0
+    (out / "result.json").unlink()  # unfinished: the checkpoint is what remains
+    proc = run_cli("run", JOB, f"data.root={fake_mnist}", f"train.output_dir={out}", "train.max_steps=8",
+                   "data.dataset=fashion_mnist")
+    assert proc.returncode == 2 and "trained on other data" in proc.stderr and "classes" in proc.stderr
+
+
 def test_a_finished_run_stays_finished_and_another_job_there_is_refused(fake_mnist: Path, tmp_path: Path) -> None:
     out = tmp_path / "r"
     args = [JOB, f"data.root={fake_mnist}", f"train.output_dir={out}", "train.max_steps=12"]
@@ -174,3 +186,26 @@ def test_torchrun_two_processes_form_one_group(fake_mnist: Path, tmp_path: Path)
     assert result["world_size"] == 2 and result["test_samples"] == 200
     assert len(set(result["weights_sha1_per_rank"])) == 1
     assert proc.stdout.count('"world_size": 2') == 1  # the result is printed once, by rank 0
+
+
+def test_the_torchvision_loader_resumes_mid_epoch_bit_exact(fake_mnist: Path, tmp_path: Path) -> None:
+    """The DataLoader path, with dropout: resumed from a checkpoint in the middle of an epoch
+    (as after kill -9), it ends with the same weights as the run that never stopped.  Starting
+    a DataLoader iterator draws a seed; drawn from the global random stream, the resumed run
+    drew it at the resume step and every dropout mask after it changed."""
+    out = tmp_path / "r"
+    args = [JOB, f"data.root={fake_mnist}", "data.loader=torchvision", "train.epochs=3", "train.checkpoint_every=5",
+            "train.keep_checkpoints=10", "model.dropout=0.2", "model.num_layers=2", "train.mixed_precision=no",
+            f"train.output_dir={out}"]
+    assert run_cli("run", *args).returncode == 0
+    reference, reference_result = final_weights(out), result_of(out)
+    (out / "result.json").unlink()
+    for step, path in checkpoint_files(out / "checkpoints"):
+        if step > 10:  # 8 steps per epoch: step 10 is inside the second
+            path.unlink()
+    proc = run_cli("run", *args)
+    assert proc.returncode == 0, proc.stderr
+    assert result_of(out)["resumed_from_step"] == 10 and result_of(out)["steps"] == 24
+    resumed = final_weights(out)
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+    assert result_of(out)["test_loss"] == reference_result["test_loss"]

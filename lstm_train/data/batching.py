@@ -59,8 +59,9 @@ def cut_by_tokens(order: torch.Tensor, lengths: torch.Tensor, max_tokens: int, m
                   slots: int = 1) -> list[torch.Tensor]:
     """Cut `order` into consecutive batches, each a multiple of `multiple` samples (the world
     size), such that dealt over `slots` micro-batches each holds at most `max_tokens` padded
-    tokens (samples x longest); a batch holds at least one multiple even past the budget."""
-    lens = lengths[order].tolist()
+    tokens (samples x longest); a batch holds at least one multiple even past the budget.
+    An empty sequence counts as one token: it still takes a row."""
+    lens = lengths[order].clamp(min=1).tolist()
     batches, start, n = [], 0, len(lens)
     while start < n:
         count, longest = 0, 0
@@ -174,13 +175,15 @@ def eval_batches(n: int, rank: int, world_size: int, batch_size: int, lengths: t
                  max_tokens: int | None = None) -> list[torch.Tensor]:
     """Evaluation batches of this rank: every sample once over all ranks, no padding.
 
-    Fixed-size samples: rank r takes a contiguous block.  Variable-length ones are sorted
-    by length first and dealt round-robin, so each rank gets the same mix of lengths and
-    each batch little padding; `max_tokens` then cuts by padded tokens."""
+    Fixed-size samples: rank r takes a contiguous block (sizes differ by one at most).
+    Variable-length ones are sorted by length first and dealt round-robin, so each rank
+    gets the same mix of lengths and each batch little padding; `max_tokens` then cuts by
+    padded tokens.  A split smaller than the world leaves some ranks with no batch at all
+    (never an empty one)."""
     if lengths is None:
-        per_rank = math.ceil(n / world_size)
-        return list(torch.arange(rank * per_rank, min(n, (rank + 1) * per_rank)).split(batch_size))
-    mine = torch.argsort(lengths, stable=True)[rank::world_size]
-    if max_tokens is None:
-        return list(mine.split(batch_size))
+        mine = torch.tensor_split(torch.arange(n), world_size)[rank]
+    else:
+        mine = torch.argsort(lengths, stable=True)[rank::world_size]
+    if lengths is None or max_tokens is None:
+        return [b for b in mine.split(batch_size) if len(b)]
     return cut_by_tokens(mine, lengths, max_tokens)

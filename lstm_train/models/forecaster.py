@@ -13,7 +13,10 @@ small data sets (144 monthly airline passengers) learnable by a small network:
   level back.
 
 Inputs are [batch, window, features] in scaled units, feature 0 the target;
-outputs [batch, horizon] in the same scaled units.
+outputs [batch, horizon] in the same scaled units (what the loss compares).
+`to_original` undoes the target's scaling (and log transform) with the
+statistics the model was built with, so evaluation and `predict` report errors
+and forecasts in the series' own units from the model alone.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ class LSTMForecaster(nn.Module):
         residual: str = "none",
         season_length: int = 1,
         relative_inputs: bool = False,
+        target_shift: float = 0.0,
+        target_scale: float = 1.0,
+        log_target: bool = False,
     ) -> None:
         super().__init__()
         if residual not in ("none", "last", "seasonal"):
@@ -46,6 +52,7 @@ class LSTMForecaster(nn.Module):
         if relative_inputs and residual == "none":
             raise ValueError("relative inputs need a residual (last or seasonal) to restore the level")
         self.horizon, self.window, self.residual, self.relative_inputs = horizon, window, residual, relative_inputs
+        self.target_shift, self.target_scale, self.log_target = float(target_shift), float(target_scale), log_target
         self.encoder = LSTMEncoder(input_size, hidden_size, num_layers, bidirectional, dropout)
         self.head = nn.Linear(self.encoder.out_features, horizon)
         if residual != "none":  # start exactly at the simple forecast
@@ -73,3 +80,8 @@ class LSTMForecaster(nn.Module):
             level = x[:, -1:, :1]
             inputs = torch.cat([x[..., :1] - level, x[..., 1:]], dim=-1)
         return self.base(x) + self.head(self.encoder(inputs))
+
+    def to_original(self, z: torch.Tensor) -> torch.Tensor:
+        """Outputs in scaled units -> the series' original units (compute in float64)."""
+        z = z * self.target_scale + self.target_shift
+        return z.exp() if self.log_target else z

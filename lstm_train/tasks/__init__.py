@@ -19,6 +19,7 @@ TASKS = {
     "classify": "lstm_train.tasks.classify",
     "forecast": "lstm_train.tasks.forecast",
     "caption": "lstm_train.tasks.caption",
+    "text_classify": "lstm_train.tasks.text_classify",
     "tag": "lstm_train.tasks.tag",
     "translate": "lstm_train.tasks.translate",
 }

@@ -2,11 +2,17 @@
 
 Sources: `sine` (pytorch/examples' synthetic waves), `airline` (pmdarima),
 `co2` and `sunspots` (statsmodels), or `csv` (your own file).  The series is
-cut by time into train / val / test spans (see `lstm_train.data.series`); the
-scaler, the MASE scale and the classical model's parameters come from the
-train span only.  After training, `finish` scores the LSTM and the baselines
+cut by time into train / val / test spans (see `lstm_train.data.series.windows`);
+the scaler, the MASE scale and the classical model's parameters come from the
+train span only.  The val windows (targets in the val span) pick the best
+checkpoint by MASE.  After training, `finish` scores the LSTM and the baselines
 (naive, seasonal naive, a classical model) on exactly the same test windows and
 draws the forecast against the truth.
+
+The task holds no data between calls: everything evaluation, `finish` and
+`predict` need is in `Splits.info` (saved in every checkpoint) or in the model
+built from it, including the series themselves in original units (the baselines
+and the plot need their history; the sines are the largest, 100 x 1000 values).
 
 Metrics (`result.json`): `test_loss` / `test_mse` = MSE in scaled units (what is
 trained), `test_mae`, `test_rmse` (original units), `test_mase` (MAE over the
@@ -29,9 +35,10 @@ from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
 from .. import baselines
-from ..schema import ConfigError, DataBase, ModelBase, Section
-from ..data import series as S
+from ..data.series import Series, SeriesError, csvfile, sources
+from ..data.series import windows as W
 from ..models.forecaster import LSTMForecaster
+from ..schema import ConfigError, DataBase, ModelBase, Section
 from .base import Splits, Task
 
 class SineConfig(Section):
@@ -60,7 +67,10 @@ class ForecastData(DataBase):
     window: int = Field(24, ge=1, description="past values fed to the encoder")
     stride: int = Field(1, ge=1, description="step between training windows")
     val_size: int | float = Field(
-        0, ge=0, description="points before the test span (or a fraction < 1), kept out of training (Splits.val)"
+        0,
+        ge=0,
+        description="points before the test span (or a fraction < 1), kept out of training: the val windows "
+        "(targets in this span) pick the best checkpoint by MASE and drive early stopping",
     )
     test_size: int | float = Field(0.2, gt=0, description="points at the end (or a fraction < 1)")
     transform: Literal["none", "log"] = "none"
@@ -98,24 +108,53 @@ class ForecastModel(ModelBase):
         return value
 
 
-def season_length(data: ForecastData, first: S.Series) -> int:
+def season_length(data: ForecastData, first: Series) -> int:
     """data.season_length, else the source's (csv: from the time column's frequency, else 1)."""
     if data.season_length is not None:
         return data.season_length
     if data.source == "sine":
-        return S.sine_season_length(data.sine.period)
+        return sources.sine_season_length(data.sine.period)
     if data.source == "csv":
-        return S.season_from_freq(first.freq)
-    return S.SEASON_LENGTH[data.source]
+        return sources.season_from_freq(first.freq)
+    return sources.SEASON_LENGTH[data.source]
 
 
-def load_series(data: ForecastData) -> list[S.Series]:
+def load_series(data: ForecastData) -> list[Series]:
     if data.source == "sine":
         c = data.sine
-        return S.sine_series(c.series, c.length, c.period, c.noise, c.seed)
+        return sources.sine_series(c.series, c.length, c.period, c.noise, c.seed)
     if data.source == "csv":
-        return [S.read_csv(data.path, data.column, data.time_column, data.covariates, data.fill)]
-    return [{"airline": S.airline, "co2": S.co2, "sunspots": S.sunspots}[data.source]()]
+        return [csvfile.read_csv(data.path, data.column, data.time_column, data.covariates, data.fill)]
+    return [sources.BUILT_IN[data.source]()]
+
+
+def scaled_features(series: list[Series], n_train: int, transform: str, scale: str) -> tuple[W.Scaler, list[np.ndarray]]:
+    """Every series' features [T, 1 + C], target transformed, scaled with statistics
+    fitted on the train span of all series together."""
+    feats = []
+    for s in series:
+        f = s.features().copy()
+        f[:, 0] = W.apply_transform(f[:, 0], transform, s.name)
+        feats.append(f)
+    scaler = W.Scaler.fit(np.concatenate([f[:n_train] for f in feats]), scale)
+    return scaler, [scaler.apply(f) for f in feats]
+
+
+def split_windows(
+    series: list[Series], scaled: list[np.ndarray], at: np.ndarray, window: int, horizon: int, mase: list[float]
+) -> tuple[torch.Tensor, ...]:
+    """The windows at origins `at` of every series, series after series: inputs [N, window, F]
+    and targets [N, horizon] in scaled units, the targets in original units [N, horizon]
+    and each window's MASE scale [N] (all float32, like every column the loop moves)."""
+    xs, ys, truth, denom = [], [], [], []
+    ahead = at[:, None] + np.arange(horizon)[None, :]
+    for s, z, scale in zip(series, scaled, mase):
+        x, y = W.make_windows(z, at, window, horizon)
+        xs.append(x)
+        ys.append(y)
+        truth.append(s.values[ahead])
+        denom.append(np.full(len(at), scale))
+    return tuple(W.to_tensor(np.concatenate(column)) for column in (xs, ys, truth, denom))
 
 
 class ForecastTask(Task):
@@ -124,6 +163,12 @@ class ForecastTask(Task):
     Model = ForecastModel
     primary_metric = "mase"  # scale-free, comparable across series and with the baselines
     higher_is_better = False
+    # fp32 under `train.mixed_precision: auto`.  Measured (10 seeds, bf16 vs fp32 with the same
+    # seed, AVX512-BF16 CPU): bf16 made jobs/sine_forecast.yaml's test MASE 13% worse (0.309 vs
+    # 0.273; worse in 9 of 10 pairs).  bf16 keeps 8 bits of mantissa (values near 1 in steps of
+    # 1/128), coarse beside that job's test RMSE of 0.004; an fp32 output layer won back only a
+    # quarter of the gap.  The airline and co2 jobs came out equal to 0.001 MASE and no faster.
+    precision = "fp32"
 
     # ------------------------------------------------------------------ data
 
@@ -137,41 +182,18 @@ class ForecastTask(Task):
             )
         lengths = {len(s) for s in series}
         if len(lengths) != 1:
-            raise S.SeriesError(f"series of different lengths {sorted(lengths)}")
-        spans = S.split_spans(len(series[0]), window, horizon, data.val_size, data.test_size, series[0].name)
-
-        # Transform (target only) and scaling fitted on the train span of every series.
-        feats = []
-        for s in series:
-            f = s.features().copy()
-            f[:, 0] = S.apply_transform(f[:, 0], data.transform, s.name)
-            feats.append(f)
-        scaler = S.Scaler.fit(np.concatenate([f[: spans.n_train] for f in feats]), data.scale)
-        scaled = [scaler.apply(f) for f in feats]
-
-        def windows(split: str, stride: int = 1) -> tuple[np.ndarray, ...]:
-            at = S.origins(spans, window, horizon, split, stride)
-            xs, ys, truth, denom = [], [], [], []
-            for s, z in zip(series, scaled):
-                x, y = S.make_windows(z, at, window, horizon)
-                xs.append(x)
-                ys.append(y)
-                truth.append(s.values[at[:, None] + np.arange(horizon)[None, :]] if len(at) else np.zeros((0, horizon)))
-                denom.append(np.full(len(at), S.mase_scale(s.values[: spans.n_train], m)))
-            return np.concatenate(xs), np.concatenate(ys), np.concatenate(truth), np.concatenate(denom)
-
-        x, y, _, _ = windows("train", data.stride)
-        train = (S.to_tensor(x), S.to_tensor(y))
-        test = tuple(S.to_tensor(a) for a in windows("test"))
-        val = tuple(S.to_tensor(a) for a in windows("val")) if spans.n_val else None
-        if len(train[0]) == 0:
-            raise S.SeriesError(f"{series[0].name}: no training windows; lower data.window or data.stride")
-
+            raise SeriesError(f"series of different lengths {sorted(lengths)}")
         first = series[0]
-        tail_times = None
-        if first.times is not None:
-            tail_times = [str(t) for t in first.times[-window:]]
-        self.series, self.spans, self.season_length = series, spans, m
+        spans = W.split_spans(len(first), window, horizon, data.val_size, data.test_size, first.name)
+        scaler, scaled = scaled_features(series, spans.n_train, data.transform, data.scale)
+        mase = [W.mase_scale(s.values[: spans.n_train], m) for s in series]
+
+        def windows(split: str, stride: int = 1) -> tuple[torch.Tensor, ...]:
+            return split_windows(series, scaled, W.origins(spans, window, horizon, split, stride), window, horizon, mase)
+
+        train = windows("train", data.stride)[:2]
+        if len(train[0]) == 0:
+            raise SeriesError(f"{first.name}: no training windows; lower data.window or data.stride")
         info = {
             "source": data.source,
             "series_name": first.name,
@@ -187,22 +209,29 @@ class ForecastTask(Task):
             "covariates": list(first.covariate_names),
             "fill": data.fill,
             "freq": first.freq,
-            "spans": {"train": spans.n_train, "val": spans.n_val, "test": spans.n_test},
-            "mase_scale": [S.mase_scale(s.values[: spans.n_train], m) for s in series],
-            "tail": {  # predict with no input continues the (first) series from here
-                "values": first.values[-window:].tolist(),
-                "covariates": None if first.covariates is None else first.covariates[-window:].tolist(),
-                "times": tail_times,
+            "spans": spans.to_info(),
+            "mase_scale": mase,
+            "classical": baselines.classical_method(data.classical, m, len(series)),
+            "ar_order": data.ar_order or window,
+            # Every series in original units: the baselines and the plot in `finish` need
+            # their history, and `predict` with no input continues the first one.
+            "series": {
+                "names": [s.name for s in series],
+                "values": [s.values.tolist() for s in series],
+                "covariates": None if first.covariates is None else first.covariates.tolist(),
+                "times": None if first.times is None else [str(t) for t in first.times],
             },
         }
-        self.info = info
-        return Splits(train=train, test=test, val=val, info=info)
+        val = windows("val") if spans.n_val else None
+        return Splits(train=train, test=windows("test"), val=val, info=info)
 
     def build_model(self, info: dict[str, Any]) -> nn.Module:
         m = self.job.model
         return LSTMForecaster(
             info["input_size"], m.hidden_size, m.num_layers, info["horizon"], info["window"],
             m.bidirectional, m.dropout, m.residual, info["season_length"], m.relative_inputs,
+            target_shift=info["scaler"]["shift"][0], target_scale=info["scaler"]["scale"][0],
+            log_target=info["transform"] == "log",
         )
 
     # -------------------------------------------------------- train and eval
@@ -211,24 +240,18 @@ class ForecastTask(Task):
         x, y = batch[:2]
         return F.mse_loss(model(x).float(), y)
 
-    def to_original(self, z: torch.Tensor, info: dict[str, Any] | None = None) -> torch.Tensor:
-        """Scaled (and transformed) target values -> original units."""
-        info = info or self.info
-        shift, scale = info["scaler"]["shift"][0], info["scaler"]["scale"][0]
-        return S.invert_transform(z * scale + shift, info["transform"])
-
     def eval_sums(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         x, y, truth, denom = batch
         pred = model(x).float()
-        orig = self.to_original(pred.double())
-        truth = truth.double()
+        orig = getattr(model, "module", model).to_original(pred.double())
+        truth, denom = truth.double(), denom.double()
         err = (orig - truth).abs()
         both = truth.abs() + orig.abs()
         return {
             "sq_sum": ((pred - y) ** 2).sum(),
             "abs_sum": err.sum(),
             "orig_sq_sum": (err**2).sum(),
-            "scaled_abs_sum": (err / denom.double()[:, None]).sum(),
+            "scaled_abs_sum": (err / denom[:, None]).sum(),
             "smape_sum": torch.where(both > 0, 2 * err / both.clamp_min(1e-300), torch.zeros_like(err)).sum(),
             "count": torch.tensor(err.numel(), device=x.device),
             "windows": torch.tensor(len(x), device=x.device),
@@ -250,38 +273,43 @@ class ForecastTask(Task):
     # ----------------------------------------------------- baselines, plot
 
     @torch.no_grad()
-    def forecast_windows(self, model: nn.Module, x: torch.Tensor, info: dict[str, Any], batch: int = 4096) -> np.ndarray:
+    def forecast_windows(self, model: nn.Module, x: torch.Tensor, batch: int = 4096) -> np.ndarray:
         """Model forecasts in original units, [N, horizon] float64."""
-        model.eval()
-        device = next(model.parameters()).device
-        out = [self.to_original(model(x[i : i + batch].to(device)).double(), info).cpu() for i in range(0, len(x), batch)]
-        return torch.cat(out).numpy() if out else np.zeros((0, info["horizon"]))
+        net = getattr(model, "module", model)
+        net.eval()
+        device = next(net.parameters()).device
+        out = [net.to_original(net(x[i : i + batch].to(device)).double()).cpu() for i in range(0, len(x), batch)]
+        return torch.cat(out).numpy() if out else np.zeros((0, net.horizon))
 
     def finish(self, model: nn.Module, splits: Splits, run_dir: Path) -> dict[str, Any]:
-        if not hasattr(self, "series"):
-            splits = self.load_data()
         info = splits.info
-        horizon, m = info["horizon"], info["season_length"]
-        spans = self.spans
-        at = S.origins(spans, info["window"], horizon, "test")
-        lstm_all = self.forecast_windows(model, splits.test[0], info)
-        method = baselines.classical_method(self.job.data.classical, m, len(self.series))
+        horizon, m, method = info["horizon"], info["season_length"], info["classical"]
+        spans = W.Spans.from_info(info["spans"])
+        at = W.origins(spans, info["window"], horizon, "test")
+        history = info["series"]
+        lstm_all = self.forecast_windows(model, splits.test[0])
         methods = ["lstm", "naive", "seasonal_naive"] + ([method] if method != "none" else [])
         scores = {k: baselines.Scores() for k in methods}
         plotted: list[dict[str, Any]] = []
         with one_blas_thread():
-            for i, s in enumerate(self.series):
-                self._score_series(i, s, at, lstm_all, method, scores, plotted)
+            for i, (name, values) in enumerate(zip(history["names"], history["values"])):
+                y = np.asarray(values, dtype=np.float64)
+                preds = {"lstm": lstm_all[i * len(at) : (i + 1) * len(at)], **self.baseline_forecasts(y, at, info)}
+                truth = y[at[:, None] + np.arange(horizon)[None, :]]
+                for k, p in preds.items():
+                    scores[k].add(truth, p, info["mase_scale"][i])
+                if i < self.job.data.plot_series:
+                    plotted.append({"name": name, "values": y, "preds": preds})
         table = {k: v.result() for k, v in scores.items()}
         text = baselines.table({("LSTM" if k == "lstm" else k): v for k, v in table.items()})
         header = (
-            f"{info['series_name']}: {len(at)} test origin(s) x {len(self.series)} series, horizon {horizon}, "
+            f"{info['series_name']}: {len(at)} test origin(s) x {len(history['values'])} series, horizon {horizon}, "
             f"season length {m} (MASE scale: train-span seasonal naive MAE)"
         )
         (run_dir / "forecast_table.txt").write_text(header + "\n" + text + "\n")
         print(header + "\n" + text, flush=True)
         plot = run_dir / "forecast.png"
-        plot_forecasts(plot, plotted, spans, at, horizon, m, method)
+        plot_forecasts(plot, plotted, history["times"], spans, at, horizon, m, method)
         return {
             "baselines": {k: v for k, v in table.items() if k != "lstm"},
             "lstm": table["lstm"],
@@ -292,29 +320,19 @@ class ForecastTask(Task):
             "images": {"forecast": plot},
         }
 
-    def _score_series(
-        self, i: int, s: S.Series, at: np.ndarray, lstm_all: np.ndarray, method: str,
-        scores: dict[str, baselines.Scores], plotted: list[dict[str, Any]],
-    ) -> None:
-        """Every method's forecasts for series i on the test origins, added to `scores`."""
-        data, info, spans = self.job.data, self.info, self.spans
-        window, horizon, m = info["window"], info["horizon"], info["season_length"]
-        y = s.values
-        truth = y[at[:, None] + np.arange(horizon)[None, :]]
-        scale = info["mase_scale"][i]
-        preds = {"lstm": lstm_all[i * len(at) : (i + 1) * len(at)]}
-        preds["naive"] = baselines.naive(y, at, horizon)
-        preds["seasonal_naive"] = baselines.seasonal_naive(y, at, horizon, m)
+    @staticmethod
+    def baseline_forecasts(y: np.ndarray, at: np.ndarray, info: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Naive, seasonal naive and the classical model's forecasts [N, horizon] from origins `at`
+        of one series `y` (original units); the classical model fitted on its train span."""
+        horizon, m, method = info["horizon"], info["season_length"], info["classical"]
+        preds = {"naive": baselines.naive(y, at, horizon), "seasonal_naive": baselines.seasonal_naive(y, at, horizon, m)}
         if method != "none":
-            z = S.apply_transform(y, data.transform, s.name)
-            order = data.ar_order or window
-            preds[method] = S.invert_transform(
-                baselines.classical(method, z, spans.n_train, at, horizon, m, order), data.transform
+            z = W.apply_transform(y, info["transform"])
+            n_train = info["spans"]["train"]
+            preds[method] = W.invert_transform(
+                baselines.classical(method, z, n_train, at, horizon, m, info["ar_order"]), info["transform"]
             )
-        for k, p in preds.items():
-            scores[k].add(truth, p, scale)
-        if i < data.plot_series:
-            plotted.append({"series": s, "preds": preds})
+        return preds
 
     # --------------------------------------------------------------- predict
 
@@ -324,29 +342,27 @@ class ForecastTask(Task):
         The series comes from `--csv FILE` (the run's column / time column when the
         file has them, else its only value column and a date-like column), from
         numbers given as inputs, from a single CSV path given as input, or, with
-        none of these, is the run's own series (its last `window` values are kept
-        in the checkpoint).  One line per step: time label (or t+k) and value.
+        none of these, is the run's own (first) series, kept in the checkpoint.
+        One line per step: time label (or t+k) and value.
         """
+        import pandas as pd
+
         window, horizon = info["window"], info["horizon"]
         csv = options.get("csv")
         if not csv and len(inputs) == 1 and not _is_number(inputs[0]):
             csv = inputs[0]
         times, freq = None, None
         if csv:
-            s = read_for_predict(csv, info)
+            s = csvfile.read_for_predict(csv, info["column"], info["time_column"], info["covariates"], info["fill"])
             feats, times, freq = s.features(), s.times, s.freq
             where = f"{csv}"
         elif not inputs:  # no series given: continue the run's own series past its end
-            tail = info["tail"]
-            if info["covariates"] and tail.get("covariates") is None:
-                raise ValueError(f"this model also reads covariates {info['covariates']}: give a CSV with --csv")
-            feats = np.asarray(tail["values"], dtype=np.float64)[:, None]
-            if tail.get("covariates") is not None:
-                feats = np.concatenate([feats, np.asarray(tail["covariates"], dtype=np.float64)], axis=1)
-            if tail["times"] is not None:
-                import pandas as pd
-
-                times, freq = pd.DatetimeIndex(tail["times"]), info["freq"]
+            history = info["series"]
+            feats = np.asarray(history["values"][0], dtype=np.float64)[:, None]
+            if history["covariates"] is not None:
+                feats = np.concatenate([feats, np.asarray(history["covariates"], dtype=np.float64)], axis=1)
+            if history["times"] is not None:
+                times, freq = pd.DatetimeIndex(history["times"]), info["freq"]
             where = f"the end of {info['series_name']}"
         else:
             bad = [v for v in inputs if not _is_number(v)]
@@ -359,15 +375,12 @@ class ForecastTask(Task):
         if len(feats) < window:
             raise ValueError(f"{where}: {len(feats)} values, but the model reads windows of {window}; give at least {window}")
         feats = feats[-window:].copy()
-        feats[:, 0] = S.apply_transform(feats[:, 0], info["transform"], where)
-        z = S.Scaler.from_info(info["scaler"]).apply(feats)
-        x = S.to_tensor(z)[None]
+        feats[:, 0] = W.apply_transform(feats[:, 0], info["transform"], where)
+        x = W.to_tensor(W.Scaler.from_info(info["scaler"]).apply(feats))[None]
         with torch.no_grad():
-            values = self.to_original(model(x).double(), info)[0].tolist()
+            values = model.to_original(model(x).double())[0].tolist()
         labels = [f"t+{k + 1}" for k in range(horizon)]
         if times is not None and freq is not None:
-            import pandas as pd
-
             future = pd.date_range(times[-1], periods=horizon + 1, freq=freq)[1:]
             labels = [str(t.date()) if t == t.normalize() else str(t) for t in future]
         return [f"{label}\t{value:.6g}" for label, value in zip(labels, values)]
@@ -391,48 +404,27 @@ def _is_number(text: str) -> bool:
     return True
 
 
-TIME_NAMES = ("date", "time", "month", "year", "ds", "timestamp", "datetime", "period", "week", "day")
-
-
-def read_for_predict(path: str, info: dict[str, Any]) -> S.Series:
-    """A CSV for `predict`: the run's own column names when present, else sensible guesses."""
-    import pandas as pd
-
-    if not Path(path).is_file():
-        raise S.SeriesError(f"--csv {path!r}: file not found")
-    try:
-        header = [str(c).strip() for c in pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns]
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise S.SeriesError(f"{path}: not a readable CSV file ({e})") from None
-    time_column = info.get("time_column")
-    if time_column not in header:
-        time_column = next((c for c in header if c.lower() in TIME_NAMES), None)
-    column = info.get("column")
-    if column not in header:
-        column = None  # read_csv: the only column left, or an error listing them
-    return S.read_csv(path, column, time_column, info.get("covariates", []), info.get("fill", "error"))
-
-
 def plot_forecasts(
-    path: Path, plotted: list[dict[str, Any]], spans: S.Spans, at: np.ndarray, horizon: int, m: int, method: str
+    path: Path, plotted: list[dict[str, Any]], times: list[str] | None, spans: W.Spans, at: np.ndarray,
+    horizon: int, m: int, method: str,
 ) -> None:
     """History, truth and forecasts over the test span (non-overlapping origins), one panel per series."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    import pandas as pd
 
     rows = len(plotted)
     fig, axes = plt.subplots(rows, 1, figsize=(10, 3.2 * rows), squeeze=False)
     chosen = np.arange(0, len(at), horizon)  # origins whose forecasts tile the test span
     styles = {"lstm": ("LSTM", "C3", "-"), "seasonal_naive": ("seasonal naive", "C2", ":"), method: (method, "C1", "--")}
+    xs = pd.DatetimeIndex(times) if times is not None else np.arange(spans.total)
+    shown_from = max(0, spans.test_start - max(4 * spans.n_test, 3 * m, horizon * 4))
     for ax, item in zip(axes[:, 0], plotted):
-        s = item["series"]
-        n = len(s)
-        shown_from = max(0, spans.test_start - max(4 * spans.n_test, 3 * m, horizon * 4))
-        xs = s.times if s.times is not None else np.arange(n)
-        ax.plot(xs[shown_from : spans.test_start + 1], s.values[shown_from : spans.test_start + 1], color="0.35", lw=1.2, label="history")
-        ax.plot(xs[spans.test_start :], s.values[spans.test_start :], color="k", lw=1.6, label="truth (test)")
+        y = item["values"]
+        ax.plot(xs[shown_from : spans.test_start + 1], y[shown_from : spans.test_start + 1], color="0.35", lw=1.2, label="history")
+        ax.plot(xs[spans.test_start :], y[spans.test_start :], color="k", lw=1.6, label="truth (test)")
         for key, (label, color, ls) in styles.items():
             if key not in item["preds"] or key == "none":
                 continue
@@ -443,7 +435,7 @@ def plot_forecasts(
         ax.axvline(xs[spans.test_start], color="0.6", lw=0.8)
         if spans.n_val:
             ax.axvline(xs[spans.val_start], color="0.8", lw=0.8, ls="--")
-        ax.set_title(s.name, fontsize=10)
+        ax.set_title(item["name"], fontsize=10)
         ax.legend(fontsize=8, loc="upper left")
         ax.grid(alpha=0.3)
     fig.tight_layout()

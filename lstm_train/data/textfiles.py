@@ -1,0 +1,232 @@
+"""A user's own labelled text: CSV, TSV or JSON Lines files, and splitting text into words.
+
+One row (or JSON object) per sample, with a text column and a label column whose
+names the job gives (`data.text_column`, `data.label_column`).  Every problem is
+reported with the file, the line and the column:
+
+    reviews.csv:14: 3 fields, but the header has 2 (text, label); quote a text that holds a comma
+    reviews.csv:20: empty text in column 'text'
+    reviews.jsonl:3: no key 'label' (keys: review, stars); set data.label_column
+
+Texts are split into words with a Hugging Face `tokenizers` pre-tokenizer
+(`split_words`), the same rule at training and `predict` time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from tokenizers import Regex, pre_tokenizers
+
+from ..schema import ConfigError
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+
+# `words`: English-style words as in the Penn Treebank (and so SST): punctuation apart,
+# clitics split off ("don't" -> do n't, "it's" -> it 's), hyphenated and dotted words kept.
+_WORDS = r"\w+(?=n't\b)|n't\b|'(?:s|re|ve|ll|d|m)\b|\w+(?:[-./]\w+)*|\.{2,}|-{2,}|[^\w\s]"
+
+
+class TextDataError(ConfigError):
+    """A text file that cannot be used as given: wrong encoding, missing column, ragged row, empty text..."""
+
+
+@dataclass
+class Table:
+    """The text and label of every sample of a file, with the line each starts on (for messages)."""
+
+    path: str
+    texts: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)  # the header (CSV/TSV) or the first object's keys (JSONL)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices: list[int]) -> Table:
+        return Table(self.path, [self.texts[i] for i in indices], [self.labels[i] for i in indices if self.labels],
+                     [self.lines[i] for i in indices])
+
+
+def file_format(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    found = FORMATS.get(path.suffix.lower())
+    if found is None:
+        raise TextDataError(
+            f"{path}: cannot tell the format from the name; use a .csv, .tsv or .jsonl file or set data.format"
+        )
+    return found
+
+
+def read_text(path: Path, encoding: str) -> str:
+    """The whole file decoded, or an error naming the line of the first undecodable byte."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except OSError as e:
+        raise TextDataError(f"{path}: cannot read ({e.strerror})") from None
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    try:
+        return raw.decode(codec)
+    except LookupError:
+        raise TextDataError(f"data.encoding = {encoding!r}: not a text encoding Python knows") from None
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise TextDataError(
+            f"{path}:{line}: not valid {encoding} (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+            "re-save the file as UTF-8 or set data.encoding (e.g. latin-1, cp1252)"
+        ) from None
+
+
+def read_table(path: str | Path, text_column: str, label_column: str | None, fmt: str = "auto",
+               encoding: str = "utf-8") -> Table:
+    """Text and label of every row of a CSV / TSV / JSON Lines file (blank lines skipped);
+    `label_column` None: texts only (`Table.labels` stays empty)."""
+    path = Path(path).expanduser()
+    kind = file_format(path, fmt)
+    content = read_text(path, encoding)
+    table = _read_jsonl(path, content, text_column, label_column) if kind == "jsonl" else \
+        _read_delimited(path, content, "\t" if kind == "tsv" else ",", text_column, label_column)
+    if not table.texts:
+        raise TextDataError(f"{path}: no samples (an empty file?)")
+    return table
+
+
+def _read_delimited(path: Path, content: str, delimiter: str, text_column: str, label_column: str | None) -> Table:
+    reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter, strict=True)
+    table = Table(str(path))
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise TextDataError(f"{path}: empty file; the first line must name the columns")
+        header = [h.strip() for h in header]
+        table.columns = header
+        columns = {}
+        for key, name in (("data.text_column", text_column), ("data.label_column", label_column)):
+            if name is None:
+                continue
+            if name not in header:
+                raise TextDataError(
+                    f"{path}:1: no column {name!r} ({key}); the header has: {', '.join(header)}"
+                )
+            columns[key] = header.index(name)
+        text_at, label_at = columns["data.text_column"], columns.get("data.label_column")
+        start = reader.line_num + 1
+        for row in reader:
+            line, start = start, reader.line_num + 1
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != len(header):
+                raise TextDataError(
+                    f"{path}:{line}: {len(row)} fields, but the header has {len(header)} "
+                    f"({', '.join(header)}); quote a field that holds the delimiter {delimiter!r}"
+                )
+            _add(table, row[text_at], None if label_at is None else row[label_at], line, text_column, label_column)
+    except csv.Error as e:
+        raise TextDataError(f"{path}:{reader.line_num}: not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({e})") from None
+    return table
+
+
+def _read_jsonl(path: Path, content: str, text_column: str, label_column: str | None) -> Table:
+    table = Table(str(path))
+    for line, raw in enumerate(content.split("\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise TextDataError(f"{path}:{line}: not a JSON object ({e.msg} at column {e.colno})") from None
+        if not isinstance(record, dict):
+            raise TextDataError(f"{path}:{line}: one JSON object per line expected, found {type(record).__name__}")
+        if not table.columns:
+            table.columns = list(record)
+        for key, name in (("data.text_column", text_column), ("data.label_column", label_column)):
+            if name is not None and name not in record:
+                raise TextDataError(f"{path}:{line}: no key {name!r} (keys: {', '.join(record)}); set {key}")
+        text = record[text_column]
+        if not isinstance(text, str):
+            raise TextDataError(f"{path}:{line}: {text_column!r} must be a string, found {json.dumps(text)}")
+        label = None
+        if label_column is not None:
+            label = record[label_column]
+            if isinstance(label, (dict, list)) or label is None:
+                raise TextDataError(
+                    f"{path}:{line}: {label_column!r} must be a string or number, found {json.dumps(label)}"
+                )
+            label = str(label).lower() if isinstance(label, bool) else str(label)
+        _add(table, text, label, line, text_column, label_column)
+    return table
+
+
+def _add(table: Table, text: str, label: str | None, line: int, text_column: str, label_column: str | None) -> None:
+    if not text.strip():
+        raise TextDataError(f"{table.path}:{line}: empty text in column {text_column!r}")
+    if label is not None:
+        if not label.strip():
+            raise TextDataError(f"{table.path}:{line}: empty label in column {label_column!r}")
+        table.labels.append(label.strip())
+    table.texts.append(text)
+    table.lines.append(line)
+
+
+def split_by_fraction(table: Table, val_fraction: float, test_fraction: float,
+                      seed: int) -> tuple[Table, Table | None, Table]:
+    """One file cut into train / val / test at random (seeded), fractions of its rows."""
+    import numpy as np
+
+    n = len(table)
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    if n_test < 1 or n - n_test - n_val < 1:
+        raise TextDataError(
+            f"{table.path}: {n} samples cannot be split into train / val ({val_fraction}) / test ({test_fraction}); "
+            "change data.val_fraction / data.test_fraction or give more rows"
+        )
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    return table.subset(sorted(train)), table.subset(sorted(val)) if val else None, table.subset(sorted(test))
+
+
+def word_splitter(rule: Literal["words", "whitespace"]) -> pre_tokenizers.PreTokenizer:
+    if rule == "whitespace":
+        return pre_tokenizers.WhitespaceSplit()
+    return pre_tokenizers.Split(Regex(_WORDS), behavior="isolated")
+
+
+def split_words(texts: list[str], rule: Literal["words", "whitespace"] = "words") -> list[list[str]]:
+    """Each text as a list of words (Hugging Face pre-tokenizer, in Rust)."""
+    splitter = word_splitter(rule)
+    out = []
+    for text in texts:
+        out.append([w for w, _ in splitter.pre_tokenize_str(text) if w.strip()])
+    return out
+
+
+def label_classes(labels: list[str]) -> list[str]:
+    """The classes a training set has, in a stable order: numerically when every label is a number."""
+    distinct = set(labels)
+    try:
+        return sorted(distinct, key=float)
+    except ValueError:
+        return sorted(distinct)
+
+
+def label_ids(table: Table, classes: list[str], train_path: str) -> list[int]:
+    """Class index of every label; a label the training data never had is an error naming its line."""
+    index = {c: i for i, c in enumerate(classes)}
+    ids = []
+    for label, line in zip(table.labels, table.lines):
+        if label not in index:
+            raise TextDataError(
+                f"{table.path}:{line}: label {label!r} does not occur in the training data "
+                f"({train_path}); known labels: {', '.join(classes)}"
+            )
+        ids.append(index[label])
+    return ids
