@@ -175,10 +175,14 @@ class BatchLayout:
     accum: int
     world: int
     invariant: bool  # set by data.global_batch_size: the same training at any world size
+    max_tokens: int | None = None  # data.max_tokens: a padded-token budget per micro-batch decides instead
 
     def describe(self) -> str:
-        how = "data.global_batch_size" if self.invariant else "data.batch_size per process"
         accum = f" x {self.accum} micro-batches" if self.accum > 1 else ""
+        if self.max_tokens:
+            return (f"global batch up to {self.max_tokens * self.world * self.accum} padded tokens = "
+                    f"{self.world} process(es){accum} x {self.max_tokens} (data.max_tokens per process)")
+        how = "data.global_batch_size" if self.invariant else "data.batch_size per process"
         return f"global batch {self.global_batch} = {self.world} process(es){accum} x {self.micro} ({how})"
 
 
@@ -191,7 +195,8 @@ def batch_layout(data: DataBase, grad_accum_steps: int | None, world: int) -> Ba
     micro-batches, or in as few as keep each one within `data.batch_size`."""
     if data.global_batch_size is None:
         accum = grad_accum_steps or 1
-        return BatchLayout(data.batch_size * accum * world, data.batch_size, accum, world, False)
+        return BatchLayout(data.batch_size * accum * world, data.batch_size, accum, world, False,
+                           getattr(data, "max_tokens", None))
     if getattr(data, "max_tokens", None):
         raise ConfigError("data.global_batch_size counts samples but data.max_tokens is set: a token budget "
                           "decides the batches; unset one of them")

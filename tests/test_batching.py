@@ -21,7 +21,7 @@ from lstm_train.config import validate_job
 from lstm_train.data.batching import BatchPlan, cut_by_tokens, epoch_indices, eval_batches
 from lstm_train.data.ragged import gather
 from lstm_train.distributed import batch_layout
-from lstm_train.schema import ConfigError, DataBase
+from lstm_train.schema import ConfigError, DataBase, SequenceData
 from lstm_train.tasks.classify import ClassifyTask, as_rows
 
 
@@ -184,6 +184,9 @@ def test_global_batch_layout_and_its_errors() -> None:
         batch_layout(data, None, 3)
     with pytest.raises(ConfigError, match="train.grad_accum_steps = 3 does not divide"):
         batch_layout(data, 3, 2)
+    # A token budget decides the batch, and the start-up line says so (not data.batch_size's samples)
+    tokens = batch_layout(SequenceData(batch_size=64, max_tokens=1500), None, 2)
+    assert tokens.describe() == "global batch up to 3000 padded tokens = 2 process(es) x 1500 (data.max_tokens per process)"
 
 
 @pytest.mark.parametrize("lengths", [False, True])
