@@ -5,6 +5,7 @@ In CI (CI=true) a missing prerequisite is a failure, never a silent skip.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lstm_train.checkpoint import checkpoint_files
 from lstm_train.data.idx import write_idx
 from lstm_train.slurm.jobstate import slurm_states
 
@@ -66,6 +68,29 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600,
     return subprocess.run(
         [sys.executable, "-m", "lstm_train", *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd
     )
+
+
+def result_of(run_dir: Path) -> dict:
+    """A finished run's result.json."""
+    return json.loads((run_dir / "result.json").read_text())
+
+
+def resume_inside_an_epoch(args: list[str], tmp_path: Path, steps_per_epoch: int) -> tuple[dict, dict, int]:
+    """Run `args` to the end; then, in a copy of that run directory cut back to its first
+    checkpoint inside an epoch after the first (as after kill -9), run them again.  Returns
+    both results and the step resumed from."""
+    reference, cut = tmp_path / "reference", tmp_path / "cut"
+    proc = run_cli("run", *args, f"train.output_dir={reference}")
+    assert proc.returncode == 0, proc.stderr
+    shutil.copytree(reference, cut)
+    (cut / "result.json").unlink()
+    mid = next(s for s, _ in checkpoint_files(cut / "checkpoints") if s > steps_per_epoch and s % steps_per_epoch)
+    for step, path in checkpoint_files(cut / "checkpoints"):
+        if step > mid:
+            path.unlink()
+    proc = run_cli("run", *args, f"train.output_dir={cut}")
+    assert proc.returncode == 0, proc.stderr
+    return result_of(reference), result_of(cut), mid
 
 
 def accelerate_cli(num_processes: int, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -19,7 +19,7 @@ from lstm_train.models.forecaster import LSTMForecaster
 from lstm_train.tasks.base import Splits
 from lstm_train.tasks.forecast import ForecastTask
 
-from .conftest import ROOT, accelerate_cli, run_cli
+from .conftest import ROOT, accelerate_cli, result_of, run_cli
 
 AIRLINE_JOB = str(ROOT / "jobs" / "airline_forecast.yaml")
 SINE_JOB = str(ROOT / "jobs" / "sine_forecast.yaml")
@@ -39,10 +39,6 @@ def monthly_csv(path: Path, values, start: str = "2000-01-01") -> Path:
 
     months = pd.date_range(start, periods=len(values), freq="MS")
     return write_csv(path, "month,sales", [f"{m:%Y-%m},{v}" for m, v in zip(months, values)])
-
-
-def result_of(run_dir: Path) -> dict:
-    return json.loads((run_dir / "result.json").read_text())
 
 
 # ---------------------------------------------------------------- windows and splits

@@ -24,14 +24,10 @@ import torch
 
 from lstm_train.checkpoint import BEST, checkpoint_files
 
-from .conftest import ROOT, accelerate_cli, free_port, make_fake_mnist, require, run_cli
+from .conftest import ROOT, accelerate_cli, free_port, make_fake_mnist, require, result_of, run_cli
 
 JOB = str(ROOT / "jobs" / "mnist_lstm.yaml")
 SINE = str(ROOT / "jobs" / "sine_forecast.yaml")
-
-
-def result_of(run_dir: Path) -> dict:
-    return json.loads((run_dir / "result.json").read_text())
 
 
 def newest(run_dir: Path) -> dict:
@@ -76,6 +72,28 @@ def test_same_global_batch_same_weights_on_one_or_two_processes(fake_mnist: Path
     assert all(d < 1e-4 for d in differences.values()), differences  # measured: about 5e-6 (Adam, 16 steps)
 
 
+def run_rank_1_with_another_view(view: Path, folder: Path, *args: str) -> tuple[list[subprocess.Popen], list[str]]:
+    """Run `lstm-train run *args` as a 2-rank torch.distributed group in which rank 1 sees
+    `view` in place of `folder` (its own mount namespace, listing the folder first): an NFS
+    client whose cache differs from the other's.  Returns the processes and their outputs."""
+    cmd = [sys.executable, "-m", "lstm_train", "run", *args, "tracking.wandb.mode=disabled"]
+    port, procs = str(free_port()), []
+    for rank in (0, 1):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2", "RANK": str(rank),
+               "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2", "WANDB_MODE": "disabled",
+               "LSTM_TRAIN_COLLECTIVE_TIMEOUT_S": "60"}
+        full = cmd if rank == 0 else ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                      f'mount --bind "{view}" "{folder}" && ls "{folder}" && exec "$@"', "sh", *cmd]
+        procs.append(subprocess.Popen(full, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    try:
+        outputs = [p.communicate(timeout=240)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    return procs, outputs
+
+
 def test_ranks_that_see_different_checkpoint_listings_do_not_hang(fake_mnist: Path, tmp_path: Path) -> None:
     """Rank 1 runs in its own mount namespace where the checkpoint folder shows a (broken)
     checkpoint of the final step that rank 0 does not see: an NFS client with a stale
@@ -86,23 +104,9 @@ def test_ranks_that_see_different_checkpoint_listings_do_not_hang(fake_mnist: Pa
     (run_dir / "checkpoints").mkdir(parents=True)
     view.mkdir()
     (view / "step-00000012.pt").write_bytes(b"written by another client, not yet visible everywhere")
-    args = [sys.executable, "-m", "lstm_train", "run", JOB, f"data.root={fake_mnist}", "train.epochs=3",
-            f"train.output_dir={run_dir}", "train.checkpoint_every=1000", "tracking.wandb.mode=disabled"]
-    port = str(free_port())
-    procs = []
-    for rank in (0, 1):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2", "RANK": str(rank),
-               "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2", "WANDB_MODE": "disabled"}
-        ckpt = run_dir / "checkpoints"
-        cmd = args if rank == 0 else ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                                      f'mount --bind "{view}" "{ckpt}" && ls "{ckpt}" && exec "$@"', "sh", *args]
-        procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True))
-    try:
-        outputs = [p.communicate(timeout=240)[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
+    procs, outputs = run_rank_1_with_another_view(
+        view, run_dir / "checkpoints", JOB, f"data.root={fake_mnist}", "train.epochs=3", f"train.output_dir={run_dir}",
+        "train.checkpoint_every=1000")
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert "step-00000012.pt" in outputs[1]  # rank 1 did see the broken file
     assert result_of(run_dir)["steps"] == 12 and [s for s, _ in checkpoint_files(run_dir / "checkpoints")] == [12]
@@ -288,23 +292,7 @@ def test_ranks_resume_from_the_checkpoint_rank_0_chose(fake_mnist: Path, tmp_pat
     shutil.copytree(run_dir / "checkpoints", view)  # rank 1 still sees step 12...
     (run_dir / "checkpoints" / "step-00000012.pt").unlink()  # ...which rank 0 does not
     (run_dir / "result.json").unlink()
-    cmd = [sys.executable, "-m", "lstm_train", "run", *args, "tracking.wandb.mode=disabled"]
-    port = str(free_port())
-    procs = []
-    for rank in (0, 1):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2", "RANK": str(rank),
-               "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2", "WANDB_MODE": "disabled",
-               "LSTM_TRAIN_COLLECTIVE_TIMEOUT_S": "60"}
-        ckpt = run_dir / "checkpoints"
-        full = cmd if rank == 0 else ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                                      f'mount --bind "{view}" "{ckpt}" && ls "{ckpt}" && exec "$@"', "sh", *cmd]
-        procs.append(subprocess.Popen(full, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True))
-    try:
-        outputs = [p.communicate(timeout=240)[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
+    procs, outputs = run_rank_1_with_another_view(view, run_dir / "checkpoints", *args)
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert "step-00000012.pt" in outputs[1]  # rank 1 did see the newer file
     result = result_of(run_dir)

@@ -4,14 +4,11 @@ with a CRF, resume mid-epoch bit-exact, 2-process DDP, bad input -> exit 2."""
 
 from __future__ import annotations
 
-import json
 import random
-import shutil
 from pathlib import Path
 
-from lstm_train.checkpoint import checkpoint_files
 
-from .conftest import ROOT, accelerate_cli, run_cli
+from .conftest import ROOT, accelerate_cli, result_of, resume_inside_an_epoch, run_cli
 
 UPOS_JOB = str(ROOT / "jobs" / "ud_ewt_upos.yaml")
 NER_JOB = str(ROOT / "jobs" / "tag_conll_example.yaml")
@@ -54,10 +51,6 @@ def make_ud(root: Path, n_train: int = 160) -> Path:
     for split in ("dev", "test"):
         write_conllu(folder / f"en_ewt-ud-{split}.conllu", [sentence(rng, mixed) for _ in range(40)])
     return root
-
-
-def result_of(run_dir: Path) -> dict:
-    return json.loads((run_dir / "result.json").read_text())
 
 
 def test_upos_run_then_predict_round_trip(tmp_path):
@@ -155,18 +148,7 @@ def test_resume_mid_epoch_gives_the_same_weights(tmp_path):
     steps_per_epoch = 8  # 60 sentences, batches of 8
     args = [UPOS_JOB, f"data.root={data}", "data.val=null", "train.epochs=3", "train.checkpoint_every=3",
             "train.keep_checkpoints=50", *SMALL, "model.num_layers=2", "model.crf=true"]
-    reference = tmp_path / "reference"
-    assert run_cli("run", *args, f"train.output_dir={reference}").returncode == 0
-    cut = tmp_path / "cut"
-    shutil.copytree(reference, cut)
-    (cut / "result.json").unlink()
-    mid = next(s for s, _ in checkpoint_files(cut / "checkpoints") if s > steps_per_epoch and s % steps_per_epoch)
-    for step, path in checkpoint_files(cut / "checkpoints"):
-        if step > mid:
-            path.unlink()
-    proc = run_cli("run", *args, f"train.output_dir={cut}")
-    assert proc.returncode == 0, proc.stderr
-    a, b = result_of(reference), result_of(cut)
+    a, b, mid = resume_inside_an_epoch(args, tmp_path, steps_per_epoch)
     assert b["resumed_from_step"] == mid and b["parts"] == 2
     assert a["weights_sha1_per_rank"] == b["weights_sha1_per_rank"]
     assert a["test_accuracy"] == b["test_accuracy"] and a["test_loss"] == b["test_loss"]

@@ -16,13 +16,9 @@ from PIL import Image
 from lstm_train.checkpoint import checkpoint_files
 from lstm_train.data.mnist import load_split
 
-from .conftest import ROOT, accelerate_cli, run_cli
+from .conftest import ROOT, accelerate_cli, result_of, run_cli
 
 JOB = str(ROOT / "jobs" / "mnist_lstm.yaml")
-
-
-def result_of(run_dir: Path) -> dict:
-    return json.loads((run_dir / "result.json").read_text())
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:

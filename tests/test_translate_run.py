@@ -4,14 +4,11 @@ vocabulary checked, resume mid-epoch bit-exact, 2-process DDP, bad files -> exit
 
 from __future__ import annotations
 
-import json
 import random
-import shutil
 from pathlib import Path
 
-from lstm_train.checkpoint import checkpoint_files
 
-from .conftest import ROOT, accelerate_cli, run_cli
+from .conftest import ROOT, accelerate_cli, result_of, resume_inside_an_epoch, run_cli
 
 JOB = str(ROOT / "jobs" / "translate_files_example.yaml")
 WORDS = "ka lu mi no pe ra si tu vo we".split()
@@ -39,10 +36,6 @@ def files(folder: Path, n_train: int = 1500) -> list[str]:
         write_split(folder, name, n, seed)
     return [f"data.{split}.{side}={folder / f'{split}.{ext}'}" for split in ("train", "val", "test")
             for side, ext in (("source", "src"), ("target", "tgt"))]
-
-
-def result_of(run_dir: Path) -> dict:
-    return json.loads((run_dir / "result.json").read_text())
 
 
 def test_run_then_predict_round_trip(tmp_path: Path) -> None:
@@ -84,19 +77,8 @@ def test_resume_mid_epoch_gives_the_same_weights(tmp_path: Path) -> None:
     (dropout masks continue from the saved random state)."""
     args = [JOB, *files(tmp_path / "data", n_train=300), "train.epochs=3", "train.checkpoint_every=2",
             "train.keep_checkpoints=50", *SMALL, "model.beam_size=1"]
-    reference = tmp_path / "reference"
-    assert run_cli("run", *args, f"train.output_dir={reference}").returncode == 0
     steps_per_epoch = 5  # 300 pairs, batches of 64
-    cut = tmp_path / "cut"
-    shutil.copytree(reference, cut)
-    (cut / "result.json").unlink()
-    mid = next(s for s, _ in checkpoint_files(cut / "checkpoints") if s > steps_per_epoch and s % steps_per_epoch)
-    for step, path in checkpoint_files(cut / "checkpoints"):
-        if step > mid:
-            path.unlink()
-    proc = run_cli("run", *args, f"train.output_dir={cut}")
-    assert proc.returncode == 0, proc.stderr
-    a, b = result_of(reference), result_of(cut)
+    a, b, mid = resume_inside_an_epoch(args, tmp_path, steps_per_epoch)
     assert b["resumed_from_step"] == mid and b["parts"] == 2
     assert a["weights_sha1_per_rank"] == b["weights_sha1_per_rank"]
     assert a["test_bleu"] == b["test_bleu"] and a["test_loss"] == b["test_loss"]
