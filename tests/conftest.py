@@ -62,6 +62,18 @@ def fake_mnist(tmp_path: Path) -> Path:
     return make_fake_mnist(tmp_path / "data")
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for tests that train in-process: on a shared 2-core machine spinning
+    OpenMP threads make small models crawl.  Use with `pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """`python -m lstm_train ARGS` in a subprocess, as a user would run it."""
     full_env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", **(env or {})}

@@ -204,13 +204,18 @@ def test_load_data_columns_and_vocabulary_round_trip(tmp_path, capsys):
         again.load_data()
 
 
-def test_vocabulary_file_that_does_not_match_the_checkpoint(tmp_path):
+def untrained_csv_run(tmp_path):
+    """A CSV task's data, its run directory's files (vocab.json) and an untrained model."""
     task = csv_task(tmp_path)
     splits = task.load_data()
     run = tmp_path / "run"
     run.mkdir()
     task.write_run_files(run, splits.info)
-    model = task.build_model(splits.info).eval()
+    return task, splits, run, task.build_model(splits.info).eval()
+
+
+def test_vocabulary_file_that_does_not_match_the_checkpoint(tmp_path):
+    task, splits, run, model = untrained_csv_run(tmp_path)
     lines = task.predict(model, splits.info, [], {"text": ["a good film", "a bad film"]})
     assert [line.split("\t")[0] in ("neg", "pos") for line in lines] == [True, True]
     Vocab.train([["other", "words"]]).save(run / "vocab.json")
@@ -222,12 +227,7 @@ def test_vocabulary_file_that_does_not_match_the_checkpoint(tmp_path):
 
 
 def test_predict_file_with_labels_and_unseen_label(tmp_path):
-    task = csv_task(tmp_path)
-    splits = task.load_data()
-    run = tmp_path / "run"
-    run.mkdir()
-    task.write_run_files(run, splits.info)
-    model = task.build_model(splits.info).eval()
+    task, splits, run, model = untrained_csv_run(tmp_path)
     lines_file = write(tmp_path / "lines.txt", "a good film\nthe worst\n")
     out = task.predict(model, splits.info, [], {"file": str(lines_file)})
     assert len(out) == 2 and out[1].endswith("\tthe worst") and 0.5 <= float(out[0].split("\t")[1]) <= 1

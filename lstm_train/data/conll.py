@@ -30,6 +30,7 @@ import conllu
 from conllu.exceptions import ParseException
 
 from ..schema import ConfigError
+from .textio import read_utf8
 
 CONLLU_FIELDS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
 # Columns a tagger can learn (id, form and head are not labels of a word).
@@ -77,17 +78,7 @@ def read_tagged(path: Path, fmt: Format | Literal["auto"], column: str | int | N
 
 
 def _read_lines(path: Path) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise ConllError(f"{path}:{line}: not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); "
-                         "save the file as UTF-8") from None
-    lines = text.splitlines()
+    lines = read_utf8(path, ConllError).splitlines()
     if not any(line.strip() for line in lines):
         raise ConllError(f"{path}: the file is empty (no sentences)")
     return lines

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .textio import read_utf8
+
 
 class ParallelDataError(ValueError):
     """Parallel data that cannot be used as it is; the message names the file and line."""
@@ -48,19 +50,7 @@ class Pairs:
 def read_lines(path: Path) -> list[str]:
     """A UTF-8 text file's lines, without line ends (\\n or \\r\\n).  Only \\n ends a line:
     Unicode line separators inside a sentence (U+2028, U+0085) stay part of it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file" + ("" if not path.exists() else " (it is a folder)"))
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise ParallelDataError(f"{path}, line {line}: not UTF-8 text (byte 0x{data[e.start]:02x}); "
-                                "convert the file to UTF-8 (e.g. iconv -t UTF-8)") from None
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    lines = text.split("\n")
+    lines = read_utf8(path, ParallelDataError).split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]

@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .textfiles import TextDataError
+from .textio import read_utf8
 
 CLASS_NAMES = {
     2: ["negative", "positive"],
@@ -77,16 +78,8 @@ def read_sst(path: Path, classes: int, phrases: bool) -> tuple[list[list[str]], 
     each distinct phrase once (compared case-insensitively; the first label is kept)."""
     if classes not in CLASS_NAMES:
         raise ValueError(f"SST has 2 or 5 classes, not {classes}")
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{path}: no such file; the SST trees belong in <data.root>/SST/trees/{{train,dev,test}}.txt "
-            "(set data.root or LSTM_TRAIN_DATA)"
-        ) from None
-    except UnicodeDecodeError as e:
-        raise TextDataError(f"{path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    text = read_utf8(path, TextDataError, missing="; the SST trees belong in "
+                     "<data.root>/SST/trees/{train,dev,test}.txt (set data.root or LSTM_TRAIN_DATA)")
     texts: list[list[str]] = []
     labels: list[int] = []
     seen: set[str] = set()

@@ -32,6 +32,7 @@ from torch import nn
 from ..data import conll, tagging
 from ..data.conll import ConllError, TaggedSentence
 from ..data.ragged import Padded, gather
+from ..data.textio import read_utf8
 from ..data.vocab import UNK, Vocab
 from ..distributed import resolve_precision
 from ..entities import entity_counts, invalid_transitions, is_bio, precision_recall_f1
@@ -343,13 +344,7 @@ class TagTask(Task):
             return self._predict_conllu(model, info, Path(options["conllu"]), options.get("output"))
         lines = list(options.get("text") or [])
         if options.get("file"):
-            path = Path(options["file"])
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: no such file")
-            try:
-                lines += path.read_text(encoding="utf-8").splitlines()
-            except UnicodeDecodeError as e:
-                raise ConllError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            lines += read_utf8(options["file"], ConllError).splitlines()
         if not lines:
             raise ConllError("nothing to tag: give --text \"a sentence\", --file FILE or --conllu FILE")
         sentences = [conll.split_tokens(line) for line in lines]
