@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from lstm_train.checkpoint import checkpoint_files
 from lstm_train.data.idx import write_idx
@@ -66,8 +67,6 @@ def fake_mnist(tmp_path: Path) -> Path:
 def one_thread():
     """One torch thread for tests that train in-process: on a shared 2-core machine spinning
     OpenMP threads make small models crawl.  Use with `pytest.mark.usefixtures("one_thread")`."""
-    import torch
-
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
