@@ -615,7 +615,9 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
         "epochs": round(state.step / max(1, run.plan.steps_in_epoch(0)), 4),
         "steps": state.step,
         "world_size": run.world,
-        "global_batch_size": run.layout.global_batch,
+        # A token budget decides the batches where one is set: a sample count would be made up.
+        "global_batch_size": None if run.layout.max_tokens else run.layout.global_batch,
+        "global_batch_max_tokens": run.layout.max_tokens and run.layout.max_tokens * run.layout.world * run.layout.accum,
         "grad_accum_steps": run.layout.accum,
         "mixed_precision": run.precision,
         "train_seconds": round(seconds, 3),
