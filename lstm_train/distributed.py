@@ -113,6 +113,25 @@ def broadcast_buffers(module: torch.nn.Module, world_size: int) -> None:
             torch.distributed.broadcast(buffer, src=0)
 
 
+def dense_embedding_gradients(module: torch.nn.Module, world_size: int) -> list[str]:
+    """Under DDP, give sparse embedding tables (`nn.Embedding(sparse=True)`) dense gradients;
+    returns the tables' names.
+
+    DDP all-reduces sparse gradients through gloo's sparse path, whose message sizes follow
+    each rank's own rows: it corrupted the heap here (SST-2 on 2 processes: `malloc():
+    unaligned tcache chunk detected` in backward after ~5,000 steps; compare
+    pytorch/pytorch#87497).  Dense gradients take the well-trodden dense all-reduce; one
+    process keeps the sparse path and its speed (SparseAdam, only the batch's rows)."""
+    if world_size == 1:
+        return []
+    names = []
+    for name, m in module.named_modules():
+        if isinstance(m, torch.nn.Embedding) and m.sparse:
+            m.sparse = False  # read by forward at every call: backward now makes a dense gradient
+            names.append(name)
+    return names
+
+
 def gather_objects(accelerator: Accelerator, obj: Any) -> list[Any]:
     """One object from every rank, in rank order (RNG states for the checkpoint, digests)."""
     if accelerator.num_processes == 1:

@@ -48,8 +48,8 @@ from . import checkpoint, runfiles, runlock
 from .config import JobBase, save_job
 from .data.batching import BatchPlan, eval_batches
 from .distributed import (
-    BatchLayout, batch_layout, broadcast_buffers, broadcast_object, gather_objects, make_accelerator, resolve_precision,
-    set_threads, worker_info,
+    BatchLayout, batch_layout, broadcast_buffers, broadcast_object, dense_embedding_gradients, gather_objects,
+    make_accelerator, resolve_precision, set_threads, worker_info,
 )
 from .optim import make_optimizer, make_scheduler
 from .progress import Progress
@@ -264,6 +264,10 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
         total_steps = plan.total_steps(job.train.epochs)
         if job.train.max_steps:
             total_steps = min(total_steps, job.train.max_steps)
+        dense = dense_embedding_gradients(net, world)
+        if dense:
+            accelerator.print(f"{', '.join(dense)}: dense gradients under DDP (gloo's sparse all-reduce is unsafe); "
+                              "sparse embedding updates need one process")
         optimizer = make_optimizer(job.optim, net, accelerator.device)
         scheduler = make_scheduler(job.optim, optimizer, total_steps, max(1, plan.steps_in_epoch(0)))
         model = accelerator.prepare_model(torch.compile(net) if job.train.compile else net)

@@ -448,3 +448,20 @@ def test_sst2_from_five_way_labels(tmp_path):
     assert int(sums["correct"]) == int((positive == labels).sum())
     with pytest.raises(ValueError, match="train_labels = 'fine' is for data.source = 'sst2'"):
         job({"source": "sst5", "train_labels": "fine"})
+
+
+def test_two_processes_train_one_model_with_dense_embedding_gradients(tmp_path):
+    """Under DDP the sparse embedding table takes dense gradients (gloo's sparse all-reduce
+    corrupted memory on SST-2), says so, and the ranks end with one model."""
+    from .conftest import accelerate_cli, result_of
+
+    data = sentiment_csv(tmp_path / "reviews.csv")
+    run = tmp_path / "run"
+    done = accelerate_cli(2, "run", "jobs/text_csv_example.yaml", f"data.path={data}", "data.text_column=review",
+                          f"train.output_dir={run}", "train.epochs=2", "model.embedding_dim=16", "model.hidden_size=16",
+                          "data.batch_size=16", "data.global_batch_size=32", "model.sparse_embeddings=true",
+                          "tracking.wandb.mode=disabled", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "embedding: dense gradients under DDP" in done.stdout + done.stderr
+    result = result_of(run)
+    assert result["world_size"] == 2 and len(set(result["weights_sha1_per_rank"])) == 1
