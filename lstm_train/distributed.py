@@ -113,23 +113,48 @@ def broadcast_buffers(module: torch.nn.Module, world_size: int) -> None:
             torch.distributed.broadcast(buffer, src=0)
 
 
-def dense_embedding_gradients(module: torch.nn.Module, world_size: int) -> list[str]:
-    """Under DDP, give sparse embedding tables (`nn.Embedding(sparse=True)`) dense gradients;
-    returns the tables' names.
+class SparseGradients:
+    """Sparse embedding gradients (`nn.Embedding(sparse=True)`: SparseAdam moves only a batch's
+    rows) kept out of DDP and all-reduced here, so N processes train what one does.
 
-    DDP all-reduces sparse gradients through gloo's sparse path, whose message sizes follow
-    each rank's own rows: it corrupted the heap here (SST-2 on 2 processes: `malloc():
-    unaligned tcache chunk detected` in backward after ~5,000 steps; compare
-    pytorch/pytorch#87497).  Dense gradients take the well-trodden dense all-reduce; one
-    process keeps the sparse path and its speed (SparseAdam, only the batch's rows)."""
-    if world_size == 1:
-        return []
-    names = []
-    for name, m in module.named_modules():
-        if isinstance(m, torch.nn.Embedding) and m.sparse:
-            m.sparse = False  # read by forward at every call: backward now makes a dense gradient
-            names.append(name)
-    return names
+    DDP would all-reduce them through gloo's sparse path, whose message sizes follow each
+    rank's own rows: it corrupted the heap here (SST-2 on 2 processes: `malloc(): unaligned
+    tcache chunk detected` in backward after ~5,000 steps; compare pytorch/pytorch#87497).
+    Instead each rank scatters its rows into a dense table with one more column marking the
+    rows it touched, one dense all-reduce sums them, and the gradient becomes sparse again over
+    the union of the ranks' rows, averaged like DDP's: the rows and values a single process
+    would have computed for the whole global batch."""
+
+    def __init__(self, params: list[torch.nn.Parameter], world_size: int) -> None:
+        self.params, self.world_size = params, world_size
+
+    @classmethod
+    def keep_out_of_ddp(cls, module: torch.nn.Module, world_size: int) -> SparseGradients | None:
+        """Call before DDP wraps `module`: tells DDP to leave the sparse tables alone and gives
+        every rank rank 0's initial tables (DDP broadcasts only what it manages)."""
+        names = [f"{name}.weight" if name else "weight" for name, m in module.named_modules()
+                 if isinstance(m, torch.nn.Embedding) and m.sparse and m.weight.requires_grad]
+        if world_size == 1 or not names:
+            return None
+        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, names)
+        params = [module.get_parameter(name) for name in names]
+        for p in params:
+            torch.distributed.broadcast(p.data, src=0)
+        return cls(params, world_size)
+
+    def all_reduce(self) -> None:
+        """After this rank's backward, before clipping and the optimizer step."""
+        for p in self.params:
+            table = torch.zeros(p.shape[0], p.shape[1] + 1, dtype=p.dtype, device=p.device)
+            if p.grad is not None:
+                grad = p.grad.coalesce()
+                rows = grad.indices()[0]
+                table[rows, :-1] = grad.values()
+                table[rows, -1] = 1.0
+            torch.distributed.all_reduce(table)
+            rows = table[:, -1].nonzero().squeeze(1)
+            p.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), table[rows, :-1] / self.world_size, p.shape,
+                                             is_coalesced=True)
 
 
 def gather_objects(accelerator: Accelerator, obj: Any) -> list[Any]:

@@ -48,8 +48,8 @@ from . import checkpoint, runfiles, runlock
 from .config import JobBase, save_job
 from .data.batching import BatchPlan, eval_batches
 from .distributed import (
-    BatchLayout, batch_layout, broadcast_buffers, broadcast_object, dense_embedding_gradients, gather_objects,
-    make_accelerator, resolve_precision, set_threads, worker_info,
+    BatchLayout, batch_layout, broadcast_buffers, broadcast_object, gather_objects,
+    make_accelerator, resolve_precision, set_threads, SparseGradients, worker_info,
 )
 from .optim import make_optimizer, make_scheduler
 from .progress import Progress
@@ -92,6 +92,7 @@ class Run:
     lengths: torch.Tensor | None  # per training sample (CPU): padding accounting
     tokens: torch.Tensor | None  # per training sample (CPU): tokens/s
     lock: runlock.RunLock | None  # rank 0's hold on the run directory (None on the other ranks)
+    sparse_gradients: SparseGradients | None  # sparse embedding tables under DDP, all-reduced by the loop
 
     @property
     def rank(self) -> int:
@@ -264,11 +265,8 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
         total_steps = plan.total_steps(job.train.epochs)
         if job.train.max_steps:
             total_steps = min(total_steps, job.train.max_steps)
-        dense = dense_embedding_gradients(net, world)
-        if dense:
-            accelerator.print(f"{', '.join(dense)}: dense gradients under DDP (gloo's sparse all-reduce is unsafe); "
-                              "sparse embedding updates need one process")
         optimizer = make_optimizer(job.optim, net, accelerator.device)
+        sparse_gradients = SparseGradients.keep_out_of_ddp(net, world)  # before DDP wraps the model
         scheduler = make_scheduler(job.optim, optimizer, total_steps, max(1, plan.steps_in_epoch(0)))
         model = accelerator.prepare_model(torch.compile(net) if job.train.compile else net)
         if accelerator.scaler is not None:  # fp16: the optimizer steps through the loss scaler
@@ -282,7 +280,7 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
         )
         return Run(job, task, splits, accelerator, net, model, optimizer, scheduler, plan, layout, total_steps, precision,
                    tracker, dataset, lengths, task.tokens(splits.train) if task.throughput_unit == "tokens" else None,
-                   lock)
+                   lock, sparse_gradients)
     except BaseException:
         if lock:
             lock.release()
@@ -388,6 +386,8 @@ def train_step(run: Run, batches: list[tuple[Batch, torch.Tensor]], state: LoopS
             # Accelerate's backward only adds work here unless fp16 needs its loss scaler.
             accelerator.backward(scaled) if accelerator.scaler is not None else scaled.backward()
         total = loss.detach() if total is None else total + loss.detach()
+    if run.sparse_gradients is not None:
+        run.sparse_gradients.all_reduce()
     if run.job.optim.grad_clip:
         accelerator.clip_grad_norm_(model.parameters(), run.job.optim.grad_clip)
     run.optimizer.step()
