@@ -23,7 +23,7 @@ from lstm_train.tracking import wandb_run_id
 
 from .slurm_helpers import JOB, cli, job_ids, logs_of, result, rows, submit, wait_final, wait_for
 
-TIME_LIMIT_STEPS = 20000
+TIME_LIMIT_STEPS = 60000
 TINY = ["train.max_steps=30", "train.log_every=10", "tracking.wandb.mode=disabled", "slurm.time_min=10"]
 
 
@@ -226,9 +226,10 @@ def test_time_limit_checkpoints_requeues_and_finishes(cluster: None, tmp_path: P
     can only come from the checkpoint written on the signal.  The second attempt gets a
     longer limit (scontrol update) so that the test does not hinge on this machine's speed."""
     run_dir = tmp_path / "timelimit"
-    # Enough work to outlast the signal (15-45 s after start) on a quiet machine too:
-    # 20,000 steps is over a minute at this machine's best speed.
-    p = submit(run_dir, "train.epochs=22", f"train.max_steps={TIME_LIMIT_STEPS}", "train.log_every=10",
+    # Enough work to outlast the signal (15-45 s after start) on a quiet machine too: the
+    # loop runs the tutorial job at up to ~600 steps/s here (20,000 steps once finished first),
+    # so 60,000 steps take well over a minute; the rest runs after the requeue.
+    p = submit(run_dir, "train.epochs=70", f"train.max_steps={TIME_LIMIT_STEPS}", "train.log_every=10",
                "train.checkpoint_every=100000", "tracking.wandb.mode=disabled",
                "slurm.time_min=2", "slurm.signal_delay_s=75", "slurm.max_num_timeout=3", env=slurm_env, jobs=jobs)
     assert p.returncode == 0, p.stdout + p.stderr
