@@ -53,7 +53,7 @@ from .distributed import (
 )
 from .optim import make_optimizer, make_scheduler
 from .progress import Progress
-from .schema import ConfigError, SequenceData
+from .schema import ConfigError
 from .tasks import get_task
 from .tasks.base import Batch, Split, Splits, Task, split_size
 from .tracking import Tracker
@@ -256,12 +256,7 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
             splits = splits.to(accelerator.device)
         layout = batch_layout(job.data, job.train.grad_accum_steps, world)
         lengths = task.lengths(splits.train)
-        sequence = job.data if isinstance(job.data, SequenceData) else None
-        plan = BatchPlan(
-            n=split_size(splits.train), global_batch=layout.global_batch, world_size=world, accum=layout.accum,
-            seed=job.train.seed, lengths=lengths, bucketing=bool(sequence and sequence.bucketing),
-            bucket_pool=sequence.bucket_pool if sequence else 1, max_tokens=sequence.max_tokens if sequence else None,
-        )
+        plan = BatchPlan.for_data(job.data, layout, split_size(splits.train), job.train.seed, lengths)
         total_steps = plan.total_steps(job.train.epochs)
         if job.train.max_steps:
             total_steps = min(total_steps, job.train.max_steps)

@@ -17,7 +17,6 @@ import torch
 
 from ..data.batching import BatchPlan, eval_batches
 from ..distributed import batch_layout, resolve_precision
-from ..schema import SequenceData
 from ..tasks import get_task
 from ..tasks.base import Split, Task, split_size
 
@@ -25,12 +24,7 @@ from ..tasks.base import Split, Task, split_size
 def batch_plan(job: Any, task: Task, split: Split, world: int = 1) -> BatchPlan:
     """The batch plan lstm_train's loop follows for this job on `world` processes (`train.setup`)."""
     layout = batch_layout(job.data, job.train.grad_accum_steps, world)
-    sequence = job.data if isinstance(job.data, SequenceData) else None
-    return BatchPlan(
-        n=split_size(split), global_batch=layout.global_batch, world_size=world, accum=layout.accum,
-        seed=job.train.seed, lengths=task.lengths(split), bucketing=bool(sequence and sequence.bucketing),
-        bucket_pool=sequence.bucket_pool if sequence else 1, max_tokens=sequence.max_tokens if sequence else None,
-    )
+    return BatchPlan.for_data(job.data, layout, split_size(split), job.train.seed, task.lengths(split))
 
 
 def global_batches(plan: BatchPlan, steps: int) -> list[torch.Tensor]:

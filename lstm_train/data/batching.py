@@ -32,8 +32,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
+
+from ..schema import DataBase, SequenceData
+
+if TYPE_CHECKING:
+    from ..distributed import BatchLayout
 
 
 def epoch_order(n: int, epoch: int, seed: int, world_size: int, shuffle: bool = True) -> torch.Tensor:
@@ -97,6 +103,18 @@ class BatchPlan:
     shuffle: bool = True
     _cache: dict[int, list[torch.Tensor]] = field(default_factory=dict, repr=False)
     _counts: dict[int, int] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def for_data(cls, data: DataBase, layout: BatchLayout, n: int, seed: int,
+                 lengths: torch.Tensor | None) -> BatchPlan:
+        """The plan of a job's data section over `layout` (`distributed.batch_layout`): the one
+        the loop follows, and that `bench`'s floor replays."""
+        sequence = data if isinstance(data, SequenceData) else None
+        return cls(
+            n=n, global_batch=layout.global_batch, world_size=layout.world, accum=layout.accum, seed=seed,
+            lengths=lengths, bucketing=bool(sequence and sequence.bucketing),
+            bucket_pool=sequence.bucket_pool if sequence else 1, max_tokens=sequence.max_tokens if sequence else None,
+        )
 
     def __post_init__(self) -> None:
         if self.max_tokens is not None and self.lengths is None:

@@ -114,6 +114,3 @@ class SubwordVocab:
     def decode_batch(self, ids: Sequence[Sequence[int]]) -> list[str]:
         """Plain text of each id list (PAD, BOS, EOS dropped): detokenised, as the model would write it."""
         return self.processor.decode([[i for i in row if i not in (PAD, BOS, EOS)] for row in ids])
-
-    def pieces(self, ids: Sequence[int]) -> list[str]:
-        return [self.processor.id_to_piece(int(i)) for i in ids]

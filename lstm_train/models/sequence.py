@@ -76,3 +76,15 @@ class PaddedLSTM(nn.Module):
             h = torch.cat([out_f, reverse_padded(out_b, lengths)], dim=-1) * mask
         final = torch.cat([last_real(h[..., : self.hidden_size], lengths), h[:, 0, self.hidden_size :]], dim=-1)
         return h, final
+
+
+def byte_dropout(x: torch.Tensor, p: float, training: bool, shared_dims: tuple[int, ...] = ()) -> torch.Tensor:
+    """Inverted dropout with a mask from random bytes (p rounded to a multiple of 1/256).
+    `shared_dims`: dimensions of x the mask is the same along (1 for one mask per sequence:
+    variational / "locked" dropout)."""
+    if not training or p <= 0:
+        return x
+    drop = round(p * 256)
+    shape = [1 if d in shared_dims else n for d, n in enumerate(x.shape)]
+    keep = torch.empty(shape, dtype=torch.uint8, device=x.device).random_() >= drop
+    return x * keep.to(x.dtype) * (256 / (256 - drop))

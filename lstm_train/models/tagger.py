@@ -27,19 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .crf import CRF
-from .sequence import PaddedLSTM
-
-
-def byte_dropout(x: torch.Tensor, p: float, training: bool, shared_dims: tuple[int, ...] = ()) -> torch.Tensor:
-    """Inverted dropout with a mask from random bytes (p rounded to a multiple of 1/256).
-    `shared_dims`: dimensions of x the mask is the same along (1 for one mask per sequence:
-    variational / "locked" dropout)."""
-    if not training or p <= 0:
-        return x
-    drop = round(p * 256)
-    shape = [1 if d in shared_dims else n for d, n in enumerate(x.shape)]
-    keep = torch.empty(shape, dtype=torch.uint8, device=x.device).random_() >= drop
-    return x * keep.to(x.dtype) * (256 / (256 - drop))
+from .sequence import PaddedLSTM, byte_dropout
 
 
 class CharCNN(nn.Module):

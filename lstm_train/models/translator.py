@@ -38,17 +38,7 @@ from torch import nn
 
 from ..data.subword import BOS, EOS, PAD, UNK
 from .decoding import beam_search, greedy_search, repeat_rows
-from .sequence import PaddedLSTM
-
-
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Inverted dropout with a keep-mask from random bytes (resolution 1/256): the same
-    regularisation as `F.dropout`, without the slow Bernoulli sampling on CPU."""
-    if not training or p <= 0:
-        return x
-    threshold = round(p * 256)
-    keep = torch.empty(x.shape, dtype=torch.uint8, device=x.device).random_() >= threshold
-    return x * keep.to(x.dtype) * (256.0 / (256 - threshold))
+from .sequence import PaddedLSTM, byte_dropout
 
 
 class Memory(NamedTuple):
@@ -97,10 +87,8 @@ class Translator(nn.Module):
         rnn_input = embed_size + (decoder_hidden if input_feeding else 0) + (memory_size if attention == "bahdanau" else 0)
         self.decoder = nn.LSTM(rnn_input, decoder_hidden, decoder_layers, batch_first=True,
                                dropout=dropout if decoder_layers > 1 else 0.0)
-        if attention == "luong":
-            self.att_key = nn.Linear(memory_size, decoder_hidden, bias=False)
-        else:
-            self.att_key = nn.Linear(memory_size, decoder_hidden, bias=False)
+        self.att_key = nn.Linear(memory_size, decoder_hidden, bias=False)
+        if attention == "bahdanau":
             self.att_query = nn.Linear(decoder_hidden, decoder_hidden)
             self.att_v = nn.Linear(decoder_hidden, 1, bias=False)
         self.combine = nn.Linear(memory_size + decoder_hidden, decoder_hidden, bias=False)
@@ -116,9 +104,9 @@ class Translator(nn.Module):
 
     def encode(self, source: torch.Tensor, lengths: torch.Tensor) -> tuple[Memory, tuple[torch.Tensor, torch.Tensor]]:
         """source ids [B, S] and lengths [B] -> (memory, initial decoder state (h, c) [layers, B, H])."""
-        x = dropout(self.source_embed(source), self.p, self.training)
+        x = byte_dropout(self.source_embed(source), self.p, self.training)
         outputs, final = self.encoder(x, lengths)
-        outputs = dropout(outputs, self.p, self.training)
+        outputs = byte_dropout(outputs, self.p, self.training)
         mask = torch.arange(source.shape[1], device=source.device)[None, :] < lengths.to(source.device)[:, None]
         b = source.shape[0]
         h = torch.tanh(self.bridge(final)).view(b, self.decoder_layers, self.decoder_hidden).transpose(0, 1)
@@ -149,7 +137,7 @@ class Translator(nn.Module):
 
     def logits(self, states: torch.Tensor) -> torch.Tensor:
         """Attentional states [..., H] -> target logits [..., V]."""
-        states = dropout(states, self.p, self.training)
+        states = byte_dropout(states, self.p, self.training)
         if self.out is not None:
             return self.out(states)
         if self.to_embed is not None:
@@ -169,7 +157,7 @@ class Translator(nn.Module):
     def states(self, source: torch.Tensor, source_lengths: torch.Tensor, target_in: torch.Tensor) -> torch.Tensor:
         """Attentional states h~ [B, T, H] under teacher forcing."""
         memory, state = self.encode(source, source_lengths)
-        emb = dropout(self.target_embed(target_in), self.p, self.training)
+        emb = byte_dropout(self.target_embed(target_in), self.p, self.training)
         if self.attention == "luong" and not self.input_feeding:
             out, _ = self.decoder(emb, state)
             return self.attentional(self.attend(out, memory), out)
@@ -208,7 +196,7 @@ class Translator(nn.Module):
         gates = gates_in + F.linear(torch.cat([*extra, h[0]], dim=1).to(gates_in.dtype), w_rest)
         h[0], c[0] = self._cell(gates, c[0])
         for layer, (w_i, w_h, b) in enumerate(upper, start=1):
-            x = dropout(h[layer - 1], self.p, self.training)
+            x = byte_dropout(h[layer - 1], self.p, self.training)
             gates = F.linear(x, w_i, b) + F.linear(h[layer].to(x.dtype), w_h)
             h[layer], c[layer] = self._cell(gates, c[layer])
         top = h[-1]

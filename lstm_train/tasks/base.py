@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..data.ragged import Column, Padded, Ragged, gather, sample_lengths
+from ..distributed import resolve_precision
 from ..schema import DataBase, ModelBase
 
 Split = tuple[Column, ...]
@@ -133,6 +134,15 @@ class Task:
         out for W&B instead: `images` ({name: PNG path}) and `tables` ({name: {"columns":
         [...], "rows": [[...], ...]}}, logged as W&B tables of examples)."""
         return {}
+
+    def autocast(self, device: torch.device) -> torch.autocast:
+        """The precision the loop trained and evaluated in (`train.mixed_precision` as it resolves
+        it), for decoding in `finish` and `predict`: their outputs are then the ones the logged
+        metrics measured."""
+        precision = resolve_precision(self.job.train.mixed_precision, self.precision, device.type == "cpu")
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        enabled = dtype is not None and (device.type == "cuda" or dtype == torch.bfloat16)
+        return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=enabled)
 
     def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
         """Lines to print for `lstm-train predict RUN_DIR INPUT...`."""

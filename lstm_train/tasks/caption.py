@@ -181,13 +181,6 @@ class CaptionTask(Task):
 
     # -- after training: the prediction grid ------------------------------------------
 
-    def autocast(self, device: torch.device):
-        """The precision evaluation ran in (train.mixed_precision), so finish and predict agree with it."""
-        mode = self.job.train.mixed_precision
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
-        enabled = dtype is not None and (device.type == "cuda" or dtype == torch.bfloat16)
-        return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=enabled)
-
     def decode_all(self, model: nn.Module, images: torch.Tensor, batch: int = 1000) -> list[list[int]]:
         net = getattr(model, "module", model)
         net.eval()

@@ -34,7 +34,6 @@ from ..data.conll import ConllError, TaggedSentence
 from ..data.ragged import Padded, gather
 from ..data.textio import read_utf8
 from ..data.vocab import UNK, Vocab
-from ..distributed import resolve_precision
 from ..entities import entity_counts, invalid_transitions, is_bio, precision_recall_f1
 from ..models.tagger import Tagger
 from ..schema import ModelBase, SequenceData, default_data_root
@@ -257,14 +256,6 @@ class TagTask(Task):
         return out
 
     # -- after training -------------------------------------------------------------------
-
-    def autocast(self, device: torch.device):
-        """The precision evaluation ran in (train.mixed_precision as the loop resolves it), so the
-        counts of `finish` and the tags of `predict` agree with the logged metrics."""
-        precision = resolve_precision(self.job.train.mixed_precision, self.precision, device.type == "cpu")
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        enabled = dtype is not None and (device.type == "cuda" or dtype == torch.bfloat16)
-        return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=enabled)
 
     def predict_ids(self, model: nn.Module, split: Split) -> list[list[int]]:
         """Predicted tag ids of every sentence of a split, in the split's order."""

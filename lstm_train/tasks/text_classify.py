@@ -36,7 +36,6 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from .. import checkpoint
-from ..distributed import resolve_precision
 from ..runfiles import CHECKPOINTS
 from ..data import sst, textfiles
 from ..data.embeddings import read_vectors
@@ -313,7 +312,7 @@ class TextClassifyTask(Task):
         chunks = []
         was_training = model.training
         model.eval()
-        with torch.no_grad(), self._autocast(device):
+        with torch.no_grad(), self.autocast(device):
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 padded = tokens.pad(idx.to(tokens.device))
@@ -324,12 +323,6 @@ class TextClassifyTask(Task):
             out = torch.empty(len(tokens), chunks[0].shape[1])
             out[order] = torch.cat(chunks)
         return out
-
-    def _autocast(self, device: torch.device):
-        """The precision the run evaluated in, so finish's counts match its test metrics."""
-        precision = resolve_precision(self.job.train.mixed_precision, self.precision, self.job.train.cpu)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
     def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
         """Label, probability and text, one line each: --text (repeatable) and --file (one text per

@@ -41,7 +41,6 @@ from torch import nn
 from ..data.parallel import Pairs, ParallelDataError, read_line_aligned, read_lines, read_tsv, split_by_key
 from ..data.ragged import Padded, Ragged
 from ..data.subword import BOS, EOS, PAD, SubwordVocab, VocabError
-from ..distributed import resolve_precision
 from ..models.losses import smoothed_cross_entropy
 from ..models.translator import Translator
 from ..schema import ModelBase, Section, SequenceData, default_data_root
@@ -424,14 +423,6 @@ class TranslateTask(Task):
         return out
 
     # -- after training -------------------------------------------------------------------
-
-    def autocast(self, device: torch.device):
-        """The precision evaluation ran in (train.mixed_precision as the loop resolves it), so the
-        translations of `finish` and `predict` are the ones the logged scores were measured on."""
-        precision = resolve_precision(self.job.train.mixed_precision, self.precision, device.type == "cpu")
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        enabled = dtype is not None and (device.type == "cuda" or dtype == torch.bfloat16)
-        return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=enabled)
 
     def translate(self, model: nn.Module, sources: list[str], beam_size: int | None = None,
                   batch_size: int = 100) -> list[str]:
