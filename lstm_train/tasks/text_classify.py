@@ -136,6 +136,18 @@ class TextClassifyTask(Task):
 
     # ------------------------------------------------------------------ data
 
+    def source_files(self) -> list[Path]:
+        """The files load_data reads (the prepared-data store's key); a resumed run's own
+        vocabulary is one of them."""
+        data = self.job.data
+        if data.source == "files":
+            files = [Path(p).expanduser() for p in (data.path, data.train_path, data.val_path, data.test_path) if p]
+        else:
+            folder = Path(data.root).expanduser() / "SST" / "trees"
+            files = [folder / f"{name}.txt" for name in ("train", "dev", "test")]
+        saved = self.run_dir / VOCAB_FILE if self.run_dir is not None else None
+        return files + ([saved] if saved is not None and saved.is_file() else [])
+
     def load_data(self) -> Splits:
         data = self.job.data
         groups = None
@@ -232,6 +244,9 @@ class TextClassifyTask(Task):
                                m.bidirectional, m.dropout, m.pooling, m.embedding_dropout, m.word_dropout,
                                m.sparse_embeddings)
         pretrained = getattr(self, "pretrained", None)
+        if pretrained is None and m.embeddings.path:  # data mapped from the store: load_data did not run
+            pretrained = self.pretrained = read_vectors(m.embeddings.path, Vocab.from_json(info["vocab"]), m.embedding_dim)
+            main_print(pretrained.summary())
         if pretrained is not None:
             model.load_vectors(pretrained.vectors, pretrained.found, m.embeddings.freeze)
         elif m.embeddings.freeze:
