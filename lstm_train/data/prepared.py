@@ -380,7 +380,10 @@ def locate(task: Any) -> Entry | None:
     if sources is None:
         return None
     root = _writable_root(task.job)
-    key, records = entry_key(task, [Path(p) for p in sources], root / ".sources")
+    files = []
+    for source in map(Path, sources):  # a folder (a datasets save_to_disk directory): every file in it
+        files += sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+    key, records = entry_key(task, files, root / ".sources")
     return Entry(root / f"{task.name}-{key}", key, records)
 
 
@@ -430,7 +433,8 @@ def prepare(task: Any, entry: Entry) -> dict[str, Any]:
         os.rename(tmp, entry.folder)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        # numpy reports a short write as a bare OSError ("N requested and M written")
+        if e.errno in (errno.ENOSPC, errno.EDQUOT) or (e.errno is None and "requested and" in str(e)):
             raise PreparedDataError(f"disk full while preparing data in {entry.folder.parent} (data.cache_dir): "
                                     "nothing was stored. Free space or point data.cache_dir elsewhere.") from None
         raise
