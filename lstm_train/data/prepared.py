@@ -422,7 +422,9 @@ def prepare(task: Any, entry: Entry) -> dict[str, Any]:
     note(f"prepared data: preparing {task.name} data into {entry.folder}")
     started = time.perf_counter()
     before = {r["path"]: (r["size"], r["mtime_ns"]) for r in entry.sources}
-    splits = task.load_data()
+    # A task of its own, without the run directory: the entry is shared by every run of this
+    # data, so nothing of one run (a resumed run's files) may go into it.
+    splits = type(task)(task.job, None).load_data()
     changed = [p for p, stamp in before.items() if not Path(p).exists() or _stamp(Path(p)) != stamp]
     if changed:
         raise PreparedDataError(f"{', '.join(changed)} changed while it was being prepared; nothing was stored. "

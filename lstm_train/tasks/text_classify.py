@@ -138,16 +138,14 @@ class TextClassifyTask(Task):
     # ------------------------------------------------------------------ data
 
     def source_files(self) -> list[Path]:
-        """The files load_data reads (the prepared-data store's key); a resumed run's own
-        vocabulary is one of them."""
+        """The files load_data reads (the prepared-data store's key)."""
         data = self.job.data
         if data.source == "files":
             files = [Path(p).expanduser() for p in (data.path, data.train_path, data.val_path, data.test_path) if p]
         else:
             folder = Path(data.root).expanduser() / "SST" / "trees"
             files = [folder / f"{name}.txt" for name in ("train", "dev", "test")]
-        saved = self.run_dir / VOCAB_FILE if self.run_dir is not None else None
-        return files + ([saved] if saved is not None and saved.is_file() else [])
+        return files
 
     def load_data(self) -> Splits:
         data = self.job.data
@@ -233,6 +231,9 @@ class TextClassifyTask(Task):
     def write_run_files(self, run_dir: Path, info: dict[str, Any]) -> None:
         """vocab.json beside the checkpoints (atomic), for predict and resumed runs."""
         path = Path(run_dir) / VOCAB_FILE
+        if path.is_file():  # a resumed run: the data's vocabulary must still be the run's
+            Vocab.load(path).check_matches(info["vocab_digest"], str(path))
+            return
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(info["vocab"], encoding="utf-8")
         os.replace(tmp, path)
