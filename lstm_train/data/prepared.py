@@ -105,8 +105,8 @@ def source_record(path: Path, memo_dir: Path | None) -> dict[str, Any]:
     path = path.expanduser().resolve()
     try:
         st = path.stat()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: source file not found") from None
+    except FileNotFoundError:  # the task's load_data names it, in its own words
+        return {"path": str(path), "missing": True}
     stamp = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
     memo = memo_dir / (hashlib.blake2b(str(path).encode(), digest_size=12).hexdigest() + ".json") if memo_dir else None
     if memo is not None and memo.is_file():
@@ -421,7 +421,7 @@ def prepare(task: Any, entry: Entry) -> dict[str, Any]:
     """`task.load_data()` written into a temporary directory, renamed into place once whole."""
     note(f"prepared data: preparing {task.name} data into {entry.folder}")
     started = time.perf_counter()
-    before = {r["path"]: (r["size"], r["mtime_ns"]) for r in entry.sources}
+    before = {r["path"]: (r["size"], r["mtime_ns"]) for r in entry.sources if not r.get("missing")}
     # A task of its own, without the run directory: the entry is shared by every run of this
     # data, so nothing of one run (a resumed run's files) may go into it.
     splits = type(task)(task.job, None).load_data()
