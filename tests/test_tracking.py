@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import time
 import warnings
@@ -28,7 +29,7 @@ from lstm_train.tracking import (
     wandb_run_id,
 )
 
-from .conftest import run_cli
+from .conftest import ROOT, result_of, run_cli
 try:  # `python -m pytest` from the repo root, or tests/ as a package
     from tests.wandb_records import config_values, read_runs
 except ImportError:  # plain `pytest`: tests/ itself is on sys.path
@@ -364,19 +365,49 @@ def test_tables_and_the_model_artifact_reach_the_offline_run(tmp_path: Path) -> 
     tracker.log(6, {"val/accuracy": 0.7})
     tracker.log(9, {"val/accuracy": 0.6})
     tracker.log_table("examples", ["source", "hypothesis"], [["ein Mann", "a man"], ["zwei", "two"]])
-    model, result = run_dir / "best.pt", run_dir / "result.json"
-    model.write_bytes(b"weights")
-    result.write_text("{}")
-    tracker.log_model(model, result, {"test_accuracy": 0.61})
+    staged = run_dir / "model-artifact"
+    staged.mkdir()
+    for name in ("model.safetensors", "meta.json", "config.yaml", "vocab.json", "result.json"):
+        (staged / name).write_text("{}")
+    tracker.log_model(staged, "latest", {"test_accuracy": 0.61})  # nothing selected on validation data
     tracker.finish({"test_accuracy": 0.61})
     assert (run_dir / "metrics" / "examples.tsv").read_text() == "source\thypothesis\nein Mann\ta man\nzwei\ttwo\n"
     (run,) = read_runs(run_dir / "wandb")
     assert any(isinstance(row.get("examples"), dict) and row["examples"].get("_type") == "table-file"
                for row in run.history)
     (artifact,) = [a for a in run.artifacts if a["type"] == "model"]  # (the table is a run-table artifact)
-    assert artifact["type"] == "model" and artifact["name"] == "tiny-job7" and "best" in artifact["aliases"]
-    assert artifact["files"] == ["best.pt", "result.json"] and artifact["metadata"] == {"test_accuracy": 0.61}
+    assert artifact["type"] == "model" and artifact["name"] == "tiny-job7" and artifact["aliases"] == ["latest"]
+    assert artifact["files"] == ["config.yaml", "meta.json", "model.safetensors", "result.json", "vocab.json"]
+    assert artifact["metadata"] == {"test_accuracy": 0.61}
     assert run.summary["val/accuracy"] == {"max": 0.7}  # the summary keeps the best validation value
+
+
+def test_the_model_artifact_is_a_usable_model(tmp_path: Path) -> None:
+    """A run that selects a model on validation data logs one artifact (alias best) of the best
+    weights, config.yaml, the run files and result.json, staged inside the run directory; laid
+    out as `wandb artifact get` downloads it (each file at its artifact path), it predicts what
+    the run directory predicts."""
+    out = tmp_path / "run"
+    job = [str(ROOT / "jobs" / "sine_forecast.yaml"), "data.sine.series=4", "data.sine.length=200",
+           "data.val_size=0.15", "data.test_size=0.15", "model.hidden_size=8", "data.batch_size=32",
+           "data.plot_series=1", "data.classical=none", "train.epochs=2", f"train.output_dir={out}"]
+    proc = run_cli("run", *job, env={"WANDB_MODE": "offline"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = read_runs(out / "wandb")
+    (artifact,) = [a for a in run.artifacts if a["type"] == "model"]
+    assert "best" in artifact["aliases"] and artifact["metadata"] == {"test_mase": result_of(out)["test_mase"]}
+    assert {"model.safetensors", "meta.json", "config.yaml", "result.json"} <= set(artifact["files"])
+    assert "state.pt" not in artifact["files"]  # for using the model: no optimizer
+    downloaded = tmp_path / "artifacts" / "sine_forecast:v0"
+    downloaded.mkdir(parents=True)
+    for name, local in artifact["local_paths"].items():
+        assert Path(local).is_relative_to(out), f"{name} staged outside the run directory: {local}"
+        shutil.copyfile(local, downloaded / name)
+    meta = json.loads((downloaded / "meta.json").read_text())
+    assert meta["step"] == result_of(out)["best_step"]
+    from_run, from_artifact = run_cli("predict", str(out)), run_cli("predict", str(downloaded))
+    assert from_run.returncode == 0 and from_artifact.returncode == 0, from_artifact.stderr[-3000:]
+    assert from_artifact.stdout == from_run.stdout and from_run.stdout.strip()
 
 
 # ---------------------------------------------------------------------------
