@@ -260,7 +260,7 @@ def test_a_run_stopped_at_an_evaluation_step_evaluates_it_when_resumed(tmp_path:
 
 def test_best_weights_saved_just_before_a_crash_count_once(tmp_path: Path) -> None:
     """An evaluation that improves writes best/, then the checkpoint of its step.  A crash
-    between the two leaves best.pt newer than the newest checkpoint; the resumed run replays
+    between the two leaves best/ newer than the newest checkpoint; the resumed run replays
     that evaluation, which must count as the improvement it was, not as an evaluation without
     improvement over itself (patience 1 would then stop the run there)."""
     out = tmp_path / "r"
