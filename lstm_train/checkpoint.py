@@ -27,6 +27,7 @@ import json
 import os
 import pickle
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -183,8 +184,12 @@ def write_directory(path: Path, files: dict[str, bytes]) -> None:
         finally:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
-    for stale in folder.glob(".*.tmp"):  # left by a writer that crashed (one writer per run: the lock)
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+    for stale in folder.iterdir():  # ours, left by a writer that crashed (one writer per run: the lock)
+        if _STALE.match(stale.name):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+
+
+_STALE = re.compile(r"^\.(step-\d+|best|model-artifact)\.[^/]*\.tmp$")  # write_directory's temporary names
 
 
 def _fsync_directory(folder: Path) -> None:

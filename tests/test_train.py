@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -198,7 +199,7 @@ def test_the_torchvision_loader_resumes_mid_epoch_bit_exact(fake_mnist: Path, tm
     (out / "result.json").unlink()
     for step, path in checkpoint_files(out / "checkpoints"):
         if step > 10:  # 8 steps per epoch: step 10 is inside the second
-            path.unlink()
+            shutil.rmtree(path)
     proc = run_cli("run", *args)
     assert proc.returncode == 0, proc.stderr
     assert result_of(out)["resumed_from_step"] == 10 and result_of(out)["steps"] == 24
