@@ -206,9 +206,11 @@ def test_status_never_unpickles_a_result_file(tmp_path: Path) -> None:
         folder.mkdir(parents=True)
         with open(folder / "999999_0_result.pkl", "wb") as f:
             pickle.dump(("error", Planted(marker)), f)
+    failed = "submitit ERROR (2026-12-02 10:00:00,000) - Submitted job triggered an exception\n"
+    (run_dir / "local" / "999999_0_log.out").write_text(
+        "submitit INFO (2026-12-02 09:59:00,000) - Starting with JobEnvironment(...)\n" + failed)
     (run_dir / "local" / "999999_0_log.err").write_text(
-        "submitit ERROR (2026-12-02 10:00:00,000) - Submitted job triggered an exception\n"
-        "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\nValueError: bad input\n")
+        failed + "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\nValueError: bad input\n")
     (run_dir / "submission.json").write_text(json.dumps({
         "kind": "run", "executor": "local", "job_ids": ["999999"], "run_dir": str(run_dir), "folder": str(elsewhere)}))
     said = {}

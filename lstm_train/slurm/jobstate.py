@@ -198,16 +198,21 @@ def result_outcome(folder: Path, job_id: str, task: int = 0) -> str | None:
 
 
 def read_result(folder: Path, job_id: str, task: int = 0) -> tuple[str, str] | None:
-    """(outcome, traceback) of a task, from submitit's lines in the task's stderr log (the last
+    """(outcome, traceback) of a task, from submitit's own lines in the task's logs (the last
     attempt's: a requeued job appends): "success" with no traceback, or "error" with the
-    traceback Python printed after submitit's line.  Never from submitit's result pickle:
+    traceback Python printed to stderr after submitit's line.  (submitit logs every line to
+    stdout and warnings and errors to stderr too.)  Never from submitit's result pickle:
     unpickling a file from a shared run directory would run whatever its writer put there."""
     if not JOB_ID.match(job_id):
         return None
-    text = log_tail(folder / f"{job_id}_{task}_log.err")
-    error, success = text.rfind(ERROR_LINE), text.rfind(SUCCESS_LINE)
+    out = log_tail(folder / f"{job_id}_{task}_log.out")
+    error, success = out.rfind(ERROR_LINE), out.rfind(SUCCESS_LINE)
+    err = log_tail(folder / f"{job_id}_{task}_log.err")
+    if error < 0 and success < 0 and ERROR_LINE in err:  # stdout lost (or cut): stderr has the error line too
+        error = 0
     if error > success:
-        lines = [RANK_PREFIX.sub("", line) for line in text[error + len(ERROR_LINE):].splitlines()[1:]]
+        at = err.rfind(ERROR_LINE)
+        lines = [RANK_PREFIX.sub("", line) for line in err[at + len(ERROR_LINE):].splitlines()[1:]] if at >= 0 else []
         start = next((i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last):")), 0)
         trace = []
         for line in lines[start:]:
