@@ -398,7 +398,8 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
 
 ARTIFACT = "model-artifact"  # in the run directory: the W&B model artifact's files, staged
 _NOT_RUN_FILES = {"lock.json", "submission.json", "result.json", "config.yaml"}
-_NOT_RUN_FILE_SUFFIXES = {".png", ".jpg", ".jpeg", ".svg", ".pdf", ".tsv", ".log", ".out", ".err"}
+_NOT_RUN_FILE_SUFFIXES = {".png", ".jpg", ".jpeg", ".svg", ".pdf", ".tsv", ".log", ".out", ".err",
+                          ".pt", ".onnx"}  # plots, tables, logs, `lstm-train export`'s files
 
 
 def stage_artifact(run_dir: Path, selected: bool) -> Path:
@@ -416,7 +417,8 @@ def stage_artifact(run_dir: Path, selected: bool) -> Path:
     for path in sorted(run_dir.iterdir()):
         if path.is_file() and not path.is_symlink() and not path.name.startswith(".") and (
                 path.name in ("config.yaml", "result.json") or
-                path.name not in _NOT_RUN_FILES and path.suffix not in _NOT_RUN_FILE_SUFFIXES):
+                path.name not in _NOT_RUN_FILES and path.suffix not in _NOT_RUN_FILE_SUFFIXES and
+                not path.name.endswith((".pt.json", ".onnx.json"))):
             files[path.name] = path.read_bytes()
     target = run_dir / ARTIFACT
     write_directory(target, files)
