@@ -1,4 +1,4 @@
-"""`lstm-train`: run, predict, report, bench, submit, status, cancel.
+"""`lstm-train`: run, predict, export, report, bench, submit, status, cancel.
 
 Errors a user can fix (a bad key, a missing file, a checkpoint of another model)
 print one clear message and exit 2; no traceback to dig through.
@@ -96,6 +96,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import ExportParityError, export
+
+    try:
+        done = export(Path(args.run_dir), args.format, Path(args.out) if args.out else None, args.tolerance)
+    except ExportParityError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {done.path} ({args.format}, fp32; inputs {done.traced_shapes} traced, dynamic axes) and {done.sidecar}")
+    print(f"parity on the test split's first batch {done.checked_shapes}: max |exported - PyTorch| = {done.max_abs_diff:.3g}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import report
 
@@ -147,6 +160,13 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--beam", type=int, help="beam size (translation; default: the job's)")
     predict.add_argument("--output", help="where to write a filled file (--conllu)")
     predict.set_defaults(func=cmd_predict)
+
+    export = sub.add_parser("export", help="a trained run's model as ONNX or TorchScript, checked against PyTorch")
+    export.add_argument("run_dir")
+    export.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+    export.add_argument("--out", help="file to write (default: RUN_DIR/model.onnx or RUN_DIR/model.pt)")
+    export.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted output difference")
+    export.set_defaults(func=cmd_export)
 
     report = sub.add_parser("report", help="summary table and PNG plots of a run's metrics")
     report.add_argument("run_dir")
