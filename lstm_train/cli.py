@@ -100,7 +100,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import ExportParityError, export
 
     try:
-        done = export(Path(args.run_dir), args.format, Path(args.out) if args.out else None, args.tolerance)
+        run_dir = Path(args.run_dir)
+        done = export(load_run(run_dir), run_dir, args.format, Path(args.out) if args.out else None, args.tolerance)
     except ExportParityError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -62,15 +62,15 @@ class Forward(nn.Module):
         return self.call(self.model, *inputs) if self.call is not None else self.model(*inputs)
 
 
-def export(run_dir: Path, fmt: Format, out: Path | None = None, tolerance: float = 1e-4) -> ExportResult:
-    from .cli import load_run
-
+def export(loaded: tuple[Any, Task, nn.Module, dict[str, Any]], run_dir: Path, fmt: Format, out: Path | None = None,
+           tolerance: float = 1e-4) -> ExportResult:
+    """Export `loaded` (`cli.load_run(run_dir)`: job, task, model, task info) as `fmt` to `out`."""
     if fmt not in SUFFIX:
         raise ValueError(f"--format {fmt!r}: use onnx or torchscript")
     if not tolerance >= 0:
         raise ValueError(f"--tolerance {tolerance}: a largest accepted difference, 0 or more")
     run_dir = Path(run_dir)
-    job, task, model, info = load_run(run_dir)
+    job, task, model, info = loaded
     model = model.float().cpu().eval()
     test = task.load_data().test
     if len(test[0]) == 0:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from lstm_train.cli import load_run
 from lstm_train.config import load_job
-from lstm_train.export import export
+from lstm_train.export import export as export_loaded
 from lstm_train.train import train
 
 from .conftest import ROOT, make_fake_mnist, require, run_cli
@@ -55,6 +56,10 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         torch.set_num_threads(before)
 
 
+def export(run_dir: Path, fmt: str, out: Path):
+    return export_loaded(load_run(run_dir), run_dir, fmt, out)
+
+
 def onnx_session(path: Path):
     try:
         import onnxruntime
@@ -83,8 +88,6 @@ def test_onnx_export_matches_pytorch(runs, task, tmp_path):
 
 def test_onnx_classify_reads_other_lengths_than_traced(runs, tmp_path):
     """28 rows were traced; 9 rows of 3 images must give what the PyTorch model gives."""
-    from lstm_train.cli import load_run
-
     out = tmp_path / "c.onnx"
     export(runs["classify"], "onnx", out)
     _, _, model, _ = load_run(runs["classify"])
