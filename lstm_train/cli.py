@@ -31,6 +31,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .train import NonFiniteLoss, train
 
     job = load_job(args.job, args.overrides)
+    if job.sweep is not None or args.point is not None:
+        job = sweep_point(job, args.job, args.point or 0)
     stop = StopRequest(signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
     try:
         result = train(job, stop.event)
@@ -45,6 +47,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:  # one copy of the result, not one per process
         print(json.dumps(result, indent=2))
     return leave(0)
+
+
+def sweep_point(job, source: str, index: int):
+    """`run` of a job with a `sweep:` trains one point of it, and says which (`submit` runs them all)."""
+    from .config import ConfigError, sweep_jobs
+    from .sweeps import describe
+
+    if job.sweep is None:
+        raise ConfigError(f"--point {index}: {source} has no sweep: section")
+    points = sweep_jobs(job, source)
+    if not 0 <= index < len(points):
+        raise ConfigError(f"--point {index}: {source}'s sweep has points 0 to {len(points) - 1}")
+    label, _, point = points[index]
+    point.train.output_dir, point.train.run_id = job.train.output_dir, job.train.run_id  # as given to `run`
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{source} has a {describe(job.sweep, len(points))}: `run` trains point {index} only, {label} "
+              f"(--point N for another; `lstm-train submit {source}` runs them all as one job array)",
+              file=sys.stderr, flush=True)
+    return point
 
 
 def leave(code: int) -> int:
@@ -149,6 +170,7 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train a job here (also under accelerate launch / torchrun)")
     run.add_argument("job", help="job spec, e.g. jobs/mnist_lstm.yaml")
     run.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.epochs=3")
+    run.add_argument("--point", type=int, help="a job with a sweep: which point to train (default 0)")
     run.set_defaults(func=cmd_run)
 
     predict = sub.add_parser("predict", help="use a trained run on new inputs")
