@@ -59,8 +59,8 @@ class TrainConfig(Section):
     eval_every_steps: int | None = Field(None, ge=1, description="evaluate every N steps instead of per epoch")
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 where the CPU/GPU runs it natively (AMX, AVX512-BF16, Ampere+), else fp32; "
-        "no: exact fp32 (the tutorial bit for bit)"
+        "auto", description="auto: the launcher's (accelerate launch --mixed_precision / its config file), else bf16 "
+        "where the CPU/GPU runs it natively (AMX, AVX512-BF16, Ampere+), else fp32; no: exact fp32 (the tutorial bit for bit)"
     )
 
     @field_validator("mixed_precision", mode="before")
@@ -70,7 +70,8 @@ class TrainConfig(Section):
         return "no" if value is False else value
 
     compile: bool = False
-    threads: int | None = Field(None, ge=1, description="torch threads per process (default: 1)")
+    threads: int | None = Field(None, ge=1, description="torch threads per process (default: the launcher's "
+                                "OMP_NUM_THREADS, e.g. accelerate launch --num_cpu_threads_per_process, else 1)")
     cpu: bool = Field(False, description="train on CPU even where a GPU is visible")
 
 

@@ -155,7 +155,7 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
     """
     stop = stop or threading.Event()
     task_class = get_task(job.task)
-    precision = resolve_precision(job.train.mixed_precision, task_class.precision, job.train.cpu)
+    precision = resolve_precision(job.train.mixed_precision, task_class.precision, job.train.cpu, warn=True)
     accelerator = make_accelerator(precision, job.train.cpu)
     finished = finished_result(job, accelerator)
     if finished is not None:
@@ -230,7 +230,7 @@ def finished_result(job: JobBase, accelerator: Accelerator) -> dict[str, Any] | 
 
 def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precision: str) -> Run:
     """Data, model, optimizer and batch plan; identical initial weights on every rank."""
-    threads = set_threads(job.train.threads)
+    threads = set_threads(job.train.threads, warn=True)
     world = accelerator.num_processes
     run_dir = job.run_dir
     set_seed(job.train.seed)
