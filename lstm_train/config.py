@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model, field_vali
 
 from . import runfiles
 from .schema import ConfigError, DataBase, ModelBase, Section, default_data_root
-from .sweeps import SweepConfig
+from .sweeps import SweepConfig, point_label, point_overrides, points
 from .tasks import TASKS, get_task
 
 __all__ = ["ConfigError", "DataBase", "JobBase", "ModelBase", "Section", "default_data_root", "load_job", "validate_job"]
@@ -250,8 +250,6 @@ def save_job(job: JobBase, path: Path) -> None:
 def sweep_jobs(job: JobBase, source: str) -> list[tuple[str, dict[str, Any], JobBase]]:
     """(label, params, validated job) of every point of the job's `sweep:` (`sweeps.points`):
     the job without its sweep, each point's values applied as overrides and checked."""
-    from .sweeps import point_label, point_overrides, points
-
     base = job.to_dict()
     base["sweep"] = None
     base["train"]["output_dir"] = base["train"]["run_id"] = None
