@@ -2,7 +2,7 @@
 
     sweep:
       method: random            # or grid
-      count: 6                  # random: how many points (grid: at most this many)
+      count: 6                  # random: how many points (grid: at most this many); W&B's run_cap too
       seed: 0                   # random: the draw (same seed, same points)
       metric: {name: test_accuracy, goal: maximize}   # optional, recorded with the sweep
       parameters:
@@ -89,14 +89,20 @@ class SweepConfig(Section):
     method: Literal["grid", "random"] = "grid"
     parameters: dict[str, Any] = Field({}, description="W&B's parameters: dotted job key -> value/values/distribution")
     count: int | None = Field(None, ge=1, description="random: number of points (required); grid: at most this many")
+    run_cap: int | None = Field(None, ge=1, description="W&B's name for count (a sweep file written for W&B)")
     seed: int = Field(0, description="random: the draw")
-    metric: dict[str, str] | None = Field(None, description="W&B's metric: {name, goal: minimize|maximize}")
+    metric: dict[str, Any] | None = Field(None, description="W&B's metric: {name, goal: minimize|maximize}; recorded "
+                                          "in submission.json (status ranks by the task's primary metric)")
     name: str | None = None
     description: str | None = None
     grid: dict[str, list[Any]] = Field({}, description="the older form: dotted key -> list of values (method grid)")
 
     @model_validator(mode="after")
     def _check(self) -> SweepConfig:
+        if self.run_cap is not None:
+            if self.count is not None and self.count != self.run_cap:
+                raise ValueError(f"sweep.count ({self.count}) and sweep.run_cap ({self.run_cap}) differ: give one")
+            object.__setattr__(self, "count", self.run_cap)
         if self.grid and self.parameters:
             raise ValueError("sweep.grid (the older form) or sweep.parameters, not both")
         if self.grid and self.method != "grid":
@@ -115,7 +121,7 @@ class SweepConfig(Section):
                 raise ValueError(f"method grid needs values for every parameter; continuous: {', '.join(continuous)} "
                                  "(use method random, or values)")
         if self.metric is not None:
-            if set(self.metric) - {"name", "goal"} or "name" not in self.metric:
+            if set(self.metric) - {"name", "goal", "target"} or "name" not in self.metric:
                 raise ValueError(f"sweep.metric is {{name: ..., goal: minimize|maximize}}, not {self.metric}")
             if self.metric.get("goal", "minimize") not in ("minimize", "maximize"):
                 raise ValueError(f"sweep.metric.goal = {self.metric['goal']!r}: minimize or maximize")

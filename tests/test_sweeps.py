@@ -54,6 +54,7 @@ def test_grid_in_wbs_format_and_the_older_form_agree() -> None:
     old = SweepConfig.model_validate({"grid": {"optim.lr": [0.1, 0.01], "model.hidden_size": [8, 16, 32]}})
     assert points(new) == points(old) and len(points(new)) == 6
     assert len(points(SweepConfig.model_validate({**new.model_dump(), "count": 4}))) == 4
+    assert len(points(SweepConfig.model_validate({**RANDOM, "count": None, "run_cap": 3}))) == 3  # W&B's name
 
 
 @pytest.mark.parametrize("sweep, message", [
