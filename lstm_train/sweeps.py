@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from .schema import ConfigError, Section
+from .schema import Section
 
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "categorical")
 
@@ -196,4 +196,4 @@ def point_overrides(params: dict[str, Any]) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in params.items()]
 
 
-__all__ = ["ConfigError", "SweepConfig", "SweepParameter", "describe", "point_label", "point_overrides", "points"]
+__all__ = ["SweepConfig", "SweepParameter", "describe", "point_label", "point_overrides", "points"]

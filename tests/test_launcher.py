@@ -6,6 +6,7 @@ slurm/accelerate.sbatch's thread count reaches torch.  Real `accelerate launch`,
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,8 +25,6 @@ TINY = ["train.max_steps=2", "model.hidden_size=8", "tracking.wandb.mode=disable
 
 def launch(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`accelerate launch [ARGS] -m lstm_train run ...` as a user types it (one process)."""
-    import os
-
     accelerate = str(Path(sys.executable).parent / "accelerate")
     full = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "OMP_"))}
     full.update(WANDB_MODE="disabled", PYTHONUNBUFFERED="1", **(env or {}))

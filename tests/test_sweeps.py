@@ -16,7 +16,7 @@ import yaml
 from lstm_train.config import ConfigError, load_job, sweep_jobs, validate_job
 from lstm_train.sweeps import SweepConfig, points
 
-from .conftest import ROOT, make_fake_mnist, run_cli
+from .conftest import make_fake_mnist, run_cli
 from .slurm_helpers import JOB, result, submit
 from .wandb_records import config_values, read_runs
 
