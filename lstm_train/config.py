@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model, field_vali
 
 from . import runfiles
 from .schema import ConfigError, DataBase, ModelBase, Section, default_data_root
-from .sweeps import SweepConfig, point_label, point_overrides, points
+from .sweeps import HalvingConfig, SweepConfig, point_label, point_overrides, points
 from .tasks import TASKS, get_task
 
 __all__ = ["ConfigError", "DataBase", "JobBase", "ModelBase", "Section", "default_data_root", "load_job", "validate_job"]
@@ -73,6 +73,7 @@ class TrainConfig(Section):
     threads: int | None = Field(None, ge=1, description="torch threads per process (default: the launcher's "
                                 "OMP_NUM_THREADS, e.g. accelerate launch --num_cpu_threads_per_process, else 1)")
     cpu: bool = Field(False, description="train on CPU even where a GPU is visible")
+    halving: HalvingConfig | None = Field(None, description="set by submit on a sweep's points (sweep.early_terminate)")
 
 
 class WandbConfig(Section):

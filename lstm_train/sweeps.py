@@ -5,6 +5,7 @@
       count: 6                  # random: how many points (grid: at most this many); W&B's run_cap too
       seed: 0                   # random: the draw (same seed, same points)
       metric: {name: test_accuracy, goal: maximize}   # optional, recorded with the sweep
+      early_terminate: {type: hyperband, min_iter: 200, eta: 2}   # optional: successive halving
       parameters:
         optim.lr: {distribution: log_uniform_values, min: 1.0e-4, max: 1.0e-2}
         model.hidden_size: {values: [32, 64, 128]}
@@ -21,6 +22,9 @@ set of overrides of the job, validated like the command line's.  The older `grid
 [values]}` is the same as `method: grid` with `values`.  Points are drawn here, on the login
 node, with numpy's seeded generator, so the whole sweep is one job array of known points
 (no W&B agent or server needed; `wandb sync` of offline points works the same).
+`early_terminate` stops the worst points at rungs of min_iter * eta^k training steps
+(`lstm_train.halving`; the value at a rung is the first evaluation at or after it, so make
+min_iter a multiple of the evaluation interval).
 """
 
 from __future__ import annotations
@@ -85,6 +89,21 @@ class SweepParameter(Section):
         return None
 
 
+class EarlyTerminate(Section):
+    """W&B's `early_terminate`, as successive halving of the points (`lstm_train.halving`)."""
+
+    type: Literal["hyperband"] = "hyperband"
+    min_iter: int = Field(..., ge=1, description="the first rung, in training steps (then min_iter * eta^k)")
+    eta: int = Field(2, ge=2, description="keep the best 1/eta of the points at each rung (2: stop the worse half)")
+
+
+class HalvingConfig(Section):
+    """`train.halving`: set by `submit` on the points of a sweep with `early_terminate`."""
+
+    min_steps: int = Field(..., ge=1)
+    eta: int = Field(2, ge=2)
+
+
 class SweepConfig(Section):
     method: Literal["grid", "random"] = "grid"
     parameters: dict[str, Any] = Field({}, description="W&B's parameters: dotted job key -> value/values/distribution")
@@ -95,6 +114,8 @@ class SweepConfig(Section):
                                           "in submission.json (status ranks by the task's primary metric)")
     name: str | None = None
     description: str | None = None
+    early_terminate: EarlyTerminate | None = Field(None, description="successive halving: stop the worst points at "
+                                                   "rungs of min_iter * eta^k steps (lstm_train.halving)")
     grid: dict[str, list[Any]] = Field({}, description="the older form: dotted key -> list of values (method grid)")
 
     @model_validator(mode="after")
@@ -196,4 +217,4 @@ def point_overrides(params: dict[str, Any]) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in params.items()]
 
 
-__all__ = ["SweepConfig", "SweepParameter", "describe", "point_label", "point_overrides", "points"]
+__all__ = ["EarlyTerminate", "HalvingConfig", "SweepConfig", "SweepParameter", "describe", "point_label", "point_overrides", "points"]

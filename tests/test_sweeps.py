@@ -16,7 +16,7 @@ import yaml
 from lstm_train.config import ConfigError, load_job, sweep_jobs, validate_job
 from lstm_train.sweeps import SweepConfig, points
 
-from .conftest import make_fake_mnist, run_cli
+from .conftest import ROOT, make_fake_mnist, run_cli
 from .slurm_helpers import JOB, result, submit
 from .wandb_records import config_values, read_runs
 
@@ -126,3 +126,58 @@ def test_random_sweep_on_slurm_is_one_array_tagged_with_one_sweep_id(
         assert wandb_config["tracking"]["wandb"]["job_type"] == point["name"]
         assert wandb_config["optim"]["lr"] == point["params"]["optim.lr"]
         assert any("test_accuracy" in k for k in run.summary), run.summary
+
+
+# ---------------------------------------------------------------------------
+# Successive halving (sweep.early_terminate): each point decides at its own rungs
+
+
+def test_halving_rungs_and_decisions(tmp_path: Path) -> None:
+    from lstm_train.halving import DECISION, record_and_decide, rung_at
+
+    assert [rung_at(s, 2, 2) for s in (1, 2, 3, 4, 7, 8, 9)] == [None, 2, 2, 4, 4, 8, 8]
+    sweep = tmp_path / "sweep"
+    a, b, c = (sweep / name for name in ("00-a", "01-b", "02-c"))
+    for d in (a, b, c):
+        d.mkdir(parents=True)
+    decide = lambda run, step, value: record_and_decide(run, step, "val_mase", value, False, 2, 2)  # noqa: E731
+    assert decide(a, 1, 5.0) is None  # before the first rung: nothing recorded
+    assert decide(a, 2, 1.0) is None  # alone at rung 2: goes on
+    assert decide(b, 3, 2.0).startswith("successive halving at rung 2 steps: val_mase 2 is not in the best 1")
+    assert (b / DECISION).is_file() and decide(b, 4, 0.1) is not None  # a resumed point stays stopped
+    assert decide(c, 2, 0.5) is None  # the best of three: goes on
+    assert decide(a, 2, 9.0) is None  # one decision per rung
+    assert decide(a, 4, 3.0) is None and decide(c, 4, 4.0) is not None  # rung 4: a and c, c the worse
+    assert record_and_decide(a, 8, "val_mase", 9.0, False, 2, 2, final=True) is None  # the last step: recorded only
+    assert json.loads((sweep / "rungs" / "00-a.json").read_text())["8"]["value"] == 9.0
+
+
+def test_random_sweep_with_successive_halving_on_slurm(
+        cluster: None, tmp_path: Path, fake_slurm_env: dict[str, str], jobs: list[str]) -> None:
+    """Six sine forecasters, 16 steps each at most, evaluated every 2; rungs at 2, 4, 8 steps:
+    the points that are worse than half of those at a rung stop there, and say so."""
+    spec = yaml.safe_load((ROOT / "jobs" / "sine_forecast.yaml").read_text())
+    spec.update(name="halving_test", slurm={"array_parallelism": 2, "time_min": 10}, sweep={
+        "method": "random", "count": 6, "seed": 0, "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 2},
+        "parameters": {"optim.lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-1}}})
+    job_file = tmp_path / "sweep.yaml"
+    job_file.write_text(yaml.safe_dump(spec))
+    sweep_dir = tmp_path / "sweep"
+    t0 = time.monotonic()
+    p = submit(sweep_dir, "data.sine.series=4", "data.sine.length=300", "data.val_size=40", "data.test_size=60",
+               "model.hidden_size=8", "train.epochs=100", "train.max_steps=16", "train.eval_every_steps=2",
+               "data.classical=none",
+               "tracking.wandb.mode=disabled", env=fake_slurm_env, job=job_file, wait=True, jobs=jobs, timeout=900)
+    assert p.returncode == 0, p.stdout + p.stderr
+    record = json.loads((sweep_dir / "submission.json").read_text())
+    results = {pt["name"]: result(Path(pt["run_dir"])) for pt in record["points"]}
+    steps = {name: r["steps"] for name, r in results.items()}
+    print(f"\n6-point sweep with successive halving: {sum(steps.values())} of {6 * 16} steps trained "
+          f"({time.monotonic() - t0:.1f} s): {steps}")
+    stopped = {name for name, r in results.items() if r["stopped_early"]}
+    assert stopped and len(stopped) < 6, steps
+    assert all(steps[n] < 16 for n in stopped) and all(steps[n] == 16 for n in steps if n not in stopped), steps
+    for name in stopped:
+        decision = json.loads((sweep_dir / name / "halving.json").read_text())
+        assert decision["value"] > decision["cutoff"] and len(decision["points_at_rung"]) >= 2, decision
+        assert steps[name] == decision["step"]

@@ -250,6 +250,13 @@ def tagged(spec: dict[str, Any], sweep_id: str, label: str) -> dict[str, Any]:
     return spec
 
 
+def halved(spec: dict[str, Any], sweep: Any) -> dict[str, Any]:
+    """With `sweep.early_terminate`, the point stops itself at a rung where it is among the worst."""
+    if sweep.early_terminate is not None:
+        spec["train"]["halving"] = {"min_steps": sweep.early_terminate.min_iter, "eta": sweep.early_terminate.eta}
+    return spec
+
+
 def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
     grid = job.sweep.grid
     sweep_id = choose_run_id(job, "sweep-" + layout_identity(job, sweep_identity(job)), args.new_run)
@@ -278,7 +285,8 @@ def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
     trainers = []
     for label, params, point_job, point_id in todo:
         (sweep_dir / label).mkdir(parents=True, exist_ok=True)
-        trainers.append(Trainer(tagged(pinned(point_job, sweep_dir / label, point_id), sweep_id, label)))
+        spec = tagged(pinned(point_job, sweep_dir / label, point_id), sweep_id, label)
+        trainers.append(Trainer(halved(spec, job.sweep)))
 
     def submit_all() -> list[Any]:
         with executor.batch():
