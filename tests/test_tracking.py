@@ -384,30 +384,32 @@ def test_tables_and_the_model_artifact_reach_the_offline_run(tmp_path: Path) -> 
 
 def test_the_model_artifact_is_a_usable_model(tmp_path: Path) -> None:
     """A run that selects a model on validation data logs one artifact (alias best) of the best
-    weights, config.yaml, the run files and result.json, staged inside the run directory; laid
-    out as `wandb artifact get` downloads it (each file at its artifact path), it predicts what
-    the run directory predicts."""
+    weights, config.yaml, the run files (here the vocabulary) and result.json, staged inside
+    the run directory; laid out as `wandb artifact get` downloads it (each file at its
+    artifact path), it predicts what the run directory predicts."""
+    from .test_text import sentiment_csv
+
     out = tmp_path / "run"
-    job = [str(ROOT / "jobs" / "sine_forecast.yaml"), "data.sine.series=4", "data.sine.length=200",
-           "data.val_size=0.15", "data.test_size=0.15", "model.hidden_size=8", "data.batch_size=32",
-           "data.plot_series=1", "data.classical=none", "train.epochs=2", f"train.output_dir={out}"]
+    job = ["jobs/text_csv_example.yaml", f"data.path={sentiment_csv(tmp_path / 'reviews.csv')}",
+           "data.text_column=review", f"train.output_dir={out}", "train.epochs=3", "model.embedding_dim=16",
+           "model.hidden_size=16", "data.batch_size=16", "optim.lr=0.01", "train.mixed_precision=no"]
     proc = run_cli("run", *job, env={"WANDB_MODE": "offline"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = read_runs(out / "wandb")
     (artifact,) = [a for a in run.artifacts if a["type"] == "model"]
-    assert "best" in artifact["aliases"] and artifact["metadata"] == {"test_mase": result_of(out)["test_mase"]}
-    assert {"model.safetensors", "meta.json", "config.yaml", "result.json"} <= set(artifact["files"])
-    assert "state.pt" not in artifact["files"]  # for using the model: no optimizer
-    downloaded = tmp_path / "artifacts" / "sine_forecast:v0"
+    assert "best" in artifact["aliases"] and artifact["metadata"] == {"test_accuracy": result_of(out)["test_accuracy"]}
+    assert {"model.safetensors", "meta.json", "config.yaml", "vocab.json", "result.json"} <= set(artifact["files"])
+    assert "state.pt" not in artifact["files"] and "confusion_matrix.png" not in artifact["files"]
+    downloaded = tmp_path / "artifacts" / "text_csv_example:v0"
     downloaded.mkdir(parents=True)
     for name, local in artifact["local_paths"].items():
         assert Path(local).is_relative_to(out), f"{name} staged outside the run directory: {local}"
         shutil.copyfile(local, downloaded / name)
-    meta = json.loads((downloaded / "meta.json").read_text())
-    assert meta["step"] == result_of(out)["best_step"]
-    from_run, from_artifact = run_cli("predict", str(out)), run_cli("predict", str(downloaded))
+    assert json.loads((downloaded / "meta.json").read_text())["step"] == result_of(out)["best_step"]
+    texts = ["--text", "a great film", "--text", "dull and boring", "--text", "the plot"]
+    from_run, from_artifact = run_cli("predict", str(out), *texts), run_cli("predict", str(downloaded), *texts)
     assert from_run.returncode == 0 and from_artifact.returncode == 0, from_artifact.stderr[-3000:]
-    assert from_artifact.stdout == from_run.stdout and from_run.stdout.strip()
+    assert from_artifact.stdout == from_run.stdout and len(from_run.stdout.splitlines()) == 3
 
 
 # ---------------------------------------------------------------------------
