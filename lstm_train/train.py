@@ -305,9 +305,11 @@ def restore(run: Run) -> LoopState:
     else start fresh, each rank with its own random stream (dropout masks)."""
     state = LoopState()
     # Rank 0 chooses for every rank: on a shared filesystem ranks can list different files.
-    found, refused = None, None
+    found, best, refused = None, None, None
     try:
-        found = checkpoint.load_latest(run.checkpoints) if run.rank == 0 else None
+        if run.rank == 0:
+            found = checkpoint.load_latest(run.checkpoints)
+            best = checkpoint.load_best(run.checkpoints) if found else None
     except checkpoint.NotACheckpoint as e:  # every rank stops with it, none waits for rank 0
         refused = e
     path, refusal = broadcast_object(run.accelerator, (found[0] if found else None, refused and str(refused)))
@@ -341,7 +343,6 @@ def restore(run: Run) -> LoopState:
             f"{run.layout.global_batch} ({run.world} process(es)); set data.global_batch_size to keep the "
             "training the same at any world size"
         )
-    best = checkpoint.load_best(run.checkpoints) if run.rank == 0 else None
     # best/ is written just before the checkpoint of its step.  One from after this checkpoint's last
     # evaluation (a crash between the two) is left out: the replayed evaluation decides again.
     if best is not None and best.step <= (state.last_eval or 0):
