@@ -123,15 +123,17 @@ def generate_csv(path: Path, rows: int, seed: int = 0) -> None:
 
 
 def prepare_peak(job: str, overrides: list[str], env: dict[str, str], cwd: Path) -> dict:
-    """`lstm-train prepare` in a child: wall time and the child's peak RSS (ru_maxrss)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """`lstm-train prepare` in a child: wall time and that process's own peak RSS (ru_maxrss)."""
     t = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "lstm_train", "prepare", job, *overrides], cwd=cwd, env=env,
+    code = ("import resource, sys; from lstm_train.cli import main; rc = main(sys.argv[1:]); "
+            "print(f'peak_rss_kib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr); "
+            "sys.exit(rc)")
+    p = subprocess.run([sys.executable, "-c", code, "prepare", job, *overrides], cwd=cwd, env=env,
                        capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(f"prepare failed:\n{p.stderr[-3000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return {"seconds": round(time.monotonic() - t, 1), "peak_rss_mib": round(max(peak, before) / 1024, 1),
+    peak = int(re.findall(r"peak_rss_kib=(\d+)", p.stderr)[-1])
+    return {"seconds": round(time.monotonic() - t, 1), "peak_rss_mib": round(peak / 1024, 1),
             "entry_mb": round(json.loads(p.stdout)["bytes"] / 1e6, 1)}
 
 
