@@ -187,7 +187,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from .slurm.submission import submit_main
 
     if args.prepare:
-        summary = prepare_job(args)
+        import contextlib
+
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = prepare_job(args)
         if summary:
             print(f"prepared data: {summary['path']} ({summary['bytes']:,} bytes)", file=sys.stderr)
     return submit_main(args)

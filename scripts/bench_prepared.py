@@ -19,7 +19,6 @@ import json
 import os
 import random
 import re
-import resource
 import socket
 import subprocess
 import sys
@@ -163,7 +162,7 @@ def main() -> int:
     results: dict = {"jobs": [], "corpus": [], "command": " ".join(sys.argv)}
     common = lambda out: [f"train.max_steps={args.steps}", "train.log_every=1", "train.epochs=1",  # noqa: E731
                           "tracking.wandb.mode=disabled", f"train.output_dir={out}", "train.checkpoint_every=100000"]
-    for job in args.jobs.split(","):
+    for job in [j for j in args.jobs.split(",") if j]:  # --jobs "": the generated corpora only
         for version, tree in trees.items():
             for n in procs:
                 cache = work / f"cache-{job}-{version}-{n}"
@@ -189,6 +188,8 @@ def main() -> int:
         results["corpus"].append(row)
         print(json.dumps(row), flush=True)
         csv.unlink()
+    if args.before:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(trees["before"])], check=False)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     print(f"results: {args.out}  (work dir {work}: delete when done)")
     return 0
