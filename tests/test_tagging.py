@@ -16,7 +16,7 @@ from lstm_train.data import conll, tagging
 from lstm_train.data.conll import ConllError
 from lstm_train.data.ragged import gather
 from lstm_train.data.vocab import Vocab
-from lstm_train.entities import entity_counts, invalid_transitions, is_bio, precision_recall_f1
+from lstm_train.tasks.tag_entities import entity_counts, invalid_transitions, is_bio, precision_recall_f1
 from lstm_train.models.crf import CRF
 from lstm_train.models.tagger import CharCNN, Tagger
 
