@@ -107,7 +107,7 @@ def summarise(runs: list[dict[str, Any]], flops_per_sample: float | None) -> dic
         "per_cpu_s": round(first["units"] / max(cpu_s, 1e-9), 1),  # this process's CPU time: steadier when busy
         "epoch_s": round(epoch_s, 6),
         "cpu_s": round(cpu_s, 6),
-        "eval_s": round(statistics.median(r["eval_s"] for r in runs), 3),
+        "eval_s": round(statistics.median(r["eval_s"] for r in runs), 6),
         "metric": median_or_none([r["metric"] for r in runs]),
         "steps": first["steps"],
         "units": first["units"],
