@@ -175,7 +175,11 @@ class Task:
 
     A task keeps nothing on itself between hooks: every hook reads the job, the run
     directory and its arguments only (the tests check `vars(task)` after every hook).
-    Models arrive as the plain module (never a DDP wrapper), except in `loss`.
+    Models arrive as the plain module (never a DDP wrapper), except in `loss`.  State a
+    task carries from one training step to the next (a language model's hidden state)
+    belongs to the loop's per-rank state, saved in the checkpoint's generic "carry" slot,
+    not to the task: its place in this contract is an `initial_carry` hook and a `loss`
+    that takes and returns the carry (added with the first task that needs it).
     """
 
     name: ClassVar[str]
