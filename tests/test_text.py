@@ -465,8 +465,8 @@ def test_sparse_embeddings_train_the_same_model_on_one_or_two_processes(tmp_path
     done = accelerate_cli(2, "run", *common, f"train.output_dir={two}", timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert result_of(two)["world_size"] == 2 and len(set(result_of(two)["weights_sha1_per_rank"])) == 1
-    from lstm_train.checkpoint import checkpoint_files
+    from lstm_train.checkpoint import checkpoint_files, read_weights
 
-    weights = [torch.load(checkpoint_files(run / "checkpoints")[0][1], weights_only=False)["model"] for run in (one, two)]
+    weights = [read_weights(checkpoint_files(run / "checkpoints")[0][1]) for run in (one, two)]
     difference = max(float((weights[0][k].double() - weights[1][k].double()).abs().max()) for k in weights[0])
     assert difference < 1e-4, difference
