@@ -225,7 +225,8 @@ def parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="use a trained run on new inputs")
     predict.add_argument("run_dir")
-    predict.add_argument("inputs", nargs="*", help="image files (classify, caption)")
+    predict.add_argument("inputs", nargs="*", help="image files (classify, caption), texts (text tasks) or values "
+                         "(forecast)")
     predict.add_argument("--csv", help="series to forecast from (forecast)")
     predict.add_argument("--text", action="append", help="a sentence (text tasks; repeatable)")
     predict.add_argument("--file", help="a file of sentences, one per line (text tasks)")

@@ -48,16 +48,16 @@ from torch import nn
 from . import checkpoint, halving, runfiles, runlock
 from .config import JobBase, save_job
 from .data import prepared
-from .data.batching import BatchPlan, eval_batches
+from .data.batching import BatchPlan, eval_batches_for
 from .distributed import (
     BatchLayout, batch_layout, broadcast_buffers, broadcast_object, gather_objects,
-    make_accelerator, resolve_precision, set_threads, SparseGradients, worker_info,
+    autocast, make_accelerator, resolve_precision, set_threads, SparseGradients, worker_info,
 )
 from .optim import make_optimizer, make_scheduler
 from .progress import Progress
 from .schema import ConfigError
 from .tasks import get_task
-from .tasks.base import Batch, Split, Splits, Task, split_size
+from .tasks.base import Batch, Split, Splits, Task, evaluate_sums, split_size
 from .tracking import Tracker
 
 
@@ -270,7 +270,8 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
             task.write_run_files(run_dir, splits.info)
         accelerator.wait_for_everyone()
         net = task.build_model(splits.info)
-        dataset = task.torch_dataset(train=True) if getattr(job.data, "loader", "tensor") == "torchvision" else None
+        task.init_weights(net, splits.info)
+        dataset = task.torch_dataset(train=True)
         if dataset is None:
             splits = splits.to(accelerator.device)
         layout = batch_layout(job.data, job.train.grad_accum_steps, world)
@@ -286,7 +287,7 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
         if accelerator.scaler is not None:  # fp16: the optimizer steps through the loss scaler
             optimizer = accelerator.prepare_optimizer(optimizer)
         worker = worker_info(accelerator)
-        tracker = Tracker(job, run_dir, job.run_id, worker, primary=(task.primary_metric, task.higher_is_better))
+        tracker = Tracker(job, run_dir, job.run_id, worker, primary=(task.primary(splits.info), task.higher_is_better))
         accelerator.print(
             f"{job.name}: {world} process(es) on {worker.device} ({accelerator.distributed_type}), {threads} thread(s) "
             f"each, precision {precision}; {layout.describe()}; {plan.steps_in_epoch(0)} steps/epoch, "
@@ -381,7 +382,7 @@ def epoch_batches(run: Run, epoch: int, start: int) -> Iterator[list[tuple[Batch
     plan = list(steps)
     loader = iter(torch.utils.data.DataLoader(
         run.dataset, batch_sampler=[idx.tolist() for micro in plan for idx in micro],
-        num_workers=getattr(run.job.data, "num_workers", 0),
+        num_workers=run.task.loader_workers(),
         generator=torch.Generator().manual_seed(run.job.train.seed + epoch),
     ))
     device = run.accelerator.device
@@ -527,15 +528,8 @@ def evaluate(run: Run, split: Split, prefix: str, step: int) -> dict[str, Any]:
     batches, and a DDP forward could wait on collectives the others never make."""
     accelerator, task, net = run.accelerator, run.task, run.net
     broadcast_buffers(net, run.world)
-    net.eval()
-    sums: dict[str, torch.Tensor] = {}
-    lengths = task.lengths(split)
-    max_tokens = getattr(run.job.data, "max_tokens", None)
-    batches = eval_batches(split_size(split), run.rank, run.world, run.job.data.eval_batch_size, lengths, max_tokens)
-    with torch.no_grad(), accelerator.autocast():
-        for indices in batches:
-            for key, value in task.eval_sums(net, task.batch(split, indices)).items():
-                sums[key] = sums.get(key, 0) + value.double()
+    batches = eval_batches_for(run.job.data, split_size(split), run.rank, run.world, task.lengths(split))
+    sums = evaluate_sums(task, net, split, batches, autocast(accelerator.device, run.precision))
     keys = sorted(sums)  # the same order on every rank
     if run.world > 1:  # a rank with no batch (a split smaller than the world) has no sums: agree on the keys
         keys = sorted(set().union(*gather_objects(accelerator, keys)))
@@ -548,7 +542,6 @@ def evaluate(run: Run, split: Split, prefix: str, step: int) -> dict[str, Any]:
     run.tracker.log(step, {**{k.replace(f"{prefix}_", f"{prefix}/", 1): v for k, v in overall.items()}, **shard})
     accelerator.print(f"step {step}: " + "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                                   for k, v in overall.items()))
-    net.train()
     return overall
 
 
@@ -565,9 +558,9 @@ def validate(run: Run, state: LoopState) -> None:
         return
     metrics = evaluate(run, run.splits.val, "val", state.step)
     state.last_eval = state.step
-    key = f"val_{run.task.primary_metric}"
+    key = f"val_{run.task.primary(run.splits.info)}"
     if key not in metrics:
-        raise KeyError(f"task {run.task.name} declares primary_metric {run.task.primary_metric!r}, but its metrics "
+        raise KeyError(f"task {run.task.name} declares primary_metric {run.task.primary(run.splits.info)!r}, but its metrics "
                        f"are {sorted(metrics)}")
     value = float(metrics[key])
     best = state.best["value"] if state.best else None
@@ -585,7 +578,7 @@ def validate(run: Run, state: LoopState) -> None:
         patience = run.job.train.early_stopping.patience
         if patience is not None and state.evals_since_best >= patience:
             state.stopping = "early stopping"
-            run.accelerator.print(f"early stopping at step {state.step}: val_{run.task.primary_metric} has not "
+            run.accelerator.print(f"early stopping at step {state.step}: val_{run.task.primary(run.splits.info)} has not "
                                   f"improved on {state.best['value']:.4f} (step {state.best['step']}) in "
                                   f"{patience} evaluation(s)")
     halve(run, state, metrics, "val")
@@ -599,7 +592,7 @@ def halve(run: Run, state: LoopState, metrics: dict[str, Any], split: str) -> No
     cfg = run.job.train.halving
     if cfg is None or state.stopping:
         return
-    key = f"{split}_{run.task.primary_metric}"
+    key = f"{split}_{run.task.primary(run.splits.info)}"
     reason = None
     if run.accelerator.is_main_process:
         reason = halving.record_and_decide(run.run_dir, state.step, key, float(metrics[key]),
@@ -644,7 +637,7 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
     test_seconds = time.perf_counter() - began  # after train_seconds: not a part of it
     broadcast_buffers(run.net, run.world)
     digests = gather_objects(run.accelerator, weights_digest(run.net))  # equal digests: the ranks trained one model
-    primary = f"test_{run.task.primary_metric}"
+    primary = f"test_{run.task.primary(run.splits.info)}"
     result: dict[str, Any] = {
         **val_metrics,
         **test_metrics,

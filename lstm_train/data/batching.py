@@ -205,3 +205,11 @@ def eval_batches(n: int, rank: int, world_size: int, batch_size: int, lengths: t
     if lengths is None or max_tokens is None:
         return [b for b in mine.split(batch_size) if len(b)]
     return cut_by_tokens(mine, lengths, max_tokens)
+
+
+def eval_batches_for(data: DataBase, n: int, rank: int, world_size: int,
+                     lengths: torch.Tensor | None) -> list[torch.Tensor]:
+    """`eval_batches` of a job's data section (its `eval_batch_size`, and `max_tokens` where a
+    variable-length task's section has one): the loop's and the bench's evaluation."""
+    max_tokens = data.max_tokens if isinstance(data, SequenceData) else None
+    return eval_batches(n, rank, world_size, data.eval_batch_size, lengths, max_tokens)

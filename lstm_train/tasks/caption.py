@@ -11,7 +11,6 @@ accuracy and the character error rate (edit distance over reference digits).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,8 +25,8 @@ from ..data.strips import (
     DIGIT, PAD, VOCAB_SIZE, default_width, digits_to_text, make_strips, min_width, tokens_to_digits,
 )
 from ..models.captioner import Captioner
-from ..text import cer, edit_distance
-from .base import Splits, Task
+from .caption_text import cer, edit_distance
+from .base import Splits, Task, note, predict_files
 
 
 class CaptionData(DataBase):
@@ -156,7 +155,7 @@ class CaptionTask(Task):
         return self._token_loss(model(images, tokens), tokens, "mean")
 
     def eval_sums(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
-        net = getattr(model, "module", model)
+        net = model
         images, tokens = batch
         tokens = self._trim(tokens)
         memory = net.encode(images)
@@ -182,7 +181,7 @@ class CaptionTask(Task):
     # -- after training: the prediction grid ------------------------------------------
 
     def decode_all(self, model: nn.Module, images: torch.Tensor, batch: int = 1000) -> list[list[int]]:
-        net = getattr(model, "module", model)
+        net = model
         net.eval()
         out: list[list[int]] = []
         with torch.no_grad(), self.autocast(images.device):
@@ -213,17 +212,17 @@ class CaptionTask(Task):
             "test_cer_by_length": cer_by_length(predicted, truth),
             "test_mistakes": len(wrong),
             "prediction_grid": str(path),
-            "images": {"predictions": path},
+            "images": {"predictions": str(path)},
         }
 
     # -- new strips -------------------------------------------------------------------
 
     def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
-        net = getattr(model, "module", model)
+        net = model
         net.eval()
         dev = next(net.parameters()).device
         lines = []
-        for name in inputs:
+        for name in predict_files(inputs, "image files of digit strips"):
             strip = load_strip(name, info["height"], info["width"], info["max_digits"])
             with torch.no_grad(), self.autocast(dev):
                 digits = digit_lists(net.generate(strip[None].to(dev)))[0]
@@ -312,7 +311,7 @@ def load_strip(name: str, height: int, width: int, max_digits: int) -> torch.Ten
     if (w, h) == (width, height):
         return pixels.clone()
     if w <= width and h <= height and h >= DIGIT * 2 // 3:  # smaller, digits about the right size: pad only
-        note, placed = "", gray
+        how, placed = "", gray
     else:  # scale (keeping the aspect ratio) to fit
         scale = min(height / h, width / w)
         new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
@@ -322,10 +321,10 @@ def load_strip(name: str, height: int, width: int, max_digits: int) -> torch.Ten
                 f"model's {width}x{height} its digits would be {new_h} px tall (trained on {DIGIT}); "
                 f"crop it into shorter strips"
             )
-        note, placed = f" scaled to {new_w}x{new_h} and", gray.resize((new_w, new_h), Image.BILINEAR)
+        how, placed = f" scaled to {new_w}x{new_h} and", gray.resize((new_w, new_h), Image.BILINEAR)
     canvas = Image.new("L", (width, height), 0)
     canvas.paste(placed, (0, (height - placed.size[1]) // 2))
-    print(f"{name}: {w}x{h} image{note} padded to {width}x{height}", file=sys.stderr)
+    note(f"{name}: {w}x{h} image{how} padded to {width}x{height}")
     return torch.frombuffer(bytearray(canvas.tobytes()), dtype=torch.uint8).reshape(height, width).clone()
 
 

@@ -13,7 +13,7 @@ from torch import nn
 from ..schema import DataBase, ModelBase, default_data_root
 from ..data import mnist
 from ..models import LSTMClassifier
-from .base import ExportSignature, Splits, Task
+from .base import ExportSignature, Splits, Task, predict_files
 
 CLASS_NAMES = {
     "mnist": [str(d) for d in range(10)],
@@ -76,13 +76,18 @@ class ClassifyTask(Task):
         info = {"classes": CLASS_NAMES[data.dataset], "input_size": width}
         return Splits(train=train, test=test, info=info)
 
-    def torch_dataset(self, train: bool) -> torch.utils.data.Dataset:
+    def torch_dataset(self, train: bool) -> torch.utils.data.Dataset | None:
         """torchvision's Dataset with ToTensor, for `data.loader: torchvision`."""
         import torchvision
 
         data = self.job.data
+        if data.loader != "torchvision":
+            return None
         cls = getattr(torchvision.datasets, mnist.FOLDERS[data.dataset])
         return cls(data.root, train=train, download=False, transform=torchvision.transforms.ToTensor())
+
+    def loader_workers(self) -> int:
+        return self.job.data.num_workers
 
     def build_model(self, info: dict[str, Any]) -> nn.Module:
         m = self.job.model
@@ -118,10 +123,8 @@ class ClassifyTask(Task):
     def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
         from PIL import Image, UnidentifiedImageError
 
-        if not inputs:
-            raise ValueError("give image files to classify: lstm-train predict RUN_DIR digit.png ...")
         lines = []
-        for name in inputs:
+        for name in predict_files(inputs, "image files to classify"):
             try:
                 with Image.open(name) as img:
                     gray = img.convert("L")

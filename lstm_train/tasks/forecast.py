@@ -34,12 +34,12 @@ import torch.nn.functional as F
 from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
-from .. import baselines
+from . import forecast_baselines as baselines
 from ..data.series import Series, SeriesError, csvfile, sources
 from ..data.series import windows as W
 from ..models.forecaster import LSTMForecaster
 from ..schema import ConfigError, DataBase, ModelBase, Section
-from .base import ExportSignature, Splits, Task
+from .base import ExportSignature, Splits, Task, note
 
 class SineConfig(Section):
     series: int = Field(100, ge=1, description="number of waves")
@@ -243,7 +243,7 @@ class ForecastTask(Task):
     def eval_sums(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         x, y, truth, denom = batch
         pred = model(x).float()
-        orig = getattr(model, "module", model).to_original(pred.double())
+        orig = model.to_original(pred.double())
         truth, denom = truth.double(), denom.double()
         err = (orig - truth).abs()
         both = truth.abs() + orig.abs()
@@ -283,7 +283,7 @@ class ForecastTask(Task):
     @torch.no_grad()
     def forecast_windows(self, model: nn.Module, x: torch.Tensor, batch: int = 4096) -> np.ndarray:
         """Model forecasts in original units, [N, horizon] float64."""
-        net = getattr(model, "module", model)
+        net = model
         net.eval()
         device = next(net.parameters()).device
         out = [net.to_original(net(x[i : i + batch].to(device)).double()).cpu() for i in range(0, len(x), batch)]
@@ -315,7 +315,7 @@ class ForecastTask(Task):
             f"season length {m} (MASE scale: train-span seasonal naive MAE)"
         )
         (run_dir / "forecast_table.txt").write_text(header + "\n" + text + "\n")
-        print(header + "\n" + text, flush=True)
+        note(header + "\n" + text)
         plot = run_dir / "forecast.png"
         plot_forecasts(plot, plotted, history["times"], spans, at, horizon, m, method)
         return {
@@ -325,7 +325,7 @@ class ForecastTask(Task):
             "season_length": m,
             "test_origins": int(len(at)),
             "forecast_plot": str(plot),
-            "images": {"forecast": plot},
+            "images": {"forecast": str(plot)},
         }
 
     @staticmethod
