@@ -27,6 +27,8 @@ def is_user_error(error: BaseException) -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.print_config:
+        return cmd_config(args)
     from .signals import StopRequest
     from .train import NonFiniteLoss, train
 
@@ -128,13 +130,68 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return cancel_main(args)
 
 
+# ---------------------------------------------------------------------------
+# Looking before running: config, jobs, --version, one-line warnings
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """The job as `run` and `submit` would use it: validated, overrides applied, defaults filled."""
+    import yaml
+
+    print(yaml.safe_dump(load_job(args.job, args.overrides).to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from . import shipped
+
+    if args.jobs_command == "copy":
+        print(f"wrote {shipped.copy(args.name, args.dest)}")
+    else:
+        print("\n".join(shipped.listing()))
+    return 0
+
+
+class VersionAction(argparse.Action):
+    """`--version`, worked out only when asked (it runs git)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version (and git commit, library versions)")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from .about import version_line
+
+        print(version_line())
+        parser.exit()
+
+
+def add_inspection_commands(sub: argparse._SubParsersAction) -> None:
+    config = sub.add_parser("config", help="validate a job and print it resolved (defaults, overrides) as YAML")
+    config.add_argument("job", help="job spec (a path, or a shipped job's name: see `lstm-train jobs`)")
+    config.add_argument("overrides", nargs="*", help="dotted.key=value")
+    config.set_defaults(func=cmd_config)
+
+    jobs = sub.add_parser("jobs", help="list the shipped job specs; `jobs copy NAME [DEST]` writes one to edit")
+    jobs.set_defaults(func=cmd_jobs, jobs_command=None)
+    copy = jobs.add_subparsers(dest="jobs_command").add_parser("copy", help="write a shipped job to DEST")
+    copy.add_argument("name")
+    copy.add_argument("dest", nargs="?", default=None, help="a file or folder (default: ./NAME.yaml)")
+
+
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Warnings read like errors: `warning: ...`, without the source file and line."""
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lstm-train", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action=VersionAction)
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train a job here (also under accelerate launch / torchrun)")
     run.add_argument("job", help="job spec, e.g. jobs/mnist_lstm.yaml")
     run.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.epochs=3")
+    run.add_argument("--print-config", action="store_true", help="print the resolved job and stop (= `config`)")
     run.set_defaults(func=cmd_run)
 
     predict = sub.add_parser("predict", help="use a trained run on new inputs")
@@ -180,6 +237,8 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true", help="wait for the job(s) and print the result")
     submit.add_argument("--new-run", action="store_true",
                         help="a fresh run (new run id and directory) even if this job was submitted before")
+    submit.add_argument("--dry-run", action="store_true",
+                        help="check the job and sbatch's --test-only answer, print the batch script; queue nothing")
     submit.set_defaults(func=cmd_submit)
 
     status = sub.add_parser("status", help="state of a submitted run or sweep")
@@ -189,6 +248,7 @@ def parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="cancel a submitted run or sweep")
     cancel.add_argument("run_dir")
     cancel.set_defaults(func=cmd_cancel)
+    add_inspection_commands(sub)
     return p
 
 
@@ -200,7 +260,14 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides += extra
         else:
             p.error(f"unrecognized arguments: {' '.join(extra)}")
+    import warnings
+
+    warnings.showwarning = one_line_warning
     try:
+        if getattr(args, "job", None):  # a path, or a shipped job's name
+            from .shipped import find_job
+
+            args.job = find_job(args.job)
         return args.func(args)
     except KeyboardInterrupt:
         return 130

@@ -300,6 +300,9 @@ SelectTypeParameters=CR_Core
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
+# Jobs must name an account the cluster knows (or the user's default), as on real
+# clusters: `submit --dry-run` shows sbatch refusing an unknown account.
+AccountingStorageEnforce=associations
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
