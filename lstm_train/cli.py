@@ -46,6 +46,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return leave(143)
     if int(os.environ.get("RANK", "0")) == 0:  # one copy of the result, not one per process
         print(json.dumps(result, indent=2))
+        if result.get("diverged"):
+            print("warning: training diverged (the loss ended far above where it started): the model is "
+                  "not usable; lower optim.lr or set optim.grad_clip", file=sys.stderr)
     return leave(0)
 
 
@@ -243,6 +246,7 @@ def parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="state of a submitted run or sweep")
     status.add_argument("run_dir")
+    status.add_argument("--json", action="store_true", help="one JSON object (exit 1 still means a job failed)")
     status.set_defaults(func=cmd_status)
 
     cancel = sub.add_parser("cancel", help="cancel a submitted run or sweep")

@@ -56,6 +56,8 @@ Failure policy
 
 from __future__ import annotations
 
+from .about import versions
+
 import hashlib
 import json
 import netrc
@@ -293,7 +295,7 @@ class Tracker:
         root.mkdir(parents=True, exist_ok=True)
         w = self.worker
         self.wandb_id = wandb_run_id(self.job.name, self.run_id, None if self.shared else w.rank)
-        worker = {**asdict(w), "run_id": self.run_id}
+        worker = {**asdict(w), "run_id": self.run_id, "versions": versions()}
         if self.shared:
             config = {f"worker_rank{w.rank}": worker}
             if w.rank == 0:
