@@ -1,4 +1,4 @@
-"""`lstm-train`: run, predict, report, bench, submit, status, cancel.
+"""`lstm-train`: run, predict, export, report, bench, submit, status, cancel.
 
 Errors a user can fix (a bad key, a missing file, a checkpoint of another model)
 print one clear message and exit 2; no traceback to dig through.
@@ -33,6 +33,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .train import NonFiniteLoss, train
 
     job = load_job(args.job, args.overrides)
+    if job.sweep is not None or args.point is not None:
+        job = sweep_point(job, args.job, args.point or 0)
     stop = StopRequest(signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
     try:
         result = train(job, stop.event)
@@ -50,6 +52,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("warning: training diverged (the loss ended far above where it started): the model is "
                   "not usable; lower optim.lr or set optim.grad_clip", file=sys.stderr)
     return leave(0)
+
+
+def sweep_point(job, source: str, index: int):
+    """`run` of a job with a `sweep:` trains one point of it, and says which (`submit` runs them all)."""
+    from .config import ConfigError, sweep_jobs
+    from .sweeps import describe
+
+    if job.sweep is None:
+        raise ConfigError(f"--point {index}: {source} has no sweep: section")
+    points = sweep_jobs(job, source)
+    if not 0 <= index < len(points):
+        raise ConfigError(f"--point {index}: {source}'s sweep has points 0 to {len(points) - 1}")
+    label, _, point = points[index]
+    point.train.output_dir, point.train.run_id = job.train.output_dir, job.train.run_id  # as given to `run`
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{source} has a {describe(job.sweep, len(points))}: `run` trains point {index} only, {label} "
+              f"(--point N for another; `lstm-train submit {source}` runs them all as one job array)",
+              file=sys.stderr, flush=True)
+    return point
 
 
 def leave(code: int) -> int:
@@ -98,6 +119,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
                "output": args.output}
     for line in task.predict(model, info, args.inputs, options):
         print(line)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import ExportParityError, export
+
+    try:
+        run_dir = Path(args.run_dir)
+        done = export(load_run(run_dir), run_dir, args.format, Path(args.out) if args.out else None, args.tolerance)
+    except ExportParityError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {done.path} ({args.format}, fp32; inputs {done.traced_shapes} traced, dynamic axes) and {done.sidecar}")
+    print(f"parity on the test split's first batch {done.checked_shapes}: max |exported - PyTorch| = {done.max_abs_diff:.3g}")
     return 0
 
 
@@ -195,6 +230,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("job", help="job spec, e.g. jobs/mnist_lstm.yaml")
     run.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.epochs=3")
     run.add_argument("--print-config", action="store_true", help="print the resolved job and stop (= `config`)")
+    run.add_argument("--point", type=int, help="a job with a sweep: which point to train (default 0)")
     run.set_defaults(func=cmd_run)
 
     predict = sub.add_parser("predict", help="use a trained run on new inputs")
@@ -207,6 +243,13 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--beam", type=int, help="beam size (translation; default: the job's)")
     predict.add_argument("--output", help="where to write a filled file (--conllu)")
     predict.set_defaults(func=cmd_predict)
+
+    export = sub.add_parser("export", help="a trained run's model as ONNX or TorchScript, checked against PyTorch")
+    export.add_argument("run_dir")
+    export.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+    export.add_argument("--out", help="file to write (default: RUN_DIR/model.onnx or RUN_DIR/model.pt)")
+    export.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted output difference")
+    export.set_defaults(func=cmd_export)
 
     report = sub.add_parser("report", help="summary table and PNG plots of a run's metrics")
     report.add_argument("run_dir")

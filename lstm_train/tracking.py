@@ -18,7 +18,9 @@ W&B layout
       in group ``<run_id>``, named ``<job>-rank<R>``, with a W&B id stable per
       (job, run_id, rank) and ``resume="allow"``: a requeued or resumed SLURM job
       continues the same W&B runs.  Works online, offline and with ``wandb sync``.
-      Use it unless you have a reason not to.
+      Use it unless you have a reason not to.  A sweep's points (`submit`) set
+      ``tracking.wandb.group`` to the sweep id (also a tag) and ``job_type`` to the
+      point, named ``<job>-<point>-rank<R>``: one group per sweep, split by point.
     * shared (``tracking.wandb.shared: true``, online only): all ranks write into
       ONE W&B run (id from the run id, name ``<job>``) using W&B's shared mode;
       rank 0 is the primary (it writes config/files and sets the final state).
@@ -296,6 +298,7 @@ class Tracker:
         w = self.worker
         self.wandb_id = wandb_run_id(self.job.name, self.run_id, None if self.shared else w.rank)
         worker = {**asdict(w), "run_id": self.run_id, "versions": versions()}
+        display = f"{self.job.name}-{cfg.job_type}" if cfg.job_type else self.job.name
         if self.shared:
             config = {f"worker_rank{w.rank}": worker}
             if w.rank == 0:
@@ -305,9 +308,9 @@ class Tracker:
         kwargs: dict[str, Any] = dict(
             id=self.wandb_id,
             resume="allow",
-            group=self.run_id,
-            name=self.job.name if self.shared else f"{self.job.name}-rank{w.rank}",
-            job_type="train",
+            group=cfg.group or self.run_id,  # a sweep's points: one group, the sweep id (and its tag)
+            name=display + ("" if self.shared else f"-rank{w.rank}"),
+            job_type=cfg.job_type or "train",  # a sweep's point: its label, so a dashboard splits the group by it
             config=config,
             tags=list(cfg.tags) or None,
             dir=str(root),

@@ -45,7 +45,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
-from . import about, checkpoint, runfiles, runlock
+from . import about, checkpoint, halving, runfiles, runlock
 from .config import JobBase, save_job
 from .data.batching import BatchPlan, eval_batches
 from .distributed import (
@@ -158,7 +158,7 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
     """
     stop = stop or threading.Event()
     task_class = get_task(job.task)
-    precision = resolve_precision(job.train.mixed_precision, task_class.precision, job.train.cpu)
+    precision = resolve_precision(job.train.mixed_precision, task_class.precision, job.train.cpu, warn=True)
     accelerator = make_accelerator(precision, job.train.cpu)
     finished = finished_result(job, accelerator)
     if finished is not None:
@@ -233,7 +233,7 @@ def finished_result(job: JobBase, accelerator: Accelerator) -> dict[str, Any] | 
 
 def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precision: str) -> Run:
     """Data, model, optimizer and batch plan; identical initial weights on every rank."""
-    threads = set_threads(job.train.threads)
+    threads = set_threads(job.train.threads, warn=True)
     world = accelerator.num_processes
     run_dir = job.run_dir
     set_seed(job.train.seed)
@@ -545,6 +545,7 @@ def validate(run: Run, state: LoopState) -> None:
     if run.splits.val is None:
         state.last_metrics = evaluate(run, run.splits.test, "test", state.step)
         state.last_eval = state.step
+        halve(run, state, state.last_metrics, "test")
         state.eval_seconds += time.perf_counter() - began
         return
     metrics = evaluate(run, run.splits.val, "val", state.step)
@@ -572,8 +573,27 @@ def validate(run: Run, state: LoopState) -> None:
             run.accelerator.print(f"early stopping at step {state.step}: val_{run.task.primary_metric} has not "
                                   f"improved on {state.best['value']:.4f} (step {state.best['step']}) in "
                                   f"{patience} evaluation(s)")
+    halve(run, state, metrics, "val")
     state.eval_seconds += time.perf_counter() - began
     save(run, state, force=True)  # the selection state and the weights it refers to stay together
+
+
+def halve(run: Run, state: LoopState, metrics: dict[str, Any], split: str) -> None:
+    """A sweep point under successive halving (`halving`) stops at a rung where it is among the
+    worst points: rank 0 decides from the sweep's shared files, every rank stops."""
+    cfg = run.job.train.halving
+    if cfg is None or state.stopping:
+        return
+    key = f"{split}_{run.task.primary_metric}"
+    reason = None
+    if run.accelerator.is_main_process:
+        reason = halving.record_and_decide(run.run_dir, state.step, key, float(metrics[key]),
+                                           run.task.higher_is_better, cfg.min_steps, cfg.eta,
+                                           final=state.step >= run.total_steps)
+    reason = broadcast_object(run.accelerator, reason)
+    if reason:
+        state.stopping = "successive halving"
+        run.accelerator.print(reason)
 
 
 # ---------------------------------------------------------------------------
@@ -616,7 +636,7 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
         "primary_metric": primary,
         "higher_is_better": run.task.higher_is_better,
         "best_step": state.best["step"] if state.best else None,
-        "stopped_early": state.stopping == "early stopping",
+        "stopped_early": state.stopping in ("early stopping", "successive halving"),
         "epochs": round(state.step / max(1, run.plan.steps_in_epoch(0)), 4),
         "steps": state.step,
         "world_size": run.world,

@@ -13,7 +13,6 @@ fresh run id (its identity plus a time stamp) and so a fresh directory.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -28,8 +27,8 @@ from typing import Any
 import submitit
 from submitit.slurm.slurm import _convert_mem
 
-from .. import runfiles
-from ..config import JobBase, apply_override, load_job, validate_job
+from .. import runfiles, sweeps
+from ..config import JobBase, load_job, sweep_jobs
 from .commands import SubmitError, no_slurm_message
 from .jobstate import JobState, job_states
 from .node import EXIT_INTERRUPTED, Trainer
@@ -46,7 +45,7 @@ def submit_main(args: Any) -> int:
     if getattr(args, "dry_run", False):
         return dry_run(job, args)
     part = check_cluster(job) if args.executor == "slurm" else None
-    if job.sweep and job.sweep.grid:
+    if job.sweep is not None:
         return submit_sweep(job, args, part)
     return submit_run(job, args, part)
 
@@ -180,9 +179,9 @@ def dry_run(job: JobBase, args: Any) -> int:
             raise
         problems.append(f"preflight: {e}")
         part = None
-    sweep = bool(job.sweep and job.sweep.grid)
+    sweep = job.sweep is not None
     if sweep:
-        run_id = choose_run_id(job, "sweep-" + layout_identity(job, {"grid": job.sweep.grid}), args.new_run)
+        run_id = choose_run_id(job, "sweep-" + layout_identity(job, sweep_identity(job)), args.new_run)
         count = len(sweep_points(job, args.job, run_id))
     else:
         run_id, count = choose_run_id(job, layout_identity(job), args.new_run), 1
@@ -285,41 +284,40 @@ def run_debug(sub: Any) -> int:
 
 
 # ---------------------------------------------------------------------------
-# Sweeps: one job array, one run directory per grid point
-
-
-def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    keys = list(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
-
-
-def point_label(index: int, params: dict[str, Any]) -> str:
-    """`00-lr=0.01,hidden_size=64`: the index, then the last part of each key (safe as a file name)."""
-    parts = ",".join(f"{k.split('.')[-1]}={v}" for k, v in params.items())
-    return f"{index:02d}-" + re.sub(r"[^A-Za-z0-9_.,=+-]", "_", parts)[:80]
+# Sweeps: one job array, one run directory per point (`sweeps`: grid or random points)
 
 
 def sweep_points(job: JobBase, job_file: str, sweep_id: str) -> list[tuple[str, dict[str, Any], JobBase, str]]:
-    """(label, params, validated job, W&B group) of every grid point."""
-    grid = job.sweep.grid
-    if any(not values for values in grid.values()):
-        raise SubmitError(f"{job_file}: sweep.grid has a key with no values: {[k for k, v in grid.items() if not v]}")
-    base = job.to_dict()
-    base["sweep"] = None
-    base["train"]["output_dir"] = base["train"]["run_id"] = None
-    points = []
-    for i, params in enumerate(grid_points(grid)):
-        spec = json.loads(json.dumps(base))
-        for key, value in params.items():
-            apply_override(spec, f"{key}={json.dumps(value)}", f"{job_file}: sweep.grid")
-        label = point_label(i, params)
-        points.append((label, params, validate_job(spec, f"{job_file} (sweep point {label})"), f"{sweep_id}-{i:02d}"))
-    return points
+    """(label, params, validated job, run id) of every point."""
+    return [(label, params, point_job, f"{sweep_id}-{i:02d}")
+            for i, (label, params, point_job) in enumerate(sweep_jobs(job, job_file))]
+
+
+def sweep_identity(job: JobBase) -> dict[str, Any]:
+    """What makes two sweeps of one job different: the older grid form keeps its old identity
+    (its sweep directory is found again); the W&B form is identified by its whole section."""
+    spec = job.sweep.model_dump(mode="json", exclude_defaults=True)
+    return {"grid": job.sweep.grid} if set(spec) <= {"grid", "method"} and job.sweep.grid else {"sweep": spec}
+
+
+def tagged(spec: dict[str, Any], sweep_id: str, label: str) -> dict[str, Any]:
+    """A point's pinned job with its W&B runs in the sweep's group, tagged with the sweep id,
+    the point as job type: a dashboard groups the sweep and tells its points apart."""
+    wandb = spec["tracking"]["wandb"]
+    wandb.update(group=sweep_id, job_type=label, tags=list(dict.fromkeys([*wandb["tags"], sweep_id])))
+    return spec
+
+
+def halved(spec: dict[str, Any], sweep: Any) -> dict[str, Any]:
+    """With `sweep.early_terminate`, the point stops itself at a rung where it is among the worst."""
+    if sweep.early_terminate is not None:
+        spec["train"]["halving"] = {"min_steps": sweep.early_terminate.min_iter, "eta": sweep.early_terminate.eta}
+    return spec
 
 
 def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
     grid = job.sweep.grid
-    sweep_id = choose_run_id(job, "sweep-" + layout_identity(job, {"grid": grid}), args.new_run)
+    sweep_id = choose_run_id(job, "sweep-" + layout_identity(job, sweep_identity(job)), args.new_run)
     sweep_dir = run_dir_of(job, sweep_id)
     points = sweep_points(job, args.job, sweep_id)
 
@@ -345,7 +343,8 @@ def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
     trainers = []
     for label, params, point_job, point_id in todo:
         (sweep_dir / label).mkdir(parents=True, exist_ok=True)
-        trainers.append(Trainer(pinned(point_job, sweep_dir / label, point_id)))
+        spec = tagged(pinned(point_job, sweep_dir / label, point_id), sweep_id, label)
+        trainers.append(Trainer(halved(spec, job.sweep)))
 
     def submit_all() -> list[Any]:
         with executor.batch():
@@ -357,7 +356,7 @@ def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
     point_records = dict(prev_points)
     for (label, params, point_job, point_id), job_id in zip(todo, ids):
         rec = {"name": label, "params": params, "run_dir": str(sweep_dir / label), "job_id": job_id,
-               "logs": log_paths(folder, job_id), "wandb_group": point_id}
+               "logs": log_paths(folder, job_id), "wandb_group": sweep_id, "wandb_job_type": label}
         point_records[label] = rec
         runfiles.write_json(sweep_dir / label / runfiles.SUBMISSION, {
             "kind": "run", "executor": args.executor, "job_ids": [job_id], "submitted_at": now(),
@@ -376,16 +375,18 @@ def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
         "folder": str(folder),
         "world_size": world_size(job),
         "grid": grid,
+        "sweep": job.sweep.model_dump(mode="json"),
+        "sweep_id": sweep_id,
         "points": [point_records[p[0]] for p in points if p[0] in point_records],
     }
     runfiles.write_json(sweep_dir / runfiles.SUBMISSION, record)
     array = f"job array {ids[0].split('_')[0]}" if len(ids) > 1 else f"job {ids[0]}"
-    print(f"submitted {len(ids)} point(s) of {job.name} as {array} "
+    print(f"submitted {len(ids)} point(s) of {job.name}'s {sweeps.describe(job.sweep, len(points))} as {array} "
           f"({describe_layout(job, args.executor, part)}, at most {job.slurm.array_parallelism} at once): "
           f"{', '.join(ids)}")
     print(f"sweep dir: {sweep_dir}")
     print(f"logs:      {folder}/<job id>_0_log.out/.err")
-    print(f"W&B groups: {sweep_id}-00 .. {sweep_id}-{len(points) - 1:02d} (project {job.tracking.wandb.project})")
+    print(f"W&B group: {sweep_id}, tag {sweep_id}, job type = the point (project {job.tracking.wandb.project})")
     print(f"status:    lstm-train status {sweep_dir}")
     if args.executor == "debug":
         code = max(run_debug(s) for s in subs)
