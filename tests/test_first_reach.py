@@ -19,7 +19,7 @@ from PIL import Image
 
 from lstm_train.config import load_job
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, require, run_cli
 
 TINY_RUN = ["tracking.wandb.mode=disabled", "train.max_steps=20", "train.log_every=5", "train.checkpoint_every=10"]
 
@@ -90,17 +90,22 @@ def test_submit_dry_run_asks_sbatch_and_queues_nothing(cluster: None, tmp_path: 
         in nodes.stderr, nodes.stderr
     assert "#SBATCH --nodes=5" in nodes.stdout  # the script is shown even when refused
 
-    account = run_cli("submit", "mnist_lstm", "--dry-run", f"name={name}", f"train.output_dir={out}",
-                      "slurm.account=no_such_account")
-    assert account.returncode == 2, (account.stdout + account.stderr +
-                                     "\n(the cluster must enforce associations: slurm/local-cluster.sh up)")
-    assert "sbatch --test-only refused the job" in account.stderr and "nvalid account" in account.stderr, account.stderr
-
     sweep = run_cli("submit", "sweep_example", "--dry-run", f"name={name}", f"train.output_dir={tmp_path / 'sweep'}")
     assert sweep.returncode == 0 and "#SBATCH --array=0-3%2" in sweep.stdout, sweep.stdout + sweep.stderr
 
     assert not out.exists() and not (tmp_path / "sweep").exists()  # nothing written
     assert name not in queued_names()  # nothing queued, now or earlier
+
+    # An account the cluster does not know: SLURM's own refusal.
+    enforce = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout
+    require("AccountingStorageEnforce = associations" in enforce or "AccountingStorageEnforce = assoc" in enforce,
+            "the cluster does not enforce associations, so sbatch takes any account: "
+            "`sudo slurm/local-cluster.sh up` (its slurm.conf sets AccountingStorageEnforce=associations)")
+    account = run_cli("submit", "mnist_lstm", "--dry-run", f"name={name}", f"train.output_dir={out}",
+                      "slurm.account=no_such_account")
+    assert account.returncode == 2, account.stdout + account.stderr
+    assert "sbatch --test-only refused the job" in account.stderr and "nvalid account" in account.stderr, account.stderr
+    assert name not in queued_names()
 
 
 # ---------------------------------------------------------------------------
