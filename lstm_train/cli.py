@@ -1,4 +1,4 @@
-"""`lstm-train`: run, predict, export, report, bench, submit, status, cancel.
+"""`lstm-train`: run, predict, convert, export, report, bench, submit, status, cancel.
 
 Errors a user can fix (a bad key, a missing file, a checkpoint of another model)
 print one clear message and exit 2; no traceback to dig through.
@@ -91,26 +91,28 @@ def leave(code: int) -> int:
 
 def load_run(run_dir: Path):
     """A finished (or checkpointed) run's job, task, model in eval mode (the best weights when
-    the run selected a model on validation data, else the newest) and task info."""
+    the run selected a model on validation data, else the newest) and task info.  `run_dir`
+    may also be a model artifact downloaded by `wandb artifact get` (the same files, flat).
+    Only safetensors, JSON and YAML are read: nothing in a directory from someone else runs."""
     import yaml
 
-    from .checkpoint import BEST, load_best, load_latest, load_model_state
+    from .checkpoint import load_for_predict, load_model_state
     from .tasks import get_task
 
     config = run_dir / "config.yaml"
     if not config.is_file():
-        raise FileNotFoundError(f"{run_dir}: no config.yaml here; is this a run directory (runs/<job>/<id>)?")
+        raise FileNotFoundError(f"{run_dir}: no config.yaml here; is this a run directory (runs/<job>/<id>) or a "
+                                "model artifact (wandb artifact get)?")
     job = validate_job(yaml.safe_load(config.read_text()), str(config))
-    best = load_best(run_dir / "checkpoints")  # model selection's choice, where the task has validation data
-    found = (run_dir / "checkpoints" / BEST, best) if best is not None else load_latest(run_dir / "checkpoints")
+    found = load_for_predict(run_dir)
     if found is None:
         raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no checkpoint to predict with")
-    path, state = found
+    path, meta, weights = found
     task = get_task(job.task)(job, run_dir)
-    model = task.build_model(state["task_info"])
-    load_model_state(model, state["model"], path)
+    model = task.build_model(meta["task_info"])
+    load_model_state(model, weights, path)
     model.eval()
-    return job, task, model, state["task_info"]
+    return job, task, model, meta["task_info"]
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -119,6 +121,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
                "output": args.output}
     for line in task.predict(model, info, args.inputs, options):
         print(line)
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .checkpoint import convert
+
+    for line in convert(Path(args.run_dir)):
+        print(f"converted {line}")
     return 0
 
 
@@ -243,6 +253,10 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--beam", type=int, help="beam size (translation; default: the job's)")
     predict.add_argument("--output", help="where to write a filled file (--conllu)")
     predict.set_defaults(func=cmd_predict)
+
+    convert = sub.add_parser("convert", help="rewrite a run's checkpoints of an older lstm_train in today's safe format")
+    convert.add_argument("run_dir")
+    convert.set_defaults(func=cmd_convert)
 
     export = sub.add_parser("export", help="a trained run's model as ONNX or TorchScript, checked against PyTorch")
     export.add_argument("run_dir")

@@ -239,17 +239,25 @@ class Tracker:
         except Exception as e:  # noqa: BLE001
             self._wandb_failed("could not log a table to", e)
 
-    def log_model(self, model_file: Path, result_file: Path, metadata: dict[str, Any]) -> None:
-        """The trained model as a W&B model artifact (offline too: `wandb sync` uploads it),
-        with result.json beside it."""
+    @property
+    def logs_to_wandb(self) -> bool:
+        """Whether a W&B run is live here (so a model artifact is worth staging)."""
+        return self._run is not None
+
+    def log_model(self, folder: Path, alias: str, metadata: dict[str, Any]) -> None:
+        """Every file of `folder` (the staged model artifact: weights, config, run files,
+        result.json) as one W&B model artifact with `alias` ("best" for a model selected on
+        validation data, else "latest").  The files are not copied to W&B's staging area
+        outside the run directory ("immutable": they are not changed after), so an offline
+        run directory stays complete: `wandb sync` uploads them from there."""
         if self._run is None:
             return
         try:
             name = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{self.job.name}-{self.run_id}")
             artifact = self._wandb.Artifact(name, type="model", metadata={k: _plain(v) for k, v in metadata.items()})
-            artifact.add_file(str(model_file))
-            artifact.add_file(str(result_file))
-            self._run.log_artifact(artifact, aliases=["latest", "best"])
+            for path in sorted(Path(folder).iterdir()):
+                artifact.add_file(str(path), name=path.name, policy="immutable")
+            self._run.log_artifact(artifact, aliases=[alias])
         except Exception as e:  # noqa: BLE001
             self._wandb_failed("could not log the model artifact to", e)
 

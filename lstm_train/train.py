@@ -28,6 +28,7 @@ plans in `data.batching`, checkpoint files in `checkpoint`.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import random
 import threading
@@ -118,19 +119,23 @@ class Run:
 
 @dataclass
 class LoopState:
-    """What the loop knows between steps.  The first group is saved in checkpoints (a
-    resumed run continues it); the second belongs to this process's part of the run."""
+    """What the loop knows between steps.  The first group continues from the checkpoint a run
+    resumes from (`checkpoint.SavedLoop`, the step and the training time; the best weights
+    from checkpoints/best/); the second belongs to this process's part of the run."""
 
     step: int = 0
     seconds_before: float = 0.0  # training time of the earlier parts of this run
     parts: int = 1  # how many times the run has been started: 1 + resumes
     counts_before: dict[str, int] = field(default_factory=dict)  # samples/tokens/padded of earlier parts, all ranks
     evals_since_best: int = 0
+    last_eval: int | None = None
     best: dict[str, Any] | None = None  # {"step", "value", "metrics"} of the best validation so far
+    best_weights: dict[str, torch.Tensor] | None = None  # CPU copy, for the final test
+    carry: dict[str, torch.Tensor] = field(default_factory=dict)  # this rank's tensors a task carries between steps
+
     resumed_from: int | None = None
     last_saved: int | None = None  # newest checkpoint's step: known on every rank, never read off the disk
     saved_seconds: float = 0.0  # the run's training time as the newest checkpoint records it
-    last_eval: int | None = None
     last_metrics: dict[str, Any] = field(default_factory=dict)
     stopping: str | None = None  # "signal" or "early stopping"
     start: float = field(default_factory=time.perf_counter)
@@ -139,13 +144,26 @@ class LoopState:
     counts: dict[str, int] = field(default_factory=lambda: {"samples": 0, "tokens": 0, "padded": 0})  # this rank
     pending: list[torch.Tensor] = field(default_factory=list)  # losses since the last sync
     last_sync: tuple[float, int, int] = (0.0, 0, 0)  # time, step, units at the last sync
-    best_weights: dict[str, torch.Tensor] | None = None  # CPU copy, for the final test
     first_loss: float | None = None  # step 1's loss (a run started here), and the newest synced one:
     last_loss: float | None = None  # together they tell a run that diverged without a NaN
 
     def seconds(self) -> float:
         """Training time of the whole run so far: earlier parts plus this one."""
         return self.seconds_before + time.perf_counter() - self.start
+
+    def saved(self, counts: dict[str, int]) -> checkpoint.SavedLoop:
+        """The part a checkpoint carries (`counts`: the whole run's, every rank's)."""
+        return checkpoint.SavedLoop(parts=self.parts, counts=counts, evals_since_best=self.evals_since_best,
+                                    last_eval=self.last_eval)
+
+    def continue_from(self, saved: checkpoint.Checkpoint) -> None:
+        """Continue the run `saved` is a checkpoint of, as one more part of it."""
+        self.step = self.resumed_from = self.last_saved = saved.step
+        self.seconds_before = self.saved_seconds = saved.train_seconds
+        self.parts = saved.loop.parts + 1
+        self.counts_before = dict(saved.loop.counts)
+        self.evals_since_best = saved.loop.evals_since_best
+        self.last_eval = saved.loop.last_eval
 
 
 def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
@@ -290,46 +308,49 @@ def restore(run: Run) -> LoopState:
     else start fresh, each rank with its own random stream (dropout masks)."""
     state = LoopState()
     # Rank 0 chooses for every rank: on a shared filesystem ranks can list different files.
-    found = checkpoint.load_latest(run.checkpoints) if run.rank == 0 else None
-    path = broadcast_object(run.accelerator, found[0] if found else None)
+    found, best, refused = None, None, None
+    try:
+        if run.rank == 0:
+            found = checkpoint.load_latest(run.checkpoints)
+            best = checkpoint.load_best(run.checkpoints) if found else None
+    except checkpoint.NotACheckpoint as e:  # every rank stops with it, none waits for rank 0
+        refused = e
+    path, refusal = broadcast_object(run.accelerator, (found[0] if found else None, refused and str(refused)))
+    if refusal:
+        raise refused or checkpoint.NotACheckpoint(refusal)
     if path is None:
         seed_rank(run.job.train.seed, run.rank)
         return state
     saved = found[1] if found else checkpoint.load(path)
-    changed = sorted(k for k in set(saved["task_info"]) | set(run.splits.info)
-                     if saved["task_info"].get(k) != run.splits.info.get(k))
+    info = json.loads(json.dumps(run.splits.info))  # as the checkpoint's meta.json holds it (tuples as lists)
+    changed = sorted(k for k in set(saved.task_info) | set(info) if saved.task_info.get(k) != info.get(k))
     if changed:
         raise checkpoint.CheckpointMismatch(
             f"{path} was trained on other data than this job now reads (task info differs in {', '.join(changed)}): "
             "were the data files or data.* changed? Use another train.output_dir for the new data."
         )
-    checkpoint.load_model_state(run.net, saved["model"], path)
-    run.optimizer.load_state_dict(saved["optimizer"])
-    run.scheduler.load_state_dict(saved["scheduler"])
-    loop = saved.get("loop", {})
-    state.step = state.resumed_from = state.last_saved = saved["step"]
-    state.seconds_before = state.saved_seconds = saved.get("train_seconds", 0.0)
-    state.parts = loop.get("parts", 1) + 1
-    state.counts_before = loop.get("counts", {})
-    state.evals_since_best = loop.get("evals_since_best", 0)
-    state.last_eval = loop.get("last_eval")
-    rngs = saved["rng"]
-    if len(rngs) == run.world:
-        checkpoint.set_rng_state(rngs[run.rank])
+    checkpoint.load_model_state(run.net, saved.model, path)
+    run.optimizer.load_state_dict(saved.optimizer)
+    run.scheduler.load_state_dict(saved.scheduler)
+    if run.accelerator.scaler is not None and saved.scaler is not None:  # fp16: the loss scale it had reached
+        run.accelerator.scaler.load_state_dict(saved.scaler)
+    state.continue_from(saved)
+    if len(saved.per_rank) == run.world:
+        checkpoint.set_rng_state(saved.per_rank[run.rank]["rng"])
+        state.carry = saved.per_rank[run.rank].get("carry", {})
     else:  # another world size: fresh streams per rank, as a fresh run draws them (never rank 0's for all)
         seed_rank(run.job.train.seed + state.step, run.rank)
-    if saved.get("global_batch", run.layout.global_batch) != run.layout.global_batch:
+    if saved.global_batch != run.layout.global_batch:
         run.accelerator.print(
-            f"warning: {path} was trained with a global batch of {saved['global_batch']} samples, this launch uses "
+            f"warning: {path} was trained with a global batch of {saved.global_batch} samples, this launch uses "
             f"{run.layout.global_batch} ({run.world} process(es)); set data.global_batch_size to keep the "
             "training the same at any world size"
         )
-    best = checkpoint.load_best(run.checkpoints) if run.rank == 0 else None
-    # best.pt is written just before the checkpoint of its step.  One from after this checkpoint's last
+    # best/ is written just before the checkpoint of its step.  One from after this checkpoint's last
     # evaluation (a crash between the two) is left out: the replayed evaluation decides again.
-    if best is not None and best["step"] <= (state.last_eval or 0):
-        state.best = {k: best[k] for k in ("step", "value", "metrics")}
-        state.best_weights = best["model"]
+    if best is not None and best.step <= (state.last_eval or 0):
+        state.best = {"step": best.step, "value": best.value, "metrics": best.metrics}
+        state.best_weights = best.model
     state.best = broadcast_object(run.accelerator, state.best)
     if state.best is not None and state.best_weights is None:
         state.best_weights = checkpoint.load_best_weights(run.checkpoints, state.best["step"])
@@ -455,32 +476,31 @@ def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) 
 
 
 def save(run: Run, state: LoopState, force: bool = False) -> None:
-    """A checkpoint of the current step: every rank's random state, the loop state.  Once per
-    step, unless `force`d (an evaluation at a step a stopped run had already saved)."""
+    """A checkpoint of the current step: every rank's random state and carried tensors, the loop
+    state.  Once per step, unless `force`d (an evaluation at a step a stopped run had already saved)."""
     if state.last_saved == state.step and not force:
         return
-    per_rank = gather_objects(run.accelerator, {"rng": checkpoint.rng_state(), "counts": dict(state.counts)})
+    carry = {k: v.detach().to("cpu") for k, v in state.carry.items()}
+    per_rank = gather_objects(run.accelerator, {"rng": checkpoint.rng_state(), "carry": carry,
+                                                "counts": dict(state.counts)})
     seconds = broadcast_object(run.accelerator, state.seconds())  # one number for every rank's result
     if run.lock:
         run.lock.check()  # a requeued copy of this job may have taken the run over: never write beside it
-        checkpoint.save(run.checkpoints, state.step, {
-            "model": run.net.state_dict(),
-            "optimizer": run.optimizer.state_dict(),
-            "scheduler": run.scheduler.state_dict(),
-            "rng": [r["rng"] for r in per_rank],
-            "step": state.step,
-            "world_size": run.world,
-            "global_batch": run.layout.global_batch,
-            "train_seconds": seconds,
-            "loop": {
-                "parts": state.parts,
-                "counts": total_counts(state, [r["counts"] for r in per_rank]),
-                "evals_since_best": state.evals_since_best,
-                "last_eval": state.last_eval,
-            },
-            "task_info": run.splits.info,
-            "config": run.job.to_dict(),
-        }, run.job.train.keep_checkpoints)
+        scaler = run.accelerator.scaler
+        checkpoint.save(run.checkpoints, checkpoint.Checkpoint(
+            step=state.step,
+            model=run.net.state_dict(),
+            optimizer=run.optimizer.state_dict(),
+            scheduler=run.scheduler.state_dict(),
+            scaler=scaler.state_dict() if scaler is not None else None,
+            per_rank=[{"rng": r["rng"], "carry": r["carry"]} for r in per_rank],
+            world_size=run.world,
+            global_batch=run.layout.global_batch,
+            train_seconds=seconds,
+            loop=state.saved(total_counts(state, [r["counts"] for r in per_rank])),
+            task_info=run.splits.info,
+            config=run.job.to_dict(),
+        ), run.job.train.keep_checkpoints)
     run.accelerator.wait_for_everyone()
     state.last_saved, state.saved_seconds = state.step, seconds
 
@@ -563,8 +583,8 @@ def validate(run: Run, state: LoopState) -> None:
         state.evals_since_best = 0
         if run.lock:
             run.lock.check()
-            checkpoint.save_best(run.checkpoints, {**state.best, "model": state.best_weights,
-                                                   "task_info": run.splits.info, "config": run.job.to_dict()})
+            checkpoint.save_best(run.checkpoints, checkpoint.Best(**state.best, model=state.best_weights,
+                                                                  task_info=run.splits.info, config=run.job.to_dict()))
     else:
         state.evals_since_best += 1
         patience = run.job.train.early_stopping.patience
@@ -675,9 +695,10 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
             run.tracker.log_table(name, table["columns"], table["rows"])
         run.lock.check()
         runfiles.write_json(run.run_dir / runfiles.RESULT, result)
-        best = run.checkpoints / checkpoint.BEST
-        model_file = best if best.is_file() else checkpoint.checkpoint_files(run.checkpoints)[0][1]
-        run.tracker.log_model(model_file, run.run_dir / runfiles.RESULT, {primary: result.get(primary)})
+        if run.tracker.logs_to_wandb:
+            selected = run.splits.val is not None and state.best is not None  # else the last weights are the model
+            artifact = checkpoint.stage_artifact(run.run_dir, selected)
+            run.tracker.log_model(artifact, "best" if selected else "latest", {primary: result.get(primary)})
     run.tracker.finish(result)
     run.accelerator.wait_for_everyone()
     # Leave the process group cleanly: without it ranks sometimes abort at interpreter

@@ -228,7 +228,7 @@ def submit_run(job: JobBase, args: Any, part: Partition | None) -> int:
         print(json.dumps(result, indent=2))
         return 0
     if previous:
-        active = [i for i, st in job_states(previous).items() if st.active]
+        active = [i for i, st in job_states(previous, run_dir).items() if st.active]
         if active:
             raise SubmitError(
                 f"{run_dir} belongs to job {', '.join(active)}, still queued or running: one job per run "
@@ -323,7 +323,7 @@ def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
 
     previous = runfiles.read_json(sweep_dir / runfiles.SUBMISSION) or {}
     prev_points = {p["name"]: p for p in previous.get("points", [])}
-    states = job_states(previous) if previous else {}
+    states = job_states(previous, sweep_dir) if previous else {}
     todo = []
     for label, params, point_job, point_id in points:
         old_id = prev_points.get(label, {}).get("job_id")

@@ -141,7 +141,7 @@ class TextClassifyTask(Task):
             vocab = Vocab.load(saved)
             found = checkpoint.load_latest(self.run_dir / CHECKPOINTS)
             if found is not None:
-                vocab.check_matches(found[1]["task_info"]["vocab_digest"], str(saved))
+                vocab.check_matches(found[1].task_info["vocab_digest"], str(saved))
             main_print(f"vocabulary: {saved} (the run's own)")
             return vocab
         data = self.job.data
