@@ -153,8 +153,7 @@ def status_sweep(sweep_dir: Path, record: dict[str, Any], data: dict[str, Any] |
     print_table(table)
     for r in rows:
         if r[1] in FINAL_STATES and r[1] != "COMPLETED":
-            print(f"
-{r[0]}: " + explain_failure(str(r[3]), states[str(r[3])], submitit_folder(sweep_dir, record),
+            print(f"\n{r[0]}: " + explain_failure(str(r[3]), states[str(r[3])], submitit_folder(sweep_dir, record),
                                                   record_tasks(record)))
     failed = [r[0] for r in rows if unfinished(r[1], results[r[0]])]
     if data is not None:
