@@ -179,7 +179,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------
-# Looking before running: config, jobs, --version, one-line warnings
+# Looking before running: config, jobs, --version
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -224,11 +224,6 @@ def add_inspection_commands(sub: argparse._SubParsersAction) -> None:
     copy = jobs.add_subparsers(dest="jobs_command").add_parser("copy", help="write a shipped job to DEST")
     copy.add_argument("name")
     copy.add_argument("dest", nargs="?", default=None, help="a file or folder (default: ./NAME.yaml)")
-
-
-def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    """Warnings read like errors: `warning: ...`, without the source file and line."""
-    print(f"warning: {message}", file=file or sys.stderr)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -321,9 +316,9 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides += extra
         else:
             p.error(f"unrecognized arguments: {' '.join(extra)}")
-    import warnings
+    from .messages import use_one_line_warnings
 
-    warnings.showwarning = one_line_warning
+    use_one_line_warnings()  # `warning: ...`, one line, like errors
     try:
         if getattr(args, "job", None):  # a path, or a shipped job's name
             from .shipped import find_job

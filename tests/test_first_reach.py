@@ -169,7 +169,7 @@ def test_wheel_lists_and_runs_a_shipped_job_by_name(tmp_path: Path, mnist_root: 
 def test_diverged_run_says_so_and_warnings_are_one_line(tmp_path: Path, fake_mnist: Path) -> None:
     out = tmp_path / "run"
     env = {"LSTM_TRAIN_DATA": str(fake_mnist)}
-    p = run_cli("run", "mnist_lstm", "optim.lr=1e6", f"train.output_dir={out}", *TINY_RUN, env=env)
+    p = run_cli("run", "mnist_lstm", "optim.lr=1e6", "train.epochs=3", f"train.output_dir={out}", *TINY_RUN, env=env)
     assert p.returncode == 0, p.stderr
     result = json.loads((out / "result.json").read_text())
     assert result["diverged"] is True, result
@@ -181,11 +181,12 @@ def test_diverged_run_says_so_and_warnings_are_one_line(tmp_path: Path, fake_mni
     assert result["versions"]["git_commit"].removesuffix("+dirty") == head  # run from this checkout
 
     # The example: predict on a run whose newest checkpoint is unreadable.
-    newest = max((out / "checkpoints").glob("step-*"), key=lambda f: f.stat().st_mtime)
-    newest.write_bytes(b"not a checkpoint")
+    steps = sorted((out / "checkpoints").glob("step-*"))
+    assert len(steps) == 2, steps  # steps 10 and 20: predict falls back to the older one
+    damaged = steps[-1] / "model.safetensors" if steps[-1].is_dir() else steps[-1]
+    damaged.write_bytes(b"not a checkpoint")
     image = tmp_path / "digit.png"
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(image)
-    (out / "checkpoints" / "best.pt").unlink(missing_ok=True)
     predict = run_cli("predict", str(out), str(image), env=env)
     warned = [ln for ln in predict.stderr.splitlines() if "unreadable" in ln]
     assert warned and all(ln.startswith("warning: ") for ln in warned), predict.stderr
