@@ -22,7 +22,8 @@ class TextData(SequenceData):
     train_path: str | None = Field(None, description="files: the train file (with test_path, optional val_path)")
     val_path: str | None = None
     test_path: str | None = None
-    format: Literal["auto", "csv", "tsv", "jsonl"] = Field("auto", description="auto: from the file name's suffix")
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "hf"] = Field(
+        "auto", description="auto: from the file name's suffix (a datasets save_to_disk folder: hf)")
     text_column: str = Field("text", description="files: column (JSON key) holding the text")
     label_column: str = Field("label", description="files: column (JSON key) holding the label")
     encoding: str = "utf-8"
@@ -70,7 +71,6 @@ class TextModel(ModelBase):
         False, description="sparse gradients for the embedding table, updated by SparseAdam (only the batch's rows); "
         "CPU and gloo only: NCCL cannot all-reduce sparse gradients"
     )
-
 
 Data = TextData
 Model = TextModel
