@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model, field_vali
 from . import runfiles
 from .schema import ConfigError, DataBase, ModelBase, Section, default_data_root
 from .sweeps import HalvingConfig, SweepConfig, point_label, point_overrides, points
-from .tasks import TASKS, get_task
+from .tasks import TASKS, get_sections
 
 __all__ = ["ConfigError", "DataBase", "JobBase", "ModelBase", "Section", "default_data_root", "load_job", "validate_job"]
 
@@ -168,12 +168,12 @@ def apply_override(spec: dict[str, Any], override: str, source: str = "command l
 
 def job_schema(task: str) -> type[JobBase]:
     """The pydantic model of a whole job for one task."""
-    task_cls = get_task(task)
+    data, model = get_sections(task)  # torch-free: validating a job imports no training code
     return create_model(  # type: ignore[call-overload]
         f"{task.title()}Job",
         __base__=JobBase,
-        data=(task_cls.Data, task_cls.Data()),
-        model=(task_cls.Model, task_cls.Model()),
+        data=(data, data()),
+        model=(model, model()),
     )
 
 

@@ -58,6 +58,8 @@ Failure policy
 
 from __future__ import annotations
 
+from .about import versions
+
 import hashlib
 import json
 import netrc
@@ -303,7 +305,7 @@ class Tracker:
         root.mkdir(parents=True, exist_ok=True)
         w = self.worker
         self.wandb_id = wandb_run_id(self.job.name, self.run_id, None if self.shared else w.rank)
-        worker = {**asdict(w), "run_id": self.run_id}
+        worker = {**asdict(w), "run_id": self.run_id, "versions": versions()}
         display = f"{self.job.name}-{cfg.job_type}" if cfg.job_type else self.job.name
         if self.shared:
             config = {f"worker_rank{w.rank}": worker}

@@ -33,6 +33,7 @@ import math
 import random
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
-from . import checkpoint, halving, runfiles, runlock
+from . import about, checkpoint, halving, runfiles, runlock
 from .config import JobBase, save_job
 from .data import prepared
 from .data.batching import BatchPlan, eval_batches_for
@@ -144,6 +145,8 @@ class LoopState:
     counts: dict[str, int] = field(default_factory=lambda: {"samples": 0, "tokens": 0, "padded": 0})  # this rank
     pending: list[torch.Tensor] = field(default_factory=list)  # losses since the last sync
     last_sync: tuple[float, int, int] = (0.0, 0, 0)  # time, step, units at the last sync
+    first_loss: float | None = None  # step 1's loss (a run started here), and the newest synced one:
+    last_loss: float | None = None  # together they tell a run that diverged without a NaN
 
     def seconds(self) -> float:
         """Training time of the whole run so far: earlier parts plus this one."""
@@ -454,6 +457,9 @@ def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) 
             f"{state.step}); stopped. The last good checkpoint in {run.checkpoints} is kept: lower optim.lr or set "
             "optim.grad_clip."
         )
+    if state.first_loss is None and state.step == len(losses):
+        state.first_loss = float(losses[0])
+    state.last_loss = float(total[0]) / run.world
     now, done = time.perf_counter(), units(run, state.counts)
     last_time, last_step, last_done = state.last_sync if state.last_sync[0] else (state.start, state.resumed_from or 0, 0)
     state.last_sync = (now, state.step, done)
@@ -668,7 +674,12 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
         result["tokens_per_second"] = round(counts["tokens"] / max(seconds, 1e-9), 1)
     if run.lengths is not None and counts["padded"]:
         result["padding_fraction"] = round(1 - counts["tokens"] / counts["padded"], 4) if counts["tokens"] else None
+    result["versions"] = about.versions()
+    result["diverged"] = diverged(state)
     if run.accelerator.is_main_process:
+        if result["diverged"]:
+            warnings.warn(f"training diverged: the train loss ended at {state.last_loss:.4g}, over {DIVERGED}x its "
+                          f"first value {state.first_loss:.4g} (no NaN, so it ran on): lower optim.lr or set optim.grad_clip")
         extra = run.task.finish(run.net, run.splits, run.run_dir)
         images, tables = extra.pop("images", {}), extra.pop("tables", {})
         result.update(extra)
@@ -688,6 +699,16 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
     # exit ("terminate called without an active exception") after finishing their work.
     run.accelerator.end_training()
     return result
+
+
+DIVERGED = 10  # a final loss this many times the first one: the run diverged
+
+
+def diverged(state: LoopState) -> bool:
+    """The loss ended far above where it started (a run resumed from a checkpoint has no
+    first loss here, and is not judged)."""
+    return state.first_loss is not None and state.last_loss is not None and \
+        state.last_loss > DIVERGED * max(state.first_loss, 1e-12)
 
 
 # ---------------------------------------------------------------------------

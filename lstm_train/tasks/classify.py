@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from ..schema import DataBase, ModelBase, default_data_root
 from ..data import mnist
 from ..models import LSTMClassifier
 from .base import ExportSignature, Splits, Task, predict_files
+from .sections.classify import ClassifyData, ClassifyModel  # noqa: F401 (the job's sections, torch-free)
 
 CLASS_NAMES = {
     "mnist": [str(d) for d in range(10)],
@@ -22,23 +21,6 @@ CLASS_NAMES = {
         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
     ],
 }
-
-
-class ClassifyData(DataBase):
-    dataset: Literal["mnist", "fashion_mnist"] = "mnist"
-    root: str = Field(default_factory=default_data_root)
-    download: bool = False
-    loader: Literal["tensor", "torchvision"] = Field(
-        "tensor", description="tensor: whole set on the device (fast); torchvision: Dataset + DataLoader"
-    )
-    num_workers: int = Field(0, ge=0, description="DataLoader workers (loader=torchvision)")
-    sequence: Literal["rows", "pixels"] = Field(
-        "rows", description="rows: 28 steps of 28 pixels (the tutorial); pixels: 784 steps of 1 pixel (sequential MNIST)"
-    )
-
-
-class ClassifyModel(ModelBase):
-    pass
 
 
 def as_rows(images: torch.Tensor) -> torch.Tensor:
