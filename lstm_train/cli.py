@@ -153,7 +153,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .checkpoint import convert
+    from .checkpoint_format1 import convert
 
     for line in convert(Path(args.run_dir)):
         print(f"converted {line}")
