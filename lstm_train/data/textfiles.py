@@ -15,11 +15,11 @@ Texts are split into words with a Hugging Face `tokenizers` pre-tokenizer
 from __future__ import annotations
 
 import csv
-import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, BinaryIO, Literal
 
 from tokenizers import Regex, pre_tokenizers
 
@@ -95,29 +95,75 @@ def read_table(path: str | Path, text_column: str, label_column: str | None, fmt
     """Text and label of every row of a CSV / TSV / JSON Lines file (blank lines skipped);
     `label_column` None: texts only (`Table.labels` stays empty)."""
     path = Path(path).expanduser()
-    kind = file_format(path, fmt)
-    if kind in ("parquet", "hf"):
-        table = _read_arrow(path, kind, text_column, label_column)
-        if not table.texts:
-            raise TextDataError(f"{path}: no samples (an empty table?)")
-        return table
-    content = read_text(path, encoding)
-    table = _read_jsonl(path, content, text_column, label_column) if kind == "jsonl" else \
-        _read_delimited(path, content, "\t" if kind == "tsv" else ",", text_column, label_column)
+    table = Table(str(path))
+    for text, label, line in iter_rows(path, text_column, label_column, fmt, encoding, table.columns):
+        if label is not None:
+            table.labels.append(label)
+        table.texts.append(text)
+        table.lines.append(line)
     if not table.texts:
-        raise TextDataError(f"{path}: no samples (an empty file?)")
+        raise TextDataError(f"{path}: no samples (an empty {'table' if file_format(path, fmt) in ('parquet', 'hf') else 'file'}?)")
     return table
 
 
-def _read_delimited(path: Path, content: str, delimiter: str, text_column: str, label_column: str | None) -> Table:
-    reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter, strict=True)
-    table = Table(str(path))
+Row = tuple[str, "str | None", int]  # text, label (stripped; None without a label column), line or row number
+
+
+def iter_rows(path: str | Path, text_column: str, label_column: str | None, fmt: str = "auto",
+              encoding: str = "utf-8", columns: list[str] | None = None) -> Iterator[Row]:
+    """The rows of a file one at a time, checked as `read_table` checks them, read incrementally
+    (a file larger than memory can be prepared); `columns` receives the header or first keys."""
+    path = Path(path).expanduser()
+    columns = [] if columns is None else columns
+    kind = file_format(path, fmt)
+    if kind in ("parquet", "hf"):
+        yield from _read_arrow(path, kind, text_column, label_column, columns)
+        return
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    try:
+        "".encode(codec)
+    except LookupError:
+        raise TextDataError(f"data.encoding = {encoding!r}: not a text encoding Python knows") from None
+    try:
+        with open(path, "rb") as f:
+            lines = _decoded_lines(path, f, codec, encoding)
+            if kind == "jsonl":
+                yield from _read_jsonl(path, lines, text_column, label_column, columns)
+            else:
+                yield from _read_delimited(path, lines, "\t" if kind == "tsv" else ",", text_column, label_column,
+                                           columns)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise TextDataError(f"{path}: cannot read (Is a directory)") from None
+    except PermissionError as e:
+        raise TextDataError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def _decoded_lines(path: Path, f: BinaryIO, codec: str, encoding: str) -> Iterator[str]:
+    """The file's lines (split at b"\\n", ends kept), decoded one at a time: an undecodable byte
+    is named with its line and offset, and memory stays one line whatever the file's size."""
+    offset = 0
+    for line, data in enumerate(f, 1):
+        try:
+            yield data.decode(codec if line == 1 else codec.removesuffix("-sig"))
+        except UnicodeDecodeError as e:
+            raise TextDataError(
+                f"{path}:{line}: not valid {encoding} (byte 0x{data[e.start]:02x} at offset {offset + e.start}); "
+                "re-save the file as UTF-8 or set data.encoding (e.g. latin-1, cp1252)"
+            ) from None
+        offset += len(data)
+
+
+def _read_delimited(path: Path, lines: Iterator[str], delimiter: str, text_column: str, label_column: str | None,
+                    columns_out: list[str]) -> Iterator[Row]:
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
         header = next(reader, None)
         if header is None:
             raise TextDataError(f"{path}: empty file; the first line must name the columns")
         header = [h.strip() for h in header]
-        table.columns = header
+        columns_out[:] = header
         columns = {}
         for key, name in (("data.text_column", text_column), ("data.label_column", label_column)):
             if name is None:
@@ -138,13 +184,14 @@ def _read_delimited(path: Path, content: str, delimiter: str, text_column: str, 
                     f"{path}:{line}: {len(row)} fields, but the header has {len(header)} "
                     f"({', '.join(header)}); quote a field that holds the delimiter {delimiter!r}"
                 )
-            _add(table, row[text_at], None if label_at is None else row[label_at], line, text_column, label_column)
+            yield _checked(path, row[text_at], None if label_at is None else row[label_at], line, text_column,
+                           label_column)
     except csv.Error as e:
         raise TextDataError(f"{path}:{reader.line_num}: not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({e})") from None
-    return table
 
 
-def _read_arrow(path: Path, kind: str, text_column: str, label_column: str | None) -> Table:
+def _read_arrow(path: Path, kind: str, text_column: str, label_column: str | None,
+                columns_out: list[str]) -> Iterator[Row]:
     """A Parquet file or a Hugging Face `datasets` directory (`save_to_disk`), by column name,
     read through Arrow one record batch at a time."""
     if not path.exists():
@@ -173,7 +220,7 @@ def _read_arrow(path: Path, kind: str, text_column: str, label_column: str | Non
     for key, name in (("data.text_column", text_column), ("data.label_column", label_column)):
         if name is not None and name not in names:
             raise TextDataError(f"{path}: no column {name!r} ({key}); the columns are: {', '.join(names)}")
-    table = Table(str(path), columns=list(names))
+    columns_out[:] = list(names)
     wanted = [text_column] + ([label_column] if label_column is not None else [])
     row = 0
     for batch in batches(wanted):
@@ -187,13 +234,12 @@ def _read_arrow(path: Path, kind: str, text_column: str, label_column: str | Non
                 raise TextDataError(f"{path}: row {row}: {label_column!r} must be a string or number, found {label!r}")
             if isinstance(label, bool):
                 label = str(label).lower()
-            _add(table, text, None if label is None else str(label), row, text_column, label_column)
-    return table
+            yield _checked(path, text, None if label is None else str(label), row, text_column, label_column)
 
 
-def _read_jsonl(path: Path, content: str, text_column: str, label_column: str | None) -> Table:
-    table = Table(str(path))
-    for line, raw in enumerate(content.split("\n"), 1):
+def _read_jsonl(path: Path, lines: Iterator[str], text_column: str, label_column: str | None,
+                columns_out: list[str]) -> Iterator[Row]:
+    for line, raw in enumerate(lines, 1):
         if not raw.strip():
             continue
         try:
@@ -202,8 +248,8 @@ def _read_jsonl(path: Path, content: str, text_column: str, label_column: str | 
             raise TextDataError(f"{path}:{line}: not a JSON object ({e.msg} at column {e.colno})") from None
         if not isinstance(record, dict):
             raise TextDataError(f"{path}:{line}: one JSON object per line expected, found {type(record).__name__}")
-        if not table.columns:
-            table.columns = list(record)
+        if not columns_out:
+            columns_out[:] = list(record)
         for key, name in (("data.text_column", text_column), ("data.label_column", label_column)):
             if name is not None and name not in record:
                 raise TextDataError(f"{path}:{line}: no key {name!r} (keys: {', '.join(record)}); set {key}")
@@ -218,36 +264,46 @@ def _read_jsonl(path: Path, content: str, text_column: str, label_column: str | 
                     f"{path}:{line}: {label_column!r} must be a string or number, found {json.dumps(label)}"
                 )
             label = str(label).lower() if isinstance(label, bool) else str(label)
-        _add(table, text, label, line, text_column, label_column)
-    return table
+        yield _checked(path, text, label, line, text_column, label_column)
 
 
-def _add(table: Table, text: str, label: str | None, line: int, text_column: str, label_column: str | None) -> None:
+def _checked(path: Path, text: str, label: str | None, line: int, text_column: str, label_column: str | None) -> Row:
     if not text.strip():
-        raise TextDataError(f"{table.path}:{line}: empty text in column {text_column!r}")
+        raise TextDataError(f"{path}:{line}: empty text in column {text_column!r}")
     if label is not None:
         if not label.strip():
-            raise TextDataError(f"{table.path}:{line}: empty label in column {label_column!r}")
-        table.labels.append(label.strip())
-    table.texts.append(text)
-    table.lines.append(line)
+            raise TextDataError(f"{path}:{line}: empty label in column {label_column!r}")
+        label = label.strip()
+    return text, label, line
 
 
 def split_by_fraction(table: Table, val_fraction: float, test_fraction: float,
                       seed: int) -> tuple[Table, Table | None, Table]:
     """One file cut into train / val / test at random (seeded), fractions of its rows."""
+    assigned = fraction_assignment(len(table), table.path, val_fraction, test_fraction, seed)
+    parts = [(assigned == k).nonzero()[0].tolist() for k in (TRAIN, VAL, TEST)]
+    return table.subset(parts[0]), table.subset(parts[1]) if parts[1] else None, table.subset(parts[2])
+
+
+TRAIN, VAL, TEST = 0, 1, 2
+
+
+def fraction_assignment(n: int, path: str, val_fraction: float, test_fraction: float, seed: int) -> Any:
+    """The split (TRAIN, VAL or TEST) of each of a file's `n` rows: an int8 array, so a streamed
+    preparation that knows only the row count cuts exactly as `split_by_fraction` does."""
     import numpy as np
 
-    n = len(table)
     n_test, n_val = round(n * test_fraction), round(n * val_fraction)
     if n_test < 1 or n - n_test - n_val < 1:
         raise TextDataError(
-            f"{table.path}: {n} samples cannot be split into train / val ({val_fraction}) / test ({test_fraction}); "
+            f"{path}: {n} samples cannot be split into train / val ({val_fraction}) / test ({test_fraction}); "
             "change data.val_fraction / data.test_fraction or give more rows"
         )
-    order = np.random.default_rng(seed).permutation(n).tolist()
-    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
-    return table.subset(sorted(train)), table.subset(sorted(val)) if val else None, table.subset(sorted(test))
+    order = np.random.default_rng(seed).permutation(n)
+    assigned = np.full(n, TRAIN, dtype=np.int8)
+    assigned[order[:n_test]] = TEST
+    assigned[order[n_test : n_test + n_val]] = VAL
+    return assigned
 
 
 def word_splitter(rule: Literal["words", "whitespace"]) -> pre_tokenizers.PreTokenizer:
