@@ -139,6 +139,7 @@ class LoopState:
     pending: list[torch.Tensor] = field(default_factory=list)  # losses since the last sync
     last_sync: tuple[float, int, int] = (0.0, 0, 0)  # time, step, units at the last sync
     best_weights: dict[str, torch.Tensor] | None = None  # CPU copy, for the final test
+    carry: dict[str, torch.Tensor] = field(default_factory=dict)  # this rank's tensors a task carries between steps
 
     def seconds(self) -> float:
         """Training time of the whole run so far: earlier parts plus this one."""
@@ -174,6 +175,8 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
         while state.step < run.total_steps and not state.stopping:
             epoch, start = run.plan.locate(state.step)
             epoch_end = state.step - start + run.plan.steps_in_epoch(epoch)
+            if start == 0:
+                state.carry = {}  # what a task carries (Task.step_loss) starts afresh with every epoch
             for batches in epoch_batches(run, epoch, start):
                 state.pending.append(train_step(run, batches, state))
                 state.step += 1
@@ -313,6 +316,7 @@ def restore(run: Run) -> LoopState:
     rngs = saved["rng"]
     if len(rngs) == run.world:
         checkpoint.set_rng_state(rngs[run.rank])
+        state.carry = saved.get("carry", [{}] * run.world)[run.rank]
     else:  # another world size: fresh streams per rank, as a fresh run draws them (never rank 0's for all)
         seed_rank(run.job.train.seed + state.step, run.rank)
     if saved.get("global_batch", run.layout.global_batch) != run.layout.global_batch:
@@ -376,7 +380,10 @@ def train_step(run: Run, batches: list[tuple[Batch, torch.Tensor]], state: LoopS
         count(run, state, indices)
         sync_context = accelerator.no_sync(model) if i < n - 1 else contextlib.nullcontext()
         with sync_context:
-            loss = run.task.loss(model, batch)
+            carry = {k.split("/", 1)[1]: v.to(accelerator.device) for k, v in state.carry.items()
+                     if k.startswith(f"{i}/")}
+            loss, carry = run.task.step_loss(model, batch, carry)
+            state.carry.update({f"{i}/{k}": v for k, v in carry.items()})  # keyed by micro-batch slot
             scaled = loss / n if n > 1 else loss
             # Accelerate's backward only adds work here unless fp16 needs its loss scaler.
             accelerator.backward(scaled) if accelerator.scaler is not None else scaled.backward()
@@ -453,7 +460,9 @@ def save(run: Run, state: LoopState, force: bool = False) -> None:
     step, unless `force`d (an evaluation at a step a stopped run had already saved)."""
     if state.last_saved == state.step and not force:
         return
-    per_rank = gather_objects(run.accelerator, {"rng": checkpoint.rng_state(), "counts": dict(state.counts)})
+    carry = {k: v.detach().to("cpu") for k, v in state.carry.items()}
+    per_rank = gather_objects(run.accelerator, {"rng": checkpoint.rng_state(), "carry": carry,
+                                                "counts": dict(state.counts)})
     seconds = broadcast_object(run.accelerator, state.seconds())  # one number for every rank's result
     if run.lock:
         run.lock.check()  # a requeued copy of this job may have taken the run over: never write beside it
@@ -462,6 +471,7 @@ def save(run: Run, state: LoopState, force: bool = False) -> None:
             "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(),
             "rng": [r["rng"] for r in per_rank],
+            "carry": [r["carry"] for r in per_rank],
             "step": state.step,
             "world_size": run.world,
             "global_batch": run.layout.global_batch,
