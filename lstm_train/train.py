@@ -320,6 +320,7 @@ def restore(run: Run) -> LoopState:
     else:  # another world size: fresh streams per rank, as a fresh run draws them (never rank 0's for all)
         seed_rank(run.job.train.seed + state.step, run.rank)
     if saved.get("global_batch", run.layout.global_batch) != run.layout.global_batch:
+        run.plan.check_resume(saved["global_batch"], path)
         run.accelerator.print(
             f"warning: {path} was trained with a global batch of {saved['global_batch']} samples, this launch uses "
             f"{run.layout.global_batch} ({run.world} process(es)); set data.global_batch_size to keep the "

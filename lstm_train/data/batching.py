@@ -89,6 +89,15 @@ def cut_by_tokens(order: torch.Tensor, lengths: torch.Tensor, max_tokens: int, m
     return batches
 
 
+def check_streams(n: int, streams: int, bptt: int) -> None:
+    """A training stream of `n` tokens must give each of `streams` streams one window of `bptt`."""
+    if (n - 1) // streams < bptt:
+        raise ValueError(
+            f"the training text has {n} tokens, shorter than one window of data.bptt={bptt} tokens per stream for "
+            f"{streams} streams: it must have at least {streams * bptt + 1} tokens; use a longer text, a smaller "
+            "data.bptt or fewer streams (data.global_batch_size)")
+
+
 @dataclass
 class BatchPlan:
     """The global batches of every epoch and this rank's micro-batches of each.
@@ -135,11 +144,14 @@ class BatchPlan:
             if self.global_batch % self.slots:
                 raise ValueError(f"{self.global_batch} streams cannot be shared evenly by {self.world_size} process(es) x "
                                  f"{self.accum} micro-batch(es): set data.global_batch_size to a multiple of {self.slots}")
-            if self.stream_length < self.bptt:
-                raise ValueError(
-                    f"the training text has {self.n} tokens, shorter than one window of data.bptt={self.bptt} tokens per "
-                    f"stream for {self.global_batch} streams: it must have at least {self.global_batch * self.bptt + 1} "
-                    "tokens; use a longer text, a smaller data.bptt or fewer streams (data.global_batch_size)")
+            check_streams(self.n, self.global_batch, self.bptt)
+
+    def check_resume(self, global_batch: int, source: object) -> None:
+        """Streams are cut by the global batch: a run cannot continue its carried state over
+        another number of them (samples of other plans can; the loop only warns then)."""
+        if self.bptt is not None and global_batch != self.global_batch:
+            raise ValueError(f"{source} was trained on {global_batch} streams, this launch has {self.global_batch}: "
+                             f"set data.global_batch_size={global_batch} to resume it, or use another train.output_dir")
 
     @property
     def stream_length(self) -> int:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from ..data.batching import check_streams
 from ..data.streams import CorpusError, Tokenizer, compact, read_texts, resolve_files, split_files, split_text
 from ..models.language_model import LanguageModel
 from ..schema import ModelBase, StreamData, default_data_root
@@ -111,6 +112,8 @@ class LanguageModelTask(Task):
             if column is None or len(column) < 2:
                 raise CorpusError(f"the {name} part of {', '.join(map(str, paths[:3]))} has fewer than 2 tokens: "
                                   "a language model needs text to predict")
+        # Here too, before the run directory exists (the plan checks again with the world size).
+        check_streams(len(train), data.global_batch_size or data.batch_size, data.bptt)
         val_view = stream_view(val, data.eval_streams)
         test_view = stream_view(test, data.eval_streams) if test is not None and len(test) > 1 else val_view
         info = {"tokenizer": tokenizer.info(), "vocab_size": size, "bptt": data.bptt,
