@@ -427,8 +427,11 @@ def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) 
     every rank shares: a signal reaches ranks at different steps, so it is polled here."""
     losses = torch.stack(state.pending).float()
     state.pending.clear()
+    limit = run.job.train.max_seconds
+    late = limit is not None and state.seconds() >= limit  # every rank learns it if any rank is past the limit
     local = torch.stack([losses[-1], (~torch.isfinite(losses)).sum().float(),
-                         torch.tensor(float(stop.is_set()), device=losses.device)])
+                         torch.tensor(float(stop.is_set()), device=losses.device),
+                         torch.tensor(float(late), device=losses.device)])
     total = run.accelerator.reduce(local.clone(), "sum") if run.world > 1 else local
     if float(total[1]) > 0:
         bad = (~torch.isfinite(losses)).nonzero()
@@ -454,6 +457,8 @@ def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) 
     progress.update(state.step, row)
     if float(total[2]) > 0:
         state.stopping = "signal"
+    elif float(total[3]) > 0:
+        state.stopping = "time limit"  # a finished run: concluded as at its last step
 
 
 def save(run: Run, state: LoopState, force: bool = False) -> None:
@@ -622,6 +627,7 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
         "higher_is_better": run.task.higher_is_better,
         "best_step": state.best["step"] if state.best else None,
         "stopped_early": state.stopping == "early stopping",
+        "stopped_at_time_limit": state.stopping == "time limit",
         "epochs": round(state.step / max(1, run.plan.steps_in_epoch(0)), 4),
         "steps": state.step,
         "world_size": run.world,

@@ -257,3 +257,14 @@ def test_sampling_is_reproducible_and_checks_its_options(tmp_path: Path) -> None
         generate(model, tok, "the", 5, -1, None, 1)
     with pytest.raises(ValueError, match="--top-k 0"):
         generate(model, tok, "the", 5, 1.0, 0, 1)
+
+
+def test_a_time_limit_ends_the_run_as_finished(tmp_path: Path) -> None:
+    text = corpus(tmp_path / "data" / "c.txt")
+    out = tmp_path / "run"
+    proc = run_cli("run", *job_file(tmp_path, text, **{"train.epochs": "1000", "train.max_seconds": "2",
+                                                       "train.log_every": "5"}), f"train.output_dir={out}")
+    assert proc.returncode == 0, proc.stderr
+    result = result_of(out)
+    assert result["stopped_at_time_limit"] and 0 < result["steps"] < 1000 * 36 and "test_loss" in result
+    assert 2 <= result["train_seconds"] < 30
