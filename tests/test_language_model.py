@@ -26,7 +26,7 @@ from lstm_train.data.batching import BatchPlan
 from lstm_train.tasks.language_model import LanguageModelTask, generate
 from lstm_train.data.streams import Tokenizer
 
-from .conftest import accelerate_cli, result_of, resume_inside_an_epoch, run_cli
+from .conftest import ROOT, accelerate_cli, result_of, resume_inside_an_epoch, run_cli
 
 WORDS = "the king shall not go to rome and her lord my thou art".split()
 
@@ -268,3 +268,33 @@ def test_a_time_limit_ends_the_run_as_finished(tmp_path: Path) -> None:
     result = result_of(out)
     assert result["stopped_at_time_limit"] and 0 < result["steps"] < 1000 * 36 and "test_loss" in result
     assert 2 <= result["train_seconds"] < 30
+
+
+def test_wikitext2_layout_with_the_awd_regularisers(tmp_path: Path) -> None:
+    """jobs/wikitext2_awd_lstm.yaml on generated wiki.{train,valid,test}.tokens: words with <eos>,
+    variable windows, weight drop, locked and embedding dropout, AR/TAR, tied weights."""
+    root = tmp_path / "wikitext-2"
+    for name, lines, seed in (("train", 400, 0), ("valid", 60, 1), ("test", 60, 2)):
+        corpus(root / f"wiki.{name}.tokens", lines, seed)
+    out = tmp_path / "run"
+    proc = run_cli("run", str(ROOT / "jobs" / "wikitext2_awd_lstm.yaml"), f"data.root={root}", "data.bptt=10",
+                   "data.global_batch_size=4", "data.batch_size=4", "data.eval_streams=2", "model.hidden_size=32",
+                   "model.embedding_size=16", "train.epochs=4", "optim.lr=5", "train.threads=1", "model.dropout=0.1",
+                   "model.input_dropout=0.1", "model.weight_drop=0.2",
+                   f"train.output_dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = result_of(out)
+    assert result["val_perplexity"] < 14 and result["test_tokens"] > 0 and "val_bpc" not in result  # 13 words + <eos>
+    proc = run_cli("generate", str(out), "--prompt", "the king", "--tokens", "10")
+    assert proc.returncode == 0 and proc.stdout.startswith("the king"), proc.stderr
+
+
+def test_own_files_with_a_bpe_tokenizer_trained_on_the_training_part(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run_cli("run", str(ROOT / "jobs" / "lm_files_example.yaml"), f"data.root={ROOT}", "train.max_steps=6",
+                   "model.hidden_size=32", "model.embedding_size=16", "data.vocab_size=300",
+                   f"train.output_dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "tokenizer.json").is_file() and result_of(out)["val_tokens"] > 0
+    proc = run_cli("generate", str(out), "--prompt", "The loop", "--tokens", "20", "--seed", "2")
+    assert proc.returncode == 0 and proc.stdout.startswith("The loop"), proc.stderr
