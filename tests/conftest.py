@@ -98,7 +98,7 @@ def resume_inside_an_epoch(args: list[str], tmp_path: Path, steps_per_epoch: int
     mid = next(s for s, _ in checkpoint_files(cut / "checkpoints") if s > steps_per_epoch and s % steps_per_epoch)
     for step, path in checkpoint_files(cut / "checkpoints"):
         if step > mid:
-            path.unlink()
+            shutil.rmtree(path)
     proc = run_cli("run", *args, f"train.output_dir={cut}")
     assert proc.returncode == 0, proc.stderr
     return result_of(reference), result_of(cut), mid

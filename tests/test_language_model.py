@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lstm_train import checkpoint
 from lstm_train.checkpoint import checkpoint_files
 from lstm_train.config import load_job
 from lstm_train.data.batching import BatchPlan
@@ -52,7 +53,7 @@ train: {{epochs: 2, checkpoint_every: 10, log_every: 10, mixed_precision: "no", 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     (_, path), *_ = checkpoint_files(run_dir / "checkpoints")
-    return torch.load(path, weights_only=False)["model"]
+    return checkpoint.load(path).model
 
 
 # ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from torch import nn
 from ..schema import DataBase, ModelBase, default_data_root
 from ..data import mnist
 from ..models import LSTMClassifier
-from .base import Splits, Task
+from .base import ExportSignature, Splits, Task
 
 CLASS_NAMES = {
     "mnist": [str(d) for d in range(10)],
@@ -99,6 +99,12 @@ class ClassifyTask(Task):
             f"{prefix}accuracy": sums["correct"] / count,
             f"{prefix}samples": int(sums["count"]),
         }
+
+    def export_signature(self, batch: tuple[torch.Tensor, ...], info: dict[str, Any]) -> ExportSignature:
+        """The image as the LSTM reads it: float [batch, steps, pixels per step] in [0, 1] -> logits."""
+        x = as_sequence(batch[0], self.job.data.sequence)
+        return ExportSignature({"x": x}, {"x": {0: "batch", 1: "steps"}}, ["logits"],
+                               metadata={"classes": info["classes"], "sequence": self.job.data.sequence})
 
     def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
         from PIL import Image, UnidentifiedImageError

@@ -37,7 +37,7 @@ from ..data.vocab import UNK, Vocab
 from ..entities import entity_counts, invalid_transitions, is_bio, precision_recall_f1
 from ..models.tagger import Tagger
 from ..schema import ModelBase, SequenceData, default_data_root
-from .base import Batch, Split, Splits, Task
+from .base import Batch, ExportSignature, Split, Splits, Task
 
 EWT = "UD_English-EWT/en_ewt-ud-"
 RUN_FILES = {"words": "vocab_words.json", "chars": "vocab_chars.json"}
@@ -254,6 +254,18 @@ class TagTask(Task):
             p, r, f1 = precision_recall_f1(sums["entities_correct"], sums["entities_predicted"], sums["entities_gold"])
             out.update({f"{prefix}entity_precision": p, f"{prefix}entity_recall": r, f"{prefix}entity_f1": f1})
         return out
+
+    def export_signature(self, batch: Batch, info: dict[str, Any]) -> ExportSignature:
+        """Word ids int64 [batch, words] (vocab_words.json, lower-cased), each word's characters
+        int64 [batch, words, char_width] (vocab_chars.json, BOS word EOS then 0) and lengths int64
+        [batch] -> tag scores [batch, words, tags] (tags.json; the argmax is the softmax tagger's
+        answer, a CRF's Viterbi decoding over them is not in the graph)."""
+        (words, lengths), (chars, _), _ = batch
+        return ExportSignature({"words": words.long(), "chars": chars.long(), "lengths": lengths.long()},
+                               {"words": {0: "batch", 1: "words"}, "chars": {0: "batch", 1: "words"},
+                                "lengths": {0: "batch"}}, ["scores"],
+                               metadata={"tags": info["tags"], "char_width": info["char_width"], "crf": self.job.model.crf,
+                                         "vocabularies": dict(RUN_FILES)})
 
     # -- after training -------------------------------------------------------------------
 

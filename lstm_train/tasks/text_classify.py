@@ -44,7 +44,7 @@ from ..data.textfiles import TextDataError
 from ..data.vocab import Vocab
 from ..models.text import TextClassifier
 from ..schema import ModelBase, Section, SequenceData, default_data_root
-from .base import Split, Splits, Task
+from .base import ExportSignature, Split, Splits, Task
 
 VOCAB_FILE = "vocab.json"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -202,7 +202,7 @@ class TextClassifyTask(Task):
             vocab = Vocab.load(saved)
             found = checkpoint.load_latest(self.run_dir / CHECKPOINTS)
             if found is not None:
-                vocab.check_matches(found[1]["task_info"]["vocab_digest"], str(saved))
+                vocab.check_matches(found[1].task_info["vocab_digest"], str(saved))
             main_print(f"vocabulary: {saved} (the run's own)")
             return vocab
         data = self.job.data
@@ -278,6 +278,18 @@ class TextClassifyTask(Task):
             f"{prefix}macro_f1": macro_f1(matrix),
             f"{prefix}samples": int(sums["count"]),
         }
+
+    def export_signature(self, batch: tuple[Padded, torch.Tensor], info: dict[str, Any]) -> ExportSignature:
+        """Word ids int64 [batch, words] (0 after each text's end; vocab.json maps words to ids) and
+        lengths int64 [batch] -> logits over the classes (class_logits: SST-2 read off a five-way
+        model is grouped inside the graph too)."""
+        tokens = batch[0]
+        return ExportSignature({"ids": tokens.data.long(), "lengths": tokens.lengths.long()},
+                               {"ids": {0: "batch", 1: "words"}, "lengths": {0: "batch"}}, ["logits"],
+                               forward=self.class_logits,
+                               metadata={"classes": info["classes"], "tokenizer": info.get("tokenizer"),
+                                         "lowercase": self.job.data.lowercase, "max_length": info.get("max_length"),
+                                         "vocabulary": VOCAB_FILE})
 
     # ------------------------------------------------------------------ after training
 
