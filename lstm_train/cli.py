@@ -49,6 +49,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     return leave(0)
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Prepare a job's data into the store (once; later runs and every rank map it) and say where."""
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):  # the tasks' data notes; stdout: the summary alone
+        summary = prepare_job(args)
+    if summary:
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
+def prepare_job(args: argparse.Namespace) -> dict | None:
+    from .data import prepared
+    from .tasks import get_task
+
+    job = load_job(args.job, args.overrides)
+    task = get_task(job.task)(job, None)
+    entry = prepared.locate(task)
+    if entry is None:
+        print(f"{job.task}: this task loads its data directly; nothing to prepare", file=sys.stderr)
+        return None
+    manifest, fresh = prepared.ensure(task, entry)
+    samples = {name: None if cols is None else (cols[0]["shape"] if cols[0]["kind"] == "dense"
+                                                else cols[0]["lengths"]["shape"])[0]
+               for name, cols in manifest["splits"].items()}
+    return {"path": str(entry.folder), "bytes": manifest["bytes"], "prepared_now": fresh, "samples": samples}
+
+
 def sweep_point(job, source: str, index: int):
     """`run` of a job with a `sweep:` trains one point of it, and says which (`submit` runs them all)."""
     from .config import ConfigError, sweep_jobs
@@ -168,6 +196,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from .slurm.submission import submit_main
 
+    if args.prepare:
+        import contextlib
+
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = prepare_job(args)
+        if summary:
+            print(f"prepared data: {summary['path']} ({summary['bytes']:,} bytes)", file=sys.stderr)
     return submit_main(args)
 
 
@@ -192,6 +227,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.epochs=3")
     run.add_argument("--point", type=int, help="a job with a sweep: which point to train (default 0)")
     run.set_defaults(func=cmd_run)
+
+    prep = sub.add_parser("prepare", help="tokenize a job's data once into the prepared-data store (data.cache_dir)")
+    prep.add_argument("job")
+    prep.add_argument("overrides", nargs="*")
+    prep.set_defaults(func=cmd_prepare)
 
     predict = sub.add_parser("predict", help="use a trained run on new inputs")
     predict.add_argument("run_dir")
@@ -255,6 +295,8 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("overrides", nargs="*")
     submit.add_argument("--executor", choices=["slurm", "local", "debug"], default="slurm")
     submit.add_argument("--wait", action="store_true", help="wait for the job(s) and print the result")
+    submit.add_argument("--prepare", action="store_true",
+                        help="prepare the data here before queuing, so no allocation waits on tokenization")
     submit.add_argument("--new-run", action="store_true",
                         help="a fresh run (new run id and directory) even if this job was submitted before")
     submit.set_defaults(func=cmd_submit)

@@ -47,6 +47,7 @@ from torch import nn
 
 from . import checkpoint, halving, runfiles, runlock
 from .config import JobBase, save_job
+from .data import prepared
 from .data.batching import BatchPlan, eval_batches
 from .distributed import (
     BatchLayout, batch_layout, broadcast_buffers, broadcast_object, gather_objects,
@@ -255,7 +256,7 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
     run_dir = job.run_dir
     set_seed(job.train.seed)
     task = task_class(job, run_dir)
-    splits = task.load_data()  # before the run dir exists: bad data leaves no debris
+    splits = prepared.load(task, accelerator)  # before the run dir exists: bad data leaves no debris
     lock = None
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -190,6 +190,7 @@ def test_sweep_is_one_array_with_status_table(cluster: None, tmp_path: Path, slu
 def test_requeue_resumes_with_same_wandb_runs(cluster: None, tmp_path: Path, slurm_env: dict[str, str], jobs: list[str]) -> None:
     """`scontrol requeue` mid-training (SIGTERM, then the same job id runs again)."""
     run_dir = tmp_path / "requeue"
+    slurm_env = {**slurm_env, "LSTM_TRAIN_CACHE": str(tmp_path / "prepared")}  # this test's own store
     p = submit(run_dir, "train.max_steps=600", "train.log_every=10", "train.checkpoint_every=50",
                "tracking.wandb.mode=offline", "slurm.time_min=10", env=slurm_env, jobs=jobs)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -208,6 +209,9 @@ def test_requeue_resumes_with_same_wandb_runs(cluster: None, tmp_path: Path, slu
     res = result(run_dir)
     assert res["resumed_from_step"] and res["resumed_from_step"] > 0 and res["steps"] == 600, res
     assert f"resuming from {run_dir / 'checkpoints'}" in out, out
+    # The data was prepared once, by the first attempt; the requeued one mapped it.
+    assert err.count("prepared data: preparing classify data") == 1, err
+    assert "prepared data: mapping " in err.split("DUE TO JOB REQUEUE")[-1], err
 
     # Both attempts wrote into the same W&B run (offline: one directory per attempt, same id).
     run_id = json.loads((run_dir / "submission.json").read_text())["wandb"]["group"]

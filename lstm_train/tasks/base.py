@@ -68,7 +68,8 @@ def split_size(split: Split) -> int:
 class Task:
     """One kind of learning problem.  Subclasses set the class attributes and methods below.
 
-    The loop calls, in order: `load_data` (every rank, CPU tensors), `write_run_files`
+    The loop calls, in order: `load_data` (every rank, CPU tensors; or once, through the
+    prepared-data store, where `source_files` names the inputs), `write_run_files`
     (main process, once the run directory exists), `build_model` (from `splits.info`),
     then per batch `loss`; at each evaluation `eval_sums` per batch of the rank's shard
     (summed over batches and ranks) and `metrics` on the totals; at the end, with the
@@ -96,6 +97,13 @@ class Task:
 
     def load_data(self) -> Splits:
         raise NotImplementedError
+
+    def source_files(self) -> list[Path] | None:
+        """The files `load_data` reads.  A list: the loop prepares the data once into the
+        prepared-data store (`data/prepared.py`, keyed by these files' contents and the data
+        section) and every rank memory-maps it; `load_data` then runs only when preparing, so
+        it must not leave state on `self`.  None (the default): `load_data` runs on every rank."""
+        return None
 
     def write_run_files(self, run_dir: Path, info: dict[str, Any]) -> None:
         """Main process, once the run directory exists: files a user or `predict` reads

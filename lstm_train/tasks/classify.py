@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -57,6 +58,14 @@ class ClassifyTask(Task):
     name = "classify"
     Data = ClassifyData
     Model = ClassifyModel
+
+    def source_files(self) -> list[Path] | None:
+        """The IDX files (mapped through the prepared-data store); the torchvision loader reads its own."""
+        data = self.job.data
+        if data.loader == "torchvision":
+            return None
+        mnist.ensure_files(data.root, data.dataset, data.download)
+        return mnist.raw_files(data.root, data.dataset, True) + mnist.raw_files(data.root, data.dataset, False)
 
     def load_data(self) -> Splits:
         data = self.job.data

@@ -113,6 +113,10 @@ class TagTask(Task):
         data = self.job.data
         return conll.read_tagged(data.path(name), data.format, data.column, with_tags)
 
+    def source_files(self) -> list[Path]:
+        data = self.job.data
+        return [data.path(name) for name in ("train", "val", "test") if getattr(data, name)]
+
     def load_data(self) -> Splits:
         data = self.job.data
         train = self.read("train")
@@ -195,6 +199,8 @@ class TagTask(Task):
         if unk_probability is not None:
             unk_probability[:4] = 0  # the specials are never dropped
         self.info = info
+        if info["scheme"] == "bio":  # also when the data was mapped from the store (load_data did not run)
+            self.primary_metric = "entity_f1"
         words, chars = Vocab.from_json(info["words"]), Vocab.from_json(info["chars"])
         return Tagger(
             num_words=len(words), num_chars=len(chars), num_tags=len(info["tags"]), word_dim=m.word_dim,

@@ -62,7 +62,8 @@ class TextData(SequenceData):
     train_path: str | None = Field(None, description="files: the train file (with test_path, optional val_path)")
     val_path: str | None = None
     test_path: str | None = None
-    format: Literal["auto", "csv", "tsv", "jsonl"] = Field("auto", description="auto: from the file name's suffix")
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "hf"] = Field(
+        "auto", description="auto: from the file name's suffix (a datasets save_to_disk folder: hf)")
     text_column: str = Field("text", description="files: column (JSON key) holding the text")
     label_column: str = Field("label", description="files: column (JSON key) holding the label")
     encoding: str = "utf-8"
@@ -135,6 +136,16 @@ class TextClassifyTask(Task):
     throughput_unit = "tokens"
 
     # ------------------------------------------------------------------ data
+
+    def source_files(self) -> list[Path]:
+        """The files load_data reads (the prepared-data store's key)."""
+        data = self.job.data
+        if data.source == "files":
+            files = [Path(p).expanduser() for p in (data.path, data.train_path, data.val_path, data.test_path) if p]
+        else:
+            folder = Path(data.root).expanduser() / "SST" / "trees"
+            files = [folder / f"{name}.txt" for name in ("train", "dev", "test")]
+        return files
 
     def load_data(self) -> Splits:
         data = self.job.data
@@ -220,6 +231,9 @@ class TextClassifyTask(Task):
     def write_run_files(self, run_dir: Path, info: dict[str, Any]) -> None:
         """vocab.json beside the checkpoints (atomic), for predict and resumed runs."""
         path = Path(run_dir) / VOCAB_FILE
+        if path.is_file():  # a resumed run: the data's vocabulary must still be the run's
+            Vocab.load(path).check_matches(info["vocab_digest"], str(path))
+            return
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(info["vocab"], encoding="utf-8")
         os.replace(tmp, path)
@@ -232,6 +246,9 @@ class TextClassifyTask(Task):
                                m.bidirectional, m.dropout, m.pooling, m.embedding_dropout, m.word_dropout,
                                m.sparse_embeddings)
         pretrained = getattr(self, "pretrained", None)
+        if pretrained is None and m.embeddings.path:  # data mapped from the store: load_data did not run
+            pretrained = self.pretrained = read_vectors(m.embeddings.path, Vocab.from_json(info["vocab"]), m.embedding_dim)
+            main_print(pretrained.summary())
         if pretrained is not None:
             model.load_vectors(pretrained.vectors, pretrained.found, m.embeddings.freeze)
         elif m.embeddings.freeze:
