@@ -120,6 +120,16 @@ class LanguageModelTask(Task):
                 "train_tokens": len(train), "val_tokens": len(val)}
         return Splits(train=(train,), val=(val_view,), test=(test_view,), info=info)
 
+    def source_files(self) -> list[Path]:
+        """The corpus files: the prepared-data store tokenizes them once, every rank maps the
+        flat token column (and the evaluation streams) read-only."""
+        data, root = self.job.data, Path(self.job.data.root)
+        files = resolve_files(data.files, root, "files")
+        for key in ("val_files", "test_files"):
+            if getattr(data, key):
+                files += resolve_files(getattr(data, key), root, key)
+        return files
+
     def write_run_files(self, run_dir: Path, info: dict[str, Any]) -> None:
         if "bpe_json" in info["tokenizer"]:  # the trained subword model, for users' own tools
             tmp = run_dir / ".tokenizer.json.tmp"
