@@ -152,6 +152,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .tasks.language_model import cmd_generate as generate
+
+    job, _, model, info = load_run(Path(args.run_dir))
+    if job.task != "language_model":
+        raise ValueError(f"{args.run_dir} is a {job.task} run; generate samples from a language_model run")
+    generate(model, info, args)
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from .checkpoint_format1 import convert
 
@@ -289,6 +299,16 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--beam", type=int, help="beam size (translation; default: the job's)")
     predict.add_argument("--output", help="where to write a filled file (--conllu)")
     predict.set_defaults(func=cmd_predict)
+
+    generate = sub.add_parser("generate", help="sample text from a language model run, streamed to stdout")
+    generate.add_argument("run_dir")
+    generate.add_argument("--prompt", default="\n", help="text to start from (default: a new line)")
+    generate.add_argument("--tokens", type=int, default=500, help="tokens to sample")
+    generate.add_argument("--temperature", type=float, default=0.8, help="> 0; lower is greedier")
+    generate.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens only")
+    generate.add_argument("--seed", type=int, default=1)
+    generate.add_argument("--samples", type=int, default=1, help="samples, with seeds seed, seed+1, ...")
+    generate.set_defaults(func=cmd_generate)
 
     convert = sub.add_parser("convert", help="rewrite a run's checkpoints of an older lstm_train in today's safe format")
     convert.add_argument("run_dir")

@@ -138,7 +138,7 @@ class LoopState:
     last_saved: int | None = None  # newest checkpoint's step: known on every rank, never read off the disk
     saved_seconds: float = 0.0  # the run's training time as the newest checkpoint records it
     last_metrics: dict[str, Any] = field(default_factory=dict)
-    stopping: str | None = None  # "signal" or "early stopping"
+    stopping: str | None = None  # "signal", "early stopping", "successive halving" or "time limit"
     start: float = field(default_factory=time.perf_counter)
     start_cpu: float = field(default_factory=time.process_time)
     eval_seconds: float = 0.0
@@ -196,6 +196,8 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
         while state.step < run.total_steps and not state.stopping:
             epoch, start = run.plan.locate(state.step)
             epoch_end = state.step - start + run.plan.steps_in_epoch(epoch)
+            if start == 0:
+                state.carry = {}  # what a task carries (Task.step_loss) starts afresh with every epoch
             for batches in epoch_batches(run, epoch, start):
                 state.pending.append(train_step(run, batches, state))
                 state.step += 1
@@ -343,6 +345,7 @@ def restore(run: Run) -> LoopState:
     else:  # another world size: fresh streams per rank, as a fresh run draws them (never rank 0's for all)
         seed_rank(run.job.train.seed + state.step, run.rank)
     if saved.global_batch != run.layout.global_batch:
+        run.plan.check_resume(saved.global_batch, path)
         run.accelerator.print(
             f"warning: {path} was trained with a global batch of {saved.global_batch} samples, this launch uses "
             f"{run.layout.global_batch} ({run.world} process(es)); set data.global_batch_size to keep the "
@@ -402,7 +405,10 @@ def train_step(run: Run, batches: list[tuple[Batch, torch.Tensor]], state: LoopS
         count(run, state, indices)
         sync_context = accelerator.no_sync(model) if i < n - 1 else contextlib.nullcontext()
         with sync_context:
-            loss = run.task.loss(model, batch)
+            carry = {k.split("/", 1)[1]: v.to(accelerator.device) for k, v in state.carry.items()
+                     if k.startswith(f"{i}/")}
+            loss, carry = run.task.step_loss(model, batch, carry)
+            state.carry.update({f"{i}/{k}": v for k, v in carry.items()})  # keyed by micro-batch slot
             scaled = loss / n if n > 1 else loss
             # Accelerate's backward only adds work here unless fp16 needs its loss scaler.
             accelerator.backward(scaled) if accelerator.scaler is not None else scaled.backward()
@@ -445,8 +451,11 @@ def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) 
     every rank shares: a signal reaches ranks at different steps, so it is polled here."""
     losses = torch.stack(state.pending).float()
     state.pending.clear()
+    limit = run.job.train.max_seconds
+    late = limit is not None and state.seconds() >= limit  # every rank learns it if any rank is past the limit
     local = torch.stack([losses[-1], (~torch.isfinite(losses)).sum().float(),
-                         torch.tensor(float(stop.is_set()), device=losses.device)])
+                         torch.tensor(float(stop.is_set()), device=losses.device),
+                         torch.tensor(float(late), device=losses.device)])
     total = run.accelerator.reduce(local.clone(), "sum") if run.world > 1 else local
     if float(total[1]) > 0:
         bad = (~torch.isfinite(losses)).nonzero()
@@ -475,6 +484,8 @@ def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) 
     progress.update(state.step, row)
     if float(total[2]) > 0:
         state.stopping = "signal"
+    elif float(total[3]) > 0:
+        state.stopping = "time limit"  # a finished run: concluded as at its last step
 
 
 def save(run: Run, state: LoopState, force: bool = False) -> None:
@@ -651,6 +662,7 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
         "higher_is_better": run.task.higher_is_better,
         "best_step": state.best["step"] if state.best else None,
         "stopped_early": state.stopping in ("early stopping", "successive halving"),
+        "stopped_at_time_limit": state.stopping == "time limit",
         "epochs": round(state.step / max(1, run.plan.steps_in_epoch(0)), 4),
         "steps": state.step,
         "world_size": run.world,

@@ -22,6 +22,7 @@ TASKS = {
     "text_classify": "lstm_train.tasks.text_classify",
     "tag": "lstm_train.tasks.tag",
     "translate": "lstm_train.tasks.translate",
+    "language_model": "lstm_train.tasks.language_model",
 }
 
 

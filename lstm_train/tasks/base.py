@@ -306,6 +306,16 @@ class Task:
         """Mean training loss of one batch (grad enabled)."""
         raise NotImplementedError
 
+    def step_loss(self, model: nn.Module, batch: Batch, carry: dict[str, torch.Tensor]
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss of one micro-batch and what it carries to the next step: the one
+        generic hook for state that lives across steps (a language model's hidden state under
+        truncated BPTT).  `carry` is what this micro-batch slot (this rank, this micro-batch
+        index) returned at the previous step, empty at the start of every epoch; return it
+        detached.  The loop keeps it per rank and saves it in checkpoints, so a resumed run
+        continues with it.  Default: `loss`, nothing carried."""
+        return self.loss(model, batch), {}
+
     def eval_sums(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         """Additive statistics of one evaluation batch (no grad): e.g. loss_sum, correct, count."""
         raise NotImplementedError
