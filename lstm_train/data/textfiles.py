@@ -69,27 +69,6 @@ def file_format(path: Path, fmt: str) -> str:
     return found
 
 
-def read_text(path: Path, encoding: str) -> str:
-    """The whole file decoded, or an error naming the line of the first undecodable byte."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    except OSError as e:
-        raise TextDataError(f"{path}: cannot read ({e.strerror})") from None
-    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
-    try:
-        return raw.decode(codec)
-    except LookupError:
-        raise TextDataError(f"data.encoding = {encoding!r}: not a text encoding Python knows") from None
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise TextDataError(
-            f"{path}:{line}: not valid {encoding} (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-            "re-save the file as UTF-8 or set data.encoding (e.g. latin-1, cp1252)"
-        ) from None
-
-
 def read_table(path: str | Path, text_column: str, label_column: str | None, fmt: str = "auto",
                encoding: str = "utf-8") -> Table:
     """Text and label of every row of a CSV / TSV / JSON Lines file (blank lines skipped);
