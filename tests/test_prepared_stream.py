@@ -115,12 +115,12 @@ def peak_rss_mib(path: Path, cache: Path) -> float:
 
 
 def test_preparation_memory_does_not_grow_with_the_corpus(tmp_path: Path) -> None:
-    small = generate(tmp_path / "small.csv", 25_000, seed=1)
+    small = generate(tmp_path / "small.csv", 15_000, seed=1)
     large = tmp_path / "large.csv"
     with open(large, "w") as f:  # ten times the rows (and bytes), written without holding them
         f.write("review,stars\n")
         for seed in range(10):
-            f.write(generate(tmp_path / "part.csv", 25_000, seed=seed).read_text().split("\n", 1)[1])
+            f.write(generate(tmp_path / "part.csv", 15_000, seed=seed).read_text().split("\n", 1)[1])
     assert large.stat().st_size > 9 * small.stat().st_size
     small_peak, large_peak = peak_rss_mib(small, tmp_path / "c1"), peak_rss_mib(large, tmp_path / "c2")
     # Loaded whole, the large file alone would take ~40 bytes per CSV byte (hundreds of MB more).
