@@ -47,6 +47,12 @@ class TrainConfig(Section):
     seed: int = 1
     output_dir: str | None = Field(None, description="default: runs/<job name>/<run id>")
     run_id: str | None = Field(None, description="default: SLURM job id, else a hash of the job")
+
+    @field_validator("run_id")
+    @classmethod
+    def _plain_run_id(cls, value: str | None) -> str | None:
+        """A run id is a directory name under runs/<name>/: no path (`..`, `/`, absolute)."""
+        return value if value is None else plain_name(value, "train.run_id")
     grad_accum_steps: int | None = Field(
         None, ge=1, description="micro-batches per optimizer step (default 1, or as data.global_batch_size needs)"
     )
@@ -102,6 +108,22 @@ class SlurmConfig(Section):
     setup: list[str] = []
     additional: dict[str, Any] = {}
 
+    @field_validator("setup")
+    @classmethod
+    def _warn_credentials(cls, lines: list[str]) -> list[str]:
+        """A setup line runs in the batch script, which SLURM and submitit keep as a file:
+        a credential exported there is readable wherever that file is (we redact it elsewhere)."""
+        names = runfiles.credential_lines(lines)
+        if names:
+            import warnings
+
+            warnings.warn(
+                f"slurm.setup exports {', '.join(names)}: its value is written into the batch script "
+                "(and SLURM's copy of it). Keep credentials out of job files: `wandb login` (~/.netrc), "
+                "or export it in your shell before submitting (SLURM passes the environment on).",
+                stacklevel=2)
+        return lines
+
 
 class SweepConfig(Section):
     grid: dict[str, list[Any]] = {}
@@ -111,6 +133,11 @@ class JobBase(Section):
     """Sections shared by every task; `data` and `model` are added per task."""
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return plain_name(value, "name")
     task: str = "classify"
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
@@ -242,5 +269,17 @@ def load_job(path: str | Path, overrides: list[str] = ()) -> JobBase:
     return validate_job(spec, source)
 
 
+def plain_name(value: str, key: str) -> str:
+    """`value` if it is a plain file name (letters, digits, `_ . -`; not `.` or `..`), else a clear error:
+    names become directories under runs/, and a path there would write outside it."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", value) or set(value) == {"."}:
+        raise ValueError(f"{key}={runfiles.shorten(value)} is not a plain name: use 1-128 letters, digits, "
+                         "'_', '.' or '-' (no '/', no '..'); to write elsewhere set train.output_dir")
+    return value
+
+
 def save_job(job: JobBase, path: Path) -> None:
-    path.write_text(yaml.safe_dump(job.to_dict(), sort_keys=False))
+    """config.yaml: the resolved job, credentials redacted, written atomically."""
+    runfiles.write_atomic(path, yaml.safe_dump(runfiles.redact(job.to_dict()), sort_keys=False))

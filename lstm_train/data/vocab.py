@@ -73,7 +73,9 @@ class Vocab:
         return self._json
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(self._json, encoding="utf-8")
+        from .. import runfiles
+
+        runfiles.write_atomic(Path(path), self._json)
 
     @property
     def digest(self) -> str:

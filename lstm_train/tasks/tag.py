@@ -29,6 +29,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from .. import runfiles
 from ..data import conll, tagging
 from ..data.conll import ConllError, TaggedSentence
 from ..data.ragged import Padded, gather
@@ -177,7 +178,7 @@ class TagTask(Task):
                 Vocab.load(path).check_matches(vocab.digest, f"{path} (rebuilt from {self.job.data.train})")
             else:
                 vocab.save(path)
-        (run_dir / "tags.json").write_text(json.dumps({"tags": info["tags"], "unseen_tags": info["unseen_tags"],
+        runfiles.write_atomic(run_dir / "tags.json", json.dumps({"tags": info["tags"], "unseen_tags": info["unseen_tags"],
                                                        "scheme": info["scheme"]}, indent=1) + "\n")
 
     def check_run_files(self, info: dict[str, Any]) -> None:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from .. import checkpoint
+from .. import checkpoint, runfiles
 from ..runfiles import CHECKPOINTS
 from ..data import sst, textfiles
 from ..data.embeddings import read_vectors
@@ -219,10 +219,7 @@ class TextClassifyTask(Task):
 
     def write_run_files(self, run_dir: Path, info: dict[str, Any]) -> None:
         """vocab.json beside the checkpoints (atomic), for predict and resumed runs."""
-        path = Path(run_dir) / VOCAB_FILE
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(info["vocab"], encoding="utf-8")
-        os.replace(tmp, path)
+        runfiles.write_atomic(Path(run_dir) / VOCAB_FILE, info["vocab"])
 
     def build_model(self, info: dict[str, Any]) -> nn.Module:
         m = self.job.model
