@@ -13,7 +13,8 @@ import signal
 import sys
 from pathlib import Path
 
-from .config import load_job, validate_job
+from . import runfiles
+from .config import check_option, load_job, validate_job
 
 # Errors a user fixes by changing input: ConfigError, IdxError are ValueErrors and
 # DataMissingError a FileNotFoundError; these two live in modules that import torch,
@@ -66,15 +67,13 @@ def leave(code: int) -> int:
 def load_run(run_dir: Path):
     """A finished (or checkpointed) run's job, task, model in eval mode (the best weights when
     the run selected a model on validation data, else the newest) and task info."""
-    import yaml
-
     from .checkpoint import BEST, load_best, load_latest, load_model_state
     from .tasks import get_task
 
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise FileNotFoundError(f"{run_dir}: no config.yaml here; is this a run directory (runs/<job>/<id>)?")
-    job = validate_job(yaml.safe_load(config.read_text()), str(config))
+    job = validate_job(runfiles.read_config(config), str(config))
     best = load_best(run_dir / "checkpoints")  # model selection's choice, where the task has validation data
     found = (run_dir / "checkpoints" / BEST, best) if best is not None else load_latest(run_dir / "checkpoints")
     if found is None:
@@ -88,7 +87,9 @@ def load_run(run_dir: Path):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    _, task, model, info = load_run(Path(args.run_dir))
+    job, task, model, info = load_run(Path(args.run_dir))
+    if args.beam is not None:  # validated as the job file's model.beam_size is
+        check_option(job, "model.beam_size", args.beam, "--beam")
     options = {"csv": args.csv, "text": args.text, "file": args.file, "conllu": args.conllu, "beam": args.beam,
                "output": args.output}
     for line in task.predict(model, info, args.inputs, options):

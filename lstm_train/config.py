@@ -283,3 +283,17 @@ def plain_name(value: str, key: str) -> str:
 def save_job(job: JobBase, path: Path) -> None:
     """config.yaml: the resolved job, credentials redacted, written atomically."""
     runfiles.write_atomic(path, yaml.safe_dump(runfiles.redact(job.to_dict()), sort_keys=False))
+
+
+def check_option(job: JobBase, key: str, value: Any, flag: str) -> Any:
+    """A command-line value validated exactly as the job schema validates `key` (`--beam 0` is
+    refused as `model.beam_size: 0` would be), or a ConfigError naming the flag."""
+    section_name, field = key.split(".")
+    section = getattr(job, section_name)
+    if field not in type(section).model_fields:
+        raise ConfigError(f"{flag} does not apply to a {job.task} run (its {section_name} has no {field})")
+    try:
+        type(section).model_validate({**section.model_dump(), field: value})
+    except ValidationError as e:
+        raise ConfigError(f"{flag} {runfiles.shorten(value)}: {e.errors()[0]['msg']} (as {key} in a job file)") from None
+    return value

@@ -358,13 +358,18 @@ def shareable(spec: dict[str, Any]) -> dict[str, Any]:
 
 def credential_lines(lines: list[str]) -> list[str]:
     """The variable names that shell lines (slurm.setup) set to a credential."""
-    return [m.group(1) for line in lines for m in _ASSIGNMENT.finditer(str(line)) if is_credential(m.group(1))]
+    return [m.group(1) for line in lines for m in _ASSIGNMENT.finditer(str(line))
+            if is_credential(m.group(1)) and m.group(3) != REDACTED]
+
+
+class Raw(str):
+    """A string `shorten` shows as it is (JSON text, say), not as its repr."""
 
 
 def shorten(value: Any, limit: int = 80) -> str:
     """repr(value), cut to about `limit` characters for an error message (a 1 MB CSV header or a
     pasted text must not become a 1 MB message)."""
-    text = repr(value)
+    text = value if isinstance(value, Raw) else repr(value)
     return text if len(text) <= limit else f"{text[:limit - 20]}... ({len(text):,} characters)"
 
 

@@ -224,3 +224,125 @@ def test_run_ids_and_names_are_plain_names(override):
         warnings.simplefilter("ignore")
         done = run_cli("run", TEXT_JOB, "data.path=x.csv", override)
     assert done.returncode == 2 and "is not a plain name" in done.stderr, done.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------
+# Bounds
+
+
+def test_a_thousand_class_text_job_writes_its_result(tmp_path):
+    classes = 1000
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n" + "".join(f"word{i} common,c{i}\n" for i in range(classes) for _ in range(2)))
+    test = tmp_path / "test.csv"
+    test.write_text("text,label\n" + "".join(f"word{i} common,c{i}\n" for i in range(0, classes, 3)))
+    run = tmp_path / "run"
+    done = run_cli("run", TEXT_JOB, "data.path=null", f"data.train_path={train}", f"data.test_path={test}",
+                   f"train.output_dir={run}", *TINY, "data.batch_size=256", "tracking.wandb.mode=disabled", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((run / "result.json").read_text())
+    assert len(result["per_class"]) == classes and 0 <= result["test_macro_f1"] <= 1
+    assert "confusion_matrix" not in result and not (run / "confusion_matrix.png").exists()
+    assert "1,000 classes: no confusion matrix figure" in done.stdout + done.stderr
+
+
+def test_jsonl_labels_one_value_one_class(tmp_path):
+    from lstm_train.data import textfiles
+
+    path = tmp_path / "l.jsonl"
+    path.write_text('{"t": "a", "y": 1}\n{"t": "b", "y": 1.0}\n{"t": "c", "y": "1"}\n{"t": "d", "y": 2.5}\n')
+    table = textfiles.read_table(path, "t", "y")
+    assert table.labels == ["1", "1", "1", "2.5"] and textfiles.label_classes(table.labels) == ["1", "2.5"]
+
+
+def test_a_wide_csv_header_makes_a_short_message(tmp_path):
+    from lstm_train.data import textfiles
+
+    path = tmp_path / "wide.csv"
+    path.write_text(",".join(f"column_{i}_{'x' * 50}" for i in range(20_000)) + "\n" + ",".join(["v"] * 20_000) + "\n")
+    with pytest.raises(textfiles.TextDataError) as e:
+        textfiles.read_table(path, "text", "label")
+    assert "no column 'text'" in str(e.value) and "(20,000 in all)" in str(e.value) and len(str(e.value)) < 2000
+
+
+def test_min_freq_that_leaves_only_special_tokens():
+    from lstm_train.data.vocab import DEFAULT_MAX_SIZE, Vocab, VocabError
+
+    with pytest.raises(VocabError, match="data.min_freq=5 leaves no word in the vocabulary"):
+        Vocab.train([["a", "b"], ["a"]], min_freq=5)
+    assert len(Vocab.train([[f"w{i}" for i in range(DEFAULT_MAX_SIZE + 10)]])) == DEFAULT_MAX_SIZE
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit gray
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_a_decompression_bomb_png_is_refused_before_decoding(tmp_path):
+    import resource
+
+    from lstm_train.data import images
+    from lstm_train.tasks.caption import load_strip
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_declaring(200_000, 200_000))  # 40 gigapixels in a few hundred bytes
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(images.ImageTooLarge, match=r"bomb.png: 200,000 x 200,000 pixels, over the limit of 25,000,000"):
+        images.open_image(bomb)
+    with pytest.raises(images.ImageTooLarge, match="bomb.png: 200,000 x 200,000 pixels"):
+        load_strip(str(bomb), 28, 140, 5)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing decoded
+    small = tmp_path / "ok.png"
+    small.write_bytes(png_declaring(28, 28))
+    with images.open_image(small) as img:
+        assert img.size == (28, 28)
+
+
+def test_gzip_decompression_is_bounded(tmp_path, monkeypatch):
+    import gzip
+
+    from lstm_train.data import idx
+
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(b"\0" * (4 << 20)))  # 4 MB of zeros in a few KB
+    monkeypatch.setattr(idx, "MAX_BYTES", 1 << 20)
+    with pytest.raises(idx.IdxError, match="over 1,048,576 bytes once decompressed"):
+        idx.read_idx(path)
+
+
+def test_predict_a_one_gigabyte_line_is_cut_and_said(tmp_path):
+    data = reviews(tmp_path / "r.csv")
+    run = tmp_path / "run"
+    done = run_cli("run", TEXT_JOB, f"data.path={data}", f"train.output_dir={run}", *TINY, "data.max_length=16",
+                   "tracking.wandb.mode=disabled", timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    big = tmp_path / "big.txt"
+    with open(big, "wb") as f:  # sparse: 1 GiB on one line, the disk holds a few KB
+        f.write(b"great film " * 1000)
+        f.truncate(1 << 30)
+    script = ("import resource, sys; from lstm_train.cli import main; code = main(sys.argv[1:]); "
+              "print('maxrss_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(code)")
+    said = subprocess.run([sys.executable, "-c", script, "predict", str(run), "--file", str(big)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300, env={**os.environ, "WANDB_MODE": "disabled"})
+    assert said.returncode == 0, said.stderr[-3000:]
+    assert f"big.txt:1: a line of {1 << 30:,} bytes; read its first 1,048,576 only" in said.stderr
+    assert "predict: cut 1 of 1 texts to data.max_length=16 words" in said.stderr
+    line = said.stdout.splitlines()[0]
+    assert len(line) < 500 and line.split("\t")[0] in ("pos", "neg")
+    maxrss = int(said.stderr.split("maxrss_kib")[1].split()[0])
+    assert maxrss < 2_000_000, maxrss  # KiB: far under the 1 GiB line
+
+
+def test_command_line_values_are_validated_as_the_schema_does(tmp_path):
+    data = reviews(tmp_path / "r.csv")
+    run = tmp_path / "run"
+    assert run_cli("run", TEXT_JOB, f"data.path={data}", f"train.output_dir={run}", *TINY,
+                   "tracking.wandb.mode=disabled", timeout=300).returncode == 0
+    said = run_cli("predict", str(run), "--text", "good", "--beam", "0")
+    assert said.returncode == 2 and "--beam does not apply to a text_classify run" in said.stderr, said.stderr[-2000:]

@@ -103,12 +103,14 @@ class ClassifyTask(Task):
     def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
         from PIL import Image, UnidentifiedImageError
 
+        from ..data.images import open_image
+
         if not inputs:
             raise ValueError("give image files to classify: lstm-train predict RUN_DIR digit.png ...")
         lines = []
         for name in inputs:
             try:
-                with Image.open(name) as img:
+                with open_image(name) as img:
                     gray = img.convert("L")
             except FileNotFoundError:
                 raise ValueError(f"{name}: no such file") from None
