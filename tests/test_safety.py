@@ -346,3 +346,55 @@ def test_command_line_values_are_validated_as_the_schema_does(tmp_path):
                    "tracking.wandb.mode=disabled", timeout=300).returncode == 0
     said = run_cli("predict", str(run), "--text", "good", "--beam", "0")
     assert said.returncode == 2 and "--beam does not apply to a text_classify run" in said.stderr, said.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------
+# Between ranks: JSON bytes in tensors, never pickles
+
+
+def _exchange(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    import torch
+
+    from lstm_train import checkpoint
+    from lstm_train.distributed import broadcast_object, gather_objects, make_accelerator
+
+    accelerator = make_accelerator(force_cpu=True)
+    torch.manual_seed(rank)
+    mine = {"rng": checkpoint.rng_state(), "counts": {"samples": rank + 1}, "path": Path(f"/r{rank}")}
+    gathered = gather_objects(accelerator, mine)
+    told = broadcast_object(accelerator, {"step": 7, "metrics": {"acc": 0.5}, "who": rank} if rank == 0 else None)
+    ok = (len(gathered) == world and [g["counts"]["samples"] for g in gathered] == [1, 2]
+          and torch.equal(gathered[rank]["rng"]["torch"], mine["rng"]["torch"])
+          and isinstance(gathered[1]["rng"]["python"], tuple) and gathered[1]["path"] == Path("/r1")
+          and told == {"step": 7, "metrics": {"acc": 0.5}, "who": 0})
+    checkpoint.set_rng_state(gathered[rank]["rng"])  # what resume does with them
+    Path(out, f"rank{rank}").write_text("ok" if ok else repr((gathered, told)))
+    torch.distributed.destroy_process_group()
+
+
+def test_ranks_exchange_json_not_pickles(tmp_path):
+    import torch.multiprocessing as mp
+
+    from lstm_train.distributed import from_wire, to_wire
+
+    from .conftest import free_port
+
+    mp.spawn(_exchange, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert [(tmp_path / f"rank{r}").read_text() for r in range(2)] == ["ok", "ok"]
+
+    class Anything:
+        pass
+
+    with pytest.raises(TypeError, match="cannot send a Anything between ranks"):
+        to_wire(Anything())
+    planted = tmp_path / "ran"
+    rogue = f"cos\nsystem\n(S'touch {planted}'\ntR.".encode()  # a pickle that would run a command
+    with pytest.raises(ValueError):
+        from_wire(rogue)
+    assert not planted.exists()
+    import lstm_train.distributed as d
+
+    source = Path(d.__file__).read_text()
+    assert "all_gather_object(" not in source and "broadcast_object_list(" not in source
