@@ -162,21 +162,35 @@ def test_a_refused_resume_leaves_the_run_dir_byte_identical(tmp_path):
         assert tree_hashes(run) == before
 
 
-def test_two_concurrent_submits_one_is_accepted(cluster, tmp_path, slurm_env, jobs):
+def test_concurrent_submits_one_is_accepted(cluster, tmp_path, slurm_env, jobs):
     from .slurm_helpers import JOB, job_ids
 
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "lstm_train", "submit", str(JOB), f"train.output_dir={run}", "train.max_steps=5",
-            "tracking.wandb.mode=disabled", "slurm.time_min=5", "--executor", "slurm"]
-    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slurm_env, cwd=ROOT)
-             for _ in range(2)]
+    # Each submit reads its job file from a named pipe: all four block there, after their imports,
+    # until the pipes are written at once, so they race for the run directory in the same instant.
+    pipes = [tmp_path / f"job{i}.yaml" for i in range(4)]
+    procs = []
+    for pipe in pipes:
+        os.mkfifo(pipe)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "lstm_train", "submit", str(pipe), f"train.output_dir={run}", "train.max_steps=5",
+             "tracking.wandb.mode=disabled", "slurm.time_min=5", "--executor", "slurm"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=slurm_env, cwd=ROOT))
+    spec = JOB.read_text()
+    writers = [open(pipe, "w") for pipe in pipes]  # each open returns once its reader is there
+    for w in writers:
+        w.write(spec)
+    for w in writers:
+        w.close()
     outs = [(p.wait(timeout=300), *p.communicate()) for p in procs]
     ids = job_ids(run)
     jobs.extend(ids)
-    assert sorted(rc for rc, _, _ in outs) == [0, 2], outs
-    refused = next(err for rc, _, err in outs if rc == 2)
-    assert len(ids) == 1 and f"belongs to job {ids[0]}" in refused, (ids, refused)
-    subprocess.run(["scancel", *ids])
+    submitted = [line.split()[4] for _, out, _ in outs for line in out.splitlines() if line.startswith("submitted ")]
+    jobs.extend(submitted)
+    assert sorted(rc for rc, _, _ in outs) == [0, 2, 2, 2], outs
+    assert len(submitted) == 1 and ids == submitted, (ids, submitted)
+    for rc, _, err in outs:
+        assert rc == 0 or f"belongs to job {ids[0]}" in err, err
 
 
 # ---------------------------------------------------------------------------
