@@ -1,113 +1,373 @@
-"""Checkpoints that are never half-written and never silently wrong.
+"""Checkpoints that are never half-written, never silently wrong, and never run code.
 
-Each checkpoint is one file, `step-<N>.pt`, written to a temporary name, fsynced
-and renamed into place, so the newest file is always complete; a crash while
-writing leaves only a `.tmp` that is ignored and cleaned up.  Resuming takes the
-newest file that loads, and says so.
+A checkpoint is a directory, written under a temporary name and renamed into place,
+so a reader sees all of it or none of it:
+
+    checkpoints/step-00000100/
+        model.safetensors   the plain module's weights (safetensors: nothing in it executes)
+        state.pt            optimizer, scheduler, GradScaler (fp16) and per-rank state
+                            (random generators as tensors, anything a task carries between
+                            steps); read with torch.load(weights_only=True) and nothing else
+        meta.json           format and version, step, world size, global batch, training
+                            time, the saved part of the loop state, the task's info, the job
+    checkpoints/best/       model.safetensors + meta.json: model selection's weights
+
+`Checkpoint` and `Best` are those directories in memory; `SavedLoop` is the part of the
+loop's state a resumed run continues (train.LoopState holds it beside what belongs to one
+process only).  Run directories are shared and copied between people, so a file that does
+not load this way is refused with a message naming it, never loaded "to see"; the single
+pickled `step-<N>.pt` / `best.pt` of lstm_train before format 2 is refused with the command
+that converts it (`lstm-train convert RUN_DIR`, which reads it with a fixed allow-list).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
+import pickle
 import random
-import warnings
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.torch
 import torch
 
-from .runfiles import checkpoint_files, writing
+from .runfiles import CHECKPOINTS, VOLATILE_SECTIONS, checkpoint_files, old_checkpoint_files, writing
 
-BEST = "best.pt"  # the best weights by the task's primary metric on validation data
+FORMAT = "lstm_train.checkpoint"
+FORMAT_VERSION = 2
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+BEST = "best"  # the best weights by the task's primary metric on validation data
+OLD_BEST = "best.pt"  # format 1
 
 
 class CheckpointMismatch(RuntimeError):
     """A checkpoint whose tensors do not fit the job's model."""
 
 
-def atomic_save(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temporary name in the same folder, fsync, rename: readers see the old
-    file or the new one, never half of one.
-
-    The state is serialised in memory first: torch.save writing to a full disk
-    fails deep in its zip writer ("unexpected pos"), while a plain write fails
-    with the OSError that says why, which `writing` turns into a clear error
-    (and removes the temporary file).
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    newest = checkpoint_files(path.parent)[:1]
-    keeps = f"The newest complete checkpoint, {newest[0][1]}, is intact." if newest else ""
-    with writing(path, tmp, buffer.getbuffer().nbytes, keeps):
-        with open(tmp, "wb") as f:
-            f.write(buffer.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # make the rename itself durable
-        finally:
-            os.close(directory)
+class NotACheckpoint(ValueError):
+    """A file in a checkpoint's place that lstm_train did not write (or that would need code run
+    to read it): refused, never skipped (a ValueError: the CLI prints it and exits 2)."""
 
 
-def save(folder: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Write `state` atomically as step-<step>.pt and keep only the newest `keep` files
-    (the older ones are removed only once the new one is in place)."""
-    path = folder / f"step-{step:08d}.pt"
-    with writing(path):
-        folder.mkdir(parents=True, exist_ok=True)
-    atomic_save(path, state)
+class OldFormatCheckpoint(NotACheckpoint):
+    """A checkpoint of lstm_train's format 1 (one pickled file): `lstm-train convert` reads it safely."""
+
+    def __init__(self, path: Path) -> None:
+        run_dir = path.parent.parent
+        super().__init__(f"{path} is a checkpoint of an older lstm_train (format 1, a pickle): it is not loaded as "
+                         f"it is, since a pickle can run code. To convert it safely, run: lstm-train convert {run_dir}")
+
+
+class UnreadableCheckpoint(ValueError):
+    """A checkpoint directory of ours that is damaged (a file missing or truncated): the newest
+    one of these is skipped, with a warning, for the newest that reads."""
+
+
+@dataclass
+class SavedLoop:
+    """The part of the loop's state that a checkpoint carries and a resumed run continues."""
+
+    parts: int = 1  # how many times the run has been started, this part included
+    counts: dict[str, int] = field(default_factory=dict)  # samples/tokens/padded of the whole run, all ranks
+    evals_since_best: int = 0
+    last_eval: int | None = None  # the step of the last evaluation
+
+
+@dataclass
+class Checkpoint:
+    """One checkpoint directory in memory (tensors on the CPU).
+
+    `per_rank` has one dict per rank: "rng" (every random generator training draws from,
+    see `rng_state`) and whatever else that rank carries from step to step ("carry": a dict
+    of tensors, say a language model's hidden state); restored only at the same world size."""
+
+    step: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    per_rank: list[dict[str, Any]]
+    world_size: int
+    global_batch: int
+    train_seconds: float
+    loop: SavedLoop
+    task_info: dict[str, Any]
+    config: dict[str, Any]
+    scaler: dict[str, Any] | None = None  # fp16's GradScaler
+    format_version: int = FORMAT_VERSION
+
+
+@dataclass
+class Best:
+    """checkpoints/best/: model selection's weights and why they were chosen."""
+
+    step: int
+    value: float
+    metrics: dict[str, Any]
+    model: dict[str, torch.Tensor]
+    task_info: dict[str, Any]
+    config: dict[str, Any]
+    format_version: int = FORMAT_VERSION
+
+
+# ---------------------------------------------------------------------------
+# Writing
+
+
+def save(folder: Path, checkpoint: Checkpoint, keep: int) -> Path:
+    """Write `checkpoint` atomically as step-<step>/ and keep only the newest `keep` (the older
+    ones are removed only once the new one is in place)."""
+    path = folder / f"step-{checkpoint.step:08d}"
+    state = {"optimizer": checkpoint.optimizer, "scheduler": checkpoint.scheduler, "scaler": checkpoint.scaler,
+             "per_rank": checkpoint.per_rank}
+    meta = {"step": checkpoint.step, "world_size": checkpoint.world_size, "global_batch": checkpoint.global_batch,
+            "train_seconds": checkpoint.train_seconds, "loop": asdict(checkpoint.loop)}
+    files = {MODEL_FILE: _weights_bytes(checkpoint.model), STATE_FILE: _torch_bytes(state),
+             META_FILE: _meta_bytes(meta, checkpoint.task_info, checkpoint.config, path)}
+    write_directory(path, files)
     for _, old in checkpoint_files(folder)[keep:]:
-        old.unlink(missing_ok=True)
-    for stale in folder.glob(".step-*.tmp"):
-        if not stale.name.endswith(f".{os.getpid()}.tmp"):
-            stale.unlink(missing_ok=True)
+        shutil.rmtree(old, ignore_errors=True)
     return path
 
 
-def save_best(folder: Path, state: dict[str, Any]) -> Path:
-    """The best weights so far (`model`, `step`, `value`, `metrics`, ...) as best.pt."""
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_save(folder / BEST, state)
-    return folder / BEST
-
-
-def load(path: Path) -> dict[str, Any]:
-    """A checkpoint (or best.pt) as saved, tensors on the CPU."""
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def load_best(folder: Path) -> dict[str, Any] | None:
-    """best.pt's contents, or None when there is none (no validation split, or none yet)."""
+def save_best(folder: Path, best: Best) -> Path:
+    """The best weights so far as best/ (model.safetensors + meta.json), atomically."""
     path = folder / BEST
-    if not path.is_file():
-        return None
-    return load(path)
+    meta = {"step": best.step, "value": best.value, "metrics": best.metrics}
+    write_directory(path, {MODEL_FILE: _weights_bytes(best.model),
+                           META_FILE: _meta_bytes(meta, best.task_info, best.config, path)})
+    return path
 
 
-def load_best_weights(folder: Path, step: int) -> dict[str, torch.Tensor]:
-    """best.pt's weights, which must be those of `step` (what rank 0 read): a rank whose view of a
-    shared filesystem is behind would otherwise end with other weights than the rest."""
-    path = folder / BEST
-    best = load(path)
-    if best["step"] != step:
-        raise CheckpointMismatch(f"{path} holds the weights of step {best['step']} here but of step {step} on rank 0: "
-                                 "the ranks see different files (a shared filesystem's cache?); run again")
-    return best["model"]
+def write_directory(path: Path, files: dict[str, bytes]) -> None:
+    """`files` as the directory `path`, all or nothing: a fresh temporary directory beside it
+    (mkdtemp: a random name created exclusively, mode 0700, so nobody else can plant or
+    replace a file in it), each file created exclusively (never through a symlink), fsynced,
+    then the directory renamed into place and the rename fsynced.
+
+    Serialised before anything is written, so a full disk fails with the OSError that says
+    why, which `writing` turns into a clear error.  A directory of the same name (the same
+    step saved again after an evaluation) is moved aside first and removed after."""
+    folder = path.parent
+    size = sum(len(data) for data in files.values())
+    newest = checkpoint_files(folder)[:1]
+    keeps = f"The newest complete checkpoint, {newest[0][1]}, is intact." if newest else ""
+    with writing(path, None, size, keeps):
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp: Path | None = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder))
+        try:
+            for name, data in files.items():
+                fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+            _fsync_directory(tmp)
+            aside = None
+            if path.is_dir() and not path.is_symlink():
+                aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old.tmp", dir=folder))
+                os.rename(path, aside / path.name)
+            os.rename(tmp, path)
+            tmp = None
+            _fsync_directory(folder)  # make the rename itself durable
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+    for stale in folder.iterdir():  # ours, left by a writer that crashed (one writer per run: the lock)
+        if _STALE.match(stale.name):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
 
 
-def load_latest(folder: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint that loads (skipping unreadable ones with a warning), or None."""
+_STALE = re.compile(r"^\.(step-\d+|best|model-artifact)\.[^/]*\.tmp$")  # write_directory's temporary names
+
+
+def _fsync_directory(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _weights_bytes(model: dict[str, torch.Tensor]) -> bytes:
+    """safetensors wants contiguous tensors that share no memory (tied weights are copied:
+    load_state_dict ties them again)."""
+    seen: set[int] = set()
+    plain = {}
+    for name, tensor in model.items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        if tensor.untyped_storage().data_ptr() in seen:
+            tensor = tensor.clone()
+        seen.add(tensor.untyped_storage().data_ptr())
+        plain[name] = tensor
+    return safetensors.torch.save(plain, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+
+
+def _torch_bytes(state: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return bytes(buffer.getbuffer())
+
+
+def _meta_bytes(meta: dict[str, Any], task_info: dict[str, Any], config: dict[str, Any], path: Path) -> bytes:
+    """meta.json: plain JSON (a value that is not JSON is an error naming it, never a `str()` that
+    would read back different); the job without its tracking/slurm/sweep sections."""
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta, "task_info": task_info,
+            "config": {k: v for k, v in config.items() if k not in VOLATILE_SECTIONS}}
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (np.generic, torch.Tensor)) and value.ndim == 0:
+            return value.item()
+        raise TypeError(f"{type(value).__name__} value {str(value)[:80]!r} in {path / META_FILE} is not JSON: "
+                        "task info, metrics and the job must be plain values (str, numbers, lists, dicts)")
+
+    return (json.dumps(full, indent=1, default=plain, allow_nan=True) + "\n").encode()
+
+
+# ---------------------------------------------------------------------------
+# Reading
+
+
+def load(path: Path) -> Checkpoint:
+    """A checkpoint directory, tensors on the CPU.  Raises NotACheckpoint for anything we did not
+    write (OldFormatCheckpoint for our format 1) and UnreadableCheckpoint for a damaged one."""
+    path = Path(path)
+    meta = read_meta(path)
+    model = read_weights(path)
+    state_file = path / STATE_FILE
+    try:
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # complete, but holds something other than tensors and plain data
+        raise NotACheckpoint(f"{state_file} is not a checkpoint written by lstm_train: it does not load with "
+                             f"torch.load(weights_only=True) ({_why(e)}); it is not loaded") from e
+    except Exception as e:  # noqa: BLE001 (missing, truncated: the zip reader's errors are RuntimeErrors)
+        raise UnreadableCheckpoint(f"{state_file}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
+    try:
+        return Checkpoint(
+            step=int(meta["step"]), model=model, optimizer=state["optimizer"], scheduler=state["scheduler"],
+            per_rank=list(state["per_rank"]), world_size=int(meta["world_size"]),
+            global_batch=int(meta["global_batch"]), train_seconds=float(meta["train_seconds"]),
+            loop=SavedLoop(**{f.name: meta["loop"][f.name] for f in fields(SavedLoop)}),
+            task_info=meta["task_info"], config=meta["config"], scaler=state.get("scaler"),
+            format_version=int(meta["format_version"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise NotACheckpoint(f"{path} is not a checkpoint written by lstm_train: {type(e).__name__} {e} in its "
+                             f"{META_FILE} or {STATE_FILE}") from e
+
+
+def _why(error: Exception) -> str:
+    """The line of torch's weights_only refusal that names what the file asked for."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return next((line for line in lines if "but got" in line or "Unsupported" in line), lines[0] if lines else "")[:300]
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """meta.json of a checkpoint (or best/, or a model artifact) directory, its format checked."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".pt":
+        raise OldFormatCheckpoint(path)
+    file = path / META_FILE
+    try:
+        meta = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise UnreadableCheckpoint(f"{file}: {type(e).__name__}: {e}") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise NotACheckpoint(f"{file} is not a checkpoint written by lstm_train (its \"format\" is not {FORMAT!r})")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise NotACheckpoint(f"{file} has checkpoint format_version {version!r}; this lstm_train reads "
+                             f"{FORMAT_VERSION} (written by another version of lstm_train? use that one)")
+    return meta
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """model.safetensors of a checkpoint directory (safetensors: reading it runs nothing)."""
+    file = Path(path) / MODEL_FILE
+    try:
+        return safetensors.torch.load_file(file, device="cpu")
+    except Exception as e:  # noqa: BLE001 (missing, truncated: safetensors' own error types)
+        raise UnreadableCheckpoint(f"{file}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
+
+
+def load_latest(folder: Path) -> tuple[Path, Checkpoint] | None:
+    """The newest checkpoint that reads (a damaged one skipped with a one-line warning), or None.
+    A checkpoint we did not write is refused, as is a folder holding only format-1 files."""
     for _, path in checkpoint_files(folder):
         try:
             return path, load(path)
-        except Exception as e:  # truncated by a full disk, or damaged by hand
-            warnings.warn(f"skipping unreadable checkpoint {path}: {type(e).__name__}: {e}", stacklevel=2)
+        except UnreadableCheckpoint as e:  # truncated by a full disk, or damaged by hand
+            print(f"warning: skipping unreadable checkpoint {path}: {e}", file=sys.stderr, flush=True)
+    refuse_old_format(folder)
     return None
+
+
+def refuse_old_format(folder: Path) -> None:
+    """Raise OldFormatCheckpoint naming the newest format-1 file of `folder`, if it has one."""
+    old = old_checkpoint_files(folder)
+    if old:
+        raise OldFormatCheckpoint(old[0][1])
+    if (Path(folder) / OLD_BEST).is_file():
+        raise OldFormatCheckpoint(Path(folder) / OLD_BEST)
+
+
+def load_best(folder: Path) -> Best | None:
+    """best/, or None when there is none (no validation split, or none yet)."""
+    path = Path(folder) / BEST
+    if not path.is_dir():
+        if (Path(folder) / OLD_BEST).is_file():
+            raise OldFormatCheckpoint(Path(folder) / OLD_BEST)
+        return None
+    meta = read_meta(path)
+    try:
+        return Best(step=int(meta["step"]), value=float(meta["value"]), metrics=meta["metrics"],
+                    model=read_weights(path), task_info=meta["task_info"], config=meta["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise NotACheckpoint(f"{path / META_FILE} is not a checkpoint written by lstm_train: {type(e).__name__} {e}") from e
+
+
+def load_for_predict(directory: Path) -> tuple[Path, dict[str, Any], dict[str, torch.Tensor]] | None:
+    """(source, meta, weights) that `predict` uses, reading only safetensors and JSON: a run
+    directory's best/ (model selection's choice, where the task has validation data) or else
+    its newest checkpoint; or a model artifact as `wandb artifact get` lays it out
+    (model.safetensors, meta.json, config.yaml, the run files, flat in one folder)."""
+    directory = Path(directory)
+    folder = directory / CHECKPOINTS
+    if not folder.is_dir() and (directory / META_FILE).is_file():  # a downloaded model artifact
+        return directory, read_meta(directory), read_weights(directory)
+    best = folder / BEST
+    if best.is_dir():
+        return best, read_meta(best), read_weights(best)
+    if (folder / OLD_BEST).is_file():
+        raise OldFormatCheckpoint(folder / OLD_BEST)
+    for _, path in checkpoint_files(folder):
+        try:
+            return path, read_meta(path), read_weights(path)
+        except UnreadableCheckpoint as e:
+            print(f"warning: skipping unreadable checkpoint {path}: {e}", file=sys.stderr, flush=True)
+    refuse_old_format(folder)
+    return None
+
+
+def load_best_weights(folder: Path, step: int) -> dict[str, torch.Tensor]:
+    """best/'s weights, which must be those of `step` (what rank 0 read): a rank whose view of a
+    shared filesystem is behind would otherwise end with other weights than the rest."""
+    path = Path(folder) / BEST
+    found = int(read_meta(path)["step"])
+    if found != step:
+        raise CheckpointMismatch(f"{path} holds the weights of step {found} here but of step {step} on rank 0: "
+                                 "the ranks see different files (a shared filesystem's cache?); run again")
+    return read_weights(path)
 
 
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
@@ -133,17 +393,130 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
     model.load_state_dict(state)
 
 
+# ---------------------------------------------------------------------------
+# The model artifact
+
+ARTIFACT = "model-artifact"  # in the run directory: the W&B model artifact's files, staged
+_NOT_RUN_FILES = {"lock.json", "submission.json", "result.json", "config.yaml"}
+_NOT_RUN_FILE_SUFFIXES = {".png", ".jpg", ".jpeg", ".svg", ".pdf", ".tsv", ".log", ".out", ".err",
+                          ".pt", ".onnx"}  # plots, tables, logs, `lstm-train export`'s files
+
+
+def stage_artifact(run_dir: Path, selected: bool) -> Path:
+    """The files of the run's model artifact, flat in `run_dir`/model-artifact/ (atomically):
+    the weights and meta.json of best/ (`selected`: a model was chosen on validation data) or
+    of the newest checkpoint, config.yaml, result.json and the run files (vocabularies,
+    subword models: the task's files at the top of the run directory).  `predict` takes that
+    folder, or one `wandb artifact get` downloads, as it takes the run directory.  Staged
+    inside the run directory so that a copied run directory still `wandb sync`s it whole.
+    No optimizer state: the artifact is for using the model, not for resuming."""
+    run_dir = Path(run_dir)
+    folder = run_dir / CHECKPOINTS
+    source = folder / BEST if selected else checkpoint_files(folder)[0][1]
+    files = {name: (source / name).read_bytes() for name in (MODEL_FILE, META_FILE)}
+    for path in sorted(run_dir.iterdir()):
+        if path.is_file() and not path.is_symlink() and not path.name.startswith(".") and (
+                path.name in ("config.yaml", "result.json") or
+                path.name not in _NOT_RUN_FILES and path.suffix not in _NOT_RUN_FILE_SUFFIXES and
+                not path.name.endswith((".pt.json", ".onnx.json"))):
+            files[path.name] = path.read_bytes()
+    target = run_dir / ARTIFACT
+    write_directory(target, files)
+    return target
+
+
+# ---------------------------------------------------------------------------
+# Random generators as tensors and plain values (what weights_only=True reads)
+
+
 def rng_state() -> dict[str, Any]:
     """Every random generator training draws from, so a resume continues the same streams."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    version, words, gauss = random.getstate()
+    key, numbers, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": {"version": version, "state": torch.tensor(words, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"key": key, "state": torch.from_numpy(numbers.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py, npy = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(int(w) for w in py["state"].tolist()), py["gauss"]))
+    np.random.set_state((npy["key"], npy["state"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------
+# Format 1 -> 2
+
+
+# What format 1's pickles need besides tensors and plain containers: numpy's random state
+# (an uint32 array).  Rebuilding an empty ndarray of a dtype runs no code of the file's choosing.
+_FORMAT_1_GLOBALS = [np.ndarray, np.dtype, np._core.multiarray._reconstruct, type(np.dtype(np.uint32)),
+                     (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct")]  # numpy 1.x's name
+
+
+def load_format_1(path: Path) -> dict[str, Any]:
+    """A format-1 file (`step-<N>.pt`, `best.pt`) read with weights_only=True and only the numpy
+    globals its random state needs: a file that needs anything else is refused, unread."""
+    try:
+        with torch.serialization.safe_globals(_FORMAT_1_GLOBALS):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise NotACheckpoint(f"{path} is not a checkpoint written by lstm_train: it needs more than tensors and "
+                             f"numpy's random state to load ({_why(e)}); it is not loaded") from e
+    except Exception as e:  # noqa: BLE001
+        raise UnreadableCheckpoint(f"{path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
+    if not isinstance(data, dict) or "model" not in data or "step" not in data:
+        raise NotACheckpoint(f"{path} is not a checkpoint written by lstm_train (no model and step in it)")
+    return data
+
+
+def _format_1_rng(old: dict[str, Any]) -> dict[str, Any]:
+    version, words, gauss = old["python"]
+    key, numbers, pos, has_gauss, cached = old["numpy"]
+    state = {"python": {"version": version, "state": torch.tensor(words, dtype=torch.int64), "gauss": gauss},
+             "numpy": {"key": key, "state": torch.from_numpy(np.asarray(numbers).astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "torch": old["torch"]}
+    if "cuda" in old:
+        state["cuda"] = list(old["cuda"])
+    return state
+
+
+def convert(run_dir: Path) -> list[str]:
+    """Every format-1 checkpoint of a run directory written again in format 2 beside it (the old
+    files are left as they are); returns one line per file.  Nothing is written unless every
+    file reads."""
+    folder = Path(run_dir) / CHECKPOINTS
+    old = [path for _, path in old_checkpoint_files(folder)]
+    best = folder / OLD_BEST
+    if not old and not best.is_file():
+        raise FileNotFoundError(f"{folder}: no format-1 checkpoint (step-<N>.pt, best.pt) to convert")
+    read = [(path, load_format_1(path)) for path in old]
+    best_data = load_format_1(best) if best.is_file() else None
+    lines = []
+    for path, data in read:
+        loop = data.get("loop", {})
+        target = save(folder, Checkpoint(
+            step=int(data["step"]), model=data["model"], optimizer=data["optimizer"], scheduler=data["scheduler"],
+            per_rank=[{"rng": _format_1_rng(r)} for r in data["rng"]], world_size=int(data.get("world_size", 1)),
+            global_batch=int(data.get("global_batch", 0)), train_seconds=float(data.get("train_seconds", 0.0)),
+            loop=SavedLoop(parts=int(loop.get("parts", 1)), counts=dict(loop.get("counts", {})),
+                           evals_since_best=int(loop.get("evals_since_best", 0)), last_eval=loop.get("last_eval")),
+            task_info=data["task_info"], config=data["config"]), keep=len(read) + len(checkpoint_files(folder)))
+        lines.append(f"{path} -> {target}")
+    if best_data is not None:
+        target = save_best(folder, Best(step=int(best_data["step"]), value=float(best_data["value"]),
+                                        metrics=best_data["metrics"], model=best_data["model"],
+                                        task_info=best_data["task_info"], config=best_data["config"]))
+        lines.append(f"{best} -> {target}")
+    return lines

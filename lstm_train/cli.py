@@ -1,4 +1,4 @@
-"""`lstm-train`: run, predict, report, bench, submit, status, cancel.
+"""`lstm-train`: run, predict, convert, export, report, bench, submit, status, cancel.
 
 Errors a user can fix (a bad key, a missing file, a checkpoint of another model)
 print one clear message and exit 2; no traceback to dig through.
@@ -32,6 +32,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .train import NonFiniteLoss, train
 
     job = load_job(args.job, args.overrides)
+    if job.sweep is not None or args.point is not None:
+        job = sweep_point(job, args.job, args.point or 0)
     stop = StopRequest(signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
     try:
         result = train(job, stop.event)
@@ -46,6 +48,53 @@ def cmd_run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:  # one copy of the result, not one per process
         print(json.dumps(result, indent=2))
     return leave(0)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Prepare a job's data into the store (once; later runs and every rank map it) and say where."""
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):  # the tasks' data notes; stdout: the summary alone
+        summary = prepare_job(args)
+    if summary:
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
+def prepare_job(args: argparse.Namespace) -> dict | None:
+    from .data import prepared
+    from .tasks import get_task
+
+    job = load_job(args.job, args.overrides)
+    task = get_task(job.task)(job, None)
+    entry = prepared.locate(task)
+    if entry is None:
+        print(f"{job.task}: this task loads its data directly; nothing to prepare", file=sys.stderr)
+        return None
+    manifest, fresh = prepared.ensure(task, entry)
+    samples = {name: None if cols is None else (cols[0]["shape"] if cols[0]["kind"] == "dense"
+                                                else cols[0]["lengths"]["shape"])[0]
+               for name, cols in manifest["splits"].items()}
+    return {"path": str(entry.folder), "bytes": manifest["bytes"], "prepared_now": fresh, "samples": samples}
+
+
+def sweep_point(job, source: str, index: int):
+    """`run` of a job with a `sweep:` trains one point of it, and says which (`submit` runs them all)."""
+    from .config import ConfigError, sweep_jobs
+    from .sweeps import describe
+
+    if job.sweep is None:
+        raise ConfigError(f"--point {index}: {source} has no sweep: section")
+    points = sweep_jobs(job, source)
+    if not 0 <= index < len(points):
+        raise ConfigError(f"--point {index}: {source}'s sweep has points 0 to {len(points) - 1}")
+    label, _, point = points[index]
+    point.train.output_dir, point.train.run_id = job.train.output_dir, job.train.run_id  # as given to `run`
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{source} has a {describe(job.sweep, len(points))}: `run` trains point {index} only, {label} "
+              f"(--point N for another; `lstm-train submit {source}` runs them all as one job array)",
+              file=sys.stderr, flush=True)
+    return point
 
 
 def leave(code: int) -> int:
@@ -66,24 +115,26 @@ def leave(code: int) -> int:
 
 def load_run(run_dir: Path):
     """A finished (or checkpointed) run's job, task, model in eval mode (the best weights when
-    the run selected a model on validation data, else the newest) and task info."""
-    from .checkpoint import BEST, load_best, load_latest, load_model_state
+    the run selected a model on validation data, else the newest) and task info.  `run_dir`
+    may also be a model artifact downloaded by `wandb artifact get` (the same files, flat).
+    Only safetensors, JSON and YAML are read: nothing in a directory from someone else runs."""
+    from .checkpoint import load_for_predict, load_model_state
     from .tasks import get_task
 
     config = run_dir / "config.yaml"
     if not config.is_file():
-        raise FileNotFoundError(f"{run_dir}: no config.yaml here; is this a run directory (runs/<job>/<id>)?")
+        raise FileNotFoundError(f"{run_dir}: no config.yaml here; is this a run directory (runs/<job>/<id>) or a "
+                                "model artifact (wandb artifact get)?")
     job = validate_job(runfiles.read_config(config), str(config))
-    best = load_best(run_dir / "checkpoints")  # model selection's choice, where the task has validation data
-    found = (run_dir / "checkpoints" / BEST, best) if best is not None else load_latest(run_dir / "checkpoints")
+    found = load_for_predict(run_dir)
     if found is None:
         raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no checkpoint to predict with")
-    path, state = found
+    path, meta, weights = found
     task = get_task(job.task)(job, run_dir)
-    model = task.build_model(state["task_info"])
-    load_model_state(model, state["model"], path)
+    model = task.build_model(meta["task_info"])
+    load_model_state(model, weights, path)
     model.eval()
-    return job, task, model, state["task_info"]
+    return job, task, model, meta["task_info"]
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -94,6 +145,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
                "output": args.output}
     for line in task.predict(model, info, args.inputs, options):
         print(line)
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .checkpoint import convert
+
+    for line in convert(Path(args.run_dir)):
+        print(f"converted {line}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import ExportParityError, export
+
+    try:
+        run_dir = Path(args.run_dir)
+        done = export(load_run(run_dir), run_dir, args.format, Path(args.out) if args.out else None, args.tolerance)
+    except ExportParityError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {done.path} ({args.format}, fp32; inputs {done.traced_shapes} traced, dynamic axes) and {done.sidecar}")
+    print(f"parity on the test split's first batch {done.checked_shapes}: max |exported - PyTorch| = {done.max_abs_diff:.3g}")
     return 0
 
 
@@ -114,6 +187,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from .slurm.submission import submit_main
 
+    if args.prepare:
+        import contextlib
+
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = prepare_job(args)
+        if summary:
+            print(f"prepared data: {summary['path']} ({summary['bytes']:,} bytes)", file=sys.stderr)
     return submit_main(args)
 
 
@@ -136,7 +216,13 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train a job here (also under accelerate launch / torchrun)")
     run.add_argument("job", help="job spec, e.g. jobs/mnist_lstm.yaml")
     run.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.epochs=3")
+    run.add_argument("--point", type=int, help="a job with a sweep: which point to train (default 0)")
     run.set_defaults(func=cmd_run)
+
+    prep = sub.add_parser("prepare", help="tokenize a job's data once into the prepared-data store (data.cache_dir)")
+    prep.add_argument("job")
+    prep.add_argument("overrides", nargs="*")
+    prep.set_defaults(func=cmd_prepare)
 
     predict = sub.add_parser("predict", help="use a trained run on new inputs")
     predict.add_argument("run_dir")
@@ -148,6 +234,17 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--beam", type=int, help="beam size (translation; default: the job's)")
     predict.add_argument("--output", help="where to write a filled file (--conllu)")
     predict.set_defaults(func=cmd_predict)
+
+    convert = sub.add_parser("convert", help="rewrite a run's checkpoints of an older lstm_train in today's safe format")
+    convert.add_argument("run_dir")
+    convert.set_defaults(func=cmd_convert)
+
+    export = sub.add_parser("export", help="a trained run's model as ONNX or TorchScript, checked against PyTorch")
+    export.add_argument("run_dir")
+    export.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+    export.add_argument("--out", help="file to write (default: RUN_DIR/model.onnx or RUN_DIR/model.pt)")
+    export.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted output difference")
+    export.set_defaults(func=cmd_export)
 
     report = sub.add_parser("report", help="summary table and PNG plots of a run's metrics")
     report.add_argument("run_dir")
@@ -179,6 +276,8 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("overrides", nargs="*")
     submit.add_argument("--executor", choices=["slurm", "local", "debug"], default="slurm")
     submit.add_argument("--wait", action="store_true", help="wait for the job(s) and print the result")
+    submit.add_argument("--prepare", action="store_true",
+                        help="prepare the data here before queuing, so no allocation waits on tokenization")
     submit.add_argument("--new-run", action="store_true",
                         help="a fresh run (new run id and directory) even if this job was submitted before")
     submit.set_defaults(func=cmd_submit)

@@ -8,6 +8,7 @@ typo found on the login node costs seconds and one found on the cluster an hour.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model, field_vali
 
 from . import runfiles
 from .schema import ConfigError, DataBase, ModelBase, Section, default_data_root
+from .sweeps import HalvingConfig, SweepConfig, point_label, point_overrides, points
 from .tasks import TASKS, get_task
 
 __all__ = ["ConfigError", "DataBase", "JobBase", "ModelBase", "Section", "default_data_root", "load_job", "validate_job"]
@@ -63,8 +65,8 @@ class TrainConfig(Section):
     eval_every_steps: int | None = Field(None, ge=1, description="evaluate every N steps instead of per epoch")
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 where the CPU/GPU runs it natively (AMX, AVX512-BF16, Ampere+), else fp32; "
-        "no: exact fp32 (the tutorial bit for bit)"
+        "auto", description="auto: the launcher's (accelerate launch --mixed_precision / its config file), else bf16 "
+        "where the CPU/GPU runs it natively (AMX, AVX512-BF16, Ampere+), else fp32; no: exact fp32 (the tutorial bit for bit)"
     )
 
     @field_validator("mixed_precision", mode="before")
@@ -74,8 +76,10 @@ class TrainConfig(Section):
         return "no" if value is False else value
 
     compile: bool = False
-    threads: int | None = Field(None, ge=1, description="torch threads per process (default: 1)")
+    threads: int | None = Field(None, ge=1, description="torch threads per process (default: the launcher's "
+                                "OMP_NUM_THREADS, e.g. accelerate launch --num_cpu_threads_per_process, else 1)")
     cpu: bool = Field(False, description="train on CPU even where a GPU is visible")
+    halving: HalvingConfig | None = Field(None, description="set by submit on a sweep's points (sweep.early_terminate)")
 
 
 class WandbConfig(Section):
@@ -85,6 +89,8 @@ class WandbConfig(Section):
     tags: list[str] = []
     dir: str | None = None
     shared: bool = False
+    group: str | None = Field(None, description="W&B group (default: the run id; a sweep's points: the sweep id)")
+    job_type: str | None = Field(None, description="W&B job type (default: train; a sweep's points: the point)")
 
 
 class TrackingConfig(Section):
@@ -123,10 +129,6 @@ class SlurmConfig(Section):
                 "or export it in your shell before submitting (SLURM passes the environment on).",
                 stacklevel=2)
         return lines
-
-
-class SweepConfig(Section):
-    grid: dict[str, list[Any]] = {}
 
 
 class JobBase(Section):
@@ -297,3 +299,19 @@ def check_option(job: JobBase, key: str, value: Any, flag: str) -> Any:
     except ValidationError as e:
         raise ConfigError(f"{flag} {runfiles.shorten(value)}: {e.errors()[0]['msg']} (as {key} in a job file)") from None
     return value
+
+
+def sweep_jobs(job: JobBase, source: str) -> list[tuple[str, dict[str, Any], JobBase]]:
+    """(label, params, validated job) of every point of the job's `sweep:` (`sweeps.points`):
+    the job without its sweep, each point's values applied as overrides and checked."""
+    base = job.to_dict()
+    base["sweep"] = None
+    base["train"]["output_dir"] = base["train"]["run_id"] = None
+    out = []
+    for i, params in enumerate(points(job.sweep)):
+        spec = copy.deepcopy(base)
+        for override in point_overrides(params):
+            apply_override(spec, override, f"{source}: sweep")
+        label = point_label(i, params)
+        out.append((label, params, validate_job(spec, f"{source} (sweep point {label})")))
+    return out

@@ -14,6 +14,7 @@ import base64
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -81,17 +82,57 @@ def collective_timeout_s() -> float:
     return value
 
 
-def set_threads(requested: int | None) -> int:
-    """Threads per process: one unless the job asks for more.
+# What launchers set for the processes they start: `accelerate launch --mixed_precision` (or
+# its config file's `mixed_precision`) and `--num_cpu_threads_per_process`, which the sbatch
+# template works out from the node's CPUs; a user may set them by hand too.
+PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"
+THREADS_ENV = "OMP_NUM_THREADS"
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+def launcher_setting(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def launcher_threads() -> int | None:
+    """$OMP_NUM_THREADS as a thread count (its first level: OpenMP allows "4,2")."""
+    text = launcher_setting(THREADS_ENV)
+    if text is None:
+        return None
+    try:
+        value = int(text.split(",")[0])
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{THREADS_ENV}={text!r}: expected a number of threads >= 1 (or leave it unset)")
+    return value
+
+
+def warn_once(message: str) -> None:
+    """One line on the main process of a launch (every rank resolves the same settings)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def set_threads(requested: int | None, warn: bool = False) -> int:
+    """Threads per process: the job's `train.threads`, else the launcher's ($OMP_NUM_THREADS, as
+    `accelerate launch --num_cpu_threads_per_process` and slurm/accelerate.sbatch set it), else one.
 
     torch defaults to every core in every process.  For LSTMs of this size the
     per-step matrices are too small to split well, and once the cores are
     oversubscribed (two processes, or a neighbour's job on the same node) spinning
     OpenMP threads make a step 10-20x slower: measured 5,100 samples/s with one
     thread against 250 with two while another process was busy on this 2-core machine.
+    `warn`: say so (one line) when the job's count overrides a different launcher count.
     """
-    torch.set_num_threads(requested or 1)
-    return requested or 1
+    launcher = launcher_threads()
+    if requested and warn and launcher is not None and launcher != requested:
+        warn_once(f"train.threads={requested} (the job) overrides the launcher's {THREADS_ENV}={launcher} "
+                  "(accelerate launch --num_cpu_threads_per_process); the job's value is used")
+    threads = requested or launcher or 1
+    torch.set_num_threads(threads)
+    return threads
 
 
 def worker_info(accelerator: Accelerator) -> WorkerInfo:
@@ -281,12 +322,27 @@ def native_bf16(device: str) -> bool:
     return bool({"amx_bf16", "avx512_bf16", "bf16"} & flags)
 
 
-def resolve_precision(requested: str, task_precision: str = "auto", force_cpu: bool = False) -> str:
-    """`train.mixed_precision` as the Accelerator takes it.  `auto`: bf16 where the hardware runs
-    it natively and the task does not need fp32 (its `precision` hint), else "no" (fp32).
-    "no" is exact fp32 always: the switch for reproducing the tutorial bit for bit."""
+def resolve_precision(requested: str, task_precision: str = "auto", force_cpu: bool = False,
+                      warn: bool = False) -> str:
+    """`train.mixed_precision` as the Accelerator takes it.  `auto`: the launcher's precision when
+    one was given ($ACCELERATE_MIXED_PRECISION: `accelerate launch --mixed_precision`, its config
+    file, or set by hand; accelerate launch always sets it, "no" by default, as a plain
+    Accelerator() under it would train); otherwise bf16 where the hardware runs it natively and
+    the task does not need fp32 (its `precision` hint), else "no" (fp32).  "no" is exact fp32
+    always: the switch for reproducing the tutorial bit for bit.  A job's explicit value wins
+    over the launcher's; `warn`: say so in one line when they differ."""
+    launcher = launcher_setting(PRECISION_ENV)
+    if launcher is not None and launcher.lower() not in PRECISIONS:
+        raise ConfigError(f"{PRECISION_ENV}={launcher!r} (from the launcher): lstm_train trains in one of "
+                          f"{', '.join(PRECISIONS)}; pass accelerate launch --mixed_precision with one of them")
+    launcher = launcher.lower() if launcher else None
     if requested != "auto":
+        if warn and launcher is not None and launcher != requested:
+            warn_once(f"train.mixed_precision={requested} (the job) overrides the launcher's {PRECISION_ENV}="
+                      f"{launcher} (accelerate launch --mixed_precision or its config file); the job's value is used")
         return requested
+    if launcher is not None:
+        return launcher
     if task_precision == "fp32":
         return "no"
     device = "cuda" if torch.cuda.is_available() and not force_cpu else "cpu"

@@ -5,7 +5,7 @@ A run directory holds everything of one training run, whoever started it
 
     runs/<job name>/<run id>/
         config.yaml        the resolved job
-        checkpoints/       step-<N>.pt (newest K) and best.pt (model selection)
+        checkpoints/       step-<N>/ (newest K) and best/ (model selection): see `checkpoint`
         metrics/           rank-<R>.jsonl, one per process
         result.json        written once, when the run has finished
         submission.json    when it went through `lstm-train submit`
@@ -33,7 +33,8 @@ RESULT = "result.json"
 SUBMISSION = "submission.json"
 CONFIG = "config.yaml"
 CHECKPOINTS = "checkpoints"
-CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.pt$")
+CHECKPOINT_NAME = re.compile(r"^step-(\d+)$")  # a directory (checkpoint format 2)
+OLD_CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.pt$")  # one pickled file (format 1): `lstm-train convert`
 
 # Sections that say where, how long or how a run is tracked, not what is trained.
 VOLATILE_SECTIONS = ("tracking", "slurm", "sweep")
@@ -310,12 +311,22 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
-    """(step, path) of the checkpoints `step-<N>.pt` in a folder, newest first.
+    """(step, path) of the checkpoint directories `step-<N>` in a folder, newest first.
     (Here, not in `checkpoint`, so that `lstm-train status` lists them without importing torch.)"""
+    return _listed(folder, CHECKPOINT_NAME, directories=True)
+
+
+def old_checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of format-1 checkpoint files `step-<N>.pt` in a folder, newest first."""
+    return _listed(folder, OLD_CHECKPOINT_NAME, directories=False)
+
+
+def _listed(folder: Path, pattern: re.Pattern[str], directories: bool) -> list[tuple[int, Path]]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_NAME.match(p.name))]
+    found = [(int(m.group(1)), p) for p in folder.iterdir()
+             if (m := pattern.match(p.name)) and not p.is_symlink() and p.is_dir() == directories]
     return sorted(found, reverse=True)
 
 

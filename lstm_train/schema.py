@@ -45,6 +45,13 @@ class DataBase(Section):
         None, ge=1, description="samples per optimizer step over all processes; per process = global / world"
     )
     eval_batch_size: int = Field(1000, ge=1)
+    cache_dir: str | None = Field(
+        None, description="prepared (tokenized, memory-mapped) data; default $LSTM_TRAIN_CACHE or "
+        "~/.cache/lstm_train/prepared (on a cluster: a directory every node sees)"
+    )
+    prepare_timeout: float = Field(
+        3600.0, gt=0, description="seconds the other ranks wait for rank 0 to prepare the data"
+    )
 
 
 def default_data_root() -> str:

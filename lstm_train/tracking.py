@@ -18,7 +18,9 @@ W&B layout
       in group ``<run_id>``, named ``<job>-rank<R>``, with a W&B id stable per
       (job, run_id, rank) and ``resume="allow"``: a requeued or resumed SLURM job
       continues the same W&B runs.  Works online, offline and with ``wandb sync``.
-      Use it unless you have a reason not to.
+      Use it unless you have a reason not to.  A sweep's points (`submit`) set
+      ``tracking.wandb.group`` to the sweep id (also a tag) and ``job_type`` to the
+      point, named ``<job>-<point>-rank<R>``: one group per sweep, split by point.
     * shared (``tracking.wandb.shared: true``, online only): all ranks write into
       ONE W&B run (id from the run id, name ``<job>``) using W&B's shared mode;
       rank 0 is the primary (it writes config/files and sets the final state).
@@ -252,17 +254,25 @@ class Tracker:
         except Exception as e:  # noqa: BLE001
             self._wandb_failed("could not log a table to", e)
 
-    def log_model(self, model_file: Path, result_file: Path, metadata: dict[str, Any]) -> None:
-        """The trained model as a W&B model artifact (offline too: `wandb sync` uploads it),
-        with result.json beside it."""
+    @property
+    def logs_to_wandb(self) -> bool:
+        """Whether a W&B run is live here (so a model artifact is worth staging)."""
+        return self._run is not None
+
+    def log_model(self, folder: Path, alias: str, metadata: dict[str, Any]) -> None:
+        """Every file of `folder` (the staged model artifact: weights, config, run files,
+        result.json) as one W&B model artifact with `alias` ("best" for a model selected on
+        validation data, else "latest").  The files are not copied to W&B's staging area
+        outside the run directory ("immutable": they are not changed after), so an offline
+        run directory stays complete: `wandb sync` uploads them from there."""
         if self._run is None:
             return
         try:
             name = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{self.job.name}-{self.run_id}")
             artifact = self._wandb.Artifact(name, type="model", metadata={k: _plain(v) for k, v in metadata.items()})
-            artifact.add_file(str(model_file))
-            artifact.add_file(str(result_file))
-            self._run.log_artifact(artifact, aliases=["latest", "best"])
+            for path in sorted(Path(folder).iterdir()):
+                artifact.add_file(str(path), name=path.name, policy="immutable")
+            self._run.log_artifact(artifact, aliases=[alias])
         except Exception as e:  # noqa: BLE001
             self._wandb_failed("could not log the model artifact to", e)
 
@@ -311,6 +321,7 @@ class Tracker:
         w = self.worker
         self.wandb_id = wandb_run_id(self.job.name, self.run_id, None if self.shared else w.rank)
         worker = {**asdict(w), "run_id": self.run_id}
+        display = f"{self.job.name}-{cfg.job_type}" if cfg.job_type else self.job.name
         if self.shared:
             config = {f"worker_rank{w.rank}": worker}
             if w.rank == 0:
@@ -320,9 +331,9 @@ class Tracker:
         kwargs: dict[str, Any] = dict(
             id=self.wandb_id,
             resume="allow",
-            group=self.run_id,
-            name=self.job.name if self.shared else f"{self.job.name}-rank{w.rank}",
-            job_type="train",
+            group=cfg.group or self.run_id,  # a sweep's points: one group, the sweep id (and its tag)
+            name=display + ("" if self.shared else f"-rank{w.rank}"),
+            job_type=cfg.job_type or "train",  # a sweep's point: its label, so a dashboard splits the group by it
             config=config,
             tags=list(cfg.tags) or None,
             dir=str(root),

@@ -28,6 +28,7 @@ plans in `data.batching`, checkpoint files in `checkpoint`.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import random
 import threading
@@ -43,8 +44,9 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
-from . import checkpoint, runfiles, runlock
+from . import checkpoint, halving, runfiles, runlock
 from .config import JobBase, save_job
+from .data import prepared
 from .data.batching import BatchPlan, eval_batches
 from .distributed import (
     BatchLayout, batch_layout, broadcast_buffers, broadcast_object, gather_objects,
@@ -116,19 +118,23 @@ class Run:
 
 @dataclass
 class LoopState:
-    """What the loop knows between steps.  The first group is saved in checkpoints (a
-    resumed run continues it); the second belongs to this process's part of the run."""
+    """What the loop knows between steps.  The first group continues from the checkpoint a run
+    resumes from (`checkpoint.SavedLoop`, the step and the training time; the best weights
+    from checkpoints/best/); the second belongs to this process's part of the run."""
 
     step: int = 0
     seconds_before: float = 0.0  # training time of the earlier parts of this run
     parts: int = 1  # how many times the run has been started: 1 + resumes
     counts_before: dict[str, int] = field(default_factory=dict)  # samples/tokens/padded of earlier parts, all ranks
     evals_since_best: int = 0
+    last_eval: int | None = None
     best: dict[str, Any] | None = None  # {"step", "value", "metrics"} of the best validation so far
+    best_weights: dict[str, torch.Tensor] | None = None  # CPU copy, for the final test
+    carry: dict[str, torch.Tensor] = field(default_factory=dict)  # this rank's tensors a task carries between steps
+
     resumed_from: int | None = None
     last_saved: int | None = None  # newest checkpoint's step: known on every rank, never read off the disk
     saved_seconds: float = 0.0  # the run's training time as the newest checkpoint records it
-    last_eval: int | None = None
     last_metrics: dict[str, Any] = field(default_factory=dict)
     stopping: str | None = None  # "signal" or "early stopping"
     start: float = field(default_factory=time.perf_counter)
@@ -137,11 +143,24 @@ class LoopState:
     counts: dict[str, int] = field(default_factory=lambda: {"samples": 0, "tokens": 0, "padded": 0})  # this rank
     pending: list[torch.Tensor] = field(default_factory=list)  # losses since the last sync
     last_sync: tuple[float, int, int] = (0.0, 0, 0)  # time, step, units at the last sync
-    best_weights: dict[str, torch.Tensor] | None = None  # CPU copy, for the final test
 
     def seconds(self) -> float:
         """Training time of the whole run so far: earlier parts plus this one."""
         return self.seconds_before + time.perf_counter() - self.start
+
+    def saved(self, counts: dict[str, int]) -> checkpoint.SavedLoop:
+        """The part a checkpoint carries (`counts`: the whole run's, every rank's)."""
+        return checkpoint.SavedLoop(parts=self.parts, counts=counts, evals_since_best=self.evals_since_best,
+                                    last_eval=self.last_eval)
+
+    def continue_from(self, saved: checkpoint.Checkpoint) -> None:
+        """Continue the run `saved` is a checkpoint of, as one more part of it."""
+        self.step = self.resumed_from = self.last_saved = saved.step
+        self.seconds_before = self.saved_seconds = saved.train_seconds
+        self.parts = saved.loop.parts + 1
+        self.counts_before = dict(saved.loop.counts)
+        self.evals_since_best = saved.loop.evals_since_best
+        self.last_eval = saved.loop.last_eval
 
 
 def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
@@ -154,7 +173,7 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
     """
     stop = stop or threading.Event()
     task_class = get_task(job.task)
-    precision = resolve_precision(job.train.mixed_precision, task_class.precision, job.train.cpu)
+    precision = resolve_precision(job.train.mixed_precision, task_class.precision, job.train.cpu, warn=True)
     accelerator = make_accelerator(precision, job.train.cpu)
     finished = finished_result(job, accelerator)
     if finished is not None:
@@ -231,11 +250,23 @@ def incompatible(job: JobBase, run_dir: Path, info: dict[str, Any]) -> str | Non
     """Why this job cannot continue the run in `run_dir` (None: it can, or there is nothing to
     continue).  Asked before anything is written there, so that a refused job (an sst5 job on an
     sst2 run dir, a model of another shape) leaves config.yaml and every other file as they were."""
-    found = checkpoint.load_latest(run_dir / runfiles.CHECKPOINTS)
-    if found is None:
+    meta, path = None, None
+    try:
+        for _, path in runfiles.checkpoint_files(run_dir / runfiles.CHECKPOINTS):
+            try:
+                meta = checkpoint.read_meta(path)  # meta.json only: the weights are read by restore
+                break
+            except checkpoint.UnreadableCheckpoint:
+                continue  # restore skips it too, with its warning
+        if meta is None:
+            checkpoint.refuse_old_format(run_dir / runfiles.CHECKPOINTS)  # old format: how to convert
+    except ValueError as e:  # not a checkpoint of ours, or of the old format: every rank refuses it
+        return str(e)
+    if meta is None:
         return None
-    path, saved = found
-    changed = sorted(k for k in set(saved["task_info"]) | set(info) if saved["task_info"].get(k) != info.get(k))
+    info = json.loads(json.dumps(info))  # as meta.json holds it (tuples as lists)
+    saved = meta["task_info"]
+    changed = sorted(k for k in set(saved) | set(info) if saved.get(k) != info.get(k))
     if changed:
         return (f"{path} was trained on other data than this job now reads (task info differs in {', '.join(changed)}): "
                 "were the data files or data.* changed? Use another train.output_dir for the new data.")
@@ -251,12 +282,12 @@ def incompatible(job: JobBase, run_dir: Path, info: dict[str, Any]) -> str | Non
 
 def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precision: str) -> Run:
     """Data, model, optimizer and batch plan; identical initial weights on every rank."""
-    threads = set_threads(job.train.threads)
+    threads = set_threads(job.train.threads, warn=True)
     world = accelerator.num_processes
     run_dir = job.run_dir
     set_seed(job.train.seed)
     task = task_class(job, run_dir)
-    splits = task.load_data()  # before the run dir exists: bad data leaves no debris
+    splits = prepared.load(task, accelerator)  # before the run dir exists: bad data leaves no debris
     lock = None
     if accelerator.is_main_process:
         runfiles.make_run_dir(run_dir)  # 0750; another user's or a world-writable one is refused
@@ -313,46 +344,49 @@ def restore(run: Run) -> LoopState:
     else start fresh, each rank with its own random stream (dropout masks)."""
     state = LoopState()
     # Rank 0 chooses for every rank: on a shared filesystem ranks can list different files.
-    found = checkpoint.load_latest(run.checkpoints) if run.rank == 0 else None
-    path = broadcast_object(run.accelerator, found[0] if found else None)
+    found, best, refused = None, None, None
+    try:
+        if run.rank == 0:
+            found = checkpoint.load_latest(run.checkpoints)
+            best = checkpoint.load_best(run.checkpoints) if found else None
+    except checkpoint.NotACheckpoint as e:  # every rank stops with it, none waits for rank 0
+        refused = e
+    path, refusal = broadcast_object(run.accelerator, (found[0] if found else None, refused and str(refused)))
+    if refusal:
+        raise refused or checkpoint.NotACheckpoint(refusal)
     if path is None:
         seed_rank(run.job.train.seed, run.rank)
         return state
     saved = found[1] if found else checkpoint.load(path)
-    changed = sorted(k for k in set(saved["task_info"]) | set(run.splits.info)
-                     if saved["task_info"].get(k) != run.splits.info.get(k))
+    info = json.loads(json.dumps(run.splits.info))  # as the checkpoint's meta.json holds it (tuples as lists)
+    changed = sorted(k for k in set(saved.task_info) | set(info) if saved.task_info.get(k) != info.get(k))
     if changed:
         raise checkpoint.CheckpointMismatch(
             f"{path} was trained on other data than this job now reads (task info differs in {', '.join(changed)}): "
             "were the data files or data.* changed? Use another train.output_dir for the new data."
         )
-    checkpoint.load_model_state(run.net, saved["model"], path)
-    run.optimizer.load_state_dict(saved["optimizer"])
-    run.scheduler.load_state_dict(saved["scheduler"])
-    loop = saved.get("loop", {})
-    state.step = state.resumed_from = state.last_saved = saved["step"]
-    state.seconds_before = state.saved_seconds = saved.get("train_seconds", 0.0)
-    state.parts = loop.get("parts", 1) + 1
-    state.counts_before = loop.get("counts", {})
-    state.evals_since_best = loop.get("evals_since_best", 0)
-    state.last_eval = loop.get("last_eval")
-    rngs = saved["rng"]
-    if len(rngs) == run.world:
-        checkpoint.set_rng_state(rngs[run.rank])
+    checkpoint.load_model_state(run.net, saved.model, path)
+    run.optimizer.load_state_dict(saved.optimizer)
+    run.scheduler.load_state_dict(saved.scheduler)
+    if run.accelerator.scaler is not None and saved.scaler is not None:  # fp16: the loss scale it had reached
+        run.accelerator.scaler.load_state_dict(saved.scaler)
+    state.continue_from(saved)
+    if len(saved.per_rank) == run.world:
+        checkpoint.set_rng_state(saved.per_rank[run.rank]["rng"])
+        state.carry = saved.per_rank[run.rank].get("carry", {})
     else:  # another world size: fresh streams per rank, as a fresh run draws them (never rank 0's for all)
         seed_rank(run.job.train.seed + state.step, run.rank)
-    if saved.get("global_batch", run.layout.global_batch) != run.layout.global_batch:
+    if saved.global_batch != run.layout.global_batch:
         run.accelerator.print(
-            f"warning: {path} was trained with a global batch of {saved['global_batch']} samples, this launch uses "
+            f"warning: {path} was trained with a global batch of {saved.global_batch} samples, this launch uses "
             f"{run.layout.global_batch} ({run.world} process(es)); set data.global_batch_size to keep the "
             "training the same at any world size"
         )
-    best = checkpoint.load_best(run.checkpoints) if run.rank == 0 else None
-    # best.pt is written just before the checkpoint of its step.  One from after this checkpoint's last
+    # best/ is written just before the checkpoint of its step.  One from after this checkpoint's last
     # evaluation (a crash between the two) is left out: the replayed evaluation decides again.
-    if best is not None and best["step"] <= (state.last_eval or 0):
-        state.best = {k: best[k] for k in ("step", "value", "metrics")}
-        state.best_weights = best["model"]
+    if best is not None and best.step <= (state.last_eval or 0):
+        state.best = {"step": best.step, "value": best.value, "metrics": best.metrics}
+        state.best_weights = best.model
     state.best = broadcast_object(run.accelerator, state.best)
     if state.best is not None and state.best_weights is None:
         state.best_weights = checkpoint.load_best_weights(run.checkpoints, state.best["step"])
@@ -475,32 +509,31 @@ def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) 
 
 
 def save(run: Run, state: LoopState, force: bool = False) -> None:
-    """A checkpoint of the current step: every rank's random state, the loop state.  Once per
-    step, unless `force`d (an evaluation at a step a stopped run had already saved)."""
+    """A checkpoint of the current step: every rank's random state and carried tensors, the loop
+    state.  Once per step, unless `force`d (an evaluation at a step a stopped run had already saved)."""
     if state.last_saved == state.step and not force:
         return
-    per_rank = gather_objects(run.accelerator, {"rng": checkpoint.rng_state(), "counts": dict(state.counts)})
+    carry = {k: v.detach().to("cpu") for k, v in state.carry.items()}
+    per_rank = gather_objects(run.accelerator, {"rng": checkpoint.rng_state(), "carry": carry,
+                                                "counts": dict(state.counts)})
     seconds = broadcast_object(run.accelerator, state.seconds())  # one number for every rank's result
     if run.lock:
         run.lock.check()  # a requeued copy of this job may have taken the run over: never write beside it
-        checkpoint.save(run.checkpoints, state.step, {
-            "model": run.net.state_dict(),
-            "optimizer": run.optimizer.state_dict(),
-            "scheduler": run.scheduler.state_dict(),
-            "rng": [r["rng"] for r in per_rank],
-            "step": state.step,
-            "world_size": run.world,
-            "global_batch": run.layout.global_batch,
-            "train_seconds": seconds,
-            "loop": {
-                "parts": state.parts,
-                "counts": total_counts(state, [r["counts"] for r in per_rank]),
-                "evals_since_best": state.evals_since_best,
-                "last_eval": state.last_eval,
-            },
-            "task_info": run.splits.info,
-            "config": runfiles.shareable(run.job.to_dict()),
-        }, run.job.train.keep_checkpoints)
+        scaler = run.accelerator.scaler
+        checkpoint.save(run.checkpoints, checkpoint.Checkpoint(
+            step=state.step,
+            model=run.net.state_dict(),
+            optimizer=run.optimizer.state_dict(),
+            scheduler=run.scheduler.state_dict(),
+            scaler=scaler.state_dict() if scaler is not None else None,
+            per_rank=[{"rng": r["rng"], "carry": r["carry"]} for r in per_rank],
+            world_size=run.world,
+            global_batch=run.layout.global_batch,
+            train_seconds=seconds,
+            loop=state.saved(total_counts(state, [r["counts"] for r in per_rank])),
+            task_info=run.splits.info,
+            config=runfiles.shareable(run.job.to_dict()),
+        ), run.job.train.keep_checkpoints)
     run.accelerator.wait_for_everyone()
     state.last_saved, state.saved_seconds = state.step, seconds
 
@@ -565,6 +598,7 @@ def validate(run: Run, state: LoopState) -> None:
     if run.splits.val is None:
         state.last_metrics = evaluate(run, run.splits.test, "test", state.step)
         state.last_eval = state.step
+        halve(run, state, state.last_metrics, "test")
         state.eval_seconds += time.perf_counter() - began
         return
     metrics = evaluate(run, run.splits.val, "val", state.step)
@@ -582,8 +616,8 @@ def validate(run: Run, state: LoopState) -> None:
         state.evals_since_best = 0
         if run.lock:
             run.lock.check()
-            checkpoint.save_best(run.checkpoints, {**state.best, "model": state.best_weights,
-                                                   "task_info": run.splits.info, "config": runfiles.shareable(run.job.to_dict())})
+            checkpoint.save_best(run.checkpoints, checkpoint.Best(**state.best, model=state.best_weights,
+                                                                  task_info=run.splits.info, config=runfiles.shareable(run.job.to_dict())))
     else:
         state.evals_since_best += 1
         patience = run.job.train.early_stopping.patience
@@ -592,8 +626,27 @@ def validate(run: Run, state: LoopState) -> None:
             run.accelerator.print(f"early stopping at step {state.step}: val_{run.task.primary_metric} has not "
                                   f"improved on {state.best['value']:.4f} (step {state.best['step']}) in "
                                   f"{patience} evaluation(s)")
+    halve(run, state, metrics, "val")
     state.eval_seconds += time.perf_counter() - began
     save(run, state, force=True)  # the selection state and the weights it refers to stay together
+
+
+def halve(run: Run, state: LoopState, metrics: dict[str, Any], split: str) -> None:
+    """A sweep point under successive halving (`halving`) stops at a rung where it is among the
+    worst points: rank 0 decides from the sweep's shared files, every rank stops."""
+    cfg = run.job.train.halving
+    if cfg is None or state.stopping:
+        return
+    key = f"{split}_{run.task.primary_metric}"
+    reason = None
+    if run.accelerator.is_main_process:
+        reason = halving.record_and_decide(run.run_dir, state.step, key, float(metrics[key]),
+                                           run.task.higher_is_better, cfg.min_steps, cfg.eta,
+                                           final=state.step >= run.total_steps)
+    reason = broadcast_object(run.accelerator, reason)
+    if reason:
+        state.stopping = "successive halving"
+        run.accelerator.print(reason)
 
 
 # ---------------------------------------------------------------------------
@@ -636,7 +689,7 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
         "primary_metric": primary,
         "higher_is_better": run.task.higher_is_better,
         "best_step": state.best["step"] if state.best else None,
-        "stopped_early": state.stopping == "early stopping",
+        "stopped_early": state.stopping in ("early stopping", "successive halving"),
         "epochs": round(state.step / max(1, run.plan.steps_in_epoch(0)), 4),
         "steps": state.step,
         "world_size": run.world,
@@ -670,9 +723,10 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
             run.tracker.log_table(name, table["columns"], table["rows"])
         run.lock.check()
         runfiles.write_json(run.run_dir / runfiles.RESULT, result)
-        best = run.checkpoints / checkpoint.BEST
-        model_file = best if best.is_file() else checkpoint.checkpoint_files(run.checkpoints)[0][1]
-        run.tracker.log_model(model_file, run.run_dir / runfiles.RESULT, {primary: result.get(primary)})
+        if run.tracker.logs_to_wandb:
+            selected = run.splits.val is not None and state.best is not None  # else the last weights are the model
+            artifact = checkpoint.stage_artifact(run.run_dir, selected)
+            run.tracker.log_model(artifact, "best" if selected else "latest", {primary: result.get(primary)})
     run.tracker.finish(result)
     run.accelerator.wait_for_everyone()
     # Leave the process group cleanly: without it ranks sometimes abort at interpreter

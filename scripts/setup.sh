@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 # torch/torchvision pinned to the builds known to work together here; the rest from pyproject.toml.
-.venv/bin/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 -e '.[test,bench]' 2>&1 \
+.venv/bin/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 -e '.[test,bench,export]' 2>&1 \
   | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import lstm_train, torch, torchvision, accelerate, wandb, submitit" \
   || { echo "setup: the virtual environment is incomplete (see pip's output above)" >&2; exit 1; }

@@ -34,6 +34,15 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def prepared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Prepared data (the store's default is ~/.cache/lstm_train/prepared) kept in the session's
+    temporary directory; subprocesses and SLURM jobs inherit it through the environment."""
+    where = tmp_path_factory.mktemp("prepared")
+    os.environ["LSTM_TRAIN_CACHE"] = str(where)
+    return where
+
+
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
     """The real MNIST/Fashion-MNIST files ($LSTM_TRAIN_DATA or ../shared/data)."""
@@ -98,7 +107,7 @@ def resume_inside_an_epoch(args: list[str], tmp_path: Path, steps_per_epoch: int
     mid = next(s for s, _ in checkpoint_files(cut / "checkpoints") if s > steps_per_epoch and s % steps_per_epoch)
     for step, path in checkpoint_files(cut / "checkpoints"):
         if step > mid:
-            path.unlink()
+            shutil.rmtree(path)
     proc = run_cli("run", *args, f"train.output_dir={cut}")
     assert proc.returncode == 0, proc.stderr
     return result_of(reference), result_of(cut), mid

@@ -3,6 +3,7 @@ resumable. Real tmpfs mounts (root), real runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -71,17 +72,19 @@ def test_result_json_on_a_full_and_on_a_read_only_disk(tmpfs: Callable[[str], Pa
 
 def test_checkpoint_on_a_read_only_directory_keeps_the_previous_one(tmpfs: Callable[[str], Path]) -> None:
     folder = tmpfs("4m") / "checkpoints"
-    state = {"model": {"w": torch.arange(1000.0)}, "step": 4}
-    checkpoint.save(folder, 4, state, keep=1)
+    state = checkpoint.Checkpoint(
+        step=4, model={"w": torch.arange(1000.0)}, optimizer={}, scheduler={}, per_rank=[], world_size=1,
+        global_batch=1, train_seconds=0.0, loop=checkpoint.SavedLoop(), task_info={}, config={})
+    checkpoint.save(folder, state, keep=1)
     remount(folder.parent, "ro")
     with pytest.raises(RunFileError) as e:
-        checkpoint.save(folder, 8, {**state, "step": 8}, keep=1)
-    assert "cannot write step-00000008.pt (" in str(e.value) and f"in {folder}: Read-only file system" in str(e.value)
-    assert f"The newest complete checkpoint, {folder / 'step-00000004.pt'}, is intact." in str(e.value)
+        checkpoint.save(folder, dataclasses.replace(state, step=8), keep=1)
+    assert "cannot write step-00000008 (" in str(e.value) and f"in {folder}: Read-only file system" in str(e.value)
+    assert f"The newest complete checkpoint, {folder / 'step-00000004'}, is intact." in str(e.value)
     remount(folder.parent, "rw")
     path, loaded = checkpoint.load_latest(folder)
-    assert path.name == "step-00000004.pt" and torch.equal(loaded["model"]["w"], state["model"]["w"])
-    checkpoint.save(folder, 8, {**state, "step": 8}, keep=1)
+    assert path.name == "step-00000004" and torch.equal(loaded.model["w"], state.model["w"])
+    checkpoint.save(folder, dataclasses.replace(state, step=8), keep=1)
     assert [s for s, _ in checkpoint.checkpoint_files(folder)] == [8] and leftovers(folder) == []
 
 
@@ -93,7 +96,7 @@ def test_a_run_whose_checkpoint_no_longer_fits_resumes_once_space_is_freed(
     # How big one checkpoint of this job is: a short run of it on the ordinary disk.
     probe = tmp_path / "probe"
     assert run_cli(*args, "train.max_steps=4", f"train.output_dir={probe}").returncode == 0
-    size = (probe / "checkpoints" / "step-00000004.pt").stat().st_size
+    size = sum(f.stat().st_size for f in (probe / "checkpoints" / "step-00000004").iterdir())
 
     # Room for the run's small files and one checkpoint and a half: step 4's fits, step 8's does not
     # (the older one is deleted only once the newer is complete).
@@ -102,10 +105,10 @@ def test_a_run_whose_checkpoint_no_longer_fits_resumes_once_space_is_freed(
     full = run_cli(*args, f"train.output_dir={out}")
     assert full.returncode == 2, full.stderr[-3000:]
     # The size is the checkpoint's (about the probe's: the pickled loop state varies by a few bytes).
-    said = re.search(rf"error: cannot write step-00000008\.pt \(([\d.]+) KiB\) in {re.escape(str(out / 'checkpoints'))}: "
+    said = re.search(rf"error: cannot write step-00000008 \(([\d.]+) KiB\) in {re.escape(str(out / 'checkpoints'))}: "
                      r"No space left on device \(", full.stderr)
     assert said and abs(float(said.group(1)) - size / 1024) < 2, full.stderr[-3000:]
-    assert f"The newest complete checkpoint, {out / 'checkpoints' / 'step-00000004.pt'}, is intact." in full.stderr
+    assert f"The newest complete checkpoint, {out / 'checkpoints' / 'step-00000004'}, is intact." in full.stderr
     assert "Traceback" not in full.stderr and "unexpected pos" not in full.stderr
     assert [s for s, _ in checkpoint.checkpoint_files(out / "checkpoints")] == [4]
     assert leftovers(out) == [] and not (out / "result.json").exists() and not (out / "lock.json").exists()

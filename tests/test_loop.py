@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from lstm_train import checkpoint
 from lstm_train.checkpoint import BEST, checkpoint_files
 
 from .conftest import ROOT, accelerate_cli, free_port, make_fake_mnist, require, result_of, run_cli
@@ -30,13 +31,13 @@ JOB = str(ROOT / "jobs" / "mnist_lstm.yaml")
 SINE = str(ROOT / "jobs" / "sine_forecast.yaml")
 
 
-def newest(run_dir: Path) -> dict:
+def newest(run_dir: Path) -> checkpoint.Checkpoint:
     (_, path), *_ = checkpoint_files(run_dir / "checkpoints")
-    return torch.load(path, weights_only=False)
+    return checkpoint.load(path)
 
 
 def max_difference(a: Path, b: Path) -> float:
-    wa, wb = newest(a)["model"], newest(b)["model"]
+    wa, wb = newest(a).model, newest(b).model
     assert wa.keys() == wb.keys()
     return max(float((wa[k].double() - wb[k].double()).abs().max()) for k in wa)
 
@@ -64,7 +65,7 @@ def test_same_global_batch_same_weights_on_one_or_two_processes(fake_mnist: Path
     assert proc.returncode == 0, proc.stderr[-3000:]
     resumed = result_of(runs["resumed"])
     assert resumed["resumed_from_step"] == 8 and resumed["world_size"] == 2 and resumed["steps"] == 16
-    rngs = newest(runs["resumed"])["rng"]
+    rngs = [r["rng"] for r in newest(runs["resumed"]).per_rank]
     assert len(rngs) == 2 and not torch.equal(rngs[0]["torch"], rngs[1]["torch"])  # not rank 0's stream twice
 
     differences = {name: max_difference(runs["plain"], runs[name]) for name in ("accum", "ddp", "resumed")}
@@ -103,17 +104,18 @@ def test_ranks_that_see_different_checkpoint_listings_do_not_hang(fake_mnist: Pa
     run_dir, view = tmp_path / "run", tmp_path / "rank1-view"
     (run_dir / "checkpoints").mkdir(parents=True)
     view.mkdir()
-    (view / "step-00000012.pt").write_bytes(b"written by another client, not yet visible everywhere")
+    (view / "step-00000012").mkdir()  # written by another client, not yet complete everywhere
+    (view / "step-00000012" / "model.safetensors").write_bytes(b"written by another client")
     procs, outputs = run_rank_1_with_another_view(
         view, run_dir / "checkpoints", JOB, f"data.root={fake_mnist}", "train.epochs=3", f"train.output_dir={run_dir}",
         "train.checkpoint_every=1000")
     assert [p.returncode for p in procs] == [0, 0], outputs
-    assert "step-00000012.pt" in outputs[1]  # rank 1 did see the broken file
+    assert "step-00000012" in outputs[1]  # rank 1 did see the broken checkpoint
     assert result_of(run_dir)["steps"] == 12 and [s for s, _ in checkpoint_files(run_dir / "checkpoints")] == [12]
 
 
 def test_best_weights_on_validation_data_and_early_stopping(tmp_path: Path) -> None:
-    """Forecasting with a validation span: evaluation on it picks best.pt by the task's
+    """Forecasting with a validation span: evaluation on it picks best/ by the task's
     primary metric (MASE, lower is better); a run that stops improving stops early; the
     test split is evaluated once, at the end, with the best weights."""
     common = [SINE, "data.sine.series=6", "data.sine.length=300", "data.val_size=0.15", "data.test_size=0.15",
@@ -124,8 +126,8 @@ def test_best_weights_on_validation_data_and_early_stopping(tmp_path: Path) -> N
     result = result_of(out)
     assert result["primary_metric"] == "test_mase" and result["higher_is_better"] is False
     assert {"val_mase", "test_mase", "val_loss", "test_loss"} <= result.keys()
-    best = torch.load(out / "checkpoints" / BEST, weights_only=False)
-    assert best["step"] == result["best_step"] and best["value"] == result["val_mase"]
+    best = checkpoint.load_best(out / "checkpoints")
+    assert best.step == result["best_step"] and best.value == result["val_mase"]
     rows = [json.loads(line) for line in (out / "metrics" / "rank-0.jsonl").read_text().splitlines()]
     assert len([r for r in rows if "val/mase" in r]) == 3  # one per epoch
     assert len([r for r in rows if "test/mase" in r]) == 1  # tested once
@@ -159,14 +161,14 @@ def test_a_stopped_and_resumed_run_counts_every_part(fake_mnist: Path, tmp_path:
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and "run the same command again to resume" in err
     stopped = newest(out)
-    assert not (out / "result.json").exists() and 280 <= stopped["step"] < 320
-    first_part = stopped["train_seconds"]  # >= 7/8 of the training
+    assert not (out / "result.json").exists() and 280 <= stopped.step < 320
+    first_part = stopped.train_seconds  # >= 7/8 of the training
 
     resumed = run_cli("run", *args)
     assert resumed.returncode == 0, resumed.stderr
     result, final = result_of(out), newest(out)
-    assert result["parts"] == 2 and result["resumed_from_step"] == stopped["step"] and final["step"] == 320
-    assert result["train_seconds"] == round(final["train_seconds"], 3) > first_part
+    assert result["parts"] == 2 and result["resumed_from_step"] == stopped.step and final.step == 320
+    assert result["train_seconds"] == round(final.train_seconds, 3) > first_part
 
 
 def test_a_data_set_smaller_than_the_world(tmp_path: Path) -> None:
@@ -205,7 +207,7 @@ def test_a_nan_is_caught_before_an_epoch_end_evaluation_saves_it(tmp_path: Path)
     kept = checkpoint_files(out / "checkpoints")
     assert kept
     for _, path in kept:
-        weights = torch.load(path, weights_only=False)["model"]
+        weights = checkpoint.read_weights(path)
         assert all(torch.isfinite(t).all() for t in weights.values()), f"{path.name} holds non-finite weights"
 
 
@@ -221,10 +223,10 @@ def test_a_checkpoint_at_an_evaluation_step_holds_the_evaluations_outcome(tmp_pa
     proc = run_cli("run", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert result_of(out)["steps"] == 12 and result_of(out)["stopped_early"] is True
-    assert torch.load(out / "checkpoints" / "step-00000008.pt", weights_only=False)["loop"]["evals_since_best"] == 1
+    assert checkpoint.load(out / "checkpoints" / "step-00000008").loop.evals_since_best == 1
 
     (out / "result.json").unlink()
-    (out / "checkpoints" / "step-00000012.pt").unlink()
+    shutil.rmtree(out / "checkpoints" / "step-00000012")
     proc = run_cli("run", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = result_of(out)
@@ -248,7 +250,7 @@ def test_a_run_stopped_at_an_evaluation_step_evaluates_it_when_resumed(tmp_path:
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-3000:]
-    stopped = newest(out)["step"]
+    stopped = newest(out).step
     assert stopped % 5 == 0 and stopped not in val_steps(out)
 
     proc = run_cli("run", *args[:-1], f"train.max_steps={stopped + 5}", f"train.output_dir={out}")
@@ -257,8 +259,8 @@ def test_a_run_stopped_at_an_evaluation_step_evaluates_it_when_resumed(tmp_path:
 
 
 def test_best_weights_saved_just_before_a_crash_count_once(tmp_path: Path) -> None:
-    """An evaluation that improves writes best.pt, then the checkpoint of its step.  A crash
-    between the two leaves best.pt newer than the newest checkpoint; the resumed run replays
+    """An evaluation that improves writes best/, then the checkpoint of its step.  A crash
+    between the two leaves best/ newer than the newest checkpoint; the resumed run replays
     that evaluation, which must count as the improvement it was, not as an evaluation without
     improvement over itself (patience 1 would then stop the run there)."""
     out = tmp_path / "r"
@@ -271,7 +273,7 @@ def test_best_weights_saved_just_before_a_crash_count_once(tmp_path: Path) -> No
     (out / "result.json").unlink()
     for step, path in checkpoint_files(out / "checkpoints"):
         if step >= best:
-            path.unlink()
+            shutil.rmtree(path)
     proc = run_cli("run", *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = result_of(out)
@@ -290,11 +292,11 @@ def test_ranks_resume_from_the_checkpoint_rank_0_chose(fake_mnist: Path, tmp_pat
             "train.keep_checkpoints=5", "train.mixed_precision=no", f"train.output_dir={run_dir}"]
     assert run_cli("run", *args).returncode == 0  # 12 steps on one process: checkpoints 4, 8, 12
     shutil.copytree(run_dir / "checkpoints", view)  # rank 1 still sees step 12...
-    (run_dir / "checkpoints" / "step-00000012.pt").unlink()  # ...which rank 0 does not
+    shutil.rmtree(run_dir / "checkpoints" / "step-00000012")  # ...which rank 0 does not
     (run_dir / "result.json").unlink()
     procs, outputs = run_rank_1_with_another_view(view, run_dir / "checkpoints", *args)
     assert [p.returncode for p in procs] == [0, 0], outputs
-    assert "step-00000012.pt" in outputs[1]  # rank 1 did see the newer file
+    assert "step-00000012" in outputs[1]  # rank 1 did see the newer one
     result = result_of(run_dir)
     assert result["resumed_from_step"] == 8 and result["steps"] == 12
     assert len(set(result["weights_sha1_per_rank"])) == 1

@@ -65,7 +65,7 @@ def test_killed_rank_ends_the_submitted_job_naming_it(cluster: None, tmp_path: P
     assert p.returncode == 0, p.stdout + p.stderr
     jid = job_ids(run_dir)[0]
     assert "--kill-on-bad-exit=1" in (run_dir / "slurm" / f"{jid}_submission.sh").read_text()
-    wait_for(lambda: list((run_dir / "checkpoints").glob("step-*.pt")), 180, "the first checkpoint")
+    wait_for(lambda: list((run_dir / "checkpoints").glob("step-*")), 180, "the first checkpoint")
     [pid] = training_pids(jid, 1)
     os.kill(pid, signal.SIGKILL)
     ended = time_to_end(jid)
@@ -131,7 +131,7 @@ def test_node_down_requeues_and_resumes(cluster: None, tmp_path: Path, fake_slur
                "slurm.time_min=10", env=fake_slurm_env, jobs=jobs)
     assert p.returncode == 0, p.stdout + p.stderr
     jid = job_ids(run_dir)[0]
-    wait_for(lambda: list((run_dir / "checkpoints").glob("step-*.pt")), 180, "the first checkpoint")
+    wait_for(lambda: list((run_dir / "checkpoints").glob("step-*")), 180, "the first checkpoint")
     # Other users' jobs on node2 would be requeued too: give them a moment to finish.
     deadline = time.monotonic() + 60
     while others_on("node2", jid) and time.monotonic() < deadline:

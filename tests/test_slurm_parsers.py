@@ -9,14 +9,15 @@ in test_submit.py, test_slurm_faults.py and test_slurm_template.py.
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
-from submitit.core.utils import cloudpickle_dump
 
 from lstm_train.slurm.diagnose import describe_attempts, explain_failure, first_casualty, parse_srun_errors
-from lstm_train.slurm.jobstate import JobState, parse_history, parse_sacct, parse_squeue
+from lstm_train.slurm.jobstate import JobState, parse_history, parse_sacct, parse_squeue, read_result
 from lstm_train.slurm.preflight import parse_node_cpus, parse_partitions, slurm_minutes
 from lstm_train.slurm.status import primary_metric, status_sweep
 from lstm_train.slurm.submission import sbatch_refusal
@@ -164,21 +165,62 @@ def test_srun_lines_name_the_rank_and_host_that_died_first() -> None:
     assert first_casualty([]) is None
 
 
+class Planted:
+    """What an attacker puts in a pickle: unpickling it runs `touch MARKER`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
 def test_explanation_of_a_killed_rank(tmp_path: Path) -> None:
-    """A job folder as submitit leaves it: the batch log, rank 0's error pickle, no pickle
-    from the killed rank 1.  The explanation leads with the rank that died, not rank 0's
-    broken connection."""
+    """A job folder as submitit leaves it: the batch log with rank 0's traceback, none from
+    the killed rank 1.  The explanation leads with the rank that died, not rank 0's broken
+    connection.  submitit's result pickle is never read: a crafted one (that would create a
+    file) changes nothing."""
     (tmp_path / "7_0_log.err").write_text(LOG_RANK_KILLED)
-    trace = ("Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n    work.wait()\n"
-             "RuntimeError: [../pair.cc:545] Read error [127.0.0.1]:9942: Connection reset by peer.\n")
-    cloudpickle_dump(("error", trace), tmp_path / "7_0_result.pkl")
+    marker = tmp_path / "ran"
+    with open(tmp_path / "7_0_result.pkl", "wb") as f:
+        pickle.dump(("error", Planted(marker)), f)
     text = explain_failure("7", JobState("FAILED", "9:0", "00:00:12", "node[1-2]"), tmp_path, 2)
     lines = text.splitlines()
     assert lines[0] == "job 7 ended FAILED (exit code 9:0) on node[1-2]"
     assert lines[1] == "first to die: rank 1 on node2: Killed (srun)"
-    assert lines[2] == ("error in task 0 (after the rank above died): RuntimeError: [../pair.cc:545] "
-                        "Read error [127.0.0.1]:9942: Connection reset by peer.")
+    assert lines[2].startswith("error in task 0 (after the rank above died): RuntimeError: [/__w/pytorch/pytorch/"
+                               "third_party/gloo/gloo/transport/tcp/pair.cc:545] Read error [127.0.0.1]:9942: "
+                               "Connection reset by peer.")
     assert lines[3] == f"traceback and full log: {tmp_path / '7_0_log.err'}"
+    assert not marker.exists()
+    assert read_result(tmp_path, "7", 1) is None  # rank 1 was killed: no error of its own
+    assert read_result(tmp_path, "../7", 0) is None  # a job id is a number, never a path
+
+
+def test_status_never_unpickles_a_result_file(tmp_path: Path) -> None:
+    """A run directory from someone else: its submission.json names a folder of crafted result
+    pickles, and its own local/ folder holds one too.  `lstm-train status` and `cancel` read
+    the job's state from its log, in the folder derived from the run directory, and run nothing."""
+    run_dir, elsewhere, marker = tmp_path / "run", tmp_path / "elsewhere", tmp_path / "ran"
+    for folder in (run_dir / "local", elsewhere):
+        folder.mkdir(parents=True)
+        with open(folder / "999999_0_result.pkl", "wb") as f:
+            pickle.dump(("error", Planted(marker)), f)
+    failed = "submitit ERROR (2026-12-02 10:00:00,000) - Submitted job triggered an exception\n"
+    (run_dir / "local" / "999999_0_log.out").write_text(
+        "submitit INFO (2026-12-02 09:59:00,000) - Starting with JobEnvironment(...)\n" + failed)
+    (run_dir / "local" / "999999_0_log.err").write_text(
+        failed + "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\nValueError: bad input\n")
+    (run_dir / "submission.json").write_text(json.dumps({
+        "kind": "run", "executor": "local", "job_ids": ["999999"], "run_dir": str(run_dir), "folder": str(elsewhere)}))
+    said = {}
+    for command in ("status", "cancel"):
+        proc = subprocess.run([sys.executable, "-m", "lstm_train", command, str(run_dir)], capture_output=True, text=True)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+        assert not marker.exists(), f"{command} ran a pickle"
+        said[command] = proc.stdout
+    assert "job 999999 ended FAILED" in said["status"] and "error in task 0: ValueError: bad input" in said["status"]
+    assert said["cancel"].startswith("nothing to cancel")
 
 
 def test_sbatch_refusals() -> None:

@@ -190,12 +190,13 @@ def test_sweep_is_one_array_with_status_table(cluster: None, tmp_path: Path, slu
 def test_requeue_resumes_with_same_wandb_runs(cluster: None, tmp_path: Path, slurm_env: dict[str, str], jobs: list[str]) -> None:
     """`scontrol requeue` mid-training (SIGTERM, then the same job id runs again)."""
     run_dir = tmp_path / "requeue"
+    slurm_env = {**slurm_env, "LSTM_TRAIN_CACHE": str(tmp_path / "prepared")}  # this test's own store
     p = submit(run_dir, "train.max_steps=600", "train.log_every=10", "train.checkpoint_every=50",
                "tracking.wandb.mode=offline", "slurm.time_min=10", env=slurm_env, jobs=jobs)
     assert p.returncode == 0, p.stdout + p.stderr
     jid = job_ids(run_dir)[0]
     t0 = time.monotonic()
-    wait_for(lambda: list((run_dir / "checkpoints").glob("step-*.pt")), 240, "the first checkpoint")
+    wait_for(lambda: list((run_dir / "checkpoints").glob("step-*")), 240, "the first checkpoint")
     t_requeue = time.monotonic()
     subprocess.run(["scontrol", "requeue", jid], check=True)
     states = wait_final([jid], 300, run_dir / "slurm")
@@ -208,6 +209,9 @@ def test_requeue_resumes_with_same_wandb_runs(cluster: None, tmp_path: Path, slu
     res = result(run_dir)
     assert res["resumed_from_step"] and res["resumed_from_step"] > 0 and res["steps"] == 600, res
     assert f"resuming from {run_dir / 'checkpoints'}" in out, out
+    # The data was prepared once, by the first attempt; the requeued one mapped it.
+    assert err.count("prepared data: preparing classify data") == 1, err
+    assert "prepared data: mapping " in err.split("DUE TO JOB REQUEUE")[-1], err
 
     # Both attempts wrote into the same W&B run (offline: one directory per attempt, same id).
     run_id = json.loads((run_dir / "submission.json").read_text())["wandb"]["group"]
@@ -271,7 +275,7 @@ def test_cancel_checkpoints_and_status(cluster: None, tmp_path: Path, slurm_env:
     c = cli("cancel", str(run_dir), env=slurm_env)
     assert c.returncode == 0 and f"cancelled {jid}" in c.stdout, c.stdout + c.stderr
     assert wait_final([jid], 120)[jid] == "CANCELLED"
-    assert list((run_dir / "checkpoints").glob("step-*.pt")), "SIGTERM from scancel saved no checkpoint"
+    assert list((run_dir / "checkpoints").glob("step-*")), "SIGTERM from scancel saved no checkpoint"
     status = cli("status", str(run_dir), env=slurm_env)
     assert "CANCELLED" in status.stdout and "newest checkpoint: step" in status.stdout, status.stdout
     assert "nothing to cancel" in cli("cancel", str(run_dir), env=slurm_env).stdout

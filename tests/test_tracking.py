@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import time
 import warnings
@@ -28,7 +29,7 @@ from lstm_train.tracking import (
     wandb_run_id,
 )
 
-from .conftest import run_cli
+from .conftest import ROOT, result_of, run_cli
 try:  # `python -m pytest` from the repo root, or tests/ as a package
     from tests.wandb_records import config_values, read_runs
 except ImportError:  # plain `pytest`: tests/ itself is on sys.path
@@ -364,19 +365,51 @@ def test_tables_and_the_model_artifact_reach_the_offline_run(tmp_path: Path) -> 
     tracker.log(6, {"val/accuracy": 0.7})
     tracker.log(9, {"val/accuracy": 0.6})
     tracker.log_table("examples", ["source", "hypothesis"], [["ein Mann", "a man"], ["zwei", "two"]])
-    model, result = run_dir / "best.pt", run_dir / "result.json"
-    model.write_bytes(b"weights")
-    result.write_text("{}")
-    tracker.log_model(model, result, {"test_accuracy": 0.61})
+    staged = run_dir / "model-artifact"
+    staged.mkdir()
+    for name in ("model.safetensors", "meta.json", "config.yaml", "vocab.json", "result.json"):
+        (staged / name).write_text("{}")
+    tracker.log_model(staged, "latest", {"test_accuracy": 0.61})  # nothing selected on validation data
     tracker.finish({"test_accuracy": 0.61})
     assert (run_dir / "metrics" / "examples.tsv").read_text() == "source\thypothesis\nein Mann\ta man\nzwei\ttwo\n"
     (run,) = read_runs(run_dir / "wandb")
     assert any(isinstance(row.get("examples"), dict) and row["examples"].get("_type") == "table-file"
                for row in run.history)
     (artifact,) = [a for a in run.artifacts if a["type"] == "model"]  # (the table is a run-table artifact)
-    assert artifact["type"] == "model" and artifact["name"] == "tiny-job7" and "best" in artifact["aliases"]
-    assert artifact["files"] == ["best.pt", "result.json"] and artifact["metadata"] == {"test_accuracy": 0.61}
+    assert artifact["type"] == "model" and artifact["name"] == "tiny-job7" and artifact["aliases"] == ["latest"]
+    assert artifact["files"] == ["config.yaml", "meta.json", "model.safetensors", "result.json", "vocab.json"]
+    assert artifact["metadata"] == {"test_accuracy": 0.61}
     assert run.summary["val/accuracy"] == {"max": 0.7}  # the summary keeps the best validation value
+
+
+def test_the_model_artifact_is_a_usable_model(tmp_path: Path) -> None:
+    """A run that selects a model on validation data logs one artifact (alias best) of the best
+    weights, config.yaml, the run files (here the vocabulary) and result.json, staged inside
+    the run directory; laid out as `wandb artifact get` downloads it (each file at its
+    artifact path), it predicts what the run directory predicts."""
+    from .test_text import sentiment_csv
+
+    out = tmp_path / "run"
+    job = ["jobs/text_csv_example.yaml", f"data.path={sentiment_csv(tmp_path / 'reviews.csv')}",
+           "data.text_column=review", f"train.output_dir={out}", "train.epochs=3", "model.embedding_dim=16",
+           "model.hidden_size=16", "data.batch_size=16", "optim.lr=0.01", "train.mixed_precision=no"]
+    proc = run_cli("run", *job, env={"WANDB_MODE": "offline"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = read_runs(out / "wandb")
+    (artifact,) = [a for a in run.artifacts if a["type"] == "model"]
+    assert "best" in artifact["aliases"] and artifact["metadata"] == {"test_accuracy": result_of(out)["test_accuracy"]}
+    assert {"model.safetensors", "meta.json", "config.yaml", "vocab.json", "result.json"} <= set(artifact["files"])
+    assert "state.pt" not in artifact["files"] and "confusion_matrix.png" not in artifact["files"]
+    downloaded = tmp_path / "artifacts" / "text_csv_example:v0"
+    downloaded.mkdir(parents=True)
+    for name, local in artifact["local_paths"].items():
+        assert Path(local).is_relative_to(out), f"{name} staged outside the run directory: {local}"
+        shutil.copyfile(local, downloaded / name)
+    assert json.loads((downloaded / "meta.json").read_text())["step"] == result_of(out)["best_step"]
+    texts = ["--text", "a great film", "--text", "dull and boring", "--text", "the plot"]
+    from_run, from_artifact = run_cli("predict", str(out), *texts), run_cli("predict", str(downloaded), *texts)
+    assert from_run.returncode == 0 and from_artifact.returncode == 0, from_artifact.stderr[-3000:]
+    assert from_artifact.stdout == from_run.stdout and len(from_run.stdout.splitlines()) == 3
 
 
 # ---------------------------------------------------------------------------

@@ -49,7 +49,7 @@ class WandbRun:
     summary: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, str] = field(default_factory=dict)  # define_metric: name/glob -> step metric
     files: list[str] = field(default_factory=list)
-    artifacts: list[dict[str, Any]] = field(default_factory=list)  # name, type, aliases, files, metadata
+    artifacts: list[dict[str, Any]] = field(default_factory=list)  # name, type, aliases, files, local_paths, metadata
     exit_code: int | None = None
 
 
@@ -159,6 +159,7 @@ def read_run(path: Path) -> WandbRun:
             a = record.artifact
             run.artifacts.append({"name": a.name, "type": a.type, "aliases": list(a.aliases),
                                   "files": sorted(e.path for e in a.manifest.contents),
+                                  "local_paths": {e.path: e.local_path for e in a.manifest.contents},
                                   "metadata": json.loads(a.metadata) if a.metadata else {}})
         elif kind == "exit":
             run.exit_code = record.exit.exit_code

@@ -115,4 +115,6 @@ def sample_lengths(columns: tuple[Column, ...]) -> torch.Tensor | None:
     ragged = [c.lengths_cpu for c in columns if isinstance(c, Ragged)]
     if not ragged:
         return None
+    if len(ragged) == 1:  # no copy: for mapped data, the store's array itself
+        return ragged[0]
     return torch.stack(ragged).amax(0)

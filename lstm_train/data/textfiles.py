@@ -27,7 +27,8 @@ from tokenizers import Regex, pre_tokenizers
 from ..runfiles import Raw, shorten
 from ..schema import ConfigError
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+           ".parquet": "parquet", ".pq": "parquet"}
 
 # `words`: English-style words as in the Penn Treebank (and so SST): punctuation apart,
 # clitics split off ("don't" -> do n't, "it's" -> it 's), hyphenated and dotted words kept.
@@ -59,10 +60,13 @@ class Table:
 def file_format(path: Path, fmt: str) -> str:
     if fmt != "auto":
         return fmt
+    if path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "state.json").is_file()):
+        return "hf"
     found = FORMATS.get(path.suffix.lower())
     if found is None:
         raise TextDataError(
-            f"{path}: cannot tell the format from the name; use a .csv, .tsv or .jsonl file or set data.format"
+            f"{path}: cannot tell the format from the name; use a .csv, .tsv, .jsonl or .parquet file, a "
+            "Hugging Face datasets save_to_disk directory, or set data.format"
         )
     return found
 
@@ -128,6 +132,11 @@ def read_table(path: str | Path, text_column: str, label_column: str | None, fmt
     `label_column` None: texts only (`Table.labels` stays empty).  Read as a stream."""
     path = Path(path).expanduser()
     kind = file_format(path, fmt)
+    if kind in ("parquet", "hf"):
+        table = _read_arrow(path, kind, text_column, label_column)
+        if not table.texts:
+            raise TextDataError(f"{path}: no samples (an empty table?)")
+        return table
     lines = read_lines(path, encoding)
     table = _read_jsonl(path, lines, text_column, label_column) if kind == "jsonl" else \
         _read_delimited(path, (text for _, text in lines), "\t" if kind == "tsv" else ",", text_column, label_column)
@@ -169,6 +178,51 @@ def _read_delimited(path: Path, content: Iterable[str], delimiter: str, text_col
             _add(table, row[text_at], None if label_at is None else row[label_at], line, text_column, label_column)
     except csv.Error as e:
         raise TextDataError(f"{path}:{reader.line_num}: not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({e})") from None
+    return table
+
+
+def _read_arrow(path: Path, kind: str, text_column: str, label_column: str | None) -> Table:
+    """A Parquet file or a Hugging Face `datasets` directory (`save_to_disk`), by column name,
+    read through Arrow one record batch at a time."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: file not found")
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            source = pq.ParquetFile(path)
+        except Exception as e:  # pyarrow's errors for a damaged or non-Parquet file
+            raise TextDataError(f"{path}: not a readable Parquet file ({e})") from None
+        names = source.schema_arrow.names
+        batches = lambda columns: source.iter_batches(batch_size=65536, columns=columns)  # noqa: E731
+    else:
+        import datasets
+
+        try:
+            found = datasets.load_from_disk(str(path))
+        except Exception as e:
+            raise TextDataError(f"{path}: not a Hugging Face datasets directory saved with save_to_disk ({e})") from None
+        if isinstance(found, datasets.DatasetDict):
+            raise TextDataError(f"{path}: a DatasetDict with splits {', '.join(found)}; point data.path / "
+                                f"data.train_path etc. at one split's folder ({path}/{next(iter(found))})")
+        names = found.column_names
+        batches = lambda columns: found.data.table.select(columns).to_batches(max_chunksize=65536)  # noqa: E731
+    for key, name in (("data.text_column", text_column), ("data.label_column", label_column)):
+        if name is not None and name not in names:
+            raise TextDataError(f"{path}: no column {name!r} ({key}); the columns are: {listing(list(names))}")
+    table = Table(str(path), columns=list(names))
+    wanted = [text_column] + ([label_column] if label_column is not None else [])
+    row = 0
+    for batch in batches(wanted):
+        texts = batch.column(0).to_pylist()
+        labels = batch.column(1).to_pylist() if label_column is not None else [None] * len(texts)
+        for text, label in zip(texts, labels):
+            row += 1
+            if not isinstance(text, str):
+                raise TextDataError(f"{path}: row {row}: {text_column!r} must be a string, found {text!r}")
+            if label_column is not None and (label is None or isinstance(label, (dict, list))):
+                raise TextDataError(f"{path}: row {row}: {label_column!r} must be a string or number, found {label!r}")
+            _add(table, text, None if label is None else label_text(label), row, text_column, label_column)
     return table
 
 

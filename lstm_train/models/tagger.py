@@ -68,7 +68,9 @@ class CharCNN(nn.Module):
         tables = torch.cat([t + centre if k == side else t for k, t in enumerate(tables.unbind(0))])
         padded = F.pad(chars, (side, side))  # zero beyond both ends, like Conv1d's padding
         index = torch.stack([padded[:, k : k + width] + k * self.num_chars for k in range(self.kernel)], dim=-1)
-        h = F.embedding_bag(index.reshape(n * width, self.kernel), tables, mode="sum")
+        index = index.reshape(n * width, self.kernel)
+        # Traced for export: a gather and a sum (ONNX has no embedding_bag; the same sums).
+        h = tables[index].sum(1) if torch.jit.is_tracing() else F.embedding_bag(index, tables, mode="sum")
         return torch.tanh(h.view(n, width, -1).amax(1) + self.bias)
 
 
@@ -117,7 +119,12 @@ class Tagger(nn.Module):
         )
 
     def char_features(self, chars: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """[B, T, F]: the char encoder over each distinct real word of the batch, scattered back."""
+        """[B, T, F]: the char encoder over each distinct real word of the batch, scattered back.
+        Traced for export, over every position instead: the distinct words and their width depend
+        on the data, which a traced graph would freeze (trailing zero columns change nothing)."""
+        if torch.jit.is_tracing():
+            encoded = self.chars(chars.reshape(-1, chars.shape[-1])).reshape(*mask.shape, -1)
+            return torch.where(mask[..., None], encoded, torch.zeros_like(encoded))
         real = chars[mask]  # [n, W]
         width = max(int((real != 0).sum(1).max()), 1) if len(real) else 1
         distinct, where = torch.unique(real[:, :width], dim=0, return_inverse=True)

@@ -4,8 +4,9 @@ Where each piece comes from:
   - the state, exit code and nodes: sacct (`jobstate`);
   - which rank died on which host: srun's own lines in the batch log
     (`srun: error: node2: task 1: Killed`); a SLURM task is a rank (SLURM_PROCID);
-  - the exception: submitit's result pickle of the first task that holds one
-    (`<job id>_<task>_result.pkl`); a rank killed by a signal leaves none;
+  - the exception: the traceback after submitit's "Submitted job triggered an exception" in
+    the log of the first task that has one (`<job id>_<task>_log.err`; never submitit's
+    result pickle, which could run code as you); a rank killed by a signal leaves none;
   - the log tail: `<job id>_<task>_log.err`.
 """
 
@@ -57,7 +58,7 @@ def first_casualty(exits: list[TaskExit]) -> TaskExit | None:
 
 
 def error_trace(folder: Path, job_id: str, ntasks: int, first: list[int] = ()) -> tuple[int, str] | None:
-    """(task, traceback) of the first task whose result pickle holds an error, looking at
+    """(task, traceback) of the first task whose log holds an error, looking at
     the tasks in `first` (the rank that died first) before the others."""
     order = list(first) + [t for t in range(max(ntasks, 1)) if t not in first]
     for task in order:
@@ -72,7 +73,7 @@ def exception_text(trace: str, max_lines: int = 8) -> str:
     lines = trace.rstrip().splitlines()
     frames = [i for i, ln in enumerate(lines) if ln.startswith("  File ")]
     rest = lines[frames[-1] + 1:] if frames else lines
-    rest = [ln for ln in rest if not ln.startswith("    ")] or lines[-1:]
+    rest = [ln for ln in rest if not ln.startswith(("    ", "Traceback (most recent call last)"))] or lines[-1:]
     return "\n".join(rest[:max_lines])
 
 

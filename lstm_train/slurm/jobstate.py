@@ -12,12 +12,12 @@ The parsers take the commands' text, so the unit tests feed them recorded output
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from submitit.core.utils import pickle_load
 from submitit.slurm.slurm import SlurmInfoWatcher
 
 from .commands import query
@@ -147,20 +147,39 @@ def job_history(ids: list[str]) -> dict[str, list[Attempt]]:
     return {i: found[i] for i in ids if i in found}
 
 
-def job_states(record: dict[str, Any]) -> dict[str, JobState]:
-    """State of each job id of a submission record (`submission.json`), by executor."""
+EXECUTORS = ("slurm", "local", "debug")
+JOB_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")  # a SLURM job (array task) id, or a local job's pid
+SUCCESS_LINE = "Job completed successfully"  # submitit's own log lines, at the end of a task
+ERROR_LINE = "Submitted job triggered an exception"
+LOG_TAIL_BYTES = 256 * 1024
+RANK_PREFIX = re.compile(r"^\[rank\d+\]: ")  # torch.distributed's prefix on a rank's error lines
+OTHER_WRITERS = ("srun:", "slurmstepd", "submitit ")
+
+
+def submitit_folder(run_dir: Path, record: dict[str, Any]) -> Path:
+    """submitit's folder of a run (or sweep) directory: `<dir>/<executor>`, a sweep point's in
+    its sweep's directory (the point's parent).  Derived from the directory the user named,
+    never from a path in submission.json, which whoever wrote the directory chose."""
+    executor = record.get("executor", "slurm")
+    if executor not in EXECUTORS:
+        raise ValueError(f"{run_dir / 'submission.json'}: executor {str(executor)[:40]!r} is none of {', '.join(EXECUTORS)}")
+    return (run_dir.parent if record.get("kind") == "run" and record.get("sweep_dir") else run_dir) / executor
+
+
+def job_states(record: dict[str, Any], run_dir: Path) -> dict[str, JobState]:
+    """State of each job id of a submission record (`submission.json` of `run_dir`), by executor."""
     ids = [str(i) for i in record.get("job_ids", [])]
     executor = record.get("executor", "slurm")
     if executor == "slurm":
         return slurm_states(ids)
     if executor == "local":
-        return {i: local_state(i, Path(record.get("folder", "."))) for i in ids}
+        return {i: local_state(i, submitit_folder(run_dir, record)) for i in ids}
     return {i: JobState("FINISHED") for i in ids}
 
 
 def local_state(job_id: str, folder: Path) -> JobState:
     """A local-executor job (its id is its controller's pid): running while that
-    process lives, else what its result pickle says."""
+    process lives, else what its log says."""
     try:
         os.kill(int(job_id), 0)
         with open(f"/proc/{job_id}/cmdline", "rb") as f:
@@ -173,15 +192,44 @@ def local_state(job_id: str, folder: Path) -> JobState:
 
 
 def result_outcome(folder: Path, job_id: str, task: int = 0) -> str | None:
-    """'success' / 'error' from submitit's result pickle of a task, None if there is none."""
+    """'success' / 'error' from a task's log, None if it says neither."""
     found = read_result(folder, job_id, task)
     return found[0] if found else None
 
 
-def read_result(folder: Path, job_id: str, task: int = 0) -> tuple[str, Any] | None:
-    """(outcome, value or traceback) of submitit's result pickle of a task, if readable."""
-    try:
-        outcome, value = pickle_load(folder / f"{job_id}_{task}_result.pkl")
-    except Exception:  # noqa: BLE001 - missing, half-written or from another submitit: no result
+def read_result(folder: Path, job_id: str, task: int = 0) -> tuple[str, str] | None:
+    """(outcome, traceback) of a task, from submitit's own lines in the task's logs (the last
+    attempt's: a requeued job appends): "success" with no traceback, or "error" with the
+    traceback Python printed to stderr after submitit's line.  (submitit logs every line to
+    stdout and warnings and errors to stderr too.)  Never from submitit's result pickle:
+    unpickling a file from a shared run directory would run whatever its writer put there."""
+    if not JOB_ID.match(job_id):
         return None
-    return str(outcome), value
+    out = log_tail(folder / f"{job_id}_{task}_log.out")
+    error, success = out.rfind(ERROR_LINE), out.rfind(SUCCESS_LINE)
+    err = log_tail(folder / f"{job_id}_{task}_log.err")
+    if error < 0 and success < 0 and ERROR_LINE in err:  # stdout lost (or cut): stderr has the error line too
+        error = 0
+    if error > success:
+        at = err.rfind(ERROR_LINE)
+        lines = [RANK_PREFIX.sub("", line) for line in err[at + len(ERROR_LINE):].splitlines()[1:]] if at >= 0 else []
+        start = next((i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last):")), 0)
+        trace = []
+        for line in lines[start:]:
+            if line.startswith(OTHER_WRITERS):  # srun's, slurmstepd's, submitit's own lines end the traceback
+                break
+            trace.append(line)
+        return "error", "\n".join(trace)
+    if success >= 0:
+        return "success", ""
+    return None
+
+
+def log_tail(path: Path, size: int = LOG_TAIL_BYTES) -> str:
+    """The last `size` bytes of a log ("" when there is none): a log can be any size."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - size))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""

@@ -23,7 +23,8 @@ from typing import Any
 from .. import runfiles
 from .commands import run_slurm
 from .diagnose import describe_attempts, explain_failure
-from .jobstate import FINAL_STATES, STUCK_REASONS, JobState, job_history, job_states, local_state, slurm_states
+from .jobstate import (FINAL_STATES, STUCK_REASONS, JobState, job_history, job_states, local_state, slurm_states,
+                       submitit_folder)
 
 POLL_S = 3.0
 
@@ -73,7 +74,7 @@ def result_summary(result: dict[str, Any]) -> str:
 
 def status_run(run_dir: Path, record: dict[str, Any]) -> int:
     ids = [str(j) for j in record.get("job_ids", [])]
-    states = job_states(record)
+    states = job_states(record, run_dir)
     history = job_history(ids) if record.get("executor") == "slurm" else {}
     result = runfiles.read_json(run_dir / runfiles.RESULT)
     print(f"run {run_dir}  ({record.get('executor')}, W&B group {record.get('wandb', {}).get('group')})")
@@ -97,7 +98,7 @@ def status_run(run_dir: Path, record: dict[str, Any]) -> int:
         latest = ids[-1]
         st = states.get(latest, JobState("UNKNOWN"))
         if st.state in FINAL_STATES or st.state == "INTERRUPTED":
-            print(explain_failure(latest, st, Path(record["folder"]), record_tasks(record)))
+            print(explain_failure(latest, st, submitit_folder(run_dir, record), record_tasks(record)))
         ckpts = runfiles.checkpoint_files(run_dir / runfiles.CHECKPOINTS)
         if ckpts:
             print(f"newest checkpoint: step {ckpts[0][0]} ({ckpts[0][1]})")
@@ -109,7 +110,7 @@ def status_run(run_dir: Path, record: dict[str, Any]) -> int:
 
 def status_sweep(sweep_dir: Path, record: dict[str, Any]) -> int:
     """One row per grid point, best first by the task's primary metric."""
-    states = job_states(record)
+    states = job_states(record, sweep_dir)
     results = {p["name"]: runfiles.read_json(Path(p["run_dir"]) / runfiles.RESULT) for p in record.get("points", [])}
     metric, higher = next((primary_metric(r) for r in results.values() if r), (None, True))
     rows: list[tuple[Any, ...]] = []
@@ -132,7 +133,8 @@ def status_sweep(sweep_dir: Path, record: dict[str, Any]) -> int:
     print_table(table)
     for r in rows:
         if r[1] in FINAL_STATES and r[1] != "COMPLETED":
-            print(f"\n{r[0]}: " + explain_failure(str(r[3]), states[str(r[3])], Path(record["folder"]), record_tasks(record)))
+            print(f"\n{r[0]}: " + explain_failure(str(r[3]), states[str(r[3])], submitit_folder(sweep_dir, record),
+                                                  record_tasks(record)))
     return 0
 
 
@@ -144,7 +146,7 @@ def wait_and_report(run_dir: Path, subs: dict[str, Any], quiet_result: bool = Fa
     try:
         while True:
             if executor == "local":
-                states = {i: (JobState("RUNNING") if not s.done() else local_state(i, Path(record["folder"])))
+                states = {i: (JobState("RUNNING") if not s.done() else local_state(i, submitit_folder(run_dir, record)))
                           for i, s in subs.items()}
             else:
                 states = slurm_states(list(subs))
@@ -163,7 +165,7 @@ def wait_and_report(run_dir: Path, subs: dict[str, Any], quiet_result: bool = Fa
     except KeyboardInterrupt:
         print(f"\nstopped waiting; the job keeps going: lstm-train status {run_dir}", file=sys.stderr)
         return 130
-    folder = Path(record["folder"])
+    folder = submitit_folder(run_dir, record)
     if record.get("kind") == "sweep":
         failed = [(jid, st) for jid, st in states.items() if st.state != "COMPLETED"]
         for jid, st in failed:
@@ -182,7 +184,7 @@ def wait_and_report(run_dir: Path, subs: dict[str, Any], quiet_result: bool = Fa
 def cancel_main(args: Any) -> int:
     path = Path(args.run_dir).resolve()
     record = load_record(path)
-    active = [jid for jid, st in job_states(record).items() if st.active]
+    active = [jid for jid, st in job_states(record, path).items() if st.active]
     if not active:
         print(f"nothing to cancel: no job of {path} is queued or running")
         return 0

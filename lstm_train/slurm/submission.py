@@ -13,7 +13,6 @@ fresh run id (its identity plus a time stamp) and so a fresh directory.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -26,8 +25,8 @@ from typing import Any
 import submitit
 from submitit.slurm.slurm import _convert_mem
 
-from .. import runfiles
-from ..config import JobBase, apply_override, load_job, validate_job
+from .. import runfiles, sweeps
+from ..config import JobBase, load_job, sweep_jobs
 from .commands import SubmitError, no_slurm_message
 from .jobstate import JobState, job_states
 from .node import EXIT_INTERRUPTED, Trainer
@@ -42,7 +41,7 @@ SRUN_ARGS = ["--kill-on-bad-exit=1"]
 def submit_main(args: Any) -> int:
     job = load_job(args.job, args.overrides)
     part = check_cluster(job) if args.executor == "slurm" else None
-    if job.sweep and job.sweep.grid:
+    if job.sweep is not None:
         return submit_sweep(job, args, part)
     return submit_run(job, args, part)
 
@@ -179,7 +178,7 @@ def _submit_run(job: JobBase, args: Any, part: Partition | None, run_id: str, ru
         print(json.dumps(result, indent=2))
         return 0
     if previous:
-        active = [i for i, st in job_states(previous).items() if st.active]
+        active = [i for i, st in job_states(previous, run_dir).items() if st.active]
         if active:
             raise SubmitError(
                 f"{run_dir} belongs to job {', '.join(active)}, still queued or running: one job per run "
@@ -234,47 +233,46 @@ def run_debug(sub: Any) -> int:
 
 
 # ---------------------------------------------------------------------------
-# Sweeps: one job array, one run directory per grid point
-
-
-def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    keys = list(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
-
-
-def point_label(index: int, params: dict[str, Any]) -> str:
-    """`00-lr=0.01,hidden_size=64`: the index, then the last part of each key (safe as a file name)."""
-    parts = ",".join(f"{k.split('.')[-1]}={v}" for k, v in params.items())
-    return f"{index:02d}-" + re.sub(r"[^A-Za-z0-9_.,=+-]", "_", parts)[:80]
+# Sweeps: one job array, one run directory per point (`sweeps`: grid or random points)
 
 
 def sweep_points(job: JobBase, job_file: str, sweep_id: str) -> list[tuple[str, dict[str, Any], JobBase, str]]:
-    """(label, params, validated job, W&B group) of every grid point."""
-    grid = job.sweep.grid
-    if any(not values for values in grid.values()):
-        raise SubmitError(f"{job_file}: sweep.grid has a key with no values: {[k for k, v in grid.items() if not v]}")
-    base = job.to_dict()
-    base["sweep"] = None
-    base["train"]["output_dir"] = base["train"]["run_id"] = None
-    points = []
-    for i, params in enumerate(grid_points(grid)):
-        spec = json.loads(json.dumps(base))
-        for key, value in params.items():
-            apply_override(spec, f"{key}={json.dumps(value)}", f"{job_file}: sweep.grid")
-        label = point_label(i, params)
-        points.append((label, params, validate_job(spec, f"{job_file} (sweep point {label})"), f"{sweep_id}-{i:02d}"))
-    return points
+    """(label, params, validated job, run id) of every point."""
+    return [(label, params, point_job, f"{sweep_id}-{i:02d}")
+            for i, (label, params, point_job) in enumerate(sweep_jobs(job, job_file))]
+
+
+def sweep_identity(job: JobBase) -> dict[str, Any]:
+    """What makes two sweeps of one job different: the older grid form keeps its old identity
+    (its sweep directory is found again); the W&B form is identified by its whole section."""
+    spec = job.sweep.model_dump(mode="json", exclude_defaults=True)
+    return {"grid": job.sweep.grid} if set(spec) <= {"grid", "method"} and job.sweep.grid else {"sweep": spec}
+
+
+def tagged(spec: dict[str, Any], sweep_id: str, label: str) -> dict[str, Any]:
+    """A point's pinned job with its W&B runs in the sweep's group, tagged with the sweep id,
+    the point as job type: a dashboard groups the sweep and tells its points apart."""
+    wandb = spec["tracking"]["wandb"]
+    wandb.update(group=sweep_id, job_type=label, tags=list(dict.fromkeys([*wandb["tags"], sweep_id])))
+    return spec
+
+
+def halved(spec: dict[str, Any], sweep: Any) -> dict[str, Any]:
+    """With `sweep.early_terminate`, the point stops itself at a rung where it is among the worst."""
+    if sweep.early_terminate is not None:
+        spec["train"]["halving"] = {"min_steps": sweep.early_terminate.min_iter, "eta": sweep.early_terminate.eta}
+    return spec
 
 
 def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
     grid = job.sweep.grid
-    sweep_id = choose_run_id(job, "sweep-" + layout_identity(job, {"grid": grid}), args.new_run)
+    sweep_id = choose_run_id(job, "sweep-" + layout_identity(job, sweep_identity(job)), args.new_run)
     sweep_dir = run_dir_of(job, sweep_id)
     points = sweep_points(job, args.job, sweep_id)
 
     previous = runfiles.read_json(sweep_dir / runfiles.SUBMISSION) or {}
     prev_points = {p["name"]: p for p in previous.get("points", [])}
-    states = job_states(previous) if previous else {}
+    states = job_states(previous, sweep_dir) if previous else {}
     todo = []
     for label, params, point_job, point_id in points:
         old_id = prev_points.get(label, {}).get("job_id")
@@ -294,7 +292,8 @@ def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
     trainers = []
     for label, params, point_job, point_id in todo:
         (sweep_dir / label).mkdir(parents=True, exist_ok=True)
-        trainers.append(Trainer(pinned(point_job, sweep_dir / label, point_id)))
+        spec = tagged(pinned(point_job, sweep_dir / label, point_id), sweep_id, label)
+        trainers.append(Trainer(halved(spec, job.sweep)))
 
     def submit_all() -> list[Any]:
         with executor.batch():
@@ -306,7 +305,7 @@ def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
     point_records = dict(prev_points)
     for (label, params, point_job, point_id), job_id in zip(todo, ids):
         rec = {"name": label, "params": params, "run_dir": str(sweep_dir / label), "job_id": job_id,
-               "logs": log_paths(folder, job_id), "wandb_group": point_id}
+               "logs": log_paths(folder, job_id), "wandb_group": sweep_id, "wandb_job_type": label}
         point_records[label] = rec
         runfiles.write_json(sweep_dir / label / runfiles.SUBMISSION, {
             "kind": "run", "executor": args.executor, "job_ids": [job_id], "submitted_at": now(),
@@ -325,16 +324,18 @@ def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
         "folder": str(folder),
         "world_size": world_size(job),
         "grid": grid,
+        "sweep": job.sweep.model_dump(mode="json"),
+        "sweep_id": sweep_id,
         "points": [point_records[p[0]] for p in points if p[0] in point_records],
     }
     runfiles.write_json(sweep_dir / runfiles.SUBMISSION, record)
     array = f"job array {ids[0].split('_')[0]}" if len(ids) > 1 else f"job {ids[0]}"
-    print(f"submitted {len(ids)} point(s) of {job.name} as {array} "
+    print(f"submitted {len(ids)} point(s) of {job.name}'s {sweeps.describe(job.sweep, len(points))} as {array} "
           f"({describe_layout(job, args.executor, part)}, at most {job.slurm.array_parallelism} at once): "
           f"{', '.join(ids)}")
     print(f"sweep dir: {sweep_dir}")
     print(f"logs:      {folder}/<job id>_0_log.out/.err")
-    print(f"W&B groups: {sweep_id}-00 .. {sweep_id}-{len(points) - 1:02d} (project {job.tracking.wandb.project})")
+    print(f"W&B group: {sweep_id}, tag {sweep_id}, job type = the point (project {job.tracking.wandb.project})")
     print(f"status:    lstm-train status {sweep_dir}")
     if args.executor == "debug":
         code = max(run_debug(s) for s in subs)

@@ -47,6 +47,20 @@ class Splits:
         return Splits(move(self.train), move(self.test), move(self.val), self.info)
 
 
+@dataclass
+class ExportSignature:
+    """What `lstm-train export` feeds the model: named example inputs (from one batch of the
+    task's own data), the axes of each that may vary (batch, sequence length), the output names
+    and, where the deployed answer is not the module's own output, the function that computes it.
+    `metadata` goes into the export's JSON sidecar."""
+
+    inputs: dict[str, torch.Tensor]
+    dynamic_axes: dict[str, dict[int, str]]
+    outputs: list[str]
+    forward: Any = None  # (model, *inputs) -> output; None: model(*inputs)
+    metadata: dict[str, Any] = field(default_factory=dict)  # what reading the outputs needs (class names...)
+
+
 def split_size(split: Split) -> int:
     return len(split[0])
 
@@ -54,7 +68,8 @@ def split_size(split: Split) -> int:
 class Task:
     """One kind of learning problem.  Subclasses set the class attributes and methods below.
 
-    The loop calls, in order: `load_data` (every rank, CPU tensors), `write_run_files`
+    The loop calls, in order: `load_data` (every rank, CPU tensors; or once, through the
+    prepared-data store, where `source_files` names the inputs), `write_run_files`
     (main process, once the run directory exists), `build_model` (from `splits.info`),
     then per batch `loss`; at each evaluation `eval_sums` per batch of the rank's shard
     (summed over batches and ranks) and `metrics` on the totals; at the end, with the
@@ -82,6 +97,13 @@ class Task:
 
     def load_data(self) -> Splits:
         raise NotImplementedError
+
+    def source_files(self) -> list[Path] | None:
+        """The files `load_data` reads.  A list: the loop prepares the data once into the
+        prepared-data store (`data/prepared.py`, keyed by these files' contents and the data
+        section) and every rank memory-maps it; `load_data` then runs only when preparing, so
+        it must not leave state on `self`.  None (the default): `load_data` runs on every rank."""
+        return None
 
     def write_run_files(self, run_dir: Path, info: dict[str, Any]) -> None:
         """Main process, once the run directory exists: files a user or `predict` reads
@@ -143,6 +165,13 @@ class Task:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         enabled = dtype is not None and (device.type == "cuda" or dtype == torch.bfloat16)
         return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=enabled)
+
+    def export_signature(self, batch: Batch, info: dict[str, Any]) -> ExportSignature:
+        """The model's inputs for `lstm-train export`, made from a batch of this task's data.
+        Only a task whose answer is one forward pass over tensors has one; decoders that loop
+        over their own outputs (beam search, greedy decoding until an end token) do not."""
+        raise ValueError(f"task {self.name} cannot be exported: its predictions are not one forward pass "
+                         f"with a fixed input signature (exportable: classify, text_classify, tag, forecast)")
 
     def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
         """Lines to print for `lstm-train predict RUN_DIR INPUT...`."""

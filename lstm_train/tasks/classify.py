@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -12,7 +13,7 @@ from torch import nn
 from ..schema import DataBase, ModelBase, default_data_root
 from ..data import mnist
 from ..models import LSTMClassifier
-from .base import Splits, Task
+from .base import ExportSignature, Splits, Task
 
 CLASS_NAMES = {
     "mnist": [str(d) for d in range(10)],
@@ -58,6 +59,14 @@ class ClassifyTask(Task):
     Data = ClassifyData
     Model = ClassifyModel
 
+    def source_files(self) -> list[Path] | None:
+        """The IDX files (mapped through the prepared-data store); the torchvision loader reads its own."""
+        data = self.job.data
+        if data.loader == "torchvision":
+            return None
+        mnist.ensure_files(data.root, data.dataset, data.download)
+        return mnist.raw_files(data.root, data.dataset, True) + mnist.raw_files(data.root, data.dataset, False)
+
     def load_data(self) -> Splits:
         data = self.job.data
         mnist.ensure_files(data.root, data.dataset, data.download)
@@ -99,6 +108,12 @@ class ClassifyTask(Task):
             f"{prefix}accuracy": sums["correct"] / count,
             f"{prefix}samples": int(sums["count"]),
         }
+
+    def export_signature(self, batch: tuple[torch.Tensor, ...], info: dict[str, Any]) -> ExportSignature:
+        """The image as the LSTM reads it: float [batch, steps, pixels per step] in [0, 1] -> logits."""
+        x = as_sequence(batch[0], self.job.data.sequence)
+        return ExportSignature({"x": x}, {"x": {0: "batch", 1: "steps"}}, ["logits"],
+                               metadata={"classes": info["classes"], "sequence": self.job.data.sequence})
 
     def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
         from PIL import Image, UnidentifiedImageError

@@ -39,7 +39,7 @@ from ..data.series import Series, SeriesError, csvfile, sources
 from ..data.series import windows as W
 from ..models.forecaster import LSTMForecaster
 from ..schema import ConfigError, DataBase, ModelBase, Section
-from .base import Splits, Task
+from .base import ExportSignature, Splits, Task
 
 class SineConfig(Section):
     series: int = Field(100, ge=1, description="number of waves")
@@ -256,6 +256,14 @@ class ForecastTask(Task):
             "count": torch.tensor(err.numel(), device=x.device),
             "windows": torch.tensor(len(x), device=x.device),
         }
+
+    def export_signature(self, batch: tuple[torch.Tensor, ...], info: dict[str, Any]) -> ExportSignature:
+        """Windows float [batch, data.window, features] in scaled units (feature 0 the target) -> the
+        next `horizon` values [batch, horizon], scaled; the metadata has the scaler (value * scale +
+        shift, then exp for transform log).  The window length is part of the model (residual and
+        seasonal positions), so only the batch axis varies."""
+        meta = {k: info[k] for k in ("window", "horizon", "input_size", "transform", "scaler", "covariates")}
+        return ExportSignature({"x": batch[0].float()}, {"x": {0: "batch"}}, ["forecast"], metadata=meta)
 
     def metrics(self, sums: dict[str, float], prefix: str = "test_") -> dict[str, float]:
         n = max(sums["count"], 1)

@@ -38,7 +38,7 @@ from ..data.vocab import UNK, Vocab
 from ..entities import entity_counts, invalid_transitions, is_bio, precision_recall_f1
 from ..models.tagger import Tagger
 from ..schema import ModelBase, SequenceData, default_data_root
-from .base import Batch, Split, Splits, Task
+from .base import Batch, ExportSignature, Split, Splits, Task
 
 EWT = "UD_English-EWT/en_ewt-ud-"
 RUN_FILES = {"words": "vocab_words.json", "chars": "vocab_chars.json"}
@@ -113,6 +113,10 @@ class TagTask(Task):
     def read(self, name: str, with_tags: bool = True) -> list[TaggedSentence]:
         data = self.job.data
         return conll.read_tagged(data.path(name), data.format, data.column, with_tags)
+
+    def source_files(self) -> list[Path]:
+        data = self.job.data
+        return [data.path(name) for name in ("train", "val", "test") if getattr(data, name)]
 
     def load_data(self) -> Splits:
         data = self.job.data
@@ -196,6 +200,8 @@ class TagTask(Task):
         if unk_probability is not None:
             unk_probability[:4] = 0  # the specials are never dropped
         self.info = info
+        if info["scheme"] == "bio":  # also when the data was mapped from the store (load_data did not run)
+            self.primary_metric = "entity_f1"
         words, chars = Vocab.from_json(info["words"]), Vocab.from_json(info["chars"])
         return Tagger(
             num_words=len(words), num_chars=len(chars), num_tags=len(info["tags"]), word_dim=m.word_dim,
@@ -255,6 +261,18 @@ class TagTask(Task):
             p, r, f1 = precision_recall_f1(sums["entities_correct"], sums["entities_predicted"], sums["entities_gold"])
             out.update({f"{prefix}entity_precision": p, f"{prefix}entity_recall": r, f"{prefix}entity_f1": f1})
         return out
+
+    def export_signature(self, batch: Batch, info: dict[str, Any]) -> ExportSignature:
+        """Word ids int64 [batch, words] (vocab_words.json, lower-cased), each word's characters
+        int64 [batch, words, char_width] (vocab_chars.json, BOS word EOS then 0) and lengths int64
+        [batch] -> tag scores [batch, words, tags] (tags.json; the argmax is the softmax tagger's
+        answer, a CRF's Viterbi decoding over them is not in the graph)."""
+        (words, lengths), (chars, _), _ = batch
+        return ExportSignature({"words": words.long(), "chars": chars.long(), "lengths": lengths.long()},
+                               {"words": {0: "batch", 1: "words"}, "chars": {0: "batch", 1: "words"},
+                                "lengths": {0: "batch"}}, ["scores"],
+                               metadata={"tags": info["tags"], "char_width": info["char_width"], "crf": self.job.model.crf,
+                                         "vocabularies": dict(RUN_FILES)})
 
     # -- after training -------------------------------------------------------------------
 

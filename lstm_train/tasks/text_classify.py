@@ -44,7 +44,7 @@ from ..data.textfiles import TextDataError
 from ..data.vocab import Vocab
 from ..models.text import TextClassifier
 from ..schema import ModelBase, Section, SequenceData, default_data_root
-from .base import Split, Splits, Task
+from .base import ExportSignature, Split, Splits, Task
 
 VOCAB_FILE = "vocab.json"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -66,7 +66,8 @@ class TextData(SequenceData):
     train_path: str | None = Field(None, description="files: the train file (with test_path, optional val_path)")
     val_path: str | None = None
     test_path: str | None = None
-    format: Literal["auto", "csv", "tsv", "jsonl"] = Field("auto", description="auto: from the file name's suffix")
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "hf"] = Field(
+        "auto", description="auto: from the file name's suffix (a datasets save_to_disk folder: hf)")
     text_column: str = Field("text", description="files: column (JSON key) holding the text")
     label_column: str = Field("label", description="files: column (JSON key) holding the label")
     encoding: str = "utf-8"
@@ -140,6 +141,16 @@ class TextClassifyTask(Task):
 
     # ------------------------------------------------------------------ data
 
+    def source_files(self) -> list[Path]:
+        """The files load_data reads (the prepared-data store's key)."""
+        data = self.job.data
+        if data.source == "files":
+            files = [Path(p).expanduser() for p in (data.path, data.train_path, data.val_path, data.test_path) if p]
+        else:
+            folder = Path(data.root).expanduser() / "SST" / "trees"
+            files = [folder / f"{name}.txt" for name in ("train", "dev", "test")]
+        return files
+
     def load_data(self) -> Splits:
         data = self.job.data
         groups = None
@@ -206,7 +217,7 @@ class TextClassifyTask(Task):
             vocab = Vocab.load(saved)
             found = checkpoint.load_latest(self.run_dir / CHECKPOINTS)
             if found is not None:
-                vocab.check_matches(found[1]["task_info"]["vocab_digest"], str(saved))
+                vocab.check_matches(found[1].task_info["vocab_digest"], str(saved))
             main_print(f"vocabulary: {saved} (the run's own)")
             return vocab
         data = self.job.data
@@ -223,7 +234,11 @@ class TextClassifyTask(Task):
 
     def write_run_files(self, run_dir: Path, info: dict[str, Any]) -> None:
         """vocab.json beside the checkpoints (atomic), for predict and resumed runs."""
-        runfiles.write_atomic(Path(run_dir) / VOCAB_FILE, info["vocab"])
+        path = Path(run_dir) / VOCAB_FILE
+        if path.is_file():  # a resumed run: the data's vocabulary must still be the run's
+            Vocab.load(path).check_matches(info["vocab_digest"], str(path))
+            return
+        runfiles.write_atomic(path, info["vocab"])
 
     def build_model(self, info: dict[str, Any]) -> nn.Module:
         m = self.job.model
@@ -233,6 +248,9 @@ class TextClassifyTask(Task):
                                m.bidirectional, m.dropout, m.pooling, m.embedding_dropout, m.word_dropout,
                                m.sparse_embeddings)
         pretrained = getattr(self, "pretrained", None)
+        if pretrained is None and m.embeddings.path:  # data mapped from the store: load_data did not run
+            pretrained = self.pretrained = read_vectors(m.embeddings.path, Vocab.from_json(info["vocab"]), m.embedding_dim)
+            main_print(pretrained.summary())
         if pretrained is not None:
             model.load_vectors(pretrained.vectors, pretrained.found, m.embeddings.freeze)
         elif m.embeddings.freeze:
@@ -285,6 +303,18 @@ class TextClassifyTask(Task):
             f"{prefix}macro_f1": f1,
             f"{prefix}samples": int(sums["count"]),
         }
+
+    def export_signature(self, batch: tuple[Padded, torch.Tensor], info: dict[str, Any]) -> ExportSignature:
+        """Word ids int64 [batch, words] (0 after each text's end; vocab.json maps words to ids) and
+        lengths int64 [batch] -> logits over the classes (class_logits: SST-2 read off a five-way
+        model is grouped inside the graph too)."""
+        tokens = batch[0]
+        return ExportSignature({"ids": tokens.data.long(), "lengths": tokens.lengths.long()},
+                               {"ids": {0: "batch", 1: "words"}, "lengths": {0: "batch"}}, ["logits"],
+                               forward=self.class_logits,
+                               metadata={"classes": info["classes"], "tokenizer": info.get("tokenizer"),
+                                         "lowercase": self.job.data.lowercase, "max_length": info.get("max_length"),
+                                         "vocabulary": VOCAB_FILE})
 
     # ------------------------------------------------------------------ after training
 

@@ -199,6 +199,18 @@ class TranslateTask(Task):
 
     # -- data ---------------------------------------------------------------------------
 
+    def source_files(self) -> list[Path]:
+        d = self.job.data
+        root = Path(d.root)
+        if d.dataset == "multi30k":
+            return [root / "Multi30k" / f"{split}.{lang}" for split in ("train", "val", d.test_set)
+                    for lang in (d.source_lang, d.target_lang)]
+        if d.dataset == "tatoeba":
+            return [root / "Tatoeba" / "fra-eng" / "fra.txt"]
+        where = lambda p: Path(p) if Path(p).is_absolute() or Path(p).exists() else root / p  # noqa: E731
+        specs = [getattr(d, split) for split in ("train", "val", "test")]
+        return [where(p) for s in specs if s is not None for p in (s.tsv, s.source, s.target) if p is not None]
+
     def read_corpus(self) -> dict[str, Pairs]:
         d = self.job.data
         root = Path(d.root)

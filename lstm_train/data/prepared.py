@@ -1,0 +1,497 @@
+"""Prepared data: a task's `load_data` output written once, memory-mapped by every rank.
+
+Reading and tokenizing the user's files is the slow, memory-hungry part of a start:
+every rank of every run (and of every requeue) did it again and held its own copy.
+Here it is done once per distinct input: the `Splits` go to a directory of `.npy`
+files (one per dense column; values, offsets and lengths per `Ragged` column) plus a
+`manifest.json` (shapes, dtypes, sizes, the JSON `info`).  Every rank then opens the
+arrays with `numpy.load(mmap_mode="c")`: the pages live once in the OS page cache,
+shared by all processes on the node, and a batch touches only the pages it gathers.
+Copy-on-write ("c") rather than read-only ("r"): torch wants writable arrays, and a
+stray in-place write then costs one private page instead of a crash or a corrupted cache.
+
+Why numpy `.npy` and not Arrow: the columns are already flat arrays (`Ragged` is an
+Arrow list layout in all but name), `np.load(mmap_mode=...)` plus `torch.from_numpy`
+maps them with no copy and no dependency, and a measured map of the same 400 MB of
+token ids took about the same time either way (scripts/bench_prepared.py --formats);
+Arrow would add a conversion step per column for nothing the loop uses.
+
+The entry's name is a digest of everything the output depends on: the source files
+(path, size, mtime and a content hash), the task's data section (tokenizer settings
+included), the versions of the tokenizer libraries and `FORMAT_VERSION`.  An edited
+file or a changed option therefore prepares a new entry; nothing stale is read.
+Entries are written into a temporary directory and renamed into place, under a lock
+file, so a crash, a full disk or two jobs preparing at once never leave an entry a
+later run would trust.  An entry that fails its checks (truncated file, another
+format version, a manifest whose key is not its name) is prepared again, with a note.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .ragged import Ragged
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+_HASH_CHUNK = 8 << 20
+
+
+class PreparedDataError(ValueError):
+    """Prepared data that cannot be made or read (a user-fixable condition: exit 2)."""
+
+
+def note(message: str) -> None:
+    """Messages of the store: stderr, main process only (stdout stays machine-readable)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(message, file=sys.stderr, flush=True)
+
+
+def default_cache_dir() -> Path:
+    """`data.cache_dir` default: $LSTM_TRAIN_CACHE, else the user's cache directory
+    ($XDG_CACHE_HOME or ~/.cache)/lstm_train/prepared.  Not beside the data: shared
+    datasets (/work/shared/data, a lab's read-only copy) are often not writable, and one
+    user's options should not litter them.  On a cluster the home directory is the one
+    every node sees; point data.cache_dir at scratch for large corpora."""
+    if os.environ.get("LSTM_TRAIN_CACHE"):
+        return Path(os.environ["LSTM_TRAIN_CACHE"]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "lstm_train" / "prepared"
+
+
+def cache_dir_of(job: Any) -> Path:
+    configured = getattr(job.data, "cache_dir", None)
+    return Path(configured).expanduser() if configured else default_cache_dir()
+
+
+# ---------------------------------------------------------------------------
+# The key
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def source_record(path: Path, memo_dir: Path | None) -> dict[str, Any]:
+    """Path, size, mtime and content digest of one source file.  The digest is memoised
+    per (path, size, mtime, inode) in the cache directory, so a second start does not read
+    a multi-gigabyte corpus only to find it unchanged."""
+    path = path.expanduser().resolve()
+    try:
+        st = path.stat()
+    except FileNotFoundError:  # the task's load_data names it, in its own words
+        return {"path": str(path), "missing": True}
+    stamp = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+    memo = memo_dir / (hashlib.blake2b(str(path).encode(), digest_size=12).hexdigest() + ".json") if memo_dir else None
+    if memo is not None and memo.is_file():
+        try:
+            saved = json.loads(memo.read_text())
+            if {k: saved.get(k) for k in stamp} == stamp and isinstance(saved.get("digest"), str):
+                return {k: saved[k] for k in ("path", "size", "mtime_ns", "digest")}
+        except (OSError, ValueError):
+            pass
+    digest = _file_digest(path)
+    if memo is not None:
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_text(memo, json.dumps({**stamp, "digest": digest}))
+        except OSError:
+            pass  # only a speed-up
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "digest": digest}
+
+
+def _library_versions() -> dict[str, str]:
+    """Tokenizer libraries whose output the entry holds: a new version may cut differently."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("tokenizers", "sentencepiece", "numpy"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def data_settings(job: Any) -> dict[str, Any]:
+    """The data section as the key sees it: how batches are cut and where the cache lives do not
+    change the data."""
+    from ..schema import SequenceData
+
+    batching = set(SequenceData.model_fields) - {"root"}  # how batches are cut, where the cache is
+    return {k: v for k, v in job.data.model_dump(mode="json").items() if k not in batching}
+
+
+def entry_key(task: Any, sources: list[Path], memo_dir: Path | None) -> tuple[str, list[dict[str, Any]]]:
+    records = [source_record(p, memo_dir) for p in sources]
+    described = {
+        "format": FORMAT_VERSION, "task": task.name, "data": data_settings(task.job),
+        "libraries": _library_versions(), "sources": sorted(records, key=lambda r: r["path"]),
+    }
+    blob = json.dumps(described, sort_keys=True, default=str).encode()
+    return hashlib.blake2b(blob, digest_size=16).hexdigest(), records
+
+
+# ---------------------------------------------------------------------------
+# Writing
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _save_array(folder: Path, name: str, tensor: torch.Tensor) -> dict[str, Any]:
+    array = tensor.detach().cpu().contiguous().numpy()
+    path = folder / f"{name}.npy"
+    with open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+    return {"file": path.name, "dtype": str(array.dtype), "shape": list(array.shape), "bytes": path.stat().st_size}
+
+
+def _encode_info(value: Any, folder: Path, counter: list[int]) -> Any:
+    """`info` as JSON; tensors and arrays in it go to their own .npy files."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        counter[0] += 1
+        tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value))
+        return {"__array__": _save_array(folder, f"info{counter[0]}", tensor)}
+    if isinstance(value, dict):
+        return {str(k): _encode_info(v, folder, counter) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode_info(v, folder, counter) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise PreparedDataError(f"Splits.info holds a {type(value).__name__}, which prepared data cannot store "
+                            "(JSON values, tensors and arrays only)")
+
+
+def write_entry(splits: Any, folder: Path, key: str, task_name: str, sources: list[dict[str, Any]]) -> dict[str, Any]:
+    folder.mkdir(parents=True)
+    manifest: dict[str, Any] = {"format": FORMAT_VERSION, "key": key, "task": task_name, "sources": sources,
+                                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "splits": {}}
+    for name in ("train", "val", "test"):
+        split = getattr(splits, name)
+        if split is None:
+            manifest["splits"][name] = None
+            continue
+        columns = []
+        for i, column in enumerate(split):
+            prefix = f"{name}.{i}"
+            if isinstance(column, Ragged):
+                columns.append({"kind": "ragged", "values": _save_array(folder, f"{prefix}.values", column.values),
+                                "offsets": _save_array(folder, f"{prefix}.offsets", column.offsets),
+                                "lengths": _save_array(folder, f"{prefix}.lengths", column.lengths_cpu)})
+            elif isinstance(column, torch.Tensor):
+                columns.append({"kind": "dense", **_save_array(folder, prefix, column)})
+            else:
+                raise PreparedDataError(f"{name} column {i} is a {type(column).__name__}; prepared data stores "
+                                        "tensors and Ragged columns")
+        manifest["splits"][name] = columns
+    manifest["info"] = _encode_info(splits.info, folder, [0])
+    manifest["bytes"] = sum(p.stat().st_size for p in folder.iterdir())
+    with open(folder / MANIFEST, "w") as f:  # last: an entry without a manifest is never read
+        json.dump(manifest, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    return manifest
+
+
+# ---------------------------------------------------------------------------
+# Reading
+
+
+class StaleEntry(Exception):
+    """An entry that must not be read (the reason is the message)."""
+
+
+def _files_of(manifest: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for columns in manifest["splits"].values():
+        for column in columns or []:
+            if column["kind"] == "ragged":
+                yield from (column["values"], column["offsets"], column["lengths"])
+            else:
+                yield column
+
+    def walk(value: Any) -> Iterator[dict[str, Any]]:
+        if isinstance(value, dict):
+            if "__array__" in value:
+                yield value["__array__"]
+            else:
+                for v in value.values():
+                    yield from walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from walk(v)
+
+    yield from walk(manifest["info"])
+
+
+def read_manifest(folder: Path, key: str) -> dict[str, Any]:
+    """The entry's manifest, checked: format version, key, every file present with its size."""
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StaleEntry(f"no {MANIFEST} (an interrupted preparation)") from None
+    except (OSError, ValueError) as e:
+        raise StaleEntry(f"unreadable {MANIFEST} ({e})") from None
+    if manifest.get("format") != FORMAT_VERSION:
+        raise StaleEntry(f"format version {manifest.get('format')!r}, this lstm_train reads {FORMAT_VERSION}")
+    if manifest.get("key") != key:
+        raise StaleEntry(f"its digest {manifest.get('key')!r} is not the one of its inputs ({key})")
+    try:
+        for spec in _files_of(manifest):
+            file = folder / spec["file"]
+            size = file.stat().st_size if file.exists() else None
+            if size != spec["bytes"]:
+                raise StaleEntry(f"{file.name} has {size} bytes, the manifest says {spec['bytes']} (truncated?)")
+    except (KeyError, TypeError) as e:
+        raise StaleEntry(f"malformed {MANIFEST} ({e!r})") from None
+    return manifest
+
+
+def _map_array(folder: Path, spec: dict[str, Any]) -> torch.Tensor:
+    path = folder / spec["file"]
+    try:
+        array = np.load(path, mmap_mode="c", allow_pickle=False) if spec["bytes"] > 128 + 8 else \
+            np.load(path, allow_pickle=False)
+    except ValueError as e:  # an empty array cannot be mapped; a damaged header
+        if "empty" in str(e) or "cannot mmap" in str(e):
+            array = np.load(path, allow_pickle=False)
+        else:
+            raise StaleEntry(f"{path.name}: {e}") from None
+    if str(array.dtype) != spec["dtype"] or list(array.shape) != spec["shape"]:
+        raise StaleEntry(f"{path.name}: {array.dtype} {list(array.shape)}, the manifest says "
+                         f"{spec['dtype']} {spec['shape']}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array)
+
+
+def _decode_info(value: Any, folder: Path) -> Any:
+    if isinstance(value, dict):
+        if "__array__" in value:
+            return _map_array(folder, value["__array__"]).clone()
+        return {k: _decode_info(v, folder) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_info(v, folder) for v in value]
+    return value
+
+
+def map_entry(folder: Path, manifest: dict[str, Any]) -> Any:
+    """The entry's Splits, every column memory-mapped (no copy of the data)."""
+    from ..tasks.base import Splits
+
+    splits: dict[str, Any] = {}
+    for name, columns in manifest["splits"].items():
+        if columns is None:
+            splits[name] = None
+            continue
+        out = []
+        for column in columns:
+            if column["kind"] == "ragged":
+                out.append(Ragged(_map_array(folder, column["values"]), _map_array(folder, column["offsets"]),
+                                  _map_array(folder, column["lengths"])))
+            else:
+                out.append(_map_array(folder, column))
+        splits[name] = tuple(out)
+    return Splits(train=splits["train"], test=splits["test"], val=splits.get("val"),
+                  info=_decode_info(manifest["info"], folder))
+
+
+# ---------------------------------------------------------------------------
+# The store
+
+
+@dataclass
+class Entry:
+    folder: Path
+    key: str
+    sources: list[dict[str, Any]]
+
+    @property
+    def ready(self) -> bool:
+        return (self.folder / MANIFEST).is_file()
+
+
+@contextmanager
+def _locked(lock_path: Path, what: str) -> Iterator[None]:
+    """An exclusive flock on `lock_path` (one preparation at a time per entry); a waiter says so."""
+    with open(lock_path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            note(f"prepared data: another process is preparing {what}; waiting for it ({lock_path})")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _writable_root(job: Any) -> Path:
+    root = cache_dir_of(job)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".probe.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise PreparedDataError(
+            f"cannot write prepared data to {root} (data.cache_dir): {e.strerror or e}. "
+            "Set data.cache_dir to a writable directory (on a cluster: one every node sees)."
+        ) from None
+    return root
+
+
+def locate(task: Any) -> Entry | None:
+    """The entry this task's data prepares into (computed, not necessarily present); None for a
+    task that declares no source files (it loads directly)."""
+    sources = task.source_files()
+    if sources is None:
+        return None
+    root = _writable_root(task.job)
+    files = []
+    for source in map(Path, sources):  # a folder (a datasets save_to_disk directory): every file in it
+        files += sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+    key, records = entry_key(task, files, root / ".sources")
+    return Entry(root / f"{task.name}-{key}", key, records)
+
+
+def _discard(folder: Path) -> None:
+    aside = folder.with_name(f".stale-{folder.name}-{uuid.uuid4().hex[:6]}")
+    try:
+        folder.rename(aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def ensure(task: Any, entry: Entry) -> tuple[dict[str, Any], bool]:
+    """The entry's checked manifest, preparing it first if it is missing or unusable.
+    Returns (manifest, prepared_now)."""
+    with _locked(entry.folder.with_name(entry.folder.name + ".lock"), entry.folder.name):
+        if entry.folder.exists():
+            try:
+                return read_manifest(entry.folder, entry.key), False
+            except StaleEntry as reason:
+                note(f"prepared data {entry.folder} is unusable ({reason}); preparing it again")
+                _discard(entry.folder)
+        return prepare(task, entry), True
+
+
+def prepare(task: Any, entry: Entry) -> dict[str, Any]:
+    """`task.load_data()` written into a temporary directory, renamed into place once whole."""
+    note(f"prepared data: preparing {task.name} data into {entry.folder}")
+    started = time.perf_counter()
+    before = {r["path"]: (r["size"], r["mtime_ns"]) for r in entry.sources if not r.get("missing")}
+    # A task of its own, without the run directory: the entry is shared by every run of this
+    # data, so nothing of one run (a resumed run's files) may go into it.
+    splits = type(task)(task.job, None).load_data()
+    changed = [p for p, stamp in before.items() if not Path(p).exists() or _stamp(Path(p)) != stamp]
+    if changed:
+        raise PreparedDataError(f"{', '.join(changed)} changed while it was being prepared; nothing was stored. "
+                                "Run again once the file is complete.")
+    tmp = entry.folder.with_name(f".tmp-{entry.folder.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    try:
+        manifest = write_entry(splits, tmp, entry.key, task.name, entry.sources)
+        os.rename(tmp, entry.folder)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        # numpy reports a short write as a bare OSError ("N requested and M written")
+        if e.errno in (errno.ENOSPC, errno.EDQUOT) or (e.errno is None and "requested and" in str(e)):
+            raise PreparedDataError(f"disk full while preparing data in {entry.folder.parent} (data.cache_dir): "
+                                    "nothing was stored. Free space or point data.cache_dir elsewhere.") from None
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    note(f"prepared data: {entry.folder} ({_size(manifest['bytes'])}) in {time.perf_counter() - started:.1f} s")
+    return manifest
+
+
+def load(task: Any, accelerator: Any = None) -> Any:
+    """The task's Splits through the store: the main process prepares if needed, every rank maps.
+
+    Under several processes the main process computes the key and prepares; the others wait
+    for the entry to appear (up to `data.prepare_timeout` seconds, with a clear message when
+    it does not: typically data.cache_dir not shared between nodes), then map it."""
+    if task.source_files() is None:
+        return task.load_data()
+    distributed = accelerator is not None and accelerator.num_processes > 1
+    main = accelerator is None or accelerator.is_main_process
+    if not distributed:
+        entry = locate(task)
+        manifest, fresh = ensure(task, entry)
+        if not fresh:
+            note(f"prepared data: mapping {entry.folder} ({_size(manifest['bytes'])}, prepared earlier)")
+        return map_entry(entry.folder, manifest)
+    from accelerate.utils import broadcast_object_list
+
+    found: list[Any] = [None]
+    if main:
+        try:
+            entry = locate(task)
+            found = [(str(entry.folder), entry.key)]
+        except Exception as e:
+            found = [("error", f"{type(e).__name__}: {e}")]
+            broadcast_object_list(found)
+            raise
+    broadcast_object_list(found)
+    folder_text, key = found[0]
+    if folder_text == "error":
+        raise PreparedDataError(f"rank 0 could not locate the prepared data: {key}")
+    folder = Path(folder_text)
+    if main:
+        manifest, fresh = ensure(task, entry)
+        if not fresh:
+            note(f"prepared data: mapping {folder} ({_size(manifest['bytes'])}, prepared earlier)")
+        return map_entry(folder, manifest)
+    timeout = float(getattr(task.job.data, "prepare_timeout", 3600))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            manifest = read_manifest(folder, key)
+            break
+        except StaleEntry:
+            pass  # not there yet, or a stale one rank 0 is about to replace
+        if time.monotonic() > deadline:
+            raise PreparedDataError(
+                f"rank {accelerator.process_index} waited {timeout:.0f} s (data.prepare_timeout) for rank 0 to "
+                f"prepare {folder}; it never appeared. data.cache_dir must be a directory every node sees; "
+                "or prepare beforehand with `lstm-train prepare JOB.yaml`.")
+        time.sleep(0.2)
+    return map_entry(folder, manifest)
