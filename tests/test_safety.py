@@ -381,7 +381,7 @@ def _exchange(rank: int, world: int, port: int, out: str) -> None:
     told = broadcast_object(accelerator, {"step": 7, "metrics": {"acc": 0.5}, "who": rank} if rank == 0 else None)
     ok = (len(gathered) == world and [g["counts"]["samples"] for g in gathered] == [1, 2]
           and torch.equal(gathered[rank]["rng"]["torch"], mine["rng"]["torch"])
-          and isinstance(gathered[1]["rng"]["python"], tuple) and gathered[1]["path"] == Path("/r1")
+          and isinstance(gathered[1]["rng"]["python"]["state"], torch.Tensor) and gathered[1]["path"] == Path("/r1")
           and told == {"step": 7, "metrics": {"acc": 0.5}, "who": 0})
     checkpoint.set_rng_state(gathered[rank]["rng"])  # what resume does with them
     Path(out, f"rank{rank}").write_text("ok" if ok else repr((gathered, told)))
