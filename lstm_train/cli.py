@@ -28,6 +28,8 @@ def is_user_error(error: BaseException) -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.print_config:
+        return cmd_config(args)
     from .signals import StopRequest
     from .train import NonFiniteLoss, train
 
@@ -47,6 +49,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return leave(143)
     if int(os.environ.get("RANK", "0")) == 0:  # one copy of the result, not one per process
         print(json.dumps(result, indent=2))
+        if result.get("diverged"):
+            print("warning: training diverged (the loss ended far above where it started): the model is "
+                  "not usable; lower optim.lr or set optim.grad_clip", file=sys.stderr)
     return leave(0)
 
 
@@ -148,8 +153,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .tasks.language_model import cmd_generate as generate
+
+    job, _, model, info = load_run(Path(args.run_dir))
+    if job.task != "language_model":
+        raise ValueError(f"{args.run_dir} is a {job.task} run; generate samples from a language_model run")
+    generate(model, info, args)
+    return 0
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .checkpoint import convert
+    from .checkpoint_format1 import convert
 
     for line in convert(Path(args.run_dir)):
         print(f"converted {line}")
@@ -209,13 +224,63 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return cancel_main(args)
 
 
+# ---------------------------------------------------------------------------
+# Looking before running: config, jobs, --version
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """The job as `run` and `submit` would use it: validated, overrides applied, defaults filled."""
+    import yaml
+
+    print(yaml.safe_dump(load_job(args.job, args.overrides).to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from . import shipped
+
+    if args.jobs_command == "copy":
+        print(f"wrote {shipped.copy(args.name, args.dest)}")
+    else:
+        print("\n".join(shipped.listing()))
+    return 0
+
+
+class VersionAction(argparse.Action):
+    """`--version`, worked out only when asked (it runs git)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version (and git commit, library versions)")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from .about import version_line
+
+        print(version_line())
+        parser.exit()
+
+
+def add_inspection_commands(sub: argparse._SubParsersAction) -> None:
+    config = sub.add_parser("config", help="validate a job and print it resolved (defaults, overrides) as YAML")
+    config.add_argument("job", help="job spec (a path, or a shipped job's name: see `lstm-train jobs`)")
+    config.add_argument("overrides", nargs="*", help="dotted.key=value")
+    config.set_defaults(func=cmd_config)
+
+    jobs = sub.add_parser("jobs", help="list the shipped job specs; `jobs copy NAME [DEST]` writes one to edit")
+    jobs.set_defaults(func=cmd_jobs, jobs_command=None)
+    copy = jobs.add_subparsers(dest="jobs_command").add_parser("copy", help="write a shipped job to DEST")
+    copy.add_argument("name")
+    copy.add_argument("dest", nargs="?", default=None, help="a file or folder (default: ./NAME.yaml)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lstm-train", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action=VersionAction)
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train a job here (also under accelerate launch / torchrun)")
     run.add_argument("job", help="job spec, e.g. jobs/mnist_lstm.yaml")
     run.add_argument("overrides", nargs="*", help="dotted.key=value, e.g. train.epochs=3")
+    run.add_argument("--print-config", action="store_true", help="print the resolved job and stop (= `config`)")
     run.add_argument("--point", type=int, help="a job with a sweep: which point to train (default 0)")
     run.set_defaults(func=cmd_run)
 
@@ -226,7 +291,8 @@ def parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="use a trained run on new inputs")
     predict.add_argument("run_dir")
-    predict.add_argument("inputs", nargs="*", help="image files (classify, caption)")
+    predict.add_argument("inputs", nargs="*", help="image files (classify, caption), texts (text tasks) or values "
+                         "(forecast)")
     predict.add_argument("--csv", help="series to forecast from (forecast)")
     predict.add_argument("--text", action="append", help="a sentence (text tasks; repeatable)")
     predict.add_argument("--file", help="a file of sentences, one per line (text tasks)")
@@ -234,6 +300,16 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--beam", type=int, help="beam size (translation; default: the job's)")
     predict.add_argument("--output", help="where to write a filled file (--conllu)")
     predict.set_defaults(func=cmd_predict)
+
+    generate = sub.add_parser("generate", help="sample text from a language model run, streamed to stdout")
+    generate.add_argument("run_dir")
+    generate.add_argument("--prompt", default="\n", help="text to start from (default: a new line)")
+    generate.add_argument("--tokens", type=int, default=500, help="tokens to sample")
+    generate.add_argument("--temperature", type=float, default=0.8, help="> 0; lower is greedier")
+    generate.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens only")
+    generate.add_argument("--seed", type=int, default=1)
+    generate.add_argument("--samples", type=int, default=1, help="samples, with seeds seed, seed+1, ...")
+    generate.set_defaults(func=cmd_generate)
 
     convert = sub.add_parser("convert", help="rewrite a run's checkpoints of an older lstm_train in today's safe format")
     convert.add_argument("run_dir")
@@ -280,15 +356,19 @@ def parser() -> argparse.ArgumentParser:
                         help="prepare the data here before queuing, so no allocation waits on tokenization")
     submit.add_argument("--new-run", action="store_true",
                         help="a fresh run (new run id and directory) even if this job was submitted before")
+    submit.add_argument("--dry-run", action="store_true",
+                        help="check the job and sbatch's --test-only answer, print the batch script; queue nothing")
     submit.set_defaults(func=cmd_submit)
 
     status = sub.add_parser("status", help="state of a submitted run or sweep")
     status.add_argument("run_dir")
+    status.add_argument("--json", action="store_true", help="one JSON object (exit 1 still means a job failed)")
     status.set_defaults(func=cmd_status)
 
     cancel = sub.add_parser("cancel", help="cancel a submitted run or sweep")
     cancel.add_argument("run_dir")
     cancel.set_defaults(func=cmd_cancel)
+    add_inspection_commands(sub)
     return p
 
 
@@ -300,7 +380,14 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides += extra
         else:
             p.error(f"unrecognized arguments: {' '.join(extra)}")
+    from .messages import use_one_line_warnings
+
+    use_one_line_warnings()  # `warning: ...`, one line, like errors
     try:
+        if getattr(args, "job", None):  # a path, or a shipped job's name
+            from .shipped import find_job
+
+            args.job = find_job(args.job)
         return args.func(args)
     except KeyboardInterrupt:
         return 130

@@ -1,7 +1,8 @@
 """Job specs: YAML files validated strictly, with dotted overrides from the command line.
 
-A job file names a `task` (classify, forecast, caption); the task supplies the
-schema of the `data:` and `model:` sections, the rest is shared.  Every error
+A job file names a `task` (one of `tasks.TASKS`: classify, forecast, caption,
+text_classify, tag, translate); the task supplies the schema of the `data:` and
+`model:` sections, the rest is shared.  Every error
 names the file, the dotted key, the bad value and what is allowed, because a
 typo found on the login node costs seconds and one found on the cluster an hour.
 """
@@ -19,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model, field_vali
 from . import runfiles
 from .schema import ConfigError, DataBase, ModelBase, Section, default_data_root
 from .sweeps import HalvingConfig, SweepConfig, point_label, point_overrides, points
-from .tasks import TASKS, get_task
+from .tasks import TASKS, get_sections
 
 __all__ = ["ConfigError", "DataBase", "JobBase", "ModelBase", "Section", "default_data_root", "load_job", "validate_job"]
 
@@ -46,6 +47,9 @@ class EarlyStoppingConfig(Section):
 class TrainConfig(Section):
     epochs: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    max_seconds: float | None = Field(
+        None, gt=0, description="end the run (validated, tested, as finished) at the first sync step past this much "
+        "training time (all parts of the run, evaluations included)")
     seed: int = 1
     output_dir: str | None = Field(None, description="default: runs/<job name>/<run id>")
     run_id: str | None = Field(None, description="default: SLURM job id, else a hash of the job")
@@ -194,12 +198,12 @@ def apply_override(spec: dict[str, Any], override: str, source: str = "command l
 
 def job_schema(task: str) -> type[JobBase]:
     """The pydantic model of a whole job for one task."""
-    task_cls = get_task(task)
+    data, model = get_sections(task)  # torch-free: validating a job imports no training code
     return create_model(  # type: ignore[call-overload]
         f"{task.title()}Job",
         __base__=JobBase,
-        data=(task_cls.Data, task_cls.Data()),
-        model=(task_cls.Model, task_cls.Model()),
+        data=(data, data()),
+        model=(model, model()),
     )
 
 

@@ -349,6 +349,16 @@ def resolve_precision(requested: str, task_precision: str = "auto", force_cpu: b
     return "bf16" if native_bf16(device) else "no"
 
 
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The one precision -> autocast mapping, as the loop's Accelerator applies it: bf16 autocast
+    for "bf16"; fp16 autocast for "fp16" on CUDA only (Accelerate runs fp16 on a CPU as fp32);
+    none for "no".  Evaluation, `finish`, `predict` and the bench all use it, so what they
+    decode is what the logged metrics measured."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    enabled = dtype is not None and (device.type == "cuda" or dtype == torch.bfloat16)
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=enabled)
+
+
 # ---------------------------------------------------------------------------
 # Global batch and gradient accumulation
 

@@ -75,3 +75,20 @@ class SequenceData(DataBase):
     max_tokens: int | None = Field(
         None, ge=1, description="padded tokens (samples x longest) per batch per process, instead of batch_size"
     )
+
+
+class StreamData(DataBase):
+    """The data section of a task trained over contiguous token streams (language modelling).
+
+    The training stream is cut into `global_batch_size` (else `batch_size` x processes)
+    contiguous streams; each step reads the next window of `bptt` tokens of every stream,
+    and the task carries its state (an LSTM's hidden state) from one window to the next
+    (truncated backpropagation through time).  `variable_bptt` draws each window's length
+    as AWD-LSTM does (the base length with p 0.95, else half; N(base, 5); at least 5), from a
+    generator seeded by the run's seed and the epoch, so every rank and every resume draws
+    the same windows.
+    """
+
+    bptt: int = Field(128, ge=1, description="tokens per stream per step (truncated BPTT window)")
+    variable_bptt: bool = Field(False, description="AWD-LSTM's random window lengths around bptt")
+    eval_streams: int = Field(8, ge=1, description="contiguous streams validation/test text is cut into")

@@ -75,6 +75,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import runfiles
+from .about import versions
 
 
 @contextlib.contextmanager
@@ -320,7 +321,7 @@ class Tracker:
         root.mkdir(parents=True, exist_ok=True)
         w = self.worker
         self.wandb_id = wandb_run_id(self.job.name, self.run_id, None if self.shared else w.rank)
-        worker = {**asdict(w), "run_id": self.run_id}
+        worker = {**asdict(w), "run_id": self.run_id, "versions": versions()}
         display = f"{self.job.name}-{cfg.job_type}" if cfg.job_type else self.job.name
         if self.shared:
             config = {f"worker_rank{w.rank}": worker}

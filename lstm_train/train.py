@@ -33,6 +33,7 @@ import math
 import random
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,19 +45,19 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
-from . import checkpoint, halving, runfiles, runlock
+from . import about, checkpoint, halving, runfiles, runlock
 from .config import JobBase, save_job
 from .data import prepared
-from .data.batching import BatchPlan, eval_batches
+from .data.batching import BatchPlan, eval_batches_for
 from .distributed import (
     BatchLayout, batch_layout, broadcast_buffers, broadcast_object, gather_objects,
-    make_accelerator, resolve_precision, set_threads, SparseGradients, worker_info,
+    autocast, make_accelerator, resolve_precision, set_threads, SparseGradients, worker_info,
 )
 from .optim import make_optimizer, make_scheduler
 from .progress import Progress
 from .schema import ConfigError
 from .tasks import get_task
-from .tasks.base import Batch, Split, Splits, Task, split_size
+from .tasks.base import Batch, Split, Splits, Task, evaluate_sums, split_size
 from .tracking import Tracker
 
 
@@ -136,13 +137,15 @@ class LoopState:
     last_saved: int | None = None  # newest checkpoint's step: known on every rank, never read off the disk
     saved_seconds: float = 0.0  # the run's training time as the newest checkpoint records it
     last_metrics: dict[str, Any] = field(default_factory=dict)
-    stopping: str | None = None  # "signal" or "early stopping"
+    stopping: str | None = None  # "signal", "early stopping", "successive halving" or "time limit"
     start: float = field(default_factory=time.perf_counter)
     start_cpu: float = field(default_factory=time.process_time)
     eval_seconds: float = 0.0
     counts: dict[str, int] = field(default_factory=lambda: {"samples": 0, "tokens": 0, "padded": 0})  # this rank
     pending: list[torch.Tensor] = field(default_factory=list)  # losses since the last sync
     last_sync: tuple[float, int, int] = (0.0, 0, 0)  # time, step, units at the last sync
+    first_loss: float | None = None  # step 1's loss (a run started here), and the newest synced one:
+    last_loss: float | None = None  # together they tell a run that diverged without a NaN
 
     def seconds(self) -> float:
         """Training time of the whole run so far: earlier parts plus this one."""
@@ -192,6 +195,8 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
         while state.step < run.total_steps and not state.stopping:
             epoch, start = run.plan.locate(state.step)
             epoch_end = state.step - start + run.plan.steps_in_epoch(epoch)
+            if start == 0:
+                state.carry = {}  # what a task carries (Task.step_loss) starts afresh with every epoch
             for batches in epoch_batches(run, epoch, start):
                 state.pending.append(train_step(run, batches, state))
                 state.step += 1
@@ -308,7 +313,8 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
             task.write_run_files(run_dir, splits.info)
         accelerator.wait_for_everyone()
         net = task.build_model(splits.info)
-        dataset = task.torch_dataset(train=True) if getattr(job.data, "loader", "tensor") == "torchvision" else None
+        task.init_weights(net, splits.info)
+        dataset = task.torch_dataset(train=True)
         if dataset is None:
             splits = splits.to(accelerator.device)
         layout = batch_layout(job.data, job.train.grad_accum_steps, world)
@@ -324,7 +330,7 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
         if accelerator.scaler is not None:  # fp16: the optimizer steps through the loss scaler
             optimizer = accelerator.prepare_optimizer(optimizer)
         worker = worker_info(accelerator)
-        tracker = Tracker(job, run_dir, job.run_id, worker, primary=(task.primary_metric, task.higher_is_better))
+        tracker = Tracker(job, run_dir, job.run_id, worker, primary=(task.primary(splits.info), task.higher_is_better))
         accelerator.print(
             f"{job.name}: {world} process(es) on {worker.device} ({accelerator.distributed_type}), {threads} thread(s) "
             f"each, precision {precision}; {layout.describe()}; {plan.steps_in_epoch(0)} steps/epoch, "
@@ -377,6 +383,7 @@ def restore(run: Run) -> LoopState:
     else:  # another world size: fresh streams per rank, as a fresh run draws them (never rank 0's for all)
         seed_rank(run.job.train.seed + state.step, run.rank)
     if saved.global_batch != run.layout.global_batch:
+        run.plan.check_resume(saved.global_batch, path)
         run.accelerator.print(
             f"warning: {path} was trained with a global batch of {saved.global_batch} samples, this launch uses "
             f"{run.layout.global_batch} ({run.world} process(es)); set data.global_batch_size to keep the "
@@ -419,7 +426,7 @@ def epoch_batches(run: Run, epoch: int, start: int) -> Iterator[list[tuple[Batch
     plan = list(steps)
     loader = iter(torch.utils.data.DataLoader(
         run.dataset, batch_sampler=[idx.tolist() for micro in plan for idx in micro],
-        num_workers=getattr(run.job.data, "num_workers", 0),
+        num_workers=run.task.loader_workers(),
         generator=torch.Generator().manual_seed(run.job.train.seed + epoch),
     ))
     device = run.accelerator.device
@@ -436,7 +443,10 @@ def train_step(run: Run, batches: list[tuple[Batch, torch.Tensor]], state: LoopS
         count(run, state, indices)
         sync_context = accelerator.no_sync(model) if i < n - 1 else contextlib.nullcontext()
         with sync_context:
-            loss = run.task.loss(model, batch)
+            carry = {k.split("/", 1)[1]: v.to(accelerator.device) for k, v in state.carry.items()
+                     if k.startswith(f"{i}/")}
+            loss, carry = run.task.step_loss(model, batch, carry)
+            state.carry.update({f"{i}/{k}": v for k, v in carry.items()})  # keyed by micro-batch slot
             scaled = loss / n if n > 1 else loss
             # Accelerate's backward only adds work here unless fp16 needs its loss scaler.
             accelerator.backward(scaled) if accelerator.scaler is not None else scaled.backward()
@@ -479,8 +489,11 @@ def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) 
     every rank shares: a signal reaches ranks at different steps, so it is polled here."""
     losses = torch.stack(state.pending).float()
     state.pending.clear()
+    limit = run.job.train.max_seconds
+    late = limit is not None and state.seconds() >= limit  # every rank learns it if any rank is past the limit
     local = torch.stack([losses[-1], (~torch.isfinite(losses)).sum().float(),
-                         torch.tensor(float(stop.is_set()), device=losses.device)])
+                         torch.tensor(float(stop.is_set()), device=losses.device),
+                         torch.tensor(float(late), device=losses.device)])
     total = run.accelerator.reduce(local.clone(), "sum") if run.world > 1 else local
     if float(total[1]) > 0:
         bad = (~torch.isfinite(losses)).nonzero()
@@ -491,6 +504,9 @@ def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) 
             f"{state.step}); stopped. The last good checkpoint in {run.checkpoints} is kept: lower optim.lr or set "
             "optim.grad_clip."
         )
+    if state.first_loss is None and state.step == len(losses):
+        state.first_loss = float(losses[0])
+    state.last_loss = float(total[0]) / run.world
     now, done = time.perf_counter(), units(run, state.counts)
     last_time, last_step, last_done = state.last_sync if state.last_sync[0] else (state.start, state.resumed_from or 0, 0)
     state.last_sync = (now, state.step, done)
@@ -506,6 +522,8 @@ def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) 
     progress.update(state.step, row)
     if float(total[2]) > 0:
         state.stopping = "signal"
+    elif float(total[3]) > 0:
+        state.stopping = "time limit"  # a finished run: concluded as at its last step
 
 
 def save(run: Run, state: LoopState, force: bool = False) -> None:
@@ -565,15 +583,8 @@ def evaluate(run: Run, split: Split, prefix: str, step: int) -> dict[str, Any]:
     batches, and a DDP forward could wait on collectives the others never make."""
     accelerator, task, net = run.accelerator, run.task, run.net
     broadcast_buffers(net, run.world)
-    net.eval()
-    sums: dict[str, torch.Tensor] = {}
-    lengths = task.lengths(split)
-    max_tokens = getattr(run.job.data, "max_tokens", None)
-    batches = eval_batches(split_size(split), run.rank, run.world, run.job.data.eval_batch_size, lengths, max_tokens)
-    with torch.no_grad(), accelerator.autocast():
-        for indices in batches:
-            for key, value in task.eval_sums(net, task.batch(split, indices)).items():
-                sums[key] = sums.get(key, 0) + value.double()
+    batches = eval_batches_for(run.job.data, split_size(split), run.rank, run.world, task.lengths(split))
+    sums = evaluate_sums(task, net, split, batches, autocast(accelerator.device, run.precision))
     keys = sorted(sums)  # the same order on every rank
     if run.world > 1:  # a rank with no batch (a split smaller than the world) has no sums: agree on the keys
         keys = sorted(set().union(*gather_objects(accelerator, keys)))
@@ -586,7 +597,6 @@ def evaluate(run: Run, split: Split, prefix: str, step: int) -> dict[str, Any]:
     run.tracker.log(step, {**{k.replace(f"{prefix}_", f"{prefix}/", 1): v for k, v in overall.items()}, **shard})
     accelerator.print(f"step {step}: " + "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                                   for k, v in overall.items()))
-    net.train()
     return overall
 
 
@@ -603,9 +613,9 @@ def validate(run: Run, state: LoopState) -> None:
         return
     metrics = evaluate(run, run.splits.val, "val", state.step)
     state.last_eval = state.step
-    key = f"val_{run.task.primary_metric}"
+    key = f"val_{run.task.primary(run.splits.info)}"
     if key not in metrics:
-        raise KeyError(f"task {run.task.name} declares primary_metric {run.task.primary_metric!r}, but its metrics "
+        raise KeyError(f"task {run.task.name} declares primary_metric {run.task.primary(run.splits.info)!r}, but its metrics "
                        f"are {sorted(metrics)}")
     value = float(metrics[key])
     best = state.best["value"] if state.best else None
@@ -623,7 +633,7 @@ def validate(run: Run, state: LoopState) -> None:
         patience = run.job.train.early_stopping.patience
         if patience is not None and state.evals_since_best >= patience:
             state.stopping = "early stopping"
-            run.accelerator.print(f"early stopping at step {state.step}: val_{run.task.primary_metric} has not "
+            run.accelerator.print(f"early stopping at step {state.step}: val_{run.task.primary(run.splits.info)} has not "
                                   f"improved on {state.best['value']:.4f} (step {state.best['step']}) in "
                                   f"{patience} evaluation(s)")
     halve(run, state, metrics, "val")
@@ -637,7 +647,7 @@ def halve(run: Run, state: LoopState, metrics: dict[str, Any], split: str) -> No
     cfg = run.job.train.halving
     if cfg is None or state.stopping:
         return
-    key = f"{split}_{run.task.primary_metric}"
+    key = f"{split}_{run.task.primary(run.splits.info)}"
     reason = None
     if run.accelerator.is_main_process:
         reason = halving.record_and_decide(run.run_dir, state.step, key, float(metrics[key]),
@@ -682,7 +692,7 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
     test_seconds = time.perf_counter() - began  # after train_seconds: not a part of it
     broadcast_buffers(run.net, run.world)
     digests = gather_objects(run.accelerator, weights_digest(run.net))  # equal digests: the ranks trained one model
-    primary = f"test_{run.task.primary_metric}"
+    primary = f"test_{run.task.primary(run.splits.info)}"
     result: dict[str, Any] = {
         **val_metrics,
         **test_metrics,
@@ -690,6 +700,7 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
         "higher_is_better": run.task.higher_is_better,
         "best_step": state.best["step"] if state.best else None,
         "stopped_early": state.stopping in ("early stopping", "successive halving"),
+        "stopped_at_time_limit": state.stopping == "time limit",
         "epochs": round(state.step / max(1, run.plan.steps_in_epoch(0)), 4),
         "steps": state.step,
         "world_size": run.world,
@@ -713,7 +724,12 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
         result["tokens_per_second"] = round(counts["tokens"] / max(seconds, 1e-9), 1)
     if run.lengths is not None and counts["padded"]:
         result["padding_fraction"] = round(1 - counts["tokens"] / counts["padded"], 4) if counts["tokens"] else None
+    result["versions"] = about.versions()
+    result["diverged"] = diverged(state)
     if run.accelerator.is_main_process:
+        if result["diverged"]:
+            warnings.warn(f"training diverged: the train loss ended at {state.last_loss:.4g}, over {DIVERGED}x its "
+                          f"first value {state.first_loss:.4g} (no NaN, so it ran on): lower optim.lr or set optim.grad_clip")
         extra = run.task.finish(run.net, run.splits, run.run_dir)
         images, tables = extra.pop("images", {}), extra.pop("tables", {})
         result.update(extra)
@@ -733,6 +749,16 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
     # exit ("terminate called without an active exception") after finishing their work.
     run.accelerator.end_training()
     return result
+
+
+DIVERGED = 10  # a final loss this many times the first one: the run diverged
+
+
+def diverged(state: LoopState) -> bool:
+    """The loss ended far above where it started (a run resumed from a checkpoint has no
+    first loss here, and is not judged)."""
+    return state.first_loss is not None and state.last_loss is not None and \
+        state.last_loss > DIVERGED * max(state.first_loss, 1e-12)
 
 
 # ---------------------------------------------------------------------------

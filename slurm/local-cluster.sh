@@ -300,6 +300,9 @@ SelectTypeParameters=CR_Core
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
+# Jobs must name an account the cluster knows (or the user's default), as on real
+# clusters: `submit --dry-run` shows sbatch refusing an unknown account.
+AccountingStorageEnforce=associations
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
@@ -326,6 +329,14 @@ start_slurmdbd() {
             || { log_tail "$LOG/slurmdbd.log"; die "sacctmgr add cluster $CLUSTER failed"; }
         say "added cluster $CLUSTER to the accounting database"
     fi
+    # AccountingStorageEnforce=associations: whoever submits needs an association (root has
+    # one with the cluster); the user who ran `sudo ... up` gets one in account root too.
+    local u
+    for u in ${SUDO_USER:-}; do
+        [ "$u" = root ] && continue
+        sacctmgr -n -P show assoc where user="$u" format=user 2>/dev/null | grep -qx "$u" \
+            || sacctmgr -i add user "$u" account=root >/dev/null || say "could not add SLURM user $u"
+    done
 }
 
 start_slurmctld() {

@@ -43,7 +43,8 @@ def test_flop_count_matches_the_issue() -> None:
 def check_loop(loop: dict, steps: int, units: int) -> None:
     assert loop["steps"] == steps and loop["units"] == units
     assert loop["epoch_s"] > 0 and loop["per_s"] > 0 and loop["cpu_s"] > 0 and loop["per_cpu_s"] > 0
-    assert loop["eval_s"] >= 0
+    assert loop["eval_s"] > 0  # the test evaluation ran, timed apart from training
+    assert loop["metric"] is not None
     assert loop["per_s"] == pytest.approx(units / loop["epoch_s"], rel=0.01)
 
 
@@ -121,6 +122,22 @@ def test_bench_takes_a_forecast_job(tmp_path: Path) -> None:
     check_loop(report["lstm_train"], 4, 4 * 16)
     check_loop(report["floor"], 4, 4 * 16)
     assert report["floor_ratio"] > 0 and report["speedup"] is None and report["flops_per_sample"] is None
+
+
+def test_bench_json_on_a_text_job_prints_one_json_object(tmp_path: Path) -> None:
+    """A text job's data notes (sizes, vocabulary) go to stderr: stdout is the report alone."""
+    root = Path(__file__).resolve().parents[1]
+    rows = [f"{'a good' if i % 2 else 'a bad'} film {i},{'pos' if i % 2 else 'neg'}" for i in range(80)]
+    (tmp_path / "d.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    proc = run_cli("bench", "--json", str(root / "jobs" / "text_csv_example.yaml"), f"data.path={tmp_path / 'd.csv'}",
+                   "data.text_column=text", "model.embedding_dim=8", "model.hidden_size=8", "data.batch_size=16",
+                   "--max-steps", "2", "--skip-lightning", env={"LSTM_TRAIN_DATA": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report, end = json.JSONDecoder().raw_decode(proc.stdout)
+    assert proc.stdout[end:].strip() == "" and isinstance(report, dict)  # one object, nothing before or after
+    assert report["task"] == "text_classify" and report["unit"] == "tokens" and report["metric"] == "test_accuracy"
+    check_loop(report["lstm_train"], 2, report["lstm_train"]["units"])
+    assert "2 classes; vocabulary" in proc.stderr  # the task's note, on stderr
 
 
 def test_bench_takes_a_caption_job(fake_mnist: Path) -> None:

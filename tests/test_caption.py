@@ -17,7 +17,7 @@ from lstm_train.data.strips import (
 )
 from lstm_train.models.captioner import Captioner
 from lstm_train.tasks.caption import load_strip
-from lstm_train.text import cer, edit_distance
+from lstm_train.tasks.caption_text import cer, edit_distance
 
 from .conftest import ROOT, accelerate_cli, run_cli
 

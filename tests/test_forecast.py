@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lstm_train import baselines as B
+from lstm_train.tasks import forecast_baselines as B
 from lstm_train.config import ConfigError, load_job, validate_job
 from lstm_train.data.series import csvfile, sources
 from lstm_train.data.series import windows as W

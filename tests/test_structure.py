@@ -94,8 +94,7 @@ def test_modules_hold_one_concern() -> None:
 def test_the_node_side_of_slurm_imports_no_submission_code() -> None:
     """What runs on a compute node must not drag in submission, status or pre-flight code."""
     node = PACKAGE / "slurm" / "node.py"
-    if not node.exists():  # before the SLURM side is split, nothing to check
-        return
+    assert node.is_file(), f"{node} moved: point this test at the module a compute node imports"
     modules = {module_name(p) for p in PACKAGE.rglob("*.py")}
     reached, todo = set(), [module_name(node)]
     while todo:
@@ -109,3 +108,18 @@ def test_the_node_side_of_slurm_imports_no_submission_code() -> None:
         todo += sorted(imports(path, modules))
     forbidden = sorted(m for m in reached if m.startswith("lstm_train.slurm.") and m != module_name(node))
     assert not forbidden, f"slurm/node.py reaches {forbidden}"
+
+
+def test_the_task_layer_keeps_to_its_contract() -> None:
+    """Tasks never read checkpoints themselves (rank 0 chooses one for every rank, in the loop);
+    models arrive as the plain module (no DDP unwrapping); generic code reads no task's keys."""
+    tasks = PACKAGE / "tasks"
+    for path in tasks.glob("*.py"):
+        reached = imports(path, {module_name(p) for p in PACKAGE.rglob("*.py")})
+        assert "lstm_train.checkpoint" not in reached, f"{path.name} imports the checkpoint module"
+    unwrapping = [p.name for p in PACKAGE.rglob("*.py") if 'getattr(model, "module"' in p.read_text()]
+    assert not unwrapping, f"modules unwrapping a DDP model: {unwrapping}"
+    generic = [PACKAGE / "train.py", *(PACKAGE / "bench").glob("*.py")]
+    task_keys = [p.name for p in generic if "getattr(job.data" in p.read_text() or "getattr(run.job.data" in
+                 p.read_text() or "getattr(task.job.data" in p.read_text()]
+    assert not task_keys, f"generic code reading task-specific data keys: {task_keys}"

@@ -66,7 +66,12 @@ def test_job_failing_on_the_node_says_why(cluster: None, tmp_path: Path, slurm_e
     assert "error in task 0:" in err and "/nonexistent/mnist" in err, err
     assert f"full log: {run_dir / 'slurm' / f'{jid}_0_log.err'}" in err, err
     status = cli("status", str(run_dir), env=slurm_env)
-    assert status.returncode == 0 and "FAILED" in status.stdout and "/nonexistent/mnist" in status.stdout, status.stdout
+    assert status.returncode == 1 and "FAILED" in status.stdout and "/nonexistent/mnist" in status.stdout, status.stdout
+    machine = cli("status", str(run_dir), "--json", env=slurm_env)
+    assert machine.returncode == 1, machine.stderr
+    data = json.loads(machine.stdout)  # nothing but the JSON on stdout
+    assert data["kind"] == "run" and data["failed"] is True and data["result"] is None, data
+    assert [(j["job_id"], j["state"]) for j in data["jobs"]] == [(jid, "FAILED")], data
 
 
 # ---------------------------------------------------------------------------
@@ -164,6 +169,9 @@ def test_sweep_is_one_array_with_status_table(cluster: None, tmp_path: Path, slu
 
     status = cli("status", str(sweep_dir), env=slurm_env)
     assert status.returncode == 0, status.stderr
+    machine = json.loads(cli("status", str(sweep_dir), "--json", env=slurm_env).stdout)
+    assert machine["kind"] == "sweep" and machine["completed"] == 4 and machine["failed"] == [], machine
+    assert sorted(p["name"] for p in machine["points"]) == sorted(p["name"] for p in record["points"])
     lines = status.stdout.splitlines()
     header = next(i for i, ln in enumerate(lines) if ln.startswith("point"))
     assert "state" in lines[header] and metric in lines[header], status.stdout
@@ -278,6 +286,7 @@ def test_cancel_checkpoints_and_status(cluster: None, tmp_path: Path, slurm_env:
     assert list((run_dir / "checkpoints").glob("step-*")), "SIGTERM from scancel saved no checkpoint"
     status = cli("status", str(run_dir), env=slurm_env)
     assert "CANCELLED" in status.stdout and "newest checkpoint: step" in status.stdout, status.stdout
+    assert status.returncode == 1  # ended without a result
     assert "nothing to cancel" in cli("cancel", str(run_dir), env=slurm_env).stdout
 
 

@@ -16,7 +16,7 @@ from lstm_train.data import conll, tagging
 from lstm_train.data.conll import ConllError
 from lstm_train.data.ragged import gather
 from lstm_train.data.vocab import Vocab
-from lstm_train.entities import entity_counts, invalid_transitions, is_bio, precision_recall_f1
+from lstm_train.tasks.tag_entities import entity_counts, invalid_transitions, is_bio, precision_recall_f1
 from lstm_train.models.crf import CRF
 from lstm_train.models.tagger import CharCNN, Tagger
 
@@ -309,8 +309,8 @@ def test_gather_keeps_char_rows():
 
 def test_run_files_must_match_on_resume(tmp_path):
     from lstm_train.config import validate_job
-    from lstm_train.data.vocab import VocabError
     from lstm_train.tasks import get_task
+    from lstm_train.tasks.base import RunFileMismatch
 
     train = write(tmp_path, "train.conllu", CONLLU)
     job = validate_job({"name": "t", "task": "tag", "data": {"root": str(tmp_path), "train": "train.conllu",
@@ -321,5 +321,5 @@ def test_run_files_must_match_on_resume(tmp_path):
     task.write_run_files(tmp_path / "run", info)
     task.write_run_files(tmp_path / "run", info)  # a resume over the same data: fine
     train.write_text(CONLLU.replace("know", "see"))  # the data changed since the run began
-    with pytest.raises(VocabError, match="vocab_words.json .*not the one"):
+    with pytest.raises(RunFileMismatch, match="vocab_words.json: this file .*not the one"):
         task.write_run_files(tmp_path / "run", task.load_data().info)

@@ -76,10 +76,18 @@ def test_upos_run_then_predict_round_trip(tmp_path):
     assert text.stdout.strip() == "The/DET big/ADJ cat/NOUN walked/VERB on/ADP the/DET table/NOUN ./PUNCT"
 
     lines = tmp_path / "lines.txt"
-    lines.write_text("A dog jumped .\n\nthe old river\n")
+    lines.write_text("A dog jumped .\nthe old river\n")
     listed = run_cli("predict", str(out), "--file", str(lines))
     assert listed.returncode == 0, listed.stderr
-    assert listed.stdout.split("\n")[:3] == ["A/DET dog/NOUN jumped/VERB ./PUNCT", "", "the/DET old/ADJ river/NOUN"]
+    assert listed.stdout.split("\n")[:2] == ["A/DET dog/NOUN jumped/VERB ./PUNCT", "the/DET old/ADJ river/NOUN"]
+    positional = run_cli("predict", str(out), "A dog jumped .")  # the same inputs as every text task
+    assert positional.stdout.split("\n")[0] == "A/DET dog/NOUN jumped/VERB ./PUNCT", positional.stderr
+    # Blank inputs are refused the same way by every task: named, exit 2, nothing on stdout.
+    lines.write_text("A dog jumped .\n\nthe old river\n")
+    for args in (["--file", str(lines)], ["--text", " "]):
+        blank_input = run_cli("predict", str(out), *args)
+        assert blank_input.returncode == 2 and blank_input.stdout == "", blank_input.stderr
+    assert "lines.txt:2: empty line" in run_cli("predict", str(out), "--file", str(lines)).stderr
 
     # --conllu: the UPOS column of a file with it blanked is filled back; the rest is untouched.
     test_file = data / "UD_English-EWT/en_ewt-ud-test.conllu"

@@ -19,6 +19,7 @@ from lstm_train.data.embeddings import read_vectors
 from lstm_train.data.textfiles import TextDataError
 from lstm_train.data.vocab import Vocab, VocabError
 from lstm_train.models.text import TextClassifier
+from lstm_train.tasks.base import PredictInputError, RunFileMismatch
 from lstm_train.tasks.text_classify import TextClassifyTask, macro_f1
 
 from .conftest import ROOT, require
@@ -182,7 +183,7 @@ def test_load_data_columns_and_vocabulary_round_trip(tmp_path, capsys):
     tokens, labels = splits.train
     assert len(tokens) == len(labels) == 48 and labels.dtype == torch.long and int(tokens.lengths_cpu.max()) == 4
     assert splits.val is not None and len(splits.test[1]) == 6
-    assert "cut 48 of 48 texts to data.max_length=4 words" in capsys.readouterr().out  # never silently
+    assert "cut 48 of 48 texts to data.max_length=4 words" in capsys.readouterr().err  # never silently
     info = splits.info
     assert info["classes"] == ["neg", "pos"]
     run = tmp_path / "run"
@@ -191,19 +192,12 @@ def test_load_data_columns_and_vocabulary_round_trip(tmp_path, capsys):
     vocab = Vocab.load(run / "vocab.json")
     assert vocab.digest == info["vocab_digest"] and len(vocab) == info["vocab_size"]
     assert vocab.words(tokens[0].tolist()) == ["a", "bad", "film", "number"]  # lower-cased, cut at 4
-    # A resumed run reads the run's own file, even when the train data would now give another vocabulary,
-    # and refuses a file that is not the checkpoint's.
-    from lstm_train import checkpoint
-
-    checkpoint.save(run / "checkpoints", checkpoint.Checkpoint(
-        step=10, model={}, optimizer={}, scheduler={}, per_rank=[], world_size=1, global_batch=1, train_seconds=0.0,
-        loop=checkpoint.SavedLoop(), task_info=info, config={}), keep=2)
+    # A resumed run over the same data writes nothing new; over other data (another vocabulary) it
+    # refuses, like every task's run files.
+    task.write_run_files(run, info)
     again = csv_task(tmp_path / "other", n=10)
-    again.run_dir = run
-    assert again.load_data().info["vocab_digest"] == info["vocab_digest"]
-    Vocab.train([["other", "words"]]).save(run / "vocab.json")
-    with pytest.raises(VocabError, match=r"vocab.json: this vocabulary .* is not the one the checkpoint was trained with"):
-        again.load_data()
+    with pytest.raises(RunFileMismatch, match=r"vocab.json: this file \(digest \w+\) is not the one the checkpoint"):
+        again.write_run_files(run, again.load_data().info)
 
 
 def untrained_csv_run(tmp_path):
@@ -221,7 +215,7 @@ def test_vocabulary_file_that_does_not_match_the_checkpoint(tmp_path):
     lines = task.predict(model, splits.info, [], {"text": ["a good film", "a bad film"]})
     assert [line.split("\t")[0] in ("neg", "pos") for line in lines] == [True, True]
     Vocab.train([["other", "words"]]).save(run / "vocab.json")
-    with pytest.raises(VocabError, match=r"run/vocab.json: this vocabulary \(digest .*is not the one the checkpoint"):
+    with pytest.raises(RunFileMismatch, match=r"run/vocab.json: this file \(digest .*is not the one the checkpoint"):
         task.predict(model, splits.info, [], {"text": ["a good film"]})
     (run / "vocab.json").unlink()
     with pytest.raises(FileNotFoundError, match="vocab.json: missing"):
@@ -239,7 +233,7 @@ def test_predict_file_with_labels_and_unseen_label(tmp_path):
     unseen = write(tmp_path / "unseen.csv", "text,label\ngood,pos\nhmm,neutral\n")
     with pytest.raises(TextDataError, match=r"unseen.csv:3: label 'neutral' does not occur"):
         task.predict(model, splits.info, [], {"file": str(unseen)})
-    with pytest.raises(TextDataError, match=r"lines2.txt:2: empty line"):
+    with pytest.raises(PredictInputError, match=r"lines2.txt:2: empty line"):
         task.predict(model, splits.info, [], {"file": str(write(tmp_path / "lines2.txt", "ok\n\nfine\n"))})
 
 
@@ -259,8 +253,9 @@ def test_pretrained_vectors_glove_and_word2vec(tmp_path, capsys):
     task.job.model.embeddings.path = str(write(tmp_path / "v.txt", "good 1 1 1\nfilm 2 2 2\n"))
     task.job.model.embeddings.freeze = True
     splits = task.load_data()
-    assert "embeddings: 2 of" in capsys.readouterr().out
     model = task.build_model(splits.info)
+    task.init_weights(model, splits.info)  # the loop's call, before the optimizer: training only
+    assert "embeddings: 2 of" in capsys.readouterr().err
     vocab = Vocab.from_json(splits.info["vocab"])
     assert model.embedding.weight[vocab.encode(["film"])[0]].tolist() == [2, 2, 2]
     assert not model.embedding.weight.requires_grad
@@ -332,9 +327,10 @@ def test_finish_writes_confusion_png_and_counts(tmp_path):
     out = task.finish(model, splits, tmp_path)
     png = Path(out["images"]["confusion_matrix"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    matrix = out["confusion_matrix"]["rows_true_columns_predicted"]
+    matrix = out["test_confusion_matrix"]["rows_true_columns_predicted"]
     assert sum(map(sum, matrix)) == len(splits.test[1])
-    assert sum(c["support"] for c in out["per_class"].values()) == len(splits.test[1])
+    assert sum(c["gold"] for c in out["test_per_class"].values()) == len(splits.test[1])
+    assert isinstance(out["images"]["confusion_matrix"], str)
     assert json.dumps(out)  # result.json-able
 
 
@@ -377,7 +373,7 @@ def test_csv_job_trains_predicts_and_refuses_another_vocabulary(tmp_path):
 
     Vocab.train([["another", "vocabulary"]]).save(run / "vocab.json")
     refused = run_cli("predict", str(run), "--text", "a great film")
-    assert refused.returncode == 2 and "vocab.json: this vocabulary" in refused.stderr
+    assert refused.returncode == 2 and "vocab.json: this file" in refused.stderr
 
 
 def test_bad_csv_through_the_cli_exits_2(tmp_path):

@@ -14,6 +14,7 @@ import shutil
 import signal
 import time
 import warnings
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,7 @@ def test_every_rank_logs_its_own_run_in_one_group(tmp_path: Path) -> None:
         assert config["rank"] == rank and config["local_rank"] == rank
         assert config["world_size"] == 2 and config["device"] == "cpu" and config["hostname"]
         assert config["name"] == "tiny" and config["optim"]["lr"] == 0.01  # the resolved job spec
+        assert config["versions"]["lstm_train"] == "0.1.0" and config["versions"]["wandb"] == metadata.version("wandb")
         assert run.metrics["*"] == "step"  # every chart is against our step, not W&B's _step
         history = [metrics_only(h) for h in run.history if not any(k == "prediction" for k in h)]
         local = [metrics_only(r) for r in jsonl(run_dir, rank) if "images" not in r]

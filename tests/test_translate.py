@@ -18,6 +18,7 @@ from lstm_train.data.subword import BOS, EOS, PAD, SubwordVocab, VocabError
 from lstm_train.models.decoding import beam_search, greedy_search
 from lstm_train.models.losses import smoothed_cross_entropy
 from lstm_train.models.translator import Translator
+from lstm_train.tasks.base import RunFileMismatch
 from lstm_train.tasks.translate import Scorer, TranslateTask, column_texts, text_column
 
 WORDS = "ka lu mi no pe ra si tu vo we".split()
@@ -206,10 +207,11 @@ def test_a_vocabulary_file_that_does_not_match_the_checkpoint_is_refused(tmp_pat
     task.write_run_files(run, splits.info)  # a resumed run: the same vocabulary, accepted
 
     SubwordVocab.train(sentences(200, 7) + ["something else entirely"], vocab_size=40).save(run / "vocab.model")
-    with pytest.raises(VocabError, match=r"vocab.model: this vocabulary \(digest \w+, \d+ pieces\) is not the one"):
+    with pytest.raises(RunFileMismatch, match=r"vocab.model: this file \(digest \w+\) is not the one"):
         task.write_run_files(run, splits.info)
-    with pytest.raises(VocabError, match="not the one the checkpoint was trained with"):
-        TranslateTask(job(files), run_dir=run).build_model(splits.info)
+    again = TranslateTask(job(files), run_dir=run)
+    with pytest.raises(RunFileMismatch, match="not the one the checkpoint was trained with"):
+        again.predict(again.build_model(splits.info), splits.info, ["a sentence"], {})
 
 
 # ---------------------------------------------------------------------------

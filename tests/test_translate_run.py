@@ -59,12 +59,19 @@ def test_run_then_predict_round_trip(tmp_path: Path) -> None:
     assert text.returncode == 0, text.stderr
     assert text.stdout.splitlines() == ["Mi lu ka.", "Si tu vo we."]
     lines = tmp_path / "lines.txt"
-    lines.write_text("pe ra\n\nno no mi\n", encoding="utf-8")
+    lines.write_text("pe ra\nno no mi\n", encoding="utf-8")
     listed = run_cli("predict", str(out), "--file", str(lines), "--beam", "4")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.splitlines() == ["Ra pe.", "Mi no no."]
     nothing = run_cli("predict", str(out))
     assert nothing.returncode == 2 and "--text" in nothing.stderr
+    # An empty or blank input is refused (named, exit 2), as by every task; no traceback.
+    for args in (["--text", ""], ["--text", "ka", "--text", "  "]):
+        empty = run_cli("predict", str(out), *args)
+        assert empty.returncode == 2 and "--text number" in empty.stderr and "Traceback" not in empty.stderr
+    lines.write_text("pe ra\n\nno no mi\n", encoding="utf-8")
+    blank_line = run_cli("predict", str(out), "--file", str(lines))
+    assert blank_line.returncode == 2 and "lines.txt:2: empty line" in blank_line.stderr
 
     # The run directory's vocabulary must be the checkpoint's.
     (out / "vocab.model").write_bytes((out / "vocab.model").read_bytes()[:-40] + b"\0" * 40)

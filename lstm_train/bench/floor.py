@@ -141,7 +141,9 @@ def floor_epoch(job: Any, task: Task, train: Split, test: Split, info: dict[str,
                 precision: str, steps: int, seconds: float | None = None) -> dict[str, Any]:
     """The floor over the job's first `steps` steps (or `seconds`), on splits already on `device`."""
     torch.manual_seed(job.train.seed)
-    model = task.build_model(info).to(device)
+    model = task.build_model(info)
+    task.init_weights(model, info)
+    model = model.to(device)
     optimizer = make_optimizer(job.optim, model, device)
     plan = batch_plan(job, task, train)
     batches = [[task.batch(train, idx.to(device)) for idx in plan.micro_batches(g, 0)]
@@ -177,7 +179,7 @@ def floor_epoch(job: Any, task: Task, train: Split, test: Split, info: dict[str,
         "epoch_s": epoch_s,
         "cpu_s": cpu_s,
         "eval_s": time.perf_counter() - eval_start,
-        "metric": primary(task, metrics),
+        "metric": primary(task, metrics, info),
         "mode": mode,
         "precision": precision,
     }

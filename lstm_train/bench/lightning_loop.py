@@ -63,6 +63,7 @@ def lightning_epoch(job: Any, task: Task, train: Split, test: Split, info: dict[
         def __init__(self) -> None:
             super().__init__()
             self.model = task.build_model(info)
+            task.init_weights(self.model, info)
             self.units = 0
 
         def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -111,7 +112,7 @@ def lightning_epoch(job: Any, task: Task, train: Split, test: Split, info: dict[
         "epoch_s": clock.epoch_s,
         "cpu_s": clock.cpu_s,
         "eval_s": time.perf_counter() - eval_start,
-        "metric": primary(task, metrics),
+        "metric": primary(task, metrics, info),
         "precision": trainer_precision,
         "optimizer": optimizer,
     }

@@ -15,10 +15,11 @@ from typing import Any
 
 import torch
 
-from ..data.batching import BatchPlan, eval_batches
+from ..data.batching import BatchPlan, eval_batches_for
+from ..distributed import autocast as precision_autocast
 from ..distributed import batch_layout, resolve_precision
 from ..tasks import get_task
-from ..tasks.base import Split, Task, split_size
+from ..tasks.base import Split, Task, evaluate_sums, split_size
 
 
 def batch_plan(job: Any, task: Task, split: Split, world: int = 1) -> BatchPlan:
@@ -58,11 +59,8 @@ def precision_of(job: Any, device: torch.device) -> str:
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """The autocast lstm_train's Accelerator applies for `precision` ("no", "bf16", "fp16")."""
-    if precision == "no":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
+    """The autocast lstm_train's loop applies for `precision` ("no", "bf16", "fp16"): the one mapping."""
+    return precision_autocast(device, precision)
 
 
 def sync(device: torch.device) -> None:
@@ -70,26 +68,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@torch.no_grad()
 def evaluate(task: Task, model: torch.nn.Module, split: Split, device: torch.device, precision: str,
-             batch_size: int) -> dict[str, float]:
-    """The task's test metrics of a model trained outside lstm_train's loop (floor, Lightning)."""
-    model.eval()
-    sums: dict[str, float] = {}
-    batches = eval_batches(split_size(split), 0, 1, batch_size, task.lengths(split),
-                           getattr(task.job.data, "max_tokens", None))
-    with autocast(device, precision):
-        for indices in batches:
-            batch = task.batch(split, indices.to(device))
-            for key, value in task.eval_sums(model, batch).items():
-                sums[key] = sums.get(key, 0.0) + float(value)
-    model.train()
-    return task.metrics(sums, prefix="test_")
+             batch_size: int | None = None) -> dict[str, float]:
+    """The task's test metrics of a model trained outside lstm_train's loop (floor, Lightning):
+    the loop's own evaluation pass (`tasks.base.evaluate_sums`) over the loop's batches."""
+    batches = eval_batches_for(task.job.data, split_size(split), 0, 1, task.lengths(split))
+    on_device = (b.to(device) for b in batches)
+    sums = evaluate_sums(task, model, split, on_device, autocast(device, precision))
+    return task.metrics({k: float(v) for k, v in sums.items()}, prefix="test_")
 
 
-def primary(task: Task, metrics: dict[str, Any]) -> float | None:
-    """The task's primary test metric from a metrics dict or result.json (None where it is absent)."""
-    value = metrics.get(f"test_{task.primary_metric}")
+def primary(task: Task, metrics: dict[str, Any], info: dict[str, Any] | None = None) -> float | None:
+    """The task's primary test metric from a metrics dict (of a run on data with `info`) or
+    result.json (which names it); None where it is absent."""
+    value = metrics.get(metrics.get("primary_metric") or f"test_{task.primary(info or {})}")
     return None if value is None else float(value)
 
 
@@ -115,7 +107,7 @@ def summarise(runs: list[dict[str, Any]], flops_per_sample: float | None) -> dic
         "per_cpu_s": round(first["units"] / max(cpu_s, 1e-9), 1),  # this process's CPU time: steadier when busy
         "epoch_s": round(epoch_s, 6),
         "cpu_s": round(cpu_s, 6),
-        "eval_s": round(statistics.median(r["eval_s"] for r in runs), 3),
+        "eval_s": round(statistics.median(r["eval_s"] for r in runs), 6),
         "metric": median_or_none([r["metric"] for r in runs]),
         "steps": first["steps"],
         "units": first["units"],

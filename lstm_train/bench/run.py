@@ -34,6 +34,11 @@ from .floor import floor_epoch
 from .measure import batch_plan, device_name, job_flops_per_sample, precision_of, primary, summarise, trained_units
 from .ours import launch, lstm_train_epoch
 from .tutorial import same_as_tutorial, tutorial_epoch
+from .word_lm import word_lm_epoch
+
+# The loop a user of each task would otherwise write, measured as "tutorial" beside ours.
+PEERS = {"classify": "tutorial (torchvision + DataLoader)",
+         "language_model": "pytorch/examples word_language_model"}
 
 REPO_JOB = Path(__file__).resolve().parents[2] / "jobs" / "mnist_lstm.yaml"
 DEFAULT_JOB: dict[str, Any] = {  # where jobs/mnist_lstm.yaml is not at hand (an installed package)
@@ -102,7 +107,7 @@ def main(args: argparse.Namespace) -> int:
     task = get_task(job.task)(job)
     splits = task.load_data().to(device)
     unit, metric = task.throughput_unit, f"test_{task.primary_metric}"
-    tutorial_status = ("skipped (--skip-tutorial)" if args.skip_tutorial else None if job.task == "classify"
+    tutorial_status = ("skipped (--skip-tutorial)" if args.skip_tutorial else None if job.task in PEERS
                        else f"not applicable (the tutorial is MNIST classification; this is {job.task})")
     lightning_status = "skipped (--skip-lightning)" if args.skip_lightning else lightning_loop.unavailable(splits.train)
     load_start = [round(x, 2) for x in os.getloadavg()]  # 1, 5, 15-minute: how busy the machine was
@@ -114,7 +119,8 @@ def main(args: argparse.Namespace) -> int:
         if tutorial_status is None:
             torch.set_num_threads(threads)
             log(f"{tag} the tutorial's loop on {device}, {threads} thread(s)")
-            runs["tutorial"].append(tutorial_epoch(job, device, max_steps, log))
+            runs["tutorial"].append(tutorial_epoch(job, device, max_steps, log) if job.task == "classify" else
+                                    word_lm_epoch(job, task, splits, device, precision, max_steps, log))
         log(f"{tag} lstm_train's loop")
         ours, result = lstm_train_epoch(job, max_steps)
         precision = ours.get("precision", precision)
@@ -219,7 +225,7 @@ def format_report(report: dict[str, Any]) -> str:
         return f"{name:40s} {r['per_s']:11.0f} {r['epoch_s']:8.2f} {r['cpu_s']:7.2f} {r['eval_s']:7.2f} {value} {gflops}"
 
     if report["tutorial"]:
-        lines.append(row("tutorial (torchvision + DataLoader)", report["tutorial"]))
+        lines.append(row(PEERS.get(report["task"], "tutorial"), report["tutorial"]))
     else:
         lines.append(f"{'tutorial':40s} {report['tutorial_status']}")
     if report["lightning"]:

@@ -22,6 +22,13 @@ budget with `max_tokens`), and the epoch's batches are shuffled.  A global batch
 holds sequences of similar length and little padding, and since it is sorted,
 interleaving gives every rank and micro-batch the same mix of lengths.
 
+Language models train over *streams* instead (`bptt` set, from a `StreamData` section):
+the n training tokens are cut into S = global batch contiguous streams of
+(n - 1) // S tokens, and step k of an epoch reads window k of every stream (a token
+position matrix [S, window]).  Rank r of W owns the contiguous streams r*S/W .. (r+1)*S/W - 1
+(and its accumulation micro-batches contiguous parts of those), so the task's carried
+state belongs to the same streams at every step and 1 and W ranks compute the same thing.
+
 Everything is a pure function of (seed, epoch, sizes, lengths): every rank computes
 the same plan without talking to the others, and a resumed run skips to its step
 by index.
@@ -36,7 +43,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..schema import DataBase, SequenceData
+from ..schema import DataBase, SequenceData, StreamData
 
 if TYPE_CHECKING:
     from ..distributed import BatchLayout
@@ -82,6 +89,15 @@ def cut_by_tokens(order: torch.Tensor, lengths: torch.Tensor, max_tokens: int, m
     return batches
 
 
+def check_streams(n: int, streams: int, bptt: int) -> None:
+    """A training stream of `n` tokens must give each of `streams` streams one window of `bptt`."""
+    if (n - 1) // streams < bptt:
+        raise ValueError(
+            f"the training text has {n} tokens, shorter than one window of data.bptt={bptt} tokens per stream for "
+            f"{streams} streams: it must have at least {streams * bptt + 1} tokens; use a longer text, a smaller "
+            "data.bptt or fewer streams (data.global_batch_size)")
+
+
 @dataclass
 class BatchPlan:
     """The global batches of every epoch and this rank's micro-batches of each.
@@ -101,6 +117,8 @@ class BatchPlan:
     bucket_pool: int = 100
     max_tokens: int | None = None
     shuffle: bool = True
+    bptt: int | None = None  # set: stream windows of this many tokens (a language model), see the module's doc
+    variable_bptt: bool = False
     _cache: dict[int, list[torch.Tensor]] = field(default_factory=dict, repr=False)
     _counts: dict[int, int] = field(default_factory=dict, repr=False)
 
@@ -110,6 +128,9 @@ class BatchPlan:
         """The plan of a job's data section over `layout` (`distributed.batch_layout`): the one
         the loop follows, and that `bench`'s floor replays."""
         sequence = data if isinstance(data, SequenceData) else None
+        if isinstance(data, StreamData):
+            return cls(n=n, global_batch=layout.global_batch, world_size=layout.world, accum=layout.accum, seed=seed,
+                       bptt=data.bptt, variable_bptt=data.variable_bptt, shuffle=False)
         return cls(
             n=n, global_batch=layout.global_batch, world_size=layout.world, accum=layout.accum, seed=seed,
             lengths=lengths, bucketing=bool(sequence and sequence.bucketing),
@@ -119,6 +140,44 @@ class BatchPlan:
     def __post_init__(self) -> None:
         if self.max_tokens is not None and self.lengths is None:
             raise ValueError("max_tokens needs per-sample lengths (a task with variable-length columns)")
+        if self.bptt is not None:
+            if self.global_batch % self.slots:
+                raise ValueError(f"{self.global_batch} streams cannot be shared evenly by {self.world_size} process(es) x "
+                                 f"{self.accum} micro-batch(es): set data.global_batch_size to a multiple of {self.slots}")
+            check_streams(self.n, self.global_batch, self.bptt)
+
+    def check_resume(self, global_batch: int, source: object) -> None:
+        """Streams are cut by the global batch: a run cannot continue its carried state over
+        another number of them (samples of other plans can; the loop only warns then)."""
+        if self.bptt is not None and global_batch != self.global_batch:
+            raise ValueError(f"{source} was trained on {global_batch} streams, this launch has {self.global_batch}: "
+                             f"set data.global_batch_size={global_batch} to resume it, or use another train.output_dir")
+
+    @property
+    def stream_length(self) -> int:
+        """Input tokens per stream (stream mode): the last one's target is the next stream's first token."""
+        return (self.n - 1) // self.global_batch
+
+    def windows(self, epoch: int) -> list[tuple[int, int]]:
+        """(offset, length) of every window of an epoch (stream mode), the same on every rank."""
+        length = self.stream_length
+        if not self.variable_bptt:
+            return [(o, min(self.bptt, length - o)) for o in range(0, length, self.bptt)]
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + epoch)
+        out, offset = [], 0
+        while offset < length:  # AWD-LSTM's draw (Merity et al. 2017, main.py)
+            base = self.bptt if float(torch.rand((), generator=generator)) < 0.95 else self.bptt / 2
+            size = max(5, int(base + 5 * float(torch.randn((), generator=generator))))
+            size = min(size, self.bptt + 20, length - offset)
+            out.append((offset, size))
+            offset += size
+        return out
+
+    def window_positions(self, offset: int, size: int) -> torch.Tensor:
+        """Token positions [S, size] of one window of every stream (inputs; targets are +1)."""
+        starts = torch.arange(self.global_batch) * self.stream_length + offset
+        return starts[:, None] + torch.arange(size)
 
     @property
     def slots(self) -> int:
@@ -126,6 +185,8 @@ class BatchPlan:
 
     def global_batches(self, epoch: int) -> list[torch.Tensor]:
         """The epoch's global batches, in training order (sample indices, CPU)."""
+        if self.bptt is not None:  # built per step by `steps`: an epoch's positions are as large as the corpus
+            return [self.window_positions(o, size) for o, size in self.windows(epoch)]
         if epoch not in self._cache:
             self._cache = {epoch: self._make(epoch)}  # one epoch at a time is all the loop reads
             self._counts[epoch] = len(self._cache[epoch])
@@ -158,6 +219,12 @@ class BatchPlan:
         return batches
 
     def steps_in_epoch(self, epoch: int) -> int:
+        if self.bptt is not None:
+            if not self.variable_bptt:
+                return math.ceil(self.stream_length / self.bptt)
+            if epoch not in self._counts:
+                self._counts[epoch] = len(self.windows(epoch))
+            return self._counts[epoch]
         if self.max_tokens is None:  # a sample count cuts every epoch into the same number of steps
             return math.ceil(math.ceil(self.n / self.world_size) * self.world_size / self.global_batch)
         if epoch not in self._counts:
@@ -177,7 +244,10 @@ class BatchPlan:
 
     def micro_batches(self, batch: torch.Tensor, rank: int) -> list[torch.Tensor]:
         """Rank `rank`'s micro-batches of a global batch.  Empty ones are left out; since a
-        global batch is a multiple of the world size, every rank leaves out the same ones."""
+        global batch is a multiple of the world size, every rank leaves out the same ones.
+        Streams: rank r's contiguous block of streams, cut into its micro-batches."""
+        if self.bptt is not None:
+            return list(batch.tensor_split(self.world_size)[rank].tensor_split(self.accum))
         if self.slots == 1:
             return [batch]
         parts = [batch[rank + self.world_size * j :: self.slots] for j in range(self.accum)]
@@ -185,6 +255,10 @@ class BatchPlan:
 
     def steps(self, epoch: int, rank: int, start: int = 0) -> Iterator[list[torch.Tensor]]:
         """This rank's micro-batches of each step of `epoch`, from step `start` on."""
+        if self.bptt is not None:
+            for offset, size in self.windows(epoch)[start:]:
+                yield self.micro_batches(self.window_positions(offset, size), rank)
+            return
         for batch in self.global_batches(epoch)[start:]:
             yield self.micro_batches(batch, rank)
 
@@ -205,3 +279,11 @@ def eval_batches(n: int, rank: int, world_size: int, batch_size: int, lengths: t
     if lengths is None or max_tokens is None:
         return [b for b in mine.split(batch_size) if len(b)]
     return cut_by_tokens(mine, lengths, max_tokens)
+
+
+def eval_batches_for(data: DataBase, n: int, rank: int, world_size: int,
+                     lengths: torch.Tensor | None) -> list[torch.Tensor]:
+    """`eval_batches` of a job's data section (its `eval_batch_size`, and `max_tokens` where a
+    variable-length task's section has one): the loop's and the bench's evaluation."""
+    max_tokens = data.max_tokens if isinstance(data, SequenceData) else None
+    return eval_batches(n, rank, world_size, data.eval_batch_size, lengths, max_tokens)

@@ -20,22 +20,8 @@ from pathlib import Path
 
 import torch
 
-DIGIT = 28  # MNIST digits are 28 x 28
-
-# Token ids: the digits follow the three specials.
-PAD, BOS, EOS = 0, 1, 2
-FIRST_DIGIT = 3
-VOCAB_SIZE = FIRST_DIGIT + 10
-
-
-def min_width(max_digits: int, max_gap: int) -> int:
-    """The narrowest canvas that holds `max_digits` digits at the widest spacing."""
-    return max_digits * DIGIT + (max_digits - 1) * max(max_gap, 0)
-
-
-def default_width(max_digits: int, max_gap: int) -> int:
-    """`min_width` plus a little room for the random left margin, rounded up to a multiple of 8."""
-    return -(-(min_width(max_digits, max_gap) + 4) // 8) * 8
+# The geometry and token ids, torch-free for the job schema (`lstm-train config`).
+from .strip_layout import BOS, DIGIT, EOS, FIRST_DIGIT, PAD, VOCAB_SIZE, default_width, min_width  # noqa: F401
 
 
 @dataclass

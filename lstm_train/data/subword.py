@@ -71,6 +71,9 @@ class SubwordVocab:
     def to_base64(self) -> str:
         return base64.b64encode(self.proto).decode("ascii")
 
+    def __deepcopy__(self, memo: dict) -> SubwordVocab:
+        return self  # immutable: a copied model (the bench's warm-up copy) shares its vocabulary
+
     @classmethod
     def from_base64(cls, text: str, source: str = "checkpoint") -> SubwordVocab:
         return cls(base64.b64decode(text), source)

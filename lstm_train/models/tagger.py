@@ -94,9 +94,13 @@ class Tagger(nn.Module):
     def __init__(self, num_words: int, num_chars: int, num_tags: int, word_dim: int = 100, char_dim: int = 50,
                  char_kind: Literal["cnn", "lstm", "none"] = "cnn", char_size: int = 100, char_kernel: int = 3,
                  hidden_size: int = 200, num_layers: int = 2, bidirectional: bool = True, dropout: float = 0.33,
-                 word_unk_probability: torch.Tensor | None = None, crf: bool = False) -> None:
+                 word_unk_probability: torch.Tensor | None = None, crf: bool = False,
+                 tag_names: list[str] | None = None) -> None:
         super().__init__()
         self.num_tags, self.dropout = num_tags, dropout
+        # The tag of each id (ids >= num_tags: gold tags no output gives), where evaluation
+        # needs the names (entity spans on BIO data); None: it does not.  Not a weight.
+        self.tag_names = tag_names
         self.words = nn.Embedding(num_words, word_dim, padding_idx=0)
         self.chars: nn.Module | None = (
             CharCNN(num_chars, char_dim, char_size, char_kernel) if char_kind == "cnn"

@@ -39,9 +39,11 @@ EMBEDDING_INIT_STD = 0.1
 class TextClassifier(nn.Module):
     def __init__(self, vocab_size: int, embedding_dim: int, hidden_size: int, num_layers: int, num_classes: int,
                  bidirectional: bool = True, dropout: float = 0.0, pooling: Pooling = "max",
-                 embedding_dropout: float = 0.0, word_dropout: float = 0.0, sparse_embeddings: bool = False) -> None:
+                 embedding_dropout: float = 0.0, word_dropout: float = 0.0, sparse_embeddings: bool = False,
+                 output_groups: list[list[int]] | None = None) -> None:
         super().__init__()
         self.pooling, self.word_dropout = pooling, word_dropout
+        self.output_groups = output_groups  # evaluated classes as groups of outputs (see class_logits)
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=PAD, sparse=sparse_embeddings)
         with torch.no_grad():  # N(0, 0.1^2), not nn.Embedding's N(0, 1): see the module docstring
             self.embedding.weight.normal_(0.0, EMBEDDING_INIT_STD)
@@ -56,6 +58,15 @@ class TextClassifier(nn.Module):
         with torch.no_grad():
             self.embedding.weight[found] = vectors[found].to(self.embedding.weight.dtype)
         self.embedding.weight.requires_grad_(not freeze)
+
+    def class_logits(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits over the evaluated classes: the model's own, or with `output_groups` each class's
+        log of summed probability over its outputs (SST-2 read off a five-way model; neutral's
+        share is left out and the two renormalised)."""
+        logits = self(ids, lengths)
+        if not self.output_groups:
+            return logits
+        return torch.stack([logits[:, group].logsumexp(1) for group in self.output_groups], 1)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids [B, T] (padded with 0), lengths [B] -> float32 logits [B, classes]."""

@@ -30,7 +30,7 @@ shared with the captioner (`lstm_train.models.decoding`).
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -66,8 +66,11 @@ class Translator(nn.Module):
         dropout: float = 0.3,
         tie_embeddings: bool = True,
         share_embeddings: bool = False,
+        vocabularies: tuple[Any, Any] | None = None,
     ) -> None:
         super().__init__()
+        # (source, target) subword vocabularies, for reading and writing text; not weights.
+        self.vocabularies = vocabularies
         self.attention, self.input_feeding, self.p = attention, input_feeding, dropout
         self.decoder_hidden, self.decoder_layers = decoder_hidden, decoder_layers
         self.target_embed = nn.Embedding(target_vocab, embed_size, padding_idx=PAD)

@@ -52,8 +52,10 @@ class Trainer:
         # stops the run at its first sync point instead of killing it.
         stop = StopRequest(signal.SIGTERM, usr_sig)
         try:
+            from ..messages import use_one_line_warnings
             from ..train import train
 
+            use_one_line_warnings()  # the job's log reads like the CLI's: `warning: ...`
             job = validate_job(self.job, f"{self.job['train']['output_dir']} (submitted job)")
             env = export_distributed_env()
             result = train(job, stop.event)

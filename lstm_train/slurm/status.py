@@ -12,6 +12,8 @@ read from each result.json (`primary_metric`, `higher_is_better`).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -58,11 +60,23 @@ def print_table(rows: list[tuple[Any, ...]]) -> None:
 
 
 def status_main(args: Any) -> int:
+    """The table (or with --json one JSON object); exit 1 when a job ended without a result
+    (FAILED, TIMEOUT, CANCELLED, ...), so scripts and CI can tell."""
     path = Path(args.run_dir).resolve()
     record = load_record(path)
-    if record.get("kind") == "sweep":
-        return status_sweep(path, record)
-    return status_run(path, record)
+    show = status_sweep if record.get("kind") == "sweep" else status_run
+    if not getattr(args, "json", False):
+        return show(path, record)
+    data: dict[str, Any] = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = show(path, record, data)
+    print(json.dumps(data, indent=2))
+    return code
+
+
+def unfinished(state: str, result: dict[str, Any] | None) -> bool:
+    """A job that ended (not queued, running or COMPLETED) and left no result."""
+    return result is None and state in FINAL_STATES and state != "COMPLETED"
 
 
 def result_summary(result: dict[str, Any]) -> str:
@@ -72,7 +86,7 @@ def result_summary(result: dict[str, Any]) -> str:
                      for k in keys if result.get(k) is not None)
 
 
-def status_run(run_dir: Path, record: dict[str, Any]) -> int:
+def status_run(run_dir: Path, record: dict[str, Any], data: dict[str, Any] | None = None) -> int:
     ids = [str(j) for j in record.get("job_ids", [])]
     states = job_states(record, run_dir)
     history = job_history(ids) if record.get("executor") == "slurm" else {}
@@ -105,11 +119,17 @@ def status_run(run_dir: Path, record: dict[str, Any]) -> int:
     logs = record.get("logs", {})
     if logs:
         print(f"logs: {logs.get('stdout')}\n      {logs.get('stderr')}")
-    return 0
+    latest = states.get(ids[-1], JobState("UNKNOWN")) if ids else JobState("UNKNOWN")
+    failed = unfinished(latest.state, result)
+    if data is not None:
+        data.update(kind="run", run_dir=str(run_dir), executor=record.get("executor"),
+                    wandb_group=record.get("wandb", {}).get("group"), failed=failed, result=result, logs=logs,
+                    jobs=[{"job_id": r[0], "state": r[1], "elapsed": r[2], "nodes": r[3]} for r in rows[1:]])
+    return 1 if failed else 0
 
 
-def status_sweep(sweep_dir: Path, record: dict[str, Any]) -> int:
-    """One row per grid point, best first by the task's primary metric."""
+def status_sweep(sweep_dir: Path, record: dict[str, Any], data: dict[str, Any] | None = None) -> int:
+    """One row per grid point, best first by the task's primary metric; 1 if a point failed."""
     states = job_states(record, sweep_dir)
     results = {p["name"]: runfiles.read_json(Path(p["run_dir"]) / runfiles.RESULT) for p in record.get("points", [])}
     metric, higher = next((primary_metric(r) for r in results.values() if r), (None, True))
@@ -135,7 +155,14 @@ def status_sweep(sweep_dir: Path, record: dict[str, Any]) -> int:
         if r[1] in FINAL_STATES and r[1] != "COMPLETED":
             print(f"\n{r[0]}: " + explain_failure(str(r[3]), states[str(r[3])], submitit_folder(sweep_dir, record),
                                                   record_tasks(record)))
-    return 0
+    failed = [r[0] for r in rows if unfinished(r[1], results[r[0]])]
+    if data is not None:
+        params = {p["name"]: p.get("params") for p in record.get("points", [])}
+        data.update(kind="sweep", run_dir=str(sweep_dir), executor=record.get("executor"), metric=metric,
+                    higher_is_better=higher, completed=done, failed=failed,
+                    points=[{"name": r[0], "state": r[1], "value": r[2], "job_id": r[3], "params": params.get(r[0]),
+                             "result": results[r[0]]} for r in rows])
+    return 1 if failed else 0
 
 
 def wait_and_report(run_dir: Path, subs: dict[str, Any], quiet_result: bool = False) -> int:

@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from collections.abc import Callable
@@ -40,6 +42,8 @@ SRUN_ARGS = ["--kill-on-bad-exit=1"]
 
 def submit_main(args: Any) -> int:
     job = load_job(args.job, args.overrides)
+    if getattr(args, "dry_run", False):
+        return dry_run(job, args)
     part = check_cluster(job) if args.executor == "slurm" else None
     if job.sweep is not None:
         return submit_sweep(job, args, part)
@@ -153,6 +157,60 @@ def describe_layout(job: JobBase, kind: str, part: Partition | None) -> str:
 
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+# ---------------------------------------------------------------------------
+# A dry run: what would be submitted, and what sbatch says of it
+
+
+def dry_run(job: JobBase, args: Any) -> int:
+    """The checks of a submission, then the batch script submitit would hand to sbatch and
+    `sbatch --test-only`'s answer for it (partition, account, QoS, limits: SLURM's own
+    verdict, which also knows what `preflight` cannot).  Nothing is queued and nothing is
+    written to the run directory.  A refusal (by preflight or sbatch) exits 2 with the reasons."""
+    if args.executor != "slurm":
+        raise SubmitError(f"--dry-run asks sbatch about the job; --executor {args.executor} has no sbatch to ask "
+                          "(`lstm-train config JOB` shows the resolved job)")
+    problems = []
+    try:
+        part: Partition | None = check_cluster(job)
+    except SubmitError as e:
+        if "not a SLURM submit host" in str(e):
+            raise
+        problems.append(f"preflight: {e}")
+        part = None
+    sweep = job.sweep is not None
+    if sweep:
+        run_id = choose_run_id(job, "sweep-" + layout_identity(job, sweep_identity(job)), args.new_run)
+        count = len(sweep_points(job, args.job, run_id))
+    else:
+        run_id, count = choose_run_id(job, layout_identity(job), args.new_run), 1
+    run_dir = run_dir_of(job, run_id)
+    with tempfile.TemporaryDirectory(prefix="lstm-train-dry-run-") as tmp:
+        executor = make_executor("slurm", Path(tmp) / "slurm", job)
+        executor.folder = run_dir / "slurm"  # where the real submission's logs would go (nothing made there)
+        if count > 1:
+            executor.parameters["map_count"] = count  # a job array, as `executor.batch()` submits a sweep
+        script = executor._make_submission_file_text(executor._submitit_command_str, "dry-run")
+        script_file = Path(tmp) / "submission.sh"
+        script_file.write_text(script)
+        answer = subprocess.run(["sbatch", "--test-only", str(script_file)], capture_output=True, text=True,
+                                timeout=60)
+    what = f"{count} point(s) as one job array" if sweep else "one run"
+    print(f"job:      {job.name}: valid, {what} ({describe_layout(job, 'slurm', part)})")
+    print(f"run dir:  {run_dir} (W&B group {run_id}{'-NN' if sweep else ''})")
+    print("batch script (sbatch would be given):")
+    print("    " + script.rstrip().replace("\n", "\n    "))
+    said = sbatch_refusal(answer.stderr + answer.stdout) if answer.returncode else \
+        re.sub(r"^sbatch:\s*", "", (answer.stderr + answer.stdout).strip())
+    if answer.returncode:
+        problems.append(f"sbatch --test-only refused the job: {said}")
+    else:
+        print(f"sbatch --test-only: {said}")
+    if problems:
+        raise SubmitError("; ".join(problems))
+    print("dry run: nothing submitted")
+    return 0
 
 
 # ---------------------------------------------------------------------------

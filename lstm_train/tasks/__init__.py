@@ -22,6 +22,7 @@ TASKS = {
     "text_classify": "lstm_train.tasks.text_classify",
     "tag": "lstm_train.tasks.tag",
     "translate": "lstm_train.tasks.translate",
+    "language_model": "lstm_train.tasks.language_model",
 }
 
 
@@ -30,4 +31,17 @@ def get_task(name: str) -> type[Task]:
     return module.TASK
 
 
-__all__ = ["TASKS", "get_task"]
+# task name -> module holding the task's job sections as `Data` and `Model`, importing no
+# torch, so that `lstm-train config` validates a job at once; a task without one here is
+# asked for its `Data` and `Model` itself.
+SECTIONS = {name: f"lstm_train.tasks.sections.{name}"
+            for name in ("classify", "forecast", "caption", "text_classify", "tag", "translate")}
+
+
+def get_sections(name: str) -> tuple[type, type]:
+    """(Data, Model) of a task's job: the `data:` and `model:` sections' schemas."""
+    source = importlib.import_module(SECTIONS[name]) if name in SECTIONS else get_task(name)
+    return source.Data, source.Model
+
+
+__all__ = ["SECTIONS", "TASKS", "get_sections", "get_task"]

@@ -4,10 +4,36 @@ A task says what is learned: its data (as tensor columns), its model, its loss,
 its metrics and which of them picks the best model.  The loop does the rest
 the same way for every task: batches, distribution, checkpoints, evaluation,
 model selection, tracking.  See "Adding a task" in README.md.
+
+The duties besides learning have one mechanism each, here, so that a task only
+says what is particular to it:
+
+* state between hooks: none on the task (it holds `job` and `run_dir` from
+  `__init__`, nothing else).  Everything the model, evaluation, `finish` and
+  `predict` need goes into `Splits.info` (saved in every checkpoint); what the
+  model needs to decode (class groups, tag names, vocabularies) it is given by
+  `build_model` from that dict; `init_weights` sets what only training needs
+  (pretrained vectors).
+* run files (vocabularies, subword models a user or tool reads): the task returns
+  their bytes from `run_files(info)`; the loop's main process writes them
+  atomically (`write_run_files`), a resumed run refuses a file that is not the
+  one its data gives, and `predict` reads one through `read_run_file`, which
+  refuses a file whose digest is not the checkpoint's.
+* messages: `note()`, once (the main process), on stderr: stdout stays
+  machine-readable (`bench --json`, `predict`).
+* predict inputs: `predict_texts` (positional texts, `--text`, `--file`) for text
+  tasks, positional file names for image tasks; an empty or blank input is a
+  `PredictInputError` naming it, the same for every task.
+* result keys: `val_*` / `test_*` for everything measured on a split (`finish`'s
+  keys too), paths as strings.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -16,7 +42,8 @@ import torch
 from torch import nn
 
 from ..data.ragged import Column, Padded, Ragged, gather, sample_lengths
-from ..distributed import resolve_precision
+from ..distributed import autocast, resolve_precision
+from ..runfiles import writing
 from ..schema import DataBase, ModelBase
 
 Split = tuple[Column, ...]
@@ -65,15 +92,106 @@ def split_size(split: Split) -> int:
     return len(split[0])
 
 
+# ---------------------------------------------------------------------------
+# Messages
+
+
+def note(message: str) -> None:
+    """A message for the person running the job (data sizes, cut texts, files read): once per
+    launch (the main process), on stderr, so that stdout stays machine-readable."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Predict inputs
+
+
+class PredictInputError(ValueError):
+    """A predict input that cannot be used (empty, blank, missing): the CLI prints it and exits 2."""
+
+
+def predict_texts(inputs: list[str], options: dict[str, Any]) -> list[str]:
+    """The texts a text task predicts on: positional arguments, then each `--text`, then the lines
+    of `--file` (UTF-8, one text a line).  An empty or blank one is refused, naming it; none at all
+    is refused too."""
+    from ..data.textfiles import read_prediction_lines
+    from ..data.textio import read_utf8
+
+    texts: list[str] = []
+    for where, given in (("argument", inputs), ("--text", options.get("text") or [])):
+        for i, text in enumerate(given, 1):
+            if not text.strip():
+                raise PredictInputError(f"{where} number {i} is empty: give a text to read")
+            texts.append(text)
+    if options.get("file"):
+        if not Path(options["file"]).is_file():
+            read_utf8(options["file"], PredictInputError)  # its missing-file / folder message
+        lines = read_prediction_lines(Path(options["file"]), "utf-8")  # streamed; an over-long line cut, said
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                raise PredictInputError(f"{options['file']}:{n}: empty line (one text per line)")
+            texts.append(line.rstrip("\r"))
+    if not texts:
+        raise PredictInputError('nothing to read: give texts as arguments, --text "..." (repeatable) or --file FILE')
+    return texts
+
+
+def predict_files(inputs: list[str], what: str = "image files") -> list[str]:
+    """The file names an image task predicts on (positional), each non-blank."""
+    if not inputs:
+        raise PredictInputError(f"give {what}: lstm-train predict RUN_DIR FILE ...")
+    for i, name in enumerate(inputs, 1):
+        if not name.strip():
+            raise PredictInputError(f"argument number {i} is empty: give a file name")
+    return inputs
+
+
+# ---------------------------------------------------------------------------
+# Run files
+
+
+class RunFileMismatch(ValueError):
+    """A run file that is not the one the run's checkpoint (or its data now) gives."""
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    from ..runfiles import write_atomic
+
+    write_atomic(path, data)  # the one writer of run files: private random temporary, no symlink followed
+
+
+def _mismatch(path: Path, found: bytes, wanted: bytes, what: str) -> RunFileMismatch:
+    return RunFileMismatch(
+        f"{path}: this file (digest {digest(found)}) is not the one {what} (digest {digest(wanted)}); restore "
+        "the run's own file, or train in a new directory (train.output_dir or train.run_id)"
+    )
+
+
+
 class Task:
     """One kind of learning problem.  Subclasses set the class attributes and methods below.
 
     The loop calls, in order: `load_data` (every rank, CPU tensors; or once, through the
     prepared-data store, where `source_files` names the inputs), `write_run_files`
-    (main process, once the run directory exists), `build_model` (from `splits.info`),
-    then per batch `loss`; at each evaluation `eval_sums` per batch of the rank's shard
-    (summed over batches and ranks) and `metrics` on the totals; at the end, with the
-    best weights, the test evaluation and `finish` (main process).
+    (main process, once the run directory exists: the files of `run_files`), `build_model`
+    (from `splits.info`) and `init_weights`, then per batch `loss`; at each evaluation
+    `eval_sums` per batch of the rank's shard (summed over batches and ranks, `evaluate_sums`)
+    and `metrics` on the totals; at the end, with the best weights, the test evaluation and
+    `finish` (main process).  `predict` gets a model built by `build_model` from the
+    checkpoint's copy of `splits.info`, with the checkpoint's weights.
+
+    A task keeps nothing on itself between hooks: every hook reads the job, the run
+    directory and its arguments only (the tests check `vars(task)` after every hook).
+    Models arrive as the plain module (never a DDP wrapper), except in `loss`.  State a
+    task carries from one training step to the next (a language model's hidden state)
+    belongs to the loop's per-rank state, saved in the checkpoint's generic "carry" slot,
+    not to the task: its place in this contract is an `initial_carry` hook and a `loss`
+    that takes and returns the carry (added with the first task that needs it).
     """
 
     name: ClassVar[str]
@@ -105,19 +223,64 @@ class Task:
         it must not leave state on `self`.  None (the default): `load_data` runs on every rank."""
         return None
 
+    def run_files(self, info: dict[str, Any]) -> dict[str, bytes]:
+        """Files a user, a tool or `predict` reads beside the checkpoint ({file name: bytes}, a
+        vocabulary, say), made from `info` alone.  Default: none.  Written by `write_run_files`."""
+        return {}
+
     def write_run_files(self, run_dir: Path, info: dict[str, Any]) -> None:
-        """Main process, once the run directory exists: files a user or `predict` reads
-        besides the checkpoint (a vocabulary, say).  Default: none."""
+        """The loop's main process, once the run directory exists: each of `run_files`, written
+        atomically.  A file already there (a resumed run) must be byte for byte the one this
+        run's data gives: a changed train file or an edited vocabulary would silently change
+        what every id means."""
+        for name, data in self.run_files(info).items():
+            path = Path(run_dir) / name
+            if path.exists():
+                found = path.read_bytes()
+                if found != data:
+                    raise _mismatch(path, found, data, "the checkpoint was trained with (rebuilt from this job's data)")
+            else:
+                _atomic_write(path, data)
+
+    def read_run_file(self, info: dict[str, Any], name: str) -> bytes:
+        """A run file for `predict`: the run directory's copy, refused unless its digest is the
+        one `info` (the checkpoint's) gives; without a run directory, the bytes from `info`."""
+        wanted = self.run_files(info)[name]
+        if self.run_dir is None:
+            return wanted
+        path = Path(self.run_dir) / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; the run's own file is needed to read inputs the way it "
+                                    "was trained (it is written when training starts)")
+        found = path.read_bytes()
+        if digest(found) != digest(wanted):
+            raise _mismatch(path, found, wanted, "the checkpoint was trained with")
+        return found
 
     def build_model(self, info: dict[str, Any]) -> nn.Module:
         """The model, built from `splits.info` alone: `predict` rebuilds it from the
-        checkpoint's copy of that dict without loading any data."""
+        checkpoint's copy of that dict without loading any data.  What evaluation and
+        decoding need from `info` besides weights (class groups, tag names, a vocabulary)
+        the model is given here."""
         raise NotImplementedError
 
+    def init_weights(self, model: nn.Module, info: dict[str, Any]) -> None:
+        """Training only, after `build_model` and before the optimizer: weights that come
+        from elsewhere than the checkpoint (pretrained vectors).  Default: none."""
+
+    def primary(self, info: dict[str, Any]) -> str:
+        """The primary metric of a run on this data: `primary_metric`, unless `info` names
+        another (a tagger on BIO data is judged by entity F1)."""
+        return str(info.get("primary_metric", self.primary_metric))
+
     def torch_dataset(self, train: bool) -> torch.utils.data.Dataset | None:
-        """A classic Dataset for the DataLoader path, where the task offers one (classify's
+        """A classic Dataset for the DataLoader path, where the job asks for one (classify's
         `data.loader: torchvision`); None: batches are cut from the split tensors."""
         return None
+
+    def loader_workers(self) -> int:
+        """DataLoader workers for `torch_dataset` (classify's `data.num_workers`)."""
+        return 0
 
     def lengths(self, split: Split) -> torch.Tensor | None:
         """Per-sample lengths for bucketing and token budgets (CPU int64 [N]); None for
@@ -140,6 +303,16 @@ class Task:
         """Mean training loss of one batch (grad enabled)."""
         raise NotImplementedError
 
+    def step_loss(self, model: nn.Module, batch: Batch, carry: dict[str, torch.Tensor]
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss of one micro-batch and what it carries to the next step: the one
+        generic hook for state that lives across steps (a language model's hidden state under
+        truncated BPTT).  `carry` is what this micro-batch slot (this rank, this micro-batch
+        index) returned at the previous step, empty at the start of every epoch; return it
+        detached.  The loop keeps it per rank and saves it in checkpoints, so a resumed run
+        continues with it.  Default: `loss`, nothing carried."""
+        return self.loss(model, batch), {}
+
     def eval_sums(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         """Additive statistics of one evaluation batch (no grad): e.g. loss_sum, correct, count."""
         raise NotImplementedError
@@ -161,10 +334,7 @@ class Task:
         """The precision the loop trained and evaluated in (`train.mixed_precision` as it resolves
         it), for decoding in `finish` and `predict`: their outputs are then the ones the logged
         metrics measured."""
-        precision = resolve_precision(self.job.train.mixed_precision, self.precision, device.type == "cpu")
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        enabled = dtype is not None and (device.type == "cuda" or dtype == torch.bfloat16)
-        return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=enabled)
+        return autocast(device, resolve_precision(self.job.train.mixed_precision, self.precision, device.type == "cpu"))
 
     def export_signature(self, batch: Batch, info: dict[str, Any]) -> ExportSignature:
         """The model's inputs for `lstm-train export`, made from a batch of this task's data.
@@ -174,5 +344,21 @@ class Task:
                          f"with a fixed input signature (exportable: classify, text_classify, tag, forecast)")
 
     def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
-        """Lines to print for `lstm-train predict RUN_DIR INPUT...`."""
+        """Lines to print for `lstm-train predict RUN_DIR INPUT...` (stdout: nothing else goes
+        there).  Inputs through `predict_texts` or `predict_files`."""
         raise NotImplementedError(f"task {self.name} has no predict")
+
+
+def evaluate_sums(task: Task, model: nn.Module, split: Split, batches: Iterable[torch.Tensor],
+                  precision_context: Any) -> dict[str, torch.Tensor]:
+    """The one evaluation pass (the loop's and the bench's): `task.eval_sums` of each batch of
+    `split`, summed in float64, under no_grad and the given autocast, the model in eval mode
+    (and back in train mode after)."""
+    sums: dict[str, torch.Tensor] = {}
+    model.eval()
+    with torch.no_grad(), precision_context:
+        for indices in batches:
+            for key, value in task.eval_sums(model, task.batch(split, indices)).items():
+                sums[key] = sums.get(key, 0) + value.double()
+    model.train()
+    return sums

@@ -11,87 +11,21 @@ accuracy and the character error rate (edit distance over reference digits).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 from torch import nn
 
-from ..schema import DataBase, ModelBase, default_data_root
 from ..data import mnist
 from ..data.strips import (
-    DIGIT, PAD, VOCAB_SIZE, default_width, digits_to_text, make_strips, min_width, tokens_to_digits,
+    DIGIT, PAD, VOCAB_SIZE, digits_to_text, make_strips, tokens_to_digits,
 )
 from ..models.captioner import Captioner
-from ..text import cer, edit_distance
-from .base import Splits, Task
-
-
-class CaptionData(DataBase):
-    dataset: Literal["mnist"] = "mnist"
-    root: str = Field(default_factory=default_data_root)
-    download: bool = False
-    batch_size: int = Field(128, ge=1, description="strips per batch per process")
-    eval_batch_size: int = Field(1000, ge=1)
-    max_digits: int = Field(5, ge=1, le=20, description="longest strip, in digits")
-    min_digits: int = Field(1, ge=1, description="shortest strip, in digits")
-    num_train: int = Field(50000, ge=1, description="training strips (from MNIST train digits)")
-    num_test: int = Field(10000, ge=1, description="test strips (from MNIST test digits)")
-    height: int = Field(32, ge=DIGIT, description="strip height in pixels (28 + room for vertical jitter)")
-    width: int | None = Field(None, ge=DIGIT, description="strip width; default: room for max_digits at max_gap")
-    min_gap: int = Field(-4, gt=-DIGIT, description="narrowest gap between digit boxes (negative: overlap)")
-    max_gap: int = Field(4, description="widest gap between digit boxes")
-    seed: int = Field(0, description="strip generation seed (test strips use seed + 1)")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> CaptionData:
-        if self.min_digits > self.max_digits:
-            raise ValueError(f"min_digits {self.min_digits} > max_digits {self.max_digits}")
-        if self.min_gap > self.max_gap:
-            raise ValueError(f"min_gap {self.min_gap} > max_gap {self.max_gap}")
-        need = min_width(self.max_digits, self.max_gap)
-        if self.width is not None and self.width < need:
-            raise ValueError(
-                f"width {self.width} cannot hold {self.max_digits} digits with gaps up to {self.max_gap}: "
-                f"needs at least {need} (or leave width unset)"
-            )
-        return self
-
-    @property
-    def strip_width(self) -> int:
-        return self.width or default_width(self.max_digits, self.max_gap)
-
-
-class CaptionModel(ModelBase):
-    hidden_size: int = Field(128, ge=1, description="decoder LSTM size")
-    num_layers: int = Field(1, ge=1, description="decoder LSTM layers")
-    bidirectional: bool = Field(True, description="the encoder LSTM over columns reads both ways")
-    encoder: Literal["cnn", "lstm"] = Field(
-        "cnn", description="cnn: small CNN -> column features; lstm: an LSTM over raw pixel columns"
-    )
-    channels: list[int] = Field([16, 32, 64], min_length=1, description="CNN channels per block")
-    width_pools: int = Field(2, ge=0, description="CNN blocks that also halve the width (columns = width / 2**n)")
-    downsample: Literal["pool", "stride"] = Field(
-        "pool", description="how CNN blocks shrink the image: 2x2 max-pooling, or strided convolutions (cheaper)"
-    )
-    batch_norm: bool = Field(True, description="BatchNorm after each convolution (converges ~2x faster)")
-    encoder_lstm_layers: int = Field(1, ge=0, description="LSTM layers over the columns (0: none with encoder=cnn)")
-    encoder_hidden: int | None = Field(None, ge=1, description="encoder LSTM size per direction (default: hidden_size)")
-    embed_size: int = Field(32, ge=1)
-    attention: bool = Field(True, description="additive attention over encoder columns; false: one fixed summary")
-    attention_size: int | None = Field(None, ge=1)
-    beam_size: int = Field(1, ge=1, le=VOCAB_SIZE, description="1: greedy decoding; >1: beam search")
-    max_len: int | None = Field(None, ge=1, description="decoding guard in tokens (default: max_digits + 1)")
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-
-    @model_validator(mode="after")
-    def _encoder(self) -> CaptionModel:
-        if self.encoder == "lstm" and self.encoder_lstm_layers < 1:
-            raise ValueError("encoder 'lstm' needs encoder_lstm_layers >= 1")
-        return self
+from .caption_text import cer, edit_distance
+from .base import Splits, Task, note, predict_files
+from .sections.caption import CaptionData, CaptionModel  # noqa: F401 (the job's sections, torch-free)
 
 
 def digit_lists(tokens: torch.Tensor) -> list[list[int]]:
@@ -156,7 +90,7 @@ class CaptionTask(Task):
         return self._token_loss(model(images, tokens), tokens, "mean")
 
     def eval_sums(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
-        net = getattr(model, "module", model)
+        net = model
         images, tokens = batch
         tokens = self._trim(tokens)
         memory = net.encode(images)
@@ -182,7 +116,7 @@ class CaptionTask(Task):
     # -- after training: the prediction grid ------------------------------------------
 
     def decode_all(self, model: nn.Module, images: torch.Tensor, batch: int = 1000) -> list[list[int]]:
-        net = getattr(model, "module", model)
+        net = model
         net.eval()
         out: list[list[int]] = []
         with torch.no_grad(), self.autocast(images.device):
@@ -213,17 +147,17 @@ class CaptionTask(Task):
             "test_cer_by_length": cer_by_length(predicted, truth),
             "test_mistakes": len(wrong),
             "prediction_grid": str(path),
-            "images": {"predictions": path},
+            "images": {"predictions": str(path)},
         }
 
     # -- new strips -------------------------------------------------------------------
 
     def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
-        net = getattr(model, "module", model)
+        net = model
         net.eval()
         dev = next(net.parameters()).device
         lines = []
-        for name in inputs:
+        for name in predict_files(inputs, "image files of digit strips"):
             strip = load_strip(name, info["height"], info["width"], info["max_digits"])
             with torch.no_grad(), self.autocast(dev):
                 digits = digit_lists(net.generate(strip[None].to(dev)))[0]
@@ -316,7 +250,7 @@ def load_strip(name: str, height: int, width: int, max_digits: int) -> torch.Ten
     if (w, h) == (width, height):
         return pixels.clone()
     if w <= width and h <= height and h >= DIGIT * 2 // 3:  # smaller, digits about the right size: pad only
-        note, placed = "", gray
+        how, placed = "", gray
     else:  # scale (keeping the aspect ratio) to fit
         scale = min(height / h, width / w)
         new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
@@ -326,10 +260,10 @@ def load_strip(name: str, height: int, width: int, max_digits: int) -> torch.Ten
                 f"model's {width}x{height} its digits would be {new_h} px tall (trained on {DIGIT}); "
                 f"crop it into shorter strips"
             )
-        note, placed = f" scaled to {new_w}x{new_h} and", gray.resize((new_w, new_h), Image.BILINEAR)
+        how, placed = f" scaled to {new_w}x{new_h} and", gray.resize((new_w, new_h), Image.BILINEAR)
     canvas = Image.new("L", (width, height), 0)
     canvas.paste(placed, (0, (height - placed.size[1]) // 2))
-    print(f"{name}: {w}x{h} image{note} padded to {width}x{height}", file=sys.stderr)
+    note(f"{name}: {w}x{h} image{how} padded to {width}x{height}")
     return torch.frombuffer(bytearray(canvas.tobytes()), dtype=torch.uint8).reshape(height, width).clone()
 
 

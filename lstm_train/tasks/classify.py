@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from ..schema import DataBase, ModelBase, default_data_root
 from ..data import mnist
 from ..models import LSTMClassifier
-from .base import ExportSignature, Splits, Task
+from .base import ExportSignature, Splits, Task, predict_files
+from .sections.classify import ClassifyData, ClassifyModel  # noqa: F401 (the job's sections, torch-free)
 
 CLASS_NAMES = {
     "mnist": [str(d) for d in range(10)],
@@ -22,23 +21,6 @@ CLASS_NAMES = {
         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
     ],
 }
-
-
-class ClassifyData(DataBase):
-    dataset: Literal["mnist", "fashion_mnist"] = "mnist"
-    root: str = Field(default_factory=default_data_root)
-    download: bool = False
-    loader: Literal["tensor", "torchvision"] = Field(
-        "tensor", description="tensor: whole set on the device (fast); torchvision: Dataset + DataLoader"
-    )
-    num_workers: int = Field(0, ge=0, description="DataLoader workers (loader=torchvision)")
-    sequence: Literal["rows", "pixels"] = Field(
-        "rows", description="rows: 28 steps of 28 pixels (the tutorial); pixels: 784 steps of 1 pixel (sequential MNIST)"
-    )
-
-
-class ClassifyModel(ModelBase):
-    pass
 
 
 def as_rows(images: torch.Tensor) -> torch.Tensor:
@@ -76,13 +58,18 @@ class ClassifyTask(Task):
         info = {"classes": CLASS_NAMES[data.dataset], "input_size": width}
         return Splits(train=train, test=test, info=info)
 
-    def torch_dataset(self, train: bool) -> torch.utils.data.Dataset:
+    def torch_dataset(self, train: bool) -> torch.utils.data.Dataset | None:
         """torchvision's Dataset with ToTensor, for `data.loader: torchvision`."""
         import torchvision
 
         data = self.job.data
+        if data.loader != "torchvision":
+            return None
         cls = getattr(torchvision.datasets, mnist.FOLDERS[data.dataset])
         return cls(data.root, train=train, download=False, transform=torchvision.transforms.ToTensor())
+
+    def loader_workers(self) -> int:
+        return self.job.data.num_workers
 
     def build_model(self, info: dict[str, Any]) -> nn.Module:
         m = self.job.model
@@ -120,10 +107,8 @@ class ClassifyTask(Task):
 
         from ..data.images import open_image
 
-        if not inputs:
-            raise ValueError("give image files to classify: lstm-train predict RUN_DIR digit.png ...")
         lines = []
-        for name in inputs:
+        for name in predict_files(inputs, "image files to classify"):
             try:
                 with open_image(name) as img:
                     gray = img.convert("L")

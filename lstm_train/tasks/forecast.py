@@ -26,86 +26,20 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
-from .. import baselines
+from . import forecast_baselines as baselines
 from ..data.series import Series, SeriesError, csvfile, sources
 from ..data.series import windows as W
 from ..models.forecaster import LSTMForecaster
-from ..schema import ConfigError, DataBase, ModelBase, Section
-from .base import ExportSignature, Splits, Task
-
-class SineConfig(Section):
-    series: int = Field(100, ge=1, description="number of waves")
-    length: int = Field(1000, ge=2, description="points per wave")
-    period: float = Field(20.0, gt=0, description="T in sin((i + phase) / T): wavelength 2*pi*T points")
-    noise: float = Field(0.0, ge=0, description="std of added Gaussian noise")
-    seed: int = 2
-
-
-class ForecastData(DataBase):
-    source: Literal["sine", "airline", "co2", "sunspots", "csv"] = "sine"
-    path: str | None = Field(None, validate_default=True, description="CSV file (source csv)")
-    column: str | None = Field(None, description="CSV column to forecast (default: the only non-time column)")
-    time_column: str | None = Field(None, description="CSV column of dates (gaps detected, labels printed)")
-    covariates: list[str] = Field([], description="extra CSV columns fed to the encoder alongside the target")
-    fill: Literal["error", "interpolate", "ffill"] = Field(
-        "error", description="missing values / time gaps: refuse, fill linearly, or repeat the last value"
-    )
-    season_length: int | None = Field(
-        None,
-        ge=1,
-        description="default: 12 airline/co2, 11 sunspots, round(2*pi*period) sine; csv: from the time "
-        "column's frequency (12 monthly, 4 quarterly, 52 weekly, 7 daily, 24 hourly), else 1",
-    )
-    window: int = Field(24, ge=1, description="past values fed to the encoder")
-    stride: int = Field(1, ge=1, description="step between training windows")
-    val_size: int | float = Field(
-        0,
-        ge=0,
-        description="points before the test span (or a fraction < 1), kept out of training: the val windows "
-        "(targets in this span) pick the best checkpoint by MASE and drive early stopping",
-    )
-    test_size: int | float = Field(0.2, gt=0, description="points at the end (or a fraction < 1)")
-    transform: Literal["none", "log"] = "none"
-    scale: Literal["standard", "minmax", "none"] = "standard"
-    classical: Literal["auto", "sarima", "ets", "ar", "none"] = Field(
-        "auto", description="auto: sarima for one seasonal series (season <= 52), else ar"
-    )
-    ar_order: int | None = Field(None, ge=1, description="for classical ar (default: the window)")
-    plot_series: int = Field(3, ge=1, description="series drawn in forecast.png (sine has many)")
-    sine: SineConfig = SineConfig()
-
-    @field_validator("path", "column", "time_column", "covariates")
-    @classmethod
-    def _csv_only(cls, value: Any, info: ValidationInfo) -> Any:
-        source = info.data.get("source")
-        if source == "csv" and info.field_name == "path" and not value:
-            raise ValueError("data.source = 'csv' needs data.path (the CSV file)")
-        if source not in ("csv", None) and value:
-            raise ValueError(f"only used with data.source = 'csv' (source is {source!r})")
-        return value
-
-
-class ForecastModel(ModelBase):
-    horizon: int = Field(12, ge=1, description="values predicted at once (direct multi-step)")
-    residual: Literal["none", "last", "seasonal"] = Field(
-        "none", description="predict a correction to the naive (last) or seasonal naive forecast"
-    )
-    relative_inputs: bool = Field(False, description="feed the window relative to its last value (needs a residual)")
-
-    @field_validator("relative_inputs")
-    @classmethod
-    def _relative(cls, value: bool, info: ValidationInfo) -> bool:
-        if value and info.data.get("residual") == "none":
-            raise ValueError("needs model.residual = 'last' or 'seasonal' to restore the level")
-        return value
+from ..schema import ConfigError
+from .base import ExportSignature, Splits, Task, note
+from .sections.forecast import SineConfig, ForecastData, ForecastModel  # noqa: F401 (the job's sections, torch-free)
 
 
 def season_length(data: ForecastData, first: Series) -> int:
@@ -243,7 +177,7 @@ class ForecastTask(Task):
     def eval_sums(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         x, y, truth, denom = batch
         pred = model(x).float()
-        orig = getattr(model, "module", model).to_original(pred.double())
+        orig = model.to_original(pred.double())
         truth, denom = truth.double(), denom.double()
         err = (orig - truth).abs()
         both = truth.abs() + orig.abs()
@@ -283,7 +217,7 @@ class ForecastTask(Task):
     @torch.no_grad()
     def forecast_windows(self, model: nn.Module, x: torch.Tensor, batch: int = 4096) -> np.ndarray:
         """Model forecasts in original units, [N, horizon] float64."""
-        net = getattr(model, "module", model)
+        net = model
         net.eval()
         device = next(net.parameters()).device
         out = [net.to_original(net(x[i : i + batch].to(device)).double()).cpu() for i in range(0, len(x), batch)]
@@ -315,7 +249,7 @@ class ForecastTask(Task):
             f"season length {m} (MASE scale: train-span seasonal naive MAE)"
         )
         (run_dir / "forecast_table.txt").write_text(header + "\n" + text + "\n")
-        print(header + "\n" + text, flush=True)
+        note(header + "\n" + text)
         plot = run_dir / "forecast.png"
         plot_forecasts(plot, plotted, history["times"], spans, at, horizon, m, method)
         return {
@@ -325,7 +259,7 @@ class ForecastTask(Task):
             "season_length": m,
             "test_origins": int(len(at)),
             "forecast_plot": str(plot),
-            "images": {"forecast": plot},
+            "images": {"forecast": str(plot)},
         }
 
     @staticmethod

@@ -20,93 +20,31 @@ most confused tags.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field, model_validator
 from torch import nn
 
-from .. import runfiles
 from ..data import conll, tagging
 from ..data.conll import ConllError, TaggedSentence
 from ..data.ragged import Padded, gather
-from ..data.textio import read_utf8
 from ..data.vocab import UNK, Vocab
-from ..entities import entity_counts, invalid_transitions, is_bio, precision_recall_f1
+from .tag_entities import entity_counts, invalid_transitions, is_bio
 from ..models.tagger import Tagger
-from ..schema import ModelBase, SequenceData, default_data_root
-from .base import Batch, ExportSignature, Split, Splits, Task
+from .base import Batch, ExportSignature, Split, Splits, Task, note, predict_texts
+from .confusion import confusion_plot, most_confused, per_class, precision_recall_f1
+from .sections.tag import EWT, TagData, TagModel  # noqa: F401 (the job's sections, torch-free)
 
-EWT = "UD_English-EWT/en_ewt-ud-"
 RUN_FILES = {"words": "vocab_words.json", "chars": "vocab_chars.json"}
-
-
-class TagData(SequenceData):
-    root: str = Field(default_factory=default_data_root, description="relative paths are read from here")
-    train: str = Field(EWT + "train.conllu", description="training file (CoNLL-U or whitespace columns)")
-    val: str | None = Field(EWT + "dev.conllu", description="validation file (model selection); null: none")
-    test: str = Field(EWT + "test.conllu", description="test file, evaluated once at the end")
-    format: Literal["auto", "conllu", "columns"] = Field(
-        "auto", description="auto: CoNLL-U for *.conllu files, else whitespace columns"
-    )
-    column: str | int | None = Field(
-        None, description="tag column: a CoNLL-U field (upos, xpos, deprel, feats...; default upos) or a column "
-                          "number of a whitespace-column file (default -1, the last)"
-    )
-    scheme: Literal["auto", "bio", "none"] = Field(
-        "auto", description="bio: entity precision/recall/F1 too (primary metric: entity F1); auto: bio when "
-                            "every training tag is O or B-/I-/E-/S-TYPE"
-    )
-    lowercase: bool = Field(True, description="lower-case words for the word vocabulary (characters keep case)")
-    min_freq: int = Field(1, ge=1, description="words seen fewer times in training read as <unk>")
-    max_chars: int = Field(24, ge=3, description="characters per word row incl. <bos>/<eos>; longer words keep "
-                                                 "their first and last characters")
-    batch_size: int = Field(32, ge=1, description="sentences per batch per process")
-    eval_batch_size: int = Field(256, ge=1)
-
-    def path(self, name: str) -> Path:
-        path = Path(getattr(self, name))
-        return path if path.is_absolute() else Path(self.root) / path
-
-
-class TagModel(ModelBase):
-    hidden_size: int = Field(200, ge=1, description="sentence BiLSTM size per direction")
-    num_layers: int = Field(2, ge=1)
-    bidirectional: bool = True
-    dropout: float = Field(0.33, ge=0.0, lt=1.0, description="on the BiLSTM's inputs, between layers and on its output")
-    word_dim: int = Field(100, ge=1)
-    char_encoder: Literal["cnn", "lstm", "none"] = "cnn"
-    char_dim: int = Field(50, ge=1, description="character embedding size")
-    char_size: int = Field(100, ge=1, description="char CNN filters, or char BiLSTM size per direction")
-    char_kernel: int = Field(3, ge=1, description="char CNN window (odd)")
-    word_dropout: float = Field(
-        0.25, ge=0.0, description="alpha: a training word reads as <unk> with probability alpha / (alpha + its "
-                                  "count), so rare words teach the <unk> path (0: off)"
-    )
-    crf: bool = Field(False, description="a linear-chain CRF over the tag scores (Viterbi decoding)")
-
-    @model_validator(mode="after")
-    def _kernel(self) -> TagModel:
-        if self.char_kernel % 2 == 0:
-            raise ValueError(f"char_kernel must be odd (centred windows), got {self.char_kernel}")
-        return self
 
 
 class TagTask(Task):
     name = "tag"
     Data = TagData
     Model = TagModel
-    primary_metric = "accuracy"  # "entity_f1" on BIO data: set per instance once the scheme is known
+    primary_metric = "accuracy"  # "entity_f1" on BIO data: `info["primary_metric"]`, once the scheme is known
     throughput_unit = "tokens"
-
-    def __init__(self, job: Any, run_dir: Path | None = None) -> None:
-        super().__init__(job, run_dir)
-        self.info: dict[str, Any] = {}  # Splits.info, kept by load_data / build_model for metrics and predict
-        if job.data.scheme == "bio":
-            self.primary_metric = "entity_f1"
 
     # -- data and model ---------------------------------------------------------------
 
@@ -125,8 +63,6 @@ class TagTask(Task):
         test = self.read("test")
         tags = tagging.tag_list(train)
         scheme = data.scheme if data.scheme != "auto" else ("bio" if is_bio(tags) else "none")
-        if scheme == "bio":
-            self.primary_metric = "entity_f1"
         words = Vocab.train((s.words for s in train), lowercase=data.lowercase, min_freq=data.min_freq)
         chars = tagging.train_char_vocab(train)
         width = tagging.char_width(train, data.max_chars)
@@ -144,18 +80,16 @@ class TagTask(Task):
             "char_width": width, "scheme": scheme, "word_counts": counts.tolist(),
             "format": conll.detect_format(data.path("train")) if data.format == "auto" else data.format,
             "column": data.column,
+            "primary_metric": "entity_f1" if scheme == "bio" else "accuracy",
         }
-        self.info = info
         self._report(train, evaluated, columns, len(words), tags, unseen, scheme)
         return Splits(train=columns["train"], val=columns.get("val"), test=columns["test"], info=info)
 
     def _report(self, train: list[TaggedSentence], evaluated: dict[str, list[TaggedSentence]],
                 columns: dict[str, Split], vocab_size: int, tags: list[str], unseen: dict[str, int],
                 scheme: str) -> None:
-        """One summary of the data on the main process: sizes, unseen words, unseen tags, BIO oddities."""
-        if int(os.environ.get("RANK", "0")) != 0:
-            return
-        say = lambda text: print(f"tag: {text}", file=sys.stderr, flush=True)  # noqa: E731
+        """One summary of the data: sizes, unseen words, unseen tags, BIO oddities."""
+        say = lambda text: note(f"tag: {text}")  # noqa: E731
         tokens = sum(len(s.words) for s in train)
         say(f"train {len(train)} sentences, {tokens} words, {len(tags)} tags, vocabulary {vocab_size} words, "
             f"scheme {scheme}")
@@ -173,25 +107,11 @@ class TagTask(Task):
                     say(f"{name}: {odd} I- tags do not continue an entity of their type (after O, another type or "
                         "at a sentence start): counted as the start of an entity, as conlleval and seqeval do")
 
-    def write_run_files(self, run_dir: Path, info: dict[str, Any]) -> None:
-        """The vocabularies and tag list beside the checkpoints; on resume, check they are the same."""
-        for key, name in RUN_FILES.items():
-            path = run_dir / name
-            vocab = Vocab.from_json(info[key], f"{key} vocabulary")
-            if path.exists():
-                Vocab.load(path).check_matches(vocab.digest, f"{path} (rebuilt from {self.job.data.train})")
-            else:
-                vocab.save(path)
-        runfiles.write_atomic(run_dir / "tags.json", json.dumps({"tags": info["tags"], "unseen_tags": info["unseen_tags"],
-                                                       "scheme": info["scheme"]}, indent=1) + "\n")
-
-    def check_run_files(self, info: dict[str, Any]) -> None:
-        """The run directory's vocabulary files must be the checkpoint's (a copied or edited file
-        would silently change what `predict` reads)."""
-        for key, name in RUN_FILES.items():
-            path = self.run_dir / name if self.run_dir else None
-            if path is not None and path.exists():
-                Vocab.load(path).check_matches(Vocab.from_json(info[key]).digest, str(path))
+    def run_files(self, info: dict[str, Any]) -> dict[str, bytes]:
+        """The vocabularies and the tag list, for people and tools (predict reads the vocabularies)."""
+        tags = {"tags": info["tags"], "unseen_tags": info["unseen_tags"], "scheme": info["scheme"]}
+        return {**{name: info[key].encode("utf-8") for key, name in RUN_FILES.items()},
+                "tags.json": (json.dumps(tags, indent=1) + "\n").encode("utf-8")}
 
     def build_model(self, info: dict[str, Any]) -> nn.Module:
         m = self.job.model
@@ -199,15 +119,13 @@ class TagTask(Task):
         unk_probability = m.word_dropout / (m.word_dropout + counts.clamp_min(1)) if m.word_dropout > 0 else None
         if unk_probability is not None:
             unk_probability[:4] = 0  # the specials are never dropped
-        self.info = info
-        if info["scheme"] == "bio":  # also when the data was mapped from the store (load_data did not run)
-            self.primary_metric = "entity_f1"
         words, chars = Vocab.from_json(info["words"]), Vocab.from_json(info["chars"])
         return Tagger(
             num_words=len(words), num_chars=len(chars), num_tags=len(info["tags"]), word_dim=m.word_dim,
             char_dim=m.char_dim, char_kind=m.char_encoder, char_size=m.char_size, char_kernel=m.char_kernel,
             hidden_size=m.hidden_size, num_layers=m.num_layers, bidirectional=m.bidirectional, dropout=m.dropout,
             word_unk_probability=unk_probability, crf=m.crf,
+            tag_names=info["tags"] + info["unseen_tags"] if info["scheme"] == "bio" else None,
         )
 
     def batch(self, split: Split, indices: torch.Tensor) -> Batch:
@@ -221,7 +139,7 @@ class TagTask(Task):
         return loss_sum / tokens.clamp_min(1)
 
     def eval_sums(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
-        net = getattr(model, "module", model)
+        net = model
         (words, lengths), (chars, _), (tags, _) = batch
         scores = net(words, chars, lengths)
         loss_sum, _ = net.loss_from_scores(scores, tags, lengths)
@@ -236,8 +154,8 @@ class TagTask(Task):
             "unseen_tokens": double(unseen), "unseen_correct": double(correct & unseen),
             "unseen_tag_tokens": double((tags >= net.num_tags) & mask),
         }
-        if self.info["scheme"] == "bio":
-            names = self.info["tags"] + self.info["unseen_tags"]
+        if net.tag_names is not None:  # BIO data: entities
+            names = net.tag_names
             gold = [[names[t] for t in row[:n]] for row, n in zip(tags.tolist(), lengths.tolist())]
             guess = [[names[t] for t in row[:n]] for row, n in zip(predicted.tolist(), lengths.tolist())]
             counts = entity_counts(gold, guess)
@@ -278,7 +196,7 @@ class TagTask(Task):
 
     def predict_ids(self, model: nn.Module, split: Split) -> list[list[int]]:
         """Predicted tag ids of every sentence of a split, in the split's order."""
-        net = getattr(model, "module", model)
+        net = model
         net.eval()
         lengths = split[0].lengths_cpu
         order = torch.argsort(lengths, stable=True)  # similar lengths together: little padding
@@ -303,7 +221,7 @@ class TagTask(Task):
         for g, p in zip(gold, predicted):
             confusion.index_put_((torch.tensor(g, dtype=torch.long), torch.tensor(p, dtype=torch.long)),
                                  torch.ones(len(g), dtype=torch.long), accumulate=True)
-        per_tag = per_tag_counts(confusion, names)
+        per_tag = per_class(confusion, names)
         pairs = most_confused(confusion, names, 10)
         result: dict[str, Any] = {"test_per_tag": per_tag, "test_most_confused": pairs}
         (run_dir / "test_per_tag.tsv").write_text(
@@ -326,7 +244,9 @@ class TagTask(Task):
             (run_dir / "test_entities.txt").write_text(report)
         images = {}
         if pairs:
-            images["confusion"] = confusion_plot(confusion, names, pairs, run_dir / "confusion.png")
+            shown = list(dict.fromkeys(name for g, p, _ in pairs for name in (g, p)))
+            images["confusion"] = confusion_plot(confusion, names, run_dir / "confusion.png",
+                                                 "most confused tags (test)", shown)
         result["images"] = images
         result["tables"] = {"per_tag": {"columns": ["tag", "gold", "predicted", "correct", "precision", "recall", "f1"],
                                         "rows": [[t, *c.values()] for t, c in per_tag.items()]}}
@@ -339,31 +259,20 @@ class TagTask(Task):
         words, chars = Vocab.from_json(info["words"]), Vocab.from_json(info["chars"])
         tagged = [TaggedSentence(s, None, 0) for s in sentences]
         split = tagging.encode(tagged, words, chars, info["tags"], info["char_width"])
-        device = next(getattr(model, "module", model).parameters()).device
+        device = next(model.parameters()).device
         ids = self.predict_ids(model, tuple(c.to(device) for c in split))
         return [[info["tags"][i] for i in row] for row in ids]
 
     def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
         """`--text "The cat sat ."` (repeatable) and `--file` (one sentence a line, whitespace tokens) print
         word/TAG pairs, a line per sentence; `--conllu FILE` fills the tag column (`--output` or stdout)."""
-        self.info = info
-        self.check_run_files(info)
-        if inputs:
-            raise ConllError(f"tag predict reads --text, --file or --conllu, not positional inputs ({inputs[0]!r})")
+        for name in RUN_FILES.values():  # the run's vocabulary files must be the checkpoint's
+            self.read_run_file(info, name)
         if options.get("conllu"):
             return self._predict_conllu(model, info, Path(options["conllu"]), options.get("output"))
-        lines = list(options.get("text") or [])
-        if options.get("file"):
-            lines += read_utf8(options["file"], ConllError).splitlines()
-        if not lines:
-            raise ConllError("nothing to tag: give --text \"a sentence\", --file FILE or --conllu FILE")
-        sentences = [conll.split_tokens(line) for line in lines]
-        nonempty = [s for s in sentences if s]
-        tagged = iter(self.tag_sentences(model, info, nonempty)) if nonempty else iter(())
-        out = []
-        for sentence in sentences:
-            out.append(" ".join(f"{w}/{t}" for w, t in zip(sentence, next(tagged))) if sentence else "")
-        return out
+        sentences = [conll.split_tokens(line) for line in predict_texts(inputs, options)]
+        tagged = self.tag_sentences(model, info, sentences)
+        return [" ".join(f"{w}/{t}" for w, t in zip(sentence, tags)) for sentence, tags in zip(sentences, tagged)]
 
     def _predict_conllu(self, model: nn.Module, info: dict[str, Any], path: Path, output: str | None) -> list[str]:
         if info["format"] != "conllu":
@@ -379,68 +288,3 @@ class TagTask(Task):
 
 
 TASK = TagTask
-
-
-def per_tag_counts(confusion: torch.Tensor, names: list[str]) -> dict[str, dict[str, float]]:
-    """gold / predicted / correct counts and precision, recall, F1 per tag (rows: gold, cols: predicted)."""
-    out = {}
-    known = confusion.shape[1]
-    for i, name in enumerate(names):
-        gold = int(confusion[i].sum())
-        predicted = int(confusion[:, i].sum()) if i < known else 0
-        correct = int(confusion[i, i]) if i < known else 0
-        if not gold and not predicted:
-            continue
-        p, r, f1 = precision_recall_f1(correct, predicted, gold)
-        out[name] = {"gold": gold, "predicted": predicted, "correct": correct, "precision": round(p, 4),
-                     "recall": round(r, 4), "f1": round(f1, 4)}
-    return out
-
-
-def most_confused(confusion: torch.Tensor, names: list[str], top: int) -> list[list[Any]]:
-    """The `top` (gold, predicted, count) pairs with the most errors."""
-    errors = confusion.clone()
-    diagonal = torch.arange(min(errors.shape))
-    errors[diagonal, diagonal] = 0
-    counts, flat = errors.flatten().sort(descending=True)
-    pairs = []
-    for count, index in zip(counts.tolist()[:top], flat.tolist()[:top]):
-        if count == 0:
-            break
-        g, p = divmod(index, errors.shape[1])
-        pairs.append([names[g], names[p], count])
-    return pairs
-
-
-def confusion_plot(confusion: torch.Tensor, names: list[str], pairs: list[list[Any]], path: Path) -> Path:
-    """A heat map of the confusion counts among the tags of the most confused pairs."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    shown = []
-    for g, p, _ in pairs:
-        for name in (g, p):
-            if name not in shown:
-                shown.append(name)
-    rows = [names.index(n) for n in shown]
-    cols = [names.index(n) for n in shown if names.index(n) < confusion.shape[1]]
-    sub = confusion[rows][:, cols].float()
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(cols), 1.0 + 0.5 * len(rows)))
-    ax.imshow(sub.log1p(), cmap="Blues")
-    for i in range(len(rows)):
-        for j in range(len(cols)):
-            value = int(sub[i, j])
-            if value:
-                ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
-                        color="white" if sub[i, j] > sub.max() / 3 else "black")
-    ax.set_xticks(range(len(cols)), [names[c] for c in cols], rotation=90, fontsize=8)
-    ax.set_yticks(range(len(rows)), [names[r] for r in rows], fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("gold")
-    ax.set_title("most confused tags (test)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path

@@ -14,37 +14,34 @@ Words index a vocabulary trained on the train split (`lstm_train.data.vocab`,
 lower-cased, `data.min_freq`, `data.max_vocab`); texts longer than
 `data.max_length` words are cut, and the log says how many.  The vocabulary
 travels in `Splits.info` (so in every checkpoint) and is written beside the
-checkpoints as `vocab.json`; `predict` and a resumed run read that file and
-refuse one that is not the checkpoint's (digest).
+checkpoints as `vocab.json` (a run file: a resumed run refuses one its data does
+not give, `predict` one that is not the checkpoint's).
 
 Columns: a `Ragged` of token ids and a dense label tensor.  Metrics: accuracy
 (primary), macro-F1 and the confusion matrix, all from additive per-batch
 counts; `finish` draws the test confusion matrix (confusion_matrix.png, also
-sent to W&B) and lists per-class counts in result.json.
+sent to W&B) and lists it and the per-class counts in result.json
+(`test_confusion_matrix`, `test_per_class`).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 from torch import nn
 
-from .. import checkpoint, runfiles
-from ..runfiles import CHECKPOINTS
 from ..data import sst, textfiles
 from ..data.embeddings import read_vectors
 from ..data.ragged import Padded, Ragged
-from ..data.textfiles import TextDataError
 from ..data.vocab import Vocab
 from ..models.text import TextClassifier
-from ..schema import ModelBase, Section, SequenceData, default_data_root
-from .base import ExportSignature, Split, Splits, Task
+from .base import ExportSignature, Split, Splits, Task, note, predict_texts
+from .confusion import confusion_plot, per_class
+from .sections.text_classify import TextData, EmbeddingsConfig, TextModel  # noqa: F401 (the job's sections, torch-free)
 
 VOCAB_FILE = "vocab.json"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -54,83 +51,6 @@ CONFUSION_PNG = "confusion_matrix.png"
 CONFUSION_CLASSES = 50
 
 
-class TextData(SequenceData):
-    source: Literal["sst2", "sst5", "files"] = "sst2"
-    root: str = Field(default_factory=default_data_root, description="sst: the trees are in <root>/SST/trees")
-    phrases: bool = Field(True, description="sst: train on every labelled phrase (deduplicated); false: sentences only")
-    train_labels: Literal["binary", "fine"] = Field(
-        "binary", description="sst2: fine trains on the five-way labels (neutral phrases included) and answers "
-        "positive / negative by P(3)+P(4) vs P(0)+P(1)"
-    )
-    path: str | None = Field(None, description="files: one file, split by val_fraction / test_fraction")
-    train_path: str | None = Field(None, description="files: the train file (with test_path, optional val_path)")
-    val_path: str | None = None
-    test_path: str | None = None
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "hf"] = Field(
-        "auto", description="auto: from the file name's suffix (a datasets save_to_disk folder: hf)")
-    text_column: str = Field("text", description="files: column (JSON key) holding the text")
-    label_column: str = Field("label", description="files: column (JSON key) holding the label")
-    encoding: str = "utf-8"
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="data.path: share of rows for validation")
-    test_fraction: float = Field(0.1, gt=0, lt=1, description="data.path: share of rows for test")
-    split_seed: int = 0
-    tokenizer: Literal["words", "whitespace"] = Field(
-        "words", description="files and predict: words (punctuation and clitics apart) or whitespace"
-    )
-    lowercase: bool = True
-    min_freq: int = Field(1, ge=1, description="words seen fewer times in train read as <unk>")
-    max_vocab: int | None = Field(None, ge=5, description="keep the most frequent words (specials included)")
-    max_length: int | None = Field(256, ge=1, description="cut texts after this many words (counted in the log)")
-
-    @model_validator(mode="after")
-    def _paths(self) -> TextData:
-        given = {k: getattr(self, k) for k in ("path", "train_path", "val_path", "test_path") if getattr(self, k)}
-        if self.train_labels == "fine" and self.source != "sst2":
-            raise ValueError("data.train_labels = 'fine' is for data.source = 'sst2' (sst5 is fine-grained already)")
-        if self.source != "files":
-            if given:
-                raise ValueError(f"{', '.join('data.' + k for k in given)}: only for data.source = 'files'")
-            return self
-        if self.path and len(given) > 1:
-            raise ValueError("data.path (one file, split by fraction) or data.train_path/val_path/test_path, not both")
-        if not self.path and not (self.train_path and self.test_path):
-            raise ValueError("data.source = 'files' needs data.path, or data.train_path and data.test_path")
-        return self
-
-
-class EmbeddingsConfig(Section):
-    path: str | None = Field(None, description="GloVe / word2vec text file; its dimension must be model.embedding_dim")
-    freeze: bool = Field(False, description="keep the whole embedding table fixed (else fine-tuned)")
-
-
-class TextModel(ModelBase):
-    hidden_size: int = Field(150, ge=1, description="LSTM units per direction")
-    bidirectional: bool = True
-    embedding_dim: int = Field(300, ge=1)
-    pooling: Literal["last", "max", "mean"] = "max"
-    embedding_dropout: float = Field(0.0, ge=0, lt=1)
-    word_dropout: float = Field(0.0, ge=0, lt=1, description="share of training words replaced by <unk>")
-    embeddings: EmbeddingsConfig = EmbeddingsConfig()
-    sparse_embeddings: bool = Field(
-        False, description="sparse gradients for the embedding table, updated by SparseAdam (only the batch's rows); "
-        "CPU and gloo only: NCCL cannot all-reduce sparse gradients"
-    )
-
-
-def main_print(message: str) -> None:
-    """Data notes once per launch, not once per process."""
-    if os.environ.get("RANK", "0") == "0":
-        print(message, flush=True)
-
-
-def run_vocab(run_dir: Path, info: dict[str, Any]) -> Vocab:
-    """The run's own vocabulary file, checked against the checkpoint's digest."""
-    path = Path(run_dir) / VOCAB_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; the run's vocabulary is needed to read text the way it was trained")
-    vocab = Vocab.load(path)
-    vocab.check_matches(info["vocab_digest"], str(path))
-    return vocab
 
 
 class TextClassifyTask(Task):
@@ -174,11 +94,7 @@ class TextClassifyTask(Task):
             "output_groups": groups,
         }
         sizes = ", ".join(f"{k} {len(v[1]):,}" for k, v in columns.items())
-        main_print(f"{data.source}: {sizes} texts; {len(classes)} classes; vocabulary {len(vocab):,} words")
-        self.pretrained = None
-        if self.job.model.embeddings.path:
-            self.pretrained = read_vectors(self.job.model.embeddings.path, vocab, self.job.model.embedding_dim)
-            main_print(self.pretrained.summary())
+        note(f"{data.source}: {sizes} texts; {len(classes)} classes; vocabulary {len(vocab):,} words")
         return Splits(train=columns["train"], val=columns.get("val"), test=columns["test"], info=info)
 
     def _read_sst(self) -> tuple[dict[str, list[list[str]]], dict[str, list[int]], list[str], list[list[int]] | None]:
@@ -210,16 +126,8 @@ class TextClassifyTask(Task):
         return words, labels, classes
 
     def _vocab(self, train_words: list[list[str]]) -> Vocab:
-        """The run's vocabulary when resuming (its file, checked against the newest checkpoint's
-        digest), else one trained on the train texts."""
-        saved = self.run_dir / VOCAB_FILE if self.run_dir is not None else None
-        if saved is not None and saved.is_file():
-            vocab = Vocab.load(saved)
-            found = checkpoint.load_latest(self.run_dir / CHECKPOINTS)
-            if found is not None:
-                vocab.check_matches(found[1].task_info["vocab_digest"], str(saved))
-            main_print(f"vocabulary: {saved} (the run's own)")
-            return vocab
+        """The vocabulary of the train texts (a resumed run trains the same one: its run file
+        and the checkpoint's task info are checked against it)."""
         data = self.job.data
         return Vocab.train(train_words, lowercase=data.lowercase, min_freq=data.min_freq, max_size=data.max_vocab)
 
@@ -227,47 +135,34 @@ class TextClassifyTask(Task):
         limit = self.job.data.max_length
         long = [len(s) for s in ids if limit and len(s) > limit]
         if long:
-            main_print(f"{split}: cut {len(long):,} of {len(ids):,} texts to data.max_length={limit} words "
+            note(f"{split}: cut {len(long):,} of {len(ids):,} texts to data.max_length={limit} words "
                        f"(the longest had {max(long):,})")
             ids = [s[:limit] for s in ids]
         return ids
 
-    def write_run_files(self, run_dir: Path, info: dict[str, Any]) -> None:
-        """vocab.json beside the checkpoints (atomic), for predict and resumed runs."""
-        path = Path(run_dir) / VOCAB_FILE
-        if path.is_file():  # a resumed run: the data's vocabulary must still be the run's
-            Vocab.load(path).check_matches(info["vocab_digest"], str(path))
-            return
-        runfiles.write_atomic(path, info["vocab"])
+    def run_files(self, info: dict[str, Any]) -> dict[str, bytes]:
+        return {VOCAB_FILE: info["vocab"].encode("utf-8")}
 
     def build_model(self, info: dict[str, Any]) -> nn.Module:
         m = self.job.model
-        self.output_groups = info.get("output_groups")
-        outputs = 1 + max(max(g) for g in self.output_groups) if self.output_groups else len(info["classes"])
+        groups = info.get("output_groups")
+        outputs = 1 + max(max(g) for g in groups) if groups else len(info["classes"])
         model = TextClassifier(info["vocab_size"], m.embedding_dim, m.hidden_size, m.num_layers, outputs,
                                m.bidirectional, m.dropout, m.pooling, m.embedding_dropout, m.word_dropout,
-                               m.sparse_embeddings)
-        pretrained = getattr(self, "pretrained", None)
-        if pretrained is None and m.embeddings.path:  # data mapped from the store: load_data did not run
-            pretrained = self.pretrained = read_vectors(m.embeddings.path, Vocab.from_json(info["vocab"]), m.embedding_dim)
-            main_print(pretrained.summary())
-        if pretrained is not None:
-            model.load_vectors(pretrained.vectors, pretrained.found, m.embeddings.freeze)
-        elif m.embeddings.freeze:
+                               m.sparse_embeddings, output_groups=groups)
+        if m.embeddings.freeze:
             model.embedding.weight.requires_grad_(False)
         return model
 
-    # ------------------------------------------------------------------ training and evaluation
+    def init_weights(self, model: nn.Module, info: dict[str, Any]) -> None:
+        """Pretrained vectors (`model.embeddings.path`) for the words of the run's vocabulary."""
+        m = self.job.model
+        if m.embeddings.path:
+            pretrained = read_vectors(m.embeddings.path, Vocab.from_json(info["vocab"]), m.embedding_dim)
+            note(pretrained.summary())
+            model.load_vectors(pretrained.vectors, pretrained.found, m.embeddings.freeze)
 
-    def class_logits(self, model: nn.Module, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Logits over the evaluated classes: the model's own, or with `output_groups` each class's
-        log of summed probability over its outputs (SST-2 read off a five-way model; neutral's
-        share is left out and the two renormalised)."""
-        logits = model(ids, lengths)
-        groups = getattr(self, "output_groups", None)
-        if not groups:
-            return logits
-        return torch.stack([logits[:, group].logsumexp(1) for group in groups], 1)
+    # ------------------------------------------------------------------ training and evaluation
 
     def loss(self, model: nn.Module, batch: tuple[Padded, torch.Tensor]) -> torch.Tensor:
         tokens, labels = batch
@@ -276,7 +171,7 @@ class TextClassifyTask(Task):
     def eval_sums(self, model: nn.Module, batch: tuple[Padded, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Loss, counts and every cell of the confusion matrix (true i, predicted j): all additive."""
         tokens, labels = batch
-        logits = self.class_logits(model, tokens.data, tokens.lengths)
+        logits = model.class_logits(tokens.data, tokens.lengths)
         classes = logits.shape[1]
         sums = {
             "loss_sum": F.cross_entropy(logits, labels, reduction="sum"),
@@ -311,7 +206,7 @@ class TextClassifyTask(Task):
         tokens = batch[0]
         return ExportSignature({"ids": tokens.data.long(), "lengths": tokens.lengths.long()},
                                {"ids": {0: "batch", 1: "words"}, "lengths": {0: "batch"}}, ["logits"],
-                               forward=self.class_logits,
+                               forward=TextClassifier.class_logits,
                                metadata={"classes": info["classes"], "tokenizer": info.get("tokenizer"),
                                          "lowercase": self.job.data.lowercase, "max_length": info.get("max_length"),
                                          "vocabulary": VOCAB_FILE})
@@ -325,22 +220,24 @@ class TextClassifyTask(Task):
         labels = splits.test[1].cpu()
         predicted = probs.argmax(1)
         matrix = torch.bincount(labels * len(classes) + predicted, minlength=len(classes) ** 2).reshape(len(classes), -1)
-        png = Path(run_dir) / CONFUSION_PNG
+        accuracy = float(matrix.trace()) / max(int(matrix.sum()), 1)
         many = len(classes) > CONFUSION_CLASSES
         if many:
-            main_print(f"{len(classes):,} classes: no confusion matrix figure or table (over {CONFUSION_CLASSES}); "
-                       "per_class in result.json has every class's counts")
+            note(f"{len(classes):,} classes: no confusion matrix figure or table (over {CONFUSION_CLASSES}); "
+                       "test_per_class in result.json has every class's counts")
         else:
-            draw_confusion(matrix, classes, png)
+            png = confusion_plot(matrix, classes, Path(run_dir) / CONFUSION_PNG,
+                                 f"test: accuracy {accuracy:.4f} on {int(matrix.sum())} texts")
         vocab = Vocab.from_json(splits.info["vocab"])
         tokens: Ragged = splits.test[0]
         wrong = (predicted != labels).nonzero()[:, 0][:100].tolist()
         rows = [[" ".join(vocab.words(tokens[i].tolist())), classes[labels[i]], classes[predicted[i]],
                  round(float(probs[i, predicted[i]]), 4)] for i in wrong]
         return {
-            **({} if many else {"confusion_matrix": {"classes": classes, "rows_true_columns_predicted": matrix.tolist()}}),
-            "per_class": per_class(matrix, classes),
-            **({} if many else {"images": {"confusion_matrix": str(png)}}),
+            **({} if many else {"test_confusion_matrix": {"classes": classes,
+                                                          "rows_true_columns_predicted": matrix.tolist()}}),
+            "test_per_class": per_class(matrix, classes),
+            **({} if many else {"images": {"confusion_matrix": png}}),
             "tables": {"test_errors": {"columns": ["text", "label", "predicted", "probability"], "rows": rows}},
         }
 
@@ -358,7 +255,7 @@ class TextClassifyTask(Task):
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 padded = tokens.pad(idx.to(tokens.device))
-                logits = self.class_logits(model, padded.data.to(device), padded.lengths.to(device))
+                logits = model.class_logits(padded.data.to(device), padded.lengths.to(device))
                 chunks.append(logits.float().softmax(1).cpu())
         model.train(was_training)
         if chunks:
@@ -370,19 +267,15 @@ class TextClassifyTask(Task):
         """Label, probability and text, one line each: --text (repeatable) and --file (one text per
         line; or a CSV/TSV/JSONL file with the job's text column, and when it also has the label
         column, an accuracy line at the end)."""
-        if inputs:
-            raise ValueError(f'texts go in --text "..." or --file FILE, not as arguments ({inputs[0]!r})')
-        texts = list(options.get("text") or [])
-        for i, text in enumerate(texts, 1):
-            if not text.strip():
-                raise TextDataError(f"--text number {i} is empty")
-        labels: list[str] = []
-        if options.get("file"):
-            file_texts, labels = self._predict_file(Path(options["file"]), info)
+        file = options.get("file")
+        table = bool(file) and Path(file).suffix.lower() in textfiles.FORMATS
+        if not table:
+            texts, labels = predict_texts(inputs, options), []
+        else:
+            texts = predict_texts(inputs, {**options, "file": None}) if inputs or options.get("text") else []
+            file_texts, labels = self._predict_file(Path(file), info)
             texts += file_texts
-        if not texts:
-            raise ValueError('give texts to classify: lstm-train predict RUN_DIR --text "..." or --file lines.txt')
-        vocab = run_vocab(self.run_dir, info) if self.run_dir is not None else Vocab.from_json(info["vocab"])
+        vocab = Vocab.from_json(self.read_run_file(info, VOCAB_FILE).decode("utf-8"), VOCAB_FILE)
         ids = vocab.encode_batch(textfiles.split_words(texts, info.get("tokenizer", "words")))
         ids, texts = textfiles.cut_for_prediction(ids, texts, info.get("max_length"))
         probs = self._probabilities(model, (Ragged.from_sequences(ids),), batch_size=256)
@@ -397,14 +290,8 @@ class TextClassifyTask(Task):
         return lines
 
     def _predict_file(self, path: Path, info: dict[str, Any]) -> tuple[list[str], list[str]]:
-        """Texts (and labels, if the file has the label column) of a --file."""
+        """Texts (and labels, if the file has the label column) of a CSV/TSV/JSONL --file."""
         data = self.job.data
-        if path.suffix.lower() not in textfiles.FORMATS:  # plain text: one per line
-            lines = textfiles.read_prediction_lines(path, data.encoding)
-            for n, line in enumerate(lines, 1):
-                if not line.strip():
-                    raise TextDataError(f"{path}:{n}: empty line (one text per line)")
-            return [line.rstrip("\r") for line in lines], []
         table = textfiles.read_table(path, data.text_column, None, "auto", data.encoding)
         if data.label_column in table.columns:
             table = textfiles.read_table(path, data.text_column, data.label_column, "auto", data.encoding)
@@ -439,44 +326,6 @@ def macro_f1(matrix: torch.Tensor) -> float:
     denominator = matrix.sum(0) + matrix.sum(1)  # predicted + true
     f1 = torch.where(denominator > 0, 2 * hits / denominator.clamp_min(1e-12), torch.zeros_like(hits))
     return float(f1.mean())
-
-
-def per_class(matrix: torch.Tensor, classes: list[str]) -> dict[str, dict[str, float]]:
-    out = {}
-    for i, name in enumerate(classes):
-        support, predicted, correct = int(matrix[i].sum()), int(matrix[:, i].sum()), int(matrix[i, i])
-        f1 = 2 * correct / (support + predicted) if support + predicted else 0.0
-        out[name] = {"support": support, "predicted": predicted, "correct": correct,
-                     "recall": correct / support if support else 0.0, "f1": round(f1, 4)}
-    return out
-
-
-def draw_confusion(matrix: torch.Tensor, classes: list[str], path: Path) -> None:
-    """Counts with rows = true class, columns = predicted, shaded by share of the row."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    counts = matrix.numpy()
-    shares = counts / counts.sum(1, keepdims=True).clip(min=1)
-    size = 1.2 + 0.9 * len(classes)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center",
-                    color="white" if shares[i, j] > 0.5 else "black")
-    accuracy = counts.trace() / max(counts.sum(), 1)
-    ax.set_title(f"test: accuracy {accuracy:.4f} on {int(counts.sum())} texts")
-    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 TASK = TextClassifyTask

@@ -28,107 +28,23 @@ is on validation BLEU.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, model_validator
 from sacrebleu.metrics import BLEU, CHRF
 from torch import nn
 
-from ..data.parallel import Pairs, ParallelDataError, read_line_aligned, read_lines, read_tsv, split_by_key
+from ..data.parallel import Pairs, ParallelDataError, read_line_aligned, read_tsv, split_by_key
 from ..data.ragged import Padded, Ragged
 from ..data.subword import BOS, EOS, PAD, SubwordVocab, VocabError
 from ..models.losses import smoothed_cross_entropy
 from ..models.translator import Translator
-from ..schema import ModelBase, Section, SequenceData, default_data_root
-from .base import Batch, Split, Splits, Task
+from .base import Batch, Split, Splits, Task, note, predict_texts
+from .sections.translate import ParallelFiles, SubwordConfig, TranslateData, TranslateModel  # noqa: F401 (the job's sections, torch-free)
 
 # -- job schema -----------------------------------------------------------------------------
-
-
-class ParallelFiles(Section):
-    """One split of a user's parallel data: two line-aligned text files, or one TSV."""
-
-    source: str | None = Field(None, description="line-aligned source sentences, one per line")
-    target: str | None = Field(None, description="line-aligned target sentences (line i translates source line i)")
-    tsv: str | None = Field(None, description="tab-separated file with a source and a target column")
-    source_column: int | str = Field(0, description="TSV source column: 0-based index, or a name with header: true")
-    target_column: int | str = Field(1, description="TSV target column")
-    header: bool = Field(False, description="the TSV's first line names its columns")
-
-    @model_validator(mode="after")
-    def _one_form(self) -> ParallelFiles:
-        texts = self.source is not None or self.target is not None
-        if texts == (self.tsv is not None):
-            raise ValueError("give either source + target (two line-aligned files) or tsv (one file), not both")
-        if texts and (self.source is None or self.target is None):
-            raise ValueError("line-aligned files need both source and target")
-        return self
-
-
-class SubwordConfig(Section):
-    model: Literal["unigram", "bpe"] = Field("unigram", description="SentencePiece model type")
-    vocab_size: int = Field(8000, ge=16, description="pieces per vocabulary (a soft limit on tiny corpora)")
-    joint: bool = Field(True, description="one vocabulary for both languages (needed by model.share_embeddings)")
-    character_coverage: float = Field(1.0, gt=0.0, le=1.0)
-
-
-class TranslateData(SequenceData):
-    dataset: Literal["multi30k", "tatoeba", "files"] = "multi30k"
-    root: str = Field(default_factory=default_data_root)
-    source_lang: str = Field("de", description="multi30k: de/en; tatoeba: en/fr")
-    target_lang: str = Field("en")
-    test_set: str = Field("test_2016_flickr", description="multi30k test files: test_2016_flickr, "
-                          "test_2017_flickr, test_2017_mscoco, test_2018_flickr")
-    train: ParallelFiles | None = Field(None, description="dataset files: the training pairs")
-    val: ParallelFiles | None = Field(None, description="dataset files: validation pairs (default: split off train)")
-    test: ParallelFiles | None = Field(None, description="dataset files: test pairs (default: split off train)")
-    val_fraction: float = Field(0.02, ge=0.0, lt=1.0, description="of distinct sentences, when split off")
-    test_fraction: float = Field(0.05, ge=0.0, lt=1.0, description="of distinct sentences, when split off")
-    split_seed: int = 0
-    lowercase: Literal["none", "source", "both"] = Field(
-        "none", description="lower-case the source (the model's input) or both sides (outputs are then lower-case)"
-    )
-    subword: SubwordConfig = SubwordConfig()
-    max_length: int = Field(100, ge=2, description="subword tokens per sentence (the target's with <bos>/<eos>)")
-    too_long: Literal["truncate", "skip", "error"] = Field(
-        "truncate", description="training pairs over max_length: truncate or skip them (counted), or stop; "
-        "validation and test sentences are never skipped (sources truncated, counted)"
-    )
-    batch_size: int = Field(64, ge=1, description="sentence pairs per batch per process")
-    eval_batch_size: int = Field(200, ge=1)
-
-    @model_validator(mode="after")
-    def _files(self) -> TranslateData:
-        if self.dataset == "files" and self.train is None:
-            raise ValueError("dataset 'files' needs data.train (source + target files, or tsv)")
-        if self.dataset != "files" and (self.train or self.val or self.test):
-            raise ValueError(f"data.train/val/test are for dataset 'files', not {self.dataset!r}")
-        if self.val_fraction + self.test_fraction >= 1.0:
-            raise ValueError("val_fraction + test_fraction leave nothing to train on")
-        return self
-
-
-class TranslateModel(ModelBase):
-    embed_size: int = Field(256, ge=1)
-    hidden_size: int = Field(256, ge=1, description="encoder LSTM size per direction")
-    num_layers: int = Field(2, ge=1, description="encoder LSTM layers")
-    bidirectional: bool = True
-    dropout: float = Field(0.3, ge=0.0, lt=1.0)
-    decoder_hidden: int = Field(512, ge=1)
-    decoder_layers: int = Field(1, ge=1)
-    attention: Literal["luong", "bahdanau"] = "luong"
-    input_feeding: bool = Field(True, description="feed the previous attentional state to the decoder (Luong)")
-    tie_embeddings: bool = Field(True, description="output layer shares the target embedding matrix")
-    share_embeddings: bool = Field(False, description="source and target share one embedding (joint vocabulary)")
-    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
-    beam_size: int = Field(1, ge=1, le=64, description="decoding for evaluation and predict: 1 greedy, >1 beam")
-    length_penalty: float = Field(1.0, ge=0.0, description="beam scores are log-prob / length ** this")
-    max_decode_ratio: float = Field(2.0, gt=0.0, description="decode at most ratio x source length + extra tokens")
-    max_decode_extra: int = Field(10, ge=1)
 
 
 # -- text columns ---------------------------------------------------------------------------
@@ -194,8 +110,6 @@ class TranslateTask(Task):
     def __init__(self, job: Any, run_dir: Path | None = None) -> None:
         super().__init__(job, run_dir)
         self.scorer = Scorer()
-        self.source_vocab: SubwordVocab | None = None
-        self.target_vocab: SubwordVocab | None = None
 
     # -- data ---------------------------------------------------------------------------
 
@@ -275,8 +189,7 @@ class TranslateTask(Task):
             return vocab, vocab
         return SubwordVocab.train(source, **common), SubwordVocab.train(target, **common)
 
-    def encode(self, texts: list[str], side: Literal["source", "target"]) -> list[list[int]]:
-        vocab = self.source_vocab if side == "source" else self.target_vocab
+    def encode(self, vocab: SubwordVocab, texts: list[str], side: Literal["source", "target"]) -> list[list[int]]:
         ids = vocab.encode_batch(self._input(texts, side))
         return [[BOS, *x, EOS] for x in ids] if side == "target" else ids
 
@@ -309,17 +222,18 @@ class TranslateTask(Task):
     def load_data(self) -> Splits:
         d = self.job.data
         corpus = self.read_corpus()
-        self.source_vocab, self.target_vocab = self.train_vocabularies(corpus["train"])
+        source_vocab, target_vocab = self.train_vocabularies(corpus["train"])
         splits: dict[str, tuple] = {}
         report: dict[str, Any] = {}
         for name, pairs in corpus.items():
-            src, tgt = self.encode(pairs.source, "source"), self.encode(pairs.target, "target")
+            src = self.encode(source_vocab, pairs.source, "source")
+            tgt = self.encode(target_vocab, pairs.target, "target")
             keep, src, tgt, counts = self._limit(pairs, src, tgt, name)
             report[name] = {"pairs": len(keep), **counts, "blank_lines_skipped": pairs.skipped_blank}
             for what, n in counts.items():
                 if n:
-                    print(f"{pairs.origin}: {n} {name} pair{'s' if n != 1 else ''} {what} (over data.max_length="
-                          f"{d.max_length} subword tokens)", file=sys.stderr)
+                    note(f"{pairs.origin}: {n} {name} pair{'s' if n != 1 else ''} {what} (over data.max_length="
+                         f"{d.max_length} subword tokens)")
             columns = (Ragged.from_sequences([src[i] for i in keep]), Ragged.from_sequences([tgt[i] for i in keep]))
             if name != "train":
                 columns += (text_column(pairs.source), text_column(pairs.target))
@@ -327,46 +241,23 @@ class TranslateTask(Task):
         info = {
             "source_lang": d.source_lang, "target_lang": d.target_lang, "lowercase": d.lowercase,
             "max_length": d.max_length, "joint": d.subword.joint,
-            "source_vocab": self.source_vocab.to_base64(), "target_vocab": self.target_vocab.to_base64(),
-            "source_vocab_digest": self.source_vocab.digest, "target_vocab_digest": self.target_vocab.digest,
-            "source_vocab_size": len(self.source_vocab), "target_vocab_size": len(self.target_vocab),
+            "source_vocab": source_vocab.to_base64(), "target_vocab": target_vocab.to_base64(),
+            "source_vocab_digest": source_vocab.digest, "target_vocab_digest": target_vocab.digest,
+            "source_vocab_size": len(source_vocab), "target_vocab_size": len(target_vocab),
             "data": report,
         }
         return Splits(train=splits["train"], val=splits["val"], test=splits["test"], info=info)
 
-    def vocab_files(self, run_dir: Path, info: dict[str, Any]) -> dict[str, Path]:
+    def run_files(self, info: dict[str, Any]) -> dict[str, bytes]:
+        """The vocabularies as SentencePiece model files (`vocab.model`, or one per language)."""
         if info["joint"]:
-            return {"source": run_dir / "vocab.model", "target": run_dir / "vocab.model"}
-        return {side: run_dir / f"vocab.{info[f'{side}_lang']}.model" for side in ("source", "target")}
-
-    def write_run_files(self, run_dir: Path, info: dict[str, Any]) -> None:
-        """The vocabularies as SentencePiece model files.  A resumed run finds them already there
-        and checks them against the vocabulary trained now: a changed train file or a replaced
-        vocabulary file would silently mistranslate every id."""
-        for side, path in self.vocab_files(run_dir, info).items():
-            vocab = SubwordVocab.from_base64(info[f"{side}_vocab"])
-            if path.exists():
-                SubwordVocab.load(path).check_matches(info[f"{side}_vocab_digest"], str(path))
-            else:
-                tmp = path.with_name(f".{path.name}.tmp")
-                vocab.save(tmp)
-                tmp.replace(path)
-
-    def vocabularies_for(self, info: dict[str, Any]) -> None:
-        """The vocabularies of a checkpoint (its own copy), checked against the run dir's files."""
-        self.source_vocab = SubwordVocab.from_base64(info["source_vocab"], "checkpoint source vocabulary")
-        self.target_vocab = (self.source_vocab if info["target_vocab"] == info["source_vocab"]
-                             else SubwordVocab.from_base64(info["target_vocab"], "checkpoint target vocabulary"))
-        if self.run_dir is not None:
-            for side, path in self.vocab_files(Path(self.run_dir), info).items():
-                if path.exists():
-                    SubwordVocab.load(path).check_matches(info[f"{side}_vocab_digest"], str(path))
+            return {"vocab.model": SubwordVocab.from_base64(info["source_vocab"]).proto}
+        return {f"vocab.{info[f'{side}_lang']}.model": SubwordVocab.from_base64(info[f"{side}_vocab"]).proto
+                for side in ("source", "target")}
 
     # -- model --------------------------------------------------------------------------
 
     def build_model(self, info: dict[str, Any]) -> nn.Module:
-        if self.source_vocab is None:
-            self.vocabularies_for(info)
         m = self.job.model
         if m.share_embeddings and not info["joint"]:
             raise VocabError("model.share_embeddings needs data.subword.joint: true (one vocabulary for both sides)")
@@ -375,7 +266,7 @@ class TranslateTask(Task):
             hidden_size=m.hidden_size, num_layers=m.num_layers, bidirectional=m.bidirectional,
             decoder_hidden=m.decoder_hidden, decoder_layers=m.decoder_layers, attention=m.attention,
             input_feeding=m.input_feeding, dropout=m.dropout, tie_embeddings=m.tie_embeddings,
-            share_embeddings=m.share_embeddings,
+            share_embeddings=m.share_embeddings, vocabularies=vocabularies(info),
         )
 
     def lengths(self, split: Split) -> torch.Tensor:
@@ -404,11 +295,10 @@ class TranslateTask(Task):
         return (source_lengths.float() * m.max_decode_ratio).long() + m.max_decode_extra
 
     def translate_ids(self, model: nn.Module, source: Padded, beam_size: int | None = None) -> list[str]:
-        net = getattr(model, "module", model)
         m = self.job.model
-        out = net.generate(source.data, source.lengths, beam_size=beam_size or m.beam_size,
-                           length_penalty=m.length_penalty, max_len=self.max_len(source.lengths))
-        return self.target_vocab.decode_batch(out.tolist())
+        out = model.generate(source.data, source.lengths, beam_size=beam_size or m.beam_size,
+                             length_penalty=m.length_penalty, max_len=self.max_len(source.lengths))
+        return model.vocabularies[1].decode_batch(out.tolist())
 
     def eval_sums(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         with torch.no_grad():
@@ -439,10 +329,10 @@ class TranslateTask(Task):
     def translate(self, model: nn.Module, sources: list[str], beam_size: int | None = None,
                   batch_size: int = 100) -> list[str]:
         """Plain-text translations of plain-text sentences, decoded in batches of similar length."""
-        net = getattr(model, "module", model)
+        net = model
         net.eval()
         dev = next(net.parameters()).device
-        ids = [x[: self.job.data.max_length] for x in self.encode(sources, "source")]
+        ids = [x[: self.job.data.max_length] for x in self.encode(net.vocabularies[0], sources, "source")]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out: list[str] = [""] * len(ids)
         with torch.no_grad(), self.autocast(dev):
@@ -479,19 +369,21 @@ class TranslateTask(Task):
         }
 
     def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
-        if self.source_vocab is None:
-            self.vocabularies_for(info)
-        sentences = list(options.get("text") or [])
-        if options.get("file"):
-            sentences += [line for line in read_lines(Path(options["file"])) if line.strip()]
-        sentences += list(inputs)
-        if not sentences:
-            raise ValueError("nothing to translate: give --text \"a sentence\" (repeatable) or --file FILE")
-        long = [s for s in sentences if len(self.encode([s], "source")[0]) > info["max_length"]]
+        for name in self.run_files(info):  # the run's vocabulary files must be the checkpoint's
+            self.read_run_file(info, name)
+        sentences = predict_texts(inputs, options)
+        long = [s for s in self.encode(model.vocabularies[0], sentences, "source") if len(s) > info["max_length"]]
         if long:
-            print(f"{len(long)} sentence(s) over max_length={info['max_length']} subword tokens: truncated",
-                  file=sys.stderr)
+            note(f"{len(long)} sentence(s) over max_length={info['max_length']} subword tokens: truncated")
         return self.translate(model, sentences, beam_size=options.get("beam"))
+
+
+def vocabularies(info: dict[str, Any]) -> tuple[SubwordVocab, SubwordVocab]:
+    """The (source, target) vocabularies of a run's info (one object when they are joint)."""
+    source = SubwordVocab.from_base64(info["source_vocab"], "checkpoint source vocabulary")
+    if info["target_vocab"] == info["source_vocab"]:
+        return source, source
+    return source, SubwordVocab.from_base64(info["target_vocab"], "checkpoint target vocabulary")
 
 
 TASK = TranslateTask

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 
 from seqeval.metrics.sequence_labeling import get_entities
 
+from .confusion import precision_recall_f1  # noqa: F401 - entity scores are these three counts
+
 _BIO_TAG = re.compile(r"^(O|[BIES]-.+)$")
 
 
@@ -53,9 +55,3 @@ def entity_counts(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[st
         n_gold += len(gold_entities)
     return {"correct": correct, "predicted": n_predicted, "gold": n_gold}
 
-
-def precision_recall_f1(correct: float, predicted: float, gold: float) -> tuple[float, float, float]:
-    precision = correct / predicted if predicted else 0.0
-    recall = correct / gold if gold else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return precision, recall, f1

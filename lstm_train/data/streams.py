@@ -1,0 +1,173 @@
+"""A language model's data: users' text files read, split and turned into one flat token column.
+
+A corpus is one or more UTF-8 files (a list, a folder, or a glob) read in order as one
+stream of text.  It is split by files (`val_files`/`test_files`, or the last files of the
+list) or by fraction of the stream (the first 90% trains, the rest validates, as nanoGPT
+splits tinyshakespeare), then tokenized as characters, bytes, whitespace words (with an
+<eos> per line, as pytorch/examples and AWD-LSTM read WikiText and PTB) or subwords (a
+`tokenizers` byte-level BPE trained on the training part only).  Each split is one flat
+integer array of the smallest dtype that holds the vocabulary: the layout nanoGPT's
+train.bin and the prepared-data store map.
+
+Everything the model and `generate` need to turn text into ids and back is a JSON dict
+(`Tokenizer.info`), kept in the run's task info, so nothing here is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import glob as globbing
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .textio import read_utf8
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be used: the message names the file or key and what would do."""
+
+
+def resolve_files(spec: str | list[str], root: Path, key: str) -> list[Path]:
+    """A file, a folder (its files, sorted), a glob, or a list of these, relative to `root`."""
+    items = [spec] if isinstance(spec, str) else list(spec)
+    found: list[Path] = []
+    for item in items:
+        path = Path(item) if Path(item).is_absolute() else root / item
+        if any(ch in item for ch in "*?["):
+            matches = sorted(Path(p) for p in globbing.glob(str(path), recursive=True) if Path(p).is_file())
+            if not matches:
+                raise FileNotFoundError(f"data.{key}: {path} matches no file")
+            found += matches
+        elif path.is_dir():
+            matches = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            if not matches:
+                raise FileNotFoundError(f"data.{key}: the folder {path} holds no file")
+            found += matches
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"data.{key}: {path}: no such file or folder")
+    return found
+
+
+def read_texts(paths: list[Path]) -> str:
+    """The files' text in order, each checked to be non-empty UTF-8 (file, line and byte named)."""
+    parts = []
+    for path in paths:
+        text = read_utf8(path, CorpusError)
+        if not text:
+            raise CorpusError(f"{path}: the file is empty; a language model needs text to read")
+        parts.append(text)
+    return "".join(parts)
+
+
+@dataclass
+class Tokenizer:
+    """Text <-> token ids for one of the four kinds; built from the training text, rebuilt from `info`."""
+
+    kind: str  # chars, bytes, words, bpe
+    vocab: list[str] | None = None  # chars, words
+    bpe_json: str | None = None
+
+    @classmethod
+    def train(cls, kind: str, train_text: str, all_text: str, vocab_size: int) -> Tokenizer:
+        """chars and words take the vocabulary of the whole corpus (nanoGPT, pytorch/examples);
+        BPE learns its merges from the training text alone."""
+        if kind == "chars":
+            return cls(kind, sorted(set(all_text)))
+        if kind == "bytes":
+            return cls(kind)
+        if kind == "words":
+            words = sorted({w for line in all_text.splitlines() for w in line.split()} | {"<eos>"})
+            return cls(kind, words)
+        from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
+
+        tok = HFTokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>"], show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train_from_iterator(train_text.splitlines(keepends=True), trainer)
+        return cls(kind, bpe_json=tok.to_str())
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> Tokenizer:
+        return cls(info["kind"], info.get("vocab"), info.get("bpe_json"))
+
+    def info(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.vocab is not None:
+            out["vocab"] = self.vocab
+        if self.bpe_json is not None:
+            out["bpe_json"] = self.bpe_json
+        return out
+
+    @property
+    def size(self) -> int:
+        if self.kind == "bytes":
+            return 256
+        if self.kind == "bpe":
+            return self._bpe().get_vocab_size()
+        return len(self.vocab)
+
+    def _bpe(self):
+        if not hasattr(self, "_hf"):
+            from tokenizers import Tokenizer as HFTokenizer
+
+            self._hf = HFTokenizer.from_str(self.bpe_json)
+        return self._hf
+
+    def encode(self, text: str, what: str = "text") -> np.ndarray:
+        """Ids of `text` (int64).  Characters or words outside a vocabulary are an error naming them."""
+        if self.kind == "bytes":
+            return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+        if self.kind == "bpe":
+            lines = text.splitlines(keepends=True)
+            chunks = ["".join(lines[i : i + 1000]) for i in range(0, len(lines), 1000)]
+            return np.array([i for e in self._bpe().encode_batch(chunks) for i in e.ids], dtype=np.int64)
+        index = {s: i for i, s in enumerate(self.vocab)}
+        items = list(text) if self.kind == "chars" else [w for line in text.splitlines()
+                                                          for w in (*line.split(), "<eos>")]
+        unknown = sorted({s for s in items if s not in index})
+        if unknown:
+            shown = ", ".join(repr(s) for s in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+            raise CorpusError(f"{what} has {len(unknown)} {'character' if self.kind == 'chars' else 'word'}(s) outside "
+                              f"the model's vocabulary of {len(self.vocab)}: {shown}")
+        return np.array([index[s] for s in items], dtype=np.int64)
+
+    def decode(self, ids: list[int]) -> str:
+        if self.kind == "bytes":
+            return bytes(ids).decode("utf-8", errors="replace")
+        if self.kind == "bpe":
+            return self._bpe().decode(ids)
+        if self.kind == "words":
+            return " ".join(self.vocab[i] for i in ids).replace(" <eos> ", "\n").replace("<eos>", "\n")
+        return "".join(self.vocab[i] for i in ids)
+
+
+def compact(ids: np.ndarray, vocab_size: int) -> np.ndarray:
+    """The smallest integer dtype that holds every id: a flat column that maps as it is stored."""
+    dtype = np.uint8 if vocab_size <= 256 else np.int16 if vocab_size <= 32767 else np.int32
+    return ids.astype(dtype)
+
+
+def split_text(text: str, val_fraction: float, test_fraction: float) -> tuple[str, str, str]:
+    """First (1 - val - test) of the characters train, then val, then test (nanoGPT's cut)."""
+    n = len(text)
+    a = int(n * (1 - val_fraction - test_fraction))
+    b = int(n * (1 - test_fraction))
+    return text[:a], text[a:b], text[b:]
+
+
+def split_files(paths: list[Path], val_fraction: float, test_fraction: float) -> tuple[list[Path], ...]:
+    """The last files validate (and test): at least one file each where a fraction is asked."""
+    n_test = math.ceil(len(paths) * test_fraction) if test_fraction else 0
+    n_val = max(1, math.ceil(len(paths) * val_fraction))
+    if n_val + n_test >= len(paths):
+        raise CorpusError(f"{len(paths)} file(s) cannot be split by files into train, validation"
+                          f"{' and test' if n_test else ''}: give more files, data.val_files, or data.split: fraction")
+    train = paths[: len(paths) - n_val - n_test]
+    return train, paths[len(train) : len(train) + n_val], paths[len(train) + n_val :]

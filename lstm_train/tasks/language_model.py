@@ -1,0 +1,292 @@
+"""Language modelling (char-rnn, AWD-LSTM): predict the next token of a text.
+
+Training runs over contiguous streams with truncated backpropagation through time: the
+batch plan (`data.batching`, stream mode) hands each rank its streams' next window of
+`data.bptt` tokens, and the hidden state is carried from one window to the next through
+`Task.step_loss`, detached; the loop resets it at every epoch and keeps it in checkpoints.
+Validation and test text are cut into `data.eval_streams` streams scored whole, window
+after window with the state carried (as AWD-LSTM and pytorch/examples score).
+
+The training split is the flat token column itself (position i's target is token i + 1);
+a batch is the windows the plan's position matrix names.  Evaluation splits are views
+[streams, length + 1] of their flat columns (no copy).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from ..data.batching import check_streams
+from ..data.streams import CorpusError, Tokenizer, compact, read_texts, resolve_files, split_files, split_text
+from ..models.language_model import LanguageModel
+from ..schema import ModelBase, StreamData, default_data_root
+from .base import Batch, Split, Splits, Task
+
+
+class LanguageModelData(StreamData):
+    root: str = Field(default_factory=default_data_root, description="relative file names are read from here")
+    files: str | list[str] = Field("tinyshakespeare/input.txt",
+                                   description="the corpus: a file, a folder, a glob or a list of them")
+    val_files: str | list[str] | None = Field(None, description="validation text (e.g. wiki.valid.tokens)")
+    test_files: str | list[str] | None = Field(None, description="test text (e.g. wiki.test.tokens)")
+    split: Literal["fraction", "files"] = Field(
+        "fraction", description="without val_files: cut the stream by fraction (nanoGPT) or take the last files")
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.0, ge=0, lt=1, description="0: the test split is the validation split")
+    tokenizer: Literal["chars", "bytes", "words", "bpe"] = "chars"
+    vocab_size: int = Field(4000, ge=260, description="BPE vocabulary (tokenizer: bpe)")
+    batch_size: int = Field(32, ge=1, description="streams per process (data.global_batch_size: over all)")
+
+
+class LanguageModelModel(ModelBase):
+    hidden_size: int = Field(512, ge=1)
+    num_layers: int = Field(2, ge=1)
+    embedding_size: int = Field(128, ge=1)
+    tie_weights: bool = Field(False, description="decoder = embedding (the last layer is embedding_size wide)")
+    weight_drop: float = Field(0.0, ge=0, lt=1, description="DropConnect on hidden-to-hidden weights (AWD-LSTM)")
+    locked_dropout: bool = Field(False, description="one dropout mask per sequence (variational, AWD-LSTM)")
+    input_dropout: float | None = Field(None, ge=0, lt=1, description="dropout on the embeddings (default: dropout)")
+    embed_dropout: float = Field(0.0, ge=0, lt=1, description="drop whole embedding rows (AWD-LSTM)")
+    ar: float = Field(0.0, ge=0, description="activation regularisation (AWD-LSTM alpha)")
+    tar: float = Field(0.0, ge=0, description="temporal activation regularisation (AWD-LSTM beta)")
+
+
+def stream_view(tokens: torch.Tensor, streams: int) -> torch.Tensor:
+    """[streams, length + 1] rows of a flat column, each overlapping the next by one token (a view)."""
+    streams = max(1, min(streams, len(tokens) - 1))
+    length = (len(tokens) - 1) // streams
+    return tokens.as_strided((streams, length + 1), (length, 1))
+
+
+def unpack(carry: dict[str, torch.Tensor], layers: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    return [(carry[f"h{i}"], carry[f"c{i}"]) for i in range(layers)] if carry else None
+
+
+def pack(state: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    out = {}
+    for i, (h, c) in enumerate(state):
+        out[f"h{i}"], out[f"c{i}"] = h.detach(), c.detach()
+    return out
+
+
+class LanguageModelTask(Task):
+    name = "language_model"
+    Data = LanguageModelData
+    Model = LanguageModelModel
+    primary_metric = "loss"
+    higher_is_better = False
+    throughput_unit = "tokens"
+
+    # -- data and model ---------------------------------------------------------------
+
+    def load_data(self) -> Splits:
+        data = self.job.data
+        root = Path(data.root)
+        paths = resolve_files(data.files, root, "files")
+        if data.val_files is not None:
+            train_text = read_texts(paths)
+            val_text = read_texts(resolve_files(data.val_files, root, "val_files"))
+            test_text = read_texts(resolve_files(data.test_files, root, "test_files")) if data.test_files else ""
+        elif data.split == "files":
+            train_paths, val_paths, test_paths = split_files(paths, data.val_fraction, data.test_fraction)
+            train_text, val_text = read_texts(train_paths), read_texts(val_paths)
+            test_text = read_texts(test_paths) if test_paths else ""
+        else:
+            train_text, val_text, test_text = split_text(read_texts(paths), data.val_fraction, data.test_fraction)
+        tokenizer = Tokenizer.train(data.tokenizer, train_text, train_text + val_text + test_text, data.vocab_size)
+        size = tokenizer.size
+        columns = [torch.from_numpy(compact(tokenizer.encode(t, "the corpus"), size)) if t else None
+                   for t in (train_text, val_text, test_text)]
+        train, val, test = columns
+        for name, column in (("training", train), ("validation", val)):
+            if column is None or len(column) < 2:
+                raise CorpusError(f"the {name} part of {', '.join(map(str, paths[:3]))} has fewer than 2 tokens: "
+                                  "a language model needs text to predict")
+        # Here too, before the run directory exists (the plan checks again with the world size).
+        check_streams(len(train), data.global_batch_size or data.batch_size, data.bptt)
+        val_view = stream_view(val, data.eval_streams)
+        test_view = stream_view(test, data.eval_streams) if test is not None and len(test) > 1 else val_view
+        info = {"tokenizer": tokenizer.info(), "vocab_size": size, "bptt": data.bptt,
+                "train_tokens": len(train), "val_tokens": len(val)}
+        return Splits(train=(train,), val=(val_view,), test=(test_view,), info=info)
+
+    def source_files(self) -> list[Path]:
+        """The corpus files: the prepared-data store tokenizes them once, every rank maps the
+        flat token column (and the evaluation streams) read-only."""
+        data, root = self.job.data, Path(self.job.data.root)
+        files = resolve_files(data.files, root, "files")
+        for key in ("val_files", "test_files"):
+            if getattr(data, key):
+                files += resolve_files(getattr(data, key), root, key)
+        return files
+
+    def write_run_files(self, run_dir: Path, info: dict[str, Any]) -> None:
+        if "bpe_json" in info["tokenizer"]:  # the trained subword model, for users' own tools
+            tmp = run_dir / ".tokenizer.json.tmp"
+            tmp.write_text(info["tokenizer"]["bpe_json"])
+            tmp.replace(run_dir / "tokenizer.json")
+
+    def build_model(self, info: dict[str, Any]) -> nn.Module:
+        m = self.job.model
+        return LanguageModel(info["vocab_size"], m.embedding_size, m.hidden_size, m.num_layers, m.dropout,
+                             m.tie_weights, m.weight_drop, m.locked_dropout, m.input_dropout, m.embed_dropout)
+
+    def lengths(self, split: Split) -> torch.Tensor | None:
+        return None
+
+    def tokens(self, split: Split) -> torch.Tensor:
+        """One token per position (an expanded view: no memory per token)."""
+        return torch.ones(1, dtype=torch.int64).expand(len(split[0]))
+
+    def batch(self, split: Split, indices: torch.Tensor) -> Batch:
+        """(inputs, targets) [B, T]: a training window (a position matrix from the plan) or whole
+        evaluation streams (row indices of the view)."""
+        tokens = split[0]
+        if indices.dim() == 2:
+            positions = torch.cat([indices, indices[:, -1:] + 1], 1).to(tokens.device)
+            rows = tokens[positions].long()
+        else:
+            rows = tokens.index_select(0, indices.to(tokens.device)).long()
+        return rows[:, :-1], rows[:, 1:]
+
+    # -- training and evaluation ---------------------------------------------------------
+
+    def step_loss(self, model: nn.Module, batch: Batch, carry: dict[str, torch.Tensor]
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        inputs, targets = batch
+        m = self.job.model
+        logits, state, dropped, raw = model(inputs, unpack(carry, m.num_layers), outputs=True)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        if m.ar:
+            loss = loss + m.ar * dropped.float().pow(2).mean()
+        if m.tar:
+            loss = loss + m.tar * (raw[:, 1:] - raw[:, :-1]).float().pow(2).mean()
+        if self.job.data.variable_bptt:  # AWD-LSTM scales the learning rate by window / bptt
+            loss = loss * (inputs.shape[1] / self.job.data.bptt)
+        return loss, pack(state)
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return self.step_loss(model, batch, {})[0]
+
+    def eval_sums(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        """Whole streams, window after window, the state carried."""
+        inputs, targets = batch
+        total = torch.zeros((), dtype=torch.float64, device=inputs.device)
+        state = None
+        for start in range(0, inputs.shape[1], self.job.data.bptt):
+            window = slice(start, start + self.job.data.bptt)
+            logits, state = model(inputs[:, window], state)
+            total += F.cross_entropy(logits.flatten(0, 1).float(), targets[:, window].flatten(), reduction="sum")
+        return {"loss_sum": total, "count": torch.tensor(targets.numel(), device=inputs.device)}
+
+    def metrics(self, sums: dict[str, float], prefix: str = "test_") -> dict[str, float]:
+        loss = sums["loss_sum"] / max(sums["count"], 1)
+        out = {f"{prefix}loss": loss, f"{prefix}bits_per_token": loss / math.log(2),
+               f"{prefix}perplexity": math.exp(min(loss, 700)), f"{prefix}tokens": int(sums["count"])}
+        if self.job.data.tokenizer in ("chars", "bytes"):
+            out[f"{prefix}bpc"] = out[f"{prefix}bits_per_token"]
+        return out
+
+    # -- after training ------------------------------------------------------------------
+
+    def finish(self, model: nn.Module, splits: Splits, run_dir: Path) -> dict[str, Any]:
+        """Three samples (temperature 0.8, top-k 40) into samples.txt and a W&B table."""
+        tokenizer = Tokenizer.from_info(splits.info["tokenizer"])
+        prompt = tokenizer.decode([int(splits.val[0][0, 0])])
+        rows = []
+        for seed in (1, 2, 3):
+            text = "".join(generate(model, tokenizer, prompt, 300, 0.8, 40, seed))
+            rows.append([seed, prompt, prompt + text])
+        tmp = run_dir / ".samples.txt.tmp"
+        tmp.write_text("".join(f"--- seed {s}, temperature 0.8, top-k 40\n{t}\n" for s, _, t in rows))
+        tmp.replace(run_dir / "samples.txt")
+        return {"samples_file": str(run_dir / "samples.txt"),
+                "tables": {"samples": {"columns": ["seed", "prompt", "text"], "rows": rows}}}
+
+    def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
+        """Score a text: `predict RUN_DIR --file F` (or --text): loss, bits per token, perplexity."""
+        tokenizer = Tokenizer.from_info(info["tokenizer"])
+        if options.get("file"):
+            texts = [(options["file"], read_texts([Path(options["file"])]))]
+        else:
+            texts = [(f"--text {i + 1}", t) for i, t in enumerate(options.get("text") or inputs)]
+        if not texts:
+            raise ValueError("give a text to score: lstm-train predict RUN_DIR --file F (or --text T)")
+        lines = []
+        for name, text in texts:
+            ids = torch.from_numpy(tokenizer.encode(text, name))
+            if len(ids) < 2:
+                raise ValueError(f"{name}: needs at least 2 tokens to score, has {len(ids)}")
+            with torch.no_grad(), self.autocast(torch.device("cpu")):
+                sums = self.eval_sums(model, (ids[None, :-1], ids[None, 1:]))
+            m = self.metrics({k: float(v) for k, v in sums.items()}, prefix="")
+            lines.append(f"{name}\tloss {m['loss']:.4f}\tbits/token {m['bits_per_token']:.4f}\t"
+                         f"perplexity {m['perplexity']:.3f}\ttokens {m['tokens']}")
+        return lines
+
+
+def generate(model: nn.Module, tokenizer: Tokenizer, prompt: str, tokens: int, temperature: float, top_k: int | None,
+             seed: int) -> Iterator[str]:
+    """Sample `tokens` tokens after `prompt`, yielding text as it comes (reproducible per seed).
+    Bad options and a prompt outside the vocabulary are refused here, before anything is sampled."""
+    if temperature <= 0:
+        raise ValueError(f"--temperature {temperature}: must be > 0 (1 samples the model as it is, lower is greedier)")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"--top-k {top_k}: must be >= 1 (or left out to sample from the whole vocabulary)")
+    if not prompt:
+        raise ValueError("--prompt is empty: give at least one character to start from")
+    ids = tokenizer.encode(prompt, f"--prompt {prompt!r}").tolist()
+    if tokenizer.kind == "words" and ids and ids[-1] == tokenizer.vocab.index("<eos>"):
+        ids = ids[:-1] or ids
+    return _sample(model, tokenizer, ids, tokens, temperature, top_k, seed)
+
+
+def _sample(model: nn.Module, tokenizer: Tokenizer, ids: list[int], tokens: int, temperature: float,
+            top_k: int | None, seed: int) -> Iterator[str]:
+    generator = torch.Generator().manual_seed(seed)
+    model.eval()
+    out: list[int] = []
+    shown = ""
+    with torch.no_grad():
+        logits, state = model(torch.tensor([ids]), None)
+        for _ in range(tokens):
+            last = logits[0, -1].float() / temperature
+            if top_k is not None and top_k < len(last):
+                cutoff = torch.topk(last, top_k).values[-1]
+                last = last.masked_fill(last < cutoff, float("-inf"))
+            token = int(torch.multinomial(last.softmax(0), 1, generator=generator))
+            out.append(token)
+            text = tokenizer.decode(out)
+            if not text.endswith("\ufffd"):  # an unfinished UTF-8 character (bytes) waits for its rest
+                yield text[len(shown):]
+                shown = text
+            logits, state = model(torch.tensor([[token]]), state)
+    if len(shown) < len(tokenizer.decode(out)):
+        yield tokenizer.decode(out)[len(shown):]
+
+
+def cmd_generate(model: nn.Module, info: dict[str, Any], args: Any) -> None:
+    """`lstm-train generate`: stream each sample to stdout."""
+    tokenizer = Tokenizer.from_info(info["tokenizer"])
+    generate(model, tokenizer, args.prompt, args.tokens, args.temperature, args.top_k, args.seed)  # checks only
+    for n in range(args.samples):
+        if args.samples > 1:
+            print(f"--- sample {n + 1} (seed {args.seed + n})", flush=True)
+        sys.stdout.write(args.prompt)
+        for piece in generate(model, tokenizer, args.prompt, args.tokens, args.temperature, args.top_k, args.seed + n):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+
+
+TASK = LanguageModelTask
