@@ -43,7 +43,6 @@ from torch import nn
 
 from ..data.ragged import Column, Padded, Ragged, gather, sample_lengths
 from ..distributed import autocast, resolve_precision
-from ..runfiles import writing
 from ..schema import DataBase, ModelBase
 
 Split = tuple[Column, ...]
