@@ -14,15 +14,17 @@ Texts are split into words with a Hugging Face `tokenizers` pre-tokenizer
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from tokenizers import Regex, pre_tokenizers
 
+from ..runfiles import Raw, shorten
 from ..schema import ConfigError
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
@@ -70,30 +72,64 @@ def file_format(path: Path, fmt: str) -> str:
 
 
 def read_text(path: Path, encoding: str) -> str:
-    """The whole file decoded, or an error naming the line of the first undecodable byte."""
+    """The whole file decoded (for small files only: tables and predict files stream through
+    `read_lines`), or an error naming the line of the first undecodable byte."""
+    return "".join(text for _, text in read_lines(path, encoding))
+
+
+def _codec(encoding: str) -> str:
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
     try:
-        raw = path.read_bytes()
+        codecs.lookup(codec)
+    except LookupError:
+        raise TextDataError(f"data.encoding = {encoding!r}: not a text encoding Python knows") from None
+    return codec
+
+
+def read_lines(path: Path, encoding: str = "utf-8", max_line: int | None = None,
+               cut: list[tuple[int, int]] | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, text with its newline) of a file, read as a stream: memory stays bounded by
+    the longest line, or by `max_line` bytes where given (a longer line is cut there, the rest
+    skipped unread into memory, and (line, its length in bytes) appended to `cut`).  Bytes that
+    are not `encoding` raise an error naming the line and the byte offset."""
+    path = Path(path).expanduser()
+    codec = _codec(encoding)
+    decoder = codecs.getincrementaldecoder(codec)()
+    try:
+        f = open(path, "rb")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
     except OSError as e:
         raise TextDataError(f"{path}: cannot read ({e.strerror})") from None
-    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
-    try:
-        return raw.decode(codec)
-    except LookupError:
-        raise TextDataError(f"data.encoding = {encoding!r}: not a text encoding Python knows") from None
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise TextDataError(
-            f"{path}:{line}: not valid {encoding} (byte 0x{raw[e.start]:02x} at offset {e.start}); "
-            "re-save the file as UTF-8 or set data.encoding (e.g. latin-1, cp1252)"
-        ) from None
+    offset = 0
+    with f:
+        for number, raw in enumerate(iter(lambda: f.readline(-1 if max_line is None else max_line), b""), 1):
+            size = len(raw)
+            if max_line is not None and size >= max_line and not raw.endswith(b"\n"):
+                while (rest := f.readline(1 << 20)):  # skip the rest of this line, a MiB at a time
+                    size += len(rest)
+                    if rest.endswith(b"\n"):
+                        break
+                if cut is not None:
+                    cut.append((number, size))
+            try:
+                text = decoder.decode(raw)
+                if size > len(raw):  # cut: drop a character split at the cut, end the line
+                    decoder.reset()
+                    text += "\n"
+            except UnicodeDecodeError as e:
+                raise TextDataError(
+                    f"{path}:{number}: not valid {encoding} (byte 0x{raw[e.start]:02x} at offset {offset + e.start}); "
+                    "re-save the file as UTF-8 or set data.encoding (e.g. latin-1, cp1252)"
+                ) from None
+            offset += size
+            yield number, text
 
 
 def read_table(path: str | Path, text_column: str, label_column: str | None, fmt: str = "auto",
                encoding: str = "utf-8") -> Table:
     """Text and label of every row of a CSV / TSV / JSON Lines file (blank lines skipped);
-    `label_column` None: texts only (`Table.labels` stays empty)."""
+    `label_column` None: texts only (`Table.labels` stays empty).  Read as a stream."""
     path = Path(path).expanduser()
     kind = file_format(path, fmt)
     if kind in ("parquet", "hf"):
@@ -101,16 +137,17 @@ def read_table(path: str | Path, text_column: str, label_column: str | None, fmt
         if not table.texts:
             raise TextDataError(f"{path}: no samples (an empty table?)")
         return table
-    content = read_text(path, encoding)
-    table = _read_jsonl(path, content, text_column, label_column) if kind == "jsonl" else \
-        _read_delimited(path, content, "\t" if kind == "tsv" else ",", text_column, label_column)
+    lines = read_lines(path, encoding)
+    table = _read_jsonl(path, lines, text_column, label_column) if kind == "jsonl" else \
+        _read_delimited(path, (text for _, text in lines), "\t" if kind == "tsv" else ",", text_column, label_column)
     if not table.texts:
         raise TextDataError(f"{path}: no samples (an empty file?)")
     return table
 
 
-def _read_delimited(path: Path, content: str, delimiter: str, text_column: str, label_column: str | None) -> Table:
-    reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter, strict=True)
+def _read_delimited(path: Path, content: Iterable[str], delimiter: str, text_column: str,
+                    label_column: str | None) -> Table:
+    reader = csv.reader(content, delimiter=delimiter, strict=True)
     table = Table(str(path))
     try:
         header = next(reader, None)
@@ -124,7 +161,7 @@ def _read_delimited(path: Path, content: str, delimiter: str, text_column: str, 
                 continue
             if name not in header:
                 raise TextDataError(
-                    f"{path}:1: no column {name!r} ({key}); the header has: {', '.join(header)}"
+                    f"{path}:1: no column {name!r} ({key}); the header has: {listing(header)}"
                 )
             columns[key] = header.index(name)
         text_at, label_at = columns["data.text_column"], columns.get("data.label_column")
@@ -136,7 +173,7 @@ def _read_delimited(path: Path, content: str, delimiter: str, text_column: str, 
             if len(row) != len(header):
                 raise TextDataError(
                     f"{path}:{line}: {len(row)} fields, but the header has {len(header)} "
-                    f"({', '.join(header)}); quote a field that holds the delimiter {delimiter!r}"
+                    f"({listing(header)}); quote a field that holds the delimiter {delimiter!r}"
                 )
             _add(table, row[text_at], None if label_at is None else row[label_at], line, text_column, label_column)
     except csv.Error as e:
@@ -172,7 +209,7 @@ def _read_arrow(path: Path, kind: str, text_column: str, label_column: str | Non
         batches = lambda columns: found.data.table.select(columns).to_batches(max_chunksize=65536)  # noqa: E731
     for key, name in (("data.text_column", text_column), ("data.label_column", label_column)):
         if name is not None and name not in names:
-            raise TextDataError(f"{path}: no column {name!r} ({key}); the columns are: {', '.join(names)}")
+            raise TextDataError(f"{path}: no column {name!r} ({key}); the columns are: {listing(list(names))}")
     table = Table(str(path), columns=list(names))
     wanted = [text_column] + ([label_column] if label_column is not None else [])
     row = 0
@@ -185,15 +222,29 @@ def _read_arrow(path: Path, kind: str, text_column: str, label_column: str | Non
                 raise TextDataError(f"{path}: row {row}: {text_column!r} must be a string, found {text!r}")
             if label_column is not None and (label is None or isinstance(label, (dict, list))):
                 raise TextDataError(f"{path}: row {row}: {label_column!r} must be a string or number, found {label!r}")
-            if isinstance(label, bool):
-                label = str(label).lower()
-            _add(table, text, None if label is None else str(label), row, text_column, label_column)
+            _add(table, text, None if label is None else label_text(label), row, text_column, label_column)
     return table
 
 
-def _read_jsonl(path: Path, content: str, text_column: str, label_column: str | None) -> Table:
+def listing(names: list[str], limit: int = 20, width: int = 40) -> str:
+    """Names for an error message: at most `limit`, each cut to `width` characters (a CSV with
+    100,000 columns or a 1 MB header cell must not make a 1 MB message)."""
+    shown = [n if len(n) <= width else n[: width - 3] + "..." for n in names[:limit]]
+    return ", ".join(shown) + (f", ... ({len(names):,} in all)" if len(names) > limit else "")
+
+
+def label_text(label: Any) -> str:
+    """A JSON label as its class name: one value, one class (1, 1.0 and "1" are all "1")."""
+    if isinstance(label, bool):
+        return str(label).lower()
+    if isinstance(label, float) and label.is_integer():
+        return str(int(label))
+    return str(label)
+
+
+def _read_jsonl(path: Path, content: Iterable[tuple[int, str]], text_column: str, label_column: str | None) -> Table:
     table = Table(str(path))
-    for line, raw in enumerate(content.split("\n"), 1):
+    for line, raw in content:
         if not raw.strip():
             continue
         try:
@@ -206,18 +257,18 @@ def _read_jsonl(path: Path, content: str, text_column: str, label_column: str | 
             table.columns = list(record)
         for key, name in (("data.text_column", text_column), ("data.label_column", label_column)):
             if name is not None and name not in record:
-                raise TextDataError(f"{path}:{line}: no key {name!r} (keys: {', '.join(record)}); set {key}")
+                raise TextDataError(f"{path}:{line}: no key {name!r} (keys: {listing(list(record))}); set {key}")
         text = record[text_column]
         if not isinstance(text, str):
-            raise TextDataError(f"{path}:{line}: {text_column!r} must be a string, found {json.dumps(text)}")
+            raise TextDataError(f"{path}:{line}: {text_column!r} must be a string, found {shorten(Raw(json.dumps(text)))}")
         label = None
         if label_column is not None:
             label = record[label_column]
             if isinstance(label, (dict, list)) or label is None:
                 raise TextDataError(
-                    f"{path}:{line}: {label_column!r} must be a string or number, found {json.dumps(label)}"
+                    f"{path}:{line}: {label_column!r} must be a string or number, found {shorten(Raw(json.dumps(label)))}"
                 )
-            label = str(label).lower() if isinstance(label, bool) else str(label)
+            label = label_text(label)
         _add(table, text, label, line, text_column, label_column)
     return table
 
@@ -281,8 +332,49 @@ def label_ids(table: Table, classes: list[str], train_path: str) -> list[int]:
     for label, line in zip(table.labels, table.lines):
         if label not in index:
             raise TextDataError(
-                f"{table.path}:{line}: label {label!r} does not occur in the training data "
-                f"({train_path}); known labels: {', '.join(classes)}"
+                f"{table.path}:{line}: label {shorten(label)} does not occur in the training data "
+                f"({train_path}); known labels: {listing(classes)}"
             )
         ids.append(index[label])
     return ids
+
+
+# predict reads at most this much of one line: far more words than any data.max_length keeps.
+PREDICT_LINE_BYTES = 1 << 20
+# ... and echoes at most this much of a text it cut.
+ECHO_CHARS = 200
+
+
+def read_prediction_lines(path: Path, encoding: str) -> list[str]:
+    """The lines of a plain-text predict --file, streamed; a line over PREDICT_LINE_BYTES is cut
+    there (the rest is skipped, never held in memory) and stderr says which and by how much."""
+    import sys
+
+    cut: list[tuple[int, int]] = []
+    lines = [text.rstrip("\n") for _, text in read_lines(path, encoding, PREDICT_LINE_BYTES, cut)]
+    for number, size in cut[:5]:
+        print(f"{path}:{number}: a line of {size:,} bytes; read its first {PREDICT_LINE_BYTES:,} only",
+              file=sys.stderr)
+    if len(cut) > 5:
+        print(f"{path}: {len(cut):,} lines over {PREDICT_LINE_BYTES:,} bytes in all", file=sys.stderr)
+    return lines
+
+
+def cut_for_prediction(ids: list[list[int]], texts: list[str], limit: int | None) -> tuple[list[list[int]], list[str]]:
+    """Token ids cut to the job's data.max_length (as in training), the echoed texts of those cut
+    shortened; stderr says how many were cut and by how much."""
+    if not limit:
+        return ids, texts
+    long = [i for i, s in enumerate(ids) if len(s) > limit]
+    if not long:
+        return ids, texts
+    import sys
+
+    longest = max(len(ids[i]) for i in long)
+    print(f"predict: cut {len(long):,} of {len(ids):,} texts to data.max_length={limit} words "
+          f"(the longest had {longest:,}, {longest - limit:,} words left out)", file=sys.stderr)
+    texts = list(texts)
+    for i in long:
+        if len(texts[i]) > ECHO_CHARS:
+            texts[i] = texts[i][:ECHO_CHARS] + f"... ({len(texts[i]):,} characters)"
+    return [s[:limit] for s in ids], texts
