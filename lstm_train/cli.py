@@ -13,7 +13,8 @@ import signal
 import sys
 from pathlib import Path
 
-from .config import load_job, validate_job
+from . import runfiles
+from .config import check_option, load_job, validate_job
 
 # Errors a user fixes by changing input: ConfigError, IdxError are ValueErrors and
 # DataMissingError a FileNotFoundError; these two live in modules that import torch,
@@ -122,8 +123,6 @@ def load_run(run_dir: Path):
     the run selected a model on validation data, else the newest) and task info.  `run_dir`
     may also be a model artifact downloaded by `wandb artifact get` (the same files, flat).
     Only safetensors, JSON and YAML are read: nothing in a directory from someone else runs."""
-    import yaml
-
     from .checkpoint import load_for_predict, load_model_state
     from .tasks import get_task
 
@@ -131,7 +130,7 @@ def load_run(run_dir: Path):
     if not config.is_file():
         raise FileNotFoundError(f"{run_dir}: no config.yaml here; is this a run directory (runs/<job>/<id>) or a "
                                 "model artifact (wandb artifact get)?")
-    job = validate_job(yaml.safe_load(config.read_text()), str(config))
+    job = validate_job(runfiles.read_config(config), str(config))
     found = load_for_predict(run_dir)
     if found is None:
         raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no checkpoint to predict with")
@@ -144,7 +143,9 @@ def load_run(run_dir: Path):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    _, task, model, info = load_run(Path(args.run_dir))
+    job, task, model, info = load_run(Path(args.run_dir))
+    if args.beam is not None:  # validated as the job file's model.beam_size is
+        check_option(job, "model.beam_size", args.beam, "--beam")
     options = {"csv": args.csv, "text": args.text, "file": args.file, "conllu": args.conllu, "beam": args.beam,
                "output": args.output}
     for line in task.predict(model, info, args.inputs, options):

@@ -53,6 +53,12 @@ class TrainConfig(Section):
     seed: int = 1
     output_dir: str | None = Field(None, description="default: runs/<job name>/<run id>")
     run_id: str | None = Field(None, description="default: SLURM job id, else a hash of the job")
+
+    @field_validator("run_id")
+    @classmethod
+    def _plain_run_id(cls, value: str | None) -> str | None:
+        """A run id is a directory name under runs/<name>/: no path (`..`, `/`, absolute)."""
+        return value if value is None else plain_name(value, "train.run_id")
     grad_accum_steps: int | None = Field(
         None, ge=1, description="micro-batches per optimizer step (default 1, or as data.global_batch_size needs)"
     )
@@ -112,11 +118,32 @@ class SlurmConfig(Section):
     setup: list[str] = []
     additional: dict[str, Any] = {}
 
+    @field_validator("setup")
+    @classmethod
+    def _warn_credentials(cls, lines: list[str]) -> list[str]:
+        """A setup line runs in the batch script, which SLURM and submitit keep as a file:
+        a credential exported there is readable wherever that file is (we redact it elsewhere)."""
+        names = runfiles.credential_lines(lines)
+        if names:
+            import warnings
+
+            warnings.warn(
+                f"slurm.setup exports {', '.join(names)}: its value is written into the batch script "
+                "(and SLURM's copy of it). Keep credentials out of job files: `wandb login` (~/.netrc), "
+                "or export it in your shell before submitting (SLURM passes the environment on).",
+                stacklevel=2)
+        return lines
+
 
 class JobBase(Section):
     """Sections shared by every task; `data` and `model` are added per task."""
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return plain_name(value, "name")
     task: str = "classify"
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
@@ -248,8 +275,34 @@ def load_job(path: str | Path, overrides: list[str] = ()) -> JobBase:
     return validate_job(spec, source)
 
 
+def plain_name(value: str, key: str) -> str:
+    """`value` if it is a plain file name (letters, digits, `_ . -`; not `.` or `..`), else a clear error:
+    names become directories under runs/, and a path there would write outside it."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", value) or set(value) == {"."}:
+        raise ValueError(f"{key}={runfiles.shorten(value)} is not a plain name: use 1-128 letters, digits, "
+                         "'_', '.' or '-' (no '/', no '..'); to write elsewhere set train.output_dir")
+    return value
+
+
 def save_job(job: JobBase, path: Path) -> None:
-    path.write_text(yaml.safe_dump(job.to_dict(), sort_keys=False))
+    """config.yaml: the resolved job, credentials redacted, written atomically."""
+    runfiles.write_atomic(path, yaml.safe_dump(runfiles.redact(job.to_dict()), sort_keys=False))
+
+
+def check_option(job: JobBase, key: str, value: Any, flag: str) -> Any:
+    """A command-line value validated exactly as the job schema validates `key` (`--beam 0` is
+    refused as `model.beam_size: 0` would be), or a ConfigError naming the flag."""
+    section_name, field = key.split(".")
+    section = getattr(job, section_name)
+    if field not in type(section).model_fields:
+        raise ConfigError(f"{flag} does not apply to a {job.task} run (its {section_name} has no {field})")
+    try:
+        type(section).model_validate({**section.model_dump(), field: value})
+    except ValidationError as e:
+        raise ConfigError(f"{flag} {runfiles.shorten(value)}: {e.errors()[0]['msg']} (as {key} in a job file)") from None
+    return value
 
 
 def sweep_jobs(job: JobBase, source: str) -> list[tuple[str, dict[str, Any], JobBase]]:

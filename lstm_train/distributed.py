@@ -10,6 +10,8 @@ into an error instead of wasted compute.
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import os
 import sys
@@ -199,21 +201,108 @@ class SparseGradients:
 
 
 def gather_objects(accelerator: Accelerator, obj: Any) -> list[Any]:
-    """One object from every rank, in rank order (RNG states for the checkpoint, digests)."""
+    """One object from every rank, in rank order (RNG states for the checkpoint, digests).
+    Sent as JSON bytes in a uint8 tensor (`to_wire`), never pickled: torch's
+    all_gather_object unpickles what any peer sends, so a rogue peer could run code."""
     if accelerator.num_processes == 1:
         return [obj]
-    out: list[Any] = [None] * accelerator.num_processes
-    torch.distributed.all_gather_object(out, obj)
-    return out
+    world = accelerator.num_processes
+    data, size = _as_tensor(to_wire(obj), accelerator.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    torch.distributed.all_gather(sizes, size)
+    longest = max(int(n) for n in sizes)
+    padded = torch.zeros(longest, dtype=torch.uint8, device=data.device)
+    padded[: data.numel()] = data
+    parts = [torch.zeros_like(padded) for _ in range(world)]
+    torch.distributed.all_gather(parts, padded)
+    return [from_wire(part[: int(n)].cpu().numpy().tobytes()) for part, n in zip(parts, sizes)]
 
 
 def broadcast_object(accelerator: Accelerator, obj: Any) -> Any:
-    """Rank 0's object on every rank: decisions made once, from what rank 0 sees."""
+    """Rank 0's object on every rank: decisions made once, from what rank 0 sees
+    (as JSON bytes in a tensor, like `gather_objects`)."""
     if accelerator.num_processes == 1:
         return obj
-    box = [obj]
-    torch.distributed.broadcast_object_list(box, src=0)
-    return box[0]
+    data, size = _as_tensor(to_wire(obj) if accelerator.process_index == 0 else b"", accelerator.device)
+    torch.distributed.broadcast(size, src=0)
+    if accelerator.process_index != 0:
+        data = torch.zeros(int(size), dtype=torch.uint8, device=size.device)
+    torch.distributed.broadcast(data, src=0)
+    return from_wire(data.cpu().numpy().tobytes())
+
+
+def _as_tensor(data: bytes, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    tensor = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
+    return tensor.to(device), torch.tensor([len(data)], dtype=torch.long, device=device)
+
+
+def to_wire(obj: Any) -> bytes:
+    """JSON bytes of what ranks tell each other: JSON values, plus tuples, sets, paths, numpy
+    arrays and tensors (tagged, their bytes in base64: RNG states).  Anything else is a
+    TypeError here, on the sender, rather than a pickle the receiver would have to trust."""
+    return json.dumps(_encode(obj), separators=(",", ":")).encode()
+
+
+def from_wire(data: bytes) -> Any:
+    """The inverse of `to_wire`: only data comes back, never code."""
+    return _decode(json.loads(data.decode()))
+
+
+def _encode(obj: Any) -> Any:
+    import numpy as np
+
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) for k in obj):
+            return {"__dict__": {k: _encode(v) for k, v in obj.items()}}
+        return {"__items__": [[_encode(k), _encode(v)] for k, v in obj.items()]}
+    if isinstance(obj, list):
+        return [_encode(v) for v in obj]
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v) for v in obj]}
+    if isinstance(obj, (set, frozenset)):
+        return {"__set__": [_encode(v) for v in sorted(obj, key=repr)]}
+    if isinstance(obj, os.PathLike):
+        return {"__path__": os.fspath(obj)}
+    if isinstance(obj, torch.Tensor):
+        array = obj.detach().cpu()
+        return {"__tensor__": base64.b64encode(array.contiguous().view(torch.uint8).numpy().tobytes()).decode(),
+                "dtype": str(array.dtype).removeprefix("torch."), "shape": list(array.shape)}
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": base64.b64encode(np.ascontiguousarray(obj).tobytes()).decode(),
+                "dtype": obj.dtype.str, "shape": list(obj.shape)}
+    raise TypeError(f"cannot send a {type(obj).__name__} between ranks (JSON values, tuples, sets, paths, "
+                    "arrays and tensors only)")
+
+
+def _decode(obj: Any) -> Any:
+    import numpy as np
+    from pathlib import Path
+
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__dict__" in obj:
+        return {k: _decode(v) for k, v in obj["__dict__"].items()}
+    if "__items__" in obj:
+        return {_decode(k): _decode(v) for k, v in obj["__items__"]}
+    if "__tuple__" in obj:
+        return tuple(_decode(v) for v in obj["__tuple__"])
+    if "__set__" in obj:
+        return {_decode(v) for v in obj["__set__"]}
+    if "__path__" in obj:
+        return Path(obj["__path__"])
+    if "__tensor__" in obj:
+        dtype = getattr(torch, obj["dtype"])
+        raw = torch.frombuffer(bytearray(base64.b64decode(obj["__tensor__"])), dtype=torch.uint8)
+        return (raw.view(dtype) if raw.numel() else torch.zeros(0, dtype=dtype)).reshape(obj["shape"]).clone()
+    if "__ndarray__" in obj:
+        return np.frombuffer(base64.b64decode(obj["__ndarray__"]), dtype=np.dtype(obj["dtype"])).reshape(obj["shape"]).copy()
+    raise ValueError(f"not a message of to_wire: {sorted(obj)[:5]}")
 
 
 # ---------------------------------------------------------------------------

@@ -22,7 +22,9 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,17 +96,104 @@ def run_dir(spec: dict[str, Any], environ: dict[str, str] | None = None) -> Path
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON so that readers see the old file or the new one, never half of one:
-    a temporary file in the same directory, fsynced, then renamed over the target."""
+    """Write JSON so that readers see the old file or the new one, never half of one
+    (through `write_atomic`)."""
+    write_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+# Files we write: never readable by others, group-readable only where the umask allows it
+# (the run directory is 0750 for the same reason).  Temporaries are 0600 until renamed.
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+
+
+def _umask() -> int:
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def create_private(path: Path, binary: bool = False) -> Any:
+    """Open a new file for writing that nobody else can have prepared: O_CREAT | O_EXCL |
+    O_NOFOLLOW, mode 0600.  A file or symlink already at `path` is an error, never followed."""
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    return os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8")
+
+
+def temporary_name(path: Path) -> Path:
+    """A temporary beside `path` with an unguessable name (a published pid or token would let
+    someone plant a symlink there first; `create_private` refuses one anyway)."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+
+
+def write_atomic(path: Path, data: str | bytes, keeps: str = "") -> None:
+    """The one writer of run files: a private temporary in the target directory (O_EXCL |
+    O_NOFOLLOW, 0600, random name), fsynced, given FILE_MODE (less what the umask removes),
+    then renamed over `path`, so readers see the old file or the new one and a symlink planted
+    at `path` is replaced, not followed."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    text = json.dumps(data, indent=2, default=str) + "\n"
-    with writing(path, tmp, len(text)):
-        with open(tmp, "w") as f:
-            f.write(text)
+    tmp = temporary_name(path)
+    with writing(path, tmp, len(data), keeps):
+        with create_private(tmp, binary=isinstance(data, bytes)) as f:
+            f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), FILE_MODE & ~_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
+
+
+class UnsafeRunDir(RunFileError):
+    """A run directory this user must not write into: another user's, or writable by anyone."""
+
+
+def make_run_dir(path: Path) -> Path:
+    """Create a run directory (and missing parents) 0750, never wider than the umask allows,
+    and check that it is safe to write into (`check_run_dir`)."""
+    path = Path(path)
+    missing = []
+    p = path
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for p in reversed(missing):
+        with writing(p):
+            p.mkdir(mode=DIR_MODE, exist_ok=True)
+    check_run_dir(path)
+    return path
+
+
+def check_run_dir(path: Path, warn: Any = None) -> None:
+    """Refuse a run directory owned by another user or writable by others (whoever can write
+    there can swap the files this run later reads back).  A group-writable one is allowed with a
+    warning: a shared group directory (setgid project folder, umask 002) is a team's deliberate
+    choice, and refusing it would stop that team; the warning says what it means."""
+    st = os.stat(path)
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        owner = _user(st.st_uid)
+        raise UnsafeRunDir(
+            f"{path} belongs to {owner}, not to you: a run directory is written by its owner only "
+            "(their files could be replaced under you, yours under them). Copy it "
+            f"(cp -r {path} NEW_DIR) and use train.output_dir=NEW_DIR, or set another train.output_dir.")
+    if st.st_mode & stat.S_IWOTH:
+        raise UnsafeRunDir(
+            f"{path} is writable by every user (mode {stat.S_IMODE(st.st_mode):o}): anyone could plant files "
+            f"that this run reads back. Run `chmod o-w {path}` or set another train.output_dir.")
+    if st.st_mode & stat.S_IWGRP:
+        import warnings
+
+        warnings.warn(
+            f"{path} is writable by its group (mode {stat.S_IMODE(st.st_mode):o}): every member of the group "
+            "can change what this run reads back. Fine for a shared project folder; otherwise "
+            f"`chmod g-w {path}`.", stacklevel=2)
+
+
+def _user(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
 
 
 @contextlib.contextmanager
@@ -149,13 +238,76 @@ def _size(n: float) -> str:
     return ""
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from a file, or None when it is missing or unreadable."""
+class RunDirError(ValueError):
+    """A file read back from a run directory is malformed or hand-edited wrongly (a ValueError:
+    the CLI prints it and exits 2); the message names the file and the field."""
+
+
+def read_json(path: Path, fields: dict[str, type | tuple[type, ...]] | None = None) -> dict[str, Any] | None:
+    """A JSON object from a run file, or None when the file is missing.  A file that is there
+    but is not a JSON object, or whose `fields` (name -> type) have another type, is a
+    RunDirError naming the file and the field: never a traceback, never silently ignored."""
+    path = Path(path)
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        with open(path, "rb") as f:
+            raw = f.read(MAX_RUN_FILE + 1)
+    except FileNotFoundError:
         return None
-    return data if isinstance(data, dict) else None
+    except OSError as e:
+        raise RunDirError(f"{path}: cannot read it ({e.strerror or e})") from None
+    if len(raw) > MAX_RUN_FILE:
+        raise RunDirError(f"{path}: over {_size(MAX_RUN_FILE)}, not a file lstm_train wrote")
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        raise RunDirError(f"{path}: not valid JSON ({e}); restore it, or remove it to start that part over") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    check_fields(path, data, fields or {})
+    return data
+
+
+def check_fields(path: Path, data: dict[str, Any], fields: dict[str, type | tuple[type, ...]]) -> None:
+    """Each present field of `fields` has its type (a list type checks its items as strings)."""
+    for name, kind in fields.items():
+        if name not in data or data[name] is None:
+            continue
+        value = data[name]
+        if kind is list:
+            ok = isinstance(value, list) and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value)
+        else:
+            ok = isinstance(value, kind) and not (isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)))
+        if not ok:
+            want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise RunDirError(f"{path}: field {name!r} should be {'a list of ids' if kind is list else want}, "
+                              f"found {shorten(value)}")
+
+
+# Files lstm_train writes into a run directory are small; a bigger one was put there by hand.
+MAX_RUN_FILE = 64 * 1024 * 1024
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A run's config.yaml as a dict; malformed -> RunDirError naming it."""
+    import yaml
+
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_RUN_FILE:
+            raise RunDirError(f"{path}: over {_size(MAX_RUN_FILE)}, not a config.yaml lstm_train wrote")
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{path}: cannot read it ({e})") from None
+    except yaml.YAMLError as e:
+        raise RunDirError(f"{path}: not valid YAML ({shorten(str(e), 200)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: expected a mapping of job sections, found {type(data).__name__}")
+    for section in ("train", "data", "model"):
+        if section in data and not isinstance(data[section], dict):
+            raise RunDirError(f"{path}: field {section!r} should be a mapping, found {shorten(data[section])}")
+    return data
 
 
 def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
@@ -176,3 +328,80 @@ def _listed(folder: Path, pattern: re.Pattern[str], directories: bool) -> list[t
     found = [(int(m.group(1)), p) for p in folder.iterdir()
              if (m := pattern.match(p.name)) and not p.is_symlink() and p.is_dir() == directories]
     return sorted(found, reverse=True)
+
+
+# ---------------------------------------------------------------------------
+# Secrets: what of a job may be written where others can read it
+
+REDACTED = "<redacted>"
+# A key that names a credential: one of its words (split at _ - .) is one of these
+# (api_key, WANDB_API_KEY, HF_TOKEN, client_secret, password; not tokenizer or max_tokens).
+_CREDENTIAL_WORDS = {"key", "apikey", "token", "secret", "password", "passwd", "credential", "credentials"}
+# Inside a string (a shell line of slurm.setup, an sbatch option): NAME=value or NAME: value.
+_ASSIGNMENT = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)")
+
+
+def is_credential(name: str) -> bool:
+    """Whether a key or variable name looks like a credential's."""
+    return any(w in _CREDENTIAL_WORDS for w in re.split(r"[_\-.]", name.lower()))
+
+
+def redact(value: Any) -> Any:
+    """A copy of a job dict (or any JSON-like value) with credentials replaced by <redacted>:
+    the value of every key that looks like one, and `NAME=value` inside strings where NAME does."""
+    if isinstance(value, dict):
+        return {k: REDACTED if isinstance(k, str) and is_credential(k) and v not in (None, "", [], {})
+                and not isinstance(v, (dict, bool)) else redact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    if isinstance(value, str):
+        return _ASSIGNMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}" if is_credential(m.group(1))
+                               else m.group(0), value)
+    return value
+
+
+def shareable(spec: dict[str, Any]) -> dict[str, Any]:
+    """What of a job may travel (W&B config, checkpoints, the model artifact): what is trained,
+    without the tracking, slurm and sweep sections (where, how long and how it is tracked, where
+    setup lines and tokens live), credentials redacted."""
+    return redact({k: v for k, v in spec.items() if k not in VOLATILE_SECTIONS})
+
+
+def credential_lines(lines: list[str]) -> list[str]:
+    """The variable names that shell lines (slurm.setup) set to a credential."""
+    return [m.group(1) for line in lines for m in _ASSIGNMENT.finditer(str(line))
+            if is_credential(m.group(1)) and m.group(3) != REDACTED]
+
+
+class Raw(str):
+    """A string `shorten` shows as it is (JSON text, say), not as its repr."""
+
+
+def shorten(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to about `limit` characters for an error message (a 1 MB CSV header or a
+    pasted text must not become a 1 MB message)."""
+    text = value if isinstance(value, Raw) else repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 20]}... ({len(text):,} characters)"
+
+
+
+# The fields of run files that the project reads back, with their types (`read_json(path, FIELDS)`).
+RESULT_FIELDS: dict[str, Any] = {"primary_metric": str, "higher_is_better": bool, "steps": int, "world_size": int,
+                                 "train_seconds": (int, float), "run_dir": str}
+SUBMISSION_FIELDS: dict[str, Any] = {"kind": str, "executor": str, "job_ids": list, "run_dir": str, "folder": str,
+                                     "world_size": int, "logs": dict, "wandb": dict, "earlier": (list,),
+                                     "points": (list,), "submitted_at": str}
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock (flock on `path`, created 0600 if missing) for the block; a second
+    holder waits.  For short critical sections (`submit`), not for a run's lifetime (runlock)."""
+    import fcntl
+
+    fd = os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 import dataclasses
 from pathlib import Path
 
-from .runfiles import writing
+from .runfiles import create_private, writing
 
 LOCK = "lock.json"
 
@@ -193,7 +193,7 @@ def _create(path: Path, me: Holder) -> bool:
     text = json.dumps(dataclasses.asdict(me), indent=2) + "\n"
     own = path.with_name(f".{path.name}.{me.token}")
     with writing(path, own):  # a full or read-only run directory: a clear error, nothing left behind
-        with open(own, "w") as f:
+        with create_private(own) as f:  # O_EXCL | O_NOFOLLOW: the token is published in lock.json
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -212,7 +212,7 @@ def _create(path: Path, me: Holder) -> bool:
 
 def _create_exclusive(path: Path, text: str) -> bool:
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0), 0o640)
     except FileExistsError:
         return False
     with os.fdopen(fd, "w") as f:

@@ -58,20 +58,36 @@ Failure policy
 
 from __future__ import annotations
 
-from .about import versions
-
+import contextlib
 import hashlib
 import json
 import netrc
 import os
 import re
 import socket
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
+
+from . import runfiles
+from .about import versions
+
+
+@contextlib.contextmanager
+def redacted_argv() -> Iterator[None]:
+    """W&B records the command line (`args` in the run's metadata): an override such as
+    `slurm.setup=["export HF_TOKEN=..."]` must not travel with it, so it sees a redacted copy."""
+    saved = sys.argv
+    sys.argv = [saved[0], *runfiles.redact(list(saved[1:]))]
+    try:
+        yield
+    finally:
+        sys.argv = saved
 
 INIT_TIMEOUT_ENV = "LSTM_TRAIN_WANDB_INIT_TIMEOUT"
 DEFAULT_INIT_TIMEOUT_S = 60.0
@@ -229,7 +245,7 @@ class Tracker:
         try:
             path = self.jsonl_path.with_name(f"{name}.tsv")
             lines = ["\t".join(columns)] + ["\t".join(str(v).replace("\t", " ") for v in row) for row in rows]
-            path.write_text("\n".join(lines) + "\n")
+            runfiles.write_atomic(path, "\n".join(lines) + "\n")
         except OSError as e:
             self._local_warning(e)
         if self._run is None:
@@ -268,7 +284,7 @@ class Tracker:
         summary = {k: _plain(v) for k, v in summary.items()}
         try:
             path = self.jsonl_path.with_name(f"rank-{self.worker.rank}-summary.json")
-            path.write_text(json.dumps(summary, indent=1, default=_json_default) + "\n")
+            runfiles.write_atomic(path, json.dumps(summary, indent=1, default=_json_default) + "\n")
         except OSError as e:
             self._local_warning(e)
         if self._run is not None:
@@ -310,9 +326,9 @@ class Tracker:
         if self.shared:
             config = {f"worker_rank{w.rank}": worker}
             if w.rank == 0:
-                config.update(self.job.to_dict(), world_size=w.world_size, run_id=self.run_id)
+                config.update(runfiles.shareable(self.job.to_dict()), world_size=w.world_size, run_id=self.run_id)
         else:
-            config = {**self.job.to_dict(), **worker}
+            config = {**runfiles.shareable(self.job.to_dict()), **worker}
         kwargs: dict[str, Any] = dict(
             id=self.wandb_id,
             resume="allow",
@@ -336,7 +352,8 @@ class Tracker:
 
         errors: list[str] = []
         try:
-            self._run = wandb.init(**kwargs, settings=wandb.Settings(**settings))
+            with redacted_argv():
+                self._run = wandb.init(**kwargs, settings=wandb.Settings(**settings))
         except Exception as e:  # noqa: BLE001
             errors.append(f"{settings['mode']}: {type(e).__name__}: {str(e).strip()[:300]}")
         if self._run is None and mode == "online" and not self.shared and not _ACTIVE_RUNS:
@@ -348,7 +365,8 @@ class Tracker:
             except Exception:  # noqa: BLE001
                 pass
             try:
-                self._run = wandb.init(**kwargs, settings=wandb.Settings(**{**settings, "mode": "offline"}))
+                with redacted_argv():
+                    self._run = wandb.init(**kwargs, settings=wandb.Settings(**{**settings, "mode": "offline"}))
             except Exception as e:  # noqa: BLE001
                 errors.append(f"offline: {type(e).__name__}: {str(e).strip()[:300]}")
         if self._run is None:

@@ -41,7 +41,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
@@ -234,10 +233,10 @@ def finished_result(job: JobBase, accelerator: Accelerator) -> dict[str, Any] | 
     run_dir = job.run_dir
     found = None
     if accelerator.is_main_process:
-        result = runfiles.read_json(run_dir / runfiles.RESULT)
+        result = runfiles.read_json(run_dir / runfiles.RESULT, runfiles.RESULT_FIELDS)
         if result is not None:
             config = run_dir / runfiles.CONFIG
-            saved = yaml.safe_load(config.read_text()) if config.is_file() else {}
+            saved = runfiles.read_config(config) if config.is_file() else {}
             found = {"result": result, "differences": runfiles.differences(saved or {}, job.to_dict())}
     found = broadcast_object(accelerator, found)
     if found is None:
@@ -252,6 +251,40 @@ def finished_result(job: JobBase, accelerator: Accelerator) -> dict[str, Any] | 
     return {**found["result"], "already_finished": True}
 
 
+def incompatible(job: JobBase, run_dir: Path, info: dict[str, Any]) -> str | None:
+    """Why this job cannot continue the run in `run_dir` (None: it can, or there is nothing to
+    continue).  Asked before anything is written there, so that a refused job (an sst5 job on an
+    sst2 run dir, a model of another shape) leaves config.yaml and every other file as they were."""
+    meta, path = None, None
+    try:
+        for _, path in runfiles.checkpoint_files(run_dir / runfiles.CHECKPOINTS):
+            try:
+                meta = checkpoint.read_meta(path)  # meta.json only: the weights are read by restore
+                break
+            except checkpoint.UnreadableCheckpoint:
+                continue  # restore skips it too, with its warning
+        if meta is None:
+            checkpoint.refuse_old_format(run_dir / runfiles.CHECKPOINTS)  # old format: how to convert
+    except ValueError as e:  # not a checkpoint of ours, or of the old format: every rank refuses it
+        return str(e)
+    if meta is None:
+        return None
+    info = json.loads(json.dumps(info))  # as meta.json holds it (tuples as lists)
+    saved = meta["task_info"]
+    changed = sorted(k for k in set(saved) | set(info) if saved.get(k) != info.get(k))
+    if changed:
+        return (f"{path} was trained on other data than this job now reads (task info differs in {', '.join(changed)}): "
+                "were the data files or data.* changed? Use another train.output_dir for the new data.")
+    config = run_dir / runfiles.CONFIG
+    if config.is_file():
+        before = runfiles.read_config(config)
+        model = [d for d in runfiles.differences(before, job.to_dict()) if d.startswith(("model.", "task:"))]
+        if model:
+            return (f"{path} holds another model than this job builds ({'; '.join(model[:5])}, from {config}): "
+                    "use another train.output_dir (or train.run_id) for this one")
+    return None
+
+
 def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precision: str) -> Run:
     """Data, model, optimizer and batch plan; identical initial weights on every rank."""
     threads = set_threads(job.train.threads, warn=True)
@@ -262,7 +295,7 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
     splits = prepared.load(task, accelerator)  # before the run dir exists: bad data leaves no debris
     lock = None
     if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        runfiles.make_run_dir(run_dir)  # 0750; another user's or a world-writable one is refused
         lock = runlock.RunLock.acquire(run_dir)  # one live writer per run directory; train() releases it
     try:
         # Again, now that this process holds the run directory: another copy may have finished
@@ -270,6 +303,11 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
         finished = finished_result(job, accelerator)
         if finished is not None:
             raise AlreadyFinished(finished)
+        # Check first, write after: a job that cannot resume what is there leaves it untouched.
+        refused = broadcast_object(accelerator, incompatible(job, run_dir, splits.info)
+                                   if accelerator.is_main_process else None)
+        if refused:
+            raise checkpoint.CheckpointMismatch(refused)
         if accelerator.is_main_process:
             save_job(job, run_dir / runfiles.CONFIG)
             task.write_run_files(run_dir, splits.info)
@@ -512,7 +550,7 @@ def save(run: Run, state: LoopState, force: bool = False) -> None:
             train_seconds=seconds,
             loop=state.saved(total_counts(state, [r["counts"] for r in per_rank])),
             task_info=run.splits.info,
-            config=run.job.to_dict(),
+            config=runfiles.shareable(run.job.to_dict()),
         ), run.job.train.keep_checkpoints)
     run.accelerator.wait_for_everyone()
     state.last_saved, state.saved_seconds = state.step, seconds
@@ -589,7 +627,7 @@ def validate(run: Run, state: LoopState) -> None:
         if run.lock:
             run.lock.check()
             checkpoint.save_best(run.checkpoints, checkpoint.Best(**state.best, model=state.best_weights,
-                                                                  task_info=run.splits.info, config=run.job.to_dict()))
+                                                                  task_info=run.splits.info, config=runfiles.shareable(run.job.to_dict())))
     else:
         state.evals_since_best += 1
         patience = run.job.train.early_stopping.patience

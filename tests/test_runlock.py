@@ -204,7 +204,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(fake_mnist: Path, tmp_path: P
     (out / LOCK).write_text(json.dumps(dataclasses.asdict(gone)))
     proc = run_cli("run", JOB, f"data.root={fake_mnist}", f"train.output_dir={out}", "train.max_steps=4")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"StaleLockWarning: taking over {out / LOCK} from pid {gone.pid} on host {gone.host}" in proc.stderr
+    assert f"warning: taking over {out / LOCK} from pid {gone.pid} on host {gone.host}" in proc.stderr
     assert f"pid {gone.pid} no longer runs on host {gone.host}" in proc.stderr
     assert json.loads((out / "result.json").read_text())["steps"] == 4
     assert not (out / LOCK).exists()

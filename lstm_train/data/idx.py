@@ -8,6 +8,7 @@ file is an error that names it.
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,11 @@ _DTYPES = {
 
 class IdxError(ValueError):
     """An IDX file that is missing, truncated or malformed."""
+
+
+# The most an IDX file may hold, decompressed (bounded decompression: a gzip "bomb" of a few
+# MB cannot expand into all of memory).
+MAX_BYTES = 2 * 1024**3
 
 
 def idx_magic(dtype: np.dtype, ndim: int) -> int:
@@ -52,14 +58,19 @@ def read_idx(path: str | Path, magic: int | None = None) -> torch.Tensor:
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            try:
+                with gzip.open(path, "rb") as f:  # streamed, and never more than MAX_BYTES out
+                    raw = f.read(MAX_BYTES + 1)
+            except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+                raise IdxError(f"{path}: not a valid gzip file ({e})") from None
+        else:
+            raw = path.read_bytes()
     except FileNotFoundError:
         raise IdxError(f"{path}: file not found") from None
-    if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise IdxError(f"{path}: not a valid gzip file ({e})") from None
+    if len(raw) > MAX_BYTES:
+        raise IdxError(f"{path}: over {MAX_BYTES:,} bytes{' once decompressed' if path.suffix == '.gz' else ''}, "
+                       "more than any IDX data set this reads (MNIST is 47 MB): not the file its name says?")
     if len(raw) < 4:
         raise IdxError(f"{path}: {len(raw)} bytes, too short for an IDX header")
     found = int.from_bytes(raw[:4], "big")

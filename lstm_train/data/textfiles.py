@@ -14,15 +14,17 @@ Texts are split into words with a Hugging Face `tokenizers` pre-tokenizer
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 from tokenizers import Regex, pre_tokenizers
 
+from ..runfiles import Raw, shorten
 from ..schema import ConfigError
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
@@ -69,10 +71,65 @@ def file_format(path: Path, fmt: str) -> str:
     return found
 
 
+def read_text(path: Path, encoding: str) -> str:
+    """The whole file decoded (for small files only: tables and predict files stream through
+    `read_lines`), or an error naming the line of the first undecodable byte."""
+    return "".join(text for _, text in read_lines(path, encoding))
+
+
+def _codec(encoding: str) -> str:
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    try:
+        codecs.lookup(codec)
+    except LookupError:
+        raise TextDataError(f"data.encoding = {encoding!r}: not a text encoding Python knows") from None
+    return codec
+
+
+def read_lines(path: Path, encoding: str = "utf-8", max_line: int | None = None,
+               cut: list[tuple[int, int]] | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, text with its newline) of a file, read as a stream: memory stays bounded by
+    the longest line, or by `max_line` bytes where given (a longer line is cut there, the rest
+    skipped unread into memory, and (line, its length in bytes) appended to `cut`).  Bytes that
+    are not `encoding` raise an error naming the line and the byte offset."""
+    path = Path(path).expanduser()
+    codec = _codec(encoding)
+    decoder = codecs.getincrementaldecoder(codec)()
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except OSError as e:
+        raise TextDataError(f"{path}: cannot read ({e.strerror})") from None
+    offset = 0
+    with f:
+        for number, raw in enumerate(iter(lambda: f.readline(-1 if max_line is None else max_line), b""), 1):
+            size = len(raw)
+            if max_line is not None and size >= max_line and not raw.endswith(b"\n"):
+                while (rest := f.readline(1 << 20)):  # skip the rest of this line, a MiB at a time
+                    size += len(rest)
+                    if rest.endswith(b"\n"):
+                        break
+                if cut is not None:
+                    cut.append((number, size))
+            try:
+                text = decoder.decode(raw)
+                if size > len(raw):  # cut: drop a character split at the cut, end the line
+                    decoder.reset()
+                    text += "\n"
+            except UnicodeDecodeError as e:
+                raise TextDataError(
+                    f"{path}:{number}: not valid {encoding} (byte 0x{raw[e.start]:02x} at offset {offset + e.start}); "
+                    "re-save the file as UTF-8 or set data.encoding (e.g. latin-1, cp1252)"
+                ) from None
+            offset += size
+            yield number, text
+
+
 def read_table(path: str | Path, text_column: str, label_column: str | None, fmt: str = "auto",
                encoding: str = "utf-8") -> Table:
     """Text and label of every row of a CSV / TSV / JSON Lines file (blank lines skipped);
-    `label_column` None: texts only (`Table.labels` stays empty)."""
+    `label_column` None: texts only (`Table.labels` stays empty).  Read as a stream."""
     path = Path(path).expanduser()
     table = Table(str(path))
     for text, label, line in iter_rows(path, text_column, label_column, fmt, encoding, table.columns):
@@ -90,53 +147,26 @@ Row = tuple[str, "str | None", int]  # text, label (stripped; None without a lab
 
 def iter_rows(path: str | Path, text_column: str, label_column: str | None, fmt: str = "auto",
               encoding: str = "utf-8", columns: list[str] | None = None) -> Iterator[Row]:
-    """The rows of a file one at a time, checked as `read_table` checks them, read incrementally
-    (a file larger than memory can be prepared); `columns` receives the header or first keys."""
+    """The rows of a file one at a time, checked as `read_table` checks them (a file larger than
+    memory can be prepared: see text_classify.stream_data); `columns` receives the header or the
+    first object's keys."""
     path = Path(path).expanduser()
     columns = [] if columns is None else columns
     kind = file_format(path, fmt)
     if kind in ("parquet", "hf"):
         yield from _read_arrow(path, kind, text_column, label_column, columns)
         return
-    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
-    try:
-        "".encode(codec)
-    except LookupError:
-        raise TextDataError(f"data.encoding = {encoding!r}: not a text encoding Python knows") from None
-    try:
-        with open(path, "rb") as f:
-            lines = _decoded_lines(path, f, codec, encoding)
-            if kind == "jsonl":
-                yield from _read_jsonl(path, lines, text_column, label_column, columns)
-            else:
-                yield from _read_delimited(path, lines, "\t" if kind == "tsv" else ",", text_column, label_column,
-                                           columns)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise TextDataError(f"{path}: cannot read (Is a directory)") from None
-    except PermissionError as e:
-        raise TextDataError(f"{path}: cannot read ({e.strerror})") from None
+    lines = read_lines(path, encoding)
+    if kind == "jsonl":
+        yield from _read_jsonl(path, lines, text_column, label_column, columns)
+    else:
+        yield from _read_delimited(path, (text for _, text in lines), "\t" if kind == "tsv" else ",", text_column,
+                                   label_column, columns)
 
 
-def _decoded_lines(path: Path, f: BinaryIO, codec: str, encoding: str) -> Iterator[str]:
-    """The file's lines (split at b"\\n", ends kept), decoded one at a time: an undecodable byte
-    is named with its line and offset, and memory stays one line whatever the file's size."""
-    offset = 0
-    for line, data in enumerate(f, 1):
-        try:
-            yield data.decode(codec if line == 1 else codec.removesuffix("-sig"))
-        except UnicodeDecodeError as e:
-            raise TextDataError(
-                f"{path}:{line}: not valid {encoding} (byte 0x{data[e.start]:02x} at offset {offset + e.start}); "
-                "re-save the file as UTF-8 or set data.encoding (e.g. latin-1, cp1252)"
-            ) from None
-        offset += len(data)
-
-
-def _read_delimited(path: Path, lines: Iterator[str], delimiter: str, text_column: str, label_column: str | None,
-                    columns_out: list[str]) -> Iterator[Row]:
-    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+def _read_delimited(path: Path, content: Iterable[str], delimiter: str, text_column: str,
+                    label_column: str | None, columns_out: list[str]) -> Iterator[Row]:
+    reader = csv.reader(content, delimiter=delimiter, strict=True)
     try:
         header = next(reader, None)
         if header is None:
@@ -149,7 +179,7 @@ def _read_delimited(path: Path, lines: Iterator[str], delimiter: str, text_colum
                 continue
             if name not in header:
                 raise TextDataError(
-                    f"{path}:1: no column {name!r} ({key}); the header has: {', '.join(header)}"
+                    f"{path}:1: no column {name!r} ({key}); the header has: {listing(header)}"
                 )
             columns[key] = header.index(name)
         text_at, label_at = columns["data.text_column"], columns.get("data.label_column")
@@ -161,7 +191,7 @@ def _read_delimited(path: Path, lines: Iterator[str], delimiter: str, text_colum
             if len(row) != len(header):
                 raise TextDataError(
                     f"{path}:{line}: {len(row)} fields, but the header has {len(header)} "
-                    f"({', '.join(header)}); quote a field that holds the delimiter {delimiter!r}"
+                    f"({listing(header)}); quote a field that holds the delimiter {delimiter!r}"
                 )
             yield _checked(path, row[text_at], None if label_at is None else row[label_at], line, text_column,
                            label_column)
@@ -198,7 +228,7 @@ def _read_arrow(path: Path, kind: str, text_column: str, label_column: str | Non
         batches = lambda columns: found.data.table.select(columns).to_batches(max_chunksize=65536)  # noqa: E731
     for key, name in (("data.text_column", text_column), ("data.label_column", label_column)):
         if name is not None and name not in names:
-            raise TextDataError(f"{path}: no column {name!r} ({key}); the columns are: {', '.join(names)}")
+            raise TextDataError(f"{path}: no column {name!r} ({key}); the columns are: {listing(list(names))}")
     columns_out[:] = list(names)
     wanted = [text_column] + ([label_column] if label_column is not None else [])
     row = 0
@@ -211,14 +241,28 @@ def _read_arrow(path: Path, kind: str, text_column: str, label_column: str | Non
                 raise TextDataError(f"{path}: row {row}: {text_column!r} must be a string, found {text!r}")
             if label_column is not None and (label is None or isinstance(label, (dict, list))):
                 raise TextDataError(f"{path}: row {row}: {label_column!r} must be a string or number, found {label!r}")
-            if isinstance(label, bool):
-                label = str(label).lower()
-            yield _checked(path, text, None if label is None else str(label), row, text_column, label_column)
+            yield _checked(path, text, None if label is None else label_text(label), row, text_column, label_column)
 
 
-def _read_jsonl(path: Path, lines: Iterator[str], text_column: str, label_column: str | None,
+def listing(names: list[str], limit: int = 20, width: int = 40) -> str:
+    """Names for an error message: at most `limit`, each cut to `width` characters (a CSV with
+    100,000 columns or a 1 MB header cell must not make a 1 MB message)."""
+    shown = [n if len(n) <= width else n[: width - 3] + "..." for n in names[:limit]]
+    return ", ".join(shown) + (f", ... ({len(names):,} in all)" if len(names) > limit else "")
+
+
+def label_text(label: Any) -> str:
+    """A JSON label as its class name: one value, one class (1, 1.0 and "1" are all "1")."""
+    if isinstance(label, bool):
+        return str(label).lower()
+    if isinstance(label, float) and label.is_integer():
+        return str(int(label))
+    return str(label)
+
+
+def _read_jsonl(path: Path, content: Iterable[tuple[int, str]], text_column: str, label_column: str | None,
                 columns_out: list[str]) -> Iterator[Row]:
-    for line, raw in enumerate(lines, 1):
+    for line, raw in content:
         if not raw.strip():
             continue
         try:
@@ -231,18 +275,18 @@ def _read_jsonl(path: Path, lines: Iterator[str], text_column: str, label_column
             columns_out[:] = list(record)
         for key, name in (("data.text_column", text_column), ("data.label_column", label_column)):
             if name is not None and name not in record:
-                raise TextDataError(f"{path}:{line}: no key {name!r} (keys: {', '.join(record)}); set {key}")
+                raise TextDataError(f"{path}:{line}: no key {name!r} (keys: {listing(list(record))}); set {key}")
         text = record[text_column]
         if not isinstance(text, str):
-            raise TextDataError(f"{path}:{line}: {text_column!r} must be a string, found {json.dumps(text)}")
+            raise TextDataError(f"{path}:{line}: {text_column!r} must be a string, found {shorten(Raw(json.dumps(text)))}")
         label = None
         if label_column is not None:
             label = record[label_column]
             if isinstance(label, (dict, list)) or label is None:
                 raise TextDataError(
-                    f"{path}:{line}: {label_column!r} must be a string or number, found {json.dumps(label)}"
+                    f"{path}:{line}: {label_column!r} must be a string or number, found {shorten(Raw(json.dumps(label)))}"
                 )
-            label = str(label).lower() if isinstance(label, bool) else str(label)
+            label = label_text(label)
         yield _checked(path, text, label, line, text_column, label_column)
 
 
@@ -316,8 +360,49 @@ def label_ids(table: Table, classes: list[str], train_path: str) -> list[int]:
     for label, line in zip(table.labels, table.lines):
         if label not in index:
             raise TextDataError(
-                f"{table.path}:{line}: label {label!r} does not occur in the training data "
-                f"({train_path}); known labels: {', '.join(classes)}"
+                f"{table.path}:{line}: label {shorten(label)} does not occur in the training data "
+                f"({train_path}); known labels: {listing(classes)}"
             )
         ids.append(index[label])
     return ids
+
+
+# predict reads at most this much of one line: far more words than any data.max_length keeps.
+PREDICT_LINE_BYTES = 1 << 20
+# ... and echoes at most this much of a text it cut.
+ECHO_CHARS = 200
+
+
+def read_prediction_lines(path: Path, encoding: str) -> list[str]:
+    """The lines of a plain-text predict --file, streamed; a line over PREDICT_LINE_BYTES is cut
+    there (the rest is skipped, never held in memory) and stderr says which and by how much."""
+    import sys
+
+    cut: list[tuple[int, int]] = []
+    lines = [text.rstrip("\n") for _, text in read_lines(path, encoding, PREDICT_LINE_BYTES, cut)]
+    for number, size in cut[:5]:
+        print(f"{path}:{number}: a line of {size:,} bytes; read its first {PREDICT_LINE_BYTES:,} only",
+              file=sys.stderr)
+    if len(cut) > 5:
+        print(f"{path}: {len(cut):,} lines over {PREDICT_LINE_BYTES:,} bytes in all", file=sys.stderr)
+    return lines
+
+
+def cut_for_prediction(ids: list[list[int]], texts: list[str], limit: int | None) -> tuple[list[list[int]], list[str]]:
+    """Token ids cut to the job's data.max_length (as in training), the echoed texts of those cut
+    shortened; stderr says how many were cut and by how much."""
+    if not limit:
+        return ids, texts
+    long = [i for i, s in enumerate(ids) if len(s) > limit]
+    if not long:
+        return ids, texts
+    import sys
+
+    longest = max(len(ids[i]) for i in long)
+    print(f"predict: cut {len(long):,} of {len(ids):,} texts to data.max_length={limit} words "
+          f"(the longest had {longest:,}, {longest - limit:,} words left out)", file=sys.stderr)
+    texts = list(texts)
+    for i in long:
+        if len(texts[i]) > ECHO_CHARS:
+            texts[i] = texts[i][:ECHO_CHARS] + f"... ({len(texts[i]):,} characters)"
+    return [s[:limit] for s in ids], texts

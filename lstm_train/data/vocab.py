@@ -29,6 +29,10 @@ SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
 _SEP = "\n"  # words are joined with newlines for training: a word may hold spaces ("a. m.")
 
 
+# The default cap on a trained vocabulary (data.max_vocab / max_size overrides it).
+DEFAULT_MAX_SIZE = 100_000
+
+
 class VocabError(ValueError):
     """A vocabulary file that cannot be used (unreadable, or not the one the checkpoint was trained with)."""
 
@@ -43,15 +47,21 @@ class Vocab:
     def train(cls, sentences: Iterable[Sequence[str]], lowercase: bool = True, min_freq: int = 1,
               max_size: int | None = None) -> Vocab:
         """Every word seen at least `min_freq` times (at most `max_size` of the most frequent,
-        specials included); the rest read as <unk>."""
+        specials included, DEFAULT_MAX_SIZE when not given: the vocabulary is copied into every
+        checkpoint and sizes the embedding); the rest read as <unk>.  A vocabulary of only the
+        special tokens is an error: every text would read as <unk>."""
         tokenizer = Tokenizer(models.WordLevel(unk_token=SPECIALS[UNK]))
         if lowercase:
             tokenizer.normalizer = normalizers.Lowercase()
         tokenizer.pre_tokenizer = pre_tokenizers.Split(_SEP, behavior="removed")
-        options = {"vocab_size": max_size} if max_size else {}
+        options = {"vocab_size": max_size or DEFAULT_MAX_SIZE}
         trainer = trainers.WordLevelTrainer(min_frequency=min_freq, special_tokens=SPECIALS, show_progress=False,
                                             **options)
         tokenizer.train_from_iterator((_SEP.join(words) for words in sentences), trainer)
+        if tokenizer.get_vocab_size() <= len(SPECIALS):
+            raise VocabError(
+                f"data.min_freq={min_freq} leaves no word in the vocabulary (only {', '.join(SPECIALS)}): no word "
+                "of the training texts occurs that often. Lower data.min_freq (1 keeps every word) or give more text.")
         return cls(tokenizer)
 
     @classmethod
@@ -73,7 +83,9 @@ class Vocab:
         return self._json
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(self._json, encoding="utf-8")
+        from .. import runfiles
+
+        runfiles.write_atomic(Path(path), self._json)
 
     @property
     def digest(self) -> str:

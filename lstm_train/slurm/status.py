@@ -32,7 +32,7 @@ POLL_S = 3.0
 
 
 def load_record(path: Path) -> dict[str, Any]:
-    record = runfiles.read_json(path / runfiles.SUBMISSION)
+    record = runfiles.read_json(path / runfiles.SUBMISSION, runfiles.SUBMISSION_FIELDS)
     if record is None:
         hint = " (a run of `lstm-train run` has config.yaml but no submission)" if (path / runfiles.CONFIG).exists() else ""
         raise FileNotFoundError(f"{path / runfiles.SUBMISSION} not found: not a directory made by `lstm-train submit`{hint}")

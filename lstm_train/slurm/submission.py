@@ -220,8 +220,16 @@ def dry_run(job: JobBase, args: Any) -> int:
 def submit_run(job: JobBase, args: Any, part: Partition | None) -> int:
     run_id = choose_run_id(job, layout_identity(job), args.new_run)
     run_dir = run_dir_of(job, run_id)
-    previous = runfiles.read_json(run_dir / runfiles.SUBMISSION)
-    result = runfiles.read_json(run_dir / runfiles.RESULT)
+    runfiles.make_run_dir(run_dir)
+    # One submit at a time per run directory, from reading submission.json to writing it: of two
+    # at once, the second sees the first's job and is refused naming it (its id is never lost).
+    with runfiles.exclusive(run_dir / ".submit.lock"):
+        return _submit_run(job, args, part, run_id, run_dir)
+
+
+def _submit_run(job: JobBase, args: Any, part: Partition | None, run_id: str, run_dir: Path) -> int:
+    previous = runfiles.read_json(run_dir / runfiles.SUBMISSION, runfiles.SUBMISSION_FIELDS)
+    result = runfiles.read_json(run_dir / runfiles.RESULT, runfiles.RESULT_FIELDS)
     if result is not None:
         print(f"{run_dir} already finished (result.json); not submitting again. "
               "For a fresh run: --new-run (or change the job).", file=sys.stderr)
@@ -236,7 +244,6 @@ def submit_run(job: JobBase, args: Any, part: Partition | None) -> int:
                 "submit with --new-run for a fresh run.")
     folder = run_dir / args.executor
     executor = make_executor(args.executor, folder, job)
-    run_dir.mkdir(parents=True, exist_ok=True)
     sub = submitted(lambda: executor.submit(Trainer(pinned(job, run_dir, run_id))))
     job_id = str(sub.job_id)
     record = {
@@ -245,7 +252,7 @@ def submit_run(job: JobBase, args: Any, part: Partition | None) -> int:
         "job_ids": [job_id],
         "submitted_at": now(),
         "job_file": str(Path(args.job).resolve()),
-        "overrides": list(args.overrides),
+        "overrides": runfiles.redact(list(args.overrides)),
         "run_dir": str(run_dir),
         "folder": str(folder),
         "world_size": world_size(job),
@@ -370,7 +377,7 @@ def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
         "job_ids": list(dict.fromkeys(previous.get("job_ids", []) + ids)),
         "submitted_at": now(),
         "job_file": str(Path(args.job).resolve()),
-        "overrides": list(args.overrides),
+        "overrides": runfiles.redact(list(args.overrides)),
         "run_dir": str(sweep_dir),
         "folder": str(folder),
         "world_size": world_size(job),

@@ -43,7 +43,6 @@ from torch import nn
 
 from ..data.ragged import Column, Padded, Ragged, gather, sample_lengths
 from ..distributed import autocast, resolve_precision
-from ..runfiles import writing
 from ..schema import DataBase, ModelBase
 
 Split = tuple[Column, ...]
@@ -115,6 +114,7 @@ def predict_texts(inputs: list[str], options: dict[str, Any]) -> list[str]:
     """The texts a text task predicts on: positional arguments, then each `--text`, then the lines
     of `--file` (UTF-8, one text a line).  An empty or blank one is refused, naming it; none at all
     is refused too."""
+    from ..data.textfiles import read_prediction_lines
     from ..data.textio import read_utf8
 
     texts: list[str] = []
@@ -124,9 +124,9 @@ def predict_texts(inputs: list[str], options: dict[str, Any]) -> list[str]:
                 raise PredictInputError(f"{where} number {i} is empty: give a text to read")
             texts.append(text)
     if options.get("file"):
-        lines = read_utf8(options["file"], PredictInputError).split("\n")
-        if lines and not lines[-1]:
-            lines.pop()
+        if not Path(options["file"]).is_file():
+            read_utf8(options["file"], PredictInputError)  # its missing-file / folder message
+        lines = read_prediction_lines(Path(options["file"]), "utf-8")  # streamed; an over-long line cut, said
         for n, line in enumerate(lines, 1):
             if not line.strip():
                 raise PredictInputError(f"{options['file']}:{n}: empty line (one text per line)")
@@ -159,13 +159,9 @@ def digest(data: bytes) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with writing(path, tmp, len(data)):
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+    from ..runfiles import write_atomic
+
+    write_atomic(path, data)  # the one writer of run files: private random temporary, no symlink followed
 
 
 def _mismatch(path: Path, found: bytes, wanted: bytes, what: str) -> RunFileMismatch:

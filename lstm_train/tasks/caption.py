@@ -212,6 +212,8 @@ def load_strip(name: str, height: int, width: int, max_digits: int) -> torch.Ten
     """
     from PIL import Image, UnidentifiedImageError
 
+    from ..data.images import ImageTooLarge, open_image
+
     path = Path(name)
     if not path.exists():
         raise ValueError(f"{name}: no such file")
@@ -220,7 +222,7 @@ def load_strip(name: str, height: int, width: int, max_digits: int) -> torch.Ten
     if path.stat().st_size == 0:
         raise ValueError(f"{name}: empty file (0 bytes), not an image")
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
             if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit or float gray: scale to 0..255
                 import numpy as np
@@ -234,6 +236,8 @@ def load_strip(name: str, height: int, width: int, max_digits: int) -> torch.Ten
                 gray = Image.alpha_composite(background, rgba).convert("L")
             else:
                 gray = img.convert("L")
+    except ImageTooLarge:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
     w, h = gray.size

@@ -105,10 +105,12 @@ class ClassifyTask(Task):
     def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
         from PIL import Image, UnidentifiedImageError
 
+        from ..data.images import open_image
+
         lines = []
         for name in predict_files(inputs, "image files to classify"):
             try:
-                with Image.open(name) as img:
+                with open_image(name) as img:
                     gray = img.convert("L")
             except FileNotFoundError:
                 raise ValueError(f"{name}: no such file") from None

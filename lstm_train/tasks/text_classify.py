@@ -48,6 +48,10 @@ from .sections.text_classify import TextData, EmbeddingsConfig, TextModel  # noq
 VOCAB_FILE = "vocab.json"
 CONFUSION_PNG = "confusion_matrix.png"
 _CHUNK = 8192  # rows encoded and written at a time while streaming (memory: one chunk)
+# Above this many classes the evaluation keeps per-class counts instead of every cell, and no
+# figure or full matrix is written: a 1,000-class job must not cost classes squared (or a
+# figure matplotlib refuses) before its result.json.
+CONFUSION_CLASSES = 50
 
 
 
@@ -242,23 +246,29 @@ class TextClassifyTask(Task):
         tokens, labels = batch
         logits = model.class_logits(tokens.data, tokens.lengths)
         classes = logits.shape[1]
-        cells = torch.bincount(labels * classes + logits.argmax(1), minlength=classes * classes)
         sums = {
             "loss_sum": F.cross_entropy(logits, labels, reduction="sum"),
             "count": torch.tensor(len(labels), device=labels.device),
             "correct": (logits.argmax(1) == labels).sum(),
         }
+        if classes > CONFUSION_CLASSES:  # per-class counts (enough for macro-F1): linear, not squared
+            predicted = logits.argmax(1)
+            for name, values in (("true", labels), ("pred", predicted), ("hit", labels[predicted == labels])):
+                for i, n in enumerate(torch.bincount(values, minlength=classes)):
+                    sums[f"{name}_{i}"] = n
+            return sums
+        cells = torch.bincount(labels * classes + logits.argmax(1), minlength=classes * classes)
         for cell, n in enumerate(cells):
             sums[f"confusion_{cell // classes}_{cell % classes}"] = n
         return sums
 
     def metrics(self, sums: dict[str, float], prefix: str = "test_") -> dict[str, float]:
         count = max(sums["count"], 1)
-        matrix = confusion_from_sums(sums)
+        f1 = macro_f1(confusion_from_sums(sums)) if "confusion_0_0" in sums else macro_f1_of_counts(sums)
         return {
             f"{prefix}loss": sums["loss_sum"] / count,
             f"{prefix}accuracy": sums["correct"] / count,
-            f"{prefix}macro_f1": macro_f1(matrix),
+            f"{prefix}macro_f1": f1,
             f"{prefix}samples": int(sums["count"]),
         }
 
@@ -284,17 +294,23 @@ class TextClassifyTask(Task):
         predicted = probs.argmax(1)
         matrix = torch.bincount(labels * len(classes) + predicted, minlength=len(classes) ** 2).reshape(len(classes), -1)
         accuracy = float(matrix.trace()) / max(int(matrix.sum()), 1)
-        png = confusion_plot(matrix, classes, Path(run_dir) / CONFUSION_PNG,
-                             f"test: accuracy {accuracy:.4f} on {int(matrix.sum())} texts")
+        many = len(classes) > CONFUSION_CLASSES
+        if many:
+            note(f"{len(classes):,} classes: no confusion matrix figure or table (over {CONFUSION_CLASSES}); "
+                       "test_per_class in result.json has every class's counts")
+        else:
+            png = confusion_plot(matrix, classes, Path(run_dir) / CONFUSION_PNG,
+                                 f"test: accuracy {accuracy:.4f} on {int(matrix.sum())} texts")
         vocab = Vocab.from_json(splits.info["vocab"])
         tokens: Ragged = splits.test[0]
         wrong = (predicted != labels).nonzero()[:, 0][:100].tolist()
         rows = [[" ".join(vocab.words(tokens[i].tolist())), classes[labels[i]], classes[predicted[i]],
                  round(float(probs[i, predicted[i]]), 4)] for i in wrong]
         return {
-            "test_confusion_matrix": {"classes": classes, "rows_true_columns_predicted": matrix.tolist()},
+            **({} if many else {"test_confusion_matrix": {"classes": classes,
+                                                          "rows_true_columns_predicted": matrix.tolist()}}),
             "test_per_class": per_class(matrix, classes),
-            "images": {"confusion_matrix": png},
+            **({} if many else {"images": {"confusion_matrix": png}}),
             "tables": {"test_errors": {"columns": ["text", "label", "predicted", "probability"], "rows": rows}},
         }
 
@@ -334,8 +350,7 @@ class TextClassifyTask(Task):
             texts += file_texts
         vocab = Vocab.from_json(self.read_run_file(info, VOCAB_FILE).decode("utf-8"), VOCAB_FILE)
         ids = vocab.encode_batch(textfiles.split_words(texts, info.get("tokenizer", "words")))
-        limit = info.get("max_length")
-        ids = [s[:limit] if limit else s for s in ids]
+        ids, texts = textfiles.cut_for_prediction(ids, texts, info.get("max_length"))
         probs = self._probabilities(model, (Ragged.from_sequences(ids),), batch_size=256)
         p, k = probs.max(1)
         classes = info["classes"]
@@ -365,6 +380,13 @@ def confusion_from_sums(sums: dict[str, float]) -> torch.Tensor:
         i, j = key.removeprefix("confusion_").split("_")
         matrix[int(i), int(j)] = value
     return matrix
+
+
+def macro_f1_of_counts(sums: dict[str, float]) -> float:
+    """macro_f1 from per-class sums true_<i>, pred_<i>, hit_<i> (the many-class evaluation)."""
+    classes = sum(1 for k in sums if k.startswith("true_"))
+    scores = [2 * sums[f"hit_{i}"] / d if (d := sums[f"true_{i}"] + sums[f"pred_{i}"]) else 0.0 for i in range(classes)]
+    return sum(scores) / classes if classes else 0.0
 
 
 def macro_f1(matrix: torch.Tensor) -> float:
