@@ -1,7 +1,8 @@
 """Prepared data, measured: start-up (process start to the first training step) and each rank's
 anonymous memory (RssAnon in /proc/PID/status) while training, for real jobs at 1 and 2
 processes, first run (prepares) and second run (maps); then generated text-classification CSVs of
-two sizes: preparation time and peak RSS, and each rank's RssAnon while training from each.
+two sizes: preparation time and peak RSS (prepared in chunks: `text_classify.stream_data`),
+and each rank's RssAnon while training from each.
 
     LSTM_TRAIN_DATA=/work/shared/data python scripts/bench_prepared.py --quick
     LSTM_TRAIN_DATA=/work/shared/data python scripts/bench_prepared.py --before ecce956   # the full one
@@ -144,6 +145,8 @@ def main() -> int:
     ap.add_argument("--procs", default="1,2")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--rows", default="400000,40000000", help="generated CSV sizes (rows of 16 words)")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="generated corpora: preparation (streamed, chunk by chunk) only, no training runs")
     ap.add_argument("--out", default="bench-prepared.json")
     args = ap.parse_args()
     if args.quick:
@@ -182,7 +185,7 @@ def main() -> int:
         data = [f"data.path={csv}", f"data.cache_dir={cache}", "train.epochs=1"]
         prep = prepare_peak(job, data, env, ROOT)
         row = {"rows": rows, "csv_mb": round(csv.stat().st_size / 1e6, 1), "prepare": prep}
-        for n in procs:
+        for n in [] if args.prepare_only else procs:
             r = measure_run(command(n, job, data + common(work / f"run-csv-{rows}-{n}")), env, ROOT, 3600)
             row[f"train_{n}p"] = r
         results["corpus"].append(row)

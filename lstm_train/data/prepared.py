@@ -24,6 +24,9 @@ Entries are written into a temporary directory and renamed into place, under a l
 file, so a crash, a full disk or two jobs preparing at once never leave an entry a
 later run would trust.  An entry that fails its checks (truncated file, another
 format version, a manifest whose key is not its name) is prepared again, with a note.
+
+One concern, over 500 lines: the store's entry life cycle (key, write, check, map, lock);
+writing columns in chunks lives in `chunked.py`.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 import uuid
 import warnings
@@ -47,6 +49,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..tasks.base import note
+from .chunked import EntryWriter
 from .ragged import Ragged
 
 FORMAT_VERSION = 1
@@ -56,12 +60,6 @@ _HASH_CHUNK = 8 << 20
 
 class PreparedDataError(ValueError):
     """Prepared data that cannot be made or read (a user-fixable condition: exit 2)."""
-
-
-def note(message: str) -> None:
-    """Messages of the store: stderr, main process only (stdout stays machine-readable)."""
-    if os.environ.get("RANK", "0") == "0":
-        print(message, file=sys.stderr, flush=True)
 
 
 def default_cache_dir() -> Path:
@@ -194,10 +192,14 @@ def _encode_info(value: Any, folder: Path, counter: list[int]) -> Any:
                             "(JSON values, tensors and arrays only)")
 
 
+def _new_manifest(key: str, task_name: str, sources: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"format": FORMAT_VERSION, "key": key, "task": task_name, "sources": sources,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "splits": {}}
+
+
 def write_entry(splits: Any, folder: Path, key: str, task_name: str, sources: list[dict[str, Any]]) -> dict[str, Any]:
     folder.mkdir(parents=True)
-    manifest: dict[str, Any] = {"format": FORMAT_VERSION, "key": key, "task": task_name, "sources": sources,
-                                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "splits": {}}
+    manifest = _new_manifest(key, task_name, sources)
     for name in ("train", "val", "test"):
         split = getattr(splits, name)
         if split is None:
@@ -216,7 +218,28 @@ def write_entry(splits: Any, folder: Path, key: str, task_name: str, sources: li
                 raise PreparedDataError(f"{name} column {i} is a {type(column).__name__}; prepared data stores "
                                         "tensors and Ragged columns")
         manifest["splits"][name] = columns
-    manifest["info"] = _encode_info(splits.info, folder, [0])
+    return _close_entry(folder, manifest, splits.info)
+
+
+def stream_entry(task: Any, folder: Path, key: str, sources: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The entry written in chunks by the task's `stream_data(writer)` (bounded memory whatever the
+    corpus size); None when the task cannot stream this data (then `load_data` is used)."""
+    stream = getattr(task, "stream_data", None)
+    if stream is None:
+        return None
+    folder.mkdir(parents=True)
+    writer = EntryWriter(folder)
+    info = stream(writer)
+    if info is None:
+        shutil.rmtree(folder)
+        return None
+    manifest = _new_manifest(key, task.name, sources)
+    manifest["splits"] = writer.close()
+    return _close_entry(folder, manifest, info)
+
+
+def _close_entry(folder: Path, manifest: dict[str, Any], info: Any) -> dict[str, Any]:
+    manifest["info"] = _encode_info(info, folder, [0])
     manifest["bytes"] = sum(p.stat().st_size for p in folder.iterdir())
     with open(folder / MANIFEST, "w") as f:  # last: an entry without a manifest is never read
         json.dump(manifest, f, indent=1)
@@ -420,14 +443,17 @@ def prepare(task: Any, entry: Entry) -> dict[str, Any]:
     before = {r["path"]: (r["size"], r["mtime_ns"]) for r in entry.sources if not r.get("missing")}
     # A task of its own, without the run directory: the entry is shared by every run of this
     # data, so nothing of one run (a resumed run's files) may go into it.
-    splits = type(task)(task.job, None).load_data()
-    changed = [p for p, stamp in before.items() if not Path(p).exists() or _stamp(Path(p)) != stamp]
-    if changed:
-        raise PreparedDataError(f"{', '.join(changed)} changed while it was being prepared; nothing was stored. "
-                                "Run again once the file is complete.")
+    fresh = type(task)(task.job, None)
     tmp = entry.folder.with_name(f".tmp-{entry.folder.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
     try:
-        manifest = write_entry(splits, tmp, entry.key, task.name, entry.sources)
+        # Streamed in chunks when the task can (its files read incrementally), else loaded whole.
+        manifest = stream_entry(fresh, tmp, entry.key, entry.sources)
+        if manifest is None:
+            manifest = write_entry(fresh.load_data(), tmp, entry.key, task.name, entry.sources)
+        changed = [p for p, stamp in before.items() if not Path(p).exists() or _stamp(Path(p)) != stamp]
+        if changed:
+            raise PreparedDataError(f"{', '.join(changed)} changed while it was being prepared; nothing was "
+                                    "stored. Run again once the file is complete.")
         os.rename(tmp, entry.folder)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)

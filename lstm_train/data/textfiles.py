@@ -131,30 +131,48 @@ def read_table(path: str | Path, text_column: str, label_column: str | None, fmt
     """Text and label of every row of a CSV / TSV / JSON Lines file (blank lines skipped);
     `label_column` None: texts only (`Table.labels` stays empty).  Read as a stream."""
     path = Path(path).expanduser()
-    kind = file_format(path, fmt)
-    if kind in ("parquet", "hf"):
-        table = _read_arrow(path, kind, text_column, label_column)
-        if not table.texts:
-            raise TextDataError(f"{path}: no samples (an empty table?)")
-        return table
-    lines = read_lines(path, encoding)
-    table = _read_jsonl(path, lines, text_column, label_column) if kind == "jsonl" else \
-        _read_delimited(path, (text for _, text in lines), "\t" if kind == "tsv" else ",", text_column, label_column)
+    table = Table(str(path))
+    for text, label, line in iter_rows(path, text_column, label_column, fmt, encoding, table.columns):
+        if label is not None:
+            table.labels.append(label)
+        table.texts.append(text)
+        table.lines.append(line)
     if not table.texts:
-        raise TextDataError(f"{path}: no samples (an empty file?)")
+        raise TextDataError(f"{path}: no samples (an empty {'table' if file_format(path, fmt) in ('parquet', 'hf') else 'file'}?)")
     return table
 
 
+Row = tuple[str, "str | None", int]  # text, label (stripped; None without a label column), line or row number
+
+
+def iter_rows(path: str | Path, text_column: str, label_column: str | None, fmt: str = "auto",
+              encoding: str = "utf-8", columns: list[str] | None = None) -> Iterator[Row]:
+    """The rows of a file one at a time, checked as `read_table` checks them (a file larger than
+    memory can be prepared: see text_classify.stream_data); `columns` receives the header or the
+    first object's keys."""
+    path = Path(path).expanduser()
+    columns = [] if columns is None else columns
+    kind = file_format(path, fmt)
+    if kind in ("parquet", "hf"):
+        yield from _read_arrow(path, kind, text_column, label_column, columns)
+        return
+    lines = read_lines(path, encoding)
+    if kind == "jsonl":
+        yield from _read_jsonl(path, lines, text_column, label_column, columns)
+    else:
+        yield from _read_delimited(path, (text for _, text in lines), "\t" if kind == "tsv" else ",", text_column,
+                                   label_column, columns)
+
+
 def _read_delimited(path: Path, content: Iterable[str], delimiter: str, text_column: str,
-                    label_column: str | None) -> Table:
+                    label_column: str | None, columns_out: list[str]) -> Iterator[Row]:
     reader = csv.reader(content, delimiter=delimiter, strict=True)
-    table = Table(str(path))
     try:
         header = next(reader, None)
         if header is None:
             raise TextDataError(f"{path}: empty file; the first line must name the columns")
         header = [h.strip() for h in header]
-        table.columns = header
+        columns_out[:] = header
         columns = {}
         for key, name in (("data.text_column", text_column), ("data.label_column", label_column)):
             if name is None:
@@ -175,13 +193,14 @@ def _read_delimited(path: Path, content: Iterable[str], delimiter: str, text_col
                     f"{path}:{line}: {len(row)} fields, but the header has {len(header)} "
                     f"({listing(header)}); quote a field that holds the delimiter {delimiter!r}"
                 )
-            _add(table, row[text_at], None if label_at is None else row[label_at], line, text_column, label_column)
+            yield _checked(path, row[text_at], None if label_at is None else row[label_at], line, text_column,
+                           label_column)
     except csv.Error as e:
         raise TextDataError(f"{path}:{reader.line_num}: not valid {'TSV' if delimiter == chr(9) else 'CSV'} ({e})") from None
-    return table
 
 
-def _read_arrow(path: Path, kind: str, text_column: str, label_column: str | None) -> Table:
+def _read_arrow(path: Path, kind: str, text_column: str, label_column: str | None,
+                columns_out: list[str]) -> Iterator[Row]:
     """A Parquet file or a Hugging Face `datasets` directory (`save_to_disk`), by column name,
     read through Arrow one record batch at a time."""
     if not path.exists():
@@ -210,7 +229,7 @@ def _read_arrow(path: Path, kind: str, text_column: str, label_column: str | Non
     for key, name in (("data.text_column", text_column), ("data.label_column", label_column)):
         if name is not None and name not in names:
             raise TextDataError(f"{path}: no column {name!r} ({key}); the columns are: {listing(list(names))}")
-    table = Table(str(path), columns=list(names))
+    columns_out[:] = list(names)
     wanted = [text_column] + ([label_column] if label_column is not None else [])
     row = 0
     for batch in batches(wanted):
@@ -222,8 +241,7 @@ def _read_arrow(path: Path, kind: str, text_column: str, label_column: str | Non
                 raise TextDataError(f"{path}: row {row}: {text_column!r} must be a string, found {text!r}")
             if label_column is not None and (label is None or isinstance(label, (dict, list))):
                 raise TextDataError(f"{path}: row {row}: {label_column!r} must be a string or number, found {label!r}")
-            _add(table, text, None if label is None else label_text(label), row, text_column, label_column)
-    return table
+            yield _checked(path, text, None if label is None else label_text(label), row, text_column, label_column)
 
 
 def listing(names: list[str], limit: int = 20, width: int = 40) -> str:
@@ -242,8 +260,8 @@ def label_text(label: Any) -> str:
     return str(label)
 
 
-def _read_jsonl(path: Path, content: Iterable[tuple[int, str]], text_column: str, label_column: str | None) -> Table:
-    table = Table(str(path))
+def _read_jsonl(path: Path, content: Iterable[tuple[int, str]], text_column: str, label_column: str | None,
+                columns_out: list[str]) -> Iterator[Row]:
     for line, raw in content:
         if not raw.strip():
             continue
@@ -253,8 +271,8 @@ def _read_jsonl(path: Path, content: Iterable[tuple[int, str]], text_column: str
             raise TextDataError(f"{path}:{line}: not a JSON object ({e.msg} at column {e.colno})") from None
         if not isinstance(record, dict):
             raise TextDataError(f"{path}:{line}: one JSON object per line expected, found {type(record).__name__}")
-        if not table.columns:
-            table.columns = list(record)
+        if not columns_out:
+            columns_out[:] = list(record)
         for key, name in (("data.text_column", text_column), ("data.label_column", label_column)):
             if name is not None and name not in record:
                 raise TextDataError(f"{path}:{line}: no key {name!r} (keys: {listing(list(record))}); set {key}")
@@ -269,36 +287,46 @@ def _read_jsonl(path: Path, content: Iterable[tuple[int, str]], text_column: str
                     f"{path}:{line}: {label_column!r} must be a string or number, found {shorten(Raw(json.dumps(label)))}"
                 )
             label = label_text(label)
-        _add(table, text, label, line, text_column, label_column)
-    return table
+        yield _checked(path, text, label, line, text_column, label_column)
 
 
-def _add(table: Table, text: str, label: str | None, line: int, text_column: str, label_column: str | None) -> None:
+def _checked(path: Path, text: str, label: str | None, line: int, text_column: str, label_column: str | None) -> Row:
     if not text.strip():
-        raise TextDataError(f"{table.path}:{line}: empty text in column {text_column!r}")
+        raise TextDataError(f"{path}:{line}: empty text in column {text_column!r}")
     if label is not None:
         if not label.strip():
-            raise TextDataError(f"{table.path}:{line}: empty label in column {label_column!r}")
-        table.labels.append(label.strip())
-    table.texts.append(text)
-    table.lines.append(line)
+            raise TextDataError(f"{path}:{line}: empty label in column {label_column!r}")
+        label = label.strip()
+    return text, label, line
 
 
 def split_by_fraction(table: Table, val_fraction: float, test_fraction: float,
                       seed: int) -> tuple[Table, Table | None, Table]:
     """One file cut into train / val / test at random (seeded), fractions of its rows."""
+    assigned = fraction_assignment(len(table), table.path, val_fraction, test_fraction, seed)
+    parts = [(assigned == k).nonzero()[0].tolist() for k in (TRAIN, VAL, TEST)]
+    return table.subset(parts[0]), table.subset(parts[1]) if parts[1] else None, table.subset(parts[2])
+
+
+TRAIN, VAL, TEST = 0, 1, 2
+
+
+def fraction_assignment(n: int, path: str, val_fraction: float, test_fraction: float, seed: int) -> Any:
+    """The split (TRAIN, VAL or TEST) of each of a file's `n` rows: an int8 array, so a streamed
+    preparation that knows only the row count cuts exactly as `split_by_fraction` does."""
     import numpy as np
 
-    n = len(table)
     n_test, n_val = round(n * test_fraction), round(n * val_fraction)
     if n_test < 1 or n - n_test - n_val < 1:
         raise TextDataError(
-            f"{table.path}: {n} samples cannot be split into train / val ({val_fraction}) / test ({test_fraction}); "
+            f"{path}: {n} samples cannot be split into train / val ({val_fraction}) / test ({test_fraction}); "
             "change data.val_fraction / data.test_fraction or give more rows"
         )
-    order = np.random.default_rng(seed).permutation(n).tolist()
-    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
-    return table.subset(sorted(train)), table.subset(sorted(val)) if val else None, table.subset(sorted(test))
+    order = np.random.default_rng(seed).permutation(n)
+    assigned = np.full(n, TRAIN, dtype=np.int8)
+    assigned[order[:n_test]] = TEST
+    assigned[order[n_test : n_test + n_val]] = VAL
+    return assigned
 
 
 def word_splitter(rule: Literal["words", "whitespace"]) -> pre_tokenizers.PreTokenizer:

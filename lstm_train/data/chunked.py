@@ -1,0 +1,134 @@
+"""Prepared-data columns written in chunks: preparing a corpus larger than memory.
+
+A task that can read its files incrementally (`stream_data(writer)`, see
+`prepared.prepare`) appends each chunk of encoded rows to growing `.npy` files
+instead of building the whole `Splits` in memory first, so the preparation's
+peak memory is one chunk plus the vocabulary, whatever the corpus size.
+
+Each file starts with a reserved 128-byte header that is rewritten with the
+real shape when the column is closed; it is formatted exactly as `numpy.save`
+formats it (a 1-D array's header is always 128 bytes), so an entry written in
+chunks is byte for byte the one `numpy.save` of the whole array would write.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import struct
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+_HEADER = 128  # magic + version + length + dict, padded as numpy pads it (ARRAY_ALIGN 64)
+T = TypeVar("T")
+
+
+def npy_header(dtype: np.dtype, length: int) -> bytes:
+    """The `.npy` v1.0 header numpy.save writes for a 1-D C-order array (numpy's own layout)."""
+    fields = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (length,)}
+    text = "{" + "".join(f"{k!r}: {v!r}, " for k, v in sorted(fields.items())) + "}"
+    pad = 64 - ((6 + 2 + 2 + len(text) + 1) % 64)
+    body = (text + " " * pad + "\n").encode("latin1")
+    header = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body
+    if len(header) != _HEADER:  # a 1-D shape never needs more; keep the reserved size honest
+        raise ValueError(f"npy header of {len(header)} bytes, {_HEADER} reserved")
+    return header
+
+
+class GrowingArray:
+    """A 1-D `.npy` file appended to chunk by chunk; the header is written at `close`."""
+
+    def __init__(self, path: Path, dtype: Any) -> None:
+        self.path, self.dtype, self.length = path, np.dtype(dtype), 0
+        self._file = open(path, "wb")
+        self._file.write(b"\0" * _HEADER)
+
+    def append(self, values: Any) -> None:
+        array = np.ascontiguousarray(values, dtype=self.dtype)
+        self._file.write(array.tobytes())
+        self.length += len(array)
+
+    def close(self) -> dict[str, Any]:
+        """Header in place, flushed to disk: the column's manifest record."""
+        self._file.seek(0)
+        self._file.write(npy_header(self.dtype, self.length))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        return {"file": self.path.name, "dtype": str(self.dtype), "shape": [self.length],
+                "bytes": self.path.stat().st_size}
+
+
+class RaggedWriter:
+    """A `Ragged` column (values, offsets, lengths) appended to one chunk of sequences at a time."""
+
+    def __init__(self, folder: Path, prefix: str, dtype: Any = np.int64) -> None:
+        self.values = GrowingArray(folder / f"{prefix}.values.npy", dtype)
+        self.offsets = GrowingArray(folder / f"{prefix}.offsets.npy", np.int64)
+        self.lengths = GrowingArray(folder / f"{prefix}.lengths.npy", np.int64)
+        self.offsets.append([0])
+        self._end = 0
+
+    def append(self, sequences: Sequence[Sequence[int]]) -> None:
+        lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+        total = int(lengths.sum())
+        self.values.append(np.fromiter(itertools.chain.from_iterable(sequences), dtype=self.values.dtype, count=total))
+        self.offsets.append(self._end + np.cumsum(lengths))
+        self.lengths.append(lengths)
+        self._end += total
+
+    def close(self) -> dict[str, Any]:
+        return {"kind": "ragged", "values": self.values.close(), "offsets": self.offsets.close(),
+                "lengths": self.lengths.close()}
+
+
+class EntryWriter:
+    """The columns of an entry being written in chunks: `ragged(split, i)` / `dense(split, i, dtype)`
+    open column i of a split; `close()` gives the manifest's "splits" record."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._columns: dict[str, dict[int, GrowingArray | RaggedWriter]] = {}
+
+    def ragged(self, split: str, column: int, dtype: Any = np.int64) -> RaggedWriter:
+        writer = RaggedWriter(self.folder, f"{split}.{column}", dtype)
+        self._columns.setdefault(split, {})[column] = writer
+        return writer
+
+    def dense(self, split: str, column: int, dtype: Any) -> GrowingArray:
+        writer = GrowingArray(self.folder / f"{split}.{column}.npy", dtype)
+        self._columns.setdefault(split, {})[column] = writer
+        return writer
+
+    def close(self) -> dict[str, list[dict[str, Any]] | None]:
+        out: dict[str, list[dict[str, Any]] | None] = {}
+        for split in ("train", "val", "test"):
+            columns = self._columns.get(split)
+            if not columns:
+                out[split] = None
+                continue
+            specs = []
+            for i in sorted(columns):
+                spec = columns[i].close()
+                specs.append(spec if "kind" in spec else {"kind": "dense", **spec})
+            out[split] = specs
+        return out
+
+
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size` (the last one shorter)."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def progress(description: str, total: int | None = None) -> Any:
+    """A tqdm bar with rows/s on stderr (the main process only; stdout stays machine-readable)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit=" rows", unit_scale=True, file=sys.stderr, mininterval=2.0,
+                disable=os.environ.get("RANK", "0") != "0", dynamic_ncols=True)
