@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 
 from lstm_train.config import load_job, validate_job
 from lstm_train.tasks import TASKS, get_task

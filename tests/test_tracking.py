@@ -30,7 +30,7 @@ from lstm_train.tracking import (
     wandb_run_id,
 )
 
-from .conftest import ROOT, result_of, run_cli
+from .conftest import result_of, run_cli
 try:  # `python -m pytest` from the repo root, or tests/ as a package
     from tests.wandb_records import config_values, read_runs
 except ImportError:  # plain `pytest`: tests/ itself is on sys.path
