@@ -35,7 +35,7 @@ def get_task(name: str) -> type[Task]:
 # torch, so that `lstm-train config` validates a job at once; a task without one here is
 # asked for its `Data` and `Model` itself.
 SECTIONS = {name: f"lstm_train.tasks.sections.{name}"
-            for name in ("classify", "forecast", "caption", "text_classify", "tag", "translate")}
+            for name in ("classify", "forecast", "caption", "text_classify", "tag", "translate", "language_model")}
 
 
 def get_sections(name: str) -> tuple[type, type]:

@@ -18,46 +18,17 @@ import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
 from ..data.batching import check_streams
 from ..data.streams import CorpusError, Tokenizer, compact, read_texts, resolve_files, split_files, split_text
 from ..models.language_model import LanguageModel
-from ..schema import ModelBase, StreamData, default_data_root
 from .base import Batch, Split, Splits, Task
-
-
-class LanguageModelData(StreamData):
-    root: str = Field(default_factory=default_data_root, description="relative file names are read from here")
-    files: str | list[str] = Field("tinyshakespeare/input.txt",
-                                   description="the corpus: a file, a folder, a glob or a list of them")
-    val_files: str | list[str] | None = Field(None, description="validation text (e.g. wiki.valid.tokens)")
-    test_files: str | list[str] | None = Field(None, description="test text (e.g. wiki.test.tokens)")
-    split: Literal["fraction", "files"] = Field(
-        "fraction", description="without val_files: cut the stream by fraction (nanoGPT) or take the last files")
-    val_fraction: float = Field(0.1, gt=0, lt=1)
-    test_fraction: float = Field(0.0, ge=0, lt=1, description="0: the test split is the validation split")
-    tokenizer: Literal["chars", "bytes", "words", "bpe"] = "chars"
-    vocab_size: int = Field(4000, ge=260, description="BPE vocabulary (tokenizer: bpe)")
-    batch_size: int = Field(32, ge=1, description="streams per process (data.global_batch_size: over all)")
-
-
-class LanguageModelModel(ModelBase):
-    hidden_size: int = Field(512, ge=1)
-    num_layers: int = Field(2, ge=1)
-    embedding_size: int = Field(128, ge=1)
-    tie_weights: bool = Field(False, description="decoder = embedding (the last layer is embedding_size wide)")
-    weight_drop: float = Field(0.0, ge=0, lt=1, description="DropConnect on hidden-to-hidden weights (AWD-LSTM)")
-    locked_dropout: bool = Field(False, description="one dropout mask per sequence (variational, AWD-LSTM)")
-    input_dropout: float | None = Field(None, ge=0, lt=1, description="dropout on the embeddings (default: dropout)")
-    embed_dropout: float = Field(0.0, ge=0, lt=1, description="drop whole embedding rows (AWD-LSTM)")
-    ar: float = Field(0.0, ge=0, description="activation regularisation (AWD-LSTM alpha)")
-    tar: float = Field(0.0, ge=0, description="temporal activation regularisation (AWD-LSTM beta)")
+from .sections.language_model import LanguageModelData, LanguageModelModel  # noqa: F401 (the job's sections, torch-free)
 
 
 def stream_view(tokens: torch.Tensor, streams: int) -> torch.Tensor:

@@ -1,0 +1,42 @@
+"""The `data:` and `model:` sections of a `language_model` job, importing no torch: `lstm-train
+config` validates a job at once.  `lstm_train.tasks.language_model` trains with them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ...schema import ModelBase, StreamData, default_data_root
+
+
+class LanguageModelData(StreamData):
+    root: str = Field(default_factory=default_data_root, description="relative file names are read from here")
+    files: str | list[str] = Field("tinyshakespeare/input.txt",
+                                   description="the corpus: a file, a folder, a glob or a list of them")
+    val_files: str | list[str] | None = Field(None, description="validation text (e.g. wiki.valid.tokens)")
+    test_files: str | list[str] | None = Field(None, description="test text (e.g. wiki.test.tokens)")
+    split: Literal["fraction", "files"] = Field(
+        "fraction", description="without val_files: cut the stream by fraction (nanoGPT) or take the last files")
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.0, ge=0, lt=1, description="0: the test split is the validation split")
+    tokenizer: Literal["chars", "bytes", "words", "bpe"] = "chars"
+    vocab_size: int = Field(4000, ge=260, description="BPE vocabulary (tokenizer: bpe)")
+    batch_size: int = Field(32, ge=1, description="streams per process (data.global_batch_size: over all)")
+
+
+class LanguageModelModel(ModelBase):
+    hidden_size: int = Field(512, ge=1)
+    num_layers: int = Field(2, ge=1)
+    embedding_size: int = Field(128, ge=1)
+    tie_weights: bool = Field(False, description="decoder = embedding (the last layer is embedding_size wide)")
+    weight_drop: float = Field(0.0, ge=0, lt=1, description="DropConnect on hidden-to-hidden weights (AWD-LSTM)")
+    locked_dropout: bool = Field(False, description="one dropout mask per sequence (variational, AWD-LSTM)")
+    input_dropout: float | None = Field(None, ge=0, lt=1, description="dropout on the embeddings (default: dropout)")
+    embed_dropout: float = Field(0.0, ge=0, lt=1, description="drop whole embedding rows (AWD-LSTM)")
+    ar: float = Field(0.0, ge=0, description="activation regularisation (AWD-LSTM alpha)")
+    tar: float = Field(0.0, ge=0, description="temporal activation regularisation (AWD-LSTM beta)")
+
+
+Data = LanguageModelData
+Model = LanguageModelModel
