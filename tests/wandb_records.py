@@ -40,6 +40,7 @@ class WandbRun:
     path: Path
     run_id: str = ""
     group: str = ""
+    job_type: str = ""
     name: str = ""
     project: str = ""
     tags: list[str] = field(default_factory=list)
@@ -131,7 +132,7 @@ def read_run(path: Path) -> WandbRun:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             r = record.run
-            run.run_id, run.group, run.name = r.run_id, r.run_group, r.display_name
+            run.run_id, run.group, run.name, run.job_type = r.run_id, r.run_group, r.display_name, r.job_type
             run.project, run.tags, run.resumed = r.project, list(r.tags), r.resumed
             for item in r.config.update:
                 _put(run.config, item, json.loads(item.value_json))
