@@ -97,6 +97,12 @@ def tiny_job(name: str, tmp: Path) -> tuple[Any, list[str], dict[str, Any]]:
                          "val_size": 20, "test_size": 20, "plot_series": 1, "classical": "none"},
                 "model": {"hidden_size": 8, "horizon": 4}}
         return validate_job({"name": "f", "task": name, **spec, "train": train}, "t"), [], {}
+    if name == "language_model":
+        (data / "corpus.txt").write_text("to be or not to be, the king said.\n" * 40)
+        spec = {"data": {"root": str(data), "files": "corpus.txt", "bptt": 8, "batch_size": 2, "eval_streams": 4},
+                "model": {"embedding_size": 8, "hidden_size": 8, "num_layers": 1}}
+        return validate_job({"name": "m", "task": name, **spec, "train": train}, "t"), ["to be or not"], \
+            {"text": ["the king"]}
     raise AssertionError(f"no tiny job for task {name}: add one here")
 
 
@@ -150,7 +156,8 @@ def test_every_task_is_built_from_info_alone_and_keeps_no_state(tmp_path: Path, 
         model = task.build_model(info)
         task.init_weights(model, info)
         unchanged("build_model/init_weights")
-        batch = task.batch(splits.train, torch.arange(4))
+        streams = name == "language_model"  # a training batch of a stream task is a window of positions
+        batch = task.batch(splits.train, torch.arange(8).reshape(2, 4) if streams else torch.arange(4))
         task.loss(model, batch).backward()
         unchanged("loss")
         model.eval()

@@ -27,7 +27,8 @@ from torch import nn
 from ..data.batching import check_streams
 from ..data.streams import CorpusError, Tokenizer, compact, read_texts, resolve_files, split_files, split_text
 from ..models.language_model import LanguageModel
-from .base import Batch, Split, Splits, Task
+from ..runfiles import write_atomic
+from .base import Batch, PredictInputError, Split, Splits, Task, predict_texts
 from .sections.language_model import LanguageModelData, LanguageModelModel  # noqa: F401 (the job's sections, torch-free)
 
 
@@ -100,11 +101,10 @@ class LanguageModelTask(Task):
                 files += resolve_files(getattr(data, key), root, key)
         return files
 
-    def write_run_files(self, run_dir: Path, info: dict[str, Any]) -> None:
-        if "bpe_json" in info["tokenizer"]:  # the trained subword model, for users' own tools
-            tmp = run_dir / ".tokenizer.json.tmp"
-            tmp.write_text(info["tokenizer"]["bpe_json"])
-            tmp.replace(run_dir / "tokenizer.json")
+    def run_files(self, info: dict[str, Any]) -> dict[str, bytes]:
+        """The trained subword model (tokenizer: bpe), for users' own tools."""
+        bpe = info["tokenizer"].get("bpe_json")
+        return {"tokenizer.json": bpe.encode("utf-8")} if bpe else {}
 
     def build_model(self, info: dict[str, Any]) -> nn.Module:
         m = self.job.model
@@ -177,21 +177,20 @@ class LanguageModelTask(Task):
         for seed in (1, 2, 3):
             text = "".join(generate(model, tokenizer, prompt, 300, 0.8, 40, seed))
             rows.append([seed, prompt, prompt + text])
-        tmp = run_dir / ".samples.txt.tmp"
-        tmp.write_text("".join(f"--- seed {s}, temperature 0.8, top-k 40\n{t}\n" for s, _, t in rows))
-        tmp.replace(run_dir / "samples.txt")
+        write_atomic(run_dir / "samples.txt", "".join(f"--- seed {s}, temperature 0.8, top-k 40\n{t}\n" for s, _, t in rows))
         return {"samples_file": str(run_dir / "samples.txt"),
                 "tables": {"samples": {"columns": ["seed", "prompt", "text"], "rows": rows}}}
 
     def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
         """Score a text: `predict RUN_DIR --file F` (or --text): loss, bits per token, perplexity."""
         tokenizer = Tokenizer.from_info(info["tokenizer"])
+        texts = []  # arguments and --text as every text task takes them; --file scored whole, as one text
+        if inputs or options.get("text"):
+            texts += [(f"text {i + 1}", t) for i, t in enumerate(predict_texts(inputs, {"text": options.get("text")}))]
         if options.get("file"):
-            texts = [(options["file"], read_texts([Path(options["file"])]))]
-        else:
-            texts = [(f"--text {i + 1}", t) for i, t in enumerate(options.get("text") or inputs)]
+            texts.append((options["file"], read_texts([Path(options["file"])])))
         if not texts:
-            raise ValueError("give a text to score: lstm-train predict RUN_DIR --file F (or --text T)")
+            raise PredictInputError("give a text to score: lstm-train predict RUN_DIR TEXT, --text T or --file F")
         lines = []
         for name, text in texts:
             ids = torch.from_numpy(tokenizer.encode(text, name))
