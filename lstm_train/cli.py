@@ -76,7 +76,11 @@ def prepare_job(args: argparse.Namespace) -> dict | None:
     if entry is None:
         print(f"{job.task}: this task loads its data directly; nothing to prepare", file=sys.stderr)
         return None
-    manifest, fresh = prepared.ensure(task, entry)
+    from .data.shards import Options
+
+    options = Options(workers=getattr(args, "workers", 0) or 0, shards=getattr(args, "shards", None),
+                      executor=getattr(args, "executor", "local") or "local", slurm_job=job)
+    manifest, fresh = prepared.ensure(task, entry, options)
     samples = {name: None if cols is None else (cols[0]["shape"] if cols[0]["kind"] == "dense"
                                                 else cols[0]["lengths"]["shape"])[0]
                for name, cols in manifest["splits"].items()}
@@ -287,6 +291,10 @@ def parser() -> argparse.ArgumentParser:
     prep = sub.add_parser("prepare", help="tokenize a job's data once into the prepared-data store (data.cache_dir)")
     prep.add_argument("job")
     prep.add_argument("overrides", nargs="*")
+    prep.add_argument("--workers", type=int, default=0, help="worker processes here (default: every core)")
+    prep.add_argument("--shards", type=int, help="with --executor slurm: array tasks (shards of the corpus)")
+    prep.add_argument("--executor", choices=("local", "slurm"), default="local",
+                      help="slurm: prepare as one SLURM job array through submitit (the job's slurm: section)")
     prep.set_defaults(func=cmd_prepare)
 
     predict = sub.add_parser("predict", help="use a trained run on new inputs")

@@ -688,11 +688,14 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
         val_metrics = state.best["metrics"]
     began = time.perf_counter()
     reuse = run.splits.val is None and state.last_eval == state.step and state.last_metrics
-    test_metrics = state.last_metrics if reuse else evaluate(run, run.splits.test, "test", state.step)
+    if run.splits.test is None:  # no test split (a corpus cut into train and validation only): said, not faked
+        test_metrics = {"test_split": "none: the data has no test split; the metrics are validation's"}
+    else:
+        test_metrics = state.last_metrics if reuse else evaluate(run, run.splits.test, "test", state.step)
     test_seconds = time.perf_counter() - began  # after train_seconds: not a part of it
     broadcast_buffers(run.net, run.world)
     digests = gather_objects(run.accelerator, weights_digest(run.net))  # equal digests: the ranks trained one model
-    primary = f"test_{run.task.primary(run.splits.info)}"
+    primary = f"{'val' if run.splits.test is None else 'test'}_{run.task.primary(run.splits.info)}"
     result: dict[str, Any] = {
         **val_metrics,
         **test_metrics,

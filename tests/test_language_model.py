@@ -22,6 +22,7 @@ import torch
 
 from lstm_train import checkpoint
 from lstm_train.checkpoint import checkpoint_files
+from lstm_train.data import prepared
 from lstm_train.config import load_job
 from lstm_train.data.batching import BatchPlan
 from lstm_train.tasks.language_model import LanguageModelTask, generate
@@ -112,7 +113,7 @@ def task_for(tmp_path: Path, **extra: str) -> LanguageModelTask:
 def test_carried_state_equals_the_whole_stream_at_once(tmp_path: Path) -> None:
     task = task_for(tmp_path, **{"model.weight_drop": "0.5", "model.locked_dropout": "true", "model.dropout": "0.3",
                                  "model.embed_dropout": "0.1"})
-    splits = task.load_data()
+    splits = prepared.load(task)
     torch.manual_seed(0)
     model = task.build_model(splits.info).eval()  # no dropout of any kind in eval
     p = BatchPlan(n=len(splits.train[0]), global_batch=8, bptt=16, shuffle=False)
@@ -137,7 +138,7 @@ def test_weight_drop_trains_through_the_fused_lstm(tmp_path: Path) -> None:
     """DropConnect reaches the weight the fused call uses (outputs change with the mask, the
     raw weight gets the gradient) and nothing is left replaced after the call."""
     task = task_for(tmp_path, **{"model.weight_drop": "0.5"})
-    splits = task.load_data()
+    splits = prepared.load(task)
     model = task.build_model(splits.info).train()
     batch = task.batch(splits.train, torch.arange(4)[:, None] * 100 + torch.arange(16))
     torch.manual_seed(1)
@@ -245,7 +246,7 @@ def test_resuming_with_another_bptt_stream_count_or_vocabulary_is_refused(tmp_pa
 @pytest.mark.usefixtures("one_thread")
 def test_sampling_is_reproducible_and_checks_its_options(tmp_path: Path) -> None:
     task = task_for(tmp_path)
-    splits = task.load_data()
+    splits = prepared.load(task)
     torch.manual_seed(0)
     model = task.build_model(splits.info)
     tok = Tokenizer.from_info(splits.info["tokenizer"])
@@ -267,7 +268,10 @@ def test_a_time_limit_ends_the_run_as_finished(tmp_path: Path) -> None:
                                                        "train.log_every": "5"}), f"train.output_dir={out}")
     assert proc.returncode == 0, proc.stderr
     result = result_of(out)
-    assert result["stopped_at_time_limit"] and 0 < result["steps"] < 1000 * 36 and "test_loss" in result
+    assert result["stopped_at_time_limit"] and 0 < result["steps"] < 1000 * 36
+    # no test split (test_fraction 0): validation metrics only, and said so (nothing copied into test_*)
+    assert "val_loss" in result and "test_loss" not in result and result["test_split"].startswith("none")
+    assert result["primary_metric"] == "val_loss"
     assert 2 <= result["train_seconds"] < 30
 
 

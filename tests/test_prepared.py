@@ -162,8 +162,8 @@ def test_unwritable_cache_dir_names_it(tmp_path: Path) -> None:
 class EditedWhileReading(TextClassifyTask):
     """A source file that another process appends to while it is being prepared."""
 
-    def stream_data(self, out):  # the path the store takes for CSV files (load_data: the fallback)
-        info = super().stream_data(out)
+    def stream_into(self, out):  # the path the store takes for CSV files
+        info = super().stream_into(out)
         with open(self.job.data.path, "a") as f:
             f.write('"late row",pos\n')
         return info

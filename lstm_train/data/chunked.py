@@ -42,8 +42,8 @@ def npy_header(dtype: np.dtype, length: int) -> bytes:
 class GrowingArray:
     """A 1-D `.npy` file appended to chunk by chunk; the header is written at `close`."""
 
-    def __init__(self, path: Path, dtype: Any) -> None:
-        self.path, self.dtype, self.length = path, np.dtype(dtype), 0
+    def __init__(self, path: Path, dtype: Any, durable: bool = True) -> None:
+        self.path, self.dtype, self.length, self.durable = path, np.dtype(dtype), 0, durable
         self._file = open(path, "wb")
         self._file.write(b"\0" * _HEADER)
 
@@ -57,7 +57,8 @@ class GrowingArray:
         self._file.seek(0)
         self._file.write(npy_header(self.dtype, self.length))
         self._file.flush()
-        os.fsync(self._file.fileno())
+        if self.durable:
+            os.fsync(self._file.fileno())
         self._file.close()
         return {"file": self.path.name, "dtype": str(self.dtype), "shape": [self.length],
                 "bytes": self.path.stat().st_size}
@@ -66,10 +67,10 @@ class GrowingArray:
 class RaggedWriter:
     """A `Ragged` column (values, offsets, lengths) appended to one chunk of sequences at a time."""
 
-    def __init__(self, folder: Path, prefix: str, dtype: Any = np.int64) -> None:
-        self.values = GrowingArray(folder / f"{prefix}.values.npy", dtype)
-        self.offsets = GrowingArray(folder / f"{prefix}.offsets.npy", np.int64)
-        self.lengths = GrowingArray(folder / f"{prefix}.lengths.npy", np.int64)
+    def __init__(self, folder: Path, prefix: str, dtype: Any = np.int64, durable: bool = True) -> None:
+        self.values = GrowingArray(folder / f"{prefix}.values.npy", dtype, durable)
+        self.offsets = GrowingArray(folder / f"{prefix}.offsets.npy", np.int64, durable)
+        self.lengths = GrowingArray(folder / f"{prefix}.lengths.npy", np.int64, durable)
         self.offsets.append([0])
         self._end = 0
 
@@ -90,19 +91,31 @@ class EntryWriter:
     """The columns of an entry being written in chunks: `ragged(split, i)` / `dense(split, i, dtype)`
     open column i of a split; `close()` gives the manifest's "splits" record."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, durable: bool = True) -> None:
+        self.folder, self.durable = folder, durable
         self._columns: dict[str, dict[int, GrowingArray | RaggedWriter]] = {}
 
     def ragged(self, split: str, column: int, dtype: Any = np.int64) -> RaggedWriter:
-        writer = RaggedWriter(self.folder, f"{split}.{column}", dtype)
-        self._columns.setdefault(split, {})[column] = writer
-        return writer
+        """Column `column` of `split` as a Ragged column: opened on first use, the same writer after
+        (the pieces of one shard append to one column)."""
+        found = self._columns.get(split, {}).get(column)
+        if found is None:
+            found = RaggedWriter(self.folder, f"{split}.{column}", dtype, self.durable)
+            self._columns.setdefault(split, {})[column] = found
+        return found  # type: ignore[return-value]
 
     def dense(self, split: str, column: int, dtype: Any) -> GrowingArray:
-        writer = GrowingArray(self.folder / f"{split}.{column}.npy", dtype)
-        self._columns.setdefault(split, {})[column] = writer
-        return writer
+        """Column `column` of `split` as a flat array (opened on first use, as `ragged`)."""
+        found = self._columns.get(split, {}).get(column)
+        if found is None:
+            found = GrowingArray(self.folder / f"{split}.{column}.npy", dtype, self.durable)
+            self._columns.setdefault(split, {})[column] = found
+        return found  # type: ignore[return-value]
+
+    def put(self, split: str, column: int, value: Any) -> None:
+        """A whole column at once (an array of any shape, or a `Ragged`): what a task that loads
+        its data in memory (the default one-piece stream) writes."""
+        self._columns.setdefault(split, {})[column] = _Whole(self.folder, f"{split}.{column}", value)
 
     def close(self) -> dict[str, list[dict[str, Any]] | None]:
         out: dict[str, list[dict[str, Any]] | None] = {}
@@ -119,6 +132,32 @@ class EntryWriter:
         return out
 
 
+class _Whole:
+    """A column written at once, closed like the growing ones."""
+
+    def __init__(self, folder: Path, prefix: str, value: Any) -> None:
+        self.folder, self.prefix, self.value = folder, prefix, value
+
+    def close(self) -> dict[str, Any]:
+        from .ragged import Ragged
+
+        if isinstance(self.value, Ragged):
+            parts = {"values": self.value.values, "offsets": self.value.offsets, "lengths": self.value.lengths_cpu}
+            return {"kind": "ragged", **{k: save_array(self.folder, f"{self.prefix}.{k}", v) for k, v in parts.items()}}
+        return {"kind": "dense", **save_array(self.folder, self.prefix, self.value)}
+
+
+def save_array(folder: Path, name: str, value: Any) -> dict[str, Any]:
+    """One whole array as `name`.npy (numpy.save's format, fsynced): its manifest record."""
+    array = value.detach().cpu().contiguous().numpy() if hasattr(value, "detach") else np.ascontiguousarray(value)
+    path = folder / f"{name}.npy"
+    with open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+    return {"file": path.name, "dtype": str(array.dtype), "shape": list(array.shape), "bytes": path.stat().st_size}
+
+
 def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """`items` in lists of `size` (the last one shorter)."""
     iterator = iter(items)
@@ -131,4 +170,20 @@ def progress(description: str, total: int | None = None) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc=description, unit=" rows", unit_scale=True, file=sys.stderr, mininterval=2.0,
-                disable=os.environ.get("RANK", "0") != "0", dynamic_ncols=True)
+                disable=not _main(), dynamic_ncols=True)
+
+
+def progress_bytes(description: str, total: int | None = None) -> Any:
+    """A tqdm bar in MB/s on stderr (the main process only), told the bytes of each piece done."""
+    from tqdm import tqdm
+
+    from ..messages import is_main_process
+
+    return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1000, file=sys.stderr,
+                mininterval=1.0, disable=not is_main_process(), dynamic_ncols=True)
+
+
+def _main() -> bool:
+    from ..messages import is_main_process
+
+    return is_main_process()

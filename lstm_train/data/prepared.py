@@ -49,8 +49,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..tasks.base import note
-from .chunked import EntryWriter
+from ..messages import is_main_process, note
+from . import shards
+from .chunked import progress_bytes
 from .ragged import Ragged
 
 FORMAT_VERSION = 1
@@ -166,14 +167,10 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _save_array(folder: Path, name: str, tensor: torch.Tensor) -> dict[str, Any]:
-    array = tensor.detach().cpu().contiguous().numpy()
-    path = folder / f"{name}.npy"
-    with open(path, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    return {"file": path.name, "dtype": str(array.dtype), "shape": list(array.shape), "bytes": path.stat().st_size}
+def _save_array(folder: Path, name: str, tensor: Any) -> dict[str, Any]:
+    from .chunked import save_array
+
+    return save_array(folder, name, tensor)
 
 
 def _encode_info(value: Any, folder: Path, counter: list[int]) -> Any:
@@ -195,47 +192,6 @@ def _encode_info(value: Any, folder: Path, counter: list[int]) -> Any:
 def _new_manifest(key: str, task_name: str, sources: list[dict[str, Any]]) -> dict[str, Any]:
     return {"format": FORMAT_VERSION, "key": key, "task": task_name, "sources": sources,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "splits": {}}
-
-
-def write_entry(splits: Any, folder: Path, key: str, task_name: str, sources: list[dict[str, Any]]) -> dict[str, Any]:
-    folder.mkdir(parents=True)
-    manifest = _new_manifest(key, task_name, sources)
-    for name in ("train", "val", "test"):
-        split = getattr(splits, name)
-        if split is None:
-            manifest["splits"][name] = None
-            continue
-        columns = []
-        for i, column in enumerate(split):
-            prefix = f"{name}.{i}"
-            if isinstance(column, Ragged):
-                columns.append({"kind": "ragged", "values": _save_array(folder, f"{prefix}.values", column.values),
-                                "offsets": _save_array(folder, f"{prefix}.offsets", column.offsets),
-                                "lengths": _save_array(folder, f"{prefix}.lengths", column.lengths_cpu)})
-            elif isinstance(column, torch.Tensor):
-                columns.append({"kind": "dense", **_save_array(folder, prefix, column)})
-            else:
-                raise PreparedDataError(f"{name} column {i} is a {type(column).__name__}; prepared data stores "
-                                        "tensors and Ragged columns")
-        manifest["splits"][name] = columns
-    return _close_entry(folder, manifest, splits.info)
-
-
-def stream_entry(task: Any, folder: Path, key: str, sources: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The entry written in chunks by the task's `stream_data(writer)` (bounded memory whatever the
-    corpus size); None when the task cannot stream this data (then `load_data` is used)."""
-    stream = getattr(task, "stream_data", None)
-    if stream is None:
-        return None
-    folder.mkdir(parents=True)
-    writer = EntryWriter(folder)
-    info = stream(writer)
-    if info is None:
-        shutil.rmtree(folder)
-        return None
-    manifest = _new_manifest(key, task.name, sources)
-    manifest["splits"] = writer.close()
-    return _close_entry(folder, manifest, info)
 
 
 def _close_entry(folder: Path, manifest: dict[str, Any], info: Any) -> dict[str, Any]:
@@ -332,7 +288,7 @@ def _decode_info(value: Any, folder: Path) -> Any:
 
 def map_entry(folder: Path, manifest: dict[str, Any]) -> Any:
     """The entry's Splits, every column memory-mapped (no copy of the data)."""
-    from ..tasks.base import Splits
+    from .splits import Splits
 
     splits: dict[str, Any] = {}
     for name, columns in manifest["splits"].items():
@@ -423,7 +379,7 @@ def _size(n: int) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
-def ensure(task: Any, entry: Entry) -> tuple[dict[str, Any], bool]:
+def ensure(task: Any, entry: Entry, options: shards.Options | None = None) -> tuple[dict[str, Any], bool]:
     """The entry's checked manifest, preparing it first if it is missing or unusable.
     Returns (manifest, prepared_now)."""
     with _locked(entry.folder.with_name(entry.folder.name + ".lock"), entry.folder.name):
@@ -433,28 +389,44 @@ def ensure(task: Any, entry: Entry) -> tuple[dict[str, Any], bool]:
             except StaleEntry as reason:
                 note(f"prepared data {entry.folder} is unusable ({reason}); preparing it again")
                 _discard(entry.folder)
-        return prepare(task, entry), True
+        return prepare(task, entry, options), True
 
 
-def prepare(task: Any, entry: Entry) -> dict[str, Any]:
-    """`task.load_data()` written into a temporary directory, renamed into place once whole."""
+def _stamps(entry: Entry) -> dict[str, tuple[int, int, int]]:
+    out = {}
+    for record in entry.sources:
+        if not record.get("missing"):
+            try:
+                st = os.stat(record["path"])
+                out[record["path"]] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            except OSError:
+                out[record["path"]] = (-1, -1, -1)
+    return out
+
+
+def prepare(task: Any, entry: Entry, options: shards.Options | None = None) -> dict[str, Any]:
+    """The task's `stream_data()` run (here on every core, or as a SLURM array: `options`) into a
+    temporary directory, renamed into place once whole; the sources checked unchanged after."""
     note(f"prepared data: preparing {task.name} data into {entry.folder}")
     started = time.perf_counter()
-    before = {r["path"]: (r["size"], r["mtime_ns"]) for r in entry.sources if not r.get("missing")}
-    # A task of its own, without the run directory: the entry is shared by every run of this
-    # data, so nothing of one run (a resumed run's files) may go into it.
-    fresh = type(task)(task.job, None)
+    before = _stamps(entry)
     tmp = entry.folder.with_name(f".tmp-{entry.folder.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    work = entry.folder.with_name(entry.folder.name + ".shards")
     try:
-        # Streamed in chunks when the task can (its files read incrementally), else loaded whole.
-        manifest = stream_entry(fresh, tmp, entry.key, entry.sources)
-        if manifest is None:
-            manifest = write_entry(fresh.load_data(), tmp, entry.key, task.name, entry.sources)
-        changed = [p for p, stamp in before.items() if not Path(p).exists() or _stamp(Path(p)) != stamp]
+        with progress_bytes(f"preparing {task.name}") as bar:
+            splits, info = shards.run(task.stream_data(), tmp, work, options or shards.Options(), bar.update)
+        manifest = _new_manifest(entry.key, task.name, entry.sources)
+        manifest["splits"] = splits
+        manifest = _close_entry(tmp, manifest, info)
+        changed = [p for p, stamp in _stamps(entry).items() if stamp != before[p]]
         if changed:
             raise PreparedDataError(f"{', '.join(changed)} changed while it was being prepared; nothing was "
                                     "stored. Run again once the file is complete.")
         os.rename(tmp, entry.folder)
+    except shards.ShardError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise PreparedDataError(f"{e}; nothing was stored (the shards done are kept in {work}: preparing again "
+                                "redoes only the others)") from None
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         # numpy reports a short write as a bare OSError ("N requested and M written")
@@ -465,7 +437,9 @@ def prepare(task: Any, entry: Entry) -> dict[str, Any]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    note(f"prepared data: {entry.folder} ({_size(manifest['bytes'])}) in {time.perf_counter() - started:.1f} s")
+    shards.clean(work)
+    seconds = time.perf_counter() - started
+    note(f"prepared data: {entry.folder} ({_size(manifest['bytes'])}) in {seconds:.1f} s")
     return manifest
 
 
@@ -484,7 +458,7 @@ def load(task: Any, accelerator: Any = None) -> Any:
         manifest, fresh = ensure(task, entry)
         if not fresh:
             note(f"prepared data: mapping {entry.folder} ({_size(manifest['bytes'])}, prepared earlier)")
-        return map_entry(entry.folder, manifest)
+        return task.view(map_entry(entry.folder, manifest))
     from accelerate.utils import broadcast_object_list
 
     found: list[Any] = [None]
@@ -505,7 +479,7 @@ def load(task: Any, accelerator: Any = None) -> Any:
         manifest, fresh = ensure(task, entry)
         if not fresh:
             note(f"prepared data: mapping {folder} ({_size(manifest['bytes'])}, prepared earlier)")
-        return map_entry(folder, manifest)
+        return task.view(map_entry(folder, manifest))
     timeout = float(getattr(task.job.data, "prepare_timeout", 3600))
     deadline = time.monotonic() + timeout
     while True:
@@ -520,4 +494,4 @@ def load(task: Any, accelerator: Any = None) -> Any:
                 f"prepare {folder}; it never appeared. data.cache_dir must be a directory every node sees; "
                 "or prepare beforehand with `lstm-train prepare JOB.yaml`.")
         time.sleep(0.2)
-    return map_entry(folder, manifest)
+    return task.view(map_entry(folder, manifest))

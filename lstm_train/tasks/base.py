@@ -41,36 +41,15 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from ..data.ragged import Column, Padded, Ragged, gather, sample_lengths
+from ..data.ragged import Padded, Ragged, gather, sample_lengths
+from ..data.splits import Split, Splits  # noqa: F401 (part of the task contract)
+from ..data.chunked import EntryWriter
+from ..data.stream import Piece, Stream
 from ..distributed import autocast, resolve_precision
+from ..messages import note  # noqa: F401 (tasks import it from here)
 from ..schema import DataBase, ModelBase
 
-Split = tuple[Column, ...]
 Batch = tuple[torch.Tensor | Padded, ...]
-
-
-@dataclass
-class Splits:
-    """A task's data as tensors.  Each split is a tuple of columns of the same number of
-    samples: a dense tensor [N, ...] (images, windows, labels) or a `Ragged` set of
-    variable-length sequences (token ids, tags).  A batch of a split (`gather`) is the
-    same tuple with dense columns index-selected and ragged ones padded (`Padded`).
-
-    Tensors stay in their compact stored form (uint8 pixels, int token ids): the loop
-    moves them to the training device once and the task converts each batch on the fly.
-    `info` carries everything else evaluation, `finish` and `predict` need (class
-    names, a vocabulary, scaling statistics...): it is saved in every checkpoint, so
-    `predict` and a resumed run rebuild the model from it without loading any data.
-    """
-
-    train: Split
-    test: Split
-    val: Split | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def to(self, device: torch.device) -> Splits:
-        move = lambda split: None if split is None else tuple(c.to(device) for c in split)  # noqa: E731
-        return Splits(move(self.train), move(self.test), move(self.val), self.info)
 
 
 @dataclass
@@ -89,17 +68,6 @@ class ExportSignature:
 
 def split_size(split: Split) -> int:
     return len(split[0])
-
-
-# ---------------------------------------------------------------------------
-# Messages
-
-
-def note(message: str) -> None:
-    """A message for the person running the job (data sizes, cut texts, files read): once per
-    launch (the main process), on stderr, so that stdout stays machine-readable."""
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(message, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------
@@ -214,6 +182,19 @@ class Task:
 
     def load_data(self) -> Splits:
         raise NotImplementedError
+
+    def stream_data(self) -> Stream:
+        """How the prepared-data store makes this task's entry: a `Stream` (`data/stream.py`) of
+        pieces scanned, planned and encoded in two passes, on every core or as a SLURM array.
+        Default: `load_data` as one piece (a task whose files are small or cannot be cut); a
+        task with corpora of any size returns its own (language_model, text_classify, tag,
+        translate)."""
+        return LoadedStream(self)
+
+    def view(self, splits: Splits) -> Splits:
+        """The splits as the loop uses them, made from the entry's mapped columns (views only:
+        no copy).  Default: as stored."""
+        return splits
 
     def source_files(self) -> list[Path] | None:
         """The files `load_data` reads.  A list: the loop prepares the data once into the
@@ -346,6 +327,32 @@ class Task:
         """Lines to print for `lstm-train predict RUN_DIR INPUT...` (stdout: nothing else goes
         there).  Inputs through `predict_texts` or `predict_files`."""
         raise NotImplementedError(f"task {self.name} has no predict")
+
+
+class LoadedStream:
+    """The default `Stream`: the task's `load_data` as one piece, written whole."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = type(task)(task.job, None)  # nothing of a run goes into a shared entry
+
+    def pieces(self) -> list[Piece]:
+        return [Piece(0, f"{self.task.name}.load_data", 0, 0)]
+
+    def scan(self, piece: Piece) -> dict[str, Any]:
+        return {}
+
+    def plan(self, scans: list[dict[str, Any]]) -> dict[str, Any]:
+        return {}
+
+    def encode(self, piece: Piece, plan: dict[str, Any], out: EntryWriter) -> dict[str, Any]:
+        splits = self.task.load_data()
+        for name in ("train", "val", "test"):
+            for i, column in enumerate(getattr(splits, name) or ()):
+                out.put(name, i, column)
+        return {"info": splits.info}
+
+    def info(self, plan: dict[str, Any], counts: list[dict[str, Any]]) -> dict[str, Any]:
+        return counts[0]["info"]
 
 
 def evaluate_sums(task: Task, model: nn.Module, split: Split, batches: Iterable[torch.Tensor],

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.batching import check_streams
-from ..data.streams import CorpusError, Tokenizer, compact, read_texts, resolve_files, split_files, split_text
+from ..data.lm_stream import LanguageModelStream
+from ..data.streams import CorpusError, Tokenizer, read_texts, resolve_files
 from ..models.language_model import LanguageModel
 from ..runfiles import write_atomic
 from .base import Batch, PredictInputError, Split, Splits, Task, predict_texts
@@ -60,36 +61,24 @@ class LanguageModelTask(Task):
 
     # -- data and model ---------------------------------------------------------------
 
-    def load_data(self) -> Splits:
+    def stream_data(self) -> LanguageModelStream:
+        """The corpus in pieces, tokenized in two passes on every core (`data/lm_stream.py`)."""
+        return LanguageModelStream(self.job.data)
+
+    def view(self, splits: Splits) -> Splits:
+        """The mapped flat columns as the loop reads them: training stays flat (position i's target
+        is token i + 1), validation and test become [streams, length + 1] views (no copy).  Without
+        a test split there is no test evaluation: the result says so instead of repeating validation."""
         data = self.job.data
-        root = Path(data.root)
-        paths = resolve_files(data.files, root, "files")
-        if data.val_files is not None:
-            train_text = read_texts(paths)
-            val_text = read_texts(resolve_files(data.val_files, root, "val_files"))
-            test_text = read_texts(resolve_files(data.test_files, root, "test_files")) if data.test_files else ""
-        elif data.split == "files":
-            train_paths, val_paths, test_paths = split_files(paths, data.val_fraction, data.test_fraction)
-            train_text, val_text = read_texts(train_paths), read_texts(val_paths)
-            test_text = read_texts(test_paths) if test_paths else ""
-        else:
-            train_text, val_text, test_text = split_text(read_texts(paths), data.val_fraction, data.test_fraction)
-        tokenizer = Tokenizer.train(data.tokenizer, train_text, train_text + val_text + test_text, data.vocab_size)
-        size = tokenizer.size
-        columns = [torch.from_numpy(compact(tokenizer.encode(t, "the corpus"), size)) if t else None
-                   for t in (train_text, val_text, test_text)]
-        train, val, test = columns
+        train, val = splits.train[0], splits.val[0] if splits.val else None
         for name, column in (("training", train), ("validation", val)):
             if column is None or len(column) < 2:
-                raise CorpusError(f"the {name} part of {', '.join(map(str, paths[:3]))} has fewer than 2 tokens: "
-                                  "a language model needs text to predict")
-        # Here too, before the run directory exists (the plan checks again with the world size).
-        check_streams(len(train), data.global_batch_size or data.batch_size, data.bptt)
-        val_view = stream_view(val, data.eval_streams)
-        test_view = stream_view(test, data.eval_streams) if test is not None and len(test) > 1 else val_view
-        info = {"tokenizer": tokenizer.info(), "vocab_size": size, "bptt": data.bptt,
-                "train_tokens": len(train), "val_tokens": len(val)}
-        return Splits(train=(train,), val=(val_view,), test=(test_view,), info=info)
+                raise CorpusError(f"the {name} part of data.files has fewer than 2 tokens: a language model needs "
+                                  "text to predict (give more text, or change data.val_fraction / data.val_files)")
+        check_streams(len(train), data.global_batch_size or data.batch_size, data.bptt)  # before the run dir exists
+        test = splits.test[0] if splits.test else None
+        test_view = (stream_view(test, data.eval_streams),) if test is not None and len(test) > 1 else None
+        return Splits(train=(train,), val=(stream_view(val, data.eval_streams),), test=test_view, info=splits.info)
 
     def source_files(self) -> list[Path]:
         """The corpus files: the prepared-data store tokenizes them once, every rank maps the

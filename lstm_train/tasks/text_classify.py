@@ -41,6 +41,7 @@ from ..data.embeddings import read_vectors
 from ..data.ragged import Padded, Ragged
 from ..data.vocab import Vocab
 from ..models.text import TextClassifier
+from ..data.stream import Piece
 from .base import ExportSignature, Split, Splits, Task, note, predict_texts
 from .confusion import confusion_plot, per_class
 from .sections.text_classify import TextData, EmbeddingsConfig, TextModel  # noqa: F401 (the job's sections, torch-free)
@@ -92,7 +93,12 @@ class TextClassifyTask(Task):
         note(f"{data.source}: {sizes} texts; {len(classes)} classes; vocabulary {len(vocab):,} words")
         return Splits(train=columns["train"], val=columns.get("val"), test=columns["test"], info=info)
 
-    def stream_data(self, out: EntryWriter) -> dict[str, Any] | None:
+    def stream_data(self) -> Any:
+        """The user's files (source: files) streamed in bounded memory as one piece; SST (small,
+        tree-shaped) loaded whole (the default one-piece stream)."""
+        return _FilesStream(self) if self.job.data.source == "files" else super().stream_data()
+
+    def stream_into(self, out: EntryWriter) -> dict[str, Any] | None:
         """`load_data` for the user's files in bounded memory, for the prepared-data store: the
         same entry, written chunk by chunk.  The rows are read twice (once more to count them
         when one file is split by fraction): the vocabulary and the classes from the train rows,
@@ -402,3 +408,25 @@ def macro_f1(matrix: torch.Tensor) -> float:
 
 
 TASK = TextClassifyTask
+
+
+class _FilesStream:
+    """text_classify's files as one piece, written chunk by chunk by `stream_into`."""
+
+    def __init__(self, task: TextClassifyTask) -> None:
+        self.task = type(task)(task.job, None)
+
+    def pieces(self) -> list[Piece]:
+        return [Piece(0, str(self.task.job.data.path or self.task.job.data.train_path), 0, 0)]
+
+    def scan(self, piece: Piece) -> dict[str, Any]:
+        return {}
+
+    def plan(self, scans: list[dict[str, Any]]) -> dict[str, Any]:
+        return {}
+
+    def encode(self, piece: Piece, plan: dict[str, Any], out: EntryWriter) -> dict[str, Any]:
+        return {"info": self.task.stream_into(out)}
+
+    def info(self, plan: dict[str, Any], counts: list[dict[str, Any]]) -> dict[str, Any]:
+        return counts[0]["info"]

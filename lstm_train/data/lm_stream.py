@@ -1,0 +1,372 @@
+"""A language model's corpus prepared as a `Stream`: byte ranges, two passes, bounded memory.
+
+The corpus (one or more UTF-8 files read in order as one text) is cut into pieces of about
+`PIECE_BYTES` on line boundaries, and the split points (`val_fraction`, `test_fraction`)
+are piece boundaries too, so every piece lies in one split.  The cut depends on the files
+and the data section only, never on how many workers or shards prepare them, and no
+tokenizer's output depends on where a piece ends (characters and bytes map one to one;
+words and BPE are encoded line by line), so the entry is the same from 1 shard or N.
+
+The fraction cut is nanoGPT's: the first (1 - val - test) of the corpus trains.  It is
+taken in bytes and moved forward to the next character start (characters, bytes) or the
+next line start (words, BPE: a word is never cut in two, which used to leave an
+"outside the vocabulary" fragment).  For ASCII text the byte cut is the character cut.
+
+Pass 1 (`scan`) counts what the vocabulary needs: code points for characters (vectorized:
+`bytes.isascii` blocks through `np.bincount`, others through UTF-32 and `np.unique`),
+words of the training pieces for words.  `plan` makes the vocabulary (characters: the
+whole corpus, as nanoGPT and char-rnn; words: the training part plus <unk>, capped by
+`data.max_vocab`, as pytorch/examples and AWD-LSTM) or trains the BPE (`tokenizers`, from
+an iterator over the training text, at most `data.bpe_train_bytes` of it, as
+sentencepiece's input_sentence_size bounds its input).  Pass 2 (`encode`) maps blocks of
+`BLOCK_BYTES` through a code-point lookup table (characters), `np.frombuffer` (bytes), a
+dict per word (words) or `tokenizers`' `encode_batch` (BPE) and appends them to the
+split's flat column, in the smallest integer dtype that holds the vocabulary.
+
+Nothing holds the corpus or a Python object per token: memory is a block plus the
+vocabulary, whatever the corpus size.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .chunked import EntryWriter
+from .stream import Piece
+from .streams import CorpusError, resolve_files, split_files
+
+PIECE_BYTES = int(os.environ.get("LSTM_TRAIN_PIECE_BYTES", 32 << 20))
+BLOCK_BYTES = int(os.environ.get("LSTM_TRAIN_BLOCK_BYTES", 8 << 20))
+MAX_LINE = 64 << 20  # words / BPE: a line longer than this (no newline) is cut at whitespace
+_BOM = b"\xef\xbb\xbf"
+SPLITS = ("train", "val", "test")
+
+
+def compact_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint8 if vocab_size <= 256 else np.int16 if vocab_size <= 32767 else np.int32)
+
+
+def _char_start(data: bytes, i: int) -> int:
+    """The first UTF-8 character start at or after i (continuation bytes are 0b10xxxxxx)."""
+    while i < len(data) and (data[i] & 0xC0) == 0x80:
+        i += 1
+    return i
+
+
+def _boundary(path: str, pos: int, size: int, unit: str) -> int:
+    """The first `unit` boundary (char: a character start; line: just after a newline, or at a
+    space where a line runs on for MAX_LINE) at or after byte `pos` of the file."""
+    if pos <= 0 or pos >= size:
+        return min(max(pos, 0), size)
+    with open(path, "rb") as f:
+        f.seek(pos - 1)
+        if unit == "char":
+            window = f.read(8)
+            return pos - 1 + max(1, _char_start(window, 1))
+        scanned = 0
+        while scanned < MAX_LINE:
+            window = f.read(1 << 20)
+            if not window:
+                return size
+            newline = window.find(b"\n")
+            if newline >= 0:
+                return pos - 1 + scanned + newline + 1
+            scanned += len(window)
+        f.seek(pos - 1)
+        window = f.read(1 << 20)
+        space = max(window.find(b" "), window.find(b"\t"))
+        if space < 0:
+            raise CorpusError(f"{path}: more than {MAX_LINE >> 20} MB without a newline or a space after byte {pos}; "
+                              "a words or BPE corpus must have lines (use data.tokenizer: chars or bytes)")
+        return pos - 1 + space + 1
+
+
+def _line_of(path: str, offset: int) -> int:
+    """The 1-based line of byte `offset` (for an error message: read up to it in blocks)."""
+    lines, done = 1, 0
+    with open(path, "rb") as f:
+        while done < offset:
+            block = f.read(min(BLOCK_BYTES, offset - done))
+            if not block:
+                break
+            lines += block.count(b"\n")
+            done += len(block)
+    return lines
+
+
+class LanguageModelStream:
+    """The `Stream` of a `language_model` job's data section (see the module docstring)."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data  # the job's data section (pydantic: picklable)
+
+    # -- pieces --------------------------------------------------------------------------
+
+    def _files(self) -> dict[str, list[Path]]:
+        data, root = self.data, Path(self.data.root)
+        paths = resolve_files(data.files, root, "files")
+        if data.val_files is not None:
+            test = resolve_files(data.test_files, root, "test_files") if data.test_files else []
+            return {"train": paths, "val": resolve_files(data.val_files, root, "val_files"), "test": test}
+        if data.split == "files":
+            train, val, test = split_files(paths, data.val_fraction, data.test_fraction)
+            return {"train": train, "val": val, "test": test}
+        return {"all": paths}
+
+    def _ranges(self) -> list[tuple[str, str, int, int]]:
+        """(split, file, start, end) ranges in corpus order, the fraction cut made a boundary."""
+        unit = "char" if self.data.tokenizer in ("chars", "bytes") else "line"
+        out = []
+        for split, paths in self._files().items():
+            spans = []
+            for path in paths:
+                size = path.stat().st_size
+                with open(path, "rb") as f:
+                    start = 3 if f.read(3) == _BOM else 0
+                if size <= start:
+                    raise CorpusError(f"{path}: the file is empty; a language model needs text to read")
+                spans.append((str(path), start, size))
+            if split != "all":
+                out += [(split, *span) for span in spans]
+                continue
+            total = sum(e - s for _, s, e in spans)
+            cuts = [int(total * (1 - self.data.val_fraction - self.data.test_fraction)),
+                    int(total * (1 - self.data.test_fraction))]
+            out += self._cut(spans, cuts, unit)
+        return out
+
+    def _cut(self, spans: list[tuple[str, int, int]], cuts: list[int], unit: str) -> list[tuple[str, str, int, int]]:
+        """The spans cut at the global byte positions `cuts`, each moved to the next boundary."""
+        out, before = [], 0
+        for path, start, end in spans:
+            size = os.path.getsize(path)
+            points = [start]
+            for cut in cuts:
+                local = start + cut - before
+                point = start if local <= start else end if local >= end else _boundary(path, local, size, unit)
+                points.append(max(points[-1], min(point, end)))
+            points.append(end)
+            out += [(SPLITS[k], path, points[k], points[k + 1]) for k in range(3) if points[k + 1] > points[k]]
+            before += end - start
+        return out
+
+    def pieces(self) -> list[Piece]:
+        unit = "char" if self.data.tokenizer in ("chars", "bytes") else "line"
+        pieces: list[Piece] = []
+        for split, path, start, end in self._ranges():
+            size = os.path.getsize(path)
+            a = start
+            while a < end:
+                b = end if end - a <= PIECE_BYTES * 1.5 else min(end, _boundary(path, a + PIECE_BYTES, size, unit))
+                if b <= a:
+                    b = end
+                pieces.append(Piece(len(pieces), path, a, b, split))
+                a = b
+        return pieces
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _blocks(self, piece: Piece, unit: str) -> Iterator[tuple[int, bytes]]:
+        """(offset, bytes) blocks of the piece, each ending on a `unit` boundary (char/line)."""
+        end = piece.end if piece.end is not None else os.path.getsize(piece.path)
+        with open(piece.path, "rb") as f:
+            f.seek(piece.start)
+            offset, carry = piece.start, b""
+            while offset + len(carry) < end:
+                chunk = f.read(min(BLOCK_BYTES, end - offset - len(carry)))
+                if not chunk:
+                    break
+                data = carry + chunk
+                cut = len(data) if offset + len(data) >= end else self._last_boundary(data, unit)
+                if cut <= 0:
+                    carry = data
+                    if len(carry) > MAX_LINE:
+                        raise CorpusError(f"{piece.path}: more than {MAX_LINE >> 20} MB without a line break or space "
+                                          f"after byte {offset}; use data.tokenizer: chars or bytes for such text")
+                    continue
+                yield offset, data[:cut]
+                offset, carry = offset + cut, data[cut:]
+            if carry:
+                yield offset, carry
+
+    @staticmethod
+    def _last_boundary(data: bytes, unit: str) -> int:
+        """Where a block may end: after its last whole character (char) or line (line)."""
+        if unit == "char":
+            i = len(data) - 1
+            while i > 0 and (data[i] & 0xC0) == 0x80 and len(data) - i < 4:
+                i -= 1
+            lead = data[i] if data else 0
+            need = 1 if lead < 0x80 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+            return len(data) if i + need <= len(data) else i
+        cut = data.rfind(b"\n") + 1
+        if cut == 0 and len(data) >= MAX_LINE:  # one enormous line: cut at whitespace
+            cut = max(data.rfind(b" "), data.rfind(b"\t")) + 1
+        return cut
+
+    @staticmethod
+    def _decode(piece: Piece, offset: int, block: bytes) -> str:
+        try:
+            return block.decode("utf-8")
+        except UnicodeDecodeError as e:
+            at = offset + e.start
+            raise CorpusError(f"{piece.path}:{_line_of(piece.path, at)}: not UTF-8 text (byte 0x{block[e.start]:02x} at "
+                              f"offset {at}); convert the file to UTF-8 (e.g. iconv -f latin1 -t UTF-8)") from None
+
+    # -- pass 1 --------------------------------------------------------------------------
+
+    def scan(self, piece: Piece) -> dict[str, Any]:
+        kind = self.data.tokenizer
+        if kind == "chars":
+            counts = np.zeros(128, dtype=np.int64)
+            other: Counter[int] = Counter()
+            for offset, block in self._blocks(piece, "char"):
+                if block.isascii():
+                    counts += np.bincount(np.frombuffer(block, np.uint8), minlength=128)
+                    continue
+                points = np.frombuffer(self._decode(piece, offset, block).encode("utf-32-le"), "<u4")
+                found = np.bincount(points)
+                other.update(dict(zip(np.flatnonzero(found).tolist(), found[found > 0].tolist())))
+            for cp in np.flatnonzero(counts).tolist():
+                other[cp] += int(counts[cp])
+            return {"chars": sorted(other.items())}
+        if kind == "words" and piece.split == "train":
+            words: Counter[str] = Counter()
+            for offset, block in self._blocks(piece, "line"):
+                words.update(self._decode(piece, offset, block).split())
+            return {"words": dict(words)}
+        for offset, block in self._blocks(piece, "char"):  # bytes, BPE, non-train words: checked UTF-8
+            if not block.isascii():
+                self._decode(piece, offset, block)
+        return {}
+
+    # -- the plan ------------------------------------------------------------------------
+
+    def plan(self, scans: list[dict[str, Any]]) -> dict[str, Any]:
+        kind = self.data.tokenizer
+        if kind == "chars":
+            seen = sorted({cp for scan in scans for cp, _ in scan.get("chars", [])})
+            return {"kind": kind, "vocab": [chr(cp) for cp in seen]}
+        if kind == "bytes":
+            return {"kind": kind}
+        if kind == "words":
+            counts: Counter[str] = Counter()
+            for scan in scans:
+                counts.update(scan.get("words", {}))
+            return {"kind": kind, "vocab": self._word_vocab(counts)}
+        return {"kind": kind, "bpe_json": self._train_bpe()}
+
+    def _word_vocab(self, counts: Counter[str]) -> list[str]:
+        limit = getattr(self.data, "max_vocab", None)
+        specials = {"<eos>", "<unk>"}
+        words = [w for w in counts if w not in specials]
+        if limit is not None and len(words) + 2 > limit:
+            words = sorted(words, key=lambda w: (-counts[w], w))[: max(0, limit - 2)]
+        return sorted(set(words) | specials)
+
+    def _train_bpe(self) -> str:
+        from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
+
+        tok = HFTokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=self.data.vocab_size, special_tokens=["<unk>"], show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train_from_iterator(self._training_lines(), trainer)
+        return tok.to_str()
+
+    def _training_lines(self) -> Iterator[list[str]]:
+        budget = getattr(self.data, "bpe_train_bytes", 1 << 30)
+        for piece in self.pieces():
+            if piece.split != "train":
+                continue
+            for offset, block in self._blocks(piece, "line"):
+                if budget <= 0:
+                    return
+                budget -= len(block)
+                yield self._decode(piece, offset, block).splitlines(keepends=True)
+
+    # -- pass 2 --------------------------------------------------------------------------
+
+    def encode(self, piece: Piece, plan: dict[str, Any], out: EntryWriter) -> dict[str, Any]:
+        size = vocab_size(plan)
+        column = out.dense(piece.split or "train", 0, compact_dtype(size))
+        encoder = _Encoder(plan)
+        n = 0
+        unit = "char" if plan["kind"] in ("chars", "bytes") else "line"
+        for offset, block in self._blocks(piece, unit):
+            ids = encoder(piece, offset, block)
+            column.append(ids)
+            n += len(ids)
+        return {"split": piece.split, "tokens": n}
+
+    def info(self, plan: dict[str, Any], counts: list[dict[str, Any]]) -> dict[str, Any]:
+        tokens = {s: sum(c["tokens"] for c in counts if c["split"] == s) for s in SPLITS}
+        tokenizer = {k: v for k, v in plan.items() if k in ("kind", "vocab", "bpe_json")}
+        info = {"tokenizer": tokenizer, "vocab_size": vocab_size(plan), "bptt": self.data.bptt,
+                "train_tokens": tokens["train"], "val_tokens": tokens["val"]}
+        if tokens["test"]:
+            info["test_tokens"] = tokens["test"]
+        return info
+
+
+def vocab_size(plan: dict[str, Any]) -> int:
+    if plan["kind"] == "bytes":
+        return 256
+    if plan["kind"] == "bpe":
+        from tokenizers import Tokenizer as HFTokenizer
+
+        return HFTokenizer.from_str(plan["bpe_json"]).get_vocab_size()
+    return len(plan["vocab"])
+
+
+class _Encoder:
+    """Blocks of text -> ids, vectorized per block."""
+
+    def __init__(self, plan: dict[str, Any]) -> None:
+        self.kind = plan["kind"]
+        if self.kind == "chars":
+            # code point -> id, in the column's own dtype; the dtype's largest value marks "no id"
+            dtype = compact_dtype(len(plan["vocab"]) + 1)
+            self.missing = np.iinfo(dtype).max
+            self.table = np.full(0x110000, self.missing, dtype=dtype)
+            self.table[[ord(c) for c in plan["vocab"]]] = np.arange(len(plan["vocab"]))
+            self.vocab = plan["vocab"]
+        elif self.kind == "words":
+            self.index = {w: i for i, w in enumerate(plan["vocab"])}
+            self.eos, self.unk = self.index["<eos>"], self.index["<unk>"]
+        elif self.kind == "bpe":
+            from tokenizers import Tokenizer as HFTokenizer
+
+            self.bpe = HFTokenizer.from_str(plan["bpe_json"])
+
+    def __call__(self, piece: Piece, offset: int, block: bytes) -> np.ndarray:
+        if self.kind == "bytes":
+            if not block.isascii():
+                LanguageModelStream._decode(piece, offset, block)
+            return np.frombuffer(block, np.uint8)
+        if self.kind == "chars":
+            if block.isascii():
+                points = np.frombuffer(block, np.uint8)
+            else:
+                points = np.frombuffer(LanguageModelStream._decode(piece, offset, block).encode("utf-32-le"), "<u4")
+            ids = self.table[points]
+            if (ids == self.missing).any():
+                missing = sorted({chr(int(p)) for p in points[ids == self.missing][:1000]})
+                raise CorpusError(f"{piece.path}: {len(missing)} character(s) outside the vocabulary of {len(self.vocab)} "
+                                  f"near byte {offset}: {missing[:10]} (the file changed while it was prepared?)")
+            return ids
+        text = LanguageModelStream._decode(piece, offset, block)
+        if self.kind == "words":
+            index, unk, eos = self.index, self.unk, self.eos
+            ids = [i for line in text.splitlines() for i in (*(index.get(w, unk) for w in line.split()), eos)]
+            return np.array(ids, dtype=np.int64)
+        lines = text.splitlines(keepends=True)
+        encoded = self.bpe.encode_batch(lines, add_special_tokens=False)
+        return np.fromiter((i for e in encoded for i in e.ids), dtype=np.int64)

@@ -1,0 +1,351 @@
+"""Running a task's `Stream` on every core of this machine, or as a SLURM job array.
+
+The two passes of a `Stream` (`data/stream.py`) are map steps over pieces: `scan` and
+`encode` of one piece need nothing of another, only `plan` (run once, here) joins them.
+So they run as
+
+* one process (`workers=1`, or a stream of one piece, the default for tasks that load in
+  memory): the pieces in order, encoded straight into the entry;
+* worker processes (`workers=K`, default: every core this process may use), one piece at
+  a time each.  Processes, not threads: the scan and encode of characters and words are
+  numpy and Python code that holds the GIL; `tokenizers` (BPE) runs its own Rust threads
+  inside a worker, so each worker is given `RAYON_NUM_THREADS` = its share of the cores;
+* a SLURM job array through submitit (`executor="slurm"`, `shards=N`): array task i scans,
+  then encodes, shard i (a run of consecutive pieces), on whichever nodes the array gets.
+
+Every unit of work (a piece locally, a shard on SLURM) writes its columns into a folder of
+the entry's work directory (`<entry>.shards/unit-NNNNN/`) with a `done.json` naming the plan
+it encoded with; the columns are then concatenated in piece order into the entry (`merge`:
+`os.copy_file_range`, ragged offsets rebased in chunks: memory stays a chunk).  Because a
+piece's output does not depend on which unit encodes it, the entry is byte for byte the
+same from 1 shard or N.  A failed unit leaves the others' folders: the next preparation
+redoes only the units without a `done.json` for the same plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .chunked import EntryWriter
+from .stream import Piece, Stream
+
+_COPY = 64 << 20
+
+
+class ShardError(RuntimeError):
+    """A unit of a preparation failed: the message names it (and its SLURM log)."""
+
+
+@dataclass
+class Options:
+    """How to run a stream: `workers` processes here, or `shards` SLURM array tasks (`executor`)."""
+
+    workers: int = 0  # 0: every core this process may use
+    shards: int | None = None  # SLURM: array tasks; local: ignored (one piece a unit)
+    executor: str = "local"  # local | slurm
+    slurm_job: Any = None  # the job whose slurm section parameterises the array
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _digest(value: Any) -> str:
+    return hashlib.blake2b(json.dumps(value, sort_keys=True).encode(), digest_size=12).hexdigest()
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+def _read_done(folder: Path, plan_digest: str) -> dict[str, Any] | None:
+    try:
+        done = json.loads((folder / "done.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return done if isinstance(done, dict) and done.get("plan") == plan_digest else None
+
+
+# ---------------------------------------------------------------------------
+# Units of work (module-level: they run in worker processes and SLURM array tasks)
+
+
+def scan_unit(stream: Stream, pieces: list[Piece]) -> list[dict[str, Any]]:
+    return [stream.scan(piece) for piece in pieces]
+
+
+def encode_unit(stream: Stream, pieces: list[Piece], plan: dict[str, Any], folder: str, plan_digest: str) -> dict:
+    """Encode `pieces` into `folder` (emptied first) and mark it done."""
+    out = Path(folder)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    writer = EntryWriter(out, durable=False)  # a unit's files are copied into the entry, which is synced
+    counts = [stream.encode(piece, plan, writer) for piece in pieces]
+    done = {"plan": plan_digest, "pieces": [p.index for p in pieces], "counts": counts, "splits": writer.close()}
+    _write_json(out / "done.json", done)
+    return done
+
+
+def _worker_init(threads: int) -> None:
+    os.environ["RAYON_NUM_THREADS"] = str(threads)
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+
+
+# ---------------------------------------------------------------------------
+# Running
+
+
+def run(stream: Stream, entry_tmp: Path, work: Path, options: Options,
+        bar: Callable[[int], None] = lambda n: None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stream prepared into `entry_tmp` (an empty, not yet existing folder): returns
+    (the manifest's "splits" record, info).  `bar(nbytes)` is told as pieces are done."""
+    pieces = stream.pieces()
+    workers = min(options.workers or cores(), len(pieces))
+    if options.executor != "slurm" and workers <= 1:
+        return _inline(stream, pieces, entry_tmp, bar)
+    work.mkdir(parents=True, exist_ok=True)
+    units = _units(pieces, options.shards if options.executor == "slurm" else len(pieces))
+    with (_SlurmRunner(options.slurm_job, work / "logs") if options.executor == "slurm" else _PoolRunner(workers)) as runner:
+        return _passes(stream, pieces, units, runner, entry_tmp, work, bar)
+
+
+def _passes(stream: Stream, pieces: list[Piece], units: list[list[Piece]], runner: Any, entry_tmp: Path, work: Path,
+            bar: Callable[[int], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    scans = [s for unit_scans in runner(scan_unit, [(stream, unit) for unit in units], "scan", units, bar=None)
+             for s in unit_scans]
+    plan = stream.plan(scans)
+    plan_digest = _digest(plan)
+    _write_json(work / "plan.json", {"digest": plan_digest})
+    folders = [work / f"unit-{i:05d}" for i in range(len(units))]
+    todo = [i for i, folder in enumerate(folders) if _read_done(folder, plan_digest) is None]
+    runner(encode_unit, [(stream, units[i], plan, str(folders[i]), plan_digest) for i in todo], "encode",
+           [units[i] for i in todo], bar=bar)
+    dones = [_read_done(folder, plan_digest) for folder in folders]
+    missing = [i for i, d in enumerate(dones) if d is None]
+    if missing:
+        raise ShardError(f"units {missing} of {work} have no done.json after encoding; prepare again")
+    splits = merge([(folder, done["splits"]) for folder, done in zip(folders, dones)], entry_tmp)
+    counts = [c for done in dones for c in done["counts"]]
+    return splits, stream.info(plan, counts)
+
+
+def _inline(stream: Stream, pieces: list[Piece], entry_tmp: Path, bar: Callable[[int], None]
+            ) -> tuple[dict[str, Any], dict[str, Any]]:
+    scans = [stream.scan(piece) for piece in pieces]
+    plan = stream.plan(scans)
+    entry_tmp.mkdir(parents=True)
+    writer = EntryWriter(entry_tmp)
+    counts = []
+    for piece in pieces:
+        counts.append(stream.encode(piece, plan, writer))
+        bar(_size(piece))
+    return writer.close(), stream.info(plan, counts)
+
+
+def _size(piece: Piece) -> int:
+    end = piece.end if piece.end is not None else os.path.getsize(piece.path)
+    return max(0, end - piece.start)
+
+
+def _units(pieces: list[Piece], n: int | None) -> list[list[Piece]]:
+    """Consecutive pieces in `n` runs of about equal bytes (at least one piece each)."""
+    n = max(1, min(n or 1, len(pieces)))
+    total = sum(map(_size, pieces)) or 1
+    units: list[list[Piece]] = [[] for _ in range(n)]
+    done = 0
+    for piece in pieces:
+        k = min(n - 1, done * n // total)
+        units[k].append(piece)
+        done += _size(piece)
+    return [u for u in units if u]
+
+
+class _PoolRunner:
+    """Units on worker processes here, forked as the DataLoader forks its workers (no re-import of the
+    caller's __main__; started at the first scan, before BPE training starts tokenizers' threads)."""
+
+    def __init__(self, workers: int) -> None:
+        threads = max(1, cores() // workers)
+        self.pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=_worker_init,
+                                        initargs=(threads,))
+
+    def __enter__(self) -> _PoolRunner:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def __call__(self, fn: Callable[..., Any], calls: list[tuple], what: str, units: list[list[Piece]],
+                 bar: Callable[[int], None] | None) -> list[Any]:
+        if not calls:
+            return []
+        futures = [self.pool.submit(fn, *call) for call in calls]
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in finished:
+                error = future.exception()
+                if error is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise error
+                if bar is not None:
+                    bar(sum(map(_size, units[futures.index(future)])))
+        return [f.result() for f in futures]
+
+
+class _SlurmRunner:
+    """Units as one SLURM job array (submitit), waited for here; a failure names its task and log."""
+
+    def __init__(self, job: Any, logs: Path) -> None:
+        from ..slurm.submission import make_executor
+
+        self.executor = make_executor("slurm", logs, job)
+        self.executor.update_parameters(nodes=1, ntasks_per_node=1, job_name=f"{job.name}-prepare")
+
+    def __enter__(self) -> _SlurmRunner:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def __call__(self, fn: Callable[..., Any], calls: list[tuple], what: str, units: list[list[Piece]],
+                 bar: Callable[[int], None] | None) -> list[Any]:
+        if not calls:
+            return []
+        from ..slurm.submission import submitted
+
+        jobs = submitted(lambda: self.executor.map_array(fn, *zip(*calls)))
+        print(f"prepared data: {what} as SLURM job array {jobs[0].job_id.split('_')[0]} ({len(jobs)} tasks)",
+              file=sys.stderr, flush=True)
+        results = []
+        for i, job in enumerate(jobs):
+            try:
+                results.append(job.result())
+            except Exception as e:  # submitit's UncompletedJobError / FailedJobError carry the remote error
+                for other in jobs[i + 1:]:
+                    other.cancel(check=False)
+                first = str(e).strip().splitlines()
+                raise ShardError(f"{what} of shard {i} ({units[i][0].describe()} ...) failed as SLURM job "
+                                 f"{job.job_id}: {first[-1] if first else type(e).__name__}; its log: "
+                                 f"{job.paths.stderr}") from None
+            if bar is not None:
+                bar(sum(map(_size, units[i])))
+        return results
+
+
+# ---------------------------------------------------------------------------
+# Merging
+
+
+def merge(parts: list[tuple[Path, dict[str, Any]]], out: Path) -> dict[str, Any]:
+    """The units' columns concatenated in order into `out`: the entry's "splits" record."""
+    out.mkdir(parents=True, exist_ok=True)
+    splits: dict[str, Any] = {}
+    for split in ("train", "val", "test"):
+        present = [(folder, rec[split]) for folder, rec in parts if rec.get(split)]
+        if not present:
+            splits[split] = None
+            continue
+        width = max(len(cols) for _, cols in present)
+        columns = []
+        for i in range(width):
+            specs = [(folder, cols[i]) for folder, cols in present if i < len(cols)]
+            if specs[0][1]["kind"] == "ragged":
+                columns.append(_merge_ragged(specs, out, f"{split}.{i}"))
+            else:
+                columns.append({"kind": "dense", **_concat([(f, s) for f, s in specs], out / f"{split}.{i}.npy")})
+        splits[split] = columns
+    return splits
+
+
+def _payload(path: Path) -> tuple[int, np.dtype, tuple[int, ...]]:
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+        return f.tell(), dtype, shape
+
+
+def _concat(specs: Iterable[tuple[Path, dict[str, Any]]], target: Path,
+            transform: Callable[[np.ndarray, int], np.ndarray] | None = None) -> dict[str, Any]:
+    """.npy files concatenated along axis 0 into `target` (numpy.save's header for the result)."""
+    specs = list(specs)
+    heads = [(folder / spec["file"], *_payload(folder / spec["file"])) for folder, spec in specs]
+    dtype, rest = heads[0][2], tuple(heads[0][3][1:])
+    length = sum(h[3][0] for h in heads)
+    with open(target, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                "fortran_order": False, "shape": (length, *rest)})
+        for k, (path, offset, _, shape) in enumerate(heads):
+            if transform is not None:
+                transform_into(f, path, offset, dtype, shape, lambda a: transform(a, k))
+                continue
+            f.flush()  # the header (and earlier parts) on the descriptor before the kernel copies after it
+            with open(path, "rb") as src:
+                size = os.fstat(src.fileno()).st_size - offset
+                copied = 0
+                while copied < size:
+                    n = os.copy_file_range(src.fileno(), f.fileno(), min(_COPY, size - copied), offset + copied)
+                    if n == 0:
+                        break
+                    copied += n
+        f.flush()
+        os.fsync(f.fileno())
+    return {"file": target.name, "dtype": str(dtype), "shape": [length, *rest], "bytes": target.stat().st_size}
+
+
+def transform_into(f: Any, path: Path, offset: int, dtype: np.dtype, shape: tuple[int, ...],
+                   fn: Callable[[np.ndarray], np.ndarray]) -> None:
+    array = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape) if shape[0] else np.zeros(shape, dtype)
+    for start in range(0, shape[0], 1 << 22):
+        f.write(np.ascontiguousarray(fn(np.asarray(array[start:start + (1 << 22)]))).tobytes())
+
+
+def _merge_ragged(specs: list[tuple[Path, dict[str, Any]]], out: Path, prefix: str) -> dict[str, Any]:
+    values = _concat([(f, s["values"]) for f, s in specs], out / f"{prefix}.values.npy")
+    lengths = _concat([(f, s["lengths"]) for f, s in specs], out / f"{prefix}.lengths.npy")
+    bases = np.cumsum([0] + [s["values"]["shape"][0] for _, s in specs])
+    # each unit's offsets start at 0 and have one more entry than its sequences: keep the
+    # first unit's leading 0 only, shift the others by the values before them
+    shifted = [(f, s["offsets"]) for f, s in specs]
+    target = out / f"{prefix}.offsets.npy"
+    heads = [(f / s["file"], *_payload(f / s["file"])) for f, s in shifted]
+    length = 1 + sum(h[3][0] - 1 for h in heads)
+    with open(target, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int64)),
+                                                 "fortran_order": False, "shape": (length,)})
+        fh.write(np.zeros(1, np.int64).tobytes())
+        for k, (path, offset, dtype, shape) in enumerate(heads):
+            base = int(bases[k])
+            transform_into(fh, path, offset + dtype.itemsize, dtype, (shape[0] - 1,), lambda a, b=base: a + b)
+        fh.flush()
+        os.fsync(fh.fileno())
+    offsets = {"file": target.name, "dtype": "int64", "shape": [length], "bytes": target.stat().st_size}
+    return {"kind": "ragged", "values": values, "offsets": offsets, "lengths": lengths}
+
+
+def clean(work: Path) -> None:
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def elapsed(started: float) -> float:
+    return time.perf_counter() - started
