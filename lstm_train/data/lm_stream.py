@@ -248,18 +248,25 @@ class LanguageModelStream:
 
     # -- the plan ------------------------------------------------------------------------
 
-    def plan(self, scans: list[dict[str, Any]]) -> dict[str, Any]:
+    def combine(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if "chars" in a or "chars" in b:
+            chars = Counter(dict(a.get("chars", []))) + Counter(dict(b.get("chars", [])))
+            out["chars"] = sorted(chars.items())
+        if "words" in a or "words" in b:
+            words = Counter(a.get("words", {}))
+            words.update(b.get("words", {}))
+            out["words"] = dict(words)
+        return out
+
+    def plan(self, scan: dict[str, Any]) -> dict[str, Any]:
         kind = self.data.tokenizer
         if kind == "chars":
-            seen = sorted({cp for scan in scans for cp, _ in scan.get("chars", [])})
-            return {"kind": kind, "vocab": [chr(cp) for cp in seen]}
+            return {"kind": kind, "vocab": [chr(cp) for cp, _ in sorted(scan.get("chars", []))]}
         if kind == "bytes":
             return {"kind": kind}
         if kind == "words":
-            counts: Counter[str] = Counter()
-            for scan in scans:
-                counts.update(scan.get("words", {}))
-            return {"kind": kind, "vocab": self._word_vocab(counts)}
+            return {"kind": kind, "vocab": self._word_vocab(Counter(scan.get("words", {})))}
         return {"kind": kind, "bpe_json": self._train_bpe()}
 
     def _word_vocab(self, counts: Counter[str]) -> list[str]:

@@ -24,9 +24,11 @@ redoes only the units without a `done.json` for the same plan.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -88,8 +90,8 @@ def _read_done(folder: Path, plan_digest: str) -> dict[str, Any] | None:
 # Units of work (module-level: they run in worker processes and SLURM array tasks)
 
 
-def scan_unit(stream: Stream, pieces: list[Piece]) -> list[dict[str, Any]]:
-    return [stream.scan(piece) for piece in pieces]
+def scan_unit(stream: Stream, pieces: list[Piece]) -> dict[str, Any]:
+    return functools.reduce(stream.combine, (stream.scan(piece) for piece in pieces))
 
 
 def encode_unit(stream: Stream, pieces: list[Piece], plan: dict[str, Any], folder: str, plan_digest: str) -> dict:
@@ -129,9 +131,8 @@ def run(stream: Stream, entry_tmp: Path, work: Path, options: Options,
 
 def _passes(stream: Stream, pieces: list[Piece], units: list[list[Piece]], runner: Any, entry_tmp: Path, work: Path,
             bar: Callable[[int], None]) -> tuple[dict[str, Any], dict[str, Any]]:
-    scans = [s for unit_scans in runner(scan_unit, [(stream, unit) for unit in units], "scan", units, bar=None)
-             for s in unit_scans]
-    plan = stream.plan(scans)
+    plan = stream.plan(runner(scan_unit, [(stream, unit) for unit in units], "scan", units, bar=None,
+                              combine=stream.combine))
     plan_digest = _digest(plan)
     _write_json(work / "plan.json", {"digest": plan_digest})
     folders = [work / f"unit-{i:05d}" for i in range(len(units))]
@@ -149,8 +150,7 @@ def _passes(stream: Stream, pieces: list[Piece], units: list[list[Piece]], runne
 
 def _inline(stream: Stream, pieces: list[Piece], entry_tmp: Path, bar: Callable[[int], None]
             ) -> tuple[dict[str, Any], dict[str, Any]]:
-    scans = [stream.scan(piece) for piece in pieces]
-    plan = stream.plan(scans)
+    plan = stream.plan(scan_unit(stream, pieces))
     entry_tmp.mkdir(parents=True)
     writer = EntryWriter(entry_tmp)
     counts = []
@@ -168,6 +168,8 @@ def _size(piece: Piece) -> int:
 def _units(pieces: list[Piece], n: int | None) -> list[list[Piece]]:
     """Consecutive pieces in `n` runs of about equal bytes (at least one piece each)."""
     n = max(1, min(n or 1, len(pieces)))
+    if n == len(pieces):
+        return [[piece] for piece in pieces]
     total = sum(map(_size, pieces)) or 1
     units: list[list[Piece]] = [[] for _ in range(n)]
     done = 0
@@ -194,10 +196,13 @@ class _PoolRunner:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def __call__(self, fn: Callable[..., Any], calls: list[tuple], what: str, units: list[list[Piece]],
-                 bar: Callable[[int], None] | None) -> list[Any]:
+                 bar: Callable[[int], None] | None, combine: Callable[[Any, Any], Any] | None = None) -> Any:
+        """Every call's result, or with `combine` the results joined as they arrive (each
+        dropped once joined: memory holds one)."""
         if not calls:
             return []
         futures = [self.pool.submit(fn, *call) for call in calls]
+        joined = None
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
@@ -209,7 +214,11 @@ class _PoolRunner:
                     raise error
                 if bar is not None:
                     bar(sum(map(_size, units[futures.index(future)])))
-        return [f.result() for f in futures]
+                if combine is not None:
+                    result = future.result()
+                    joined = result if joined is None else combine(joined, result)
+                    futures[futures.index(future)] = None  # type: ignore[call-overload]
+        return joined if combine is not None else [f.result() for f in futures]
 
 
 class _SlurmRunner:
@@ -228,7 +237,7 @@ class _SlurmRunner:
         pass
 
     def __call__(self, fn: Callable[..., Any], calls: list[tuple], what: str, units: list[list[Piece]],
-                 bar: Callable[[int], None] | None) -> list[Any]:
+                 bar: Callable[[int], None] | None, combine: Callable[[Any, Any], Any] | None = None) -> Any:
         if not calls:
             return []
         from ..slurm.submission import submitted
@@ -236,20 +245,28 @@ class _SlurmRunner:
         jobs = submitted(lambda: self.executor.map_array(fn, *zip(*calls)))
         print(f"prepared data: {what} as SLURM job array {jobs[0].job_id.split('_')[0]} ({len(jobs)} tasks)",
               file=sys.stderr, flush=True)
-        results = []
+        results: list[Any] = []
         for i, job in enumerate(jobs):
             try:
-                results.append(job.result())
+                result = job.result()
+                results = [combine(results[0], result) if results else result] if combine is not None else \
+                    [*results, result]
             except Exception as e:  # submitit's UncompletedJobError / FailedJobError carry the remote error
                 for other in jobs[i + 1:]:
                     other.cancel(check=False)
-                first = str(e).strip().splitlines()
                 raise ShardError(f"{what} of shard {i} ({units[i][0].describe()} ...) failed as SLURM job "
-                                 f"{job.job_id}: {first[-1] if first else type(e).__name__}; its log: "
+                                 f"{job.job_id}: {_remote_error(str(e)) or type(e).__name__}; its log: "
                                  f"{job.paths.stderr}") from None
             if bar is not None:
                 bar(sum(map(_size, units[i])))
-        return results
+        return results[0] if combine is not None else results
+
+
+def _remote_error(text: str) -> str:
+    """The error a failed array task raised (`SomeError: message`, module path dropped), from the
+    traceback submitit hands back."""
+    found = re.findall(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.*)$", text, re.M)
+    return f"{found[-1][0]}: {found[-1][1]}" if found else ""
 
 
 # ---------------------------------------------------------------------------

@@ -19,8 +19,9 @@ A task's `Task.stream_data()` returns a `Stream`.  The store then runs:
 2. `scan(piece)` for every piece (pass 1, in parallel): small JSON statistics
    (character / word / label counts, row counts), bounded by the vocabulary, not
    the corpus.
-3. `plan(scans)` once, in order of piece index: everything encoding needs, as JSON
-   (the vocabulary, the classes, a trained BPE model's JSON).
+3. `combine(a, b)` joins two scans as they arrive (counts added: order does not matter), so
+   memory holds one scan, not one per piece; `plan(scan)` then runs once on the joined scan:
+   everything encoding needs, as JSON (the vocabulary, the classes, a trained BPE model's JSON).
 4. `encode(piece, plan, out)` for every piece (pass 2, in parallel): the piece's
    rows appended to `out` (an `EntryWriter`), chunk by chunk; returns small JSON
    counts.  Consecutive pieces of one shard share one writer; the store
@@ -65,7 +66,9 @@ class Stream(Protocol):
 
     def scan(self, piece: Piece) -> dict[str, Any]: ...
 
-    def plan(self, scans: list[dict[str, Any]]) -> dict[str, Any]: ...
+    def combine(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]: ...
+
+    def plan(self, scan: dict[str, Any]) -> dict[str, Any]: ...
 
     def encode(self, piece: Piece, plan: dict[str, Any], out: EntryWriter) -> dict[str, Any]: ...
 

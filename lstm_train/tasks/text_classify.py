@@ -422,7 +422,10 @@ class _FilesStream:
     def scan(self, piece: Piece) -> dict[str, Any]:
         return {}
 
-    def plan(self, scans: list[dict[str, Any]]) -> dict[str, Any]:
+    def combine(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def plan(self, scan: dict[str, Any]) -> dict[str, Any]:
         return {}
 
     def encode(self, piece: Piece, plan: dict[str, Any], out: EntryWriter) -> dict[str, Any]:
