@@ -1,0 +1,218 @@
+"""Corpora of any size, measured (issue 26's must-shows): run alone on the machine.
+
+    python scripts/bench_corpora.py generate --out /tmp/corpora            # 10/40/400 MB (+ --big: 4 GB) text and CSV
+    python scripts/bench_corpora.py prepare --corpora /tmp/corpora         # time, MB/s, peak RSS per tokenizer and size
+    python scripts/bench_corpora.py bpe-reference --corpora /tmp/corpora   # tokenizers' own train + encode_batch
+    python scripts/bench_corpora.py shards --corpora /tmp/corpora          # 400 MB: 1 shard here vs 4 through SLURM
+    python scripts/bench_corpora.py train --corpora /tmp/corpora           # 4 GB vs 40 MB: each rank's RssAnon, 1 and 2 processes
+
+Text corpora are lines of tinyshakespeare and Multi30k's English captions in random order; CSV
+rows are 16 words drawn from the same text with one of four labels.  Both are written in blocks
+(the generator never holds a corpus).  Every preparation runs `lstm-train prepare` in a fresh
+process with a fresh cache directory; its peak RSS is the largest of the process and its worker
+processes (`/usr/bin/time`'s maximum resident set size, which covers reaped children).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_prepared import command, measure_run  # noqa: E402  (the run/RssAnon sampler, shared)
+
+DATA = Path(os.environ.get("LSTM_TRAIN_DATA", ROOT.parent / "shared" / "data"))
+SIZES = (10, 40, 400)
+TOKENIZERS = ("chars", "bytes", "words", "bpe")
+
+
+def generate(out: Path, sizes: list[int]) -> None:
+    lines = (DATA / "tinyshakespeare" / "input.txt").read_text().splitlines(keepends=True)
+    lines += (DATA / "Multi30k" / "train.en").read_text().splitlines(keepends=True)
+    lines = np.array([ln for ln in lines if ln.strip()], dtype=object)
+    words = np.array(sorted({w.replace('"', "") for ln in lines for w in ln.split()} - {""}), dtype=object)
+    rng = np.random.default_rng(1)
+    out.mkdir(parents=True, exist_ok=True)
+    for mb in sizes:
+        size = mb * 1_000_000
+        text, csv = out / f"text-{mb}MB.txt", out / f"csv-{mb}MB.csv"
+        if not text.exists():
+            with open(text, "w") as f:
+                while f.tell() < size:
+                    f.write("".join(lines[rng.integers(0, len(lines), 100_000)]))
+        if not csv.exists():
+            with open(csv, "w") as f:
+                f.write("text,label\n")
+                while f.tell() < size:
+                    rows = words[rng.integers(0, len(words), (10_000, 16))]
+                    labels = rng.integers(0, 4, 10_000)
+                    f.write("".join(f"\"{' '.join(r)}\",{'abcd'[k]}\n" for r, k in zip(rows, labels)))
+        print(text, text.stat().st_size, csv, csv.stat().st_size, flush=True)
+
+
+def job_file(folder: Path, kind: str) -> Path:
+    job = folder / f"{kind}.yaml"
+    if kind == "lm":
+        job.write_text("name: corpora_lm\ntask: language_model\ndata: {tokenizer: chars}\n"
+                       "model: {hidden_size: 256, num_layers: 2, embedding_size: 64}\n")
+    else:
+        job.write_text("name: corpora_csv\ntask: text_classify\ndata: {source: files, text_column: text, "
+                       "label_column: label, val_fraction: 0.05, test_fraction: 0.05}\n"
+                       "model: {embedding_dim: 64, hidden_size: 128}\n")
+    return job
+
+
+def prepare(corpus: Path, tokenizer: str | None, extra: list[str] = ()) -> dict:
+    """One `lstm-train prepare` in a fresh cache: wall and preparation seconds, MB/s, peak RSS."""
+    with tempfile.TemporaryDirectory(dir=corpus.parent) as tmp:
+        tmp = Path(tmp)
+        if tokenizer:
+            args = [str(job_file(tmp, "lm")), f"data.root={corpus.parent}", f"data.files={corpus.name}",
+                    f"data.tokenizer={tokenizer}", *extra]
+        else:
+            args = [str(job_file(tmp, "csv")), f"data.path={corpus}", *extra]
+        env = {**os.environ, "LSTM_TRAIN_CACHE": str(tmp / "cache")}
+        cmd = ["/usr/bin/time", "-f", "%M", sys.executable, "-m", "lstm_train", "prepare", *args]
+        started = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - started
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-3000:])
+        seconds = float(re.findall(r"\) in ([0-9.]+) s", proc.stderr)[-1])
+        size = corpus.stat().st_size / 1e6
+        entry = json.loads(proc.stdout)["path"]
+        digest = hashlib.sha256(Path(entry, "train.0.npy" if tokenizer else "train.0.values.npy").read_bytes()
+                                ).hexdigest()[:16] if size <= 500 else None
+        return {"corpus": corpus.name, "tokenizer": tokenizer or "csv", "mb": round(size, 1),
+                "prepare_s": seconds, "wall_s": round(wall, 2), "mb_per_s": round(size / seconds, 1),
+                "peak_rss_mib": round(int(proc.stderr.strip().splitlines()[-1]) / 1024), "train_digest": digest}
+
+
+def cmd_prepare(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for mb in args.sizes:
+        for tok in args.tokenizers:
+            name = f"csv-{mb}MB.csv" if tok == "csv" else f"text-{mb}MB.txt"
+            row = prepare(args.corpora / name, None if tok == "csv" else tok)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def cmd_bpe_reference(args: argparse.Namespace) -> list[dict]:
+    """tokenizers' own BPE train (from an iterator of the text's lines) + encode_batch of its lines."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    rows = []
+    for mb in args.sizes:
+        path = args.corpora / f"text-{mb}MB.txt"
+        started = time.perf_counter()
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=4000, special_tokens=["<unk>"], show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+
+        def batches():
+            with open(path) as f:
+                while block := f.readlines(8 << 20):
+                    yield block
+
+        tok.train_from_iterator(batches(), trainer)
+        n = 0
+        for block in batches():
+            n += sum(len(e.ids) for e in tok.encode_batch(block))
+        seconds = time.perf_counter() - started
+        row = {"corpus": path.name, "reference": "tokenizers train_from_iterator + encode_batch", "tokens": n,
+               "seconds": round(seconds, 2), "mb_per_s": round(path.stat().st_size / 1e6 / seconds, 1)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def cmd_shards(args: argparse.Namespace) -> list[dict]:
+    corpus = args.corpora / "text-400MB.txt"
+    rows = []
+    for label, extra in (("1 shard, here", ["--workers", "1"]), ("4 shards, SLURM array", ["--executor", "slurm",
+                                                                                          "--shards", "4"])):
+        with tempfile.TemporaryDirectory(dir=corpus.parent) as tmp:
+            job = job_file(Path(tmp), "lm")
+            env = {**os.environ, "LSTM_TRAIN_CACHE": str(Path(tmp) / "cache")}
+            started = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "lstm_train", "prepare", str(job), f"data.root={corpus.parent}",
+                                   f"data.files={corpus.name}", "slurm.partition=debug", "slurm.time_min=30", *extra],
+                                  capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr[-3000:])
+            entry = Path(json.loads(proc.stdout)["path"])
+            h = hashlib.sha256()
+            for file in sorted(entry.glob("*.npy")):
+                h.update(file.name.encode() + file.read_bytes())
+            row = {"how": label, "wall_s": round(time.perf_counter() - started, 1), "columns_sha256": h.hexdigest()[:16]}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+def cmd_train(args: argparse.Namespace) -> list[dict]:
+    """A few hundred steps on the 4 GB and the 40 MB corpora at 1 and 2 processes: each rank's
+    peak RssAnon (the data is mapped, so it must not grow with the corpus)."""
+    rows = []
+    for kind in ("lm", "csv"):
+        for mb in (40, 4000):
+            corpus = args.corpora / (f"text-{mb}MB.txt" if kind == "lm" else f"csv-{mb}MB.csv")
+            if not corpus.exists():
+                continue
+            for procs in (1, 2):
+                with tempfile.TemporaryDirectory(dir=corpus.parent) as tmp:
+                    job = job_file(Path(tmp), kind)
+                    data = ([f"data.root={corpus.parent}", f"data.files={corpus.name}", "data.global_batch_size=32"]
+                            if kind == "lm" else [f"data.path={corpus}", "data.global_batch_size=64"])
+                    overrides = [*data, f"train.max_steps={args.steps}", "train.eval_every=100000", "train.threads=1",
+                                 "tracking.wandb.mode=disabled", f"train.output_dir={tmp}/run"]
+                    env = {**os.environ, "LSTM_TRAIN_CACHE": str(args.cache)}
+                    if mb == 4000 or procs == 1:
+                        prepare_first = subprocess.run([sys.executable, "-m", "lstm_train", "prepare", str(job), *data],
+                                                       capture_output=True, text=True, env=env)
+                        if prepare_first.returncode != 0:
+                            raise RuntimeError(prepare_first.stderr[-2000:])
+                    measured = measure_run(command(procs, str(job), overrides), env, ROOT, timeout=3600)
+                    row = {"task": kind, "corpus_mb": mb, "processes": procs, "steps": args.steps, **measured}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=("generate", "prepare", "bpe-reference", "shards", "train"))
+    parser.add_argument("--corpora", "--out", type=Path, default=Path("/tmp/corpora"))
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--tokenizers", nargs="+", default=[*TOKENIZERS, "csv"])
+    parser.add_argument("--big", action="store_true", help="generate: the 4 GB corpora too")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/corpora-cache"))
+    parser.add_argument("--json", type=Path, help="write the rows here too")
+    args = parser.parse_args()
+    if args.what == "generate":
+        generate(args.corpora, args.sizes + ([4000] if args.big else []))
+        return
+    rows = {"prepare": cmd_prepare, "bpe-reference": cmd_bpe_reference, "shards": cmd_shards,
+            "train": cmd_train}[args.what](args)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
