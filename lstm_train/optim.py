@@ -92,22 +92,46 @@ class SplitOptimizer(torch.optim.Optimizer):
             optimizer.load_state_dict(state)
 
 
+class Budget:
+    """The share of a time budget (`train.max_seconds`) spent, as every rank agrees on it: the loop
+    sets `progress` at its sync steps from the ranks' mean training time (one value for all, or
+    replicas would step with different rates), and at resume from the checkpoint's time."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.progress = seconds, 0.0
+
+    def spent(self, seconds: float) -> None:
+        self.progress = min(1.0, max(0.0, seconds / self.seconds))
+
+
 def make_scheduler(
-    cfg: OptimConfig, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int
+    cfg: OptimConfig, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int,
+    budget: Budget | None = None,
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Learning-rate schedule per optimizer step, with optional linear warm-up."""
+    """Learning-rate schedule per optimizer step, with optional linear warm-up.  With a time
+    budget, cosine and one-cycle span the budget instead of the step count: a run that ends at
+    `train.max_seconds` ends with the rate decayed, however many steps the machine managed."""
     warmup = cfg.warmup_steps
+
+    def progress(step: int) -> float:
+        if budget is not None:
+            return budget.progress
+        return min(1.0, (step - warmup) / max(1, total_steps - warmup))
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
         if cfg.scheduler == "cosine":
-            progress = (step - warmup) / max(1, total_steps - warmup)
-            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+            return 0.5 * (1 + math.cos(math.pi * progress(step)))
+        if cfg.scheduler == "onecycle":  # torch's OneCycleLR shape (pct_start 0.3, div 25, final div 1e4)
+            p = progress(step)
+            if p < 0.3:
+                return 1 / 25 + (1 - 1 / 25) * 0.5 * (1 - math.cos(math.pi * p / 0.3))
+            return 1e-4 / 25 + (1 - 1e-4 / 25) * 0.5 * (1 + math.cos(math.pi * (p - 0.3) / 0.7))
         if cfg.scheduler == "step":
             return cfg.gamma ** (step // (cfg.step_size_epochs * steps_per_epoch))
         return 1.0
 
-    if cfg.scheduler == "onecycle":
+    if cfg.scheduler == "onecycle" and budget is None:
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=max(total_steps, 2))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

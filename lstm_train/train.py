@@ -53,7 +53,7 @@ from .distributed import (
     BatchLayout, batch_layout, broadcast_buffers, broadcast_object, gather_objects,
     autocast, make_accelerator, resolve_precision, set_threads, SparseGradients, worker_info,
 )
-from .optim import make_optimizer, make_scheduler
+from .optim import Budget, make_optimizer, make_scheduler
 from .progress import Progress
 from .schema import ConfigError
 from .tasks import get_task
@@ -85,6 +85,7 @@ class Run:
     model: nn.Module  # what trains: `net` wrapped by DDP (and torch.compile)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    budget: Budget | None  # train.max_seconds: the schedule's clock, agreed by the ranks at sync steps
     plan: BatchPlan
     layout: BatchLayout
     total_steps: int
@@ -325,7 +326,8 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
             total_steps = min(total_steps, job.train.max_steps)
         optimizer = make_optimizer(job.optim, net, accelerator.device)
         sparse_gradients = SparseGradients.keep_out_of_ddp(net, world)  # before DDP wraps the model
-        scheduler = make_scheduler(job.optim, optimizer, total_steps, max(1, plan.steps_in_epoch(0)))
+        budget = Budget(job.train.max_seconds) if job.train.max_seconds else None  # the schedule spans it
+        scheduler = make_scheduler(job.optim, optimizer, total_steps, max(1, plan.steps_in_epoch(0)), budget)
         model = accelerator.prepare_model(torch.compile(net) if job.train.compile else net)
         if accelerator.scaler is not None:  # fp16: the optimizer steps through the loss scaler
             optimizer = accelerator.prepare_optimizer(optimizer)
@@ -336,7 +338,8 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
             f"each, precision {precision}; {layout.describe()}; {plan.steps_in_epoch(0)} steps/epoch, "
             f"{total_steps} in all; run dir {run_dir}"
         )
-        return Run(job, task, splits, accelerator, net, model, optimizer, scheduler, plan, layout, total_steps, precision,
+        return Run(job, task, splits, accelerator, net, model, optimizer, scheduler, budget, plan, layout, total_steps,
+                   precision,
                    tracker, dataset, lengths, task.tokens(splits.train) if task.throughput_unit == "tokens" else None,
                    lock, sparse_gradients)
     except BaseException:
@@ -374,6 +377,8 @@ def restore(run: Run) -> LoopState:
     checkpoint.load_model_state(run.net, saved.model, path)
     run.optimizer.load_state_dict(saved.optimizer)
     run.scheduler.load_state_dict(saved.scheduler)
+    if run.budget is not None:  # the schedule's clock goes on from the checkpoint's training time (the
+        run.budget.spent(saved.train_seconds)  # optimizer's state already holds the rate of that moment)
     if run.accelerator.scaler is not None and saved.scaler is not None:  # fp16: the loss scale it had reached
         run.accelerator.scaler.load_state_dict(saved.scaler)
     state.continue_from(saved)
@@ -493,8 +498,11 @@ def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) 
     late = limit is not None and state.seconds() >= limit  # every rank learns it if any rank is past the limit
     local = torch.stack([losses[-1], (~torch.isfinite(losses)).sum().float(),
                          torch.tensor(float(stop.is_set()), device=losses.device),
-                         torch.tensor(float(late), device=losses.device)])
+                         torch.tensor(float(late), device=losses.device),
+                         torch.tensor(state.seconds(), dtype=torch.float32, device=losses.device)])
     total = run.accelerator.reduce(local.clone(), "sum") if run.world > 1 else local
+    if run.budget is not None:  # the ranks' mean training time: one learning rate for all replicas
+        run.budget.spent(float(total[4]) / run.world)
     if float(total[1]) > 0:
         bad = (~torch.isfinite(losses)).nonzero()
         first = state.step - len(losses) + 1
