@@ -621,6 +621,9 @@ def validate(run: Run, state: LoopState) -> None:
         return
     metrics = evaluate(run, run.splits.val, "val", state.step)
     state.last_eval = state.step
+    if run.accelerator.is_main_process:
+        for name, table in run.task.evaluation_tables(run.net, run.splits.info, state.step, run.run_dir).items():
+            run.tracker.log_table(name, table["columns"], table["rows"])
     key = f"val_{run.task.primary(run.splits.info)}"
     if key not in metrics:
         raise KeyError(f"task {run.task.name} declares primary_metric {run.task.primary(run.splits.info)!r}, but its metrics "

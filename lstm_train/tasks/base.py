@@ -301,6 +301,13 @@ class Task:
         """Turn summed statistics into metrics named `<prefix>loss`, `<prefix>accuracy`..."""
         raise NotImplementedError
 
+    def evaluation_tables(self, model: nn.Module, info: dict[str, Any], step: int, run_dir: Path
+                          ) -> dict[str, dict[str, Any]]:
+        """Main process, after each validation: examples worth watching as training goes ({name:
+        {"columns": [...], "rows": [[...]]}}, logged as W&B tables and metrics/<name>.tsv), e.g. a
+        language model's samples.  Leave `model` in the mode it came in.  Default: none."""
+        return {}
+
     # -- after training ------------------------------------------------------------------
 
     def finish(self, model: nn.Module, splits: Splits, run_dir: Path) -> dict[str, Any]:

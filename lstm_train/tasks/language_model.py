@@ -158,15 +158,35 @@ class LanguageModelTask(Task):
 
     # -- after training ------------------------------------------------------------------
 
+    def evaluation_tables(self, model: nn.Module, info: dict[str, Any], step: int, run_dir: Path
+                          ) -> dict[str, dict[str, Any]]:
+        """A 200-token sample at every evaluation (temperature 0.8, top-k 40, seed 1): appended to
+        samples.txt and logged as the W&B table `samples` (step, prompt, text)."""
+        tokenizer = Tokenizer.from_info(info["tokenizer"])
+        prompt = "\n" if tokenizer.kind != "chars" or "\n" in (tokenizer.vocab or []) else tokenizer.vocab[0]
+        text = self._sample_text(model, tokenizer, prompt, 200, 1)
+        _append_sample(run_dir / "samples.txt", f"--- step {step}, temperature 0.8, top-k 40", prompt + text)
+        return {"samples": {"columns": ["step", "prompt", "text"], "rows": [[step, prompt, prompt + text]]}}
+
+    @staticmethod
+    def _sample_text(model: nn.Module, tokenizer: Tokenizer, prompt: str, tokens: int, seed: int) -> str:
+        was_training = model.training
+        try:
+            return "".join(generate(model, tokenizer, prompt, tokens, 0.8, 40, seed))
+        finally:
+            model.train(was_training)
+
     def finish(self, model: nn.Module, splits: Splits, run_dir: Path) -> dict[str, Any]:
-        """Three samples (temperature 0.8, top-k 40) into samples.txt and a W&B table."""
+        """Three samples of the best model (temperature 0.8, top-k 40) after the evaluations' ones in
+        samples.txt, and a W&B table."""
         tokenizer = Tokenizer.from_info(splits.info["tokenizer"])
         prompt = tokenizer.decode([int(splits.val[0][0, 0])])
         rows = []
         for seed in (1, 2, 3):
-            text = "".join(generate(model, tokenizer, prompt, 300, 0.8, 40, seed))
-            rows.append([seed, prompt, prompt + text])
-        write_atomic(run_dir / "samples.txt", "".join(f"--- seed {s}, temperature 0.8, top-k 40\n{t}\n" for s, _, t in rows))
+            rows.append([seed, prompt, prompt + self._sample_text(model, tokenizer, prompt, 300, seed)])
+        for seed, _, text in rows:
+            _append_sample(run_dir / "samples.txt", f"--- final (best weights), seed {seed}, temperature 0.8, "
+                           "top-k 40", text)
         return {"samples_file": str(run_dir / "samples.txt"),
                 "tables": {"samples": {"columns": ["seed", "prompt", "text"], "rows": rows}}}
 
@@ -191,6 +211,12 @@ class LanguageModelTask(Task):
             lines.append(f"{name}\tloss {m['loss']:.4f}\tbits/token {m['bits_per_token']:.4f}\t"
                          f"perplexity {m['perplexity']:.3f}\ttokens {m['tokens']}")
         return lines
+
+
+def _append_sample(path: Path, heading: str, text: str) -> None:
+    """samples.txt grows by one sample (rewritten whole through the one atomic writer: it is small)."""
+    before = path.read_text(encoding="utf-8") if path.is_file() else ""
+    write_atomic(path, f"{before}{heading}\n{text}\n")
 
 
 def generate(model: nn.Module, tokenizer: Tokenizer, prompt: str, tokens: int, temperature: float, top_k: int | None,
