@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import runfiles
 from .config import check_option, load_job, validate_job
+from .messages import is_main_process
 
 # Errors a user fixes by changing input: ConfigError, IdxError are ValueErrors and
 # DataMissingError a FileNotFoundError; these two live in modules that import torch,
@@ -47,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.get("interrupted"):
         print(f"stopped at step {result['steps']}; run the same command again to resume", file=sys.stderr)
         return leave(143)
-    if int(os.environ.get("RANK", "0")) == 0:  # one copy of the result, not one per process
+    if is_main_process():  # one copy of the result, not one per process
         print(json.dumps(result, indent=2))
         if result.get("diverged"):
             print("warning: training diverged (the loss ended far above where it started): the model is "
@@ -95,7 +96,7 @@ def sweep_point(job, source: str, index: int):
         raise ConfigError(f"--point {index}: {source}'s sweep has points 0 to {len(points) - 1}")
     label, _, point = points[index]
     point.train.output_dir, point.train.run_id = job.train.output_dir, job.train.run_id  # as given to `run`
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         print(f"{source} has a {describe(job.sweep, len(points))}: `run` trains point {index} only, {label} "
               f"(--point N for another; `lstm-train submit {source}` runs them all as one job array)",
               file=sys.stderr, flush=True)

@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..messages import is_main_process
+
 _HEADER = 128  # magic + version + length + dict, padded as numpy pads it (ARRAY_ALIGN 64)
 T = TypeVar("T")
 
@@ -131,4 +133,4 @@ def progress(description: str, total: int | None = None) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc=description, unit=" rows", unit_scale=True, file=sys.stderr, mininterval=2.0,
-                disable=os.environ.get("RANK", "0") != "0", dynamic_ncols=True)
+                disable=not is_main_process(), dynamic_ncols=True)

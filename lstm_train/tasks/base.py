@@ -31,7 +31,6 @@ says what is particular to it:
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from torch import nn
 
 from ..data.ragged import Column, Padded, Ragged, gather, sample_lengths
 from ..distributed import autocast, resolve_precision
+from ..messages import is_main_process
 from ..schema import DataBase, ModelBase
 
 Split = tuple[Column, ...]
@@ -98,7 +98,7 @@ def split_size(split: Split) -> int:
 def note(message: str) -> None:
     """A message for the person running the job (data sizes, cut texts, files read): once per
     launch (the main process), on stderr, so that stdout stays machine-readable."""
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         print(message, file=sys.stderr, flush=True)
 
 
