@@ -175,3 +175,13 @@ def test_the_task_layer_keeps_to_its_contract() -> None:
     task_keys = [p.name for p in generic if "getattr(job.data" in p.read_text() or "getattr(run.job.data" in
                  p.read_text() or "getattr(task.job.data" in p.read_text()]
     assert not task_keys, f"generic code reading task-specific data keys: {task_keys}"
+
+
+def test_the_benchmark_races_stay_outside_the_library() -> None:
+    """`bench/` is a command (`lstm-train bench`), not part of what training imports: only the
+    CLI may reach it, so reading the library never means reading the races."""
+    modules = {module_name(p) for p in PACKAGE.rglob("*.py")}
+    reaching = sorted(module_name(p) for p in PACKAGE.rglob("*.py")
+                      if not module_name(p).startswith("lstm_train.bench") and module_name(p) != "lstm_train.cli"
+                      and any(t.startswith("lstm_train.bench") for t in imports(p, modules)))
+    assert not reaching, f"library modules importing bench/: {reaching}"
