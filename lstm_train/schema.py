@@ -102,7 +102,6 @@ class BatchSettings:
 
     batch_size: int
     global_batch_size: int | None
-    eval_batch_size: int
     max_tokens: int | None = None  # SequenceData: a padded-token budget per micro-batch
     bucketing: bool = False  # SequenceData: similar lengths per batch
     bucket_pool: int = 1
@@ -116,7 +115,7 @@ def batch_settings(data: DataBase) -> BatchSettings:
     sequence = data if isinstance(data, SequenceData) else None
     stream = data if isinstance(data, StreamData) else None
     return BatchSettings(
-        batch_size=data.batch_size, global_batch_size=data.global_batch_size, eval_batch_size=data.eval_batch_size,
+        batch_size=data.batch_size, global_batch_size=data.global_batch_size,
         max_tokens=sequence.max_tokens if sequence else None, bucketing=bool(sequence and sequence.bucketing),
         bucket_pool=sequence.bucket_pool if sequence else 1, bptt=stream.bptt if stream else None,
         variable_bptt=bool(stream and stream.variable_bptt))

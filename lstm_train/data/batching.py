@@ -329,5 +329,4 @@ def eval_batches_for(data: DataBase, n: int, rank: int, world_size: int,
                      lengths: torch.Tensor | None) -> list[torch.Tensor]:
     """`eval_batches` of a job's data section (its `eval_batch_size`, and `max_tokens` where a
     variable-length task's section has one): the loop's and the bench's evaluation."""
-    s = batch_settings(data)
-    return eval_batches(n, rank, world_size, s.eval_batch_size, lengths, s.max_tokens)
+    return eval_batches(n, rank, world_size, data.eval_batch_size, lengths, batch_settings(data).max_tokens)
