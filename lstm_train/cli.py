@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import runfiles
 from .config import check_option, load_job, validate_job
+from .messages import is_main_process
 
 # Errors a user fixes by changing input: ConfigError, IdxError are ValueErrors and
 # DataMissingError a FileNotFoundError; these two live in modules that import torch,
@@ -47,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.get("interrupted"):
         print(f"stopped at step {result['steps']}; run the same command again to resume", file=sys.stderr)
         return leave(143)
-    if int(os.environ.get("RANK", "0")) == 0:  # one copy of the result, not one per process
+    if is_main_process():  # one copy of the result, not one per process
         print(json.dumps(result, indent=2))
         if result.get("diverged"):
             print("warning: training diverged (the loss ended far above where it started): the model is "
@@ -78,13 +79,30 @@ def prepare_job(args: argparse.Namespace) -> dict | None:
         return None
     from .data.shards import Options
 
+    def slurm_executor(folder: Path):  # noqa: ANN202 - submitit's executor, one array task per shard
+        from .slurm.submission import make_executor, submitted
+
+        executor = make_executor("slurm", folder, job)
+        executor.update_parameters(nodes=1, ntasks_per_node=1, job_name=f"{job.name}-prepare")
+        return _Submitting(executor, submitted)
+
     options = Options(workers=getattr(args, "workers", 0) or 0, shards=getattr(args, "shards", None),
-                      executor=getattr(args, "executor", "local") or "local", slurm_job=job)
+                      executor=getattr(args, "executor", "local") or "local", slurm=slurm_executor)
     manifest, fresh = prepared.ensure(task, entry, options)
     samples = {name: None if cols is None else (cols[0]["shape"] if cols[0]["kind"] == "dense"
                                                 else cols[0]["lengths"]["shape"])[0]
                for name, cols in manifest["splits"].items()}
     return {"path": str(entry.folder), "bytes": manifest["bytes"], "prepared_now": fresh, "samples": samples}
+
+
+class _Submitting:
+    """A submitit executor whose submissions turn sbatch's complaints into one-line errors."""
+
+    def __init__(self, executor, submitted) -> None:  # noqa: ANN001
+        self.executor, self.submitted = executor, submitted
+
+    def map_array(self, fn, *iterables):  # noqa: ANN001, ANN202
+        return self.submitted(lambda: self.executor.map_array(fn, *iterables))
 
 
 def sweep_point(job, source: str, index: int):
@@ -99,7 +117,7 @@ def sweep_point(job, source: str, index: int):
         raise ConfigError(f"--point {index}: {source}'s sweep has points 0 to {len(points) - 1}")
     label, _, point = points[index]
     point.train.output_dir, point.train.run_id = job.train.output_dir, job.train.run_id  # as given to `run`
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         print(f"{source} has a {describe(job.sweep, len(points))}: `run` trains point {index} only, {label} "
               f"(--point N for another; `lstm-train submit {source}` runs them all as one job array)",
               file=sys.stderr, flush=True)

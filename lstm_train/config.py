@@ -1,7 +1,7 @@
 """Job specs: YAML files validated strictly, with dotted overrides from the command line.
 
 A job file names a `task` (one of `tasks.TASKS`: classify, forecast, caption,
-text_classify, tag, translate); the task supplies the schema of the `data:` and
+text_classify, tag, translate, language_model); the task supplies the schema of the `data:` and
 `model:` sections, the rest is shared.  Every error
 names the file, the dotted key, the bad value and what is allowed, because a
 typo found on the login node costs seconds and one found on the cluster an hour.

@@ -23,7 +23,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs
 
-from .schema import ConfigError, DataBase
+from .schema import ConfigError, DataBase, batch_settings
+from .messages import is_main_process
 from .tracking import WorkerInfo
 
 
@@ -111,7 +112,7 @@ def launcher_threads() -> int | None:
 
 def warn_once(message: str) -> None:
     """One line on the main process of a launch (every rank resolves the same settings)."""
-    if os.environ.get("RANK", "0") == "0":
+    if is_main_process():
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
@@ -392,14 +393,14 @@ def batch_layout(data: DataBase, grad_accum_steps: int | None, world: int) -> Ba
     `train.grad_accum_steps`), so the global batch grows with the world.  With it, each
     process takes global / world samples per step, in `train.grad_accum_steps`
     micro-batches, or in as few as keep each one within `data.batch_size`."""
-    if data.global_batch_size is None:
+    s = batch_settings(data)
+    if s.global_batch_size is None:
         accum = grad_accum_steps or 1
-        return BatchLayout(data.batch_size * accum * world, data.batch_size, accum, world, False,
-                           getattr(data, "max_tokens", None))
-    if getattr(data, "max_tokens", None):
+        return BatchLayout(s.batch_size * accum * world, s.batch_size, accum, world, False, s.max_tokens)
+    if s.max_tokens:
         raise ConfigError("data.global_batch_size counts samples but data.max_tokens is set: a token budget "
                           "decides the batches; unset one of them")
-    g = data.global_batch_size
+    g = s.global_batch_size
     if g % world:
         raise ConfigError(f"data.global_batch_size = {g} does not divide over {world} processes; use a multiple "
                           f"of {world} (e.g. {math.ceil(g / world) * world})")
@@ -410,5 +411,5 @@ def batch_layout(data: DataBase, grad_accum_steps: int | None, world: int) -> Ba
                               f"which train.grad_accum_steps = {grad_accum_steps} does not divide")
         accum = grad_accum_steps
     else:
-        accum = next(a for a in range(math.ceil(per_process / data.batch_size), per_process + 1) if per_process % a == 0)
+        accum = next(a for a in range(math.ceil(per_process / s.batch_size), per_process + 1) if per_process % a == 0)
     return BatchLayout(g, per_process // accum, accum, world, True)

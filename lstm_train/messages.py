@@ -1,6 +1,7 @@
-"""Warnings that read like the CLI's errors: `warning: ...` on one line, never Python's
-`file.py:79: UserWarning: ...` followed by the source line.  Installed by the CLI and by
-a submitted job's node, so a job log reads like a terminal."""
+"""What the person running a job reads: which process speaks, and warnings that read like
+the CLI's errors (`warning: ...` on one line, never Python's `file.py:79: UserWarning: ...`
+followed by the source line; installed by the CLI and by a submitted job's node, so a job
+log reads like a terminal)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ import warnings
 from typing import TextIO
 
 
+def is_main_process() -> bool:
+    """Whether this process speaks for the launch: RANK 0, or no launcher at all.  The one
+    decision of it outside the loop (which asks its accelerator, whose answer is the same:
+    every launcher this package supports sets RANK), so notes, bars and results print once."""
+    return os.environ.get("RANK", "0").strip() in ("", "0")
+
+
 def one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                      file: TextIO | None = None, line: str | None = None) -> None:
     print(f"warning: {message}", file=file or sys.stderr)
@@ -17,12 +25,6 @@ def one_line_warning(message: Warning | str, category: type[Warning], filename: 
 
 def use_one_line_warnings() -> None:
     warnings.showwarning = one_line_warning
-
-
-def is_main_process() -> bool:
-    """Rank 0 of a launch (or no launcher): the one process that speaks for all.  Read from the
-    launcher's RANK, so it holds before any process group exists (data preparation, start-up)."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def note(message: str) -> None:

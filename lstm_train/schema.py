@@ -8,6 +8,7 @@ importing each other.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -92,3 +93,29 @@ class StreamData(DataBase):
     bptt: int = Field(128, ge=1, description="tokens per stream per step (truncated BPTT window)")
     variable_bptt: bool = Field(False, description="AWD-LSTM's random window lengths around bptt")
     eval_streams: int = Field(8, ge=1, description="contiguous streams validation/test text is cut into")
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """A data section's batch settings, whatever its class: what the layout, the plans and
+    the evaluation batches read, so that none of them asks which section class it holds."""
+
+    batch_size: int
+    global_batch_size: int | None
+    max_tokens: int | None = None  # SequenceData: a padded-token budget per micro-batch
+    bucketing: bool = False  # SequenceData: similar lengths per batch
+    bucket_pool: int = 1
+    bptt: int | None = None  # StreamData: windows of contiguous streams instead of samples
+    variable_bptt: bool = False
+
+
+def batch_settings(data: DataBase) -> BatchSettings:
+    """How a job's data section cuts batches: the one place the loop, the layout and the
+    bench read it (a task's section inherits `SequenceData`, `StreamData` or plain `DataBase`)."""
+    sequence = data if isinstance(data, SequenceData) else None
+    stream = data if isinstance(data, StreamData) else None
+    return BatchSettings(
+        batch_size=data.batch_size, global_batch_size=data.global_batch_size,
+        max_tokens=sequence.max_tokens if sequence else None, bucketing=bool(sequence and sequence.bucketing),
+        bucket_pool=sequence.bucket_pool if sequence else 1, bptt=stream.bptt if stream else None,
+        variable_bptt=bool(stream and stream.variable_bptt))

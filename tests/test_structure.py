@@ -1,4 +1,5 @@
-"""The package's shape: no import cycles (imports inside functions count), modules of one concern.
+"""The package's shape: no import cycles (imports inside functions count), `data/` below the
+task layer, no module over MAX_LINES lines and no function over MAX_FUNCTION_LINES.
 
 A cycle broken only by a function-level import still couples two modules both ways;
 so the graph here holds every `import` statement of lstm_train, wherever it stands,
@@ -11,7 +12,22 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lstm_train"
-MAX_LINES = 500
+MAX_LINES = 600
+MAX_FUNCTION_LINES = 60
+
+# Known violations, each to be split along its seam by the lead after the merge of the
+# branches that edit these files (issue 30); the test fails on any violation not listed
+# here, and on a listed one that is gone (so the list only shrinks).
+KNOWN_LONG_MODULES: set[str] = {"lstm_train/train.py"}
+KNOWN_LONG_FUNCTIONS: set[str] = {
+    "lstm_train/bench/lightning_loop.py:lightning_epoch", "lstm_train/bench/run.py:main",
+    "lstm_train/bench/tutorial.py:tutorial_epoch", "lstm_train/cli.py:parser",
+    "lstm_train/models/captioner.py:Captioner.__init__",
+    "lstm_train/slurm/submission.py:submit_sweep", "lstm_train/tasks/caption.py:load_strip",
+    "lstm_train/tasks/text_classify.py:TextClassifyTask.stream_into", "lstm_train/tracking.py:Tracker._start_wandb",
+    "lstm_train/train.py:conclude",
+}
+KNOWN_DATA_TO_TASKS: set[str] = set()
 
 
 def module_name(path: Path) -> str:
@@ -80,15 +96,51 @@ def test_no_import_cycles_anywhere() -> None:
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
-def test_modules_hold_one_concern() -> None:
-    """Over MAX_LINES lines a module must say in its docstring why it is still one concern."""
-    long = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        lines = len(path.read_text().splitlines())
-        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
-        if lines > MAX_LINES and "one concern" not in doc.lower():
-            long.append(f"{path.relative_to(PACKAGE.parent)} ({lines} lines)")
-    assert not long, f"modules over {MAX_LINES} lines without a one-concern note: {long}"
+def relative(path: Path) -> str:
+    return str(path.relative_to(PACKAGE.parent))
+
+
+def test_no_module_over_the_line_budget() -> None:
+    long = {relative(p) for p in PACKAGE.rglob("*.py") if len(p.read_text().splitlines()) > MAX_LINES}
+    assert long == KNOWN_LONG_MODULES, (f"modules over {MAX_LINES} lines: new {sorted(long - KNOWN_LONG_MODULES)}, "
+                                        f"now within it (drop from the list): {sorted(KNOWN_LONG_MODULES - long)}")
+
+
+def long_functions() -> set[str]:
+    """`path:qualname (N lines)` of every function or method longer than MAX_FUNCTION_LINES
+    (decorators and docstring included: what a reader has to hold)."""
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        scopes = [(tree, "")]
+        while scopes:
+            node, prefix = scopes.pop()
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    name = prefix + child.name
+                    if not isinstance(child, ast.ClassDef):
+                        first = min([child.lineno] + [d.lineno for d in child.decorator_list])
+                        size = child.end_lineno - first + 1
+                        if size > MAX_FUNCTION_LINES:
+                            found.add(f"{relative(path)}:{name}")
+                    scopes.append((child, name + "."))
+    return found
+
+
+def test_no_function_over_the_line_budget() -> None:
+    long = long_functions()
+    assert long == KNOWN_LONG_FUNCTIONS, (f"functions over {MAX_FUNCTION_LINES} lines: new "
+                                          f"{sorted(long - KNOWN_LONG_FUNCTIONS)}, now within it (drop from the "
+                                          f"list): {sorted(KNOWN_LONG_FUNCTIONS - long)}")
+
+
+def test_data_sits_below_the_task_layer() -> None:
+    """The store and the readers serve tasks; a task-layer import from data/ turns that around."""
+    modules = {module_name(p) for p in PACKAGE.rglob("*.py")}
+    arrows = {f"{module_name(p)} -> {t}" for p in (PACKAGE / "data").rglob("*.py")
+              for t in imports(p, modules) if t.startswith("lstm_train.tasks")}
+    assert arrows == KNOWN_DATA_TO_TASKS, (f"data/ importing tasks/: new {sorted(arrows - KNOWN_DATA_TO_TASKS)}, "
+                                           f"gone (drop from the list): {sorted(KNOWN_DATA_TO_TASKS - arrows)}")
 
 
 def test_the_node_side_of_slurm_imports_no_submission_code() -> None:
@@ -123,3 +175,13 @@ def test_the_task_layer_keeps_to_its_contract() -> None:
     task_keys = [p.name for p in generic if "getattr(job.data" in p.read_text() or "getattr(run.job.data" in
                  p.read_text() or "getattr(task.job.data" in p.read_text()]
     assert not task_keys, f"generic code reading task-specific data keys: {task_keys}"
+
+
+def test_the_benchmark_races_stay_outside_the_library() -> None:
+    """`bench/` is a command (`lstm-train bench`), not part of what training imports: only the
+    CLI may reach it, so reading the library never means reading the races."""
+    modules = {module_name(p) for p in PACKAGE.rglob("*.py")}
+    reaching = sorted(module_name(p) for p in PACKAGE.rglob("*.py")
+                      if not module_name(p).startswith("lstm_train.bench") and module_name(p) != "lstm_train.cli"
+                      and any(t.startswith("lstm_train.bench") for t in imports(p, modules)))
+    assert not reaching, f"library modules importing bench/: {reaching}"

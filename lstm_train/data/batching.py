@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..schema import DataBase, SequenceData, StreamData
+from ..schema import DataBase, batch_settings
 
 if TYPE_CHECKING:
     from ..distributed import BatchLayout
@@ -100,11 +100,11 @@ def check_streams(n: int, streams: int, bptt: int) -> None:
 
 @dataclass
 class BatchPlan:
-    """The global batches of every epoch and this rank's micro-batches of each.
-
-    `global_batch` is in samples (all ranks and micro-batches of one optimizer step
-    together); with `max_tokens` the budget of one micro-batch is `max_tokens` padded
-    tokens and a global batch holds up to `max_tokens * world_size * accum`.
+    """The interface the loop follows: the global batches of every epoch and this rank's
+    micro-batches of each.  Two plans implement it: `SamplePlan` (shuffled, optionally
+    bucketed samples) and `StreamPlan` (windows of contiguous token streams); `for_data`
+    picks one from a job's data section.  Called as `BatchPlan(...)` it picks by `bptt`
+    (set: a stream plan), so callers that build a plan by its keywords keep working.
     """
 
     n: int
@@ -112,54 +112,163 @@ class BatchPlan:
     world_size: int = 1
     accum: int = 1
     seed: int = 1
-    lengths: torch.Tensor | None = None  # CPU int64 [n]; None: fixed-size samples
-    bucketing: bool = True
-    bucket_pool: int = 100
-    max_tokens: int | None = None
     shuffle: bool = True
-    bptt: int | None = None  # set: stream windows of this many tokens (a language model), see the module's doc
-    variable_bptt: bool = False
-    _cache: dict[int, list[torch.Tensor]] = field(default_factory=dict, repr=False)
     _counts: dict[int, int] = field(default_factory=dict, repr=False)
+
+    def __new__(cls, *args: object, **kwargs: object) -> BatchPlan:
+        if cls is BatchPlan:
+            cls = StreamPlan if kwargs.get("bptt") is not None else SamplePlan
+        return object.__new__(cls)
 
     @classmethod
     def for_data(cls, data: DataBase, layout: BatchLayout, n: int, seed: int,
                  lengths: torch.Tensor | None) -> BatchPlan:
         """The plan of a job's data section over `layout` (`distributed.batch_layout`): the one
         the loop follows, and that `bench`'s floor replays."""
-        sequence = data if isinstance(data, SequenceData) else None
-        if isinstance(data, StreamData):
-            return cls(n=n, global_batch=layout.global_batch, world_size=layout.world, accum=layout.accum, seed=seed,
-                       bptt=data.bptt, variable_bptt=data.variable_bptt, shuffle=False)
-        return cls(
-            n=n, global_batch=layout.global_batch, world_size=layout.world, accum=layout.accum, seed=seed,
-            lengths=lengths, bucketing=bool(sequence and sequence.bucketing),
-            bucket_pool=sequence.bucket_pool if sequence else 1, max_tokens=sequence.max_tokens if sequence else None,
-        )
+        s = batch_settings(data)
+        common = {"n": n, "global_batch": layout.global_batch, "world_size": layout.world, "accum": layout.accum,
+                  "seed": seed}
+        if s.bptt is not None:
+            return StreamPlan(**common, bptt=s.bptt, variable_bptt=s.variable_bptt, shuffle=False)
+        return SamplePlan(**common, lengths=lengths, bucketing=s.bucketing, bucket_pool=s.bucket_pool,
+                          max_tokens=s.max_tokens)
+
+    @property
+    def slots(self) -> int:
+        return self.world_size * self.accum
+
+    def check_resume(self, global_batch: int, source: object) -> None:
+        """Whether a run saved at `global_batch` may continue under this plan (samples: it may;
+        the loop only warns)."""
+
+    def global_batches(self, epoch: int) -> list[torch.Tensor]:
+        """The epoch's global batches, in training order (sample indices or token positions, CPU)."""
+        raise NotImplementedError
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        raise NotImplementedError
+
+    def micro_batches(self, batch: torch.Tensor, rank: int) -> list[torch.Tensor]:
+        """Rank `rank`'s micro-batches of a global batch."""
+        raise NotImplementedError
+
+    def total_steps(self, epochs: int) -> int:
+        return sum(self.steps_in_epoch(e) for e in range(epochs))
+
+    def locate(self, step: int) -> tuple[int, int]:
+        """(epoch, index within it) of global step `step` (0-based count of steps done)."""
+        epoch = 0
+        while step >= self.steps_in_epoch(epoch):
+            step -= self.steps_in_epoch(epoch)
+            epoch += 1
+        return epoch, step
+
+    def steps(self, epoch: int, rank: int, start: int = 0) -> Iterator[list[torch.Tensor]]:
+        """This rank's micro-batches of each step of `epoch`, from step `start` on."""
+        for batch in self.global_batches(epoch)[start:]:
+            yield self.micro_batches(batch, rank)
+
+
+@dataclass
+class SamplePlan(BatchPlan):
+    """Samples: a seeded permutation per epoch, bucketed by length where there are lengths.
+
+    `global_batch` is in samples (all ranks and micro-batches of one optimizer step
+    together); with `max_tokens` the budget of one micro-batch is `max_tokens` padded
+    tokens and a global batch holds up to `max_tokens * world_size * accum`.
+    """
+
+    lengths: torch.Tensor | None = None  # CPU int64 [n]; None: fixed-size samples
+    bucketing: bool = True
+    bucket_pool: int = 100
+    max_tokens: int | None = None
+    _cache: dict[int, list[torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.max_tokens is not None and self.lengths is None:
             raise ValueError("max_tokens needs per-sample lengths (a task with variable-length columns)")
-        if self.bptt is not None:
-            if self.global_batch % self.slots:
-                raise ValueError(f"{self.global_batch} streams cannot be shared evenly by {self.world_size} process(es) x "
-                                 f"{self.accum} micro-batch(es): set data.global_batch_size to a multiple of {self.slots}")
-            check_streams(self.n, self.global_batch, self.bptt)
+
+    def global_batches(self, epoch: int) -> list[torch.Tensor]:
+        if epoch not in self._cache:
+            self._cache = {epoch: self._make(epoch)}  # one epoch at a time is all the loop reads
+            self._counts[epoch] = len(self._cache[epoch])
+        return self._cache[epoch]
+
+    def _pool(self) -> int:
+        """Samples sorted by length together: `bucket_pool` global batches (of the typical
+        count under a token budget), a multiple of the world size."""
+        if self.max_tokens is None:
+            pool = self.bucket_pool * self.global_batch
+        else:
+            mean = max(1.0, float(self.lengths.float().mean()))
+            per_batch = max(self.slots, int(self.max_tokens * self.slots / mean) // self.world_size * self.world_size)
+            pool = self.bucket_pool * per_batch
+        return max(self.world_size, pool // self.world_size * self.world_size)
+
+    def _make(self, epoch: int) -> list[torch.Tensor]:
+        order = epoch_order(self.n, epoch, self.seed, self.world_size, self.shuffle)
+        sorting = self.lengths is not None and self.bucketing
+        if self.max_tokens is None and not sorting:
+            return list(order.split(self.global_batch))
+        batches: list[torch.Tensor] = []
+        for chunk in order.split(self._pool()):
+            if sorting:
+                chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
+            if self.max_tokens is None:
+                batches += list(chunk.split(self.global_batch))
+            else:
+                batches += cut_by_tokens(chunk, self.lengths, self.max_tokens, self.world_size, self.slots)
+        if sorting:  # pools were sorted: shuffle the batches so lengths do not rise within each pool
+            generator = torch.Generator()
+            generator.manual_seed(self.seed + epoch + 7919)
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        return batches
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        if self.max_tokens is None:  # a sample count cuts every epoch into the same number of steps
+            return math.ceil(math.ceil(self.n / self.world_size) * self.world_size / self.global_batch)
+        if epoch not in self._counts:
+            self._counts[epoch] = len(self._make(epoch))
+        return self._counts[epoch]
+
+    def micro_batches(self, batch: torch.Tensor, rank: int) -> list[torch.Tensor]:
+        """Empty micro-batches are left out; since a global batch is a multiple of the world
+        size, every rank leaves out the same ones."""
+        if self.slots == 1:
+            return [batch]
+        parts = [batch[rank + self.world_size * j :: self.slots] for j in range(self.accum)]
+        return [p for p in parts if len(p)]
+
+
+@dataclass
+class StreamPlan(BatchPlan):
+    """Streams (a language model): step k reads window k of `global_batch` contiguous streams;
+    see the module's doc."""
+
+    bptt: int = 128
+    variable_bptt: bool = False
+    shuffle: bool = False
+
+    def __post_init__(self) -> None:
+        if self.global_batch % self.slots:
+            raise ValueError(f"{self.global_batch} streams cannot be shared evenly by {self.world_size} process(es) x "
+                             f"{self.accum} micro-batch(es): set data.global_batch_size to a multiple of {self.slots}")
+        check_streams(self.n, self.global_batch, self.bptt)
 
     def check_resume(self, global_batch: int, source: object) -> None:
         """Streams are cut by the global batch: a run cannot continue its carried state over
-        another number of them (samples of other plans can; the loop only warns then)."""
-        if self.bptt is not None and global_batch != self.global_batch:
+        another number of them."""
+        if global_batch != self.global_batch:
             raise ValueError(f"{source} was trained on {global_batch} streams, this launch has {self.global_batch}: "
                              f"set data.global_batch_size={global_batch} to resume it, or use another train.output_dir")
 
     @property
     def stream_length(self) -> int:
-        """Input tokens per stream (stream mode): the last one's target is the next stream's first token."""
+        """Input tokens per stream: the last one's target is the next stream's first token."""
         return (self.n - 1) // self.global_batch
 
     def windows(self, epoch: int) -> list[tuple[int, int]]:
-        """(offset, length) of every window of an epoch (stream mode), the same on every rank."""
+        """(offset, length) of every window of an epoch, the same on every rank."""
         length = self.stream_length
         if not self.variable_bptt:
             return [(o, min(self.bptt, length - o)) for o in range(0, length, self.bptt)]
@@ -179,88 +288,23 @@ class BatchPlan:
         starts = torch.arange(self.global_batch) * self.stream_length + offset
         return starts[:, None] + torch.arange(size)
 
-    @property
-    def slots(self) -> int:
-        return self.world_size * self.accum
-
     def global_batches(self, epoch: int) -> list[torch.Tensor]:
-        """The epoch's global batches, in training order (sample indices, CPU)."""
-        if self.bptt is not None:  # built per step by `steps`: an epoch's positions are as large as the corpus
-            return [self.window_positions(o, size) for o, size in self.windows(epoch)]
-        if epoch not in self._cache:
-            self._cache = {epoch: self._make(epoch)}  # one epoch at a time is all the loop reads
-            self._counts[epoch] = len(self._cache[epoch])
-        return self._cache[epoch]
-
-    def _make(self, epoch: int) -> list[torch.Tensor]:
-        order = epoch_order(self.n, epoch, self.seed, self.world_size, self.shuffle)
-        sorting = self.lengths is not None and self.bucketing
-        if self.max_tokens is None and not sorting:
-            return list(order.split(self.global_batch))
-        if self.max_tokens is None:
-            pool = self.bucket_pool * self.global_batch
-        else:
-            mean = max(1.0, float(self.lengths.float().mean()))
-            per_batch = max(self.slots, int(self.max_tokens * self.slots / mean) // self.world_size * self.world_size)
-            pool = self.bucket_pool * per_batch
-        pool = max(self.world_size, pool // self.world_size * self.world_size)
-        batches: list[torch.Tensor] = []
-        for chunk in order.split(pool):
-            if sorting:
-                chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
-            if self.max_tokens is None:
-                batches += list(chunk.split(self.global_batch))
-            else:
-                batches += cut_by_tokens(chunk, self.lengths, self.max_tokens, self.world_size, self.slots)
-        if sorting:  # pools were sorted: shuffle the batches so lengths do not rise within each pool
-            generator = torch.Generator()
-            generator.manual_seed(self.seed + epoch + 7919)
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-        return batches
+        return [self.window_positions(o, size) for o, size in self.windows(epoch)]
 
     def steps_in_epoch(self, epoch: int) -> int:
-        if self.bptt is not None:
-            if not self.variable_bptt:
-                return math.ceil(self.stream_length / self.bptt)
-            if epoch not in self._counts:
-                self._counts[epoch] = len(self.windows(epoch))
-            return self._counts[epoch]
-        if self.max_tokens is None:  # a sample count cuts every epoch into the same number of steps
-            return math.ceil(math.ceil(self.n / self.world_size) * self.world_size / self.global_batch)
+        if not self.variable_bptt:
+            return math.ceil(self.stream_length / self.bptt)
         if epoch not in self._counts:
-            self._counts[epoch] = len(self._make(epoch))
+            self._counts[epoch] = len(self.windows(epoch))
         return self._counts[epoch]
 
-    def total_steps(self, epochs: int) -> int:
-        return sum(self.steps_in_epoch(e) for e in range(epochs))
-
-    def locate(self, step: int) -> tuple[int, int]:
-        """(epoch, index within it) of global step `step` (0-based count of steps done)."""
-        epoch = 0
-        while step >= self.steps_in_epoch(epoch):
-            step -= self.steps_in_epoch(epoch)
-            epoch += 1
-        return epoch, step
-
     def micro_batches(self, batch: torch.Tensor, rank: int) -> list[torch.Tensor]:
-        """Rank `rank`'s micro-batches of a global batch.  Empty ones are left out; since a
-        global batch is a multiple of the world size, every rank leaves out the same ones.
-        Streams: rank r's contiguous block of streams, cut into its micro-batches."""
-        if self.bptt is not None:
-            return list(batch.tensor_split(self.world_size)[rank].tensor_split(self.accum))
-        if self.slots == 1:
-            return [batch]
-        parts = [batch[rank + self.world_size * j :: self.slots] for j in range(self.accum)]
-        return [p for p in parts if len(p)]
+        """Rank r's contiguous block of streams, cut into its micro-batches."""
+        return list(batch.tensor_split(self.world_size)[rank].tensor_split(self.accum))
 
     def steps(self, epoch: int, rank: int, start: int = 0) -> Iterator[list[torch.Tensor]]:
-        """This rank's micro-batches of each step of `epoch`, from step `start` on."""
-        if self.bptt is not None:
-            for offset, size in self.windows(epoch)[start:]:
-                yield self.micro_batches(self.window_positions(offset, size), rank)
-            return
-        for batch in self.global_batches(epoch)[start:]:
-            yield self.micro_batches(batch, rank)
+        for offset, size in self.windows(epoch)[start:]:  # built per step: an epoch's positions are corpus-sized
+            yield self.micro_batches(self.window_positions(offset, size), rank)
 
 
 def eval_batches(n: int, rank: int, world_size: int, batch_size: int, lengths: torch.Tensor | None = None,
@@ -285,5 +329,4 @@ def eval_batches_for(data: DataBase, n: int, rank: int, world_size: int,
                      lengths: torch.Tensor | None) -> list[torch.Tensor]:
     """`eval_batches` of a job's data section (its `eval_batch_size`, and `max_tokens` where a
     variable-length task's section has one): the loop's and the bench's evaluation."""
-    max_tokens = data.max_tokens if isinstance(data, SequenceData) else None
-    return eval_batches(n, rank, world_size, data.eval_batch_size, lengths, max_tokens)
+    return eval_batches(n, rank, world_size, data.eval_batch_size, lengths, batch_settings(data).max_tokens)

@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..messages import is_main_process
+
 _HEADER = 128  # magic + version + length + dict, padded as numpy pads it (ARRAY_ALIGN 64)
 T = TypeVar("T")
 
@@ -170,7 +172,7 @@ def progress(description: str, total: int | None = None) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc=description, unit=" rows", unit_scale=True, file=sys.stderr, mininterval=2.0,
-                disable=not _main(), dynamic_ncols=True)
+                disable=not is_main_process(), dynamic_ncols=True)
 
 
 def progress_bytes(description: str, total: int | None = None) -> Any:
@@ -181,9 +183,3 @@ def progress_bytes(description: str, total: int | None = None) -> Any:
 
     return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1000, file=sys.stderr,
                 mininterval=1.0, disable=not is_main_process(), dynamic_ncols=True)
-
-
-def _main() -> bool:
-    from ..messages import is_main_process
-
-    return is_main_process()

@@ -58,7 +58,7 @@ class Options:
     workers: int = 0  # 0: every core this process may use
     shards: int | None = None  # SLURM: array tasks; local: ignored (one piece a unit)
     executor: str = "local"  # local | slurm
-    slurm_job: Any = None  # the job whose slurm section parameterises the array
+    slurm: Callable[[Path], Any] | None = None  # folder -> a submitit executor (the CLI makes it from the job)
 
 
 def cores() -> int:
@@ -125,7 +125,7 @@ def run(stream: Stream, entry_tmp: Path, work: Path, options: Options,
         return _inline(stream, pieces, entry_tmp, bar)
     work.mkdir(parents=True, exist_ok=True)
     units = _units(pieces, options.shards if options.executor == "slurm" else len(pieces))
-    with (_SlurmRunner(options.slurm_job, work / "logs") if options.executor == "slurm" else _PoolRunner(workers)) as runner:
+    with (_SlurmRunner(options.slurm, work / "logs") if options.executor == "slurm" else _PoolRunner(workers)) as runner:
         return _passes(stream, pieces, units, runner, entry_tmp, work, bar)
 
 
@@ -224,11 +224,11 @@ class _PoolRunner:
 class _SlurmRunner:
     """Units as one SLURM job array (submitit), waited for here; a failure names its task and log."""
 
-    def __init__(self, job: Any, logs: Path) -> None:
-        from ..slurm.submission import make_executor
-
-        self.executor = make_executor("slurm", logs, job)
-        self.executor.update_parameters(nodes=1, ntasks_per_node=1, job_name=f"{job.name}-prepare")
+    def __init__(self, make: Callable[[Path], Any] | None, logs: Path) -> None:
+        if make is None:
+            raise ShardError("executor slurm: no SLURM executor given (lstm-train prepare --executor slurm makes one "
+                             "from the job's slurm: section)")
+        self.executor = make(logs)
 
     def __enter__(self) -> _SlurmRunner:
         return self
@@ -240,9 +240,7 @@ class _SlurmRunner:
                  bar: Callable[[int], None] | None, combine: Callable[[Any, Any], Any] | None = None) -> Any:
         if not calls:
             return []
-        from ..slurm.submission import submitted
-
-        jobs = submitted(lambda: self.executor.map_array(fn, *zip(*calls)))
+        jobs = self.executor.map_array(fn, *zip(*calls))
         print(f"prepared data: {what} as SLURM job array {jobs[0].job_id.split('_')[0]} ({len(jobs)} tasks)",
               file=sys.stderr, flush=True)
         results: list[Any] = []

@@ -43,6 +43,46 @@ class StripSet:
         return len(self.images)
 
 
+def check_strip_arguments(digits: torch.Tensor, labels: torch.Tensor, max_digits: int, min_digits: int,
+                          height: int, width: int | None, min_gap: int, max_gap: int) -> int:
+    """`make_strips`' arguments checked, one error line each; the strip width to use."""
+    if digits.dim() != 3 or tuple(digits.shape[1:]) != (DIGIT, DIGIT):
+        raise ValueError(f"digits must be [M, {DIGIT}, {DIGIT}], got {tuple(digits.shape)}")
+    if len(digits) != len(labels) or len(digits) == 0:
+        raise ValueError(f"{len(digits)} digits and {len(labels)} labels: need the same number, at least one")
+    if not 1 <= min_digits <= max_digits:
+        raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits} and {max_digits}")
+    if min_gap > max_gap or min_gap <= -DIGIT:
+        raise ValueError(f"need {-DIGIT} < min_gap <= max_gap, got {min_gap} and {max_gap}")
+    if height < DIGIT:
+        raise ValueError(f"height {height} is less than a digit's {DIGIT} pixels")
+    width = default_width(max_digits, max_gap) if width is None else width
+    if width < min_width(max_digits, max_gap):
+        raise ValueError(
+            f"width {width} cannot hold {max_digits} digits with gaps up to {max_gap} "
+            f"(needs at least {min_width(max_digits, max_gap)})"
+        )
+    return width
+
+
+def paste_digits(digits: torch.Tensor, used: torch.Tensor, sources: torch.Tensor, rows: torch.Tensor,
+                 cols: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Strips [N, height, width] with digit `sources[i, k]` at (`rows`, `cols`) of slot k where `used`."""
+    images = torch.zeros(len(used), height, width, dtype=torch.uint8)
+    for k in range(used.shape[1]):
+        idx = used[:, k].nonzero().squeeze(1)
+        if len(idx) == 0:
+            continue
+        src = digits[sources[idx, k]]
+        # Scatter each digit at (rows, cols) with max: build index grids once per slot.
+        r = rows[idx, k][:, None, None] + torch.arange(DIGIT)[None, :, None]
+        c = cols[idx, k][:, None, None] + torch.arange(DIGIT)[None, None, :]
+        n = idx[:, None, None].expand(-1, DIGIT, DIGIT)
+        r, c = r.expand(-1, DIGIT, DIGIT), c.expand(-1, DIGIT, DIGIT)
+        images[n, r, c] = torch.maximum(images[n, r, c], src)
+    return images
+
+
 def make_strips(
     digits: torch.Tensor,
     labels: torch.Tensor,
@@ -61,22 +101,7 @@ def make_strips(
     The same arguments always give the same strips (a private generator is used;
     the global RNG is neither read nor changed).
     """
-    if digits.dim() != 3 or tuple(digits.shape[1:]) != (DIGIT, DIGIT):
-        raise ValueError(f"digits must be [M, {DIGIT}, {DIGIT}], got {tuple(digits.shape)}")
-    if len(digits) != len(labels) or len(digits) == 0:
-        raise ValueError(f"{len(digits)} digits and {len(labels)} labels: need the same number, at least one")
-    if not 1 <= min_digits <= max_digits:
-        raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits} and {max_digits}")
-    if min_gap > max_gap or min_gap <= -DIGIT:
-        raise ValueError(f"need {-DIGIT} < min_gap <= max_gap, got {min_gap} and {max_gap}")
-    if height < DIGIT:
-        raise ValueError(f"height {height} is less than a digit's {DIGIT} pixels")
-    width = default_width(max_digits, max_gap) if width is None else width
-    if width < min_width(max_digits, max_gap):
-        raise ValueError(
-            f"width {width} cannot hold {max_digits} digits with gaps up to {max_gap} "
-            f"(needs at least {min_width(max_digits, max_gap)})"
-        )
+    width = check_strip_arguments(digits, labels, max_digits, min_digits, height, width, min_gap, max_gap)
 
     gen = torch.Generator().manual_seed(seed)
     # Draw every random number up front, in fixed shapes, so the strips depend only on the seed.
@@ -98,19 +123,7 @@ def make_strips(
     left = (margin * (room + 1).float()).long().clamp(max=room)
     cols = offsets + left[:, None]
 
-    images = torch.zeros(num, height, width, dtype=torch.uint8)
-    digits = digits.to(torch.uint8)
-    for k in range(max_digits):
-        idx = used[:, k].nonzero().squeeze(1)
-        if len(idx) == 0:
-            continue
-        src = digits[sources[idx, k]]
-        # Scatter each digit at (rows, cols) with max: build index grids once per slot.
-        r = rows[idx, k][:, None, None] + torch.arange(DIGIT)[None, :, None]
-        c = cols[idx, k][:, None, None] + torch.arange(DIGIT)[None, None, :]
-        n = idx[:, None, None].expand(-1, DIGIT, DIGIT)
-        r, c = r.expand(-1, DIGIT, DIGIT), c.expand(-1, DIGIT, DIGIT)
-        images[n, r, c] = torch.maximum(images[n, r, c], src)
+    images = paste_digits(digits.to(torch.uint8), used, sources, rows, cols, height, width)
 
     tokens = torch.full((num, max_digits + 2), PAD, dtype=torch.long)
     tokens[:, 0] = BOS

@@ -93,15 +93,6 @@ class SubwordVocab:
     def digest(self) -> str:
         return hashlib.sha1(self.proto).hexdigest()[:12]
 
-    def check_matches(self, digest: str, source: str) -> None:
-        """Raise `VocabError` unless this vocabulary is the one with `digest` (from a checkpoint)."""
-        if digest != self.digest:
-            raise VocabError(
-                f"{source}: this vocabulary (digest {self.digest}, {len(self)} pieces) is not the one the "
-                f"checkpoint was trained with (digest {digest}); restore the run's own vocabulary file or "
-                "train a new run (another train.output_dir)"
-            )
-
     # -- use -----------------------------------------------------------------------
 
     def __len__(self) -> int:

@@ -111,12 +111,3 @@ class Vocab:
 
     def words(self, ids: Iterable[int]) -> list[str]:
         return [self.word(i) for i in ids]
-
-    def check_matches(self, digest: str, source: str) -> None:
-        """Raise `VocabError` unless this vocabulary is the one with `digest` (from a checkpoint)."""
-        if digest != self.digest:
-            raise VocabError(
-                f"{source}: this vocabulary (digest {self.digest}, {len(self)} entries) is not the one the "
-                f"checkpoint was trained with (digest {digest}); restore the run's own vocabulary file or "
-                "train a new run (another train.output_dir)"
-            )

@@ -92,6 +92,21 @@ def greedy_search(step: Step, state: Any, memory: Any, batch: int, *, bos: int, 
 
 
 @torch.no_grad()
+def _keep_better(better: torch.Tensor, hypothesis: torch.Tensor, score: torch.Tensor, best: torch.Tensor,
+                 best_score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sentence's best hypothesis and score, replaced where `better` says the new one wins."""
+    return torch.where(better[:, None], hypothesis, best), torch.where(better, score, best_score)
+
+
+def _first_beams(b: int, k: int, bos: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scores [B, k], next tokens [B * k] and history [B, k, 0] before the first step: one live
+    beam per sentence (the others are copies of it, scored -inf so they never win)."""
+    scores = torch.full((b, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0
+    return scores, torch.full((b * k,), bos, dtype=torch.long, device=device), \
+        torch.zeros(b, k, 0, dtype=torch.long, device=device)
+
+
 def beam_search(step: Step, state: Any, memory: Any, batch: int, beam_size: int, *, bos: int, eos: int, pad: int,
                 max_len: int | torch.Tensor, forbidden: Sequence[int] = (), length_penalty: float = 0.0,
                 reorder: Callable[[Any, torch.Tensor], Any] = select_rows, device: torch.device | None = None,
@@ -110,10 +125,7 @@ def beam_search(step: Step, state: Any, memory: Any, batch: int, beam_size: int,
     device = device or torch.device("cpu")
     limits = _limits(max_len, b, device)
     sentence = torch.arange(b, device=device)
-    scores = torch.full((b, k), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # one live beam at first: the others are copies of it
-    tokens = torch.full((b * k,), bos, dtype=torch.long, device=device)
-    history = torch.zeros(b, k, 0, dtype=torch.long, device=device)
+    scores, tokens, history = _first_beams(b, k, bos, device)
     best_score = torch.full((b,), float("-inf"), device=device)
     best = torch.zeros(b, 0, dtype=torch.long, device=device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
@@ -132,12 +144,9 @@ def beam_search(step: Step, state: Any, memory: Any, batch: int, beam_size: int,
         ranked = torch.arange(top.shape[1], device=device)[None, :] < k
         finished = torch.where(is_eos & ranked, top / norm, torch.full_like(top, float("-inf")))
         cand_score, cand = finished.max(dim=1)
-        better = (cand_score > best_score) & ~done
-        if bool(better.any()):
-            parent = cand_beam[sentence, cand]
-            hyp = torch.cat([history[sentence, parent], torch.full((b, 1), eos, dtype=torch.long, device=device)], 1)
-            best = torch.where(better[:, None], hyp, best)
-            best_score = torch.where(better, cand_score, best_score)
+        ended = torch.cat([history[sentence, cand_beam[sentence, cand]],
+                           torch.full((b, 1), eos, dtype=torch.long, device=device)], 1)
+        best, best_score = _keep_better((cand_score > best_score) & ~done, ended, cand_score, best, best_score)
 
         # Live beams: the k best continuations that are not EOS.
         live = torch.where(is_eos, torch.full_like(top, float("-inf")), top)
@@ -152,9 +161,8 @@ def beam_search(step: Step, state: Any, memory: Any, batch: int, beam_size: int,
         at_limit = (limits <= t + 1) & ~done
         if bool(at_limit.any()):
             live_score, live_best = (scores / norm).max(dim=1)
-            better = at_limit & (live_score > best_score)
-            best = torch.where(better[:, None], history[sentence, live_best], best)
-            best_score = torch.where(better, live_score, best_score)
+            best, best_score = _keep_better(at_limit & (live_score > best_score), history[sentence, live_best],
+                                            live_score, best, best_score)
         done = done | at_limit | (best_score >= scores[:, 0] / norm)
         if bool(done.all()):
             break

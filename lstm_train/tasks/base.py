@@ -31,7 +31,6 @@ says what is particular to it:
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -157,8 +156,8 @@ class Task:
     Models arrive as the plain module (never a DDP wrapper), except in `loss`.  State a
     task carries from one training step to the next (a language model's hidden state)
     belongs to the loop's per-rank state, saved in the checkpoint's generic "carry" slot,
-    not to the task: its place in this contract is an `initial_carry` hook and a `loss`
-    that takes and returns the carry (added with the first task that needs it).
+    not to the task: its place in this contract is `step_loss`, which takes the carry of the
+    previous step (empty at the start of an epoch) and returns the next one.
     """
 
     name: ClassVar[str]
