@@ -301,7 +301,7 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
 # Jobs must name an account the cluster knows (or the user's default), as on real
-# clusters: `submit --dry-run` shows sbatch refusing an unknown account.
+# clusters: "lstm-train submit --dry-run" shows sbatch refusing an unknown account.
 AccountingStorageEnforce=associations
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
