@@ -1,0 +1,200 @@
+"""Issue 27 on real files and a real second user: nothing another user plants in a cache is
+trained on; manifest names stay in their entry; a lock is never followed through a symlink; an
+in-place edit with size and mtime kept is noticed; a damaged entry is moved aside and prepared
+again."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lstm_train.data import cachetrust, prepared
+
+from .conftest import run_cli
+from .test_prepared import entries, same_splits, spec, task_of, write_csv
+
+
+def as_nobody(*command: str) -> None:
+    """`command` run by the unprivileged local user `nobody` (we are root here and in CI)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.fail("these tests need root and setpriv to act as a second local user (nobody)")
+    subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command], check=True)
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A /tmp-like shared folder: world-writable and sticky, reachable by every user."""
+    path = Path("/tmp") / f"lstm-trust-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def poisoned_copy(entry: Path, into: Path) -> Path:
+    """A copy of `entry` in `into` (world-readable) with every training label flipped."""
+    copy = into / entry.name
+    shutil.copytree(entry, copy)
+    labels = copy / "train.1.npy"
+    np.save(labels, 1 - np.load(labels), allow_pickle=False)
+    for p in [copy, *copy.iterdir()]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return copy
+
+
+def test_an_entry_planted_by_another_user_is_never_trained_on(tmp_path: Path, shared: Path) -> None:
+    path = write_csv(shared / "d.csv")
+    path.chmod(0o644)
+    mine = shared / "mine"  # the victim's own cache (0755), in a place the other user can reach
+    good = prepared.load(task_of(path, mine))
+    [entry] = entries(mine)
+    staging = shared / "staging"
+    staging.mkdir(mode=0o755)
+    planted = poisoned_copy(entry, staging)
+    # 1. the job names a folder in a shared place that another user created first
+    team = shared / "team"
+    as_nobody("mkdir", "-m", "755", str(team))
+    as_nobody("cp", "-r", str(planted), str(team))
+    job = tmp_path / "job.yaml"
+    job.write_text(json.dumps(spec(path, team)))
+    proc = run_cli("prepare", str(job))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{team} (data.cache_dir) belongs to user nobody" in proc.stderr and "data.cache_group" in proc.stderr
+    # 2. the shared folder itself as the cache: anyone can write there
+    as_nobody("cp", "-r", str(planted), str(shared))
+    with pytest.raises(cachetrust.UntrustedCache, match="is writable by every user"):
+        prepared.load(task_of(path, shared))
+    # 3. the victim's own cache, briefly opened to others: the planted entry is moved aside, not read
+    mine.chmod(0o777)
+    shutil.rmtree(entry)
+    as_nobody("cp", "-r", str(planted), str(mine))
+    mine.chmod(0o755)
+    again = prepared.load(task_of(path, mine))
+    assert same_splits(good, again) and (entry / "train.1.npy").stat().st_uid == os.geteuid()
+    assert [p.stat().st_uid for p in (mine / ".aside").iterdir()] == [__import__("pwd").getpwnam("nobody").pw_uid]
+
+
+def test_a_named_cache_group_trusts_that_group_only(tmp_path: Path) -> None:
+    path, cache = write_csv(tmp_path / "d.csv"), tmp_path / "cache"
+    cache.mkdir(mode=0o770)
+    cache.chmod(0o770)
+    with pytest.raises(cachetrust.UntrustedCache, match="writable by its group .* data.cache_group"):
+        prepared.load(task_of(path, cache))
+    group = __import__("grp").getgrgid(cache.stat().st_gid).gr_name
+    prepared.load(task_of(path, cache, cache_group=group))
+    with pytest.raises(cachetrust.UntrustedCache, match="no group named 'no-such-group'"):
+        prepared.load(task_of(path, cache, cache_group="no-such-group"))
+
+
+def test_a_manifest_name_outside_the_entry_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path, cache = write_csv(tmp_path / "d.csv"), tmp_path / "cache"
+    good = prepared.load(task_of(path, cache))
+    [entry] = entries(cache)
+    outside = tmp_path / "outside.npy"
+    shutil.copy(entry / "train.1.npy", outside)
+    manifest = json.loads((entry / prepared.MANIFEST).read_text())
+    manifest["splits"]["train"][1]["file"] = str(outside)
+    (entry / prepared.MANIFEST).write_text(json.dumps(manifest))
+    capsys.readouterr()
+    again = prepared.load(task_of(path, cache))
+    err = capsys.readouterr().err
+    assert f"is not a plain name inside the entry" in err and str(entry) in err, err
+    assert same_splits(good, again)
+    for bad in ("../x.npy", "/etc/passwd", "a/b", "..", "", 3, None):
+        with pytest.raises(cachetrust.DamagedEntry):
+            cachetrust.safe_name(bad)
+
+
+def test_a_lock_symlink_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    path, cache = write_csv(tmp_path / "d.csv"), tmp_path / "cache"
+    entry = prepared.locate(task_of(path, cache))
+    victim = tmp_path / "precious"
+    victim.write_text("keep me")
+    lock = entry.folder.with_name(entry.folder.name + ".lock")
+    lock.symlink_to(victim)
+    with pytest.raises(cachetrust.UntrustedCache, match=r"lock file .* is a symlink"):
+        prepared.load(task_of(path, cache))
+    assert victim.read_text() == "keep me" and not entry.folder.exists()
+
+
+def test_the_lock_names_its_holder_and_the_wait_is_bounded(tmp_path: Path) -> None:
+    path, cache = write_csv(tmp_path / "d.csv"), tmp_path / "cache"
+    entry = prepared.locate(task_of(path, cache))
+    lock = entry.folder.with_name(entry.folder.name + ".lock")
+    holder = subprocess.Popen(["python3", "-c", f"""
+import fcntl, json, os, socket, time
+fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, json.dumps({{"pid": os.getpid(), "host": socket.gethostname()}}).encode())
+print("held", flush=True)
+time.sleep(30)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(prepared.PreparedDataError, match=rf"waited 1 s \(data.prepare_timeout\) for pid "
+                                                             rf"{holder.pid} on "):
+            prepared.load(task_of(path, cache, prepare_timeout=1))
+    finally:
+        holder.kill()
+        holder.wait()
+    lock.write_text('{"pid": "1; rm -rf", "host": 7}')  # a hand-edited holder: read by type
+    assert cachetrust.read_holder(os.open(lock, os.O_RDONLY)) == "an unknown process"
+
+
+def test_an_in_place_edit_with_size_and_mtime_kept_is_noticed(tmp_path: Path) -> None:
+    path, cache = write_csv(tmp_path / "d.csv"), tmp_path / "cache"
+    prepared.load(task_of(path, cache))
+    st = path.stat()
+    text = path.read_text()
+    path.write_text(text.replace("good", "baad", 1).replace("bad", "goo", 1))  # same size
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    prepared.load(task_of(path, cache))
+    assert len(entries(cache)) == 2  # a new content digest: a new entry, the old one not reused
+
+
+def damage_entry(entry: Path, damage: str) -> None:
+    manifest = json.loads((entry / prepared.MANIFEST).read_text())
+    spec_ = manifest["splits"]["train"][1]
+    if damage == "shape":
+        spec_["shape"] = [spec_["shape"][0] + 1]
+    elif damage == "terabyte":
+        raw = (entry / spec_["file"]).read_bytes()
+        size = 10 + int.from_bytes(raw[8:10], "little")  # a version 1.0 header: keep its length
+        old, new = f"({spec_['shape'][0]},)".encode(), b"(" + b"1" + b"0" * 12 + b",)"
+        header = raw[:size].replace(old, new).replace(b" " * (len(new) - len(old)) + b"\n", b"\n")
+        assert len(header) == size
+        (entry / spec_["file"]).write_bytes(header + raw[size:])
+        spec_["shape"] = [10 ** 12]
+    elif damage == "object":
+        np.save(entry / spec_["file"], np.array([object()] * spec_["shape"][0]), allow_pickle=True)
+    elif damage == "types":
+        spec_["bytes"] = "12"
+    (entry / prepared.MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("damage", ["shape", "terabyte", "object", "types"])
+def test_a_damaged_entry_is_one_line_moved_aside_and_prepared_again(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                    damage: str) -> None:
+    path, cache = write_csv(tmp_path / "d.csv"), tmp_path / "cache"
+    good = task_of(path, cache).load_data()
+    prepared.load(task_of(path, cache))
+    [entry] = entries(cache)
+    damage_entry(entry, damage)
+    capsys.readouterr()
+    again = prepared.load(task_of(path, cache))
+    err = capsys.readouterr().err
+    [line] = [x for x in err.splitlines() if "unusable" in x]
+    assert str(entry) in line and "moved to" in line and "preparing it again" in line, err
+    expected = {"shape": "the manifest says", "terabyte": "the header claims", "object": "Python objects",
+                "types": "bytes is str"}[damage]
+    assert expected in line, line
+    assert same_splits(good, again) and len(list((cache / ".aside").iterdir())) == 1
