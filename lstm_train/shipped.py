@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from . import yamlsafe
 from .schema import ConfigError
 
 
@@ -48,7 +49,7 @@ def not_found_hint(job: str) -> str:
 def summary(path: Path) -> str:
     """`name  task  dataset  what it shows`: the first line of the file's leading comment."""
     text = path.read_text()
-    spec = yaml.safe_load(text) or {}
+    spec = yamlsafe.safe_load(text) or {}
     data = spec.get("data") or {}
     task = spec.get("task", "classify")
     dataset = data.get("dataset") or data.get("source") or data.get("format") or ("conllu" if task == "tag" else "files")

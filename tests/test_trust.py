@@ -18,7 +18,7 @@ import pytest
 
 from lstm_train.data import cachetrust, prepared
 
-from .conftest import run_cli
+from .conftest import ROOT, run_cli
 from .test_prepared import entries, same_splits, spec, task_of, write_csv
 
 
@@ -198,3 +198,44 @@ def test_a_damaged_entry_is_one_line_moved_aside_and_prepared_again(tmp_path: Pa
                 "types": "bytes is str"}[damage]
     assert expected in line, line
     assert same_splits(good, again) and len(list((cache / ".aside").iterdir())) == 1
+
+
+BOMB = "".join(f"{c}: &{c} [{','.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+
+
+def test_a_yaml_alias_bomb_is_refused_in_seconds_with_bounded_memory(tmp_path: Path) -> None:
+    import resource
+    import time
+
+    job = tmp_path / "bomb.yaml"
+    job.write_text('a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + BOMB + "task: text_classify\n")
+    started = time.monotonic()
+    proc = run_cli("run", str(job), timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{job}: not valid YAML: its aliases expand to more than" in proc.stderr
+    value = "[&a [1,1,1,1,1,1,1,1,1], " + ", ".join(f"&{c} [{','.join([f'*{p}'] * 9)}]"
+                                                      for p, c in zip("abcde", "bcdef")) + "]"
+    proc = run_cli("run", str(ROOT / "jobs" / "mnist_lstm.yaml"), f"train.epochs={value}", timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "override value '[&a" in proc.stderr and "alias bomb" in proc.stderr
+    assert time.monotonic() - started < 60
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 2 << 20  # KiB: under 2 GiB
+
+
+@pytest.mark.parametrize("sweep", [
+    {"grid": {"train.lr": list(range(200)), "train.seed": list(range(200)), "model.hidden_size": list(range(1, 201))}},
+    {"method": "random", "count": 1_000_000, "parameters": {"train.lr": {"min": 0.001, "max": 0.1}}},
+])
+def test_a_sweep_too_large_is_refused_before_expansion(tmp_path: Path, sweep: dict) -> None:
+    import time
+
+    from lstm_train.config import load_job
+    from lstm_train.schema import ConfigError
+
+    job = tmp_path / "sweep.yaml"
+    job.write_text(json.dumps({"task": "text_classify", "sweep": sweep}))
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="a sweep runs at most 10000 points; (its grid has 8000000 points|"
+                                          "sweep.count is 1000000)"):
+        load_job(job)
+    assert time.monotonic() - started < 5
