@@ -176,7 +176,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         run_dir = Path(args.run_dir)
-        done = export(load_run(run_dir), run_dir, args.format, Path(args.out) if args.out else None, args.tolerance)
+        done = export(load_run(run_dir), run_dir, args.format, Path(args.out) if args.out else None, args.tolerance,
+                      force=args.force)
     except ExportParityError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -320,6 +321,7 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["onnx", "torchscript"], required=True)
     export.add_argument("--out", help="file to write (default: RUN_DIR/model.onnx or RUN_DIR/model.pt)")
     export.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted output difference")
+    export.add_argument("--force", action="store_true", help="replace an existing --out file (never a checkpoint)")
     export.set_defaults(func=cmd_export)
 
     report = sub.add_parser("report", help="summary table and PNG plots of a run's metrics")

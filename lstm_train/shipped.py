@@ -8,7 +8,7 @@ installed package finds them next to its code.
 
 from __future__ import annotations
 
-import shutil
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -68,10 +68,13 @@ def copy(name: str, dest: str | None = None) -> Path:
     if source is None:
         raise ConfigError(f"{name!r} is not a shipped job; shipped: {', '.join(shipped())}")
     target = Path(dest) if dest else Path(source.name)
-    if target.is_dir():
+    if (dest or "").endswith(("/", os.sep)) or target.is_dir():  # `DEST/`: a folder, made if missing
+        target.mkdir(parents=True, exist_ok=True)
         target = target / source.name
-    if target.exists():
+    if os.path.lexists(target):  # a dangling symlink too: never followed, never replaced
         raise ConfigError(f"{target} exists; not overwriting it (give another DEST)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+    from .runfiles import write_atomic
+
+    write_atomic(target, source.read_text(encoding="utf-8"))
     return target

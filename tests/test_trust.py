@@ -239,3 +239,37 @@ def test_a_sweep_too_large_is_refused_before_expansion(tmp_path: Path, sweep: di
                                           "sweep.count is 1000000)"):
         load_job(job)
     assert time.monotonic() - started < 5
+
+
+def test_export_never_overwrites_a_checkpoint_or_an_output_without_force(tmp_path: Path) -> None:
+    from lstm_train.config import load_job
+    from lstm_train.train import train
+
+    run = tmp_path / "run"
+    train(load_job(str(ROOT / "jobs" / "sine_forecast.yaml"), [
+        "data.sine.series=4", "data.sine.length=300", "data.val_size=40", "data.test_size=60", "model.hidden_size=8",
+        "train.max_steps=4", "tracking.wandb.mode=disabled", "train.mixed_precision=no", f"train.output_dir={run}"]))
+    checkpoint = sorted(run.glob("checkpoints/*/model.safetensors"))[0]
+    kept = checkpoint.read_bytes()
+    proc = run_cli("export", str(run), "--format", "onnx", "--out", str(checkpoint), "--force")
+    assert proc.returncode == 2 and "inside the run's checkpoints" in proc.stderr and "Traceback" not in proc.stderr
+    assert checkpoint.read_bytes() == kept
+    out = tmp_path / "mine.onnx"
+    out.write_text("precious")
+    proc = run_cli("export", str(run), "--format", "onnx", "--out", str(out))
+    assert proc.returncode == 2 and f"{out} exists; not overwriting it (pass --force" in proc.stderr, proc.stderr
+    assert out.read_text() == "precious"
+    proc = run_cli("export", str(run), "--format", "onnx", "--out", str(out), "--force")
+    assert proc.returncode == 0 and out.read_bytes() != b"precious", proc.stderr[-2000:]
+
+
+def test_jobs_copy_into_a_folder_never_through_a_dangling_symlink(tmp_path: Path) -> None:
+    proc = run_cli("jobs", "copy", "mnist_lstm", "new/", cwd=tmp_path)
+    assert proc.returncode == 0 and (tmp_path / "new" / "mnist_lstm.yaml").is_file(), proc.stderr
+    (tmp_path / "link.yaml").symlink_to(tmp_path / "nowhere" / "x.yaml")
+    proc = run_cli("jobs", "copy", "mnist_lstm", "link.yaml", cwd=tmp_path)
+    assert proc.returncode == 2 and "link.yaml exists; not overwriting it" in proc.stderr
+    assert not (tmp_path / "nowhere").exists()
+    (tmp_path / "mine.yaml").write_text("mine")
+    assert run_cli("jobs", "copy", "mnist_lstm", "mine.yaml", cwd=tmp_path).returncode == 2
+    assert (tmp_path / "mine.yaml").read_text() == "mine"
