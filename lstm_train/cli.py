@@ -305,7 +305,7 @@ def parser() -> argparse.ArgumentParser:
     generate = sub.add_parser("generate", help="sample text from a language model run, streamed to stdout")
     generate.add_argument("run_dir")
     generate.add_argument("--prompt", default="\n", help="text to start from (default: a new line)")
-    generate.add_argument("--tokens", type=int, default=500, help="tokens to sample")
+    generate.add_argument("--tokens", type=int, default=500, help="tokens to sample (1 to 100000)")
     generate.add_argument("--temperature", type=float, default=0.8, help="> 0; lower is greedier")
     generate.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens only")
     generate.add_argument("--seed", type=int, default=1)

@@ -13,10 +13,16 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import re
+from typing import Any
+
 import numpy as np
 import pytest
+import torch
 
 from lstm_train.data import cachetrust, prepared
+from lstm_train.data.streams import Tokenizer
+from lstm_train.tasks.language_model import _sample, generate
 
 from .conftest import ROOT, run_cli
 from .test_prepared import entries, same_splits, spec, task_of, write_csv
@@ -273,3 +279,76 @@ def test_jobs_copy_into_a_folder_never_through_a_dangling_symlink(tmp_path: Path
     (tmp_path / "mine.yaml").write_text("mine")
     assert run_cli("jobs", "copy", "mnist_lstm", "mine.yaml", cwd=tmp_path).returncode == 2
     assert (tmp_path / "mine.yaml").read_text() == "mine"
+
+
+class TinyLM(torch.nn.Module):
+    """A real (untrained) LSTM language model: logits over the vocabulary and a state."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.lstm, self.head = torch.nn.Embedding(vocab, 8), torch.nn.LSTM(8, 8, batch_first=True), \
+            torch.nn.Linear(8, vocab)
+
+    def forward(self, ids: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        out, state = self.lstm(self.embed(ids), state)
+        return self.head(out), state
+
+
+class CountingTokenizer(Tokenizer):
+    """The real tokenizer, counting the ids it is asked to decode (the work `generate` does)."""
+
+    decoded = 0
+    longest = 0
+
+    def decode(self, ids: list[int]) -> str:
+        CountingTokenizer.decoded += len(ids)
+        CountingTokenizer.longest = max(CountingTokenizer.longest, len(ids))
+        return super().decode(ids)
+
+
+def _sampled_ids(model: torch.nn.Module, tok: Tokenizer, prompt: str, n: int) -> list[int]:
+    """The ids `_sample` draws (same seed, same model), decoded by nobody."""
+    generator, ids, out = torch.Generator().manual_seed(3), tok.encode(prompt, "p").tolist(), []
+    with torch.no_grad():
+        logits, state = model(torch.tensor([ids]), None)
+        for _ in range(n):
+            out.append(int(torch.multinomial((logits[0, -1].float() / 1.0).softmax(0), 1, generator=generator)))
+            logits, state = model(torch.tensor([[out[-1]]]), state)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["bytes", "chars", "words", "bpe"])
+def test_generate_decodes_each_token_a_bounded_number_of_times(kind: str) -> None:
+    text = "héllo wörld, the cat sat on the mat.\nthe dog ate the hat; ünïcode ok\n" * 5
+    real = Tokenizer.train(kind, text, text, 300)
+    tok = CountingTokenizer(real.kind, real.vocab, real.bpe_json)
+    model = TinyLM(256 if kind == "bytes" else len(tok.vocab) if tok.vocab else 300)
+    for n in (30, 300):
+        CountingTokenizer.decoded = 0
+        pieces = list(generate(model, tok, "the", n, 1.0, None, 3))
+        # each decode sees a bounded window (one token of context + at most 8 pending): linear in n
+        assert CountingTokenizer.longest <= 9 and CountingTokenizer.decoded <= 18 * n, CountingTokenizer.decoded
+    out = list(_sample(model, real, real.encode("the", "p").tolist(), 300, 1.0, None, 3))
+    assert "".join(pieces) == "".join(out)  # the counting tokenizer changed nothing
+    ids = _sampled_ids(model, real, "the", 300)
+    if kind != "words":  # the pieces add up to the whole output decoded at once
+        assert "".join(pieces) == real.decode(ids)
+    assert len("".join(out)) > 0
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--temperature", "nan", "--temperature nan: must be a finite number > 0"),
+    ("--temperature", "inf", "--temperature inf: must be a finite number > 0"),
+    ("--seed", str(2**64), f"--seed {2**64}: must be between 0 and 2**63 - 1"),
+    ("--tokens", "0", "--tokens 0: must be between 1 and 100000"),
+    ("--tokens", "-5", "--tokens -5: must be between 1 and 100000"),
+    ("--tokens", "100001", "--tokens 100001: must be between 1 and 100000"),
+])
+def test_generate_bad_options_name_the_flag(flag: str, value: str, message: str) -> None:
+    real = Tokenizer.train("chars", "abc abc\n", "abc abc\n", 0)
+    options = {"--temperature": 1.0, "--seed": 1, "--tokens": 5, flag: float(value) if flag == "--temperature"
+               else int(value)}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        generate(TinyLM(len(real.vocab)), real, "a", options["--tokens"], options["--temperature"], None,
+                 options["--seed"])
