@@ -352,3 +352,11 @@ def test_generate_bad_options_name_the_flag(flag: str, value: str, message: str)
     with pytest.raises(ValueError, match=re.escape(message)):
         generate(TinyLM(len(real.vocab)), real, "a", options["--tokens"], options["--temperature"], None,
                  options["--seed"])
+
+
+def test_a_lock_json_with_fields_of_the_wrong_type_is_a_clear_error(tmp_path: Path) -> None:
+    from lstm_train.runlock import LOCK, RunLock, RunLocked
+
+    (tmp_path / LOCK).write_text(json.dumps({"host": ["x"], "pid": "12", "since": 5, "token": None}))
+    with pytest.raises(RunLocked, match=rf"{tmp_path / LOCK}: unreadable lock file; delete it"):
+        RunLock.acquire(tmp_path)
