@@ -360,3 +360,19 @@ def test_a_lock_json_with_fields_of_the_wrong_type_is_a_clear_error(tmp_path: Pa
     (tmp_path / LOCK).write_text(json.dumps({"host": ["x"], "pid": "12", "since": 5, "token": None}))
     with pytest.raises(RunLocked, match=rf"{tmp_path / LOCK}: unreadable lock file; delete it"):
         RunLock.acquire(tmp_path)
+
+
+def test_cp1252_text_declared_latin1_is_warned_about_once_naming_the_file(tmp_path: Path) -> None:
+    import warnings
+
+    from lstm_train.data.textfiles import read_lines
+
+    path = tmp_path / "quotes.txt"
+    path.write_bytes("plain line\n\u201cquoted\u201d \u2013 twice\nand \u201cagain\u201d\n".encode("cp1252"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lines = list(read_lines(path, "latin-1")) + list(read_lines(path, "latin-1"))
+        list(read_lines(path, "cp1252"))
+    assert len(lines) == 6
+    [warning] = [str(w.message) for w in caught]
+    assert f"{path}:2: read as latin-1" in warning and "U+0093" in warning and "data.encoding: cp1252" in warning
