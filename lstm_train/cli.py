@@ -198,7 +198,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         run_dir = Path(args.run_dir)
-        done = export(load_run(run_dir), run_dir, args.format, Path(args.out) if args.out else None, args.tolerance)
+        done = export(load_run(run_dir), run_dir, args.format, Path(args.out) if args.out else None, args.tolerance,
+                      force=args.force)
     except ExportParityError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -330,7 +331,7 @@ def parser() -> argparse.ArgumentParser:
     generate = sub.add_parser("generate", help="sample text from a language model run, streamed to stdout")
     generate.add_argument("run_dir")
     generate.add_argument("--prompt", default="\n", help="text to start from (default: a new line)")
-    generate.add_argument("--tokens", type=int, default=500, help="tokens to sample")
+    generate.add_argument("--tokens", type=int, default=500, help="tokens to sample (1 to 100000)")
     generate.add_argument("--temperature", type=float, default=0.8, help="> 0; lower is greedier")
     generate.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens only")
     generate.add_argument("--seed", type=int, default=1)
@@ -346,6 +347,7 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["onnx", "torchscript"], required=True)
     export.add_argument("--out", help="file to write (default: RUN_DIR/model.onnx or RUN_DIR/model.pt)")
     export.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted output difference")
+    export.add_argument("--force", action="store_true", help="replace an existing --out file (never a checkpoint)")
     export.set_defaults(func=cmd_export)
 
     report = sub.add_parser("report", help="summary table and PNG plots of a run's metrics")

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
-from . import runfiles
+from . import runfiles, yamlsafe
 from .schema import ConfigError, DataBase, ModelBase, Section, default_data_root
 from .sweeps import HalvingConfig, SweepConfig, point_label, point_overrides, points
 from .tasks import TASKS, get_sections
@@ -174,7 +174,9 @@ def parse_value(text: str) -> Any:
 
     `mixed_precision=no` stays the string "no" (see `TrainConfig`)."""
     try:
-        return yaml.safe_load(text)
+        return yamlsafe.safe_load(text)
+    except yamlsafe.YamlTooLarge as e:
+        raise ConfigError(f"override value {text[:60]!r}: {e}") from None
     except yaml.YAMLError:
         return text
 
@@ -261,7 +263,7 @@ def load_job(path: str | Path, overrides: list[str] = ()) -> JobBase:
     """Read a job file, apply `key=value` overrides and validate the result."""
     path = Path(path)
     try:
-        spec = yaml.safe_load(path.read_text()) or {}
+        spec = yamlsafe.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: job file not found") from None
     except yaml.YAMLError as e:

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .runfiles import write_atomic
 from .tasks.base import ExportSignature, Task
 
 Format = Literal["onnx", "torchscript"]
@@ -62,14 +63,30 @@ class Forward(nn.Module):
         return self.call(self.model, *inputs) if self.call is not None else self.model(*inputs)
 
 
+def check_output(out: Path, run_dir: Path, force: bool) -> None:
+    """Refuse an output that would destroy something: a file of the run's checkpoints (always),
+    an existing file or its sidecar (unless --force), anything but a plain file at that name."""
+    checkpoints = (Path(run_dir) / "checkpoints").resolve()
+    if out.resolve().is_relative_to(checkpoints):
+        raise ValueError(f"--out {out}: inside the run's checkpoints ({checkpoints}); an export never writes "
+                         "there. Give a path outside checkpoints/.")
+    for path in (out, out.with_name(out.name + ".json")):
+        if os.path.lexists(path) and (not force or path.is_symlink() or not path.is_file()):
+            raise ValueError(f"--out {out}: {path} exists; not overwriting it (pass --force to replace a file, "
+                             "or give another --out)")
+
+
 def export(loaded: tuple[Any, Task, nn.Module, dict[str, Any]], run_dir: Path, fmt: Format, out: Path | None = None,
-           tolerance: float = 1e-4) -> ExportResult:
-    """Export `loaded` (`cli.load_run(run_dir)`: job, task, model, task info) as `fmt` to `out`."""
+           tolerance: float = 1e-4, force: bool = False) -> ExportResult:
+    """Export `loaded` (`cli.load_run(run_dir)`: job, task, model, task info) as `fmt` to `out`
+    (never over a checkpoint; over an existing file only with `force`)."""
     if fmt not in SUFFIX:
         raise ValueError(f"--format {fmt!r}: use onnx or torchscript")
     if not tolerance >= 0:
         raise ValueError(f"--tolerance {tolerance}: a largest accepted difference, 0 or more")
     run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / f"model{SUFFIX[fmt]}"
+    check_output(out, run_dir, force)
     job, task, model, info = loaded
     model = model.float().cpu().eval()
     test = task.load_data().test
@@ -81,7 +98,6 @@ def export(loaded: tuple[Any, Task, nn.Module, dict[str, Any]], run_dir: Path, f
     shortest = torch.argsort(lengths, stable=True)[:TRACE_SAMPLES] if lengths is not None else torch.arange(min(n, TRACE_SAMPLES))
     example = task.export_signature(task.batch(test, shortest), info)
     module = Forward(model, check.forward).eval()
-    out = Path(out) if out is not None else run_dir / f"model{SUFFIX[fmt]}"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
@@ -101,7 +117,7 @@ def export(loaded: tuple[Any, Task, nn.Module, dict[str, Any]], run_dir: Path, f
         if not diff <= tolerance:
             raise ExportParityError(f"{fmt} export differs from the PyTorch model by {diff:.3g} on the test split's "
                                     f"first batch (tolerance {tolerance:g}); nothing written")
-        os.replace(tmp, out)
+        write_atomic(out, tmp.read_bytes())  # the one writer: a symlink at `out` is replaced, not followed
     finally:
         tmp.unlink(missing_ok=True)
     shapes = lambda sig: {k: list(v.shape) for k, v in sig.inputs.items()}  # noqa: E731
@@ -151,6 +167,4 @@ def _to_torchscript(module: nn.Module, sig: ExportSignature, path: Path) -> None
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1) + "\n")

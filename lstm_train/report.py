@@ -98,9 +98,9 @@ def _title(run_dir: Path) -> str:
         path = run_dir / candidate
         if path.is_file():
             try:
-                import yaml
+                from .yamlsafe import safe_load
 
-                spec = yaml.safe_load(path.read_text())
+                spec = safe_load(path.read_text())
                 name = spec.get("name", name) if isinstance(spec, dict) else name
             except Exception:  # noqa: BLE001 - the title is cosmetic
                 pass

@@ -180,12 +180,26 @@ def read_holder(path: Path) -> Holder | None:
     for attempt in range(10):
         try:
             record = json.loads(path.read_text())
-            return Holder(**{k: v for k, v in record.items() if k in known})
+            return _typed(Holder(**{k: v for k, v in record.items() if k in known}))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError, AttributeError):
             time.sleep(0.1)  # the O_EXCL fallback writes after creating: give it a moment
     return None
+
+
+_TEXT_OR_NONE = ("pid_start", "boot_id", "pid_namespace", "slurm_job_id")
+
+
+def _typed(holder: Holder) -> Holder:
+    """A hand-edited lock.json with fields of the wrong type is unreadable (TypeError), not a
+    traceback later where a field is used (a pid compared, a host formatted)."""
+    ints = (holder.pid, holder.slurm_restart_count)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints) \
+            or not all(isinstance(v, str) for v in (holder.host, holder.since, holder.token)) \
+            or not all(getattr(holder, k) is None or isinstance(getattr(holder, k), str) for k in _TEXT_OR_NONE):
+        raise TypeError("lock.json: a field of the wrong type")
+    return holder
 
 
 def _create(path: Path, me: Holder) -> bool:

@@ -51,7 +51,12 @@ class DataBase(Section):
         "~/.cache/lstm_train/prepared (on a cluster: a directory every node sees)"
     )
     prepare_timeout: float = Field(
-        3600.0, gt=0, description="seconds the other ranks wait for rank 0 to prepare the data"
+        3600.0, gt=0, description="seconds any wait for a preparation lasts (other ranks for rank 0; a run for "
+        "another process holding the entry's lock)"
+    )
+    cache_group: str | None = Field(
+        None, description="a group trusted to write data.cache_dir (a team cache): entries owned by it are read; "
+        "without it, the cache and its entries must be yours and not writable by others"
     )
 
 

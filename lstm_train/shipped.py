@@ -8,12 +8,13 @@ installed package finds them next to its code.
 
 from __future__ import annotations
 
-import shutil
+import os
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
+from . import yamlsafe
 from .schema import ConfigError
 
 
@@ -48,7 +49,7 @@ def not_found_hint(job: str) -> str:
 def summary(path: Path) -> str:
     """`name  task  dataset  what it shows`: the first line of the file's leading comment."""
     text = path.read_text()
-    spec = yaml.safe_load(text) or {}
+    spec = yamlsafe.safe_load(text) or {}
     data = spec.get("data") or {}
     task = spec.get("task", "classify")
     dataset = data.get("dataset") or data.get("source") or data.get("format") or ("conllu" if task == "tag" else "files")
@@ -67,10 +68,13 @@ def copy(name: str, dest: str | None = None) -> Path:
     if source is None:
         raise ConfigError(f"{name!r} is not a shipped job; shipped: {', '.join(shipped())}")
     target = Path(dest) if dest else Path(source.name)
-    if target.is_dir():
+    if (dest or "").endswith(("/", os.sep)) or target.is_dir():  # `DEST/`: a folder, made if missing
+        target.mkdir(parents=True, exist_ok=True)
         target = target / source.name
-    if target.exists():
+    if os.path.lexists(target):  # a dangling symlink too: never followed, never replaced
         raise ConfigError(f"{target} exists; not overwriting it (give another DEST)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+    from .runfiles import write_atomic
+
+    write_atomic(target, source.read_text(encoding="utf-8"))
     return target

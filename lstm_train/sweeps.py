@@ -141,6 +141,7 @@ class SweepConfig(Section):
             if continuous:
                 raise ValueError(f"method grid needs values for every parameter; continuous: {', '.join(continuous)} "
                                  "(use method random, or values)")
+        _check_size(self, params)
         if self.metric is not None:
             if set(self.metric) - {"name", "goal", "target"} or "name" not in self.metric:
                 raise ValueError(f"sweep.metric is {{name: ..., goal: minimize|maximize}}, not {self.metric}")
@@ -173,6 +174,23 @@ def _flatten(parameters: dict[str, Any], prefix: str) -> dict[str, SweepParamete
     return out
 
 
+MAX_POINTS = 10_000
+
+
+def _check_size(sweep: SweepConfig, params: dict[str, SweepParameter]) -> None:
+    """Refuse a sweep of more than MAX_POINTS points from its sizes alone, before anything is
+    expanded (an 8-million-point grid would be built whole in memory, and no cluster runs it)."""
+    if sweep.method == "grid":
+        size = math.prod(len(p.discrete or ()) for p in params.values())
+        n = min(size, sweep.count) if sweep.count else size
+        what = f"its grid has {size} points" + (f" (sweep.count {sweep.count})" if sweep.count else "")
+    else:
+        n, what = sweep.count or 0, f"sweep.count is {sweep.count}"
+    if n > MAX_POINTS:
+        raise ValueError(f"a sweep runs at most {MAX_POINTS} points; {what}. Use fewer values, sweep.count "
+                         f"<= {MAX_POINTS}, or split it into several sweeps")
+
+
 def _is_int(x: Any) -> bool:
     return x is not None and float(x).is_integer()
 
@@ -182,8 +200,8 @@ def points(sweep: SweepConfig) -> list[dict[str, Any]]:
     params = sweep.flat_parameters()
     if sweep.method == "grid":
         keys = list(params)
-        grid = [dict(zip(keys, values)) for values in itertools.product(*(params[k].discrete for k in keys))]
-        return grid[: sweep.count] if sweep.count else grid
+        product = itertools.product(*(params[k].discrete for k in keys))  # bounded: _check_size
+        return [dict(zip(keys, values)) for values in itertools.islice(product, sweep.count)]
     import numpy as np
 
     rng = np.random.default_rng(sweep.seed)

@@ -14,7 +14,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -181,10 +184,15 @@ def test_training_resumes_bit_exactly_inside_an_epoch_and_samples_reproducibly(t
     assert scored.returncode == 0, scored.stderr
     assert "bits/token" in scored.stdout and "perplexity" in scored.stdout
 
-    for bad, message in ((["--prompt", "ROMEO"], "'E', 'M', 'O', 'R'"), (["--temperature", "0"], "must be > 0"),
-                         (["--top-k", "0"], "must be >= 1")):
+    for bad, message in ((["--prompt", "ROMEO"], "'E', 'M', 'O', 'R'"), (["--temperature", "0"], "a finite number > 0"),
+                         (["--top-k", "0"], "must be >= 1"), (["--tokens", "0"], "--tokens 0: must be between")):
         proc = run_cli("generate", str(run), *bad)
         assert proc.returncode == 2 and message in proc.stderr and proc.stdout == "", proc.stderr
+    # `| head`: the reader closes the pipe; generate ends quietly (issue 27)
+    piped = subprocess.run(["bash", "-o", "pipefail", "-c", f"{sys.executable} -m lstm_train generate {run} "
+                            "--tokens 100000 | head -c 5"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                           env={**os.environ, "WANDB_MODE": "disabled"})
+    assert piped.returncode == 0 and len(piped.stdout) == 5 and "Traceback" not in piped.stderr, piped.stderr
 
 
 def test_one_and_two_processes_train_the_same_weights(tmp_path: Path) -> None:

@@ -106,7 +106,7 @@ def test_a_damaged_entry_is_prepared_again_never_read(tmp_path: Path, capsys: py
     again = prepared.load(task_of(path, cache))
     err = capsys.readouterr().err
     assert f"prepared data {entry} is unusable (" in err and "preparing it again" in err, err
-    reason = {"truncate": "truncated?", "format": "format version 0", "key": "is not the one of its inputs",
+    reason = {"truncate": "the header claims", "format": "format version 0", "key": "is not the one of its inputs",
               "manifest": "no manifest.json"}[damage]
     assert reason in err, err
     assert same_splits(good, again) and entries(cache) == [entry]
@@ -180,6 +180,7 @@ def test_a_source_changed_during_preparation_is_detected(tmp_path: Path) -> None
 def test_disk_full_while_preparing_leaves_no_entry(tmp_path: Path, tmpfs: Callable[[str], Path]) -> None:  # noqa: F811
     path = write_csv(tmp_path / "d.csv", n=4000)
     disk = tmpfs("96k")
+    disk.chmod(0o755)  # a fresh tmpfs is 1777: a cache others could write to is refused (test_trust)
     with pytest.raises(prepared.PreparedDataError, match=rf"disk full while preparing data in {disk} "
                                                          r"\(data.cache_dir\): nothing was stored"):
         prepared.load(task_of(path, disk))

@@ -49,8 +49,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..messages import is_main_process, note
-from . import shards
+from ..messages import note
+from . import cachetrust, shards
 from .chunked import progress_bytes
 from .ragged import Ragged
 
@@ -84,14 +84,6 @@ def cache_dir_of(job: Any) -> Path:
 # The key
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _stamp(path: Path) -> tuple[int, int]:
     st = path.stat()
     return st.st_size, st.st_mtime_ns
@@ -99,29 +91,14 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 def source_record(path: Path, memo_dir: Path | None) -> dict[str, Any]:
     """Path, size, mtime and content digest of one source file.  The digest is memoised
-    per (path, size, mtime, inode) in the cache directory, so a second start does not read
+    per (path, dev, inode, size, mtime, ctime) in the cache directory (cachetrust.source_digest), so a second start does not read
     a multi-gigabyte corpus only to find it unchanged."""
     path = path.expanduser().resolve()
     try:
         st = path.stat()
     except FileNotFoundError:  # the task's load_data names it, in its own words
         return {"path": str(path), "missing": True}
-    stamp = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
-    memo = memo_dir / (hashlib.blake2b(str(path).encode(), digest_size=12).hexdigest() + ".json") if memo_dir else None
-    if memo is not None and memo.is_file():
-        try:
-            saved = json.loads(memo.read_text())
-            if {k: saved.get(k) for k in stamp} == stamp and isinstance(saved.get("digest"), str):
-                return {k: saved[k] for k in ("path", "size", "mtime_ns", "digest")}
-        except (OSError, ValueError):
-            pass
-    digest = _file_digest(path)
-    if memo is not None:
-        try:
-            memo.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_text(memo, json.dumps({**stamp, "digest": digest}))
-        except OSError:
-            pass  # only a speed-up
+    digest = cachetrust.source_digest(path, st, memo_dir)  # trust(27): memo keyed incl. ctime_ns
     return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "digest": digest}
 
 
@@ -159,12 +136,6 @@ def entry_key(task: Any, sources: list[Path], memo_dir: Path | None) -> tuple[st
 
 # ---------------------------------------------------------------------------
 # Writing
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _save_array(folder: Path, name: str, tensor: Any) -> dict[str, Any]:
@@ -212,28 +183,6 @@ class StaleEntry(Exception):
     """An entry that must not be read (the reason is the message)."""
 
 
-def _files_of(manifest: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for columns in manifest["splits"].values():
-        for column in columns or []:
-            if column["kind"] == "ragged":
-                yield from (column["values"], column["offsets"], column["lengths"])
-            else:
-                yield column
-
-    def walk(value: Any) -> Iterator[dict[str, Any]]:
-        if isinstance(value, dict):
-            if "__array__" in value:
-                yield value["__array__"]
-            else:
-                for v in value.values():
-                    yield from walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                yield from walk(v)
-
-    yield from walk(manifest["info"])
-
-
 def read_manifest(folder: Path, key: str) -> dict[str, Any]:
     """The entry's manifest, checked: format version, key, every file present with its size."""
     path = folder / MANIFEST
@@ -243,18 +192,13 @@ def read_manifest(folder: Path, key: str) -> dict[str, Any]:
         raise StaleEntry(f"no {MANIFEST} (an interrupted preparation)") from None
     except (OSError, ValueError) as e:
         raise StaleEntry(f"unreadable {MANIFEST} ({e})") from None
+    if not isinstance(manifest, dict):  # trust(27)
+        raise cachetrust.DamagedEntry(f"{MANIFEST} holds a {type(manifest).__name__}, not an object")
     if manifest.get("format") != FORMAT_VERSION:
         raise StaleEntry(f"format version {manifest.get('format')!r}, this lstm_train reads {FORMAT_VERSION}")
     if manifest.get("key") != key:
         raise StaleEntry(f"its digest {manifest.get('key')!r} is not the one of its inputs ({key})")
-    try:
-        for spec in _files_of(manifest):
-            file = folder / spec["file"]
-            size = file.stat().st_size if file.exists() else None
-            if size != spec["bytes"]:
-                raise StaleEntry(f"{file.name} has {size} bytes, the manifest says {spec['bytes']} (truncated?)")
-    except (KeyError, TypeError) as e:
-        raise StaleEntry(f"malformed {MANIFEST} ({e!r})") from None
+    cachetrust.validate_manifest(manifest, folder)  # trust(27): types, plain names, .npy headers vs sizes
     return manifest
 
 
@@ -317,24 +261,42 @@ class Entry:
     key: str
     sources: list[dict[str, Any]]
 
-    @property
-    def ready(self) -> bool:
-        return (self.folder / MANIFEST).is_file()
-
 
 @contextmanager
-def _locked(lock_path: Path, what: str) -> Iterator[None]:
-    """An exclusive flock on `lock_path` (one preparation at a time per entry); a waiter says so."""
-    with open(lock_path, "a+") as f:
+def _locked(lock_path: Path, what: str, timeout: float = 3600.0) -> Iterator[None]:
+    """An exclusive flock on `lock_path` (one preparation at a time per entry); a waiter says so,
+    naming the holder, and gives up after `timeout` (data.prepare_timeout).  trust(27): the lock is
+    opened without following a symlink, and holds its holder's pid and host."""
+    fd = cachetrust.open_lock(lock_path)
+    try:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            note(f"prepared data: another process is preparing {what}; waiting for it ({lock_path})")
-            fcntl.flock(f, fcntl.LOCK_EX)
+            holder = cachetrust.read_holder(fd)
+            note(f"prepared data: {holder} is preparing {what}; waiting for it ({lock_path})")
+            deadline = time.monotonic() + timeout
+            while not _try_lock(fd):
+                if time.monotonic() > deadline:
+                    raise PreparedDataError(
+                        f"waited {timeout:.0f} s (data.prepare_timeout) for {holder} to prepare {what} "
+                        f"({lock_path}). If that process is gone, its lock is released already; otherwise "
+                        "wait for it or raise data.prepare_timeout.") from None
+                time.sleep(0.2)
+        cachetrust.write_holder(fd)
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
 
 
 def _writable_root(job: Any) -> Path:
@@ -349,6 +311,7 @@ def _writable_root(job: Any) -> Path:
             f"cannot write prepared data to {root} (data.cache_dir): {e.strerror or e}. "
             "Set data.cache_dir to a writable directory (on a cluster: one every node sees)."
         ) from None
+    cachetrust.check_root(root, getattr(job.data, "cache_group", None))  # trust(27)
     return root
 
 
@@ -382,13 +345,19 @@ def _size(n: int) -> str:
 def ensure(task: Any, entry: Entry, options: shards.Options | None = None) -> tuple[dict[str, Any], bool]:
     """The entry's checked manifest, preparing it first if it is missing or unusable.
     Returns (manifest, prepared_now)."""
-    with _locked(entry.folder.with_name(entry.folder.name + ".lock"), entry.folder.name):
+    data = task.job.data
+    timeout = float(getattr(data, "prepare_timeout", 3600))
+    with _locked(entry.folder.with_name(entry.folder.name + ".lock"), entry.folder.name, timeout):
         if entry.folder.exists():
             try:
+                cachetrust.check_entry(entry.folder, getattr(data, "cache_group", None))  # trust(27)
                 return read_manifest(entry.folder, entry.key), False
             except StaleEntry as reason:
                 note(f"prepared data {entry.folder} is unusable ({reason}); preparing it again")
                 _discard(entry.folder)
+            except (cachetrust.DamagedEntry, cachetrust.UntrustedCache) as reason:  # trust(27)
+                aside = cachetrust.move_aside(entry.folder)
+                note(f"prepared data {entry.folder} is unusable ({reason}); moved to {aside}; preparing it again")
         return prepare(task, entry, options), True
 
 
@@ -459,19 +428,20 @@ def load(task: Any, accelerator: Any = None) -> Any:
         if not fresh:
             note(f"prepared data: mapping {entry.folder} ({_size(manifest['bytes'])}, prepared earlier)")
         return task.view(map_entry(entry.folder, manifest))
-    from accelerate.utils import broadcast_object_list
+    from ..distributed import broadcast_object  # trust(27): JSON, never a pickle
 
-    found: list[Any] = [None]
+    found: list[str] = []
     if main:
         try:
             entry = locate(task)
-            found = [(str(entry.folder), entry.key)]
+            found = [str(entry.folder), entry.key]
         except Exception as e:
-            found = [("error", f"{type(e).__name__}: {e}")]
-            broadcast_object_list(found)
+            broadcast_object(accelerator, ["error", f"{type(e).__name__}: {e}"])
             raise
-    broadcast_object_list(found)
-    folder_text, key = found[0]
+    found = broadcast_object(accelerator, found)
+    if not (isinstance(found, list) and len(found) == 2 and all(isinstance(x, str) for x in found)):
+        raise PreparedDataError(f"rank 0 sent a malformed prepared-data location: {found!r}")
+    folder_text, key = found
     if folder_text == "error":
         raise PreparedDataError(f"rank 0 could not locate the prepared data: {key}")
     folder = Path(folder_text)
@@ -486,7 +456,7 @@ def load(task: Any, accelerator: Any = None) -> Any:
         try:
             manifest = read_manifest(folder, key)
             break
-        except StaleEntry:
+        except (StaleEntry, cachetrust.DamagedEntry):  # trust(27)
             pass  # not there yet, or a stale one rank 0 is about to replace
         if time.monotonic() > deadline:
             raise PreparedDataError(

@@ -26,6 +26,7 @@ from tokenizers import Regex, pre_tokenizers
 
 from ..runfiles import Raw, shorten
 from ..schema import ConfigError
+from .textio import declares_c1, warn_c1
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
            ".parquet": "parquet", ".pq": "parquet"}
@@ -94,6 +95,7 @@ def read_lines(path: Path, encoding: str = "utf-8", max_line: int | None = None,
     are not `encoding` raise an error naming the line and the byte offset."""
     path = Path(path).expanduser()
     codec = _codec(encoding)
+    c1 = declares_c1(codec)  # cp1252 text declared latin-1: warned about once, naming the file
     decoder = codecs.getincrementaldecoder(codec)()
     try:
         f = open(path, "rb")
@@ -123,6 +125,8 @@ def read_lines(path: Path, encoding: str = "utf-8", max_line: int | None = None,
                     "re-save the file as UTF-8 or set data.encoding (e.g. latin-1, cp1252)"
                 ) from None
             offset += size
+            if c1:
+                warn_c1(path, encoding, number, text)
             yield number, text
 
 

@@ -6,6 +6,9 @@ through `read_utf8`, so a bad file gets the same clear error whichever task read
 
 from __future__ import annotations
 
+import codecs
+import re
+import warnings
 from pathlib import Path
 
 
@@ -24,3 +27,25 @@ def read_utf8(path: Path | str, error: type[Exception], missing: str = "") -> st
         raise error(f"{path}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); convert the "
                     "file to UTF-8 (e.g. iconv -f latin1 -t UTF-8)") from None
     return text[1:] if text.startswith("\ufeff") else text
+
+
+_C1 = re.compile("[\x80-\x9f]")
+_warned: set[str] = set()
+
+
+def declares_c1(codec: str) -> bool:
+    """Whether `codec` maps bytes 0x80-0x9F to the C1 control characters (latin-1, ISO 8859-*):
+    in real text those bytes are almost always cp1252's curly quotes, dashes and euro sign."""
+    name = codecs.lookup(codec).name
+    return name == "latin-1" or name.startswith("iso8859")
+
+
+def warn_c1(path: Path | str, encoding: str, line: int, text: str) -> None:
+    """Warn once per file when `text` (read as `encoding`) holds C1 control characters."""
+    found = _C1.search(text)
+    if found is None or str(path) in _warned:
+        return
+    _warned.add(str(path))
+    warnings.warn(f"{path}:{line}: read as {encoding}, it holds control character U+{ord(found.group()):04X} "
+                  "(byte 0x{0:02x}); the file is probably cp1252 (Windows) text: set data.encoding: cp1252"
+                  .format(ord(found.group())), stacklevel=3)

@@ -63,11 +63,13 @@ def read_config(path: Path) -> dict[str, Any]:
     """A run's config.yaml as a dict; malformed -> RunDirError naming it."""
     import yaml
 
+    from .. import yamlsafe
+
     path = Path(path)
     try:
         if path.stat().st_size > MAX_RUN_FILE:
             raise RunDirError(f"{path}: over {size_text(MAX_RUN_FILE)}, not a config.yaml lstm_train wrote")
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yamlsafe.safe_load(path.read_text(encoding="utf-8"))  # aliases bounded: an untrusted file
     except (OSError, UnicodeDecodeError) as e:
         raise RunDirError(f"{path}: cannot read it ({e})") from None
     except yaml.YAMLError as e:

@@ -15,6 +15,7 @@ a batch is the windows the plan's position matrix names.  Evaluation splits are 
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,12 +220,20 @@ def _append_sample(path: Path, heading: str, text: str) -> None:
     write_atomic(path, f"{before}{heading}\n{text}\n")
 
 
+MAX_TOKENS = 100_000  # --tokens' bound: a sample is read, not stored; 100k tokens is a book chapter
+
+
 def generate(model: nn.Module, tokenizer: Tokenizer, prompt: str, tokens: int, temperature: float, top_k: int | None,
              seed: int) -> Iterator[str]:
     """Sample `tokens` tokens after `prompt`, yielding text as it comes (reproducible per seed).
     Bad options and a prompt outside the vocabulary are refused here, before anything is sampled."""
-    if temperature <= 0:
-        raise ValueError(f"--temperature {temperature}: must be > 0 (1 samples the model as it is, lower is greedier)")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"--temperature {temperature}: must be a finite number > 0 (1 samples the model as it is, "
+                         "lower is greedier)")
+    if not 1 <= tokens <= MAX_TOKENS:
+        raise ValueError(f"--tokens {tokens}: must be between 1 and {MAX_TOKENS}")
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"--seed {seed}: must be between 0 and 2**63 - 1")
     if top_k is not None and top_k < 1:
         raise ValueError(f"--top-k {top_k}: must be >= 1 (or left out to sample from the whole vocabulary)")
     if not prompt:
@@ -240,7 +249,7 @@ def _sample(model: nn.Module, tokenizer: Tokenizer, ids: list[int], tokens: int,
     generator = torch.Generator().manual_seed(seed)
     model.eval()
     out: list[int] = []
-    shown = ""
+    start = 0  # out[start:] is not shown yet (an unfinished UTF-8 character, at most a few tokens)
     with torch.no_grad():
         logits, state = model(torch.tensor([ids]), None)
         for _ in range(tokens):
@@ -250,27 +259,49 @@ def _sample(model: nn.Module, tokenizer: Tokenizer, ids: list[int], tokens: int,
                 last = last.masked_fill(last < cutoff, float("-inf"))
             token = int(torch.multinomial(last.softmax(0), 1, generator=generator))
             out.append(token)
-            text = tokenizer.decode(out)
-            if not text.endswith("\ufffd"):  # an unfinished UTF-8 character (bytes) waits for its rest
-                yield text[len(shown):]
-                shown = text
+            piece = _piece(tokenizer, out, start)
+            if piece is not None:
+                yield piece
+                start = len(out)
             logits, state = model(torch.tensor([[token]]), state)
-    if len(shown) < len(tokenizer.decode(out)):
-        yield tokenizer.decode(out)[len(shown):]
+    if start < len(out):
+        yield _piece(tokenizer, out, start, final=True) or ""
+
+
+def _piece(tokenizer: Tokenizer, out: list[int], start: int, final: bool = False) -> str | None:
+    """The text of out[start:], decoded with one token of context before it, so each token is
+    decoded a bounded number of times (linear in the output, not quadratic); None while it ends
+    in an unfinished UTF-8 character (unless `final`, or after 8 tokens: not text, shown as is).
+    Words are joined by spaces, <eos> is a new line, as `Tokenizer.decode` does."""
+    if tokenizer.kind == "words":
+        eos = tokenizer.vocab.index("<eos>")
+        return "".join("\n" if t == eos else ("" if i == 0 or out[i - 1] == eos else " ") + tokenizer.vocab[t]
+                       for i, t in enumerate(out[start:], start))
+    context = out[max(start - 1, 0):start]
+    before, text = tokenizer.decode(context), tokenizer.decode(context + out[start:])
+    if text.endswith("\ufffd") and not final and len(out) - start < 8:
+        return None
+    return text[len(before):] if text.startswith(before) else text
 
 
 def cmd_generate(model: nn.Module, info: dict[str, Any], args: Any) -> None:
     """`lstm-train generate`: stream each sample to stdout."""
     tokenizer = Tokenizer.from_info(info["tokenizer"])
     generate(model, tokenizer, args.prompt, args.tokens, args.temperature, args.top_k, args.seed)  # checks only
-    for n in range(args.samples):
-        if args.samples > 1:
-            print(f"--- sample {n + 1} (seed {args.seed + n})", flush=True)
-        sys.stdout.write(args.prompt)
-        for piece in generate(model, tokenizer, args.prompt, args.tokens, args.temperature, args.top_k, args.seed + n):
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
+    try:
+        for n in range(args.samples):
+            if args.samples > 1:
+                print(f"--- sample {n + 1} (seed {args.seed + n})", flush=True)
+            sys.stdout.write(args.prompt)
+            for piece in generate(model, tokenizer, args.prompt, args.tokens, args.temperature, args.top_k,
+                                  args.seed + n):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `generate ... | head`: the reader has what it wanted; end quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
 
 
 TASK = LanguageModelTask

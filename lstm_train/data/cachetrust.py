@@ -1,0 +1,310 @@
+"""The prepared-data store's trust model: what in a cache directory may be read.
+
+An entry's name is a digest of public inputs (data section, file paths, sizes, contents,
+library versions), so anyone who can write into a cache directory can plant an entry
+under the very name a victim's run will look up, and the run would map and train on it.
+The rule, enforced here before anything in the cache is read:
+
+- the cache root, every entry and every file in an entry are owned by the running user
+  (or carry the group named by `data.cache_group`, which the user thereby trusts) and are
+  not writable by others (group-writable only with that group named);
+- file names in a manifest are plain names inside the entry (no "/", "..", absolute path);
+- the lock file is opened without following a symlink;
+- a manifest is checked by type, field by field, and against each `.npy` header (dtype,
+  shape, no object dtype, no header claiming more bytes than the file holds) before
+  anything is mapped; a damaged entry is moved to `<root>/.aside/` and prepared again.
+
+The content-hash memo (`source_digest`) is keyed by (dev, inode, size, mtime_ns, ctime_ns).
+mtime can be set back by any writer (`touch -d`, `os.utime`), ctime cannot: the kernel sets
+it to "now" on every write, chmod or utime.  So an in-place edit with size and mtime kept
+still changes the key and the file is hashed again.  Why a memo and not "hash always":
+hashing a 400 MB file with blake2b took 1.3 s here (shared core, page cache warm; far more
+from a cold network filesystem), paid by every start of every run for a corpus that did
+not change; the memo costs one stat.
+"""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import json
+import os
+import socket
+import stat
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ASIDE = ".aside"
+_HASH_CHUNK = 8 << 20
+
+
+class UntrustedCache(ValueError):
+    """A cache directory, entry or file another user could have written (exit 2)."""
+
+
+class DamagedEntry(Exception):
+    """An entry whose manifest or arrays are malformed (the reason is the message)."""
+
+
+def _owner(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def group_id(group: str | None) -> int | None:
+    """The gid of `data.cache_group`, or None when none is named."""
+    if not group:
+        return None
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise UntrustedCache(f"data.cache_group: no group named {group!r} on this machine") from None
+
+
+def _problem(st: os.stat_result, gid: int | None) -> str | None:
+    """Why a file with this stat must not be trusted, or None."""
+    mode = stat.S_IMODE(st.st_mode)
+    shared = gid is not None and st.st_gid == gid
+    if st.st_uid != os.geteuid() and not shared:
+        return f"belongs to {_owner(st.st_uid)}, not to you"
+    if mode & stat.S_IWOTH:
+        return f"is writable by every user (mode {mode:o})"
+    if mode & stat.S_IWGRP and not shared:
+        return f"is writable by its group (mode {mode:o}) and data.cache_group does not name that group"
+    return None
+
+
+def check_root(root: Path, group: str | None = None) -> None:
+    """Refuse a cache root another user could write into (they could plant entries)."""
+    reason = _problem(os.stat(root), group_id(group))
+    if reason:
+        raise UntrustedCache(
+            f"prepared-data cache {root} (data.cache_dir) {reason}: another user could plant data this run "
+            f"would train on. Use a directory of your own (chmod go-w {root}, or set data.cache_dir), or for a "
+            "team cache set data.cache_group to its group (and chgrp/chmod g+ws the directory).")
+
+
+def check_entry(folder: Path, group: str | None = None) -> None:
+    """Every part of an entry must be the user's (or the named group's) and not writable by others;
+    a symlink anywhere in it is refused (it could point outside the entry)."""
+    gid = group_id(group)
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UntrustedCache(f"{folder} is not a directory")
+    reason = _problem(st, gid)
+    if reason:
+        raise UntrustedCache(f"{folder} {reason}")
+    for child in os.scandir(folder):
+        cst = child.stat(follow_symlinks=False)
+        if not stat.S_ISREG(cst.st_mode):
+            raise UntrustedCache(f"{child.path} is not a plain file")
+        reason = _problem(cst, gid)
+        if reason:
+            raise UntrustedCache(f"{child.path} {reason}")
+
+
+def safe_name(name: Any) -> str:
+    """A manifest's file name: a plain name inside the entry, nothing else."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
+            or "\0" in name or name.startswith("."):
+        raise DamagedEntry(f"file name {name!r} is not a plain name inside the entry")
+    return name
+
+
+# ---------------------------------------------------------------------------
+# Locks
+
+
+def open_lock(path: Path) -> int:
+    """The lock file's descriptor, created 0600 without following a symlink at its name."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        if os.path.islink(path):
+            raise UntrustedCache(f"lock file {path} is a symlink (-> {os.readlink(path)}); a lock is never "
+                                 f"followed. Remove it (rm {path}) and run again.") from None
+        raise
+
+
+def write_holder(fd: int) -> None:
+    """Record who holds the lock (pid, host, since), for a waiter's message."""
+    text = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                       "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, text, 0)
+
+
+def read_holder(fd: int) -> str:
+    """The lock holder as a phrase ("pid 123 on node1 since ..."), validated by type."""
+    try:
+        held = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        return "an unknown process"
+    if not isinstance(held, dict) or not isinstance(held.get("pid"), int) or not isinstance(held.get("host"), str):
+        return "an unknown process"
+    since = held.get("since") if isinstance(held.get("since"), str) else "?"
+    return f"pid {held['pid']} on {held['host'][:100]} (since {since[:40]})"
+
+
+# ---------------------------------------------------------------------------
+# Manifests
+
+
+def _want(value: Any, types: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in (types if isinstance(types, tuple)
+                                                                                   else (types,))):
+        raise DamagedEntry(f"{where} is {type(value).__name__}, expected "
+                           f"{getattr(types, '__name__', None) or '/'.join(t.__name__ for t in types)}")
+    return value
+
+
+def _spec(spec: Any, where: str) -> dict[str, Any]:
+    _want(spec, dict, where)
+    safe_name(spec.get("file"))
+    _want(spec.get("dtype"), str, f"{where}.dtype")
+    shape = _want(spec.get("shape"), list, f"{where}.shape")
+    for n in shape:
+        if _want(n, int, f"{where}.shape") < 0:
+            raise DamagedEntry(f"{where}.shape has a negative size")
+    if _want(spec.get("bytes"), int, f"{where}.bytes") < 0:
+        raise DamagedEntry(f"{where}.bytes is negative")
+    return spec
+
+
+def array_specs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every array spec of a manifest, each checked by type (`validate_manifest` first)."""
+    found = []
+    for split, columns in manifest["splits"].items():
+        for i, column in enumerate(columns or []):
+            where = f"splits.{split}[{i}]"
+            _want(column, dict, where)
+            if column.get("kind") == "ragged":
+                found += [_spec(column.get(part), f"{where}.{part}") for part in ("values", "offsets", "lengths")]
+            elif column.get("kind") == "dense":
+                found.append(_spec(column, where))
+            else:
+                raise DamagedEntry(f"{where}.kind is {column.get('kind')!r}, expected 'ragged' or 'dense'")
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, dict):
+            if "__array__" in value:
+                found.append(_spec(value["__array__"], where))
+            for k, v in value.items():
+                if k != "__array__":
+                    walk(v, f"{where}.{k}")
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{where}[{i}]")
+
+    walk(manifest.get("info"), "info")
+    return found
+
+
+def validate_manifest(manifest: Any, folder: Path | None = None) -> list[dict[str, Any]]:
+    """Check every field's type and, given the entry's folder, every array file against its
+    `.npy` header; returns the array specs.  Raises DamagedEntry with the first problem."""
+    _want(manifest, dict, "the manifest")
+    _want(manifest.get("format"), int, "format")
+    _want(manifest.get("key"), str, "key")
+    _want(manifest.get("task"), str, "task")
+    _want(manifest.get("sources"), list, "sources")
+    _want(manifest.get("bytes"), int, "bytes")
+    splits = _want(manifest.get("splits"), dict, "splits")
+    for name, columns in splits.items():
+        if name not in ("train", "val", "test"):
+            raise DamagedEntry(f"splits has an unknown split {name!r}")
+        if columns is not None:
+            _want(columns, list, f"splits.{name}")
+    specs = array_specs(manifest)
+    if folder is not None:
+        for spec in specs:
+            check_header(folder / spec["file"], spec)
+    return specs
+
+
+def check_header(path: Path, spec: dict[str, Any]) -> None:
+    """The `.npy` header agrees with the manifest and with the file's size (read the header only)."""
+    try:
+        size = os.lstat(path).st_size
+        with open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW)) as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f, max_header_size=10000)
+            offset = f.tell()
+    except FileNotFoundError:
+        raise DamagedEntry(f"{path.name} is missing") from None
+    except (OSError, ValueError, SyntaxError, TypeError) as e:
+        raise DamagedEntry(f"{path.name}: unreadable .npy header ({str(e)[:120]})") from None
+    if dtype.hasobject:
+        raise DamagedEntry(f"{path.name} holds Python objects (dtype {dtype}); prepared data holds numbers only")
+    if fortran:
+        raise DamagedEntry(f"{path.name} is Fortran-ordered; prepared data is C-ordered")
+    if str(dtype) != spec["dtype"] or list(shape) != spec["shape"]:
+        raise DamagedEntry(f"{path.name}: {dtype} {list(shape)}, the manifest says {spec['dtype']} {spec['shape']}")
+    claimed = offset + int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if claimed != size or size != spec["bytes"]:
+        raise DamagedEntry(f"{path.name}: the header claims {claimed} bytes, the file has {size}, "
+                           f"the manifest says {spec['bytes']}")
+
+
+def move_aside(folder: Path) -> Path | None:
+    """Move a damaged or untrusted entry to <root>/.aside/ (kept for a post-mortem, never read)."""
+    aside = folder.parent / ASIDE
+    aside.mkdir(mode=0o700, exist_ok=True)
+    target = aside / f"{folder.name}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    try:
+        os.rename(folder, target)
+    except FileNotFoundError:
+        return None
+    return target
+
+
+# ---------------------------------------------------------------------------
+# The content-hash memo
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def memo_stamp(st: os.stat_result) -> dict[str, int]:
+    """What the memo is keyed by: ctime_ns changes on any write, and no user can set it back."""
+    return {"dev": st.st_dev, "inode": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns}
+
+
+def source_digest(path: Path, st: os.stat_result, memo_dir: Path | None) -> str:
+    """`path`'s content digest, from the memo when its stamp (incl. ctime) is unchanged."""
+    stamp = {"path": str(path), **memo_stamp(st)}
+    memo = memo_dir / (hashlib.blake2b(str(path).encode(), digest_size=12).hexdigest() + ".json") if memo_dir else None
+    if memo is not None:
+        try:
+            with open(memo, opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW)) as f:
+                saved = json.load(f)
+            if isinstance(saved, dict) and {k: saved.get(k) for k in stamp} == stamp \
+                    and isinstance(saved.get("digest"), str):
+                return saved["digest"]
+        except (OSError, ValueError):
+            pass
+    digest = file_digest(path)
+    if memo is not None:
+        try:
+            from ..runfiles import write_atomic
+
+            memo.parent.mkdir(mode=0o700, exist_ok=True)
+            write_atomic(memo, json.dumps({**stamp, "digest": digest}))
+        except OSError:
+            pass  # only a speed-up
+    return digest
