@@ -454,8 +454,11 @@ def test_sparse_embeddings_train_the_same_model_on_one_or_two_processes(tmp_path
     trains, and both ranks with the same."""
     from .conftest import accelerate_cli, result_of, run_cli
 
-    data = sentiment_csv(tmp_path / "reviews.csv")
-    common = ["jobs/text_csv_example.yaml", f"data.path={data}", "data.text_column=review", "train.epochs=2",
+    # files per split: 224 training rows, 7 whole global batches (a fraction split's train size
+    # depends on a hash of each row; a last partial batch is divided unevenly between two ranks)
+    train, test = sentiment_csv(tmp_path / "train.csv", 224), sentiment_csv(tmp_path / "test.csv", 32, seed=1)
+    common = ["jobs/text_csv_example.yaml", "data.path=null", f"data.train_path={train}", f"data.test_path={test}",
+              "data.text_column=review", "train.epochs=2",
               "model.embedding_dim=16", "model.hidden_size=16", "data.batch_size=16", "data.global_batch_size=32",
               "model.sparse_embeddings=true", "model.dropout=0", "model.word_dropout=0", "model.embedding_dropout=0",
               "train.mixed_precision=no", "tracking.wandb.mode=disabled"]
