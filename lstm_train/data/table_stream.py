@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import hashlib
 import re
 import sys
 from collections import Counter
@@ -33,7 +32,7 @@ import numpy as np
 from . import sst, textfiles
 from .chunked import EntryWriter
 from .stream import Piece
-from .textfiles import TEST, TRAIN, VAL, TextDataError
+from .textfiles import TEST, TRAIN, VAL, TextDataError  # noqa: F401 (SPLIT_NAMES)
 from .vocab import Vocab, normalize_counts
 
 PIECE_BYTES = 32 << 20  # a piece's size: fixed, so pieces never depend on the shard count
@@ -193,13 +192,8 @@ class TextStream:
 
     def split_of(self, texts: list[str], labels: list[str | None]) -> np.ndarray:
         """TRAIN / VAL / TEST of each row of a file cut by fraction: a seeded hash of its content."""
-        key = int(self.d["split_seed"] or 0).to_bytes(8, "little", signed=True)
-        u = np.fromiter((int.from_bytes(hashlib.blake2b(f"{t}\0{lab}".encode("utf-8", "surrogatepass"),
-                                                        digest_size=8, key=key).digest(), "little")
-                         for t, lab in zip(texts, labels)), dtype=np.uint64, count=len(texts))
-        x = (u >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-        test, val = float(self.d["test_fraction"] or 0), float(self.d["val_fraction"] or 0)
-        return np.where(x < test, TEST, np.where(x < test + val, VAL, TRAIN)).astype(np.int8)
+        d = self.d
+        return textfiles.content_split(texts, labels, d["val_fraction"], d["test_fraction"], d["split_seed"])
 
     def chunks(self, piece: Piece) -> Iterator[tuple[str, list[list[str]] | list[str], list[Any], list[int]]]:
         """(split, texts, labels, lines) a chunk at a time: SST gives word lists, files give texts."""
@@ -268,12 +262,9 @@ class TextStream:
         if d["source"] != "files":
             return
         if d["path"]:
-            wanted = ["train", "test"] + (["val"] if d["val_fraction"] else [])
-            if any(not rows[s] for s in wanted):
-                raise TextDataError(
-                    f"{Path(d['path']).expanduser()}: {sum(rows.values())} samples cannot be split into train / val "
-                    f"({d['val_fraction']}) / test ({d['test_fraction']}) (one split is empty); change "
-                    "data.val_fraction / data.test_fraction or give more rows")
+            sizes = [rows["train"], rows["val"], rows["test"]]
+            textfiles.check_split_sizes(str(Path(d["path"]).expanduser()), sum(sizes), sizes, d["val_fraction"],
+                                        d["test_fraction"])
             return
         for split, path in self._sources():
             if not rows[str(split)]:
