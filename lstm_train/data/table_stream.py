@@ -221,7 +221,11 @@ class TextStream:
         yield str(piece.split), words, labels, list(range(1, len(labels) + 1))
 
     def _words(self, texts: Any) -> list[list[str]]:
-        return texts if self.d["source"] != "files" else textfiles.split_words(texts, self.d["tokenizer"])
+        """Each text's words as `textfiles.split_words` gives them (SST: already words)."""
+        if self.d["source"] != "files" or not _exact(texts, self.d["tokenizer"]):
+            return texts if self.d["source"] != "files" else textfiles.split_words(texts, self.d["tokenizer"])
+        encoded = batch_tokenizer(None, self.d["tokenizer"]).encode_batch(texts, add_special_tokens=False)
+        return [[text[a:b] for a, b in e.offsets] for text, e in zip(texts, encoded)]
 
     # ------------------------------------------------------------------ the two passes
 
@@ -285,8 +289,12 @@ class TextStream:
         splits = self._splits() if piece.split is None else [piece.split]
         columns = {s: (out.ragged(s, 0), out.dense(s, 1, "int64")) for s in splits}
         limit, counts = self.d["max_length"], {s: {"rows": 0, "cut": 0, "longest": 0} for s in splits}
+        fast = batch_tokenizer(plan["vocab"], self.d["tokenizer"]) if self.d["source"] == "files" else None
         for split, texts, labels, lines in self.chunks(piece):
-            ids = vocab.encode_batch(self._words(texts))
+            if fast is not None and _exact(texts, self.d["tokenizer"]):  # split and looked up in one Rust call: no Python string per word
+                ids = [e.ids for e in fast.encode_batch(texts, add_special_tokens=False)]
+            else:
+                ids = vocab.encode_batch(self._words(texts))
             if limit:
                 long = [len(s) for s in ids if len(s) > limit]
                 if long:
@@ -323,6 +331,37 @@ class TextStream:
         return {"classes": plan["classes"], "vocab": vocab.to_json(), "vocab_digest": vocab.digest,
                 "vocab_size": len(vocab), "tokenizer": d["tokenizer"], "max_length": d["max_length"],
                 "output_groups": groups}
+
+
+_CONTROL = re.compile("[\x1c-\x1f]")
+
+
+def _exact(texts: list[str], rule: str) -> bool:
+    """Whether `batch_tokenizer` splits these texts exactly as split_words does (see there)."""
+    return rule == "words" or not any(_CONTROL.search(t) for t in texts)
+
+
+def batch_tokenizer(vocab_json: str | None, rule: str) -> Any:
+    """A `tokenizers.Tokenizer` that splits raw texts exactly as `textfiles.split_words` does and
+    (given a vocabulary's JSON) looks the words up as `Vocab.encode_batch` does, in one batched
+    Rust call.  split_words drops the regex's whitespace runs and any word that `str.strip`
+    empties: WhitespaceSplit drops the former; the only characters Python strips that Unicode
+    (hence Rust) does not call whitespace, U+001C-U+001F, are made spaces first (the "words"
+    rule: there they are words of their own; under "whitespace" a chunk holding one takes the
+    slow path, `_exact`).  Without a vocabulary, an empty WordLevel model: only the offsets
+    (the words) are read."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+
+    tokenizer = (Tokenizer.from_str(vocab_json) if vocab_json
+                 else Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")))
+    steps = [normalizers.Replace(Regex("[\\x{1c}-\\x{1f}]"), " ")] if rule == "words" else []
+    if tokenizer.normalizer is not None:
+        steps.append(tokenizer.normalizer)
+    if steps:
+        tokenizer.normalizer = normalizers.Sequence(steps)
+    split = [textfiles.word_splitter("words")] if rule == "words" else []
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([*split, pre_tokenizers.WhitespaceSplit()])
+    return tokenizer
 
 
 def _chain(head: list[str], lines: Iterator[str]) -> Iterator[str]:
