@@ -52,8 +52,15 @@ def entry(stream: TextStream, folder: Path, groups: list[list[int]] | None = Non
 def _share_columns(writer: EntryWriter, opened: dict) -> None:
     """One writer shared by a shard's pieces returns the open column again (the store's rule)."""
     ragged, dense = writer.ragged, writer.dense
-    writer.ragged = lambda s, i, *a: opened.setdefault((s, i), None) or opened.__setitem__((s, i), ragged(s, i, *a)) or opened[(s, i)]  # type: ignore[method-assign]
-    writer.dense = lambda s, i, *a: opened.setdefault((s, i), None) or opened.__setitem__((s, i), dense(s, i, *a)) or opened[(s, i)]  # type: ignore[method-assign]
+
+    def shared(open_column):
+        def column(split, i, *args):
+            if (split, i) not in opened:
+                opened[(split, i)] = open_column(split, i, *args)
+            return opened[(split, i)]
+        return column
+
+    writer.ragged, writer.dense = shared(ragged), shared(dense)  # type: ignore[method-assign]
 
 
 def loaded(task: TextClassifyTask) -> tuple[dict, dict]:
