@@ -246,3 +246,18 @@ def test_batch_tokenizer_gives_split_words_and_vocab_ids(rule):
     spec = {"name": "t", "task": "text_classify", "model": {"embedding_dim": 8, "hidden_size": 8},
             "data": {"source": "files", "path": "x.csv", "tokenizer": rule}}
     assert TextStream(validate_job(spec, "t").data)._words(texts) == words
+
+
+@pytest.mark.parametrize("rule", ["words", "whitespace"])
+def test_ascii_path_gives_split_words_and_vocab_ids(rule):
+    """ASCII chunks take Python's re and a dict lookup: the same words and ids as the slow path."""
+    from lstm_train.data import textfiles
+    from lstm_train.data.vocab import Vocab
+
+    texts = ["I.B.M. can't won't 3.5 e-mail... --x-- a_b", "Don't STOP \x1c a\x1db\x0bc\x0cd\te\r\nf", "'s 're O'Neil's ??!",
+             "x_y__z 12,000 $5 (a) [b] {c} \"q\" don'tcha"]
+    words = textfiles.split_words(texts, rule)
+    assert table_stream.ascii_words(texts, rule) == words
+    for lowercase in (True, False):
+        vocab = Vocab.train(words[:2], lowercase=lowercase)
+        assert table_stream.ascii_ids(words, vocab, lowercase) == vocab.encode_batch(words)

@@ -33,7 +33,7 @@ from . import sst, textfiles
 from .chunked import EntryWriter
 from .stream import Piece
 from .textfiles import TEST, TRAIN, VAL, TextDataError  # noqa: F401 (SPLIT_NAMES)
-from .vocab import Vocab, normalize_counts
+from .vocab import SPECIALS, UNK, Vocab, normalize_counts
 
 PIECE_BYTES = 32 << 20  # a piece's size: fixed, so pieces never depend on the shard count
 BLOCK_BYTES = 4 << 20  # read and decoded at a time inside a piece
@@ -222,6 +222,8 @@ class TextStream:
 
     def _words(self, texts: Any) -> list[list[str]]:
         """Each text's words as `textfiles.split_words` gives them (SST: already words)."""
+        if self.d["source"] == "files" and _ascii(texts):
+            return ascii_words(texts, self.d["tokenizer"])
         if self.d["source"] != "files" or not _exact(texts, self.d["tokenizer"]):
             return texts if self.d["source"] != "files" else textfiles.split_words(texts, self.d["tokenizer"])
         encoded = batch_tokenizer(None, self.d["tokenizer"]).encode_batch(texts, add_special_tokens=False)
@@ -291,7 +293,9 @@ class TextStream:
         limit, counts = self.d["max_length"], {s: {"rows": 0, "cut": 0, "longest": 0} for s in splits}
         fast = batch_tokenizer(plan["vocab"], self.d["tokenizer"]) if self.d["source"] == "files" else None
         for split, texts, labels, lines in self.chunks(piece):
-            if fast is not None and _exact(texts, self.d["tokenizer"]):  # split and looked up in one Rust call: no Python string per word
+            if fast is not None and _ascii(texts):
+                ids = ascii_ids(ascii_words(texts, self.d["tokenizer"]), vocab, bool(self.d["lowercase"]))
+            elif fast is not None and _exact(texts, self.d["tokenizer"]):  # split and looked up in one Rust call: no Python string per word
                 ids = [e.ids for e in fast.encode_batch(texts, add_special_tokens=False)]
             else:
                 ids = vocab.encode_batch(self._words(texts))
@@ -331,6 +335,36 @@ class TextStream:
         return {"classes": plan["classes"], "vocab": vocab.to_json(), "vocab_digest": vocab.digest,
                 "vocab_size": len(vocab), "tokenizer": d["tokenizer"], "max_length": d["max_length"],
                 "output_groups": groups}
+
+
+_WORDS_ASCII = re.compile(textfiles._WORDS, re.ASCII)
+
+
+def _ascii(texts: list[str]) -> bool:
+    return all(t.isascii() for t in texts)
+
+
+def ascii_words(texts: list[str], rule: str) -> list[list[str]]:
+    """split_words for ASCII texts through Python's `re` (C, no per-call tokenizers overhead): on
+    ASCII, \\w, \\s and \\b mean the same in Python's ASCII mode and in Oniguruma, so the
+    matches are the pre-tokenizer's; whitespace and U+001C-U+001F dropped as split_words drops them."""
+    if rule == "words":
+        return [[w for w in _WORDS_ASCII.findall(t) if w.strip()] for t in texts]
+    return [_ws_split(t) for t in texts]
+
+
+def _ws_split(text: str) -> list[str]:
+    """HF WhitespaceSplit on ASCII (splits on \\s only, not U+001C-U+001F), then split_words' strip filter."""
+    return [w for w in re.split(r"[ \t\n\r\x0b\x0c]+", text) if w.strip()]
+
+
+def ascii_ids(words: list[list[str]], vocab: Vocab, lowercase: bool) -> list[list[int]]:
+    """Vocab.encode_batch on ASCII words (where Python's lower() is Rust's): a dict lookup."""
+    index = vocab.tokenizer.get_vocab()
+    unk = index[SPECIALS[UNK]]
+    if lowercase:
+        return [[index.get(w.lower(), unk) for w in s] for s in words]
+    return [[index.get(w, unk) for w in s] for s in words]
 
 
 _CONTROL = re.compile("[\x1c-\x1f]")
