@@ -306,31 +306,43 @@ def _checked(path: Path, text: str, label: str | None, line: int, text_column: s
 
 def split_by_fraction(table: Table, val_fraction: float, test_fraction: float,
                       seed: int) -> tuple[Table, Table | None, Table]:
-    """One file cut into train / val / test at random (seeded), fractions of its rows."""
-    assigned = fraction_assignment(len(table), table.path, val_fraction, test_fraction, seed)
+    """One file cut into train / val / test by `content_split` (the streamed preparation's rule)."""
+    assigned = content_split(table.texts, table.labels or [None] * len(table), val_fraction, test_fraction, seed)
     parts = [(assigned == k).nonzero()[0].tolist() for k in (TRAIN, VAL, TEST)]
+    check_split_sizes(table.path, len(table), [len(p) for p in parts], val_fraction, test_fraction)
     return table.subset(parts[0]), table.subset(parts[1]) if parts[1] else None, table.subset(parts[2])
 
 
 TRAIN, VAL, TEST = 0, 1, 2
 
 
-def fraction_assignment(n: int, path: str, val_fraction: float, test_fraction: float, seed: int) -> Any:
-    """The split (TRAIN, VAL or TEST) of each of a file's `n` rows: an int8 array, so a streamed
-    preparation that knows only the row count cuts exactly as `split_by_fraction` does."""
+def content_split(texts: list[str], labels: list[str | None], val_fraction: float, test_fraction: float,
+                  seed: int) -> Any:
+    """The split (TRAIN, VAL or TEST, int8) of each row of a file cut by fraction: a seeded blake2b
+    hash of the row's text and label mapped to [0, 1).  A rule of the row alone: no row count nor
+    index, so the same from any grouping of rows into pieces or shards, and duplicates always
+    land in the same split (no train/test leak)."""
+    import hashlib
+
     import numpy as np
 
-    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
-    if n_test < 1 or n - n_test - n_val < 1:
+    key = int(seed or 0).to_bytes(8, "little", signed=True)
+    u = np.fromiter((int.from_bytes(hashlib.blake2b(f"{t}\0{lab}".encode("utf-8", "surrogatepass"), digest_size=8,
+                                                    key=key).digest(), "little") for t, lab in zip(texts, labels)),
+                    dtype=np.uint64, count=len(texts))
+    x = (u >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    test, val = float(test_fraction or 0), float(val_fraction or 0)
+    return np.where(x < test, TEST, np.where(x < test + val, VAL, TRAIN)).astype(np.int8)
+
+
+def check_split_sizes(path: str, n: int, sizes: list[int], val_fraction: float, test_fraction: float) -> None:
+    """Train and test (and val, when data.val_fraction asks for it) must each have rows."""
+    train, val, test = sizes
+    if not train or not test or (val_fraction and not val):
         raise TextDataError(
-            f"{path}: {n} samples cannot be split into train / val ({val_fraction}) / test ({test_fraction}); "
-            "change data.val_fraction / data.test_fraction or give more rows"
+            f"{path}: {n} samples cannot be split into train / val ({val_fraction}) / test ({test_fraction}) "
+            f"(train {train}, val {val}, test {test}); change data.val_fraction / data.test_fraction or give more rows"
         )
-    order = np.random.default_rng(seed).permutation(n)
-    assigned = np.full(n, TRAIN, dtype=np.int8)
-    assigned[order[:n_test]] = TEST
-    assigned[order[n_test : n_test + n_val]] = VAL
-    return assigned
 
 
 def word_splitter(rule: Literal["words", "whitespace"]) -> pre_tokenizers.PreTokenizer:

@@ -37,6 +37,18 @@ class VocabError(ValueError):
     """A vocabulary file that cannot be used (unreadable, or not the one the checkpoint was trained with)."""
 
 
+def normalize_counts(counts: dict[str, int], lowercase: bool) -> dict[str, int]:
+    """Raw word counts as the trainer counts them: through the same normalizer (Rust's lower-casing,
+    not Python's) and pre-tokenizer; bounded by the distinct words, not the text."""
+    lower = normalizers.Lowercase() if lowercase else None
+    out: dict[str, int] = {}
+    for word, n in counts.items():
+        for part in (lower.normalize_str(word) if lower else word).split(_SEP):
+            if part:
+                out[part] = out.get(part, 0) + n
+    return out
+
+
 class Vocab:
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
@@ -58,6 +70,29 @@ class Vocab:
         trainer = trainers.WordLevelTrainer(min_frequency=min_freq, special_tokens=SPECIALS, show_progress=False,
                                             **options)
         tokenizer.train_from_iterator((_SEP.join(words) for words in sentences), trainer)
+        if tokenizer.get_vocab_size() <= len(SPECIALS):
+            raise VocabError(
+                f"data.min_freq={min_freq} leaves no word in the vocabulary (only {', '.join(SPECIALS)}): no word "
+                "of the training texts occurs that often. Lower data.min_freq (1 keeps every word) or give more text.")
+        return cls(tokenizer)
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, int], lowercase: bool = True, min_freq: int = 1,
+                    max_size: int | None = None) -> Vocab:
+        """`train`'s vocabulary from word counts merged across pieces (a streamed preparation
+        counts each piece apart): the same rule as tokenizers' WordLevelTrainer (specials first,
+        then by count descending, ties by word), so the JSON and digest are `train`'s.  `counts`
+        must be of normalized words (`normalize_counts`)."""
+        ordered = sorted(((w, n) for w, n in counts.items() if n >= min_freq and w), key=lambda c: (-c[1], c[0]))
+        words = SPECIALS + [w for w, _ in ordered]
+        vocab: dict[str, int] = {}
+        for i, word in enumerate(words[: max_size or DEFAULT_MAX_SIZE]):
+            vocab[word] = i  # a word equal to a special overwrites it, as the trainer's map does
+        tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=SPECIALS[UNK]))
+        if lowercase:
+            tokenizer.normalizer = normalizers.Lowercase()
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(_SEP, behavior="removed")
+        tokenizer.add_special_tokens(SPECIALS)
         if tokenizer.get_vocab_size() <= len(SPECIALS):
             raise VocabError(
                 f"data.min_freq={min_freq} leaves no word in the vocabulary (only {', '.join(SPECIALS)}): no word "

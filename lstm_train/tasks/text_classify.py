@@ -27,7 +27,7 @@ sent to W&B) and lists it and the per-class counts in result.json
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import chunked, sst, textfiles
+from ..data import sst, table_stream, textfiles
 from ..data.chunked import EntryWriter
 from ..data.embeddings import read_vectors
 from ..data.ragged import Padded, Ragged
@@ -48,7 +48,6 @@ from .sections.text_classify import TextData, EmbeddingsConfig, TextModel  # noq
 
 VOCAB_FILE = "vocab.json"
 CONFUSION_PNG = "confusion_matrix.png"
-_CHUNK = 8192  # rows encoded and written at a time while streaming (memory: one chunk)
 # Above this many classes the evaluation keeps per-class counts instead of every cell, and no
 # figure or full matrix is written: a 1,000-class job must not cost classes squared (or a
 # figure matplotlib refuses) before its result.json.
@@ -94,82 +93,9 @@ class TextClassifyTask(Task):
         return Splits(train=columns["train"], val=columns.get("val"), test=columns["test"], info=info)
 
     def stream_data(self) -> Any:
-        """The user's files (source: files) streamed in bounded memory as one piece; SST (small,
-        tree-shaped) loaded whole (the default one-piece stream)."""
-        return _FilesStream(self) if self.job.data.source == "files" else super().stream_data()
-
-    def stream_into(self, out: EntryWriter) -> dict[str, Any] | None:
-        """`load_data` for the user's files in bounded memory, for the prepared-data store: the
-        same entry, written chunk by chunk.  The rows are read twice (once more to count them
-        when one file is split by fraction): the vocabulary and the classes from the train rows,
-        then each split encoded and appended.  SST is small and tree-shaped: loaded whole."""
-        data = self.job.data
-        if data.source != "files":
-            return None
-        rows = lambda p: textfiles.iter_rows(p, data.text_column, data.label_column, data.format, data.encoding)  # noqa: E731
-        if data.path:
-            with chunked.progress(f"counting rows of {Path(data.path).name}") as bar:
-                n = 0
-                for _ in rows(data.path):
-                    n += 1
-                    bar.update()
-            if n == 0:
-                raise textfiles.TextDataError(f"{Path(data.path).expanduser()}: no samples (an empty file?)")
-            assigned = textfiles.fraction_assignment(n, str(Path(data.path).expanduser()), data.val_fraction,
-                                                     data.test_fraction, data.split_seed)
-            kinds = {"train": textfiles.TRAIN, "val": textfiles.VAL, "test": textfiles.TEST}
-            sources = {k: (data.path, v) for k, v in kinds.items() if k != "val" or (assigned == v).any()}
-        else:
-            assigned = None
-            sources = {"train": (data.train_path, None), "test": (data.test_path, None)}
-            if data.val_path:
-                sources = {"train": sources["train"], "val": (data.val_path, None), "test": sources["test"]}
-
-        def split_rows(split: str) -> Iterator[textfiles.Row]:
-            path, kind = sources[split]
-            found = 0
-            for i, row in enumerate(rows(path)):
-                if assigned is None or assigned[i] == kind:
-                    found += 1
-                    yield row
-            if not found:
-                raise textfiles.TextDataError(f"{Path(path).expanduser()}: no samples (an empty file?)")
-
-        train_path = str(Path(sources["train"][0]).expanduser())
-        seen: set[str] = set()
-
-        def train_words() -> Iterator[list[str]]:
-            with chunked.progress("vocabulary") as bar:
-                for chunk in chunked.chunks(split_rows("train"), _CHUNK):
-                    seen.update(label for _, label, _ in chunk)
-                    yield from textfiles.split_words([text for text, _, _ in chunk], data.tokenizer)
-                    bar.update(len(chunk))
-
-        vocab = self._vocab(train_words())
-        classes = textfiles.label_classes(list(seen))
-        limit, sizes = data.max_length, {}
-        for split in sources:
-            tokens, labels = out.ragged(split, 0), out.dense(split, 1, "int64")
-            count, long = 0, []
-            with chunked.progress(f"encoding {split}") as bar:
-                for chunk in chunked.chunks(split_rows(split), _CHUNK):
-                    table = textfiles.Table(str(Path(sources[split][0]).expanduser()), [r[0] for r in chunk],
-                                            [r[1] for r in chunk], [r[2] for r in chunk])
-                    ids = vocab.encode_batch(textfiles.split_words(table.texts, data.tokenizer))
-                    if limit:
-                        long += [len(s) for s in ids if len(s) > limit]
-                        ids = [s[:limit] for s in ids]
-                    tokens.append(ids)
-                    labels.append(textfiles.label_ids(table, classes, train_path))
-                    count += len(chunk)
-                    bar.update(len(chunk))
-            if long:
-                note(f"{split}: cut {len(long):,} of {count:,} texts to data.max_length={limit} words "
-                     f"(the longest had {max(long):,})")
-            sizes[split] = count
-        note(f"{data.source}: {', '.join(f'{k} {v:,}' for k, v in sizes.items())} texts; {len(classes)} classes; "
-             f"vocabulary {len(vocab):,} words")
-        return self._info(vocab, classes, None)
+        """The preparation as a `Stream` (pieces, scan, plan, encode, info: data/stream.py) that the
+        store runs on every core or as a SLURM job array; SST and the user's files alike."""
+        return table_stream.TextStream(self.job.data)
 
     def _info(self, vocab: Vocab, classes: list[str], groups: list[list[int]] | None) -> dict[str, Any]:
         data = self.job.data
@@ -408,28 +334,3 @@ def macro_f1(matrix: torch.Tensor) -> float:
 
 
 TASK = TextClassifyTask
-
-
-class _FilesStream:
-    """text_classify's files as one piece, written chunk by chunk by `stream_into`."""
-
-    def __init__(self, task: TextClassifyTask) -> None:
-        self.task = type(task)(task.job, None)
-
-    def pieces(self) -> list[Piece]:
-        return [Piece(0, str(self.task.job.data.path or self.task.job.data.train_path), 0, 0)]
-
-    def scan(self, piece: Piece) -> dict[str, Any]:
-        return {}
-
-    def combine(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-        return {}
-
-    def plan(self, scan: dict[str, Any]) -> dict[str, Any]:
-        return {}
-
-    def encode(self, piece: Piece, plan: dict[str, Any], out: EntryWriter) -> dict[str, Any]:
-        return {"info": self.task.stream_into(out)}
-
-    def info(self, plan: dict[str, Any], counts: list[dict[str, Any]]) -> dict[str, Any]:
-        return counts[0]["info"]

@@ -1,0 +1,81 @@
+"""Measure text_classify's streamed CSV preparation: MB/s and peak RSS on a generated corpus.
+
+    PYTHONPATH=$PWD python -m lstm_train.bench.csv_stream --mb 10 [--workers 2]
+
+Rows of 16 words (a fixed list, numbered) and a label; the stream (data/table_stream.py) is run
+over its pieces in `--workers` processes (pass 1, plan, pass 2), as the store's driver does.
+The lead runs it alone on the machine; numbers on a busy machine are indicative only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import validate_job
+from ..data import table_stream
+from ..data.chunked import EntryWriter
+
+WORDS = "the a film movie plot good bad great awful story was is and of it this really quite".split()
+
+
+def corpus(path: Path, megabytes: float) -> None:
+    rng = np.random.default_rng(0)
+    block = "".join(f'"{" ".join(rng.choice(WORDS, 15))} {i}",{"pos" if i % 2 else "neg"}\n' for i in range(5000))
+    with open(path, "w") as f:
+        f.write("text,label\n")
+        while f.tell() < megabytes * 1e6:
+            f.write(block)
+
+
+def _scan(args: tuple[Any, Any]) -> Any:
+    stream, piece = args
+    return stream.scan(piece)
+
+
+def _encode(args: tuple[Any, Any, Any, str]) -> Any:
+    stream, piece, plan, folder = args
+    out = Path(folder) / f"piece-{piece.index:05d}"
+    out.mkdir()
+    writer = EntryWriter(out)
+    counts = stream.encode(piece, plan, writer)
+    writer.close()
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mb", type=float, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--piece-mb", type=float, default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "corpus.csv"
+        corpus(path, args.mb)
+        if args.piece_mb:
+            table_stream.PIECE_BYTES = int(args.piece_mb * 1e6)
+        spec = {"name": "bench", "task": "text_classify", "model": {"embedding_dim": 8, "hidden_size": 8},
+                "data": {"source": "files", "path": str(path)}}
+        stream = table_stream.TextStream(validate_job(spec, "bench").data)
+        start = time.perf_counter()
+        pieces = stream.pieces()
+        with ProcessPoolExecutor(args.workers) as pool:
+            plan = stream.plan(list(pool.map(_scan, [(stream, p) for p in pieces])))
+            counts = list(pool.map(_encode, [(stream, p, plan, tmp) for p in pieces]))
+        info = stream.info(plan, counts)
+        seconds = time.perf_counter() - start
+        size = path.stat().st_size / 1e6
+        rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+        print(f"csv {size:.1f} MB, {len(pieces)} pieces, {args.workers} workers: {seconds:.2f} s, "
+              f"{size / seconds:.2f} MB/s, peak RSS (largest process) {rss / 1024:.0f} MiB, vocabulary {info['vocab_size']}")
+
+
+if __name__ == "__main__":
+    main()

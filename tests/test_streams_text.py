@@ -1,0 +1,264 @@
+"""text_classify's Stream (data/table_stream.py), run by a serial runner without the store's driver:
+the entry equals load_data's (SST by digest), a fraction split by content hash, cuts that never
+split a quoted field, errors that name file:line/offset, and bounded memory."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lstm_train.data import table_stream
+from lstm_train.data.chunked import EntryWriter
+from lstm_train.data.stream import Stream
+from lstm_train.data.table_stream import TextStream, run_serially
+from lstm_train.data.textfiles import TextDataError
+from lstm_train.tasks.text_classify import TextClassifyTask
+
+from .conftest import ROOT, require
+from .test_text import job, write
+
+
+def entry(stream: TextStream, folder: Path, groups: list[list[int]] | None = None) -> tuple[dict, dict]:
+    """The stream run serially into `folder` (pieces grouped into shards by `groups`: each shard
+    its own writer, concatenated in piece order): {split: (token lists, labels)}, info."""
+    pieces = stream.pieces()
+    plan = stream.plan(functools.reduce(stream.combine, (stream.scan(p) for p in pieces)))
+    groups = groups or [list(range(len(pieces)))]
+    out: dict[str, tuple[list, list]] = {}
+    counts = []
+    for g, members in enumerate(groups):
+        shard = folder / f"shard-{g}"
+        shard.mkdir(parents=True)
+        writer = EntryWriter(shard)
+        opened: dict = {}
+        _share_columns(writer, opened)
+        counts += [stream.encode(pieces[i], plan, writer) for i in members]
+        for split in writer.close():
+            if (shard / f"{split}.0.values.npy").exists():
+                prev = out.setdefault(split, ([], [], []))
+                for got, name in zip(prev, ("0.values", "0.lengths", "1")):
+                    got.append(np.load(shard / f"{split}.{name}.npy"))
+    out = {k: tuple(np.concatenate(v).tolist() if len(v) > 1 else v[0].tolist() for v in cols) for k, cols in out.items()}
+    return out, stream.info(plan, counts)
+
+
+def _share_columns(writer: EntryWriter, opened: dict) -> None:
+    """One writer shared by a shard's pieces returns the open column again (the store's rule)."""
+    ragged, dense = writer.ragged, writer.dense
+
+    def shared(open_column):
+        def column(split, i, *args):
+            if (split, i) not in opened:
+                opened[(split, i)] = open_column(split, i, *args)
+            return opened[(split, i)]
+        return column
+
+    writer.ragged, writer.dense = shared(ragged), shared(dense)  # type: ignore[method-assign]
+
+
+def loaded(task: TextClassifyTask) -> tuple[dict, dict]:
+    """load_data's columns as entry() gives them: (token values, lengths, labels) per split."""
+    splits = task.load_data()
+    out = {}
+    for name in ("train", "val", "test"):
+        split = getattr(splits, name)
+        if split is not None:
+            tokens, labels = split
+            out[name] = (tokens.values.tolist(), tokens.lengths_cpu.tolist(), labels.tolist())
+    return out, splits.info
+
+
+def digest(columns: dict) -> str:
+    return hashlib.sha256(repr(sorted(columns.items())).encode()).hexdigest()
+
+
+def test_stream_is_the_contract(tmp_path):
+    path = write(tmp_path / "d.csv", "text,label\na b,x\nc d,y\n")
+    stream = TextClassifyTask(job({"source": "files", "path": str(path)}), run_dir=tmp_path / "r").stream_data()
+    assert isinstance(stream, Stream)
+    import pickle
+
+    assert pickle.loads(pickle.dumps(stream)).d == stream.d
+
+
+@pytest.mark.parametrize("source", ["sst2", "sst5"])
+def test_sst_entry_equals_load_data(tmp_path, source):
+    root = Path(os.environ.get("LSTM_TRAIN_DATA", ROOT.parent / "shared" / "data"))
+    require((root / "SST" / "trees" / "train.txt").is_file(), f"SST trees not found under {root}")
+    task = TextClassifyTask(job({"source": source, "root": str(root)}), run_dir=tmp_path / "r")
+    (want, want_info) = loaded(task)
+    got, info = entry(task.stream_data(), tmp_path / "e")
+    assert digest(got) == digest(want)
+    assert info == want_info
+
+
+def test_files_train_val_test_equal_load_data(tmp_path):
+    lines = [f'"{"a good" if i % 3 else "a bad, bad"} film ""{i}"" isn\'t it",{"pos" if i % 2 else "neg"}' for i in range(300)]
+    paths = {s: str(write(tmp_path / f"{s}.csv", "text,label\n" + "\n".join(lines[k::3]) + "\n"))
+             for k, s in enumerate(("train", "val", "test"))}
+    task = TextClassifyTask(job({"source": "files", "train_path": paths["train"], "val_path": paths["val"],
+                                 "test_path": paths["test"], "max_length": 5}), run_dir=tmp_path / "r")
+    want, want_info = loaded(task)
+    got, info = entry(task.stream_data(), tmp_path / "e")
+    assert got == want and info == want_info
+
+
+def many_rows(path: Path, n: int, newline_every: int = 0) -> Path:
+    rng = np.random.default_rng(0)
+    words = np.array("the a film movie plot good bad great awful story was is".split())
+    rows = ["id,text,label"]
+    for i in range(n):
+        text = " ".join(rng.choice(words, 6))
+        if newline_every and i % newline_every == 0:
+            text = f'{text}\n"" {text}'
+        rows.append(f'{i},"{text}",{"pos" if i % 2 else "neg"}')
+    return write(path, "\n".join(rows) + "\n")
+
+
+def test_fraction_split_by_content_hash_is_independent_of_pieces(tmp_path, monkeypatch):
+    path = many_rows(tmp_path / "d.csv", 3000, newline_every=7)
+    spec = {"source": "files", "path": str(path), "val_fraction": 0.1, "test_fraction": 0.2, "split_seed": 3}
+    task = TextClassifyTask(job(spec), run_dir=tmp_path / "r")
+    whole, info = entry(task.stream_data(), tmp_path / "one")
+    monkeypatch.setattr(table_stream, "PIECE_BYTES", 4096)
+    monkeypatch.setattr(table_stream, "BLOCK_BYTES", 1000)
+    stream = task.stream_data()
+    pieces = stream.pieces()
+    assert len(pieces) > 20
+    grouped, info2 = entry(stream, tmp_path / "many", [list(range(0, 5)), list(range(5, len(pieces)))])
+    assert grouped == whole and info2 == info
+    assert [len(whole[s][2]) for s in ("train", "val", "test")] == pytest.approx([2100, 300, 600], rel=0.2)
+    # the rule is of the row alone: the same text and label always land in the same split
+    a = stream.split_of(["same text"] * 3 + ["other"], ["x"] * 4)
+    assert len(set(a[:3].tolist())) == 1
+    other_seed = TextStream(job({**spec, "split_seed": 4}).data)
+    assert (other_seed.split_of([str(i) for i in range(200)], ["x"] * 200) !=
+            stream.split_of([str(i) for i in range(200)], ["x"] * 200)).any()
+
+
+def test_cuts_fall_outside_quoted_fields(tmp_path):
+    path = write(tmp_path / "q.csv", 'text,label\n"a\nb\nc\nd",x\n"e\nf",y\ng,z\n')
+    cuts = table_stream.cut_points(path, 1, quoted=True)
+    raw = path.read_bytes()
+    assert cuts == [len(b'text,label\n'), raw.index(b'"e'), raw.index(b"g,z"), len(raw)]
+
+
+def test_an_empty_split_is_refused(tmp_path):
+    path = write(tmp_path / "d.csv", "text,label\na b,x\nc d,y\n")
+    task = TextClassifyTask(job({"source": "files", "path": str(path), "val_fraction": 0.1, "test_fraction": 0.1}),
+                            run_dir=tmp_path / "r")
+    with pytest.raises(TextDataError, match="cannot be split into train / val"):
+        entry(task.stream_data(), tmp_path / "e")
+
+
+def test_bad_rows_name_the_file_line_and_offset(tmp_path, monkeypatch):
+    monkeypatch.setattr(table_stream, "PIECE_BYTES", 64)
+    rows = "text,label\n" + "".join(f"row {i} text,x\n" for i in range(40))
+    path = write(tmp_path / "r.csv", rows + "too,many,fields\n")
+    stream = TextClassifyTask(job({"source": "files", "path": str(path)}), run_dir=tmp_path / "r").stream_data()
+    with pytest.raises(TextDataError, match=rf"r\.csv:42: 3 fields, but the header has 2"):
+        [stream.scan(p) for p in stream.pieces()]
+    bad = rows.encode() + b"caf\xe9 au lait,x\n"
+    write(tmp_path / "u.csv", "")
+    (tmp_path / "u.csv").write_bytes(bad)
+    stream = TextClassifyTask(job({"source": "files", "path": str(tmp_path / "u.csv")}),
+                              run_dir=tmp_path / "r").stream_data()
+    with pytest.raises(TextDataError, match=rf"u\.csv:42: not valid utf-8 \(byte 0xe9 at offset {len(rows) + 3}\)"):
+        [stream.scan(p) for p in stream.pieces()]
+
+
+def test_jsonl_pieces_equal_load_data(tmp_path, monkeypatch):
+    import json
+
+    lines = [json.dumps({"t": f"text number {i} {'good' if i % 2 else 'bad'}", "y": i % 3}) for i in range(500)]
+    paths = {s: str(write(tmp_path / f"{s}.jsonl", "\n".join(lines[k::2]) + "\n")) for k, s in enumerate(("train", "test"))}
+    task = TextClassifyTask(job({"source": "files", "train_path": paths["train"], "test_path": paths["test"],
+                                 "text_column": "t", "label_column": "y"}), run_dir=tmp_path / "r")
+    monkeypatch.setattr(table_stream, "PIECE_BYTES", 1000)
+    want, want_info = loaded(task)
+    got, info = entry(task.stream_data(), tmp_path / "e")
+    assert got == want and info == want_info
+
+
+def test_memory_bounded_below_the_file(tmp_path):
+    """Prepared under an address-space limit of 64 MiB above the interpreter's start: a 13 MB file
+    held whole (its text, rows as Python strings, word lists: ~100 MB) would not fit;
+    streamed (a 4 MB block, 8192 rows at a time) it fits."""
+    rng = np.random.default_rng(0)
+    words = np.array("the a film movie plot good bad great awful story was is".split())
+    block = "".join(f'"{" ".join(rng.choice(words, 14))} {i}",{"pos" if i % 2 else "neg"}\n' for i in range(2000))
+    path = tmp_path / "big.csv"
+    with open(path, "w") as f:
+        f.write("text,label\n")
+        for _ in range(100):
+            f.write(block)
+    assert path.stat().st_size > 12 << 20
+    script = textwrap.dedent(f"""
+        import resource
+        from pathlib import Path
+        from lstm_train.config import validate_job
+        from lstm_train.data import table_stream
+        from lstm_train.data.chunked import EntryWriter
+        spec = {{"name": "t", "task": "text_classify", "model": {{"embedding_dim": 8, "hidden_size": 6}},
+                 "data": {{"source": "files", "path": {str(path)!r}}}}}
+        stream = table_stream.TextStream(validate_job(spec, "t").data)
+        table_stream.PIECE_BYTES = 4 << 20
+        out = Path({str(tmp_path / 'out')!r}); out.mkdir()
+        writer, opened = EntryWriter(out), {{}}
+        ragged, dense = writer.ragged, writer.dense
+        writer.ragged = lambda s, i, *a: opened[(s, i)] if (s, i) in opened else opened.setdefault((s, i), ragged(s, i, *a))
+        writer.dense = lambda s, i, *a: opened[(s, i)] if (s, i) in opened else opened.setdefault((s, i), dense(s, i, *a))
+        Vocab = table_stream.Vocab; Vocab.from_json(Vocab.train([["warm"]]).to_json()).encode_batch([["up"]])
+        base = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (base + (64 << 20), resource.RLIM_INFINITY))
+        info = table_stream.run_serially(stream, writer)
+        writer.close()
+        print("ok", info["vocab_size"])
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "RAYON_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("ok ")
+
+
+@pytest.mark.parametrize("rule", ["words", "whitespace"])
+def test_batch_tokenizer_gives_split_words_and_vocab_ids(rule):
+    """The encode fast path (one batched Rust call) equals Vocab.encode_batch(split_words(...))."""
+    from lstm_train.config import validate_job
+    from lstm_train.data import textfiles
+    from lstm_train.data.vocab import Vocab
+
+    texts = ["caf\u00e9 isn't  \u00c9T\u00c9\n ok.. x--y -- \x1c a\x1db", "\u0928\u092e\u0938\u094d\u0924\u0947 \U0001F600 A's",
+             "I.B.M. can't won't 3.5 e-mail", "\u0130stanbul STRASSE \u1e9e \u00a0 tab\there"]
+    words = textfiles.split_words(texts, rule)
+    vocab = Vocab.train(words[:2] + [["e-mail", "can"]])
+    fast = table_stream.batch_tokenizer(vocab.to_json(), rule)
+    clean = [t for t in texts if table_stream._exact([t], rule)]
+    assert [e.ids for e in fast.encode_batch(clean, add_special_tokens=False)] == vocab.encode_batch(
+        textfiles.split_words(clean, rule))
+    spec = {"name": "t", "task": "text_classify", "model": {"embedding_dim": 8, "hidden_size": 8},
+            "data": {"source": "files", "path": "x.csv", "tokenizer": rule}}
+    assert TextStream(validate_job(spec, "t").data)._words(texts) == words
+
+
+@pytest.mark.parametrize("rule", ["words", "whitespace"])
+def test_ascii_path_gives_split_words_and_vocab_ids(rule):
+    """ASCII chunks take Python's re and a dict lookup: the same words and ids as the slow path."""
+    from lstm_train.data import textfiles
+    from lstm_train.data.vocab import Vocab
+
+    texts = ["I.B.M. can't won't 3.5 e-mail... --x-- a_b", "Don't STOP \x1c a\x1db\x0bc\x0cd\te\r\nf", "'s 're O'Neil's ??!",
+             "x_y__z 12,000 $5 (a) [b] {c} \"q\" don'tcha"]
+    words = textfiles.split_words(texts, rule)
+    assert table_stream.ascii_words(texts, rule) == words
+    for lowercase in (True, False):
+        vocab = Vocab.train(words[:2], lowercase=lowercase)
+        assert table_stream.ascii_ids(words, vocab, lowercase) == vocab.encode_batch(words)
