@@ -84,6 +84,14 @@ class RaggedWriter:
         self.lengths.append(lengths)
         self._end += total
 
+    def append_flat(self, values: Any, lengths: Any) -> None:
+        """Sequences given as their concatenated values and their lengths (no list per sequence)."""
+        lengths = np.asarray(lengths, dtype=np.int64)
+        self.values.append(values)
+        self.offsets.append(self._end + np.cumsum(lengths))
+        self.lengths.append(lengths)
+        self._end += int(lengths.sum())
+
     def close(self) -> dict[str, Any]:
         return {"kind": "ragged", "values": self.values.close(), "offsets": self.offsets.close(),
                 "lengths": self.lengths.close()}

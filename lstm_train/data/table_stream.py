@@ -221,6 +221,28 @@ class TextStream:
                                      bool(self.d["phrases"]) and piece.split == "train")
         yield str(piece.split), words, labels, list(range(1, len(labels) + 1))
 
+    def _flat_words(self, texts: list[str]) -> tuple[list[str], int] | None:
+        """The words of a chunk of ASCII texts in one `re` pass over them joined by a separator
+        token (the C loop, not one call per text), for the `words` rule; None where this path
+        would not split exactly as `split_words` (non-ASCII, the separator or control characters
+        in a text, the whitespace rule)."""
+        if self.d["source"] != "files" or self.d["tokenizer"] != "words":
+            return None
+        joined = _SEP_JOIN.join(texts)
+        if not joined.isascii() or joined.count(_SEP) != len(texts) - 1 or _CONTROL.search(joined):
+            return None
+        words = _WORDS_ASCII.findall(joined)
+        return words, len(texts)
+
+    def _index(self, plan: dict[str, Any]) -> dict[str, int]:
+        """word -> id of the plan's vocabulary, the separator -> -1 (built once per piece's plan)."""
+        key = id(plan)
+        if getattr(self, "_index_key", None) != key:
+            vocab = Vocab.from_json(plan["vocab"])
+            self._index_cache = {**vocab.tokenizer.get_vocab(), _SEP: -1}
+            self._index_key = key
+        return self._index_cache
+
     def _words(self, texts: Any) -> list[list[str]]:
         """Each text's words as `textfiles.split_words` gives them (SST: already words)."""
         if self.d["source"] == "files" and _ascii(texts):
@@ -240,8 +262,12 @@ class TextStream:
         for split, texts, labs, _ in self.chunks(piece):
             rows[split] += len(labs)
             if split == "train":
-                for sentence in self._words(texts):
-                    words.update(sentence)
+                flat = self._flat_words(texts)
+                if flat is not None:
+                    words.update(flat[0])
+                else:
+                    for sentence in self._words(texts):
+                        words.update(sentence)
                 labels.update(str(lab) for lab in labs)
         return {"words": normalize_counts(dict(words), bool(self.d["lowercase"])), "labels": dict(labels),
                 "rows": dict(rows)}
@@ -304,6 +330,13 @@ class TextStream:
         limit, counts = self.d["max_length"], {s: {"rows": 0, "cut": 0, "longest": 0} for s in splits}
         fast = batch_tokenizer(plan["vocab"], self.d["tokenizer"]) if self.d["source"] == "files" else None
         for split, texts, labels, lines in self.chunks(piece):
+            flat = self._flat_words(texts) if fast is not None else None
+            if flat is not None:  # a chunk's words in one regex pass and one lookup pass
+                values, lengths = flat_ids(flat, self._index(plan), bool(self.d["lowercase"]), limit, counts[split])
+                columns[split][0].append_flat(values, lengths)
+                columns[split][1].append(self._label_ids(piece, labels, lines, index))
+                counts[split]["rows"] += len(lengths)
+                continue
             if fast is not None and _ascii(texts):
                 ids = ascii_ids(ascii_words(texts, self.d["tokenizer"]), vocab, bool(self.d["lowercase"]))
             elif fast is not None and _exact(texts, self.d["tokenizer"]):  # split and looked up in one Rust call: no Python string per word
@@ -349,6 +382,34 @@ class TextStream:
 
 
 _WORDS_ASCII = re.compile(textfiles._WORDS, re.ASCII)
+
+
+_SEP = "\x00"  # between texts: matched by [^\w\s] as a token of its own, never inside a word
+_SEP_JOIN = f" {_SEP} "
+
+
+def flat_ids(flat: tuple[list[str], int], index: dict[str, int], lowercase: bool, limit: int | None,
+             counts: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(values, lengths) of the chunk's texts from its flat word list (separators -1), each text
+    cut to `limit` words (the cut counted in `counts`)."""
+    words, n = flat
+    if lowercase:  # one C pass over all the words, not a lower() per word
+        words = "\x01".join(words).lower().split("\x01")
+    unk = index[SPECIALS[UNK]]
+    ids = np.fromiter((index.get(w, unk) for w in words), dtype=np.int64, count=len(words))
+    seps = np.flatnonzero(ids == -1)
+    bounds = np.concatenate([[-1], seps, [len(ids)]])
+    lengths = np.diff(bounds) - 1
+    values = np.delete(ids, seps)
+    if limit and (lengths > limit).any():
+        long = lengths[lengths > limit]
+        counts["cut"] += int(len(long))
+        counts["longest"] = max(counts["longest"], int(long.max()))
+        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        values = values[(np.arange(len(values)) - starts) < limit]
+        lengths = np.minimum(lengths, limit)
+    assert len(lengths) == n
+    return values, lengths
 
 
 def _ascii(texts: list[str]) -> bool:
