@@ -17,6 +17,7 @@ import torch
 from lstm_train.config import validate_job
 from lstm_train.data import prepared, textfiles
 from lstm_train.data.ragged import Ragged
+from lstm_train.data.table_stream import TextStream
 from lstm_train.tasks.text_classify import TextClassifyTask
 
 from .conftest import ROOT, accelerate_cli, result_of, run_cli
@@ -159,14 +160,19 @@ def test_unwritable_cache_dir_names_it(tmp_path: Path) -> None:
         prepared.load(task_of(path, blocker / "cache"))
 
 
-class EditedWhileReading(TextClassifyTask):
-    """A source file that another process appends to while it is being prepared."""
+class EditedStream(TextStream):
+    """A source file that another process appends to while it is being encoded."""
 
-    def stream_into(self, out):  # the path the store takes for CSV files
-        info = super().stream_into(out)
-        with open(self.job.data.path, "a") as f:
+    def encode(self, piece, plan, out):  # noqa: ANN001, ANN201
+        counts = super().encode(piece, plan, out)
+        with open(self.d["path"], "a") as f:
             f.write('"late row",pos\n')
-        return info
+        return counts
+
+
+class EditedWhileReading(TextClassifyTask):
+    def stream_data(self) -> EditedStream:
+        return EditedStream(self.job.data)
 
 
 def test_a_source_changed_during_preparation_is_detected(tmp_path: Path) -> None:

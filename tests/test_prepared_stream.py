@@ -82,7 +82,10 @@ def test_an_unknown_label_in_a_streamed_test_file_names_its_line(tmp_path: Path)
     test.write_text('review,stars\n"good film",pos\n"bad film",awful\n')
     with pytest.raises(ValueError, match=r"test.csv:3: label 'awful' does not occur in the training data"):
         prepared.load(task(tmp_path / "cache", train_path=str(train), test_path=str(test)))
-    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith("text_classify-") and p.is_dir()]
+    # no entry; the units done before the failure are kept in the .shards work directory (a rerun
+    # after the fix redoes only the others)
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith("text_classify-") and p.is_dir()
+                and not p.name.endswith(".shards")]
 
 
 def test_chunked_header_is_the_one_numpy_writes(tmp_path: Path) -> None:

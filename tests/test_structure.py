@@ -24,7 +24,7 @@ KNOWN_LONG_FUNCTIONS: set[str] = {
     "lstm_train/bench/tutorial.py:tutorial_epoch", "lstm_train/cli.py:parser",
     "lstm_train/models/captioner.py:Captioner.__init__",
     "lstm_train/slurm/submission.py:submit_sweep", "lstm_train/tasks/caption.py:load_strip",
-    "lstm_train/tasks/text_classify.py:TextClassifyTask.stream_into", "lstm_train/tracking.py:Tracker._start_wandb",
+     "lstm_train/tracking.py:Tracker._start_wandb",
     "lstm_train/train.py:conclude",
 }
 KNOWN_DATA_TO_TASKS: set[str] = set()

@@ -269,6 +269,7 @@ class TextStream:
                     for sentence in self._words(texts):
                         words.update(sentence)
                 labels.update(str(lab) for lab in labs)
+        words.pop(_SEP, None)  # the flat path's separators between texts are not words
         return {"words": normalize_counts(dict(words), bool(self.d["lowercase"])), "labels": dict(labels),
                 "rows": dict(rows)}
 
