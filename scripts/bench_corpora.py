@@ -169,7 +169,7 @@ def cmd_train(args: argparse.Namespace) -> list[dict]:
     """A few hundred steps on the 4 GB and the 40 MB corpora at 1 and 2 processes: each rank's
     peak RssAnon (the data is mapped, so it must not grow with the corpus)."""
     rows = []
-    for kind in ("lm", "csv"):
+    for kind in args.kinds:
         for mb in (40, 4000):
             corpus = args.corpora / (f"text-{mb}MB.txt" if kind == "lm" else f"csv-{mb}MB.csv")
             if not corpus.exists():
@@ -202,6 +202,7 @@ def main() -> None:
     parser.add_argument("--tokenizers", nargs="+", default=[*TOKENIZERS, "csv"])
     parser.add_argument("--big", action="store_true", help="generate: the 4 GB corpora too")
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--kinds", nargs="+", default=["lm", "csv"], help="train: lm (4 GB text) and/or csv")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/corpora-cache"))
     parser.add_argument("--json", type=Path, help="write the rows here too")
     args = parser.parse_args()
