@@ -22,6 +22,7 @@ import pytest
 import torch
 from safetensors.torch import save_model
 
+from lstm_train.data import prepared
 from lstm_train.config import load_job, validate_job
 from lstm_train.tasks import TASKS, get_task
 from lstm_train.tasks.base import PredictInputError, RunFileMismatch, Task
@@ -144,7 +145,7 @@ def test_every_task_is_built_from_info_alone_and_keeps_no_state(tmp_path: Path, 
         def unchanged(hook: str) -> None:
             assert snapshot(task) == before, f"{name}: {hook} set {sorted(set(vars(task)) - set(before)) or 'attributes'}"
 
-        splits = task.load_data()
+        splits = prepared.load(task)  # the one data path: the store runs the task's stream
         unchanged("load_data")
         info = json.loads(json.dumps(splits.info))
         assert info == splits.info, f"{name}: Splits.info is not plain JSON"
@@ -162,7 +163,7 @@ def test_every_task_is_built_from_info_alone_and_keeps_no_state(tmp_path: Path, 
         unchanged("loss")
         model.eval()
         with torch.no_grad():
-            sums = task.eval_sums(model, task.batch(splits.test, torch.arange(4)))
+            sums = task.eval_sums(model, task.batch(splits.test if splits.test is not None else splits.val, torch.arange(4)))
         metrics = task.metrics({k: float(v) for k, v in sums.items()}, prefix="test_")
         assert f"test_{task.primary(info)}" in metrics, name
         assert all(k.startswith("test_") for k in metrics), f"{name}: metric keys {sorted(metrics)}"
@@ -202,7 +203,7 @@ def test_an_edited_run_file_is_refused_on_resume_and_predict(tmp_path: Path) -> 
     job, inputs, options = tiny_job("text_classify", tmp_path)
     run_dir = Path(job.train.output_dir)
     task = get_task("text_classify")(job, run_dir)
-    info = task.load_data().info
+    info = prepared.load(task).info
     run_dir.mkdir()
     task.write_run_files(run_dir, info)
     assert not list(run_dir.glob(".*.tmp"))  # written through a temporary file, renamed
