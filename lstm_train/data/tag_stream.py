@@ -9,7 +9,7 @@ not the corpus: the training file's word forms (raw, cased: the word vocabulary 
 normalized counts, the character vocabulary counts each character once per distinct form,
 as `tagging.train_char_vocab` does) and every split's tag counts.  `plan` builds the same
 `Vocab`s, tag list, unseen tags and character width as `TagTask.load_data` (`Vocab.from_counts`
-gives `Vocab.train`'s JSON); pass 2 (`encode`) runs `tagging.encode` on each chunk.
+gives `Vocab.train`'s JSON); pass 2 (`encode`) encodes each chunk as `tagging.encode` does (in numpy).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from . import conll, tagging
+from . import conll
 from .chunked import EntryWriter, chunks
 from .stream import Piece
-from .vocab import Vocab, normalize_counts
+from .vocab import BOS, EOS, Vocab, normalize_counts
 
 CHUNK = 4096  # sentences encoded and written at a time
 
@@ -89,15 +89,16 @@ class TagStream:
         all_tags, width, split = plan["tags"] + plan["unseen_tags"], plan["char_width"], str(piece.split)
         counts = np.zeros(len(words), dtype=np.int64)
         writers = None
+        tag_index = {t: i for i, t in enumerate(all_tags)}
         for chunk in chunks(self._sentences(piece), CHUNK):
-            columns = tagging.encode(chunk, words, chars, all_tags, width)
+            columns = _encode(chunk, words, chars, tag_index, width)
             if writers is None:
-                writers = [out.ragged(split, i, c.values.numpy().dtype, tuple(c.values.shape[1:]))
-                           for i, c in enumerate(columns)]
+                writers = [out.ragged(split, i, c.dtype, tuple(c.shape[1:])) for i, c in enumerate(columns)]
+            lengths = np.array([len(s.words) for s in chunk], dtype=np.int64)
             for writer, column in zip(writers, columns):
-                writer.append_flat(column.values.numpy(), column.lengths_cpu.numpy())
+                writer.append_flat(column, lengths)
             if split == "train":
-                counts += np.bincount(columns[0].values.numpy().astype(np.int64), minlength=len(words))
+                counts += np.bincount(columns[0].astype(np.int64), minlength=len(words))
         return {"split": split, "word_counts": counts.tolist() if split == "train" else None}
 
     def info(self, plan: dict[str, Any], counts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -110,6 +111,27 @@ class TagStream:
             "format": conll.detect_format(train) if self.format == "auto" else self.format,
             "column": self.column, "primary_metric": "entity_f1" if scheme == "bio" else "accuracy",
         }
+
+
+def _encode(sentences: list[conll.TaggedSentence], words: Vocab, chars: Vocab, tag_index: dict[str, int],
+            width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`tagging.encode`'s (words, chars, tags) values in numpy: a worker process forked after the
+    parent ran torch's thread pool can hang inside torch, never inside numpy."""
+    flat = [w for s in sentences for w in s.words]
+    word_ids = np.fromiter((i for ids in words.encode_batch([s.words for s in sentences]) for i in ids),
+                           dtype=np.int32, count=len(flat))
+    forms = sorted(set(flat))
+    room = width - 2
+    clipped = [list(f) if len(f) <= room else list(f[: (room + 1) // 2] + f[len(f) - room // 2:]) for f in forms]
+    table = np.zeros((len(forms), width), dtype=np.int16 if len(chars) < 2**15 else np.int32)
+    for row, encoded in enumerate(chars.encode_batch(clipped) if clipped else []):
+        table[row, : len(encoded) + 2] = [BOS, *encoded, EOS]
+    index = {form: i for i, form in enumerate(forms)}
+    char_ids = table[np.fromiter((index[w] for w in flat), dtype=np.int64, count=len(flat))]
+    unseen = len(tag_index)
+    tag_ids = np.fromiter((tag_index.get(t, unseen) for s in sentences for t in (s.tags or [None] * len(s.words))),
+                          dtype=np.int16 if unseen < 2**15 else np.int32, count=len(flat))
+    return word_ids, char_ids, tag_ids
 
 
 @functools.lru_cache(maxsize=4)
