@@ -17,7 +17,6 @@ from lstm_train.data.conll import ConllError
 from lstm_train.tasks import get_task
 from .test_prepared import same_splits
 from .test_tagging import CONLLU
-from .test_translate import reversal_files
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("LSTM_TRAIN_DATA", "/work/shared/data"))
