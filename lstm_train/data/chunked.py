@@ -29,48 +29,54 @@ _HEADER = 128  # magic + version + length + dict, padded as numpy pads it (ARRAY
 T = TypeVar("T")
 
 
-def npy_header(dtype: np.dtype, length: int) -> bytes:
-    """The `.npy` v1.0 header numpy.save writes for a 1-D C-order array (numpy's own layout)."""
-    fields = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (length,)}
+def npy_header(dtype: np.dtype, length: int, row: tuple[int, ...] = ()) -> bytes:
+    """The `.npy` v1.0 header numpy.save writes for a C-order array of `length` rows of shape
+    `row` (numpy's own layout)."""
+    fields = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+              "shape": (length, *row)}
     text = "{" + "".join(f"{k!r}: {v!r}, " for k, v in sorted(fields.items())) + "}"
     pad = 64 - ((6 + 2 + 2 + len(text) + 1) % 64)
     body = (text + " " * pad + "\n").encode("latin1")
     header = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body
-    if len(header) != _HEADER:  # a 1-D shape never needs more; keep the reserved size honest
+    if len(header) != _HEADER:  # a 1-D or 2-D shape never needs more; keep the reserved size honest
         raise ValueError(f"npy header of {len(header)} bytes, {_HEADER} reserved")
     return header
 
 
 class GrowingArray:
-    """A 1-D `.npy` file appended to chunk by chunk; the header is written at `close`."""
+    """A `.npy` file of rows (scalars, or `row`-shaped arrays: a tagger's per-word characters)
+    appended to chunk by chunk; the header is written at `close`."""
 
-    def __init__(self, path: Path, dtype: Any, durable: bool = True) -> None:
-        self.path, self.dtype, self.length, self.durable = path, np.dtype(dtype), 0, durable
+    def __init__(self, path: Path, dtype: Any, durable: bool = True, row: tuple[int, ...] = ()) -> None:
+        self.path, self.dtype, self.length, self.durable, self.row = path, np.dtype(dtype), 0, durable, tuple(row)
         self._file = open(path, "wb")
         self._file.write(b"\0" * _HEADER)
 
     def append(self, values: Any) -> None:
         array = np.ascontiguousarray(values, dtype=self.dtype)
+        if self.row and tuple(array.shape[1:]) != self.row:
+            raise ValueError(f"{self.path.name}: rows of shape {tuple(array.shape[1:])}, the column's are {self.row}")
         self._file.write(array.tobytes())
         self.length += len(array)
 
     def close(self) -> dict[str, Any]:
         """Header in place, flushed to disk: the column's manifest record."""
         self._file.seek(0)
-        self._file.write(npy_header(self.dtype, self.length))
+        self._file.write(npy_header(self.dtype, self.length, self.row))
         self._file.flush()
         if self.durable:
             os.fsync(self._file.fileno())
         self._file.close()
-        return {"file": self.path.name, "dtype": str(self.dtype), "shape": [self.length],
+        return {"file": self.path.name, "dtype": str(self.dtype), "shape": [self.length, *self.row],
                 "bytes": self.path.stat().st_size}
 
 
 class RaggedWriter:
     """A `Ragged` column (values, offsets, lengths) appended to one chunk of sequences at a time."""
 
-    def __init__(self, folder: Path, prefix: str, dtype: Any = np.int64, durable: bool = True) -> None:
-        self.values = GrowingArray(folder / f"{prefix}.values.npy", dtype, durable)
+    def __init__(self, folder: Path, prefix: str, dtype: Any = np.int64, durable: bool = True,
+                 row: tuple[int, ...] = ()) -> None:
+        self.values = GrowingArray(folder / f"{prefix}.values.npy", dtype, durable, row)
         self.offsets = GrowingArray(folder / f"{prefix}.offsets.npy", np.int64, durable)
         self.lengths = GrowingArray(folder / f"{prefix}.lengths.npy", np.int64, durable)
         self.offsets.append([0])
@@ -105,12 +111,13 @@ class EntryWriter:
         self.folder, self.durable = folder, durable
         self._columns: dict[str, dict[int, GrowingArray | RaggedWriter]] = {}
 
-    def ragged(self, split: str, column: int, dtype: Any = np.int64) -> RaggedWriter:
+    def ragged(self, split: str, column: int, dtype: Any = np.int64, row: tuple[int, ...] = ()) -> RaggedWriter:
         """Column `column` of `split` as a Ragged column: opened on first use, the same writer after
-        (the pieces of one shard append to one column)."""
+        (the pieces of one shard append to one column).  `row`: the shape of each value (a
+        sequence of fixed-width rows), () for scalars."""
         found = self._columns.get(split, {}).get(column)
         if found is None:
-            found = RaggedWriter(self.folder, f"{split}.{column}", dtype, self.durable)
+            found = RaggedWriter(self.folder, f"{split}.{column}", dtype, self.durable, row)
             self._columns.setdefault(split, {})[column] = found
         return found  # type: ignore[return-value]
 

@@ -21,7 +21,7 @@ file and line.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,7 +30,7 @@ import conllu
 from conllu.exceptions import ParseException
 
 from ..schema import ConfigError
-from .textio import read_utf8
+from .textio import iter_utf8_lines
 
 CONLLU_FIELDS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
 # Columns a tagger can learn (id, form and head are not labels of a word).
@@ -65,26 +65,35 @@ def detect_format(path: Path) -> Format:
 def read_tagged(path: Path, fmt: Format | Literal["auto"], column: str | int | None,
                 with_tags: bool = True) -> list[TaggedSentence]:
     """The sentences of one file; `column` None means the format's default (upos / the last)."""
+    return list(iter_tagged(path, fmt, column, with_tags))
+
+
+def iter_tagged(path: Path, fmt: Format | Literal["auto"], column: str | int | None,
+                with_tags: bool = True) -> Iterator[TaggedSentence]:
+    """`read_tagged` one sentence at a time (a streamed preparation holds one sentence, not the file)."""
     fmt = detect_format(path) if fmt == "auto" else fmt
     if fmt == "conllu":
         if column is not None and not isinstance(column, str):
             raise ConllError(f"{path}: a CoNLL-U tag column is a field name, one of {', '.join(CONLLU_TAG_FIELDS)}; "
                              f"got {column!r}")
-        return read_conllu(path, column or "upos", with_tags)
+        return iter_conllu(path, column or "upos", with_tags)
     if column is not None and not isinstance(column, int):
         raise ConllError(f"{path}: the tag column of a whitespace-column file is a column number (0 = the token, "
                          f"-1 = the last); got {column!r}. For CoNLL-U files set data.format: conllu")
-    return read_columns(path, -1 if column is None else column, with_tags)
+    return iter_columns(path, -1 if column is None else column, with_tags)
 
 
-def _read_lines(path: Path) -> list[str]:
-    lines = read_utf8(path, ConllError).splitlines()
-    if not any(line.strip() for line in lines):
+def _read_lines(path: Path) -> Iterator[str]:
+    """The file's lines, read as they are used; a file of blank lines only is an error (at its end)."""
+    seen = False
+    for line in iter_utf8_lines(path, ConllError):
+        seen = seen or bool(line.strip())
+        yield line
+    if not seen:
         raise ConllError(f"{path}: the file is empty (no sentences)")
-    return lines
 
 
-def _blocks(lines: list[str]) -> Iterator[tuple[int, list[str]]]:
+def _blocks(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
     """(first line number, lines) of each blank-line-separated block."""
     start, block = 0, []
     for number, line in enumerate(lines, 1):
@@ -119,7 +128,11 @@ class ParsedSentence:
 def parse_conllu(path: Path) -> list[ParsedSentence]:
     """Every sentence of a CoNLL-U file, parsed by `conllu`, after checking that each token
     line has the ten columns (conllu itself accepts short lines silently)."""
-    sentences = []
+    return list(iter_parsed(path))
+
+
+def iter_parsed(path: Path) -> Iterator[ParsedSentence]:
+    """`parse_conllu` one sentence at a time."""
     for start, block in _blocks(_read_lines(path)):
         token_lines = []
         for offset, line in enumerate(block):
@@ -143,8 +156,7 @@ def parse_conllu(path: Path) -> list[ParsedSentence]:
         if not sentence.words():
             raise ConllError(f"{path}:{start}: a sentence with no words (only comments, multiword ranges or "
                              "empty nodes); every sentence needs at least one word line")
-        sentences.append(sentence)
-    return sentences
+        yield sentence
 
 
 def _bad_line(block: list[str], start: int, error: ParseException) -> int:
@@ -160,11 +172,15 @@ def _bad_line(block: list[str], start: int, error: ParseException) -> int:
 
 
 def read_conllu(path: Path, column: str = "upos", with_tags: bool = True) -> list[TaggedSentence]:
+    return list(iter_conllu(path, column, with_tags))
+
+
+def iter_conllu(path: Path, column: str = "upos", with_tags: bool = True) -> Iterator[TaggedSentence]:
+    """`read_conllu` one sentence at a time."""
     column = column.lower()
     if column not in CONLLU_TAG_FIELDS:
         raise ConllError(f"{path}: no CoNLL-U tag column {column!r}; choose one of {', '.join(CONLLU_TAG_FIELDS)}")
-    out = []
-    for sentence in parse_conllu(path):
+    for sentence in iter_parsed(path):
         words = sentence.words()
         tags = None
         if with_tags:
@@ -177,8 +193,7 @@ def read_conllu(path: Path, column: str = "upos", with_tags: bool = True) -> lis
                         "column must be filled on every word of a training or evaluation file (is the column right?)"
                     )
                 tags.append(tag)
-        out.append(TaggedSentence([t["form"] for _, t in words], tags, sentence.start))
-    return out
+        yield TaggedSentence([t["form"] for _, t in words], tags, sentence.start)
 
 
 def fill_conllu(path: Path, column: str, tagger: Callable[[list[list[str]]], list[list[str]]]) -> str:
@@ -205,14 +220,20 @@ def split_tokens(line: str) -> list[str]:
 
 
 def read_columns(path: Path, column: int = -1, with_tags: bool = True) -> list[TaggedSentence]:
-    out: list[TaggedSentence] = []
+    return list(iter_columns(path, column, with_tags))
+
+
+def iter_columns(path: Path, column: int = -1, with_tags: bool = True) -> Iterator[TaggedSentence]:
+    """`read_columns` one sentence at a time."""
+    found = 0
     for start, block in _blocks(_read_lines(path)):
         words, tags, first = [], [], None
         for offset, line in enumerate(block):
             fields = split_tokens(line)
             if fields[0] == DOCSTART:
                 if words:  # a marker inside a sentence ends it
-                    out.append(TaggedSentence(words, tags if with_tags else None, first))
+                    found += 1
+                    yield TaggedSentence(words, tags if with_tags else None, first)
                     words, tags, first = [], [], None
                 continue
             number = start + offset
@@ -227,7 +248,7 @@ def read_columns(path: Path, column: int = -1, with_tags: bool = True) -> list[T
             words.append(fields[0])
             first = first or number
         if words:
-            out.append(TaggedSentence(words, tags if with_tags else None, first))
-    if not out:
+            found += 1
+            yield TaggedSentence(words, tags if with_tags else None, first)
+    if not found:
         raise ConllError(f"{path}: no sentences (only {DOCSTART} lines)")
-    return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -27,6 +28,27 @@ def read_utf8(path: Path | str, error: type[Exception], missing: str = "") -> st
         raise error(f"{path}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); convert the "
                     "file to UTF-8 (e.g. iconv -f latin1 -t UTF-8)") from None
     return text[1:] if text.startswith("\ufeff") else text
+
+
+def iter_utf8_lines(path: Path | str, error: type[Exception], missing: str = "") -> Iterator[str]:
+    """`read_utf8(path).splitlines()` one line at a time (a streamed reader holds one line, not
+    the file): the same lines, the same errors (a UTF-8 sequence never holds byte 0x0A, so
+    decoding line by line is decoding the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file" + (" (it is a folder)" if path.exists() else "") + missing)
+    offset = 0
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise error(f"{path}:{number}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {offset + e.start}); "
+                            "convert the file to UTF-8 (e.g. iconv -f latin1 -t UTF-8)") from None
+            if number == 1 and text.startswith("\ufeff"):
+                text = text[1:]
+            offset += len(raw)
+            yield from text.splitlines()
 
 
 _C1 = re.compile("[\x80-\x9f]")

@@ -28,6 +28,7 @@ from torch import nn
 
 from ..data import conll, tagging
 from ..data.conll import ConllError, TaggedSentence
+from ..data.tag_stream import TagStream
 from ..data.ragged import Padded, gather
 from ..data.vocab import UNK, Vocab
 from .tag_entities import entity_counts, invalid_transitions, is_bio
@@ -55,6 +56,11 @@ class TagTask(Task):
     def source_files(self) -> list[Path]:
         data = self.job.data
         return [data.path(name) for name in ("train", "val", "test") if getattr(data, name)]
+
+    def stream_data(self) -> TagStream:
+        """The files one piece each, read a sentence at a time and encoded in chunks
+        (`data/tag_stream.py`): the entry `load_data` gives, without a file in memory."""
+        return TagStream(self.job.data, is_bio)
 
     def load_data(self) -> Splits:
         data = self.job.data
