@@ -30,7 +30,10 @@ A task's `Task.stream_data()` returns a `Stream`.  The store then runs:
 
 Every method is called on a fresh object in a worker process (or a SLURM array
 task): a Stream keeps nothing between calls but what `__init__` got (the job),
-and must be picklable.
+and must be picklable.  Workers are forked (no second interpreter start-up per
+worker); a stream therefore uses numpy, `tokenizers` and plain Python, never torch
+(torch's thread pools do not survive a fork: a forked worker waits forever on a lock
+the parent's threads held).
 """
 
 from __future__ import annotations
