@@ -5,6 +5,8 @@ so a reader sees all of it or none of it:
 
     checkpoints/step-00000100/
         model.safetensors   the plain module's weights (safetensors: nothing in it executes)
+        average.safetensors the averaged weights, with train.ema / train.ntasgd (meta.json's
+                            "average" holds their step count and start step)
         state.pt            optimizer, scheduler, GradScaler (fp16) and per-rank state
                             (random generators as tensors, anything a task carries between
                             steps); read with torch.load(weights_only=True) and nothing else
@@ -44,6 +46,7 @@ from .runfiles import CHECKPOINTS, VOLATILE_SECTIONS, checkpoint_files, old_chec
 FORMAT = "lstm_train.checkpoint"
 FORMAT_VERSION = 2
 MODEL_FILE = "model.safetensors"
+AVERAGE_FILE = "average.safetensors"  # the averaged weights (train.ema / train.ntasgd), beside the raw ones
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 BEST = "best"  # the best weights by the task's primary metric on validation data
@@ -103,6 +106,8 @@ class Checkpoint:
     task_info: dict[str, Any]
     config: dict[str, Any]
     scaler: dict[str, Any] | None = None  # fp16's GradScaler
+    average: dict[str, torch.Tensor] | None = None  # averaged weights (train.ema / train.ntasgd), average.safetensors
+    average_meta: dict[str, Any] | None = None  # their step count and start step (meta.json's "average")
     format_version: int = FORMAT_VERSION
 
 
@@ -131,8 +136,12 @@ def save(folder: Path, checkpoint: Checkpoint, keep: int) -> Path:
              "per_rank": checkpoint.per_rank}
     meta = {"step": checkpoint.step, "world_size": checkpoint.world_size, "global_batch": checkpoint.global_batch,
             "train_seconds": checkpoint.train_seconds, "loop": asdict(checkpoint.loop)}
+    if checkpoint.average_meta is not None:
+        meta["average"] = {**checkpoint.average_meta, "saved": checkpoint.average is not None}
     files = {MODEL_FILE: _weights_bytes(checkpoint.model), STATE_FILE: _torch_bytes(state),
              META_FILE: _meta_bytes(meta, checkpoint.task_info, checkpoint.config, path)}
+    if checkpoint.average is not None:
+        files[AVERAGE_FILE] = _weights_bytes(checkpoint.average)
     write_directory(path, files)
     for _, old in checkpoint_files(folder)[keep:]:
         shutil.rmtree(old, ignore_errors=True)
@@ -260,7 +269,8 @@ def load(path: Path) -> Checkpoint:
             global_batch=int(meta["global_batch"]), train_seconds=float(meta["train_seconds"]),
             loop=SavedLoop(**{f.name: meta["loop"][f.name] for f in fields(SavedLoop)}),
             task_info=meta["task_info"], config=meta["config"], scaler=state.get("scaler"),
-            format_version=int(meta["format_version"]))
+            average=read_weights(path, AVERAGE_FILE) if (meta.get("average") or {}).get("saved") else None,
+            average_meta=meta.get("average"), format_version=int(meta["format_version"]))
     except (KeyError, TypeError, ValueError) as e:
         raise NotACheckpoint(f"{path} is not a checkpoint written by lstm_train: {type(e).__name__} {e} in its "
                              f"{META_FILE} or {STATE_FILE}") from e
@@ -291,9 +301,9 @@ def read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """model.safetensors of a checkpoint directory (safetensors: reading it runs nothing)."""
-    file = Path(path) / MODEL_FILE
+def read_weights(path: Path, name: str = MODEL_FILE) -> dict[str, torch.Tensor]:
+    """model.safetensors (or average.safetensors) of a checkpoint directory (safetensors: reading it runs nothing)."""
+    file = Path(path) / name
     try:
         return safetensors.torch.load_file(file, device="cpu")
     except Exception as e:  # noqa: BLE001 (missing, truncated: safetensors' own error types)

@@ -68,6 +68,21 @@ class TrainConfig(Section):
     eval_every_epochs: int = Field(1, ge=1, description="evaluate at the end of every N-th epoch")
     eval_every_steps: int | None = Field(None, ge=1, description="evaluate every N steps instead of per epoch")
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    ema: float | None = Field(
+        None, gt=0, lt=1, description="evaluate (validation, test, the saved best model) with an exponential moving "
+        "average of the weights, updated after every step with this decay (e.g. 0.999); None: the raw weights")
+    ntasgd: bool = Field(
+        False, description="AWD-LSTM's NT-ASGD switch: once validation has not improved for train.nonmono "
+        "evaluations, evaluate with the uniform average of the weights from that step on")
+    nonmono: int = Field(5, ge=1, description="evaluations without improvement that start NT-ASGD's average")
+
+    @field_validator("ntasgd")
+    @classmethod
+    def _one_average(cls, value: bool, info: Any) -> bool:
+        """One averaged model is evaluated: an EMA and NT-ASGD's average at once would leave it unsaid which."""
+        if value and info.data.get("ema") is not None:
+            raise ValueError("train.ntasgd and train.ema are two ways to average the weights: set one of them")
+        return value
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
         "auto", description="auto: the launcher's (accelerate launch --mixed_precision / its config file), else bf16 "
         "where the CPU/GPU runs it natively (AMX, AVX512-BF16, Ampere+), else fp32; no: exact fp32 (the tutorial bit for bit)"

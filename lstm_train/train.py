@@ -45,7 +45,8 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
-from . import about, checkpoint, halving, runfiles, runlock
+from . import about, averaging, checkpoint, halving, runfiles, runlock
+from .averaging import WeightAverage
 from .config import JobBase, save_job
 from .data import prepared
 from .data.batching import BatchPlan, eval_batches_for
@@ -96,6 +97,7 @@ class Run:
     tokens: torch.Tensor | None  # per training sample (CPU): tokens/s
     lock: runlock.RunLock | None  # rank 0's hold on the run directory (None on the other ranks)
     sparse_gradients: SparseGradients | None  # sparse embedding tables under DDP, all-reduced by the loop
+    average: WeightAverage | None = None  # train.ema / train.ntasgd: the weights evaluation uses
 
     @property
     def rank(self) -> int:
@@ -341,7 +343,7 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
         return Run(job, task, splits, accelerator, net, model, optimizer, scheduler, budget, plan, layout, total_steps,
                    precision,
                    tracker, dataset, lengths, task.tokens(splits.train) if task.throughput_unit == "tokens" else None,
-                   lock, sparse_gradients)
+                   lock, sparse_gradients, WeightAverage.for_job(net, job.train))
     except BaseException:
         if lock:
             lock.release()
@@ -375,6 +377,8 @@ def restore(run: Run) -> LoopState:
             "were the data files or data.* changed? Use another train.output_dir for the new data."
         )
     checkpoint.load_model_state(run.net, saved.model, path)
+    if run.average is not None:
+        run.average.load(saved.average, saved.average_meta, saved.step, path)
     run.optimizer.load_state_dict(saved.optimizer)
     run.scheduler.load_state_dict(saved.scheduler)
     if run.budget is not None:  # the schedule's clock goes on from the checkpoint's training time (the
@@ -461,6 +465,8 @@ def train_step(run: Run, batches: list[tuple[Batch, torch.Tensor]], state: LoopS
     if run.job.optim.grad_clip:
         accelerator.clip_grad_norm_(model.parameters(), run.job.optim.grad_clip)
     run.optimizer.step()
+    if run.average is not None:
+        run.average.update()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     return total / n if n > 1 else total
@@ -559,6 +565,7 @@ def save(run: Run, state: LoopState, force: bool = False) -> None:
             loop=state.saved(total_counts(state, [r["counts"] for r in per_rank])),
             task_info=run.splits.info,
             config=runfiles.shareable(run.job.to_dict()),
+            **averaged_state(run),
         ), run.job.train.keep_checkpoints)
     run.accelerator.wait_for_everyone()
     state.last_saved, state.saved_seconds = state.step, seconds
@@ -608,7 +615,33 @@ def evaluate(run: Run, split: Split, prefix: str, step: int) -> dict[str, Any]:
     return overall
 
 
+def averaged(run: Run) -> contextlib.AbstractContextManager[None]:
+    """The averaged weights in `run.net` while evaluating (train.ema / train.ntasgd), else the raw ones."""
+    return run.average.swapped() if run.average is not None else contextlib.nullcontext()
+
+
+def averaged_state(run: Run) -> dict[str, Any]:
+    """The checkpoint's averaged weights and their counts (nothing when averaging is off)."""
+    if run.average is None:
+        return {}
+    tensors, meta = run.average.state()
+    return {"average": tensors, "average_meta": meta}
+
+
 def validate(run: Run, state: LoopState) -> None:
+    """Evaluate (with the averaged weights where averaging is on), keep the best, start NT-ASGD's
+    average when validation stalls, and checkpoint the outcome."""
+    with averaged(run):
+        judge(run, state)
+    if run.splits.val is None:
+        return
+    if run.average is not None and run.average.after_validation(state.step, state.evals_since_best):
+        run.accelerator.print(f"step {state.step}: validation has not improved for {run.average.nonmono} "
+                              "evaluation(s): NT-ASGD averages the weights from here on")
+    save(run, state, force=True)  # the selection state and the weights it refers to stay together
+
+
+def judge(run: Run, state: LoopState) -> None:
     """Evaluate, and with a validation split keep the best weights by the task's primary metric
     and count evaluations without improvement (early stopping).  Without one, the test split is
     evaluated as training goes (the tutorial's way) and the last weights are the result."""
@@ -649,7 +682,6 @@ def validate(run: Run, state: LoopState) -> None:
                                   f"{patience} evaluation(s)")
     halve(run, state, metrics, "val")
     state.eval_seconds += time.perf_counter() - began
-    save(run, state, force=True)  # the selection state and the weights it refers to stay together
 
 
 def halve(run: Run, state: LoopState, metrics: dict[str, Any], split: str) -> None:
@@ -702,7 +734,8 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
     if run.splits.test is None:  # no test split (a corpus cut into train and validation only): said, not faked
         test_metrics = {"test_split": "none: the data has no test split; the metrics are validation's"}
     else:
-        test_metrics = state.last_metrics if reuse else evaluate(run, run.splits.test, "test", state.step)
+        with averaged(run) if run.splits.val is None else contextlib.nullcontext():  # else run.net holds the best weights
+            test_metrics = state.last_metrics if reuse else evaluate(run, run.splits.test, "test", state.step)
     test_seconds = time.perf_counter() - began  # after train_seconds: not a part of it
     broadcast_buffers(run.net, run.world)
     digests = gather_objects(run.accelerator, weights_digest(run.net))  # equal digests: the ranks trained one model
@@ -733,6 +766,7 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
         "interrupted": False,
         "run_dir": str(run.run_dir),
         "weights_sha1_per_rank": digests,
+        **evaluated_weights(run, state),
     }
     if run.unit == "tokens":
         result["tokens_per_second"] = round(counts["tokens"] / max(seconds, 1e-9), 1)
@@ -763,6 +797,15 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
     # exit ("terminate called without an active exception") after finishing their work.
     run.accelerator.end_training()
     return result
+
+
+def evaluated_weights(run: Run, state: LoopState) -> dict[str, Any]:
+    """Which weights validation and test used, and (averaging on) every rank's digest of the average."""
+    if run.average is None:
+        return {"evaluated_weights": "raw"}
+    step = state.best["step"] if run.splits.val is not None and state.best else state.step
+    return {"evaluated_weights": run.average.describe(step),
+            "averaged_weights_sha1_per_rank": gather_objects(run.accelerator, averaging.digest(run.average))}
 
 
 DIVERGED = 10  # a final loss this many times the first one: the run diverged
