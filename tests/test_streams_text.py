@@ -262,3 +262,31 @@ def test_ascii_path_gives_split_words_and_vocab_ids(rule):
     for lowercase in (True, False):
         vocab = Vocab.train(words[:2], lowercase=lowercase)
         assert table_stream.ascii_ids(words, vocab, lowercase) == vocab.encode_batch(words)
+
+
+def test_scan_keeps_tokens_that_encode_remaps(tmp_path, monkeypatch):
+    """With a scratch folder, scan keeps each piece's local word ids and encode only remaps them:
+    the entry is the one read twice from the text; a kept file that is damaged is not used."""
+    path = many_rows(tmp_path / "d.csv", 2000, newline_every=9)
+    spec = {"source": "files", "path": str(path), "val_fraction": 0.1, "test_fraction": 0.2, "max_length": 5,
+            "lowercase": True}
+    task = TextClassifyTask(job(spec), run_dir=tmp_path / "r")
+    want, want_info = entry(task.stream_data(), tmp_path / "plain")
+    assert want == loaded(task)[0]
+    monkeypatch.setattr(table_stream, "PIECE_BYTES", 8192)
+    stream = task.stream_data()
+    stream.scratch = str(tmp_path / "scratch")  # type: ignore[attr-defined]
+    pieces = stream.pieces()
+    got, info = entry(stream, tmp_path / "kept", [list(range(0, 3)), list(range(3, len(pieces)))])
+    assert got == want and info == want_info
+    assert len(list((tmp_path / "scratch").glob("tokens-*.json"))) == len(pieces) > 3
+    scan = stream.scan
+
+    def scan_then_damage(piece):
+        out = scan(piece)
+        (tmp_path / "scratch" / f"tokens-{piece.index:05d}.npy").write_bytes(b"\x93NUMPY junk")
+        return out
+
+    stream.scan = scan_then_damage  # type: ignore[method-assign]
+    again, _ = entry(stream, tmp_path / "damaged")
+    assert again == want

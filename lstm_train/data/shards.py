@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -122,8 +123,11 @@ def run(stream: Stream, entry_tmp: Path, work: Path, options: Options,
     pieces = stream.pieces()
     workers = min(options.workers or cores(), len(pieces))
     if options.executor != "slurm" and workers <= 1:
-        return _inline(stream, pieces, entry_tmp, bar)
+        with tempfile.TemporaryDirectory(prefix=".scratch-", dir=entry_tmp.parent) as scratch:
+            stream.scratch = scratch  # type: ignore[attr-defined]
+            return _inline(stream, pieces, entry_tmp, bar)
     work.mkdir(parents=True, exist_ok=True)
+    stream.scratch = str(work / "scratch")  # type: ignore[attr-defined]  (every node sees the work dir)
     units = _units(pieces, options.shards if options.executor == "slurm" else len(pieces))
     with (_SlurmRunner(options.slurm, work / "logs") if options.executor == "slurm" else _PoolRunner(workers)) as runner:
         return _passes(stream, pieces, units, runner, entry_tmp, work, bar)

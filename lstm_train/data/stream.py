@@ -63,7 +63,11 @@ class Piece:
 
 @runtime_checkable
 class Stream(Protocol):
-    """A task's data preparation in two passes over pieces (see the module docstring)."""
+    """A task's data preparation in two passes over pieces (see the module docstring).
+
+    Optional attribute `scratch` (str): a folder the store sets before the passes, where scan may
+    keep per-piece work for encode (e.g. tokens, so texts are split once); it lives in the work
+    dir (seen by every SLURM node) or a temporary folder, and is untrusted: check what you read."""
 
     def pieces(self) -> list[Piece]: ...
 

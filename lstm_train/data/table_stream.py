@@ -23,6 +23,8 @@ import csv
 import re
 import sys
 import functools
+import json
+import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -255,23 +257,45 @@ class TextStream:
     # ------------------------------------------------------------------ the two passes
 
     def scan(self, piece: Piece) -> dict[str, Any]:
-        """Word and label counts of the piece's training rows, row counts of every split."""
-        words: Counter[str] = Counter()
+        """Word and label counts of the piece's training rows, row counts of every split.  With a
+        `scratch` folder, the flat path's rows are also kept there as local word ids (`_Tokens`),
+        so `encode` only remaps them: the texts are read and split once."""
         labels: Counter[str] = Counter()
         rows: Counter[str] = Counter()
-        for split, texts, labs, _ in self.chunks(piece):
+        tokens = _Tokens() if getattr(self, "scratch", None) else None
+        words: Counter[str] = Counter()
+        for split, texts, labs, lines in self.chunks(piece):
             rows[split] += len(labs)
-            if split == "train":
-                flat = self._flat_words(texts)
-                if flat is not None:
-                    words.update(flat[0])
-                else:
+            flat = self._flat_words(texts) if tokens is not None or split == "train" else None
+            if flat is not None and tokens is not None:
+                tokens.add(split, flat[0], labs, lines)
+            elif flat is not None:
+                words.update(flat[0])
+            else:
+                if tokens is not None:  # a chunk off the flat path: this piece is encoded from its text
+                    words.update(tokens.train_counts())
+                    tokens = None
+                if split == "train":
                     for sentence in self._words(texts):
                         words.update(sentence)
+            if split == "train":
                 labels.update(str(lab) for lab in labs)
+        if tokens is not None:
+            words.update(tokens.train_counts())
+            tokens.save(self._token_path(piece), self._token_key(piece))
         words.pop(_SEP, None)  # the flat path's separators between texts are not words
         return {"words": normalize_counts(dict(words), bool(self.d["lowercase"])), "labels": dict(labels),
                 "rows": dict(rows)}
+
+    def _token_path(self, piece: Piece) -> Path:
+        return Path(self.scratch) / f"tokens-{piece.index:05d}"
+
+    def _token_key(self, piece: Piece) -> dict[str, Any]:
+        """What the kept tokens depend on: the piece, its file's size and mtime (an edited file
+        misses and is read again) and the data section."""
+        st = Path(piece.path).stat()
+        return {"piece": [piece.path, piece.start, piece.end, piece.split], "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns, "d": json.loads(json.dumps(self.d, default=str))}
 
     def combine(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         """Two scans joined (counts added): the store keeps one, not one per piece."""
@@ -329,6 +353,15 @@ class TextStream:
         splits = self._splits() if piece.split is None else [piece.split]
         columns = {s: (out.ragged(s, 0), out.dense(s, 1, "int64")) for s in splits}
         limit, counts = self.d["max_length"], {s: {"rows": 0, "cut": 0, "longest": 0} for s in splits}
+        kept = _Tokens.load(self._token_path(piece), self._token_key(piece)) if getattr(self, "scratch", None) else None
+        if kept is not None:  # scan's local ids remapped: no CSV read, no regex
+            table = kept.table(self._index(plan), bool(self.d["lowercase"]))
+            for split, ids, labels, lines in kept.parts():
+                values, lengths = _cut_flat(table[ids], limit, counts[split])
+                columns[split][0].append_flat(values, lengths)
+                columns[split][1].append(self._label_ids(piece, labels, lines, index))
+                counts[split]["rows"] += len(lengths)
+            return counts
         fast = batch_tokenizer(plan["vocab"], self.d["tokenizer"]) if self.d["source"] == "files" else None
         for split, texts, labels, lines in self.chunks(piece):
             flat = self._flat_words(texts) if fast is not None else None
@@ -398,6 +431,13 @@ def flat_ids(flat: tuple[list[str], int], index: dict[str, int], lowercase: bool
         words = "\x01".join(words).lower().split("\x01")
     unk = index[SPECIALS[UNK]]
     ids = np.fromiter((index.get(w, unk) for w in words), dtype=np.int64, count=len(words))
+    values, lengths = _cut_flat(ids, limit, counts)
+    assert len(lengths) == n
+    return values, lengths
+
+
+def _cut_flat(ids: np.ndarray, limit: int | None, counts: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(values, lengths) of flat ids whose texts are parted by -1, each cut to `limit` words."""
     seps = np.flatnonzero(ids == -1)
     bounds = np.concatenate([[-1], seps, [len(ids)]])
     lengths = np.diff(bounds) - 1
@@ -409,8 +449,77 @@ def flat_ids(flat: tuple[list[str], int], index: dict[str, int], lowercase: bool
         starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
         values = values[(np.arange(len(values)) - starts) < limit]
         lengths = np.minimum(lengths, limit)
-    assert len(lengths) == n
     return values, lengths
+
+
+class _Tokens:
+    """A piece's rows as scan split them: local word ids (first seen first, the separator one of
+    them), per chunk its split, labels and lines.  Kept in the store's scratch folder as one
+    `.npy` of ids (no pickle: the folder is untrusted) and a JSON of the rest."""
+
+    def __init__(self) -> None:
+        self.local: dict[str, int] = {}
+        self.ids: list[np.ndarray] = []
+        self.meta: list[tuple[str, list[Any], list[int]]] = []
+
+    def add(self, split: str, words: list[str], labels: list[Any], lines: list[int]) -> None:
+        local = self.local
+        new = [w for w in dict.fromkeys(words) if w not in local]  # C passes; Python only per new word
+        local.update(zip(new, range(len(local), len(local) + len(new))))
+        self.ids.append(np.fromiter(map(local.__getitem__, words), np.int32, count=len(words)))
+        self.meta.append((split, list(labels), list(lines)))
+
+    def train_counts(self) -> dict[str, int]:
+        total = np.zeros(len(self.local), np.int64)
+        for ids, (split, _, _) in zip(self.ids, self.meta):
+            if split == "train":
+                total += np.bincount(ids, minlength=len(self.local))
+        return {w: int(c) for w, c in zip(self.local, total.tolist()) if c}
+
+    def save(self, path: Path, key: dict[str, Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}-{os.getpid()}")
+        ids = np.concatenate(self.ids) if self.ids else np.zeros(0, np.int32)
+        with open(f"{tmp}.npy", "wb") as f:
+            np.save(f, ids, allow_pickle=False)
+        meta = {"key": key, "words": list(self.local), "sizes": [len(i) for i in self.ids], "chunks": self.meta}
+        with open(f"{tmp}.json", "w", encoding="utf-8") as f:
+            f.write(json.dumps(meta))  # dumps: the C encoder (dump streams through Python)
+        os.replace(f"{tmp}.npy", f"{path}.npy")
+        os.replace(f"{tmp}.json", f"{path}.json")  # last: the pair counts only once the JSON names the key
+
+    @classmethod
+    def load(cls, path: Path, key: dict[str, Any]) -> _Tokens | None:
+        """The kept tokens, or None (absent, another piece's or file version's, or damaged)."""
+        try:
+            with open(f"{path}.json", encoding="utf-8") as f:
+                meta = json.load(f)
+            if meta.get("key") != key:
+                return None
+            ids = np.load(f"{path}.npy", allow_pickle=False)
+            sizes = [int(n) for n in meta["sizes"]]
+            if ids.dtype != np.int32 or ids.ndim != 1 or sum(sizes) != len(ids) or (
+                    len(ids) and not 0 <= int(ids.min()) <= int(ids.max()) < len(meta["words"])):
+                return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        out = cls()
+        out.local = {str(w): i for i, w in enumerate(meta["words"])}
+        out.ids = np.split(ids, np.cumsum(sizes)[:-1]) if sizes else []
+        out.meta = [(str(s), labels, [int(x) for x in lines]) for s, labels, lines in meta["chunks"]]
+        return out
+
+    def table(self, index: dict[str, int], lowercase: bool) -> np.ndarray:
+        """local id -> the plan's id (the separator -> -1), looked up as `flat_ids` does."""
+        words = list(self.local)
+        if lowercase:
+            words = [w.lower() for w in words]  # ASCII words: Python's lower() is Rust's
+        unk = index[SPECIALS[UNK]]
+        return np.fromiter((index.get(w, unk) for w in words), np.int64, count=len(words))
+
+    def parts(self) -> Iterator[tuple[str, np.ndarray, list[Any], list[int]]]:
+        for ids, (split, labels, lines) in zip(self.ids, self.meta):
+            yield split, ids, labels, lines
 
 
 def _ascii(texts: list[str]) -> bool:
