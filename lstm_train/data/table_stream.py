@@ -231,7 +231,7 @@ class TextStream:
         if self.d["source"] != "files" or self.d["tokenizer"] != "words":
             return None
         joined = _SEP_JOIN.join(texts)
-        if not joined.isascii() or joined.count(_SEP) != len(texts) - 1 or _CONTROL.search(joined):
+        if not joined.isascii() or joined.count(_SEP) != len(texts) - 1 or "\x01" in joined or _CONTROL.search(joined):
             return None
         words = _WORDS_ASCII.findall(joined)
         return words, len(texts)
