@@ -323,6 +323,19 @@ def native_bf16(device: str) -> bool:
     return bool({"amx_bf16", "avx512_bf16", "bf16"} & flags)
 
 
+def _runnable(precision: str, force_cpu: bool, warn: bool) -> str:
+    """bf16 asked for on a CPU that has no native bf16 (no AMX, no AVX512-BF16): oneDNN has no
+    bf16 LSTM there ("could not create a primitive descriptor"), so the run trains in fp32 and
+    says so, instead of failing at its first step."""
+    on_cpu = force_cpu or not torch.cuda.is_available()
+    if precision == "bf16" and on_cpu and not native_bf16("cpu"):
+        if warn:
+            warn_once("bf16 asked for, but this CPU has no native bf16 (no AMX or AVX512-BF16 in /proc/cpuinfo), "
+                      "where oneDNN cannot run an LSTM in bf16: training in fp32")
+        return "no"
+    return precision
+
+
 def resolve_precision(requested: str, task_precision: str = "auto", force_cpu: bool = False,
                       warn: bool = False) -> str:
     """`train.mixed_precision` as the Accelerator takes it.  `auto`: the launcher's precision when
@@ -341,9 +354,9 @@ def resolve_precision(requested: str, task_precision: str = "auto", force_cpu: b
         if warn and launcher is not None and launcher != requested:
             warn_once(f"train.mixed_precision={requested} (the job) overrides the launcher's {PRECISION_ENV}="
                       f"{launcher} (accelerate launch --mixed_precision or its config file); the job's value is used")
-        return requested
+        return _runnable(requested, force_cpu, warn)
     if launcher is not None:
-        return launcher
+        return _runnable(launcher, force_cpu, warn)
     if task_precision == "fp32":
         return "no"
     device = "cuda" if torch.cuda.is_available() and not force_cpu else "cpu"

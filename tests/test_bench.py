@@ -71,9 +71,12 @@ def test_bench_measures_the_floor_the_tutorial_and_lightning(fake_mnist: Path) -
     assert report["floor_ratio_cpu"] == pytest.approx(report["lstm_train"]["cpu_s"] / report["floor"]["cpu_s"], rel=0.01)
     # Same work on every side, so throughput ratios are epoch-time ratios.
     assert report["speedup"] == pytest.approx(report["tutorial"]["epoch_s"] / report["lstm_train"]["epoch_s"], rel=0.01)
-    assert set(report["lightning"]) == {"fp32", "bf16"}
+    # Lightning's bf16-mixed runs where this CPU has native bf16; elsewhere oneDNN refuses it and the
+    # bench reports the peer as failed instead of stopping
+    assert "fp32" in report["lightning"] and set(report["lightning"]) <= {"fp32", "bf16"}
     assert report["lightning"]["fp32"]["precision"] == "32-true"
-    assert report["lightning"]["bf16"]["precision"] == "bf16-mixed"
+    if "bf16" in report["lightning"]:
+        assert report["lightning"]["bf16"]["precision"] == "bf16-mixed"
     fastest = max(report["lightning"], key=lambda k: report["lightning"][k]["per_s"])
     assert report["lightning_fastest"] == fastest
     assert report["vs_lightning"] == pytest.approx(
@@ -103,11 +106,12 @@ def test_bench_table_with_a_job_file_and_overrides(fake_mnist: Path, tmp_path: P
                    "--repeats", "2", "--skip-lightning")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert "tutorial (torchvision + DataLoader)" in out and "lstm_train (bf16)" in out and "floor (eager, bf16)" in out
+    runs = resolve_precision("bf16", force_cpu=True)  # bf16 where this CPU has it natively, else fp32 (said)
+    assert "tutorial (torchvision + DataLoader)" in out and f"lstm_train ({runs})" in out and f"floor (eager, {runs})" in out
     assert "framework overhead: lstm_train's epoch takes" in out
     assert "settings differ from the tutorial" in out  # hidden 32, bidirectional: not the tutorial's model
     assert "skipped (--skip-lightning)" in out
-    assert "2 repeat(s)" in out and "1 thread(s)" in out and "precision bf16" in out
+    assert "2 repeat(s)" in out and "1 thread(s)" in out and f"precision {runs}" in out
 
 
 def test_bench_takes_a_forecast_job(tmp_path: Path) -> None:
@@ -149,7 +153,7 @@ def test_bench_takes_a_caption_job(fake_mnist: Path) -> None:
     assert report["task"] == "caption" and report["tutorial"] is None
     check_loop(report["lstm_train"], 2, 2 * 16)
     check_loop(report["floor"], 2, 2 * 16)
-    assert report["precision"] == "bf16"  # the job's, used by the floor too
+    assert report["precision"] == resolve_precision("bf16", force_cpu=True)  # the job's (as this CPU runs it), the floor's too
 
 
 def test_units_count_tokens_in_the_loops_batch_plan() -> None:
