@@ -31,6 +31,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .data import prepared
 from .runfiles import write_atomic
 from .tasks.base import ExportSignature, Task
 
@@ -89,7 +90,7 @@ def export(loaded: tuple[Any, Task, nn.Module, dict[str, Any]], run_dir: Path, f
     check_output(out, run_dir, force)
     job, task, model, info = loaded
     model = model.float().cpu().eval()
-    test = task.load_data().test
+    test = prepared.load(task).test  # the one data path: the store (mapped, not read again)
     if len(test[0]) == 0:
         raise ValueError("the test split is empty: nothing to check the export against")
     n = len(test[0])

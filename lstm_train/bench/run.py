@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ..data import prepared
 from ..config import JobBase, load_job, validate_job
 from ..distributed import set_threads
 from ..tasks import get_task
@@ -105,7 +106,7 @@ def main(args: argparse.Namespace) -> int:
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
 
     task = get_task(job.task)(job)
-    splits = task.load_data().to(device)
+    splits = prepared.load(task).to(device)  # the one data path: the store, as a run reads it
     unit, metric = task.throughput_unit, f"test_{task.primary_metric}"
     tutorial_status = ("skipped (--skip-tutorial)" if args.skip_tutorial else None if job.task in PEERS
                        else f"not applicable (the tutorial is MNIST classification; this is {job.task})")

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..data import prepared
 from ..config import JobBase, validate_job
 from ..distributed import set_threads
 from ..tasks import get_task
@@ -62,7 +63,7 @@ def measure_point(axis: str, label: str, job: JobBase, device: torch.device, sec
     """The floor for a short window, then lstm_train's loop for as many steps."""
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
     task = get_task(job.task)(job)
-    splits = task.load_data().to(device)
+    splits = prepared.load(task).to(device)  # the one data path: the store, as a run reads it
     flops = job_flops_per_sample(job)
     processes = int(label) if axis == "processes" else 1
     set_threads(job.train.threads)

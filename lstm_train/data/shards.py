@@ -123,6 +123,7 @@ def run(stream: Stream, entry_tmp: Path, work: Path, options: Options,
     pieces = stream.pieces()
     workers = min(options.workers or cores(), len(pieces))
     if options.executor != "slurm" and workers <= 1:
+        entry_tmp.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".scratch-", dir=entry_tmp.parent) as scratch:
             stream.scratch = scratch  # type: ignore[attr-defined]
             return _inline(stream, pieces, entry_tmp, bar)

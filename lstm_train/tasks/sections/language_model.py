@@ -19,7 +19,7 @@ class LanguageModelData(StreamData):
     split: Literal["fraction", "files"] = Field(
         "fraction", description="without val_files: cut the stream by fraction (nanoGPT) or take the last files")
     val_fraction: float = Field(0.1, gt=0, lt=1)
-    test_fraction: float = Field(0.0, ge=0, lt=1, description="0: the test split is the validation split")
+    test_fraction: float = Field(0.0, ge=0, lt=1, description="0: no test split (the result reports validation metrics only, and says so)")
     tokenizer: Literal["chars", "bytes", "words", "bpe"] = "chars"
     vocab_size: int = Field(4000, ge=260, description="BPE vocabulary (tokenizer: bpe)")
     max_vocab: int | None = Field(None, ge=3, description="words: keep the most frequent (specials included); "
