@@ -203,8 +203,8 @@ class SparseGradients:
 
 def gather_objects(accelerator: Accelerator, obj: Any) -> list[Any]:
     """One object from every rank, in rank order (RNG states for the checkpoint, digests).
-    Sent as JSON bytes in a uint8 tensor (`to_wire`), never pickled: torch's
-    all_gather_object unpickles what any peer sends, so a rogue peer could run code."""
+    Sent as JSON bytes in a uint8 tensor (`to_wire`): torch's object collectives deserialize
+    with pickle whatever a peer sends, so a rogue peer could run code; JSON cannot."""
     if accelerator.num_processes == 1:
         return [obj]
     world = accelerator.num_processes
