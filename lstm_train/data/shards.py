@@ -32,7 +32,6 @@ import re
 import shutil
 import tempfile
 import sys
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ..files.atomic import write_atomic
 from .chunked import EntryWriter
 from .stream import Piece, Stream
 
@@ -74,9 +74,7 @@ def _digest(value: Any) -> str:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(value))  # the one atomic writer (private temporary, no symlink followed)
 
 
 def _read_done(folder: Path, plan_digest: str) -> dict[str, Any] | None:
@@ -207,6 +205,8 @@ class _PoolRunner:
         if not calls:
             return []
         futures = [self.pool.submit(fn, *call) for call in calls]
+        index = {future: i for i, future in enumerate(futures)}
+        results: list[Any] = [None] * len(futures)
         joined = None
         pending = set(futures)
         while pending:
@@ -217,13 +217,14 @@ class _PoolRunner:
                     for other in pending:
                         other.cancel()
                     raise error
+                i = index.pop(future)
                 if bar is not None:
-                    bar(sum(map(_size, units[futures.index(future)])))
-                if combine is not None:
-                    result = future.result()
-                    joined = result if joined is None else combine(joined, result)
-                    futures[futures.index(future)] = None  # type: ignore[call-overload]
-        return joined if combine is not None else [f.result() for f in futures]
+                    bar(sum(map(_size, units[i])))
+                if combine is not None:  # joined at once: no result kept
+                    joined = future.result() if joined is None else combine(joined, future.result())
+                else:
+                    results[i] = future.result()
+        return joined if combine is not None else results
 
 
 class _SlurmRunner:
@@ -233,7 +234,7 @@ class _SlurmRunner:
         if make is None:
             raise ShardError("executor slurm: no SLURM executor given (lstm-train prepare --executor slurm makes one "
                              "from the job's slurm: section)")
-        self.executor = make(logs)
+        self.executor, self.results = make(logs), logs.parent / "results"
 
     def __enter__(self) -> _SlurmRunner:
         return self
@@ -245,24 +246,40 @@ class _SlurmRunner:
                  bar: Callable[[int], None] | None, combine: Callable[[Any, Any], Any] | None = None) -> Any:
         if not calls:
             return []
-        jobs = self.executor.map_array(fn, *zip(*calls))
+        folder = self.results / what
+        outs = [str(folder / f"{i:05d}.json") for i in range(len(calls))]
+        jobs = self.executor.map_array(json_unit, [fn] * len(calls), outs, calls)
         print(f"prepared data: {what} as SLURM job array {jobs[0].job_id.split('_')[0]} ({len(jobs)} tasks)",
               file=sys.stderr, flush=True)
         results: list[Any] = []
-        for i, job in enumerate(jobs):
+        for i, (job, out) in enumerate(zip(jobs, outs)):
+            job.wait()  # the state only: the outcome is read from our JSON, never from submitit's result pickle
             try:
-                result = job.result()
-                results = [combine(results[0], result) if results else result] if combine is not None else \
-                    [*results, result]
-            except Exception as e:  # submitit's UncompletedJobError / FailedJobError carry the remote error
+                result = json.loads(Path(out).read_text())
+            except (OSError, ValueError):
                 for other in jobs[i + 1:]:
                     other.cancel(check=False)
                 raise ShardError(f"{what} of shard {i} ({units[i][0].describe()} ...) failed as SLURM job "
-                                 f"{job.job_id}: {_remote_error(str(e)) or type(e).__name__}; its log: "
+                                 f"{job.job_id}: {_remote_error(_log_text(job.paths.stderr)) or 'no result'}; its log: "
                                  f"{job.paths.stderr}") from None
+            results = [combine(results[0], result) if results else result] if combine is not None else \
+                [*results, result]
             if bar is not None:
                 bar(sum(map(_size, units[i])))
         return results[0] if combine is not None else results
+
+
+def json_unit(fn: Callable[..., Any], out: str, call: tuple) -> None:
+    """An array task: `fn(*call)`, its result written as JSON where the submitting side reads it."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    _write_json(Path(out), fn(*call))
+
+
+def _log_text(path: Path) -> str:
+    try:
+        return Path(path).read_text(errors="replace")[-20000:]
+    except OSError:
+        return ""
 
 
 def _remote_error(text: str) -> str:
@@ -305,8 +322,7 @@ def _payload(path: Path) -> tuple[int, np.dtype, tuple[int, ...]]:
         return f.tell(), dtype, shape
 
 
-def _concat(specs: Iterable[tuple[Path, dict[str, Any]]], target: Path,
-            transform: Callable[[np.ndarray, int], np.ndarray] | None = None) -> dict[str, Any]:
+def _concat(specs: Iterable[tuple[Path, dict[str, Any]]], target: Path) -> dict[str, Any]:
     """.npy files concatenated along axis 0 into `target` (numpy.save's header for the result)."""
     specs = list(specs)
     heads = [(folder / spec["file"], *_payload(folder / spec["file"])) for folder, spec in specs]
@@ -315,10 +331,7 @@ def _concat(specs: Iterable[tuple[Path, dict[str, Any]]], target: Path,
     with open(target, "wb") as f:
         np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype),
                                                 "fortran_order": False, "shape": (length, *rest)})
-        for k, (path, offset, _, shape) in enumerate(heads):
-            if transform is not None:
-                transform_into(f, path, offset, dtype, shape, lambda a: transform(a, k))
-                continue
+        for path, offset, _, _ in heads:
             f.flush()  # the header (and earlier parts) on the descriptor before the kernel copies after it
             with open(path, "rb") as src:
                 size = os.fstat(src.fileno()).st_size - offset
@@ -365,7 +378,3 @@ def _merge_ragged(specs: list[tuple[Path, dict[str, Any]]], out: Path, prefix: s
 
 def clean(work: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
-
-
-def elapsed(started: float) -> float:
-    return time.perf_counter() - started
