@@ -21,7 +21,6 @@ from __future__ import annotations
 import codecs
 import csv
 import re
-import sys
 import functools
 import json
 import os
@@ -37,6 +36,7 @@ from .chunked import EntryWriter
 from .stream import Piece
 from .textfiles import TEST, TRAIN, VAL, TextDataError  # noqa: F401 (SPLIT_NAMES)
 from .vocab import SPECIALS, UNK, Vocab, normalize_counts
+from ..messages import note
 
 PIECE_BYTES = 32 << 20  # a piece's size: fixed, so pieces never depend on the shard count
 BLOCK_BYTES = 4 << 20  # read and decoded at a time inside a piece
@@ -406,9 +406,11 @@ class TextStream:
                 total[split]["longest"] = max(total[split]["longest"], n["longest"])
         for split, n in total.items():
             if n["cut"]:
-                print(f"{split}: cut {n['cut']:,} of {n['rows']:,} texts to data.max_length={self.d['max_length']} "
-                      f"words (the longest had {n['longest']:,})", file=sys.stderr)
+                note(f"{split}: cut {n['cut']:,} of {n['rows']:,} texts to data.max_length={self.d['max_length']} "
+                     f"words (the longest had {n['longest']:,})")
         d = self.d
+        sizes = ", ".join(f"{split} {total[split]['rows']:,}" for split in ("train", "val", "test") if split in total)
+        note(f"{d['source']}: {sizes} texts; {len(plan['classes'])} classes; vocabulary {len(vocab):,} words")
         groups = [[0, 1], [3, 4]] if d["source"] != "files" and d["train_labels"] == "fine" else None
         return {"classes": plan["classes"], "vocab": vocab.to_json(), "vocab_digest": vocab.digest,
                 "vocab_size": len(vocab), "tokenizer": d["tokenizer"], "max_length": d["max_length"],

@@ -25,20 +25,23 @@ import numpy as np
 from . import conll
 from .chunked import EntryWriter, chunks
 from .stream import Piece
-from .vocab import BOS, EOS, Vocab, normalize_counts
+from .vocab import BOS, EOS, UNK, Vocab, normalize_counts
+from ..messages import note
 
 CHUNK = 4096  # sentences encoded and written at a time
 
 
 class TagStream:
     """The tag task's Stream: the job's data section as plain values (picklable); `is_bio` the
-    task's rule for the tagging scheme (a module-level function: data/ does not import tasks/)."""
+    task's rule for the tagging scheme and `invalid_transitions` its count of I- tags that start an
+    entity (module-level functions: data/ does not import tasks/)."""
 
-    def __init__(self, data: Any, is_bio: Callable[[list[str]], bool]) -> None:
+    def __init__(self, data: Any, is_bio: Callable[[list[str]], bool],
+                 invalid_transitions: Callable[[Any], int]) -> None:
         self.files = {name: str(data.path(name)) for name in ("train", "val", "test") if getattr(data, name)}
         self.format, self.column, self.lowercase = data.format, data.column, bool(data.lowercase)
         self.min_freq, self.max_chars, self.scheme = data.min_freq, data.max_chars, data.scheme
-        self.is_bio = is_bio
+        self.is_bio, self.invalid_transitions = is_bio, invalid_transitions
 
     def pieces(self) -> list[Piece]:
         return [Piece(i, path, split=split) for i, (split, path) in enumerate(self.files.items())]
@@ -84,10 +87,12 @@ class TagStream:
 
     def encode(self, piece: Piece, plan: dict[str, Any], out: EntryWriter) -> dict[str, Any]:
         """The piece's (words, chars, tags) columns, CHUNK sentences at a time; the training split's
-        word-id counts (for word dropout)."""
+        word-id counts (for word dropout); the sizes `report` says."""
         words, chars = _vocab(plan["words"]), _vocab(plan["chars"])
         all_tags, width, split = plan["tags"] + plan["unseen_tags"], plan["char_width"], str(piece.split)
         counts = np.zeros(len(words), dtype=np.int64)
+        tag_counts = np.zeros(len(all_tags) + 1, dtype=np.int64)
+        sizes = {"sentences": 0, "words": 0, "unknown": 0, "odd": 0}
         writers = None
         tag_index = {t: i for i, t in enumerate(all_tags)}
         for chunk in chunks(self._sentences(piece), CHUNK):
@@ -99,18 +104,53 @@ class TagStream:
                 writer.append_flat(column, lengths)
             if split == "train":
                 counts += np.bincount(columns[0].astype(np.int64), minlength=len(words))
-        return {"split": split, "word_counts": counts.tolist() if split == "train" else None}
+            tag_counts += np.bincount(columns[2].astype(np.int64), minlength=len(tag_counts))
+            sizes["sentences"] += len(chunk)
+            sizes["words"] += len(columns[0])
+            sizes["unknown"] += int((columns[0] == UNK).sum())
+            sizes["odd"] += self.invalid_transitions(s.tags or [] for s in chunk)
+        unseen = {t: int(n) for t, n in zip(plan["unseen_tags"], tag_counts[len(plan["tags"]):]) if n}
+        return {"split": split, "word_counts": counts.tolist() if split == "train" else None,
+                "sizes": sizes, "unseen": unseen}
 
     def info(self, plan: dict[str, Any], counts: list[dict[str, Any]]) -> dict[str, Any]:
         word_counts = next(c["word_counts"] for c in counts if c["split"] == "train")
         scheme = self.scheme if self.scheme != "auto" else ("bio" if self.is_bio(plan["tags"]) else "none")
         train = Path(self.files["train"])
+        splits = {c["split"]: c["sizes"] for c in counts}
+        unseen: Counter[str] = Counter()
+        for c in counts:
+            unseen.update(c["unseen"])
+        report(splits, len(_vocab(plan["words"])), plan["tags"], dict(unseen), scheme)
         return {
             "words": plan["words"], "chars": plan["chars"], "tags": plan["tags"], "unseen_tags": plan["unseen_tags"],
             "char_width": plan["char_width"], "scheme": scheme, "word_counts": word_counts,
             "format": conll.detect_format(train) if self.format == "auto" else self.format,
             "column": self.column, "primary_metric": "entity_f1" if scheme == "bio" else "accuracy",
         }
+
+
+def report(splits: dict[str, dict[str, int]], vocab_size: int, tags: list[str], unseen: dict[str, int],
+           scheme: str) -> None:
+    """One summary of the data, from each split's {sentences, words, unknown (unseen words), odd
+    (I- tags that start an entity)}: sizes, unseen words, unseen tags, BIO oddities; the same
+    lines whichever path prepared it."""
+    say = lambda text: note(f"tag: {text}")  # noqa: E731
+    for name, n in splits.items():
+        if name == "train":
+            say(f"train {n['sentences']} sentences, {n['words']} words, {len(tags)} tags, vocabulary {vocab_size} "
+                f"words, scheme {scheme}")
+        else:
+            say(f"{name} {n['sentences']} sentences, {n['words']} words, {n['unknown'] / max(n['words'], 1):.1%} "
+                "unseen in training")
+    if unseen:
+        listed = ", ".join(f"{t} ({c})" for t, c in sorted(unseen.items(), key=lambda kv: -kv[1]))
+        say(f"tags never seen in training (counted as errors, reported as unseen_tag_tokens): {listed}")
+    if scheme == "bio":
+        for name, n in splits.items():
+            if n["odd"]:
+                say(f"{name}: {n['odd']} I- tags do not continue an entity of their type (after O, another type or "
+                    "at a sentence start): counted as the start of an entity, as conlleval and seqeval do")
 
 
 def _encode(sentences: list[conll.TaggedSentence], words: Vocab, chars: Vocab, tag_index: dict[str, int],

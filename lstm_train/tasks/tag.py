@@ -26,14 +26,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import conll, tagging
+from ..data import conll, tag_stream, tagging
 from ..data.conll import ConllError, TaggedSentence
 from ..data.tag_stream import TagStream
 from ..data.ragged import Padded, gather
 from ..data.vocab import UNK, Vocab
 from .tag_entities import entity_counts, invalid_transitions, is_bio
 from ..models.tagger import Tagger
-from .base import Batch, ExportSignature, Split, Splits, Task, note, predict_texts
+from .base import Batch, ExportSignature, Split, Splits, Task, predict_texts
 from .confusion import confusion_plot, most_confused, per_class, precision_recall_f1
 from .sections.tag import EWT, TagData, TagModel  # noqa: F401 (the job's sections, torch-free)
 
@@ -60,7 +60,7 @@ class TagTask(Task):
     def stream_data(self) -> TagStream:
         """The files one piece each, read a sentence at a time and encoded in chunks
         (`data/tag_stream.py`): the entry `load_data` gives, without a file in memory."""
-        return TagStream(self.job.data, is_bio)
+        return TagStream(self.job.data, is_bio, invalid_transitions)
 
     def load_data(self) -> Splits:
         data = self.job.data
@@ -88,30 +88,12 @@ class TagTask(Task):
             "column": data.column,
             "primary_metric": "entity_f1" if scheme == "bio" else "accuracy",
         }
-        self._report(train, evaluated, columns, len(words), tags, unseen, scheme)
+        sizes = {name: {"sentences": len(sentences), "words": len(columns[name][0].values),
+                        "unknown": int((columns[name][0].values == UNK).sum()),
+                        "odd": invalid_transitions(s.tags or [] for s in sentences)}
+                 for name, sentences in {"train": train, **evaluated}.items()}
+        tag_stream.report(sizes, len(words), tags, unseen, scheme)
         return Splits(train=columns["train"], val=columns.get("val"), test=columns["test"], info=info)
-
-    def _report(self, train: list[TaggedSentence], evaluated: dict[str, list[TaggedSentence]],
-                columns: dict[str, Split], vocab_size: int, tags: list[str], unseen: dict[str, int],
-                scheme: str) -> None:
-        """One summary of the data: sizes, unseen words, unseen tags, BIO oddities."""
-        say = lambda text: note(f"tag: {text}")  # noqa: E731
-        tokens = sum(len(s.words) for s in train)
-        say(f"train {len(train)} sentences, {tokens} words, {len(tags)} tags, vocabulary {vocab_size} words, "
-            f"scheme {scheme}")
-        for name, sentences in evaluated.items():
-            word_ids = columns[name][0].values
-            unknown = float((word_ids == UNK).float().mean()) if len(word_ids) else 0.0
-            say(f"{name} {len(sentences)} sentences, {len(word_ids)} words, {unknown:.1%} unseen in training")
-        if unseen:
-            listed = ", ".join(f"{t} ({c})" for t, c in sorted(unseen.items(), key=lambda kv: -kv[1]))
-            say(f"tags never seen in training (counted as errors, reported as unseen_tag_tokens): {listed}")
-        if scheme == "bio":
-            for name, sentences in {"train": train, **evaluated}.items():
-                odd = invalid_transitions(s.tags or [] for s in sentences)
-                if odd:
-                    say(f"{name}: {odd} I- tags do not continue an entity of their type (after O, another type or "
-                        "at a sentence start): counted as the start of an entity, as conlleval and seqeval do")
 
     def run_files(self, info: dict[str, Any]) -> dict[str, bytes]:
         """The vocabularies and the tag list, for people and tools (predict reads the vocabularies)."""
