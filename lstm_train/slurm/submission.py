@@ -384,10 +384,13 @@ def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
     executor = make_executor(args.executor, folder, job)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     trainers = []
+    # The local executor starts every job at once: its points take turns (`node.hold_slot`), at most
+    # slurm.array_parallelism at a time, as SLURM's array limit has them on a cluster.
+    slots = (str(sweep_dir / "local-slots"), job.slurm.array_parallelism) if args.executor == "local" else None
     for label, params, point_job, point_id in todo:
         (sweep_dir / label).mkdir(parents=True, exist_ok=True)
         spec = tagged(pinned(point_job, sweep_dir / label, point_id), sweep_id, label)
-        trainers.append(Trainer(halved(spec, job.sweep)))
+        trainers.append(Trainer(halved(spec, job.sweep), slots))
 
     def submit_all() -> list[Any]:
         with executor.batch():
