@@ -1,4 +1,4 @@
-"""`lstm-train`: run, predict, convert, export, report, bench, submit, status, cancel.
+"""`lstm-train`: run, predict, convert, export, report, bench, submit, status, cancel, runs, compare.
 
 Errors a user can fix (a bad key, a missing file, a checkpoint of another model)
 print one clear message and exit 2; no traceback to dig through.
@@ -247,6 +247,18 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return cancel_main(args)
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .runs import main as runs_main
+
+    return runs_main(args)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import main as compare_main
+
+    return compare_main(args)
+
+
 # ---------------------------------------------------------------------------
 # Looking before running: config, jobs, --version
 
@@ -293,6 +305,21 @@ def add_inspection_commands(sub: argparse._SubParsersAction) -> None:
     copy = jobs.add_subparsers(dest="jobs_command").add_parser("copy", help="write a shipped job to DEST")
     copy.add_argument("name")
     copy.add_argument("dest", nargs="?", default=None, help="a file or folder (default: ./NAME.yaml)")
+
+
+def add_run_listing_commands(sub: argparse._SubParsersAction) -> None:
+    runs = sub.add_parser("runs", help="a table of a job's runs: state, step, metric, time, what differs")
+    runs.add_argument("target", nargs="?", default=None, help="a job (name or file: its runs/<name>/), or a folder "
+                      "of runs (default: runs/)")
+    runs.add_argument("--sort", default="started", help="started (default), state, step, time, run, metric (best "
+                      "first), or a number of result.json such as val_loss")
+    runs.add_argument("--json", action="store_true", help="one JSON list, a row per run")
+    runs.set_defaults(func=cmd_runs)
+
+    compare = sub.add_parser("compare", help="runs side by side: what differs, their metrics, one PNG of their curves")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    compare.add_argument("--out", default="compare.png", help="the PNG to write (default: compare.png)")
+    compare.set_defaults(func=cmd_compare)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -388,7 +415,7 @@ def parser() -> argparse.ArgumentParser:
                         help="check the job and sbatch's --test-only answer, print the batch script; queue nothing")
     submit.set_defaults(func=cmd_submit)
 
-    status = sub.add_parser("status", help="state of a submitted run or sweep")
+    status = sub.add_parser("status", help="state of a run or sweep: jobs, step, loss, speed, time left")
     status.add_argument("run_dir")
     status.add_argument("--json", action="store_true", help="one JSON object (exit 1 still means a job failed)")
     status.set_defaults(func=cmd_status)
@@ -397,6 +424,7 @@ def parser() -> argparse.ArgumentParser:
     cancel.add_argument("run_dir")
     cancel.set_defaults(func=cmd_cancel)
     add_inspection_commands(sub)
+    add_run_listing_commands(sub)
     return p
 
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import copy
 import difflib
+import os
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, create_model, field_validator
 
-from . import runfiles, yamlsafe
+from . import runfiles, runnames, yamlsafe
 from .schema import ConfigError, DataBase, ModelBase, Section, default_data_root
 from .sweeps import HalvingConfig, SweepConfig, point_label, point_overrides, points
 from .tasks import TASKS, get_sections
@@ -52,7 +54,8 @@ class TrainConfig(Section):
         "training time (all parts of the run, evaluations included)")
     seed: int = 1
     output_dir: str | None = Field(None, description="default: runs/<job name>/<run id>")
-    run_id: str | None = Field(None, description="default: SLURM job id, else a hash of the job")
+    run_id: str | None = Field(None, description="default: what the overrides change, and a hash of the job "
+                               "(hidden=128,lr=0.003-3f2a9c)")
 
     @field_validator("run_id")
     @classmethod
@@ -166,15 +169,38 @@ class JobBase(Section):
     slurm: SlurmConfig = SlurmConfig()
     sweep: SweepConfig | None = None
 
+    # What the command line changed in the job file (`runnames`): set by `load_job`, None for a
+    # job built from a dict (a submitted job's pinned spec names its run id itself).
+    _changes: dict[str, Any] | None = PrivateAttr(None)
+
+    @property
+    def label(self) -> str | None:
+        """`hidden=128,lr=0.003`, `base`, or None when the job did not come from a job file."""
+        return None if self._changes is None else runnames.label(self._changes)
+
     @property
     def run_dir(self) -> Path:
         """Where this run's config, checkpoints, metrics and result live (see `runfiles`)."""
-        return runfiles.run_dir(self.to_dict())
+        spec = self.to_dict()
+        if spec["train"]["output_dir"]:
+            return Path(spec["train"]["output_dir"])
+        home = Path("runs") / self.name
+        run_id = self.run_id
+        legacy = home / runfiles.identity(spec)  # a run begun before readable names keeps its directory
+        if not spec["train"]["run_id"] and not (home / run_id).exists() and legacy.is_dir():
+            return legacy
+        return home / run_id
 
     @property
     def run_id(self) -> str:
-        """The run's id: W&B group, SLURM-stable name (see `runfiles.run_id`)."""
-        return runfiles.run_id(self.to_dict())
+        """`train.run_id`, else `<label>-<hash>` (`runnames`), else the job's hash: the same job
+        file and overrides give the same id wherever the run starts (here, salloc, sbatch, submit)."""
+        spec = self.to_dict()
+        if spec["train"]["run_id"]:
+            return str(spec["train"]["run_id"])
+        if self._changes is None:
+            return runfiles.identity(spec)
+        return runnames.readable_id(runnames.label(self._changes), spec)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -286,20 +312,40 @@ def load_job(path: str | Path, overrides: list[str] = ()) -> JobBase:
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: a job spec is a mapping of sections, got {type(spec).__name__}")
     spec.setdefault("name", path.stem)
+    base = copy.deepcopy(spec)
     for override in overrides:
         apply_override(spec, override)
     source = str(path) + (f" (with overrides {' '.join(overrides)})" if overrides else "")
-    return validate_job(spec, source)
+    job = validate_job(spec, source)
+    keys = [o.split("=", 1)[0].strip() for o in overrides]
+    job._changes = runnames.changes(keys, job_file_alone(base) if keys else None, job.to_dict())
+    return job
+
+
+def job_file_alone(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The job file without its overrides, validated (defaults filled): what a run's label is
+    measured against; None when the file is not valid alone (it needs an override)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # said once already, for the job with its overrides
+            warnings.simplefilter("ignore")
+            return validate_job(spec, "job file").to_dict()
+    except ValueError:
+        return None
 
 
 def plain_name(value: str, key: str) -> str:
-    """`value` if it is a plain file name (letters, digits, `_ . -`; not `.` or `..`), else a clear error:
-    names become directories under runs/, and a path there would write outside it."""
+    """`value` if it is a plain file name (letters, digits, `_ . -`, and for a run id `, = +` as in a
+    readable run id; not `.` or `..`), else a clear error: names become directories under runs/,
+    and a path there would write outside it."""
     import re
 
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", value) or set(value) == {"."}:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}" if key == "name" else r"[A-Za-z0-9_.,=+-]{1,128}", value) \
+            or set(value) == {"."}:
+        extra = "" if key == "name" else ", ',', '=', '+'"
         raise ValueError(f"{key}={runfiles.shorten(value)} is not a plain name: use 1-128 letters, digits, "
-                         "'_', '.' or '-' (no '/', no '..'); to write elsewhere set train.output_dir")
+                         f"'_', '.'{extra} or '-' (no '/', no '..'); to write elsewhere set train.output_dir")
     return value
 
 
@@ -324,15 +370,37 @@ def check_option(job: JobBase, key: str, value: Any, flag: str) -> Any:
 
 def sweep_jobs(job: JobBase, source: str) -> list[tuple[str, dict[str, Any], JobBase]]:
     """(label, params, validated job) of every point of the job's `sweep:` (`sweeps.points`):
-    the job without its sweep, each point's values applied as overrides and checked."""
+    the job without its sweep, each point's values applied as overrides and checked.  Points
+    are compared on validation data, never on the test split: a job without a validation split
+    gets one (`select_on_validation`) or is refused with the reason."""
     base = job.to_dict()
     base["sweep"] = None
     base["train"]["output_dir"] = base["train"]["run_id"] = None
+    added = select_on_validation(job, source)
+    for override in added:
+        apply_override(base, override, f"{source}: sweep")
     out = []
     for i, params in enumerate(points(job.sweep)):
         spec = copy.deepcopy(base)
         for override in point_overrides(params):
             apply_override(spec, override, f"{source}: sweep")
         label = point_label(i, params)
-        out.append((label, params, validate_job(spec, f"{source} (sweep point {label})")))
+        point = validate_job(spec, f"{source} (sweep point {label})")
+        if job._changes is not None:  # `run --point N`: its directory says what differs, the point included
+            keys = [o.split("=", 1)[0] for o in added] + list(params)
+            point._changes = dict(sorted({**job._changes, **runnames.changes(keys, None, point.to_dict())}.items()))
+        out.append((label, params, point))
     return out
+
+
+def select_on_validation(job: JobBase, source: str) -> list[str]:
+    """The overrides that give a sweep's points a validation split to be compared on ([] when
+    the job has one), said once; a ConfigError saying why when the task cannot split one off
+    (ranking points by the test split would choose hyperparameters on the test set)."""
+    plan = job.data.validation()
+    if isinstance(plan, str):
+        raise ConfigError(f"{source}: a sweep compares its points on validation data, and this job has none: {plan}")
+    if plan and int(os.environ.get("RANK", "0")) == 0:
+        print(f"{source}: no validation split; the sweep's points are compared on one split off the training "
+              f"data ({', '.join(plan)}), never on the test split", file=sys.stderr, flush=True)
+    return plan

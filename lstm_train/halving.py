@@ -2,8 +2,8 @@
 
 `sweep.early_terminate: {type: hyperband, min_iter: M, eta: E}` (W&B's key) sets rungs at
 M, M*E, M*E^2 ... training steps.  At the first evaluation at or past a rung, a point
-records its primary metric (validation, or the test split evaluated as training goes where
-the task has no validation data) in `<sweep dir>/rungs/<point>.json`, reads what every other
+records its validation primary metric (a sweep's points always have validation data: `config.
+select_on_validation`; never the test split) in `<sweep dir>/rungs/<point>.json`, reads what every other
 point recorded at that rung, and stops when at least E points have been there and it is not
 in the best 1/E of them (E = 2: the worse half stops).  It then ends as an early-stopped run
 (its best weights tested, result.json written, `halving.json` saying why), so `status` and a

@@ -9,9 +9,11 @@ A run directory holds everything of one training run, whoever started it
         metrics/           rank-<R>.jsonl, one per process
         result.json        written once, when the run has finished
         submission.json    when it went through `lstm-train submit`
+        started.json       when the run began (its first part)
 
-The run id is a hash of what is trained (not where, for how long or how it is
-tracked), so re-running the same command lands in the same directory and resumes.
+The run id says what the command line changed in the job file and ends in a hash of what is
+trained (not where, for how long or how it is tracked): `hidden=128,lr=0.003-3f2a9c`
+(`runnames`), so re-running the same command lands in the same directory and resumes.
 """
 
 from __future__ import annotations
@@ -68,26 +70,42 @@ def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> l
     return out
 
 
-def run_id(spec: dict[str, Any], environ: dict[str, str] | None = None) -> str:
-    """The run id of a job dict: `train.run_id` if set; under SLURM the job id (a requeued
-    job keeps it; an array task is `<array id>_<task>`); otherwise `identity(spec)`."""
-    env = os.environ if environ is None else environ
+def run_id(spec: dict[str, Any]) -> str:
+    """The run id of a job dict: `train.run_id` if set, else `identity(spec)`.  A job read from a
+    job file has a readable one instead (`config.JobBase.run_id`, `runnames`); never the SLURM
+    job id, which would make every new sbatch of a job start from zero and two runs in one
+    salloc share a directory."""
     given = spec.get("train", {}).get("run_id")
-    if given:
-        return str(given)
-    if env.get("SLURM_ARRAY_JOB_ID"):
-        return f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '0')}"
-    if env.get("SLURM_JOB_ID"):
-        return env["SLURM_JOB_ID"]
-    return identity(spec)
+    return str(given) if given else identity(spec)
 
 
-def run_dir(spec: dict[str, Any], environ: dict[str, str] | None = None) -> Path:
+def run_dir(spec: dict[str, Any]) -> Path:
     """`train.output_dir` if set, else runs/<job name>/<run id> (relative to the working directory)."""
     given = spec.get("train", {}).get("output_dir")
     if given:
         return Path(given)
-    return Path("runs") / spec["name"] / run_id(spec, environ)
+    return Path("runs") / spec["name"] / run_id(spec)
+
+
+STARTED = "started.json"
+
+
+def stamp_started(folder: Path) -> None:
+    """Record when a run began, once (its first part; a resume keeps the stamp): `runs` lists it
+    and the W&B group is named by its date, the same on every rank and every resume."""
+    path = Path(folder) / STARTED
+    if not path.exists():
+        import time
+
+        write_json(path, {"time": round(time.time(), 3), "date": time.strftime("%Y-%m-%d")})
+
+
+def started(folder: Path) -> dict[str, Any] | None:
+    """The stamp `stamp_started` wrote ({"time": unix s, "date": "YYYY-MM-DD"}), or None."""
+    try:
+        return read_json(Path(folder) / STARTED, {"time": (int, float), "date": str})
+    except RunDirError:
+        return None
 
 
 def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:

@@ -59,6 +59,14 @@ class DataBase(Section):
         "without it, the cache and its entries must be yours and not writable by others"
     )
 
+    def validation(self) -> list[str] | str:
+        """How a sweep gets validation data to compare its points on (never the test split):
+        [] when this data section gives the task a validation split; the overrides that split
+        one off the training data (seeded) when it does not; or, when the task cannot, why not
+        and what to set.  A task's data section that can split one off says so by overriding this."""
+        return (f"{type(self).__name__} does not say how its task gets a validation split (a task from "
+                "outside lstm_train: give its data section a `validation()` method)")
+
 
 def default_data_root() -> str:
     """`data.root` default: $LSTM_TRAIN_DATA, else ./data."""

@@ -14,15 +14,18 @@ Local files (the source of truth)
     later row wins, see `lstm_train.report`).
 
 W&B layout
-    * default (``tracking.wandb.shared: false``): one W&B run per global rank, all
-      in group ``<run_id>``, named ``<job>-rank<R>``, with a W&B id stable per
-      (job, run_id, rank) and ``resume="allow"``: a requeued or resumed SLURM job
-      continues the same W&B runs.  Works online, offline and with ``wandb sync``.
-      Use it unless you have a reason not to.  A sweep's points (`submit`) set
-      ``tracking.wandb.group`` to the sweep id (also a tag) and ``job_type`` to the
-      point, named ``<job>-<point>-rank<R>``: one group per sweep, split by point.
+    * default (``tracking.wandb.shared: false``): one W&B run per global rank, named
+      ``<job>-<what differs>-rank<R>`` (``mnist_lstm-hidden=128,lr=0.003-rank0``; the
+      job file as it is: ``mnist_lstm-rank0``; see `runnames`), with what differs as
+      job type, in group ``<job>-<date the run began>`` (a day's runs of a job side by
+      side), with a W&B id stable per (job, run_id, rank) and ``resume="allow"``: a
+      requeued or resumed SLURM job continues the same W&B runs.  Works online,
+      offline and with ``wandb sync``.  Use it unless you have a reason not to.  A
+      sweep's points (`submit`) set ``tracking.wandb.group`` to the sweep's name (also
+      a tag) and ``job_type`` to the point, named ``<job>-<point>-rank<R>``: one group
+      per sweep, split by point.
     * shared (``tracking.wandb.shared: true``, online only): all ranks write into
-      ONE W&B run (id from the run id, name ``<job>``) using W&B's shared mode;
+      ONE W&B run (id from the run id, name ``<job>-<what differs>``) using W&B's shared mode;
       rank 0 is the primary (it writes config/files and sets the final state).
       Global values are logged once, by rank 0; per-rank values (``loss``,
       ``samples_per_s`` and every key containing ``shard``) become
@@ -74,7 +77,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import runfiles
+from . import runfiles, runnames
 from .about import versions
 
 
@@ -159,6 +162,13 @@ def wandb_run_id(job_name: str, run_id: str, rank: int | None) -> str:
         return clean
     digest = hashlib.sha1(raw.encode()).hexdigest()[:10]
     return f"{clean[: MAX_WANDB_ID - 11]}-{digest}"
+
+
+def default_group(job_name: str, run_dir: Path) -> str:
+    """`<job>-<date the run began>`: a day's runs of a job side by side, named for people (a
+    resumed run keeps its group: the date is read from the run's `started.json`)."""
+    stamp = runfiles.started(run_dir)
+    return f"{job_name}-{stamp['date'] if stamp else time.strftime('%Y-%m-%d')}"
 
 
 def init_timeout() -> float:
@@ -322,7 +332,7 @@ class Tracker:
         w = self.worker
         self.wandb_id = wandb_run_id(self.job.name, self.run_id, None if self.shared else w.rank)
         worker = {**asdict(w), "run_id": self.run_id, "versions": versions()}
-        display = f"{self.job.name}-{cfg.job_type}" if cfg.job_type else self.job.name
+        display = f"{self.job.name}-{cfg.job_type}" if cfg.job_type else runnames.display_name(self.job.name, self.run_id)
         if self.shared:
             config = {f"worker_rank{w.rank}": worker}
             if w.rank == 0:
@@ -332,9 +342,10 @@ class Tracker:
         kwargs: dict[str, Any] = dict(
             id=self.wandb_id,
             resume="allow",
-            group=cfg.group or self.run_id,  # a sweep's points: one group, the sweep id (and its tag)
+            group=cfg.group or default_group(self.job.name, self.run_dir),  # a sweep's points: the sweep's name
             name=display + ("" if self.shared else f"-rank{w.rank}"),
-            job_type=cfg.job_type or "train",  # a sweep's point: its label, so a dashboard splits the group by it
+            # what differs (a sweep's point: its label), so a dashboard splits the group by it
+            job_type=cfg.job_type or runnames.label_of(self.run_id) or "train",
             config=config,
             tags=list(cfg.tags) or None,
             dir=str(root),

@@ -313,6 +313,7 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
             raise checkpoint.CheckpointMismatch(refused)
         if accelerator.is_main_process:
             save_job(job, run_dir / runfiles.CONFIG)
+            runfiles.stamp_started(run_dir)  # when the run began (its first part): the W&B group's date
             task.write_run_files(run_dir, splits.info)
         accelerator.wait_for_everyone()
         net = task.build_model(splits.info)
@@ -648,8 +649,7 @@ def judge(run: Run, state: LoopState) -> None:
     began = time.perf_counter()
     if run.splits.val is None:
         state.last_metrics = evaluate(run, run.splits.test, "test", state.step)
-        state.last_eval = state.step
-        halve(run, state, state.last_metrics, "test")
+        state.last_eval = state.step  # no halving on test metrics: a sweep's points always have validation data
         state.eval_seconds += time.perf_counter() - began
         return
     metrics = evaluate(run, run.splits.val, "val", state.step)

@@ -8,6 +8,8 @@
 #   sudo slurm/local-cluster.sh up       # install if needed, configure, start (idempotent)
 #   sudo slurm/local-cluster.sh status   # exit 0 only if the cluster is usable
 #   sudo slurm/local-cluster.sh down     # stop every daemon (idempotent; state is kept)
+#   slurm/local-cluster.sh config DIR    # write slurm.conf and slurmdbd.conf into DIR only, to read
+#                                        # or check them (no root, nothing installed or started)
 #
 # Needs root on a Debian-like system (apt-get/dpkg). Writes /etc/slurm/slurm.conf,
 # /etc/slurm/slurmdbd.conf, adds "127.0.0.1 node1 node2" to /etc/hosts; everything
@@ -234,6 +236,8 @@ write_if_changed() {  # write_if_changed FILE MODE < content ; returns 0 if it c
     mv -f "$tmp" "$file"; return 0
 }
 
+# The two files are unquoted here-documents (they expand $host, $cpus...): a backtick or $(...)
+# in their text runs as a command, so comments there write \`like this\`.
 write_configs() {
     local host cpus mem nlist
     host=$(host_short)
@@ -241,7 +245,7 @@ write_configs() {
     # Each "node" reports the whole host; memory is not a consumable resource here.
     mem=$(awk '/^MemTotal:/ {m=int($2/1024*0.9); print (m<1000?1000:m)}' /proc/meminfo)
     nlist="node[1-${#NODES[@]}]"
-    mkdir -p /etc/slurm
+    mkdir -p "$(dirname "$SLURM_CONF")" "$(dirname "$DBD_CONF")"
     CONF_CHANGED=0
     write_if_changed "$DBD_CONF" 600 <<EOF && CONF_CHANGED=1
 $MARKER
@@ -254,7 +258,7 @@ PidFile=$RUN/slurmdbd.pid
 StorageType=accounting_storage/mysql
 StorageHost=localhost
 StorageUser=slurm
-StoragePass=$(cat "$STATE/dbpass")
+StoragePass=${DB_PASS:-$(cat "$STATE/dbpass")}
 StorageLoc=slurm_acct_db
 EOF
     write_if_changed "$SLURM_CONF" 644 <<EOF && CONF_CHANGED=1
@@ -473,9 +477,17 @@ cmd_status() {
     return "$ok"
 }
 
+cmd_config() {  # config DIR: the generated files, written into DIR only
+    local dir=${1:-}
+    [ -n "$dir" ] || { echo "usage: $0 config DIR" >&2; exit 2; }
+    SLURM_CONF=$dir/slurm.conf DBD_CONF=$dir/slurmdbd.conf DB_PASS=not-the-real-password write_configs
+    say "wrote $dir/slurm.conf and $dir/slurmdbd.conf (the database password is a placeholder)"
+}
+
 case "${1:-}" in
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
-    *) echo "usage: $0 up | down | status" >&2; exit 2 ;;
+    config) cmd_config "${2:-}" ;;
+    *) echo "usage: $0 up | down | status | config DIR" >&2; exit 2 ;;
 esac

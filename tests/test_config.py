@@ -81,11 +81,34 @@ def test_bad_task_and_bad_yaml(tmp_path: Path) -> None:
 
 
 def test_run_dir_is_stable_for_the_same_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same job file and overrides: the same readable directory, in any order, here or under
+    SLURM (a new sbatch of a job resumes it; two runs in one salloc do not share one)."""
     for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID"):
         monkeypatch.delenv(var, raising=False)
-    a = load_job(ROOT / "jobs" / "mnist_lstm.yaml").run_dir
-    b = load_job(ROOT / "jobs" / "mnist_lstm.yaml").run_dir
-    c = load_job(ROOT / "jobs" / "mnist_lstm.yaml", ["train.epochs=2"]).run_dir
-    assert a == b != c and a.parts[:2] == ("runs", "mnist_lstm")
+    job = ROOT / "jobs" / "mnist_lstm.yaml"
+    a = load_job(job).run_dir
+    b = load_job(job, ["optim.lr=0.01"]).run_dir  # the job file's own value: no difference
+    c = load_job(job, ["train.epochs=2"]).run_dir
+    d = load_job(job, ["optim.lr=0.003", "model.hidden_size=128", "train.log_every=5"]).run_dir
+    e = load_job(job, ["model.hidden_size=128", "optim.lr=3e-3", "train.log_every=5"]).run_dir
+    assert a == b != c and a.parts[:2] == ("runs", "mnist_lstm") and a.name.startswith("base-")
+    assert c.name.startswith("epochs=2-") and d == e and d.name.startswith("hidden=128,lr=0.003-")
+    assert d != load_job(job, ["optim.lr=0.003", "model.hidden_size=128"]).run_dir  # the hash sees log_every
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
-    assert load_job(ROOT / "jobs" / "mnist_lstm.yaml").run_dir.name == "4242"
+    assert load_job(job, ["train.epochs=2"]).run_dir == c
+    assert load_job(job, ["train.run_id=mine"]).run_dir.name == "mine"
+
+
+def test_readable_labels_are_short_and_safe() -> None:
+    from lstm_train import runnames
+
+    many = {f"model.k{i}": i for i in range(30)}
+    shown, _, more = runnames.label(many).rpartition(",+")
+    assert len(runnames.label(many)) <= runnames.MAX_LABEL and len(shown.split(",")) + int(more) == 30
+    assert runnames.label({"data.path": "/a/b/my data (v2).csv", "data.seed": 1, "train.seed": 2}) == \
+        "path=my_data__v2_.csv,data.seed=1,train.seed=2"
+    assert runnames.label({}) == runnames.BASE
+    assert runnames.label_of("hidden=128,lr=0.003-3f2a9c") == "hidden=128,lr=0.003"
+    assert runnames.label_of("3f2a9c01b7") is None and runnames.display_name("j", "base-3f2a9c") == "j"
+    long = load_job(ROOT / "jobs" / "mnist_lstm.yaml", [f"data.root=/x/{'y' * 100}"])
+    assert len(long.run_id) < 128 and long.run_id.startswith("root=yyyy")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lstm_train.config import load_job
 from lstm_train.tracking import wandb_run_id
 
 from .slurm_helpers import JOB, cli, job_ids, logs_of, result, rows, submit, wait_final, wait_for
@@ -86,9 +87,11 @@ def test_one_node_job_to_completion(cluster: None, tmp_path: Path, slurm_env: di
     print(f"\none-node job: {time.monotonic() - t0:.1f} s from submit to result")
     record = json.loads((run_dir / "submission.json").read_text())
     jid = record["job_ids"][0]
-    run_id = record["wandb"]["group"]
+    run_id, group = record["run_id"], record["wandb"]["group"]
+    assert run_id == load_job(JOB, TINY).run_id  # what `run` (here, salloc, sbatch) calls the same job
+    assert group == f"mnist_lstm-{json.loads((run_dir / 'started.json').read_text())['date']}"
     for needle in (f"as job {jid}", f"run dir:   {run_dir}", f"{jid}_0_log.out", f"{jid}_0_log.err",
-                   f"W&B group: {run_id}", "COMPLETED"):
+                   f"W&B group: {group}", "COMPLETED"):
         assert needle in p.stdout, p.stdout
     res = result(run_dir)
     assert res["world_size"] == 1 and res["steps"] == 30 and not res["interrupted"]
@@ -161,9 +164,11 @@ def test_sweep_is_one_array_with_status_table(cluster: None, tmp_path: Path, slu
         assert config["optim"]["lr"] == point["params"]["optim.lr"]
         assert config["model"]["hidden_size"] == point["params"]["model.hidden_size"]
         res = result(run_dir)
-        # The task's primary metric (older result files: their first test_ key, the loss).
-        metric = res.get("primary_metric") or next(k for k in res if k.startswith("test_"))
-        higher = res.get("higher_is_better", False)
+        # Ranked by the task's primary metric on validation data (held out of MNIST's training
+        # images for the sweep), never by the test split.
+        metric = "val_" + res["primary_metric"].removeprefix("test_")
+        higher = res["higher_is_better"]
+        assert config["data"]["val_fraction"] == 0.1 and res["val_samples"] == 6000, res
         score[point["name"]] = res[metric]
     assert len(set(record["points"][i]["run_dir"] for i in range(4))) == 4
 
@@ -222,7 +227,7 @@ def test_requeue_resumes_with_same_wandb_runs(cluster: None, tmp_path: Path, slu
     assert "prepared data: mapping " in err.split("DUE TO JOB REQUEUE")[-1], err
 
     # Both attempts wrote into the same W&B run (offline: one directory per attempt, same id).
-    run_id = json.loads((run_dir / "submission.json").read_text())["wandb"]["group"]
+    run_id = json.loads((run_dir / "submission.json").read_text())["run_id"]
     expected = wandb_run_id("mnist_lstm", run_id, 0)
     attempts = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(attempts) >= 2, attempts

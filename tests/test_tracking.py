@@ -108,7 +108,7 @@ def test_every_rank_logs_its_own_run_in_one_group(tmp_path: Path) -> None:
 
     runs = read_runs(run_dir / "wandb")
     assert len(runs) == 2
-    assert {r.group for r in runs} == {"job42"}
+    assert {r.group for r in runs} == {f"tiny-{time.strftime('%Y-%m-%d')}"}  # <job>-<date begun>: for people
     assert sorted(r.name for r in runs) == ["tiny-rank0", "tiny-rank1"]
     assert len({r.run_id for r in runs}) == 2
     for run in runs:
@@ -432,7 +432,8 @@ def test_two_process_training_logs_every_rank(tmp_path: Path, fake_mnist: Path) 
 
     runs = read_runs(run_dir / "wandb")
     assert sorted(r.name for r in runs) == ["mnist_lstm-rank0", "mnist_lstm-rank1"]
-    assert {r.group for r in runs} == {"t2p"} and len({r.run_id for r in runs}) == 2
+    began = json.loads((run_dir / "started.json").read_text())["date"]
+    assert {r.group for r in runs} == {f"mnist_lstm-{began}"} and len({r.run_id for r in runs}) == 2
     rows: dict[int, list[dict[str, Any]]] = {}
     for run in runs:
         config = config_values(run.config)

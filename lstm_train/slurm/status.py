@@ -6,8 +6,11 @@ answers at once.
 
 A run's table shows every job submitted for it; a requeued job (time limit,
 preemption, node failure) adds one line per earlier incarnation (sacct
---duplicates).  A sweep's table ranks the points by the task's primary metric,
-read from each result.json (`primary_metric`, `higher_is_better`).
+--duplicates); while it trains, where it is and how long it has left (`livestatus`:
+step, epoch, loss, samples or tokens per second, time left).  A run started without
+`submit` (`run`, sbatch) has no jobs to list: its state and progress alone.  A sweep's
+table ranks the points by the task's primary metric on validation data (`val_<metric>`
+of each result.json), never by the test split: that would choose on the test set.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import runfiles
+from .. import livestatus, runfiles
 from .commands import run_slurm
 from .diagnose import describe_attempts, explain_failure
 from .jobstate import (FINAL_STATES, STUCK_REASONS, JobState, job_history, job_states, local_state, slurm_states,
@@ -34,8 +37,8 @@ POLL_S = 3.0
 def load_record(path: Path) -> dict[str, Any]:
     record = runfiles.read_json(path / runfiles.SUBMISSION, runfiles.SUBMISSION_FIELDS)
     if record is None:
-        hint = " (a run of `lstm-train run` has config.yaml but no submission)" if (path / runfiles.CONFIG).exists() else ""
-        raise FileNotFoundError(f"{path / runfiles.SUBMISSION} not found: not a directory made by `lstm-train submit`{hint}")
+        raise FileNotFoundError(f"{path / runfiles.SUBMISSION} not found: not a directory made by `lstm-train submit` "
+                                "(nor a run directory with a config.yaml)")
     return record
 
 
@@ -63,8 +66,12 @@ def status_main(args: Any) -> int:
     """The table (or with --json one JSON object); exit 1 when a job ended without a result
     (FAILED, TIMEOUT, CANCELLED, ...), so scripts and CI can tell."""
     path = Path(args.run_dir).resolve()
-    record = load_record(path)
-    show = status_sweep if record.get("kind") == "sweep" else status_run
+    if not (path / runfiles.SUBMISSION).exists() and (path / runfiles.CONFIG).is_file():
+        record: dict[str, Any] = {}
+        show: Any = status_unsubmitted  # started by `run`, accelerate launch or sbatch: its files alone
+    else:
+        record = load_record(path)
+        show = status_sweep if record.get("kind") == "sweep" else status_run
     if not getattr(args, "json", False):
         return show(path, record)
     data: dict[str, Any] = {}
@@ -106,6 +113,7 @@ def status_run(run_dir: Path, record: dict[str, Any], data: dict[str, Any] | Non
             print(f"job {jid} was requeued {len(earlier)} time(s):")
             for line in describe_attempts(history[jid]):
                 print(f"  {line}")
+    live = None
     if result is not None:
         print(f"result: {result_summary(result)}  ({run_dir / runfiles.RESULT})")
     else:
@@ -113,6 +121,8 @@ def status_run(run_dir: Path, record: dict[str, Any], data: dict[str, Any] | Non
         st = states.get(latest, JobState("UNKNOWN"))
         if st.state in FINAL_STATES or st.state == "INTERRUPTED":
             print(explain_failure(latest, st, submitit_folder(run_dir, record), record_tasks(record)))
+        live = livestatus.progress(run_dir)
+        print("\n".join(livestatus.describe(live)))
         ckpts = runfiles.checkpoint_files(run_dir / runfiles.CHECKPOINTS)
         if ckpts:
             print(f"newest checkpoint: step {ckpts[0][0]} ({ckpts[0][1]})")
@@ -124,31 +134,66 @@ def status_run(run_dir: Path, record: dict[str, Any], data: dict[str, Any] | Non
     if data is not None:
         data.update(kind="run", run_dir=str(run_dir), executor=record.get("executor"),
                     wandb_group=record.get("wandb", {}).get("group"), failed=failed, result=result, logs=logs,
-                    jobs=[{"job_id": r[0], "state": r[1], "elapsed": r[2], "nodes": r[3]} for r in rows[1:]])
+                    jobs=[{"job_id": r[0], "state": r[1], "elapsed": r[2], "nodes": r[3]} for r in rows[1:]],
+                    progress=live.to_dict() if live else None)
     return 1 if failed else 0
 
 
+def status_unsubmitted(run_dir: Path, record: dict[str, Any], data: dict[str, Any] | None = None) -> int:
+    """A run started by `run`, accelerate launch or sbatch: no jobs to ask SLURM about, so its
+    state (lock.json's holder, result.json) and progress from the metrics files."""
+    live = livestatus.progress(run_dir)
+    result = runfiles.read_json(run_dir / runfiles.RESULT, runfiles.RESULT_FIELDS)
+    print(f"run {run_dir}  ({live.state}" + (f": {live.holder}" if live.holder else "") + ")")
+    if result is not None:
+        print(f"result: {result_summary(result)}  ({run_dir / runfiles.RESULT})")
+    else:
+        print("\n".join(livestatus.describe(live)))
+        if live.newest_checkpoint is not None:
+            print(f"newest checkpoint: step {live.newest_checkpoint}"
+                  + ("" if live.state == "running" else "; run the same command again to resume"))
+    if data is not None:
+        data.update(kind="run", run_dir=str(run_dir), executor=None, state=live.state, failed=False,
+                    result=result, progress=live.to_dict())
+    return 0
+
+
+def validation_metric(result: dict[str, Any]) -> tuple[str | None, bool]:
+    """(`val_<primary metric>`, higher is better) of a result.json: what a sweep ranks its points
+    by.  None when the run had no validation data (an older sweep): such points are not ranked,
+    for ranking them by the test split would choose hyperparameters on the test set."""
+    metric, higher = primary_metric(result)
+    name = f"val_{metric.removeprefix('test_')}" if metric else None
+    return (name if name in result else None), higher
+
+
 def status_sweep(sweep_dir: Path, record: dict[str, Any], data: dict[str, Any] | None = None) -> int:
-    """One row per grid point, best first by the task's primary metric; 1 if a point failed."""
+    """One row per grid point, best first by the task's primary metric on validation data (the
+    test value beside it, never ranked by); 1 if a point failed."""
     states = job_states(record, sweep_dir)
     results = {p["name"]: runfiles.read_json(Path(p["run_dir"]) / runfiles.RESULT) for p in record.get("points", [])}
-    metric, higher = next((primary_metric(r) for r in results.values() if r), (None, True))
+    metric, higher = next(((m, h) for m, h in map(validation_metric, filter(None, results.values())) if m), (None, True))
+    test_metric = next((primary_metric(r)[0] for r in results.values() if r), None)
+    unranked = any(r and validation_metric(r)[0] is None for r in results.values())
     rows: list[tuple[Any, ...]] = []
     for point in record.get("points", []):
         res = results[point["name"]]
         st = states.get(str(point.get("job_id")), JobState("UNKNOWN"))
         state = "COMPLETED" if res is not None and not st.active else st.state
         value = res.get(metric) if res and metric else None
-        rows.append((point["name"], state, value, point.get("job_id", "")))
+        rows.append((point["name"], state, value, point.get("job_id", ""), res.get(test_metric) if res and test_metric else None))
     ranked = sorted((r for r in rows if isinstance(r[2], (int, float))), key=lambda r: r[2], reverse=higher)
     rows = ranked + [r for r in rows if r not in ranked]
     done = sum(1 for r in rows if r[1] == "COMPLETED")
     best = "higher" if higher else "lower"
     print(f"sweep {sweep_dir}: {len(rows)} point(s), {done} completed ({record.get('executor')}), "
-          f"ranked by {metric or 'nothing yet'}" + (f" ({best} is better)" if metric else ""))
-    table = [("point", "state", metric or "metric", "job")] + [
-        (r[0], r[1], f"{r[2]:.4f}" if isinstance(r[2], float) else ("-" if r[2] is None else str(r[2])), r[3])
-        for r in rows
+          f"ranked by {metric or 'nothing yet'}" + (f" ({best} is better; validation data)" if metric else ""))
+    if unranked:
+        print("note: points without validation metrics are not ranked (ranking by the test split would choose "
+              "hyperparameters on the test set); submit the sweep again: it now holds out validation data")
+    show = lambda v: f"{v:.4f}" if isinstance(v, float) else ("-" if v is None else str(v))  # noqa: E731
+    table = [("point", "state", metric or "metric", "job") + ((test_metric,) if test_metric else ())] + [
+        (r[0], r[1], show(r[2]), r[3]) + ((show(r[4]),) if test_metric else ()) for r in rows
     ]
     print_table(table)
     for r in rows:
@@ -159,7 +204,7 @@ def status_sweep(sweep_dir: Path, record: dict[str, Any], data: dict[str, Any] |
     if data is not None:
         params = {p["name"]: p.get("params") for p in record.get("points", [])}
         data.update(kind="sweep", run_dir=str(sweep_dir), executor=record.get("executor"), metric=metric,
-                    higher_is_better=higher, completed=done, failed=failed,
+                    test_metric=test_metric, higher_is_better=higher, completed=done, failed=failed,
                     points=[{"name": r[0], "state": r[1], "value": r[2], "job_id": r[3], "params": params.get(r[0]),
                              "result": results[r[0]]} for r in rows])
     return 1 if failed else 0

@@ -6,9 +6,14 @@ both are known now and stay the same across requeues, and submits one `Trainer`
 (`node`) per run.  `submission.json` in the run (or sweep) directory records the
 job ids, executor, log paths and W&B group for `status`, `cancel` and resubmission.
 
+The run id is the one `lstm-train run` gives the same job file and overrides (`runnames`:
+`hidden=128,lr=0.003-3f2a9c`), wherever it runs: a job submitted here, trained by
+`run` in an salloc or by `sbatch slurm/accelerate.sbatch` lands in the same directory and
+resumes there.  A sweep's directory is `sweep-<what it varies>-<hash>`.
+
 One live job per run directory: a run whose directory belongs to a queued or
 running job is refused (exit 2, naming the job); `--new-run` gives the job a
-fresh run id (its identity plus a time stamp) and so a fresh directory.
+fresh run id (its own plus a time stamp) and so a fresh directory.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from typing import Any
 import submitit
 from submitit.slurm.slurm import _convert_mem
 
-from .. import runfiles, sweeps
+from .. import runfiles, runnames, sweeps
 from ..config import JobBase, load_job, sweep_jobs
+from ..tracking import default_group
 from .commands import SubmitError, no_slurm_message
 from .jobstate import JobState, job_states
 from .node import EXIT_INTERRUPTED, Trainer
@@ -55,11 +61,33 @@ def submit_main(args: Any) -> int:
 
 
 def layout_identity(job: JobBase, extra: dict[str, Any] | None = None) -> str:
-    """`runfiles.identity` of the job plus its process layout: the same training on
-    another number of processes is another run."""
+    """`runfiles.identity` of the job plus its process layout (how lstm_train before readable
+    run ids named submitted runs and sweeps: their directories are still found)."""
     spec = job.to_dict()
     spec["processes"] = [job.slurm.nodes, tasks_per_node(job), job.slurm.gpus_per_node]
     return runfiles.identity(spec, extra)
+
+
+def run_id_of(job: JobBase) -> str:
+    """The run id `lstm-train run` gives this job (a run begun by an older submit keeps its own)."""
+    readable = job.run_id
+    legacy = layout_identity(job)
+    if not job.train.run_id and not run_dir_of(job, readable).exists() and run_dir_of(job, legacy).is_dir():
+        return legacy
+    return readable
+
+
+def sweep_id_of(job: JobBase) -> str:
+    """`sweep-<name, or the keys it varies>[,<what the overrides change>]-<hash>` (an older
+    submit's `sweep-<hash>` directory is still found)."""
+    legacy = "sweep-" + layout_identity(job, sweep_identity(job))
+    if job.train.run_id or run_dir_of(job, legacy).is_dir():
+        return job.train.run_id or legacy
+    keys = [runnames.ALIASES.get(k, k.rsplit(".", 1)[-1]) for k in job.sweep.flat_parameters()]
+    what = runnames.show_value(job.sweep.name) if job.sweep.name else ",".join(dict.fromkeys(keys))
+    if job.label not in (None, runnames.BASE):
+        what += f",{job.label}"
+    return f"sweep-{what[:runnames.MAX_LABEL]}-{layout_identity(job, sweep_identity(job))[:runnames.HASH_DIGITS]}"
 
 
 def choose_run_id(job: JobBase, base: str, new_run: bool) -> str:
@@ -70,7 +98,11 @@ def choose_run_id(job: JobBase, base: str, new_run: bool) -> str:
     if job.train.output_dir:
         raise SubmitError(f"--new-run picks a new run directory, but train.output_dir={job.train.output_dir} "
                           "fixes it: drop train.output_dir, or point it at a new directory without --new-run")
-    return f"{run_id}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    readable = runnames.READABLE.match(run_id)
+    if readable:  # the time before the hash: the id stays readable (`runnames.label_of`)
+        return f"{readable.group('label')}-{stamp}-{readable.group('digest')}"
+    return f"{run_id}-{stamp}"
 
 
 def run_dir_of(job: JobBase, run_id: str) -> Path:
@@ -181,10 +213,10 @@ def dry_run(job: JobBase, args: Any) -> int:
         part = None
     sweep = job.sweep is not None
     if sweep:
-        run_id = choose_run_id(job, "sweep-" + layout_identity(job, sweep_identity(job)), args.new_run)
+        run_id = choose_run_id(job, sweep_id_of(job), args.new_run)
         count = len(sweep_points(job, args.job, run_id))
     else:
-        run_id, count = choose_run_id(job, layout_identity(job), args.new_run), 1
+        run_id, count = choose_run_id(job, run_id_of(job), args.new_run), 1
     run_dir = run_dir_of(job, run_id)
     with tempfile.TemporaryDirectory(prefix="lstm-train-dry-run-") as tmp:
         executor = make_executor("slurm", Path(tmp) / "slurm", job)
@@ -198,7 +230,7 @@ def dry_run(job: JobBase, args: Any) -> int:
                                 timeout=60)
     what = f"{count} point(s) as one job array" if sweep else "one run"
     print(f"job:      {job.name}: valid, {what} ({describe_layout(job, 'slurm', part)})")
-    print(f"run dir:  {run_dir} (W&B group {run_id}{'-NN' if sweep else ''})")
+    print(f"run dir:  {run_dir} (W&B group {run_id if sweep else default_group(job.name, run_dir)})")
     print("batch script (sbatch would be given):")
     print("    " + script.rstrip().replace("\n", "\n    "))
     said = sbatch_refusal(answer.stderr + answer.stdout) if answer.returncode else \
@@ -218,7 +250,7 @@ def dry_run(job: JobBase, args: Any) -> int:
 
 
 def submit_run(job: JobBase, args: Any, part: Partition | None) -> int:
-    run_id = choose_run_id(job, layout_identity(job), args.new_run)
+    run_id = choose_run_id(job, run_id_of(job), args.new_run)
     run_dir = run_dir_of(job, run_id)
     runfiles.make_run_dir(run_dir)
     # One submit at a time per run directory, from reading submission.json to writing it: of two
@@ -244,6 +276,8 @@ def _submit_run(job: JobBase, args: Any, part: Partition | None, run_id: str, ru
                 "submit with --new-run for a fresh run.")
     folder = run_dir / args.executor
     executor = make_executor(args.executor, folder, job)
+    runfiles.stamp_started(run_dir)  # the W&B group's date: the day it was submitted, whenever it starts
+    group = job.tracking.wandb.group or default_group(job.name, run_dir)
     sub = submitted(lambda: executor.submit(Trainer(pinned(job, run_dir, run_id))))
     job_id = str(sub.job_id)
     record = {
@@ -253,11 +287,12 @@ def _submit_run(job: JobBase, args: Any, part: Partition | None, run_id: str, ru
         "submitted_at": now(),
         "job_file": str(Path(args.job).resolve()),
         "overrides": runfiles.redact(list(args.overrides)),
+        "run_id": run_id,
         "run_dir": str(run_dir),
         "folder": str(folder),
         "world_size": world_size(job),
         "logs": log_paths(folder, job_id),
-        "wandb": {"group": run_id, "project": job.tracking.wandb.project, "mode": job.tracking.wandb.mode},
+        "wandb": {"group": group, "project": job.tracking.wandb.project, "mode": job.tracking.wandb.mode},
         "earlier": (previous or {}).get("earlier", []) + (
             [{k: v for k, v in previous.items() if k != "earlier"}] if previous else []),
     }
@@ -267,7 +302,8 @@ def _submit_run(job: JobBase, args: Any, part: Partition | None, run_id: str, ru
     print(f"run dir:   {run_dir}")
     print(f"logs:      {logs['stdout']}\n           {logs['stderr']}" +
           (f"\n           (rank R: {job_id}_R_log.out/.err)" if world_size(job) > 1 else ""))
-    print(f"W&B group: {run_id} (project {job.tracking.wandb.project}; runs {job.name}-rank0..{world_size(job) - 1})")
+    name = runnames.display_name(job.name, run_id)
+    print(f"W&B group: {group} (project {job.tracking.wandb.project}; runs {name}-rank0..{world_size(job) - 1})")
     print(f"status:    lstm-train status {run_dir}")
     if args.executor == "debug":
         return run_debug(sub)
@@ -324,7 +360,7 @@ def halved(spec: dict[str, Any], sweep: Any) -> dict[str, Any]:
 
 def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
     grid = job.sweep.grid
-    sweep_id = choose_run_id(job, "sweep-" + layout_identity(job, sweep_identity(job)), args.new_run)
+    sweep_id = choose_run_id(job, sweep_id_of(job), args.new_run)
     sweep_dir = run_dir_of(job, sweep_id)
     points = sweep_points(job, args.job, sweep_id)
 
@@ -348,10 +384,13 @@ def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
     executor = make_executor(args.executor, folder, job)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     trainers = []
+    # The local executor starts every job at once: its points take turns (`node.hold_slot`), at most
+    # slurm.array_parallelism at a time, as SLURM's array limit has them on a cluster.
+    slots = (str(sweep_dir / "local-slots"), job.slurm.array_parallelism) if args.executor == "local" else None
     for label, params, point_job, point_id in todo:
         (sweep_dir / label).mkdir(parents=True, exist_ok=True)
         spec = tagged(pinned(point_job, sweep_dir / label, point_id), sweep_id, label)
-        trainers.append(Trainer(halved(spec, job.sweep)))
+        trainers.append(Trainer(halved(spec, job.sweep), slots))
 
     def submit_all() -> list[Any]:
         with executor.batch():

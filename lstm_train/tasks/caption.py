@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import mnist
+from ..data.holdout import holdout
 from ..data.strips import (
     DIGIT, PAD, VOCAB_SIZE, digits_to_text, make_strips, tokens_to_digits,
 )
@@ -57,7 +58,10 @@ class CaptionTask(Task):
             "height": data.height, "width": data.strip_width, "max_digits": data.max_digits,
             "vocab_size": VOCAB_SIZE,
         }
-        return Splits(train=(train.images, train.tokens), test=(test.images, test.tokens), info=info)
+        columns, val = (train.images, train.tokens), None
+        if data.val_fraction:  # strips held out of training for validation (a sweep's points are compared on it)
+            columns, val = holdout(columns, data.val_fraction, data.seed)
+        return Splits(train=columns, test=(test.images, test.tokens), val=val, info=info)
 
     def build_model(self, info: dict[str, Any]) -> nn.Module:
         m = self.job.model

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import mnist
+from ..data.holdout import holdout
 from ..models import LSTMClassifier
 from .base import ExportSignature, Splits, Task, predict_files
 from .sections.classify import ClassifyData, ClassifyModel  # noqa: F401 (the job's sections, torch-free)
@@ -56,7 +57,10 @@ class ClassifyTask(Task):
         test = mnist.load_split(data.root, data.dataset, train=False)
         width = 1 if data.sequence == "pixels" else train[0].shape[-1]
         info = {"classes": CLASS_NAMES[data.dataset], "input_size": width}
-        return Splits(train=train, test=test, info=info)
+        val = None
+        if data.val_fraction:  # MNIST has no validation split: hold one out (a sweep's points are compared on it)
+            train, val = holdout(train, data.val_fraction, data.split_seed)
+        return Splits(train=train, test=test, val=val, info=info)
 
     def torch_dataset(self, train: bool) -> torch.utils.data.Dataset | None:
         """torchvision's Dataset with ToTensor, for `data.loader: torchvision`."""

@@ -26,6 +26,9 @@ class CaptionData(DataBase):
     min_gap: int = Field(-4, gt=-DIGIT, description="narrowest gap between digit boxes (negative: overlap)")
     max_gap: int = Field(4, description="widest gap between digit boxes")
     seed: int = Field(0, description="strip generation seed (test strips use seed + 1)")
+    val_fraction: float = Field(
+        0.0, ge=0, lt=1, description="share of the training strips held out for validation (model selection, early "
+        "stopping; a sweep sets 0.1 when it is 0); 0: none")
 
     @model_validator(mode="after")
     def _consistent(self) -> CaptionData:
@@ -40,6 +43,9 @@ class CaptionData(DataBase):
                 f"needs at least {need} (or leave width unset)"
             )
         return self
+
+    def validation(self) -> list[str] | str:
+        return [] if self.val_fraction else ["data.val_fraction=0.1"]
 
     @property
     def strip_width(self) -> int:

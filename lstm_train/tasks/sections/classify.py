@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ...schema import DataBase, ModelBase, default_data_root
 
@@ -21,6 +21,19 @@ class ClassifyData(DataBase):
     sequence: Literal["rows", "pixels"] = Field(
         "rows", description="rows: 28 steps of 28 pixels (the tutorial); pixels: 784 steps of 1 pixel (sequential MNIST)"
     )
+    val_fraction: float = Field(
+        0.0, ge=0, lt=1, description="share of the training images held out for validation (model selection, early "
+        "stopping; a sweep sets 0.1 when it is 0); 0: none, the test split is evaluated as training goes (the tutorial)")
+    split_seed: int = Field(0, description="which training images val_fraction holds out")
+
+    @model_validator(mode="after")
+    def _holdout(self) -> ClassifyData:
+        if self.val_fraction and self.loader == "torchvision":
+            raise ValueError("data.val_fraction holds out part of the training tensors: use data.loader = 'tensor'")
+        return self
+
+    def validation(self) -> list[str] | str:
+        return [] if self.val_fraction else ["data.val_fraction=0.1"]
 
 
 class ClassifyModel(ModelBase):

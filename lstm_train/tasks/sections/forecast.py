@@ -51,6 +51,10 @@ class ForecastData(DataBase):
     plot_series: int = Field(3, ge=1, description="series drawn in forecast.png (sine has many)")
     sine: SineConfig = SineConfig()
 
+    def validation(self) -> list[str] | str:
+        """A span before the test span (time order kept: windows drawn at random would leak the future)."""
+        return [] if self.val_size else ["data.val_size=0.1"]
+
     @field_validator("path", "column", "time_column", "covariates")
     @classmethod
     def _csv_only(cls, value: Any, info: ValidationInfo) -> Any:

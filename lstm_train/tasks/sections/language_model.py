@@ -28,6 +28,9 @@ class LanguageModelData(StreamData):
                                  "training text (its start), as sentencepiece's input_sentence_size")
     batch_size: int = Field(32, ge=1, description="streams per process (data.global_batch_size: over all)")
 
+    def validation(self) -> list[str] | str:
+        return []  # val_files, or a val_fraction > 0 of the corpus
+
 
 class LanguageModelModel(ModelBase):
     hidden_size: int = Field(512, ge=1)

@@ -36,6 +36,9 @@ class TagData(SequenceData):
     batch_size: int = Field(32, ge=1, description="sentences per batch per process")
     eval_batch_size: int = Field(256, ge=1)
 
+    def validation(self) -> list[str] | str:
+        return [] if self.val else "data.val is null: name a validation file (CoNLL-U or columns) as data.val"
+
     def path(self, name: str) -> Path:
         path = Path(getattr(self, name))
         return path if path.is_absolute() else Path(self.root) / path

@@ -38,6 +38,14 @@ class TextData(SequenceData):
     max_vocab: int | None = Field(None, ge=5, description="keep the most frequent words (specials included)")
     max_length: int | None = Field(256, ge=1, description="cut texts after this many words (counted in the log)")
 
+    def validation(self) -> list[str] | str:
+        if self.source != "files" or self.val_path or (self.path and self.val_fraction):
+            return []  # SST's dev trees, a validation file, or a share of data.path
+        if self.path:
+            return ["data.val_fraction=0.1"]
+        return ("data.train_path is given without data.val_path: name a validation file (data.val_path), "
+                "or give one file as data.path, which is split by data.val_fraction")
+
     @model_validator(mode="after")
     def _paths(self) -> TextData:
         given = {k: getattr(self, k) for k in ("path", "train_path", "val_path", "test_path") if getattr(self, k)}

@@ -62,6 +62,12 @@ class TranslateData(SequenceData):
     batch_size: int = Field(64, ge=1, description="sentence pairs per batch per process")
     eval_batch_size: int = Field(200, ge=1)
 
+    def validation(self) -> list[str] | str:
+        """Multi30k has its val files; otherwise validation pairs are given or split off train."""
+        if self.dataset == "multi30k" or self.val is not None or self.val_fraction:
+            return []
+        return ["data.val_fraction=0.02"]
+
     @model_validator(mode="after")
     def _files(self) -> TranslateData:
         if self.dataset == "files" and self.train is None:
