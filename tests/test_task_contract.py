@@ -139,7 +139,7 @@ def case_sequence(tmp: Path, data: Path) -> Case:
         n = int(rng.integers(3, 9))
         rows += [f"s{i},{t},{rng.normal() + (i % 2)},{rng.normal()},{'up' if i % 2 else 'down'}" for t in range(n)]
     (data / "long.csv").write_text("id,t,a,b,label\n" + "\n".join(rows) + "\n")
-    spec = {"data": {"train": str(data / "long.csv"), "id_column": "id", "label_column": "label", "val_fraction": 0.2,
+    spec = {"data": {"train": str(data / "long.csv"), "id_column": "id", "time_column": "t", "val_fraction": 0.2,
                      "test_fraction": 0.2}, "model": {"hidden_size": 8}}
     return Case(job("sequence", tmp, spec), ["1,0;1.2,0.3;0.9,-0.1"], {}, blank=([" "], {}))
 
