@@ -203,9 +203,9 @@ def _long(table: Any, path: Path, columns: Columns, names: list[str], label: str
     ids = _column(table, columns.id, path, "data.id_column")
     _, first, group = np.unique(ids, return_index=True, return_inverse=True)
     rank = np.argsort(np.argsort(first))[group.reshape(-1)]  # group number by first appearance
-    keys = [np.arange(len(ids))]
+    keys = [np.arange(len(ids))]  # np.lexsort: the last key sorts first
     if columns.time is not None:
-        keys.insert(0, _numeric(table, [columns.time], path)[:, 0])
+        keys.append(_numeric(table, [columns.time], path)[:, 0])
     order = np.lexsort([*keys, rank])  # by group, then time (if any), then file order
     values = _numeric(table, names, path)[order]
     counts = np.bincount(rank, minlength=len(first))
