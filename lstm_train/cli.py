@@ -190,11 +190,12 @@ def predict_options(job, args: argparse.Namespace) -> dict:  # noqa: ANN001 - a 
 
 
 def known_predict_options(extra=()) -> list:  # noqa: ANN001 - PredictOption
-    """Every built-in task's predict options, then a run's own task's (once each, by flag)."""
+    """A run's own task's predict options (their help shown), then every built-in task's (once
+    each, by flag: one the run's task does not take is refused by name, not as unknown)."""
     from .tasks import BUILTIN
 
     seen: dict[str, object] = {}
-    for option in [o for r in BUILTIN for o in r.predict_options] + list(extra):
+    for option in list(extra) + [o for r in BUILTIN for o in r.predict_options]:
         seen.setdefault(option.flag, option)
     return list(seen.values())
 
