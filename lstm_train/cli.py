@@ -1,4 +1,4 @@
-"""`lstm-train`: run, predict, convert, export, report, bench, submit, status, cancel, runs, compare.
+"""`lstm-train`: run, predict, evaluate, convert, export, report, bench, submit, status, cancel, runs, compare.
 
 Errors a user can fix (a bad key, a missing file, a checkpoint of another model)
 print one clear message and exit 2; no traceback to dig through.
@@ -166,12 +166,67 @@ def load_run(run_dir: Path):
 
 def cmd_predict(args: argparse.Namespace) -> int:
     job, task, model, info = load_run(Path(args.run_dir))
-    if args.beam is not None:  # validated as the job file's model.beam_size is
-        check_option(job, "model.beam_size", args.beam, "--beam")
-    options = {"csv": args.csv, "text": args.text, "file": args.file, "conllu": args.conllu, "beam": args.beam,
-               "output": args.output}
-    for line in task.predict(model, info, args.inputs, options):
+    for line in task.predict(model, info, args.inputs, predict_options(job, args)):
         print(line)
+    return 0
+
+
+def predict_options(job, args: argparse.Namespace) -> dict:  # noqa: ANN001 - a validated job
+    """The options of `predict` for this run's task, from its registration: each checked as the
+    job key it stands for, if any; one given that the task does not take is refused, naming them."""
+    from .tasks import registration
+
+    own = registration(job.task).predict_options
+    wanted = {o.dest for o in own}
+    for option in known_predict_options(own):
+        if option.dest not in wanted and getattr(args, option.dest, None) not in (None, []):
+            offered = ", ".join(o.flag for o in own) or "none"
+            raise ValueError(f"{option.flag} does not apply to a {job.task} run (its predict options: {offered})")
+    options = {o.dest: getattr(args, o.dest, None) for o in own}
+    for o in own:
+        if o.check and options[o.dest] is not None:  # validated as the job file's key is
+            check_option(job, o.check, options[o.dest], o.flag)
+    return options
+
+
+def known_predict_options(extra=()) -> list:  # noqa: ANN001 - PredictOption
+    """A run's own task's predict options (their help shown), then every built-in task's (once
+    each, by flag: one the run's task does not take is refused by name, not as unknown)."""
+    from .tasks import BUILTIN
+
+    seen: dict[str, object] = {}
+    for option in list(extra) + [o for r in BUILTIN for o in r.predict_options]:
+        seen.setdefault(option.flag, option)
+    return list(seen.values())
+
+
+def run_task_options(argv: list[str]) -> tuple:
+    """The predict options of the run that `predict RUN_DIR ...` names, read from its config.yaml
+    before the command line is parsed (a task of another package brings options of its own)."""
+    if not argv or argv[0] != "predict":
+        return ()
+    from .tasks import registration
+
+    for arg in argv[1:]:
+        config = Path(arg) / "config.yaml"
+        if not arg.startswith("-") and config.is_file():
+            try:
+                task = runfiles.read_config(config).get("task", "classify")
+                return registration(str(task)).predict_options
+            except (ValueError, OSError, AttributeError):
+                return ()  # said properly by load_run, once parsed
+    return ()
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_files
+
+    run_dir = Path(args.run_dir)
+    result = evaluate_files(load_run(run_dir), run_dir, args.files)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print("\n".join(f"{k}\t{v:.4f}" if isinstance(v, float) else f"{k}\t{v}" for k, v in result["metrics"].items()))
     return 0
 
 
@@ -322,7 +377,7 @@ def add_run_listing_commands(sub: argparse._SubParsersAction) -> None:
     compare.set_defaults(func=cmd_compare)
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(task_options: tuple = ()) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lstm-train", description=__doc__.split("\n")[0])
     p.add_argument("--version", action=VersionAction)
     sub = p.add_subparsers(dest="command", required=True)
@@ -345,15 +400,17 @@ def parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="use a trained run on new inputs")
     predict.add_argument("run_dir")
-    predict.add_argument("inputs", nargs="*", help="image files (classify, caption), texts (text tasks) or values "
-                         "(forecast)")
-    predict.add_argument("--csv", help="series to forecast from (forecast)")
-    predict.add_argument("--text", action="append", help="a sentence (text tasks; repeatable)")
-    predict.add_argument("--file", help="a file of sentences, one per line (text tasks)")
-    predict.add_argument("--conllu", help="a CoNLL-U file whose tag column to fill (tagging)")
-    predict.add_argument("--beam", type=int, help="beam size (translation; default: the job's)")
-    predict.add_argument("--output", help="where to write a filled file (--conllu)")
+    predict.add_argument("inputs", nargs="*", help="image files (classify, caption), texts (text tasks), values "
+                         "(forecast) or sequences (sequence)")
+    for option in known_predict_options(task_options):  # from the tasks' registrations
+        option.add_to(predict)
     predict.set_defaults(func=cmd_predict)
+
+    evaluate = sub.add_parser("evaluate", help="score a trained run on new labelled files (the test split's metrics)")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("files", nargs="+", help="labelled data in the task's formats (e.g. CSV text,label)")
+    evaluate.add_argument("--json", action="store_true", help="one JSON object: the metrics, the files, the run")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     generate = sub.add_parser("generate", help="sample text from a language model run, streamed to stdout")
     generate.add_argument("run_dir")
@@ -429,7 +486,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = parser(run_task_options(argv))
     args, extra = p.parse_known_args(argv)
     if extra:  # overrides after a flag: `submit JOB --executor local train.epochs=2`
         if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):

@@ -1,7 +1,8 @@
 """Job specs: YAML files validated strictly, with dotted overrides from the command line.
 
-A job file names a `task` (one of `tasks.TASKS`: classify, forecast, caption,
-text_classify, tag, translate, language_model); the task supplies the schema of the `data:` and
+A job file names a `task` (a built-in one of `tasks.TASKS`: classify, forecast, caption,
+text_classify, tag, translate, language_model, sequence; or one of another package, see
+`tasks/registry.py`); the task's registration supplies the schema of the `data:` and
 `model:` sections, the rest is shared.  Every error
 names the file, the dotted key, the bad value and what is allowed, because a
 typo found on the login node costs seconds and one found on the cluster an hour.
@@ -22,7 +23,7 @@ from pydantic import BaseModel, Field, PrivateAttr, ValidationError, create_mode
 from . import runfiles, runnames, yamlsafe
 from .schema import ConfigError, DataBase, ModelBase, Section, default_data_root
 from .sweeps import HalvingConfig, SweepConfig, point_label, point_overrides, points
-from .tasks import TASKS, get_sections
+from .tasks import get_sections
 
 __all__ = ["ConfigError", "DataBase", "JobBase", "ModelBase", "Section", "default_data_root", "load_job", "validate_job"]
 
@@ -243,7 +244,7 @@ def job_schema(task: str) -> type[JobBase]:
     """The pydantic model of a whole job for one task."""
     data, model = get_sections(task)  # torch-free: validating a job imports no training code
     return create_model(  # type: ignore[call-overload]
-        f"{task.title()}Job",
+        "".join(c if c.isalnum() else "_" for c in task).title() + "Job",
         __base__=JobBase,
         data=(data, data()),
         model=(model, model()),
@@ -288,11 +289,12 @@ def validate_job(spec: dict[str, Any], source: str) -> JobBase:
     if not isinstance(spec, dict):
         raise ConfigError(f"{source}: a job spec is a mapping of sections, got {type(spec).__name__}")
     task = spec.get("task", "classify")
-    if task not in TASKS:
-        close = difflib.get_close_matches(str(task), TASKS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{source}: task = {task!r} is not a task.{hint} Allowed: {', '.join(TASKS)}")
-    schema = job_schema(task)
+    if not isinstance(task, str):
+        raise ConfigError(f"{source}: task = {task!r}: a task's name or a package.module:Object reference")
+    try:
+        schema = job_schema(task)  # the task's registration: built-in, entry point or reference
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
     try:
         return schema.model_validate(spec)
     except ValidationError as e:

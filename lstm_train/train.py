@@ -455,7 +455,7 @@ def train_step(run: Run, batches: list[tuple[Batch, torch.Tensor]], state: LoopS
         with sync_context:
             carry = {k.split("/", 1)[1]: v.to(accelerator.device) for k, v in state.carry.items()
                      if k.startswith(f"{i}/")}
-            loss, carry = run.task.step_loss(model, batch, carry)
+            loss, carry = run.task.step_loss(model, batch, carry, run.splits.info)
             state.carry.update({f"{i}/{k}": v for k, v in carry.items()})  # keyed by micro-batch slot
             scaled = loss / n if n > 1 else loss
             # Accelerate's backward only adds work here unless fp16 needs its loss scaler.
@@ -600,7 +600,7 @@ def evaluate(run: Run, split: Split, prefix: str, step: int) -> dict[str, Any]:
     accelerator, task, net = run.accelerator, run.task, run.net
     broadcast_buffers(net, run.world)
     batches = eval_batches_for(run.job.data, split_size(split), run.rank, run.world, task.lengths(split))
-    sums = evaluate_sums(task, net, split, batches, autocast(accelerator.device, run.precision))
+    sums = evaluate_sums(task, net, split, batches, autocast(accelerator.device, run.precision), run.splits.info)
     keys = sorted(sums)  # the same order on every rank
     if run.world > 1:  # a rank with no batch (a split smaller than the world) has no sums: agree on the keys
         keys = sorted(set().union(*gather_objects(accelerator, keys)))
@@ -608,8 +608,8 @@ def evaluate(run: Run, split: Split, prefix: str, step: int) -> dict[str, Any]:
     local = torch.stack([torch.as_tensor(sums.get(k, none), device=accelerator.device) for k in keys]) if keys else \
         torch.zeros(0, device=accelerator.device)
     total = accelerator.reduce(local.clone(), "sum") if run.world > 1 else local
-    shard = task.metrics(dict(zip(keys, local.tolist())), prefix=f"{prefix}/shard_") if batches else {}
-    overall = task.metrics(dict(zip(keys, total.tolist())), prefix=f"{prefix}_")
+    shard = task.metrics(dict(zip(keys, local.tolist())), run.splits.info, prefix=f"{prefix}/shard_") if batches else {}
+    overall = task.metrics(dict(zip(keys, total.tolist())), run.splits.info, prefix=f"{prefix}_")
     run.tracker.log(step, {**{k.replace(f"{prefix}_", f"{prefix}/", 1): v for k, v in overall.items()}, **shard})
     accelerator.print(f"step {step}: " + "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                                   for k, v in overall.items()))

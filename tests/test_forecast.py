@@ -177,11 +177,11 @@ def test_covariates_are_encoder_inputs_scaled_on_train(tmp_path: Path) -> None:
     prices = x[:, :, 1]
     assert abs(float(prices.mean())) < 0.3 and abs(float(prices.std()) - 1) < 0.3  # scaled with train stats
     model = task.build_model(splits.info)
-    loss = task.loss(model, splits.train)
+    loss = task.loss(model, splits.train, splits.info)
     loss.backward()
     with torch.no_grad():
-        sums = task.eval_sums(model.eval(), splits.test)
-    metrics = task.metrics({k: float(v) for k, v in sums.items()})
+        sums = task.eval_sums(model.eval(), splits.test, splits.info)
+    metrics = task.metrics({k: float(v) for k, v in sums.items()}, splits.info)
     assert metrics["test_windows"] == 14 - 7 + 1 and math.isfinite(metrics["test_mase"])
     lines = task.predict(model, splits.info, [], {"csv": str(csv)})
     assert len(lines) == 7 and lines[0].split("\t")[0] == "2001-03-29"  # Jan 29-31 were interpolated onto the day grid
@@ -207,8 +207,8 @@ def test_finish_and_predict_need_only_the_splits(tmp_path: Path) -> None:
     # The untrained seasonal residual model is the seasonal naive forecast, scored the same way.
     assert out["lstm"]["mase"] == pytest.approx(out["baselines"]["seasonal_naive"]["mase"], rel=1e-5)
     with torch.no_grad():
-        sums = task.eval_sums(model, splits.test)
-    metrics = task.metrics({k: float(v) for k, v in sums.items()})
+        sums = task.eval_sums(model, splits.test, info)
+    metrics = task.metrics({k: float(v) for k, v in sums.items()}, info)
     assert metrics[f"test_{ForecastTask.primary_metric}"] == pytest.approx(out["lstm"]["mase"], rel=1e-5)
     assert ForecastTask.higher_is_better is False
     assert (tmp_path / "forecast.png").stat().st_size > 10_000

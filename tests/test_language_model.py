@@ -123,16 +123,16 @@ def test_carried_state_equals_the_whole_stream_at_once(tmp_path: Path) -> None:
     carry, total, count = {}, 0.0, 0
     with torch.no_grad():
         for (micro,) in p.steps(0, 0):
-            loss, carry = task.step_loss(model, task.batch(splits.train, micro), carry)
+            loss, carry = task.step_loss(model, task.batch(splits.train, micro), carry, splits.info)
             assert all(not v.requires_grad for v in carry.values())  # carried detached
             total, count = total + float(loss) * micro.numel(), count + micro.numel()
         whole = task.batch(splits.train, torch.arange(8)[:, None] * p.stream_length + torch.arange(p.stream_length))
-        once = float(task.step_loss(model, whole, {})[0])
+        once = float(task.step_loss(model, whole, {}, splits.info)[0])
     assert abs(total / count - once) < 1e-5, (total / count, once)
     # and evaluation scores whole streams the same way
     with torch.no_grad():
         sums = task.eval_sums(model, task.batch((splits.train[0].as_strided((8, p.stream_length + 1),
-                                                                            (p.stream_length, 1)),), torch.arange(8)))
+                                                                            (p.stream_length, 1)),), torch.arange(8)), splits.info)
     assert abs(float(sums["loss_sum"]) / int(sums["count"]) - once) < 1e-5
 
 

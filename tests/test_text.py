@@ -303,12 +303,12 @@ def test_eval_sums_are_additive_and_metrics_match(tmp_path):
     tokens, labels = splits.train
     idx = torch.arange(len(labels))
     with torch.no_grad():
-        whole = task.eval_sums(model, task.batch(splits.train, idx))
-        halves = [task.eval_sums(model, task.batch(splits.train, part)) for part in (idx[:20], idx[20:])]
+        whole = task.eval_sums(model, task.batch(splits.train, idx), splits.info)
+        halves = [task.eval_sums(model, task.batch(splits.train, part), splits.info) for part in (idx[:20], idx[20:])]
     assert set(whole) == set(halves[0]) == set(halves[1]) and {"confusion_0_1", "confusion_1_0"} <= set(whole)
     for key in whole:
         torch.testing.assert_close(whole[key].double(), halves[0][key].double() + halves[1][key].double())
-    metrics = task.metrics({k: float(v) for k, v in whole.items()}, prefix="val_")
+    metrics = task.metrics({k: float(v) for k, v in whole.items()}, splits.info, prefix="val_")
     cells = {k: float(v) for k, v in whole.items() if k.startswith("confusion_")}
     assert sum(cells.values()) == len(labels) == metrics["val_samples"]
     assert metrics["val_accuracy"] == (cells["confusion_0_0"] + cells["confusion_1_1"]) / len(labels)
@@ -440,7 +440,7 @@ def test_sst2_from_five_way_labels(tmp_path):
     assert model.head.out_features == 5
     tokens, labels = splits.test
     with torch.no_grad():
-        sums = task.eval_sums(model, task.batch(splits.test, torch.arange(3)))
+        sums = task.eval_sums(model, task.batch(splits.test, torch.arange(3)), splits.info)
         five = model(*task.batch(splits.test, torch.arange(3))[0]).softmax(1)
     positive = (five[:, 3] + five[:, 4] > five[:, 0] + five[:, 1]).long()
     assert sorted(k for k in sums if k.startswith("confusion_")) == [f"confusion_{i}_{j}" for i in (0, 1) for j in (0, 1)]

@@ -400,14 +400,14 @@ def test_a_small_model_learns_to_reverse_sentences(tmp_path: Path) -> None:
     for _epoch in range(12):
         model.train()
         for batch in torch.randperm(len(source), generator=generator).split(64):
-            loss = task.loss(model, (source.pad(batch), target.pad(batch)))
+            loss = task.loss(model, (source.pad(batch), target.pad(batch)), splits.info)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
     model.eval()
     test = splits.test
-    sums = task.eval_sums(model, tuple(column.pad(torch.arange(len(test[0]))) for column in test))
-    metrics = task.metrics({k: float(v) for k, v in sums.items()}, prefix="test_")
+    sums = task.eval_sums(model, tuple(column.pad(torch.arange(len(test[0]))) for column in test), splits.info)
+    metrics = task.metrics({k: float(v) for k, v in sums.items()}, splits.info, prefix="test_")
     assert metrics["test_exact_match"] > 0.9, metrics
     assert metrics["test_bleu"] > 80 and metrics["test_sentences"] == 100
     sentence = "ka lu mi no"

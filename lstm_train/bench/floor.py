@@ -56,7 +56,7 @@ def clone(step: list[Batch]) -> list[Batch]:
 
 
 def eager_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
-               precision: str, grad_clip: float | None, set_to_none: bool = True) -> Step:
+               precision: str, grad_clip: float | None, info: dict[str, Any], set_to_none: bool = True) -> Step:
     params = [p for p in model.parameters() if p.requires_grad]
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
@@ -66,7 +66,7 @@ def eager_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimi
         n = len(micro_batches)
         for batch in micro_batches:
             with autocast(device, precision):
-                loss = task.loss(model, batch)
+                loss = task.loss(model, batch, info)
             loss = loss / n if n > 1 else loss
             (scaler.scale(loss) if scaler is not None else loss).backward()
         if scaler is not None:
@@ -85,14 +85,14 @@ def eager_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimi
 
 
 def graphed_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
-                 precision: str, grad_clip: float | None, batches: list[list[Batch]]) -> Step:
+                 precision: str, grad_clip: float | None, info: dict[str, Any], batches: list[list[Batch]]) -> Step:
     """The whole step as CUDA graphs, one per batch shape (raises where capture is impossible)."""
     if precision == "fp16":
         raise RuntimeError("fp16 needs GradScaler's host-side checks; not graphed")
     keys = {shape_key(b): b for b in batches}
     if len(keys) > MAX_GRAPHS:
         raise RuntimeError(f"{len(keys)} batch shapes; at most {MAX_GRAPHS} are captured")
-    body = eager_step(task, model, optimizer, device, precision, grad_clip, set_to_none=False)
+    body = eager_step(task, model, optimizer, device, precision, grad_clip, info, set_to_none=False)
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):  # grads and optimizer state exist before capture, as capture requires
@@ -151,17 +151,17 @@ def floor_epoch(job: Any, task: Task, train: Split, test: Split, info: dict[str,
     clip = job.optim.grad_clip
     model.train()
     spare = copy.deepcopy(model)  # warms the kernels up; the measured model starts from the initial weights
-    warm = eager_step(task, spare, make_optimizer(job.optim, spare, device), device, precision, clip)
+    warm = eager_step(task, spare, make_optimizer(job.optim, spare, device), device, precision, clip, info)
     for batch in batches[:WARMUP_STEPS]:
         warm(batch)
     del spare, warm
-    step, mode = eager_step(task, model, optimizer, device, precision, clip), "eager"
+    step, mode = eager_step(task, model, optimizer, device, precision, clip, info), "eager"
     if device.type == "cuda":  # keep the graphs where they measure faster
         probe = batches[: max(10, min(50, len(batches) // 10))]
         eager_s = timed(step, probe, device, None)[1]
         try:
             optimizer = capturable(optimizer, model)
-            graphed = graphed_step(task, model, optimizer, device, precision, clip, batches)
+            graphed = graphed_step(task, model, optimizer, device, precision, clip, info, batches)
             graph_s = timed(graphed, probe, device, None)[1]
             if graph_s < eager_s:
                 step, mode = graphed, "cuda_graph"
@@ -170,7 +170,7 @@ def floor_epoch(job: Any, task: Task, train: Split, test: Split, info: dict[str,
             torch.cuda.synchronize(device)
     done, epoch_s, cpu_s = timed(step, batches, device, seconds)
     eval_start = time.perf_counter()
-    metrics = evaluate(task, model, test, device, precision, job.data.eval_batch_size)
+    metrics = evaluate(task, model, test, device, precision, info, job.data.eval_batch_size)
     trained, samples = trained_units(task, train, plan, done)
     return {
         "steps": done,

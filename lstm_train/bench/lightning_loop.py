@@ -69,7 +69,7 @@ def lightning_epoch(job: Any, task: Task, train: Split, test: Split, info: dict[
         def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
             *columns, index = batch
             self.units += int(tokens[index.cpu()].sum()) if tokens is not None else len(index)
-            return task.loss(self.model, tuple(columns))
+            return task.loss(self.model, tuple(columns), info)
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             if optimizer == "fused":
@@ -104,7 +104,7 @@ def lightning_epoch(job: Any, task: Task, train: Split, test: Split, info: dict[
         trainer.fit(module, loader)
     model = module.model.to(device)
     eval_start = time.perf_counter()
-    metrics = evaluate(task, model, test, device, ours, job.data.eval_batch_size)
+    metrics = evaluate(task, model, test, device, ours, info, job.data.eval_batch_size)
     return {
         "steps": int(trainer.global_step),
         "samples": min(split_size(train), int(trainer.global_step) * job.data.batch_size),

@@ -69,13 +69,13 @@ def sync(device: torch.device) -> None:
 
 
 def evaluate(task: Task, model: torch.nn.Module, split: Split, device: torch.device, precision: str,
-             batch_size: int | None = None) -> dict[str, float]:
+             info: dict[str, Any], batch_size: int | None = None) -> dict[str, float]:
     """The task's test metrics of a model trained outside lstm_train's loop (floor, Lightning):
     the loop's own evaluation pass (`tasks.base.evaluate_sums`) over the loop's batches."""
     batches = eval_batches_for(task.job.data, split_size(split), 0, 1, task.lengths(split))
     on_device = (b.to(device) for b in batches)
-    sums = evaluate_sums(task, model, split, on_device, autocast(device, precision))
-    return task.metrics({k: float(v) for k, v in sums.items()}, prefix="test_")
+    sums = evaluate_sums(task, model, split, on_device, autocast(device, precision), info)
+    return task.metrics({k: float(v) for k, v in sums.items()}, info, prefix="test_")
 
 
 def primary(task: Task, metrics: dict[str, Any], info: dict[str, Any] | None = None) -> float | None:

@@ -76,6 +76,6 @@ def word_lm_epoch(job: Any, task: Any, splits: Any, device: torch.device, precis
     start = time.perf_counter()
     from .measure import evaluate
 
-    metrics = evaluate(task, model, splits.test, device, precision, job.data.eval_batch_size)
+    metrics = evaluate(task, model, splits.test, device, precision, splits.info, job.data.eval_batch_size)
     return {"steps": steps, "samples": steps * streams, "units": tokens, "epoch_s": epoch_s, "cpu_s": cpu_s,
             "eval_s": time.perf_counter() - start, "metric": metrics[f"test_{task.primary_metric}"]}

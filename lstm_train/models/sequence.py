@@ -78,6 +78,17 @@ class PaddedLSTM(nn.Module):
         return h, final
 
 
+def pool(outputs: torch.Tensor, final: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Tensor:
+    """One vector per sequence from PaddedLSTM's (outputs [B, T, H], final [B, H]): the final state
+    ("last"), or the outputs' maximum or mean over each sequence's real steps only."""
+    if how == "last":
+        return final
+    real = (torch.arange(outputs.shape[1], device=outputs.device)[None, :] < lengths.to(outputs.device)[:, None])[..., None]
+    if how == "max":
+        return outputs.masked_fill(~real, float("-inf")).amax(1)
+    return outputs.sum(1) / lengths.to(outputs.device, outputs.dtype)[:, None]  # padded outputs are zero
+
+
 def byte_dropout(x: torch.Tensor, p: float, training: bool, shared_dims: tuple[int, ...] = ()) -> torch.Tensor:
     """Inverted dropout with a mask from random bytes (p rounded to a multiple of 1/256).
     `shared_dims`: dimensions of x the mask is the same along (1 for one mask per sequence:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..data.vocab import PAD, UNK
-from .sequence import PaddedLSTM
+from .sequence import PaddedLSTM, pool
 
 Pooling = Literal["last", "max", "mean"]
 EMBEDDING_INIT_STD = 0.1
@@ -75,12 +75,4 @@ class TextClassifier(nn.Module):
             ids = ids.masked_fill(drop, UNK)
         x = self.embedding_dropout(self.embedding(ids))
         outputs, final = self.lstm(x, lengths)
-        if self.pooling == "last":
-            pooled = final
-        else:
-            real = (torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths.to(ids.device)[:, None])[..., None]
-            if self.pooling == "max":
-                pooled = outputs.masked_fill(~real, float("-inf")).amax(1)
-            else:
-                pooled = outputs.sum(1) / lengths.to(outputs.device, outputs.dtype)[:, None]
-        return self.head(self.dropout(pooled)).float()
+        return self.head(self.dropout(pool(outputs, final, lengths, self.pooling))).float()

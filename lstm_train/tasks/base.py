@@ -236,6 +236,14 @@ class Task:
             raise _mismatch(path, found, wanted, "the checkpoint was trained with")
         return found
 
+    def read_labelled(self, files: list[Path], info: dict[str, Any]) -> Split:
+        """New labelled data for `lstm-train evaluate RUN_DIR FILE...`, read in the task's own
+        formats and encoded with the run's `info` (its vocabulary, classes, normalisation), as
+        the split the loop's batches are cut from: it is then scored through the test split's
+        code path (`evaluate_sums`, `metrics`).  A file that cannot be read, or a label the run
+        never saw, is a ValueError naming it.  Default: the task cannot."""
+        raise ValueError(f"task {self.name} cannot read labelled files for `evaluate`")
+
     def build_model(self, info: dict[str, Any]) -> nn.Module:
         """The model, built from `splits.info` alone: `predict` rebuilds it from the
         checkpoint's copy of that dict without loading any data.  What evaluation and
@@ -278,11 +286,12 @@ class Task:
 
     # -- training and evaluation ---------------------------------------------------------
 
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        """Mean training loss of one batch (grad enabled)."""
+    def loss(self, model: nn.Module, batch: Batch, info: dict[str, Any]) -> torch.Tensor:
+        """Mean training loss of one batch (grad enabled).  `info` is the run's `Splits.info`
+        (a regression task's target scale, class weights): every hook that sees data sees it."""
         raise NotImplementedError
 
-    def step_loss(self, model: nn.Module, batch: Batch, carry: dict[str, torch.Tensor]
+    def step_loss(self, model: nn.Module, batch: Batch, carry: dict[str, torch.Tensor], info: dict[str, Any]
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss of one micro-batch and what it carries to the next step: the one
         generic hook for state that lives across steps (a language model's hidden state under
@@ -290,14 +299,15 @@ class Task:
         index) returned at the previous step, empty at the start of every epoch; return it
         detached.  The loop keeps it per rank and saves it in checkpoints, so a resumed run
         continues with it.  Default: `loss`, nothing carried."""
-        return self.loss(model, batch), {}
+        return self.loss(model, batch, info), {}
 
-    def eval_sums(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+    def eval_sums(self, model: nn.Module, batch: Batch, info: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Additive statistics of one evaluation batch (no grad): e.g. loss_sum, correct, count."""
         raise NotImplementedError
 
-    def metrics(self, sums: dict[str, float], prefix: str = "test_") -> dict[str, float]:
-        """Turn summed statistics into metrics named `<prefix>loss`, `<prefix>accuracy`..."""
+    def metrics(self, sums: dict[str, float], info: dict[str, Any], prefix: str = "test_") -> dict[str, float]:
+        """Turn summed statistics into metrics named `<prefix>loss`, `<prefix>accuracy`... (in
+        the data's own units: `info` has what undoes a normalisation)."""
         raise NotImplementedError
 
     def evaluation_tables(self, model: nn.Module, info: dict[str, Any], step: int, run_dir: Path
@@ -365,15 +375,15 @@ class LoadedStream:
 
 
 def evaluate_sums(task: Task, model: nn.Module, split: Split, batches: Iterable[torch.Tensor],
-                  precision_context: Any) -> dict[str, torch.Tensor]:
-    """The one evaluation pass (the loop's and the bench's): `task.eval_sums` of each batch of
+                  precision_context: Any, info: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The one evaluation pass (the loop's, `evaluate`'s and the bench's): `task.eval_sums` of each batch of
     `split`, summed in float64, under no_grad and the given autocast, the model in eval mode
     (and back in train mode after)."""
     sums: dict[str, torch.Tensor] = {}
     model.eval()
     with torch.no_grad(), precision_context:
         for indices in batches:
-            for key, value in task.eval_sums(model, task.batch(split, indices)).items():
+            for key, value in task.eval_sums(model, task.batch(split, indices), info).items():
                 sums[key] = sums.get(key, 0) + value.double()
     model.train()
     return sums

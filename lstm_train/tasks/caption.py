@@ -88,12 +88,13 @@ class CaptionTask(Task):
             ignore_index=PAD, reduction=reduction, label_smoothing=self.job.model.label_smoothing,
         )
 
-    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...], info: dict[str, Any]) -> torch.Tensor:
         images, tokens = batch
         tokens = self._trim(tokens)
         return self._token_loss(model(images, tokens), tokens, "mean")
 
-    def eval_sums(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    def eval_sums(self, model: nn.Module, batch: tuple[torch.Tensor, ...],
+                  info: dict[str, Any]) -> dict[str, torch.Tensor]:
         net = model
         images, tokens = batch
         tokens = self._trim(tokens)
@@ -108,7 +109,7 @@ class CaptionTask(Task):
         out["tokens"] = torch.tensor(float((tokens[:, 1:] != PAD).sum()), device=dev)
         return out
 
-    def metrics(self, sums: dict[str, float], prefix: str = "test_") -> dict[str, float]:
+    def metrics(self, sums: dict[str, float], info: dict[str, Any], prefix: str = "test_") -> dict[str, float]:
         count = max(sums["count"], 1)
         return {
             f"{prefix}loss": sums["loss_sum"] / max(sums["tokens"], 1),

@@ -79,11 +79,12 @@ class ClassifyTask(Task):
         m = self.job.model
         return LSTMClassifier(info["input_size"], m.hidden_size, m.num_layers, len(info["classes"]), m.bidirectional, m.dropout)
 
-    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...], info: dict[str, Any]) -> torch.Tensor:
         images, labels = batch
         return F.cross_entropy(model(as_sequence(images, self.job.data.sequence)), labels)
 
-    def eval_sums(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    def eval_sums(self, model: nn.Module, batch: tuple[torch.Tensor, ...],
+                  info: dict[str, Any]) -> dict[str, torch.Tensor]:
         images, labels = batch
         logits = model(as_sequence(images, self.job.data.sequence)).float()
         return {
@@ -92,7 +93,7 @@ class ClassifyTask(Task):
             "count": torch.tensor(len(labels), device=labels.device),
         }
 
-    def metrics(self, sums: dict[str, float], prefix: str = "test_") -> dict[str, float]:
+    def metrics(self, sums: dict[str, float], info: dict[str, Any], prefix: str = "test_") -> dict[str, float]:
         count = max(sums["count"], 1)
         return {
             f"{prefix}loss": sums["loss_sum"] / count,

@@ -170,11 +170,12 @@ class ForecastTask(Task):
 
     # -------------------------------------------------------- train and eval
 
-    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...], info: dict[str, Any]) -> torch.Tensor:
         x, y = batch[:2]
         return F.mse_loss(model(x).float(), y)
 
-    def eval_sums(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    def eval_sums(self, model: nn.Module, batch: tuple[torch.Tensor, ...],
+                  info: dict[str, Any]) -> dict[str, torch.Tensor]:
         x, y, truth, denom = batch
         pred = model(x).float()
         orig = model.to_original(pred.double())
@@ -199,7 +200,7 @@ class ForecastTask(Task):
         meta = {k: info[k] for k in ("window", "horizon", "input_size", "transform", "scaler", "covariates")}
         return ExportSignature({"x": batch[0].float()}, {"x": {0: "batch"}}, ["forecast"], metadata=meta)
 
-    def metrics(self, sums: dict[str, float], prefix: str = "test_") -> dict[str, float]:
+    def metrics(self, sums: dict[str, float], info: dict[str, Any], prefix: str = "test_") -> dict[str, float]:
         n = max(sums["count"], 1)
         mse = sums["sq_sum"] / n
         return {

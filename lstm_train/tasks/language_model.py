@@ -121,7 +121,7 @@ class LanguageModelTask(Task):
 
     # -- training and evaluation ---------------------------------------------------------
 
-    def step_loss(self, model: nn.Module, batch: Batch, carry: dict[str, torch.Tensor]
+    def step_loss(self, model: nn.Module, batch: Batch, carry: dict[str, torch.Tensor], info: dict[str, Any]
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         inputs, targets = batch
         m = self.job.model
@@ -135,10 +135,10 @@ class LanguageModelTask(Task):
             loss = loss * (inputs.shape[1] / self.job.data.bptt)
         return loss, pack(state)
 
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        return self.step_loss(model, batch, {})[0]
+    def loss(self, model: nn.Module, batch: Batch, info: dict[str, Any]) -> torch.Tensor:
+        return self.step_loss(model, batch, {}, info)[0]
 
-    def eval_sums(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+    def eval_sums(self, model: nn.Module, batch: Batch, info: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Whole streams, window after window, the state carried."""
         inputs, targets = batch
         total = torch.zeros((), dtype=torch.float64, device=inputs.device)
@@ -149,7 +149,7 @@ class LanguageModelTask(Task):
             total += F.cross_entropy(logits.flatten(0, 1).float(), targets[:, window].flatten(), reduction="sum")
         return {"loss_sum": total, "count": torch.tensor(targets.numel(), device=inputs.device)}
 
-    def metrics(self, sums: dict[str, float], prefix: str = "test_") -> dict[str, float]:
+    def metrics(self, sums: dict[str, float], info: dict[str, Any], prefix: str = "test_") -> dict[str, float]:
         loss = sums["loss_sum"] / max(sums["count"], 1)
         out = {f"{prefix}loss": loss, f"{prefix}bits_per_token": loss / math.log(2),
                f"{prefix}perplexity": math.exp(min(loss, 700)), f"{prefix}tokens": int(sums["count"])}
@@ -207,8 +207,8 @@ class LanguageModelTask(Task):
             if len(ids) < 2:
                 raise ValueError(f"{name}: needs at least 2 tokens to score, has {len(ids)}")
             with torch.no_grad(), self.autocast(torch.device("cpu")):
-                sums = self.eval_sums(model, (ids[None, :-1], ids[None, 1:]))
-            m = self.metrics({k: float(v) for k, v in sums.items()}, prefix="")
+                sums = self.eval_sums(model, (ids[None, :-1], ids[None, 1:]), info)
+            m = self.metrics({k: float(v) for k, v in sums.items()}, info, prefix="")
             lines.append(f"{name}\tloss {m['loss']:.4f}\tbits/token {m['bits_per_token']:.4f}\t"
                          f"perplexity {m['perplexity']:.3f}\ttokens {m['tokens']}")
         return lines

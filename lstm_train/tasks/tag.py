@@ -121,12 +121,12 @@ class TagTask(Task):
 
     # -- training and evaluation --------------------------------------------------------
 
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+    def loss(self, model: nn.Module, batch: Batch, info: dict[str, Any]) -> torch.Tensor:
         (words, lengths), (chars, _), (tags, _) = batch
         loss_sum, tokens = model(words, chars, lengths, tags)
         return loss_sum / tokens.clamp_min(1)
 
-    def eval_sums(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+    def eval_sums(self, model: nn.Module, batch: Batch, info: dict[str, Any]) -> dict[str, torch.Tensor]:
         net = model
         (words, lengths), (chars, _), (tags, _) = batch
         scores = net(words, chars, lengths)
@@ -151,7 +151,7 @@ class TagTask(Task):
                          for k, v in counts.items()})
         return sums
 
-    def metrics(self, sums: dict[str, float], prefix: str = "test_") -> dict[str, float]:
+    def metrics(self, sums: dict[str, float], info: dict[str, Any], prefix: str = "test_") -> dict[str, float]:
         tokens = max(sums["tokens"], 1.0)
         seen = sums["tokens"] - sums["unseen_tokens"]
         out = {

@@ -169,11 +169,12 @@ class TextClassifyTask(Task):
 
     # ------------------------------------------------------------------ training and evaluation
 
-    def loss(self, model: nn.Module, batch: tuple[Padded, torch.Tensor]) -> torch.Tensor:
+    def loss(self, model: nn.Module, batch: tuple[Padded, torch.Tensor], info: dict[str, Any]) -> torch.Tensor:
         tokens, labels = batch
         return F.cross_entropy(model(tokens.data, tokens.lengths), labels)
 
-    def eval_sums(self, model: nn.Module, batch: tuple[Padded, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def eval_sums(self, model: nn.Module, batch: tuple[Padded, torch.Tensor],
+                  info: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Loss, counts and every cell of the confusion matrix (true i, predicted j): all additive."""
         tokens, labels = batch
         logits = model.class_logits(tokens.data, tokens.lengths)
@@ -194,7 +195,7 @@ class TextClassifyTask(Task):
             sums[f"confusion_{cell // classes}_{cell % classes}"] = n
         return sums
 
-    def metrics(self, sums: dict[str, float], prefix: str = "test_") -> dict[str, float]:
+    def metrics(self, sums: dict[str, float], info: dict[str, Any], prefix: str = "test_") -> dict[str, float]:
         count = max(sums["count"], 1)
         f1 = macro_f1(confusion_from_sums(sums)) if "confusion_0_0" in sums else macro_f1_of_counts(sums)
         return {
@@ -293,6 +294,23 @@ class TextClassifyTask(Task):
             right = sum(c == known[label] for c, label in zip(predicted, labels))
             lines.append(f"accuracy {right / len(labels):.4f} ({right} of {len(labels)} in {options['file']})")
         return lines
+
+    def read_labelled(self, files: list[Path], info: dict[str, Any]) -> Split:
+        """CSV / TSV / JSON Lines files with the job's text and label columns, for `evaluate`: words
+        as the run's data was read (an SST run's treebank tokens are space-separated, so they are
+        split at spaces), ids from the run's vocab.json, cut at the run's max_length."""
+        data = self.job.data
+        texts: list[str] = []
+        labels: list[int] = []
+        for path in files:
+            table = textfiles.read_table(path, data.text_column, data.label_column, "auto", data.encoding)
+            labels += textfiles.label_ids(table, info["classes"], "the run's training data")
+            texts += table.texts
+        rule = info.get("tokenizer", "words") if data.source == "files" else "whitespace"
+        vocab = Vocab.from_json(self.read_run_file(info, VOCAB_FILE).decode("utf-8"), VOCAB_FILE)
+        ids = vocab.encode_batch(textfiles.split_words(texts, rule))
+        limit = info.get("max_length")
+        return Ragged.from_sequences([s[:limit] for s in ids] if limit else ids), torch.tensor(labels, dtype=torch.long)
 
     def _predict_file(self, path: Path, info: dict[str, Any]) -> tuple[list[str], list[str]]:
         """Texts (and labels, if the file has the label column) of a CSV/TSV/JSONL --file."""

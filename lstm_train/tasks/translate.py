@@ -285,7 +285,7 @@ class TranslateTask(Task):
         real = target_out != PAD
         return model(source.data, source.lengths, target_in, real), target_out[real]
 
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+    def loss(self, model: nn.Module, batch: Batch, info: dict[str, Any]) -> torch.Tensor:
         logits, gold = self._logits(model, batch)
         smoothed, _ = smoothed_cross_entropy(logits, gold, self.job.model.label_smoothing)
         return smoothed.mean()
@@ -300,7 +300,7 @@ class TranslateTask(Task):
                              length_penalty=m.length_penalty, max_len=self.max_len(source.lengths))
         return model.vocabularies[1].decode_batch(out.tolist())
 
-    def eval_sums(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+    def eval_sums(self, model: nn.Module, batch: Batch, info: dict[str, Any]) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             logits, gold = self._logits(model, batch)
             _, nll = smoothed_cross_entropy(logits, gold, 0.0)
@@ -315,7 +315,7 @@ class TranslateTask(Task):
         out["tokens"] = torch.tensor(float(len(gold)), dtype=torch.float64, device=dev)
         return out
 
-    def metrics(self, sums: dict[str, float], prefix: str = "test_") -> dict[str, float]:
+    def metrics(self, sums: dict[str, float], info: dict[str, Any], prefix: str = "test_") -> dict[str, float]:
         loss = sums["loss_sum"] / max(sums["tokens"], 1)
         out = {f"{prefix}{k}": v for k, v in self.scorer.scores(sums).items()}
         out[f"{prefix}loss"] = loss
