@@ -342,8 +342,7 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
             f"{total_steps} in all; run dir {run_dir}"
         )
         return Run(job, task, splits, accelerator, net, model, optimizer, scheduler, budget, plan, layout, total_steps,
-                   precision,
-                   tracker, dataset, lengths, task.tokens(splits.train) if task.throughput_unit == "tokens" else None,
+                   precision, tracker, dataset, lengths, task.tokens(splits.train) if task.throughput_unit == "tokens" else None,
                    lock, sparse_gradients, WeightAverage.for_job(net, job.train))
     except BaseException:
         if lock:
