@@ -46,6 +46,10 @@ class SequenceDataSection(SequenceData):
             raise ValueError("data.val and data.val_fraction: give one of them")
         return self
 
+    def validation(self) -> list[str] | str:
+        """A validation file, or a seeded share of the training sequences."""
+        return [] if self.val is not None or self.val_fraction else ["data.val_fraction=0.1"]
+
 
 class SequenceModelSection(ModelBase):
     pooling: Literal["last", "mean", "max"] = Field(
