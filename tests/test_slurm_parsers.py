@@ -265,25 +265,36 @@ def table_of(out: str) -> list[list[str]]:
 
 
 def test_sweep_table_ranks_by_the_tasks_primary_metric(tmp_path: Path, capsys) -> None:
-    def res(mase: float, loss: float) -> dict:
-        return {"test_loss": loss, "test_mase": mase, "primary_metric": "test_mase", "higher_is_better": False}
+    """Ranked by the primary metric on validation data, the test value beside it (never ranked by)."""
+    def res(val: float, test: float) -> dict:
+        return {"val_mase": val, "test_mase": test, "primary_metric": "test_mase", "higher_is_better": False}
 
-    sweep, record = sweep_dir_with(tmp_path, {"00-a": res(0.9, 0.1), "01-b": res(0.5, 0.3), "02-c": None,
+    sweep, record = sweep_dir_with(tmp_path, {"00-a": res(0.9, 0.1), "01-b": res(0.5, 0.8), "02-c": None,
                                               "03-d": res(0.7, 0.2)})
     status_sweep(sweep, record)
     out = capsys.readouterr().out
-    assert "ranked by test_mase (lower is better)" in out, out
+    assert "ranked by val_mase (lower is better; validation data)" in out, out
     table = table_of(out)
-    assert table[0][:3] == ["point", "state", "test_mase"]
+    assert table[0] == ["point", "state", "val_mase", "job", "test_mase"]
     assert [r[0] for r in table[1:]] == ["01-b", "03-d", "00-a", "02-c"], out  # unfinished last
     assert [r[2] for r in table[1:]] == ["0.5000", "0.7000", "0.9000", "-"], out
+    assert [r[4] for r in table[1:]] == ["0.8000", "0.2000", "0.1000", "-"], out  # shown, not ranked by
 
     higher = tmp_path / "higher"
     higher.mkdir()
-    bleu = {name: {"test_loss": 1.0, "test_bleu": b, "primary_metric": "test_bleu", "higher_is_better": True}
+    bleu = {name: {"val_bleu": b, "test_bleu": 0.0, "primary_metric": "test_bleu", "higher_is_better": True}
             for name, b in (("00-a", 10.0), ("01-b", 30.0), ("02-c", 20.0))}
     status_sweep(*sweep_dir_with(higher, bleu))
     assert [r[0] for r in table_of(capsys.readouterr().out)[1:]] == ["01-b", "02-c", "00-a"]
+
+    older = tmp_path / "older"  # points with test metrics only (an older sweep): listed, never ranked by test
+    older.mkdir()
+    test_only = {name: {"test_mase": m, "primary_metric": "test_mase", "higher_is_better": False}
+                 for name, m in (("00-a", 0.9), ("01-b", 0.5))}
+    status_sweep(*sweep_dir_with(older, test_only))
+    out = capsys.readouterr().out
+    assert "ranked by nothing yet" in out and "points without validation metrics are not ranked" in out, out
+    assert [r[0] for r in table_of(out)[1:]] == ["00-a", "01-b"], out  # submission order
 
 
 def test_node_side_imports_nothing_of_the_submit_side_and_status_no_torch(tmp_path: Path) -> None:
