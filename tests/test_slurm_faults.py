@@ -49,7 +49,10 @@ def test_submit_twice_is_refused_until_a_new_run(cluster: None, tmp_path: Path, 
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     new_dir = Path(re.search(r"^run dir:\s+(\S+)$", fresh.stdout, re.M)[1])
     jobs += job_ids(new_dir)
-    assert new_dir.parent == run_dir.parent and new_dir.name.startswith(run_dir.name + "-"), (run_dir, new_dir)
+    # the same label and hash, a time stamp between them: <what differs>-<YYYYmmdd-HHMMSS>-<hash>
+    label, digest = run_dir.name.rsplit("-", 1)
+    assert new_dir.parent == run_dir.parent and re.fullmatch(re.escape(label) + r"-\d{8}-\d{6}-" + digest,
+                                                             new_dir.name), (run_dir, new_dir)
     assert job_ids(new_dir) != [jid]
 
     fixed = submit(tmp_path / "fixed", *LONG, env=fake_slurm_env, flags=("--new-run",))
