@@ -50,6 +50,7 @@ from .averaging import WeightAverage
 from .config import JobBase, save_job
 from .data import prepared
 from .data.batching import BatchPlan, eval_batches_for
+from .data.ragged import to_device
 from .distributed import (
     BatchLayout, batch_layout, broadcast_buffers, broadcast_object, gather_objects,
     autocast, make_accelerator, resolve_precision, set_threads, SparseGradients, worker_info,
@@ -452,7 +453,7 @@ def train_step(run: Run, batches: list[tuple[Batch, torch.Tensor]], state: LoopS
         count(run, state, indices)
         sync_context = accelerator.no_sync(model) if i < n - 1 else contextlib.nullcontext()
         with sync_context:
-            carry = {k.split("/", 1)[1]: v.to(accelerator.device) for k, v in state.carry.items()
+            carry = {k.split("/", 1)[1]: to_device(v, accelerator.device) for k, v in state.carry.items()
                      if k.startswith(f"{i}/")}
             loss, carry = run.task.step_loss(model, batch, carry, run.splits.info)
             state.carry.update({f"{i}/{k}": v for k, v in carry.items()})  # keyed by micro-batch slot

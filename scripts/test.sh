@@ -11,4 +11,7 @@ else
 fi
 export LSTM_TRAIN_DATA=${LSTM_TRAIN_DATA:-$(cd .. && pwd)/shared/data}
 export WANDB_SILENT=true
-exec .venv/bin/python -m pytest "$@"
+# Two workers (pytest-xdist): the suite's tests wait on processes, SLURM queues and disk as
+# much as they compute, so two at a time keep both cores busy; the SLURM tests stay on one
+# worker (tests/conftest.py groups them).  PYTEST_WORKERS=0 runs everything in this process.
+exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadgroup "$@"

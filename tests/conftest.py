@@ -82,12 +82,32 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """`python -m lstm_train ARGS` in a subprocess, as a user would run it."""
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600, cwd: Path = ROOT,
+            fresh: bool = False) -> subprocess.CompletedProcess:
+    """`python -m lstm_train ARGS` in its own process, as a user would run it.
+
+    The process is forked from a warm server that imported torch and lstm_train once
+    (`tests/warm.py`: ~3 s of imports saved per call).  `fresh=True`, or an environment that
+    changes what an interpreter reads only at start-up (PYTHON* variables), runs a new
+    interpreter instead: for tests about the process itself (what it imports, entry points
+    installed during the test)."""
     full_env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "lstm_train", *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=cwd
-    )
+    startup = {k: v for k, v in full_env.items() if k.startswith("PYTHON") and k not in ("PYTHONUNBUFFERED", "PYTHONPATH")}
+    if fresh or startup != {k: v for k, v in os.environ.items() if k in startup or (
+            k.startswith("PYTHON") and k not in ("PYTHONUNBUFFERED", "PYTHONPATH"))}:
+        return subprocess.run([sys.executable, "-m", "lstm_train", *args], capture_output=True, text=True,
+                              env=full_env, timeout=timeout, cwd=cwd)
+    from .warm import SERVER
+
+    return SERVER.run(list(args), full_env, Path(cwd), timeout)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_warm_server():
+    yield
+    from .warm import SERVER
+
+    SERVER.stop()
 
 
 def result_of(run_dir: Path) -> dict:
@@ -182,3 +202,13 @@ def jobs() -> list[str]:
     live = [j for j, st in slurm_states(ids).items() if st.active] if ids else []
     if live:
         subprocess.run(["scancel", *live], check=False)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`-n 2 --dist loadgroup`, what scripts/test.sh runs), the tests that
+    queue jobs on the local SLURM cluster run one after another on one worker: its two
+    2-CPU nodes fit one test's jobs at a time, and a test waiting on the queue then waits for
+    its own jobs only.  Everything else is shared out between the workers."""
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,8 +17,10 @@ JOB = ROOT / "jobs" / "mnist_lstm.yaml"
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 300, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lstm_train", *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=timeout)
+    """`python -m lstm_train ARGS` with exactly `env`, forked from the tests' warm server."""
+    from .warm import SERVER
+
+    return SERVER.run(list(args), dict(env), Path(cwd), timeout)
 
 
 def submit(run_dir: Path | None, *overrides: str, env: dict[str, str], job: Path = JOB, wait: bool = False,

@@ -177,7 +177,7 @@ def test_units_count_tokens_in_the_loops_batch_plan() -> None:
     batches = global_batches(plan, 4)  # 3 batches in epoch 0 (4, 4, 2 samples, in some order), then epoch 1
     assert sorted(len(b) for b in batches[:3]) == [2, 4, 4] and len(batches) == 4
     assert sorted(torch.cat(batches[:3]).tolist()) == list(range(10))
-    assert all(torch.equal(a, b) for a, b in zip(batches, plan.global_batches(0) + plan.global_batches(1)))
+    assert all(torch.equal(a, b) for a, b in zip(batches, [*plan.global_batches(0), *plan.global_batches(1)]))
     assert units(task, split, batches[0]) == int(lengths[batches[0]].sum())
     assert trained_units(task, split, plan, 3) == (int(lengths.sum()), 10)  # one epoch: every token once
     images = (torch.zeros(10, 2),)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 
 from lstm_train.runlock import LOCK, Holder, LockLost, RunLock, RunLocked, StaleLockWarning, slurm_job_state, stale_reason
 
-from .conftest import ROOT, require, run_cli
+from .conftest import ROOT, run_cli
 
 JOB = str(ROOT / "jobs" / "mnist_lstm.yaml")
 
@@ -148,9 +147,7 @@ def test_a_requeued_job_takes_over_from_its_earlier_run_that_still_runs(tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
-def test_slurm_job_states_from_the_real_cluster(tmp_path: Path) -> None:
-    have_slurm = shutil.which("sbatch") is not None and subprocess.run(["sinfo"], capture_output=True).returncode == 0
-    require(have_slurm, "no running SLURM cluster (bash slurm/local-cluster.sh up)")
+def test_slurm_job_states_from_the_real_cluster(cluster: None, tmp_path: Path) -> None:
     submit = subprocess.run(["sbatch", "--parsable", "-o", str(tmp_path / "out"), "--wrap", "sleep 120"],
                             capture_output=True, text=True, check=True)
     job = submit.stdout.strip().split(";")[0]

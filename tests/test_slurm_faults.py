@@ -129,16 +129,17 @@ def test_node_down_requeues_and_resumes(cluster: None, tmp_path: Path, fake_slur
     with the same id, resumed from the newest checkpoint, COMPLETED; `status` shows both
     attempts."""
     run_dir = tmp_path / "nodefail"
+    # Other jobs on node2 would be requeued too: let them finish before this one starts (waiting
+    # after its first checkpoint instead let a fast run finish before the node went down).
+    deadline = time.monotonic() + 20
+    while others_on("node2", "none") and time.monotonic() < deadline:
+        time.sleep(2)
     p = submit(run_dir, "slurm.nodes=2", "train.epochs=500", "train.max_steps=1000", "train.log_every=10",
                "train.checkpoint_every=50", "train.eval_every_epochs=500", "tracking.wandb.mode=disabled",
                "slurm.time_min=10", env=fake_slurm_env, jobs=jobs)
     assert p.returncode == 0, p.stdout + p.stderr
     jid = job_ids(run_dir)[0]
-    wait_for(lambda: list((run_dir / "checkpoints").glob("step-*")), 180, "the first checkpoint")
-    # Other users' jobs on node2 would be requeued too: give them a moment to finish.
-    deadline = time.monotonic() + 60
-    while others_on("node2", jid) and time.monotonic() < deadline:
-        time.sleep(2)
+    wait_for(lambda: list((run_dir / "checkpoints").glob("step-*")), 180, "the first checkpoint", interval=0.1)
     assert not (run_dir / "result.json").exists(), "finished before the node went down: raise train.max_steps"
     try:
         t0 = time.monotonic()

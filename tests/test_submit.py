@@ -247,7 +247,7 @@ def test_time_limit_checkpoints_requeues_and_finishes(cluster: None, tmp_path: P
     # loop runs the tutorial job at up to ~600 steps/s here (20,000 steps once finished first),
     # so 60,000 steps take well over a minute; the rest runs after the requeue.
     p = submit(run_dir, "train.epochs=70", f"train.max_steps={TIME_LIMIT_STEPS}", "train.log_every=10",
-               "train.checkpoint_every=100000", "tracking.wandb.mode=disabled", "train.max_seconds=150",
+               "train.checkpoint_every=100000", "tracking.wandb.mode=disabled", "train.max_seconds=70",
                "slurm.time_min=2", "slurm.signal_delay_s=75", "slurm.max_num_timeout=3", env=slurm_env, jobs=jobs)
     assert p.returncode == 0, p.stdout + p.stderr
     jid = job_ids(run_dir)[0]
@@ -275,7 +275,7 @@ def test_time_limit_checkpoints_requeues_and_finishes(cluster: None, tmp_path: P
     assert "this job is timed-out" in out and "Requeued job" in out, out
     assert "received SIGUSR2" in err, err
     res = result(run_dir)
-    # all the steps, or (a CPU without bf16 runs them ~10x slower) the 150 s training budget, spent across both attempts
+    # all the steps, or (a CPU without bf16 runs them ~10x slower) the 70 s training budget, spent across both attempts
     assert res["steps"] == TIME_LIMIT_STEPS or res["stopped_at_time_limit"], res
     assert 0 < (res["resumed_from_step"] or 0) < res["steps"], res
 

@@ -37,9 +37,9 @@ by index.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 import torch
 
@@ -49,14 +49,17 @@ if TYPE_CHECKING:
     from ..distributed import BatchLayout
 
 
-def epoch_order(n: int, epoch: int, seed: int, world_size: int, shuffle: bool = True) -> torch.Tensor:
-    """The epoch's sample order: DistributedSampler's permutation, padded to a multiple of the world."""
+def epoch_order(n: int, epoch: int, seed: int, world_size: int, shuffle: bool = True,
+                dtype: torch.dtype = torch.long) -> torch.Tensor:
+    """The epoch's sample order: DistributedSampler's permutation, padded to a multiple of the world.
+    `dtype=torch.int32` draws the same permutation in half the memory (a plan over millions of
+    rows)."""
     if shuffle:
         generator = torch.Generator()
         generator.manual_seed(seed + epoch)
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=generator, dtype=dtype)
     else:
-        order = torch.arange(n)
+        order = torch.arange(n, dtype=dtype)
     total = math.ceil(n / world_size) * world_size
     if total > n:  # pad by repeating the head, as DistributedSampler does
         order = torch.cat([order] * math.ceil(total / n))[:total]
@@ -68,14 +71,14 @@ def epoch_indices(n: int, epoch: int, seed: int, rank: int, world_size: int, shu
     return epoch_order(n, epoch, seed, world_size, shuffle)[rank::world_size]
 
 
-def cut_by_tokens(order: torch.Tensor, lengths: torch.Tensor, max_tokens: int, multiple: int = 1,
-                  slots: int = 1) -> list[torch.Tensor]:
-    """Cut `order` into consecutive batches, each a multiple of `multiple` samples (the world
-    size), such that dealt over `slots` micro-batches each holds at most `max_tokens` padded
-    tokens (samples x longest); a batch holds at least one multiple even past the budget.
-    An empty sequence counts as one token: it still takes a row."""
-    lens = lengths[order].clamp(min=1).tolist()
-    batches, start, n = [], 0, len(lens)
+def cut_counts(order: torch.Tensor, lengths: torch.Tensor, max_tokens: int, multiple: int = 1,
+               slots: int = 1) -> list[int]:
+    """The sizes of the consecutive batches `order` is cut into: each a multiple of `multiple`
+    samples (the world size), such that dealt over `slots` micro-batches each holds at most
+    `max_tokens` padded tokens (samples x longest); a batch holds at least one multiple even
+    past the budget.  An empty sequence counts as one token: it still takes a row."""
+    lens = lengths[order.long()].clamp(min=1).tolist()
+    counts, start, n = [], 0, len(lens)
     while start < n:
         count, longest = 0, 0
         while start + count < n:
@@ -84,9 +87,44 @@ def cut_by_tokens(order: torch.Tensor, lengths: torch.Tensor, max_tokens: int, m
             if count and -(-(count + len(step)) // slots) * wider > max_tokens:
                 break
             count, longest = count + len(step), wider
-        batches.append(order[start : start + count])
+        counts.append(count)
         start += count
-    return batches
+    return counts
+
+
+def cut_by_tokens(order: torch.Tensor, lengths: torch.Tensor, max_tokens: int, multiple: int = 1,
+                  slots: int = 1) -> list[torch.Tensor]:
+    """`order` cut into the batches of `cut_counts` (views of it)."""
+    return list(order.split(cut_counts(order, lengths, max_tokens, multiple, slots)))
+
+
+class EpochBatches(Sequence[torch.Tensor]):
+    """An epoch's global batches without a Python object per batch: the epoch's samples in one
+    index tensor (int32 below 2^31 samples), cut at `starts`, read in the order `perm` (the
+    shuffled batches of a bucketed epoch; None: in order).  A plan over millions of rows then
+    costs 4 bytes a row and 8 a batch, once per epoch, instead of a tensor per batch."""
+
+    def __init__(self, order: torch.Tensor, starts: torch.Tensor, perm: torch.Tensor | None = None) -> None:
+        self.order, self.starts, self.perm = order, starts, perm
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    @overload
+    def __getitem__(self, i: int) -> torch.Tensor: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[torch.Tensor]: ...
+
+    def __getitem__(self, i: int | slice) -> torch.Tensor | list[torch.Tensor]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        j = int(self.perm[i]) if self.perm is not None else i
+        return self.order[int(self.starts[j]) : int(self.starts[j + 1])].long()
 
 
 def check_streams(n: int, streams: int, bptt: int) -> None:
@@ -141,7 +179,7 @@ class BatchPlan:
         """Whether a run saved at `global_batch` may continue under this plan (samples: it may;
         the loop only warns)."""
 
-    def global_batches(self, epoch: int) -> list[torch.Tensor]:
+    def global_batches(self, epoch: int) -> Sequence[torch.Tensor]:
         """The epoch's global batches, in training order (sample indices or token positions, CPU)."""
         raise NotImplementedError
 
@@ -165,8 +203,9 @@ class BatchPlan:
 
     def steps(self, epoch: int, rank: int, start: int = 0) -> Iterator[list[torch.Tensor]]:
         """This rank's micro-batches of each step of `epoch`, from step `start` on."""
-        for batch in self.global_batches(epoch)[start:]:
-            yield self.micro_batches(batch, rank)
+        batches = self.global_batches(epoch)
+        for i in range(start, len(batches)):
+            yield self.micro_batches(batches[i], rank)
 
 
 @dataclass
@@ -182,13 +221,13 @@ class SamplePlan(BatchPlan):
     bucketing: bool = True
     bucket_pool: int = 100
     max_tokens: int | None = None
-    _cache: dict[int, list[torch.Tensor]] = field(default_factory=dict, repr=False)
+    _cache: dict[int, EpochBatches] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.max_tokens is not None and self.lengths is None:
             raise ValueError("max_tokens needs per-sample lengths (a task with variable-length columns)")
 
-    def global_batches(self, epoch: int) -> list[torch.Tensor]:
+    def global_batches(self, epoch: int) -> EpochBatches:
         if epoch not in self._cache:
             self._cache = {epoch: self._make(epoch)}  # one epoch at a time is all the loop reads
             self._counts[epoch] = len(self._cache[epoch])
@@ -205,24 +244,30 @@ class SamplePlan(BatchPlan):
             pool = self.bucket_pool * per_batch
         return max(self.world_size, pool // self.world_size * self.world_size)
 
-    def _make(self, epoch: int) -> list[torch.Tensor]:
-        order = epoch_order(self.n, epoch, self.seed, self.world_size, self.shuffle)
+    def _make(self, epoch: int) -> EpochBatches:
+        """The epoch's batches: pools of the permutation sorted by length in place (the only
+        corpus-sized array, int32), cut into batches (sizes only), the batches shuffled."""
+        order = epoch_order(self.n, epoch, self.seed, self.world_size, self.shuffle,
+                            torch.int32 if self.n < 2**31 else torch.long)
         sorting = self.lengths is not None and self.bucketing
         if self.max_tokens is None and not sorting:
-            return list(order.split(self.global_batch))
-        batches: list[torch.Tensor] = []
-        for chunk in order.split(self._pool()):
+            every = torch.arange(0, len(order) + self.global_batch, self.global_batch).clamp_(max=len(order))
+            return EpochBatches(order, every.unique_consecutive())
+        pool, counts = self._pool(), []
+        for a in range(0, len(order), pool):
+            chunk = order[a : a + pool]
             if sorting:
-                chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
+                chunk.copy_(chunk[torch.argsort(self.lengths[chunk.long()], stable=True)])
             if self.max_tokens is None:
-                batches += list(chunk.split(self.global_batch))
+                counts += _fixed_counts(len(chunk), self.global_batch)
             else:
-                batches += cut_by_tokens(chunk, self.lengths, self.max_tokens, self.world_size, self.slots)
+                counts += cut_counts(chunk, self.lengths, self.max_tokens, self.world_size, self.slots)
+        perm = None
         if sorting:  # pools were sorted: shuffle the batches so lengths do not rise within each pool
             generator = torch.Generator()
             generator.manual_seed(self.seed + epoch + 7919)
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-        return batches
+            perm = torch.randperm(len(counts), generator=generator, dtype=torch.int32)
+        return EpochBatches(order, _starts(counts), perm)
 
     def steps_in_epoch(self, epoch: int) -> int:
         if self.max_tokens is None:  # a sample count cuts every epoch into the same number of steps
@@ -238,6 +283,17 @@ class SamplePlan(BatchPlan):
             return [batch]
         parts = [batch[rank + self.world_size * j :: self.slots] for j in range(self.accum)]
         return [p for p in parts if len(p)]
+
+
+def _fixed_counts(n: int, size: int) -> list[int]:
+    """Sizes of `n` samples cut into batches of `size` (the last one shorter)."""
+    return [size] * (n // size) + ([n % size] if n % size else [])
+
+
+def _starts(counts: list[int]) -> torch.Tensor:
+    starts = torch.zeros(len(counts) + 1, dtype=torch.long)
+    torch.cumsum(torch.tensor(counts, dtype=torch.long), 0, out=starts[1:])
+    return starts
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .ragged import Column
+from .ragged import Column, Ragged, to_device
 
 Split = tuple[Column, ...]
 
@@ -34,5 +34,7 @@ class Splits:
     info: dict[str, Any] = field(default_factory=dict)
 
     def to(self, device: torch.device) -> Splits:
-        move = lambda split: None if split is None else tuple(c.to(device) for c in split)  # noqa: E731
+        """Every column on `device`: a no-op for mapped columns on the CPU (`to_device`)."""
+        move = lambda split: None if split is None else tuple(  # noqa: E731
+            c.to(device) if isinstance(c, Ragged) else to_device(c, device) for c in split)
         return Splits(move(self.train), move(self.test), move(self.val), self.info)
