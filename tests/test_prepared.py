@@ -75,6 +75,20 @@ def test_prepared_once_then_mapped_and_equal_to_loading(tmp_path: Path, capsys: 
     assert entries(cache) == [entry]
 
 
+def test_mapped_columns_stay_mapped_on_any_name_of_the_cpu(tmp_path: Path) -> None:
+    """A CPU process group's device is `cpu:0`, and `Tensor.to("cpu:0")` copies a CPU tensor:
+    the loop's move of the splits must leave every mapped column where it is (a copy is
+    corpus-sized anonymous memory on every rank)."""
+    path, cache = write_csv(tmp_path / "d.csv"), tmp_path / "cache"
+    splits = prepared.load(task_of(path, cache))
+    for device in (torch.device("cpu"), torch.device("cpu", 0)):
+        moved = splits.to(device)
+        for before, after in zip(splits.train + splits.test, moved.train + moved.test):
+            pairs = ((before.values, after.values), (before.offsets, after.offsets)) if isinstance(before, Ragged) \
+                else ((before, after),)
+            assert all(a.data_ptr() == b.data_ptr() for a, b in pairs), device
+
+
 def test_a_changed_file_or_option_prepares_again(tmp_path: Path) -> None:
     path, cache = write_csv(tmp_path / "d.csv"), tmp_path / "cache"
     prepared.load(task_of(path, cache))
