@@ -329,12 +329,25 @@ def test_generate_decodes_each_token_a_bounded_number_of_times(kind: str) -> Non
         pieces = list(generate(model, tok, "the", n, 1.0, None, 3))
         # each decode sees a bounded window (one token of context + at most 8 pending): linear in n
         assert CountingTokenizer.longest <= 9 and CountingTokenizer.decoded <= 18 * n, CountingTokenizer.decoded
-    out = list(_sample(model, real, real.encode("the", "p").tolist(), 300, 1.0, None, 3))
+    out = list(_sample(model, real, real.encode("the", "p").tolist(), 300, 1.0, None, 3, joined=False))
     assert "".join(pieces) == "".join(out)  # the counting tokenizer changed nothing
     ids = _sampled_ids(model, real, "the", 300)
     if kind != "words":  # the pieces add up to the whole output decoded at once
         assert "".join(pieces) == real.decode(ids)
     assert len("".join(out)) > 0
+
+
+def test_generated_words_follow_the_prompt_as_the_tokenizer_splits_them() -> None:
+    """A words model's first word is a word of its own after the prompt ("the lord of", never
+    "the lordof"), and none is added after a prompt that ends in white space."""
+    text = "the lord of the house sat on the mat\nthe dog ate the hat\n" * 5
+    words = Tokenizer.train("words", text, text, 300)
+    model = TinyLM(len(words.vocab))
+    for prompt in ("the lord", "the lord ", "the lord\n"):
+        said = "".join(generate(model, words, prompt, 20, 1.0, None, 3))
+        whole = prompt + said
+        assert said and (said[0] != " " if prompt[-1].isspace() else said[0] in " \n"), repr(whole)
+        assert all(w in words.vocab for w in whole.split()), repr(whole)
 
 
 @pytest.mark.parametrize("flag,value,message", [

@@ -241,11 +241,13 @@ def generate(model: nn.Module, tokenizer: Tokenizer, prompt: str, tokens: int, t
     ids = tokenizer.encode(prompt, f"--prompt {prompt!r}").tolist()
     if tokenizer.kind == "words" and ids and ids[-1] == tokenizer.vocab.index("<eos>"):
         ids = ids[:-1] or ids
-    return _sample(model, tokenizer, ids, tokens, temperature, top_k, seed)
+    return _sample(model, tokenizer, ids, tokens, temperature, top_k, seed, joined=prompt[-1].isspace())
 
 
 def _sample(model: nn.Module, tokenizer: Tokenizer, ids: list[int], tokens: int, temperature: float,
-            top_k: int | None, seed: int) -> Iterator[str]:
+            top_k: int | None, seed: int, joined: bool = True) -> Iterator[str]:
+    """`joined`: the text before the first sampled token ends in white space (a words model
+    then starts its first word without one)."""
     generator = torch.Generator().manual_seed(seed)
     model.eval()
     out: list[int] = []
@@ -259,23 +261,25 @@ def _sample(model: nn.Module, tokenizer: Tokenizer, ids: list[int], tokens: int,
                 last = last.masked_fill(last < cutoff, float("-inf"))
             token = int(torch.multinomial(last.softmax(0), 1, generator=generator))
             out.append(token)
-            piece = _piece(tokenizer, out, start)
+            piece = _piece(tokenizer, out, start, joined=joined)
             if piece is not None:
                 yield piece
                 start = len(out)
             logits, state = model(torch.tensor([[token]]), state)
     if start < len(out):
-        yield _piece(tokenizer, out, start, final=True) or ""
+        yield _piece(tokenizer, out, start, final=True, joined=joined) or ""
 
 
-def _piece(tokenizer: Tokenizer, out: list[int], start: int, final: bool = False) -> str | None:
+def _piece(tokenizer: Tokenizer, out: list[int], start: int, final: bool = False, joined: bool = True) -> str | None:
     """The text of out[start:], decoded with one token of context before it, so each token is
     decoded a bounded number of times (linear in the output, not quadratic); None while it ends
     in an unfinished UTF-8 character (unless `final`, or after 8 tokens: not text, shown as is).
-    Words are joined by spaces, <eos> is a new line, as `Tokenizer.decode` does."""
+    Words are joined by spaces, <eos> is a new line, as `Tokenizer.decode` does; the first word
+    follows the prompt with a space unless the prompt ended in one (`joined`)."""
     if tokenizer.kind == "words":
         eos = tokenizer.vocab.index("<eos>")
-        return "".join("\n" if t == eos else ("" if i == 0 or out[i - 1] == eos else " ") + tokenizer.vocab[t]
+        return "".join("\n" if t == eos else ("" if (i == 0 and joined) or (i and out[i - 1] == eos) else " ")
+                       + tokenizer.vocab[t]
                        for i, t in enumerate(out[start:], start))
     context = out[max(start - 1, 0):start]
     before, text = tokenizer.decode(context), tokenizer.decode(context + out[start:])
