@@ -243,3 +243,20 @@ def test_pixel_by_pixel_sequences(fake_mnist: Path, tmp_path: Path) -> None:
 
     weights = read_weights(checkpoint_files(tmp_path / "run" / "checkpoints")[0][1])
     assert weights["encoder.lstm.weight_ih_l0"].shape == (4 * 8, 1)  # one pixel per step
+
+
+def test_bench_scores_a_corpus_without_a_test_split_on_validation(tmp_path: Path) -> None:
+    """A language model on one text split into train and validation only (as jobs/shakespeare_char.yaml):
+    every loop is scored on validation, and the report says so (it used to end in a traceback)."""
+    text = tmp_path / "corpus.txt"
+    text.write_text("".join(f"the cat {i % 7} sat on the mat {i % 5}\n" for i in range(400)))
+    job = tmp_path / "lm.yaml"
+    job.write_text(f"name: lm_bench\ntask: language_model\ndata: {{root: {tmp_path}, files: corpus.txt, "
+                   "tokenizer: chars, val_fraction: 0.1, bptt: 16, global_batch_size: 4, eval_streams: 2}\n"
+                   "model: {hidden_size: 16, num_layers: 1, embedding_size: 8}\n"
+                   "train: {threads: 1, mixed_precision: 'no'}\n")
+    report, _ = bench_json(str(job), "--max-steps", "2", "--skip-lightning", data=tmp_path)
+    assert report["eval_split"] == "val" and report["metric"] == "val_loss" and report["unit"] == "tokens"
+    assert report["tutorial_status"] == "measured"  # pytorch/examples' word_language_model loop
+    for loop in (report["lstm_train"], report["floor"], report["tutorial"]):
+        assert loop["steps"] == 2 and loop["metric"] is not None and loop["metric"] > 0
