@@ -255,8 +255,10 @@ def test_bench_scores_a_corpus_without_a_test_split_on_validation(tmp_path: Path
                    "tokenizer: chars, val_fraction: 0.1, bptt: 16, global_batch_size: 4, eval_streams: 2}\n"
                    "model: {hidden_size: 16, num_layers: 1, embedding_size: 8}\n"
                    "train: {threads: 1, mixed_precision: 'no'}\n")
-    report, _ = bench_json(str(job), "--max-steps", "2", "--skip-lightning", data=tmp_path)
+    report, _ = bench_json(str(job), "--max-steps", "2", data=tmp_path)
     assert report["eval_split"] == "val" and report["metric"] == "val_loss" and report["unit"] == "tokens"
     assert report["tutorial_status"] == "measured"  # pytorch/examples' word_language_model loop
+    # Lightning's TensorDataset loop has no token windows with carried state: said, not crashed on
+    assert report["lightning"] is None and report["lightning_status"].startswith(("not applicable", "not installed"))
     for loop in (report["lstm_train"], report["floor"], report["tutorial"]):
         assert loop["steps"] == 2 and loop["metric"] is not None and loop["metric"] > 0

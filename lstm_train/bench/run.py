@@ -112,7 +112,8 @@ def main(args: argparse.Namespace) -> int:
     unit, metric = task.throughput_unit, f"{eval_split}_{task.primary_metric}"
     tutorial_status = ("skipped (--skip-tutorial)" if args.skip_tutorial else None if job.task in PEERS
                        else f"not applicable (the tutorial is MNIST classification; this is {job.task})")
-    lightning_status = "skipped (--skip-lightning)" if args.skip_lightning else lightning_loop.unavailable(splits.train)
+    lightning_status = ("skipped (--skip-lightning)" if args.skip_lightning
+                        else lightning_loop.unavailable(splits.train, job.task))
     load_start = [round(x, 2) for x in os.getloadavg()]  # 1, 5, 15-minute: how busy the machine was
     runs: dict[str, list[dict[str, Any]]] = {"tutorial": [], "lstm_train": [], "floor": [], "fp32": [], "bf16": []}
     precision = precision_of(job, device)
