@@ -106,7 +106,8 @@ class Entry:
 def bench_numbers(report: dict[str, Any]) -> dict[str, Any]:
     """`lstm-train bench --json`: each loop's throughput, epoch time and metric; the ratios."""
     unit, metric = report["unit"], report["metric"]
-    loops = {"tutorial": report.get("tutorial"), "lstm_train": report["lstm_train"], "floor": report["floor"]}
+    peer = "word_language_model loop" if report["task"] == "language_model" else "tutorial"  # bench's PEERS
+    loops = {peer: report.get("tutorial"), "lstm_train": report["lstm_train"], "floor": report["floor"]}
     for name, loop in (report.get("lightning") or {}).items():
         loops[f"lightning {name}"] = loop
     out: dict[str, Any] = {"precision": report["precision"], "threads": report["threads"], "repeats": report["repeats"]}
@@ -116,10 +117,10 @@ def bench_numbers(report: dict[str, Any]) -> dict[str, Any]:
             out[f"{name} epoch s"] = round(loop["epoch_s"], 3)
             out[f"{name} {metric}"] = None if loop["metric"] is None else round(loop["metric"], 4)
     out["lstm_train / floor epoch time"] = report["floor_ratio"]
-    out["lstm_train vs tutorial (x throughput)"] = report["speedup"]
+    out[f"lstm_train vs {peer} (x throughput)"] = report["speedup"]
     out["lstm_train vs fastest Lightning (x throughput)"] = report["vs_lightning"]
-    out["tutorial"] = report["tutorial_status"]
-    out["lightning"] = report["lightning_status"]
+    out[peer] = report["tutorial_status"]
+    out["Lightning"] = report["lightning_status"]
     return out
 
 
@@ -308,9 +309,9 @@ LM = "jobs/shakespeare_char.yaml"
 ENTRIES: list[Entry] = [
     bench("bench_mnist", "lstm-train bench on the tutorial's job: tutorial, Lightning fp32/bf16, lstm_train, floor "
           "(medians of 3)", 3, [], ["--repeats", "3"], ["--max-steps", "20"]),
-    bench("bench_lm", "lstm-train bench on shakespeare_char, 200 steps: word_language_model loop, Lightning, "
+    bench("bench_lm", "lstm-train bench on shakespeare_char, 200 steps: pytorch/examples' word_language_model loop, "
           "lstm_train, floor (medians of 3; scored on validation)", 25, [LM],
-          ["--max-steps", "200", "--repeats", "3"], ["--max-steps", "3", "--skip-lightning"]),
+          ["--max-steps", "200", "--repeats", "3"], ["--max-steps", "3"]),
     Entry("lm_char", "shakespeare_char trained 14.5M characters, no time budget: validation loss and time", 30,
           lambda c: lm_run(c, "lm_char", LM, 14.5e6)),
     Entry("lm_char_best", "shakespeare_char_best trained 43.5M characters, no time budget", 90,
@@ -592,7 +593,8 @@ def write_record(record: dict[str, Any], folder: Path) -> Path:
 def child_env(ctx: Ctx) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_MIXED_PRECISION")}
-    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    paths = [str(ROOT), *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(ROOT))]
+    env.update(PYTHONPATH=os.pathsep.join(paths),
                WANDB_MODE="disabled", PYTHONUNBUFFERED="1", LSTM_TRAIN_CACHE=str(ctx.work / "cache"))
     return env
 
@@ -710,13 +712,17 @@ def render(folder: Path) -> Path:
                 if c not in commands:
                     commands.append(c)
                 refs.append(commands.index(c) + 1)
+            rows = [(fmt(n["name"]), fmt(n["value"]), refs[n["command"]] if n["command"] < len(refs) else None)
+                    for n in entry["numbers"]]
             if not entry["ok"]:
                 why = ("skipped: " if entry.get("skipped") else "failed: ") + fmt((entry["error"] or "").splitlines()[0][:160])
-                lines.append(f"| {label} | - | {why} | {date} | {sha} | {', '.join(f'[{r}]' for r in refs) or '-'} |")
-            for n in entry["numbers"]:
-                ref = refs[n["command"]] if n["command"] < len(refs) else None
-                lines.append(f"| {label} | {fmt(n['name'])} | {fmt(n['value'])} | {date} | {sha} | "
-                             f"{f'[{ref}]' if ref else '-'} |")
+                rows.insert(0, ("-", why, refs[-1] if refs else None))
+            shown = None
+            for i, (number, value, ref) in enumerate(rows):  # entry, date, commit on its first row; a command
+                first = (label, date, sha) if i == 0 else ("", "", "")  # where it changes
+                cite = "" if ref == shown and i else f"[{ref}]" if ref else "-"
+                shown = ref
+                lines.append(f"| {first[0]} | {number} | {value} | {first[1]} | {first[2]} | {cite} |")
         lines.append("")
         if notes:
             lines += ["Busy:", "", *notes, ""]

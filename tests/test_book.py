@@ -163,7 +163,7 @@ def test_benchmarks_md_keeps_each_entrys_latest_success_and_never_a_quick_record
     # the registry's order (shards before generate); commands numbered as first cited
     assert "| `generate` | x | 1.5 | 2026-01-01 00:00 | aaaaaaaa | [2] |" in text and "2. `gen one`" in text
     assert "99" not in text and "gen quick" not in text and "bbbbbbbb" not in text
-    assert "| `shards` | - | failed: exit 1: boom | 2026-01-01 00:00 | aaaaaaaa |" in text
+    assert "| `shards` | - | failed: exit 1: boom | 2026-01-01 00:00 | aaaaaaaa | [1] |" in text
 
 
 def test_lstm_train_bench_book_runs_the_checkouts_book_or_says_it_needs_one(tmp_path: Path) -> None:
