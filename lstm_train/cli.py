@@ -516,7 +516,9 @@ def main(argv: list[str] | None = None) -> int:
 
     use_one_line_warnings()  # `warning: ...`, one line, like errors
     try:
-        if getattr(args, "job", None):  # a path, or a shipped job's name
+        bench_overrides = args.func is cmd_bench and "=" in (args.job or "") and not Path(args.job).exists()
+        if getattr(args, "job", None) and not bench_overrides:  # a path, or a shipped job's name
+            # (`bench key=value`: overrides of bench's default job, which bench itself takes apart)
             from .shipped import find_job
 
             args.job = find_job(args.job)

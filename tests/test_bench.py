@@ -114,6 +114,15 @@ def test_bench_table_with_a_job_file_and_overrides(fake_mnist: Path, tmp_path: P
     assert "2 repeat(s)" in out and "1 thread(s)" in out and f"precision {runs}" in out
 
 
+def test_bench_overrides_without_a_job_file_change_the_default_job(fake_mnist: Path) -> None:
+    """`lstm-train bench train.mixed_precision=no` (the README's exact-fp32 line): overrides of the
+    tutorial's job, not a job file to look up."""
+    report, _ = bench_json("train.mixed_precision=no", "--max-steps", "2", "--skip-tutorial", "--skip-lightning",
+                           data=fake_mnist)
+    assert report["job"] == "mnist_lstm" and report["precision"] == "no" and report["floor"]["precision"] == "no"
+    check_loop(report["lstm_train"], 2, 2 * 64)
+
+
 def test_bench_takes_a_forecast_job(tmp_path: Path) -> None:
     """Any task's job: the floor and lstm_train's loop, no tutorial (it is MNIST classification)."""
     root = Path(__file__).resolve().parents[1]
