@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ def bench_numbers(report: dict[str, Any]) -> dict[str, Any]:
     peer = "word_language_model loop" if report["task"] == "language_model" else "tutorial"  # bench's PEERS
     loops = {peer: report.get("tutorial"), "lstm_train": report["lstm_train"], "floor": report["floor"]}
     for name, loop in (report.get("lightning") or {}).items():
-        loops[f"lightning {name}"] = loop
+        loops[f"Lightning {name}"] = loop
     out: dict[str, Any] = {"precision": report["precision"], "threads": report["threads"], "repeats": report["repeats"]}
     for name, loop in loops.items():
         if loop:
@@ -129,6 +129,29 @@ def bench(name: str, what: str, minutes: float, job: list[str], full: list[str],
     return Entry(name, what, minutes, lambda c: [Command(c.lstm_train("bench", *job, *(quick if c.quick else full),
                                                                       "--json"), bench_numbers)],
                  quick_minutes=quick_minutes)
+
+
+def scaling_numbers(report: dict[str, Any]) -> dict[str, Any]:
+    """`lstm-train bench --scaling --json`: each point's floor and lstm_train throughput, their ratio."""
+    unit = report["unit"]
+    out: dict[str, Any] = {"precision": report["precision"], "threads": report["threads"]}
+    for p in report["points"]:
+        key = f"{p['axis']} {p['value']}"
+        out[f"{key}: steps"] = p["steps"]
+        if p["floor"]:
+            out[f"{key}: floor {unit}/s"] = round(p["floor"]["per_s"], 1)
+        out[f"{key}: lstm_train {unit}/s"] = round(p["lstm_train"]["per_s"], 1)
+        if p.get("floor_ratio"):
+            out[f"{key}: lstm_train / floor time"] = p["floor_ratio"]
+        if "gflops" in p["lstm_train"]:
+            out[f"{key}: lstm_train GFLOP/s"] = round(p["lstm_train"]["gflops"], 1)
+    return out
+
+
+def scaling(ctx: Ctx) -> list[Command]:
+    quick = ["--max-steps", "2", "--seconds", "0.05", "--hidden-sizes", "8,16", "--batch-sizes", "16,32"]
+    return [Command(ctx.lstm_train("bench", "--scaling", "--out", str(ctx.work / "scaling"),
+                                   *(quick if ctx.quick else []), "--json"), scaling_numbers)]
 
 
 QUICK_TOKENS = 0.02e6  # --quick: 5 steps of 32 x 128
@@ -316,6 +339,12 @@ LM, BEST = "jobs/shakespeare_char.yaml", "jobs/shakespeare_char_best.yaml"
 ENTRIES: list[Entry] = [  # minutes: full size / --quick, measured or estimated on the 2-core development machine
     bench("bench_mnist", "lstm-train bench on the tutorial's job: tutorial, Lightning fp32/bf16, lstm_train, floor "
           "(medians of 3)", 3, [], ["--repeats", "3"], ["--max-steps", "20"], 0.5),
+    bench("bench_mnist_fp32", "lstm-train bench on the tutorial's job in exact fp32 (train.mixed_precision=no): "
+          "lstm_train and its floor (medians of 3)", 2, ["train.mixed_precision=no"],
+          ["--repeats", "3", "--skip-tutorial", "--skip-lightning"],
+          ["--max-steps", "20", "--skip-tutorial", "--skip-lightning"], 0.5),
+    Entry("bench_scaling", "lstm-train bench --scaling: floor and lstm_train against sequence length, hidden size, "
+          "batch size and processes (the plot lands in the work folder)", 6, scaling, quick_minutes=1),
     bench("bench_lm", "lstm-train bench on shakespeare_char, 200 steps: pytorch/examples' word_language_model loop, "
           "lstm_train, floor (medians of 3; scored on validation)", 25, [LM],
           ["--max-steps", "200", "--repeats", "3"], ["--max-steps", "3", *QUICK_LM], 1),
