@@ -4,7 +4,7 @@ after another, each alone on the machine, into one dated record.
     python scripts/book.py --list                   # the entries: what each measures, how long it takes
     python scripts/book.py                          # every default entry (hours: see --list), then BENCHMARKS.md
     python scripts/book.py bench_mnist generate     # some entries (any entry, default or not, by name)
-    python scripts/book.py --quick                  # every default entry in a smoke size: a few minutes
+    python scripts/book.py --quick                  # every default entry in a smoke size (~12 minutes)
     python scripts/book.py --render                 # BENCHMARKS.md again from benchmarks/*.json
     lstm-train bench --book [NAMES...] [--quick]    # the same, from a checkout
 
@@ -17,9 +17,12 @@ The record is one JSON file, `benchmarks/<UTC date-time>-<machine>-<commit>[-qui
 date, the commit (and whether the tree had uncommitted changes), the machine (CPU model and the
 flags that decide precision, cores, memory, torch, GPU, what `train.mixed_precision: auto` picks
 here), the load before each entry and every entry's numbers.  It is written once every entry has
-run (a temporary file, fsynced, renamed into place): a book interrupted by Ctrl-C, SIGTERM or a
-kill leaves no record, and a failed entry is recorded as failed (`ok: false`, its error) while
-the others go on.  `BENCHMARKS.md` (beside the records folder) shows, for each machine, each
+run (a temporary file outside the records folder, fsynced, renamed into place): a book
+interrupted by Ctrl-C or SIGTERM ends its running command (the command's whole process group)
+and leaves no record; a SIGKILL leaves no record either, though the command it was running
+goes on until it ends (its logs are in the work folder).  A failed entry is recorded as failed
+(`ok: false`, its error) while the others go on; an entry that cannot run here (`shards` without
+a SLURM cluster) is recorded as skipped with the reason.  `BENCHMARKS.md` (beside the records folder) shows, for each machine, each
 entry's latest full-size record as a table; `--quick` records (smoke sizes) are never shown.
 
 A busy machine is said, not hidden: before each entry the book waits (up to --settle seconds)
@@ -664,7 +667,7 @@ def run_book(entries: list[Entry], args: argparse.Namespace) -> int:
     env = child_env(ctx)
     load_start = round(os.getloadavg()[0], 2)
     total = sum(e.quick_minutes if args.quick else e.minutes for e in entries)
-    say(f"[book] {len(entries)} entries{' (quick)' if args.quick else ''}, about {total:.0f} min; "
+    say(f"[book] {len(entries)} entries{' (quick)' if args.quick else ''}, about {total:.1f} min; "
         f"load average {load_start} (busy above {args.max_load}); logs in {logs}")
     record: dict[str, Any] = {"date": date.isoformat(), **commit_fields(), "quick": args.quick, "machine": machine(),
                               "max_load": args.max_load, "load_at_start": load_start, "argv": sys.argv[1:],
@@ -804,7 +807,9 @@ def listing() -> str:
         lines.append(f"  {e.name:{width}s}  ~{e.minutes:g} / {e.quick_minutes:g} min{long}{extra}{needs}\n"
                      f"  {'':{width}s}  {e.what}")
     full = sum(e.minutes for e in ENTRIES if e.default)
-    lines.append(f"default set: about {full:.0f} min ({full / 60:.1f} h) plus up to --settle s per entry")
+    quick = sum(e.quick_minutes for e in ENTRIES if e.default)
+    lines.append(f"default set: about {full:.0f} min ({full / 60:.1f} h) plus up to --settle s per entry; "
+                 f"--quick: about {quick:.0f} min")
     return "\n".join(lines)
 
 
