@@ -580,7 +580,12 @@ def run_entry(entry: Entry, ctx: Ctx, env: dict[str, str], logs: Path, args: arg
     else:
         clock = CpuClock()
         timeout = 600 if ctx.quick else max(600.0, entry.minutes * 60 * 3)
-        for i, cmd in enumerate(entry.commands(ctx)):
+        try:
+            commands = entry.commands(ctx)
+        except Exception as e:  # noqa: BLE001 - an entry that cannot even be set up fails alone
+            commands = []
+            rec.update(ok=False, error=f"could not set the entry up: {type(e).__name__}: {e}")
+        for i, cmd in enumerate(commands):
             line = shell_line(cmd.argv)
             rec["commands"].append(line)
             say(f"  $ {line}")
