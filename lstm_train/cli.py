@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -272,9 +273,23 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.book is not None:
+        return run_book(args)
     from .bench import main as bench_main
 
     return bench_main(args)
+
+
+def run_book(args: argparse.Namespace) -> int:
+    """`lstm-train bench --book [NAMES...] [--list] [--quick] ...`: scripts/book.py of the checkout this
+    package runs from, which records into that checkout's benchmarks/ (an installed package has none)."""
+    book = Path(__file__).resolve().parents[1] / "scripts" / "book.py"
+    if args.job or args.overrides:
+        raise ValueError("--book takes the book's entry names and options (see --book --list), not a job")
+    if not book.is_file():
+        raise FileNotFoundError(f"the benchmark book needs a checkout of the repository: {book} is not there "
+                                f"(lstm_train runs from {book.parents[1]}); clone it and run scripts/book.py there")
+    return subprocess.call([sys.executable, str(book), *args.book], cwd=book.parents[1])
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -457,6 +472,9 @@ def parser(task_options: tuple = ()) -> argparse.ArgumentParser:
     bench.add_argument("--hidden-sizes", default=None, help="--scaling: e.g. 64,128,256,512,1024 (the default)")
     bench.add_argument("--batch-sizes", default=None, help="--scaling: e.g. 16,32,64,128,256,512 (the default)")
     bench.add_argument("--out", default=None, help="--scaling: folder for scaling.png/.md/.json (bench-scaling)")
+    bench.add_argument("--book", nargs=argparse.REMAINDER, default=None, metavar="NAME",
+                       help="run the benchmark book of this checkout (scripts/book.py) with these entry names and "
+                       "options (--list, --quick, ...); it records into benchmarks/")
     bench.set_defaults(func=cmd_bench)
 
     submit = sub.add_parser("submit", help="send a job (or a sweep) to SLURM through submitit")
@@ -498,7 +516,9 @@ def main(argv: list[str] | None = None) -> int:
 
     use_one_line_warnings()  # `warning: ...`, one line, like errors
     try:
-        if getattr(args, "job", None):  # a path, or a shipped job's name
+        bench_overrides = args.func is cmd_bench and "=" in (args.job or "") and not Path(args.job).exists()
+        if getattr(args, "job", None) and not bench_overrides:  # a path, or a shipped job's name
+            # (`bench key=value`: overrides of bench's default job, which bench itself takes apart)
             from .shipped import find_job
 
             args.job = find_job(args.job)

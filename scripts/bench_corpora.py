@@ -5,6 +5,10 @@
     python scripts/bench_corpora.py bpe-reference --corpora /tmp/corpora   # tokenizers' own train + encode_batch
     python scripts/bench_corpora.py shards --corpora /tmp/corpora          # 400 MB: 1 shard here vs 4 through SLURM
     python scripts/bench_corpora.py train --corpora /tmp/corpora           # 4 GB vs 40 MB: each rank's RssAnon, 1 and 2 processes
+    python scripts/bench_corpora.py train --sizes 40 400 --procs 2 --steps 150   # other sizes, 2 processes only
+
+`--sizes` (MB) defaults per command: 10 40 400 (generate, prepare, bpe-reference), 400 (shards),
+40 4000 (train).  `--json FILE` writes the rows (scripts/book.py reads them).
 
 Text corpora are lines of tinyshakespeare and Multi30k's English captions in random order; CSV
 rows are 16 words drawn from the same text with one of four labels.  Both are written in blocks
@@ -34,6 +38,7 @@ from bench_prepared import command, measure_run  # noqa: E402  (the run/RssAnon 
 
 DATA = Path(os.environ.get("LSTM_TRAIN_DATA", ROOT.parent / "shared" / "data"))
 SIZES = (10, 40, 400)
+DEFAULT_SIZES = {"shards": [400], "train": [40, 4000]}  # elsewhere SIZES
 TOKENIZERS = ("chars", "bytes", "words", "bpe")
 
 
@@ -136,13 +141,24 @@ def cmd_bpe_reference(args: argparse.Namespace) -> list[dict]:
         seconds = time.perf_counter() - started
         row = {"corpus": path.name, "reference": "tokenizers train_from_iterator + encode_batch", "tokens": n,
                "seconds": round(seconds, 2), "mb_per_s": round(path.stat().st_size / 1e6 / seconds, 1)}
+        if args.with_ours:  # `lstm-train prepare` with data.tokenizer=bpe on the same text: the BPE ratio
+            ours = prepare(path, "bpe")
+            row.update(ours_prepare_s=ours["prepare_s"], ours_mb_per_s=ours["mb_per_s"],
+                       ours_peak_rss_mib=ours["peak_rss_mib"], ours_over_reference=round(ours["prepare_s"] / seconds, 2))
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
 
 
 def cmd_shards(args: argparse.Namespace) -> list[dict]:
-    corpus = args.corpora / "text-400MB.txt"
+    rows = []
+    for mb in args.sizes:
+        rows += shards(args.corpora / f"text-{mb}MB.txt")
+    return rows
+
+
+def shards(corpus: Path) -> list[dict]:
+    """The corpus prepared as 1 shard here and as 4 shards of a SLURM array: wall times, digests."""
     rows = []
     for label, extra in (("1 shard, here", ["--workers", "1"]), ("4 shards, SLURM array", ["--executor", "slurm",
                                                                                           "--shards", "4"])):
@@ -159,34 +175,36 @@ def cmd_shards(args: argparse.Namespace) -> list[dict]:
             h = hashlib.sha256()
             for file in sorted(entry.glob("*.npy")):
                 h.update(file.name.encode() + file.read_bytes())
-            row = {"how": label, "wall_s": round(time.perf_counter() - started, 1), "columns_sha256": h.hexdigest()[:16]}
+            row = {"corpus": corpus.name, "how": label, "wall_s": round(time.perf_counter() - started, 1),
+                   "columns_sha256": h.hexdigest()[:16]}
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
 
 
 def cmd_train(args: argparse.Namespace) -> list[dict]:
-    """A few hundred steps on the 4 GB and the 40 MB corpora at 1 and 2 processes: each rank's
-    peak RssAnon (the data is mapped, so it must not grow with the corpus)."""
+    """A few hundred steps on corpora of each size (default 40 MB and 4 GB) at 1 and 2 processes:
+    each rank's peak RssAnon (the data is mapped, so it must not grow with the corpus).  The corpus
+    is prepared first, apart, so the runs measure training on mapped data."""
     rows = []
     for kind in args.kinds:
-        for mb in (40, 4000):
+        for mb in args.sizes:
             corpus = args.corpora / (f"text-{mb}MB.txt" if kind == "lm" else f"csv-{mb}MB.csv")
             if not corpus.exists():
-                continue
-            for procs in (1, 2):
+                raise FileNotFoundError(f"{corpus}: generate it first (bench_corpora.py generate --sizes {mb})")
+            # small evaluation splits: the final validation of a 4 GB corpus's 10% would take hours
+            data = ([f"data.root={corpus.parent}", f"data.files={corpus.name}", "data.global_batch_size=32",
+                     "data.val_fraction=0.0001"]
+                    if kind == "lm" else [f"data.path={corpus}", "data.global_batch_size=64",
+                                          "data.val_fraction=0.0005", "data.test_fraction=0.0005"])
+            env = {**os.environ, "LSTM_TRAIN_CACHE": str(args.cache)}
+            for i, procs in enumerate(args.procs):
                 with tempfile.TemporaryDirectory(dir=corpus.parent) as tmp:
                     job = job_file(Path(tmp), kind)
-                    # small evaluation splits: the final validation of a 4 GB corpus's 10% would take hours
-                    data = ([f"data.root={corpus.parent}", f"data.files={corpus.name}", "data.global_batch_size=32",
-                             "data.val_fraction=0.0001"]
-                            if kind == "lm" else [f"data.path={corpus}", "data.global_batch_size=64",
-                                                  "data.val_fraction=0.0005", "data.test_fraction=0.0005"])
                     overrides = [*data, f"train.max_steps={args.steps}", "train.eval_every_steps=100000",
                                  "train.threads=1",
                                  "tracking.wandb.mode=disabled", f"train.output_dir={tmp}/run"]
-                    env = {**os.environ, "LSTM_TRAIN_CACHE": str(args.cache)}
-                    if mb == 4000 or procs == 1:
+                    if i == 0:
                         prepare_first = subprocess.run([sys.executable, "-m", "lstm_train", "prepare", str(job), *data],
                                                        capture_output=True, text=True, env=env)
                         if prepare_first.returncode != 0:
@@ -202,14 +220,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=("generate", "prepare", "bpe-reference", "shards", "train"))
     parser.add_argument("--corpora", "--out", type=Path, default=Path("/tmp/corpora"))
-    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help="MB: 10 40 400 by default; shards: 400; train: 40 4000")
     parser.add_argument("--tokenizers", nargs="+", default=[*TOKENIZERS, "csv"])
     parser.add_argument("--big", action="store_true", help="generate: the 4 GB corpora too")
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--kinds", nargs="+", default=["lm", "csv"], help="train: lm (4 GB text) and/or csv")
+    parser.add_argument("--kinds", nargs="+", default=["lm", "csv"], help="train: lm (text, chars) and/or csv")
+    parser.add_argument("--procs", type=int, nargs="+", default=[1, 2], help="train: process counts")
+    parser.add_argument("--with-ours", action="store_true",
+                        help="bpe-reference: also `lstm-train prepare` (bpe) on each text, and the ratio")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/corpora-cache"))
     parser.add_argument("--json", type=Path, help="write the rows here too")
     args = parser.parse_args()
+    if args.sizes is None:
+        args.sizes = DEFAULT_SIZES.get(args.what, list(SIZES))
     if args.what == "generate":
         generate(args.corpora, args.sizes + ([4000] if args.big else []))
         return

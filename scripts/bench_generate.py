@@ -2,12 +2,16 @@
 
 A speed target, so it lives here and not in the tests (tests/test_trust.py asserts the structure:
 each decode sees a bounded window).  Run alone on a quiet machine:
-    PYTHONPATH=$PWD python scripts/bench_generate.py [--small N --large M --kind bytes]
+    PYTHONPATH=$PWD python scripts/bench_generate.py [--small N --large M --kind bytes] [--json]
+
+`--json`: one JSON object on stdout (the times, the ratio and whether it is within the target),
+exit 0 either way (scripts/book.py records it); without it, exit 1 when over the target.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
@@ -39,6 +43,7 @@ def main() -> None:
     p.add_argument("--small", type=int, default=1000)
     p.add_argument("--large", type=int, default=10000)
     p.add_argument("--kind", default="bpe", choices=["bytes", "chars", "words", "bpe"])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args()
     torch.set_num_threads(1)
     text = "the cat sat on the mat; héllo wörld.\n" * 50
@@ -46,9 +51,15 @@ def main() -> None:
     model = TinyLM(256 if args.kind == "bytes" else len(tok.vocab) if tok.vocab else 300).eval()
     small, large = timed(model, tok, args.small), timed(model, tok, args.large)
     ratio = large / small
+    within = ratio < 1.5 * args.large / args.small
+    if args.json:
+        print(json.dumps({"kind": args.kind, "small_tokens": args.small, "large_tokens": args.large,
+                          "small_s": round(small, 4), "large_s": round(large, 4), "ratio": round(ratio, 2),
+                          "linear": round(args.large / args.small, 2), "within_target": within}))
+        return
     print(f"{args.kind}: {args.small} tokens {small:.2f} s, {args.large} tokens {large:.2f} s, ratio {ratio:.1f} "
           f"(linear: {args.large / args.small:.0f}; target under 15)")
-    raise SystemExit(0 if ratio < 1.5 * args.large / args.small else 1)
+    raise SystemExit(0 if within else 1)
 
 
 if __name__ == "__main__":

@@ -114,6 +114,15 @@ def test_bench_table_with_a_job_file_and_overrides(fake_mnist: Path, tmp_path: P
     assert "2 repeat(s)" in out and "1 thread(s)" in out and f"precision {runs}" in out
 
 
+def test_bench_overrides_without_a_job_file_change_the_default_job(fake_mnist: Path) -> None:
+    """`lstm-train bench train.mixed_precision=no` (the README's exact-fp32 line): overrides of the
+    tutorial's job, not a job file to look up."""
+    report, _ = bench_json("train.mixed_precision=no", "--max-steps", "2", "--skip-tutorial", "--skip-lightning",
+                           data=fake_mnist)
+    assert report["job"] == "mnist_lstm" and report["precision"] == "no" and report["floor"]["precision"] == "no"
+    check_loop(report["lstm_train"], 2, 2 * 64)
+
+
 def test_bench_takes_a_forecast_job(tmp_path: Path) -> None:
     """Any task's job: the floor and lstm_train's loop, no tutorial (it is MNIST classification)."""
     root = Path(__file__).resolve().parents[1]
@@ -243,3 +252,22 @@ def test_pixel_by_pixel_sequences(fake_mnist: Path, tmp_path: Path) -> None:
 
     weights = read_weights(checkpoint_files(tmp_path / "run" / "checkpoints")[0][1])
     assert weights["encoder.lstm.weight_ih_l0"].shape == (4 * 8, 1)  # one pixel per step
+
+
+def test_bench_scores_a_corpus_without_a_test_split_on_validation(tmp_path: Path) -> None:
+    """A language model on one text split into train and validation only (as jobs/shakespeare_char.yaml):
+    every loop is scored on validation, and the report says so (it used to end in a traceback)."""
+    text = tmp_path / "corpus.txt"
+    text.write_text("".join(f"the cat {i % 7} sat on the mat {i % 5}\n" for i in range(400)))
+    job = tmp_path / "lm.yaml"
+    job.write_text(f"name: lm_bench\ntask: language_model\ndata: {{root: {tmp_path}, files: corpus.txt, "
+                   "tokenizer: chars, val_fraction: 0.1, bptt: 16, global_batch_size: 4, eval_streams: 2}\n"
+                   "model: {hidden_size: 16, num_layers: 1, embedding_size: 8}\n"
+                   "train: {threads: 1, mixed_precision: 'no'}\n")
+    report, _ = bench_json(str(job), "--max-steps", "2", data=tmp_path)
+    assert report["eval_split"] == "val" and report["metric"] == "val_loss" and report["unit"] == "tokens"
+    assert report["tutorial_status"] == "measured"  # pytorch/examples' word_language_model loop
+    # Lightning's TensorDataset loop has no token windows with carried state: said, not crashed on
+    assert report["lightning"] is None and report["lightning_status"].startswith(("not applicable", "not installed"))
+    for loop in (report["lstm_train"], report["floor"], report["tutorial"]):
+        assert loop["steps"] == 2 and loop["metric"] is not None and loop["metric"] > 0

@@ -31,10 +31,13 @@ from .measure import evaluate, primary, sync
 PRECISIONS = {"fp32": ("32-true", "no"), "bf16": ("bf16-mixed", "bf16")}  # name: (Lightning's, lstm_train's)
 
 
-def unavailable(train: Split) -> str | None:
-    """Why Lightning cannot run this job here, or None."""
+def unavailable(train: Split, task: str | None = None) -> str | None:
+    """Why Lightning cannot run this job (of task `task`) here, or None."""
     if importlib.util.find_spec("lightning") is None:
         return "not installed (pip install 'lstm_train[bench]')"
+    if task == "language_model":  # its peer is pytorch/examples' word_language_model loop (the tutorial row)
+        return ("not applicable (a language model trains on contiguous windows of one token stream with the "
+                "state carried between them, not on the samples of a TensorDataset)")
     if any(isinstance(c, Ragged) for c in train):
         return "not applicable (variable-length columns do not fit a TensorDataset)"
     return None

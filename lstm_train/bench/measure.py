@@ -78,6 +78,13 @@ def evaluate(task: Task, model: torch.nn.Module, split: Split, device: torch.dev
     return task.metrics({k: float(v) for k, v in sums.items()}, info, prefix="test_")
 
 
+def held_out(splits: Any) -> tuple[str, Split]:
+    """The split the peers are scored on, and its name: the test split, or validation where the
+    data has none (a corpus split into train and validation only, as jobs/shakespeare_char.yaml is);
+    the run itself reports its primary metric on the same split (`primary_metric` in result.json)."""
+    return ("test", splits.test) if splits.test is not None else ("val", splits.val)
+
+
 def primary(task: Task, metrics: dict[str, Any], info: dict[str, Any] | None = None) -> float | None:
     """The task's primary test metric from a metrics dict (of a run on data with `info`) or
     result.json (which names it); None where it is absent."""

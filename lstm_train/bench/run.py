@@ -32,7 +32,8 @@ from ..distributed import set_threads
 from ..tasks import get_task
 from . import lightning_loop, scaling
 from .floor import floor_epoch
-from .measure import batch_plan, device_name, job_flops_per_sample, precision_of, primary, summarise, trained_units
+from .measure import (batch_plan, device_name, held_out, job_flops_per_sample, precision_of, primary, summarise,
+                      trained_units)
 from .ours import launch, lstm_train_epoch
 from .tutorial import same_as_tutorial, tutorial_epoch
 from .word_lm import word_lm_epoch
@@ -107,10 +108,12 @@ def main(args: argparse.Namespace) -> int:
 
     task = get_task(job.task)(job)
     splits = prepared.load(task).to(device)  # the one data path: the store, as a run reads it
-    unit, metric = task.throughput_unit, f"test_{task.primary_metric}"
+    eval_split, scored = held_out(splits)  # test, or validation where the data has no test split
+    unit, metric = task.throughput_unit, f"{eval_split}_{task.primary_metric}"
     tutorial_status = ("skipped (--skip-tutorial)" if args.skip_tutorial else None if job.task in PEERS
                        else f"not applicable (the tutorial is MNIST classification; this is {job.task})")
-    lightning_status = "skipped (--skip-lightning)" if args.skip_lightning else lightning_loop.unavailable(splits.train)
+    lightning_status = ("skipped (--skip-lightning)" if args.skip_lightning
+                        else lightning_loop.unavailable(splits.train, job.task))
     load_start = [round(x, 2) for x in os.getloadavg()]  # 1, 5, 15-minute: how busy the machine was
     runs: dict[str, list[dict[str, Any]]] = {"tutorial": [], "lstm_train": [], "floor": [], "fp32": [], "bf16": []}
     precision = precision_of(job, device)
@@ -122,7 +125,7 @@ def main(args: argparse.Namespace) -> int:
             torch.set_num_threads(threads)
             log(f"{tag} the tutorial's loop on {device}, {threads} thread(s)")
             runs["tutorial"].append(tutorial_epoch(job, device, max_steps, log) if job.task == "classify" else
-                                    word_lm_epoch(job, task, splits, device, precision, max_steps, log))
+                                    word_lm_epoch(job, task, splits, scored, device, precision, max_steps, log))
         log(f"{tag} lstm_train's loop")
         ours, result = lstm_train_epoch(job, max_steps)
         precision = ours.get("precision", precision)
@@ -131,7 +134,7 @@ def main(args: argparse.Namespace) -> int:
         runs["lstm_train"].append(ours)
         log(f"{tag} the floor ({precision})")
         torch.set_num_threads(threads)
-        runs["floor"].append(floor_epoch(job, task, splits.train, splits.test, splits.info, device, precision,
+        runs["floor"].append(floor_epoch(job, task, splits.train, scored, splits.info, device, precision,
                                          ours["steps"]))
         if lightning_status is None:
             for name in lightning_loop.PRECISIONS:
@@ -139,7 +142,7 @@ def main(args: argparse.Namespace) -> int:
                     continue
                 log(f"{tag} Lightning {name}")
                 try:
-                    runs[name].append(lightning_loop.lightning_epoch(job, task, splits.train, splits.test, splits.info,
+                    runs[name].append(lightning_loop.lightning_epoch(job, task, splits.train, scored, splits.info,
                                                                      device, name, threads, max_steps,
                                                                      args.lightning_optimizer))
                 except RuntimeError as e:  # e.g. oneDNN has no bf16 LSTM primitive for this shape on this CPU
@@ -163,6 +166,7 @@ def main(args: argparse.Namespace) -> int:
         "task": job.task,
         "unit": unit,
         "metric": metric,
+        "eval_split": eval_split,
         "device": device_name(device),
         "torch": torch.__version__,
         "threads": threads,

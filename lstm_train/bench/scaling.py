@@ -28,7 +28,8 @@ from ..config import JobBase, validate_job
 from ..distributed import set_threads
 from ..tasks import get_task
 from .floor import floor_epoch
-from .measure import batch_plan, device_name, job_flops_per_sample, precision_of, primary, summarise, trained_units
+from .measure import (batch_plan, device_name, held_out, job_flops_per_sample, precision_of, primary, summarise,
+                      trained_units)
 from .ours import launch, lstm_train_epoch
 
 HIDDEN_SIZES = (64, 128, 256, 512, 1024)
@@ -67,7 +68,7 @@ def measure_point(axis: str, label: str, job: JobBase, device: torch.device, sec
     flops = job_flops_per_sample(job)
     processes = int(label) if axis == "processes" else 1
     set_threads(job.train.threads)
-    floor = floor_epoch(job, task, splits.train, splits.test, splits.info, device, precision_of(job, device),
+    floor = floor_epoch(job, task, splits.train, held_out(splits)[1], splits.info, device, precision_of(job, device),
                         max_steps, seconds)
     steps = floor["steps"]
     log(f"[scaling] {axis} {label}: floor {steps} steps in {floor['epoch_s']:.2f} s; lstm_train the same steps")

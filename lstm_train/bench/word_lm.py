@@ -37,8 +37,10 @@ def repackage_hidden(h: Any) -> Any:
     return None if h is None else type(h)(repackage_hidden(v) for v in h)
 
 
-def word_lm_epoch(job: Any, task: Any, splits: Any, device: torch.device, precision: str,
+def word_lm_epoch(job: Any, task: Any, splits: Any, held_out: Any, device: torch.device, precision: str,
                   max_steps: int | None = None, log=print) -> dict[str, Any]:
+    """One epoch (or `max_steps`) of the example's loop, scored on `held_out` (test, or validation
+    where the corpus has no test split)."""
     torch.manual_seed(job.train.seed)
     model = task.build_model(splits.info).to(device).train()
     o = job.optim
@@ -76,6 +78,6 @@ def word_lm_epoch(job: Any, task: Any, splits: Any, device: torch.device, precis
     start = time.perf_counter()
     from .measure import evaluate
 
-    metrics = evaluate(task, model, splits.test, device, precision, splits.info, job.data.eval_batch_size)
+    metrics = evaluate(task, model, held_out, device, precision, splits.info, job.data.eval_batch_size)
     return {"steps": steps, "samples": steps * streams, "units": tokens, "epoch_s": epoch_s, "cpu_s": cpu_s,
             "eval_s": time.perf_counter() - start, "metric": metrics[f"test_{task.primary_metric}"]}

@@ -1,0 +1,178 @@
+"""The benchmark book (scripts/book.py): names, records, BENCHMARKS.md, interruption, a busy machine.
+
+Real subprocesses and real files: the book runs its cheap `self_check` entry (and, interrupted,
+the `test_sleep` entry that exists only with LSTM_TRAIN_BOOK_TEST=1) into a temporary records
+folder (`--dir`), with a temporary work folder; nothing here measures a speed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "scripts" / "book.py"
+
+
+def book(*args: str, tmp: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BOOK), "--dir", str(tmp / "benchmarks"), "--work", str(tmp / "work"),
+                           "--settle", "0", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
+def load_book():
+    if "lstm_train_book" not in sys.modules:  # registered first: its dataclasses look their module up
+        spec = importlib.util.spec_from_file_location("lstm_train_book", BOOK)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["lstm_train_book"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["lstm_train_book"]
+
+
+def records(tmp: Path) -> list[Path]:
+    return sorted((tmp / "benchmarks").glob("*.json")) if (tmp / "benchmarks").exists() else []
+
+
+def test_an_unknown_entry_is_a_clear_error_naming_the_entries(tmp_path: Path) -> None:
+    proc = book("generate", "nosuch", tmp=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("book: unknown entry 'nosuch'; entries: bench_mnist, ")
+    listed = proc.stderr.split("entries: ", 1)[1].split(" (or all)")[0].split(", ")
+    assert listed == [e.name for e in load_book().ENTRIES]  # every entry, in the book's order
+    assert records(tmp_path) == [] and not (tmp_path / "work").exists()  # nothing ran
+
+
+def test_list_names_every_entry_with_its_duration() -> None:
+    proc = subprocess.run([sys.executable, str(BOOK), "--list"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0
+    book_ = load_book()
+    for entry in book_.ENTRIES:
+        assert f"  {entry.name} " in proc.stdout
+    assert "lm_char_best" in proc.stdout and "LONG" in proc.stdout  # long entries said so
+    assert "[needs SLURM]" in proc.stdout and "[not in the default set: name it]" in proc.stdout
+    assert "test_sleep" not in proc.stdout  # the tests' entry exists only with LSTM_TRAIN_BOOK_TEST=1
+    assert "default set: about" in proc.stdout
+
+
+def test_a_run_writes_one_record_and_benchmarks_md_without_quick_records(tmp_path: Path) -> None:
+    proc = book("self_check", "--max-load", "100", tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (path,) = records(tmp_path)
+    record = json.loads(path.read_text())
+    m = record["machine"]
+    assert path.name.startswith(record["date"][:4]) and path.name.endswith(f"-{m['slug']}-{record['short_commit']}.json")
+    assert m["cpu"] and m["cores"] == os.cpu_count() and m["auto_precision"] in ("no", "bf16", "fp16")
+    assert set(m["flags"]) <= {"amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2"} and m["torch"]
+    assert len(record["commit"]) == 40 and isinstance(record["dirty"], bool) and record["quick"] is False
+    assert record["busy"] is False and record["busy_why"] is None and record["max_load"] == 100
+    assert set(record["load"]) == {"self_check"}
+    (entry,) = record["entries"]
+    assert entry["ok"] and entry["error"] is None and entry["busy"] is False and entry["seconds"] > 0
+    assert entry["commands"][0].startswith(".venv/bin/python -c ") or "-c 'import json, time" in entry["commands"][0]
+    names = {n["name"]: n for n in entry["numbers"]}
+    assert names["import torch + lstm_train s"]["value"] > 0
+    assert all(entry["commands"][n["command"]] for n in entry["numbers"])  # each number names its command
+    table = (tmp_path / "BENCHMARKS.md").read_text()
+    assert f"`{m['slug']}`" in table and "| `self_check` | import torch + lstm_train s |" in table
+    assert record["short_commit"] in table and entry["commands"][0].replace("|", "\\|")[:40] in table
+
+    quick = book("self_check", "--quick", "--max-load", "100", tmp=tmp_path)
+    assert quick.returncode == 0, quick.stderr[-3000:]
+    assert len(records(tmp_path)) == 2
+    (quick_path,) = [p for p in records(tmp_path) if p != path]
+    assert quick_path.name.endswith("-quick.json") and json.loads(quick_path.read_text())["quick"] is True
+    assert (tmp_path / "BENCHMARKS.md").read_text() == table  # the quick record is not shown
+    assert not list(tmp_path.glob(".book-*.tmp")) and not list((tmp_path / "benchmarks").glob(".*"))
+
+
+def test_a_busy_machine_is_said_in_the_record(tmp_path: Path) -> None:
+    proc = book("self_check", "--max-load", "0", tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (path,) = records(tmp_path)
+    record = json.loads(path.read_text())
+    (entry,) = record["entries"]
+    if os.getloadavg()[0] == 0.0 and not entry["busy"]:
+        pytest.skip("this machine is perfectly idle: no load above 0 to report")
+    assert record["busy"] is True and record["busy_why"] and entry["busy"] is True
+    assert "> 0.0" in entry["busy_why"]
+    assert entry["numbers"]  # still measured, marked busy
+    assert "BUSY" in proc.stderr
+    table = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| `self_check` **busy** |" in table and "Busy:" in table
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_book_leaves_no_record(tmp_path: Path, sig: signal.Signals) -> None:
+    pid_file = tmp_path / "work" / "test_sleep.pid"
+    proc = subprocess.Popen([sys.executable, str(BOOK), "self_check", "test_sleep", "--dir", str(tmp_path / "benchmarks"),
+                             "--work", str(tmp_path / "work"), "--max-load", "100", "--settle", "0"], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "LSTM_TRAIN_BOOK_TEST": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.3)
+    assert pid_file.exists(), proc.communicate(timeout=30)[1][-3000:]
+    sleeper = int(pid_file.read_text())
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, err[-3000:]
+    assert f"interrupted by {sig.name}: no record written" in err
+    assert records(tmp_path) == [] and not (tmp_path / "BENCHMARKS.md").exists()  # self_check had finished: still none
+    assert not list(tmp_path.glob(".book-*.tmp"))
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):  # the running entry's command was ended with the book
+        os.kill(sleeper, 0)
+
+
+def test_benchmarks_md_keeps_each_entrys_latest_success_and_never_a_quick_record(tmp_path: Path) -> None:
+    """Records written by hand (as the book writes them): per machine and entry, the latest full-size
+    run that succeeded; a later failure does not hide it; an entry that never succeeded shows its failure."""
+    book_ = load_book()
+    folder = tmp_path / "benchmarks"
+    folder.mkdir()
+    machine = {"cpu": "Test CPU", "flags": ["avx2"], "cores": 2, "memory_gib": 8.0, "torch": "2.x", "gpu": None,
+               "auto_precision": "no", "slug": "test-cpu-avx2-2c"}
+
+    def write(name: str, date: str, quick: bool, entries: list[dict]) -> None:
+        (folder / name).write_text(json.dumps({"date": date, "commit": "c" * 40, "short_commit": name[:8],
+                                               "dirty": False, "quick": quick, "machine": machine, "entries": entries}))
+
+    def entry(name: str, ok: bool, value: float | None = None, cmd: str = "cmd") -> dict:
+        return {"name": name, "ok": ok, "error": None if ok else "exit 1: boom", "busy": False, "commands": [cmd],
+                "numbers": [] if value is None else [{"name": "x", "value": value, "command": 0}]}
+
+    write("aaaaaaaa.json", "2026-01-01T00:00:00+00:00", False, [entry("generate", True, 1.5, "gen one"),
+                                                                entry("shards", False)])
+    write("bbbbbbbb.json", "2026-01-02T00:00:00+00:00", False, [entry("generate", False)])
+    write("cccccccc.json", "2026-01-03T00:00:00+00:00", True, [entry("generate", True, 99.0, "gen quick")])
+    (folder / "notes.json").write_text("[1, 2]")  # not a record: ignored
+    out = book_.render(folder)
+    assert out == tmp_path / "BENCHMARKS.md"
+    text = out.read_text()
+    assert "## Test CPU, 2 cores (`test-cpu-avx2-2c`)" in text
+    # the registry's order (shards before generate); commands numbered as first cited
+    assert "| `generate` | x | 1.5 | 2026-01-01 00:00 | aaaaaaaa | [2] |" in text and "2. `gen one`" in text
+    assert "99" not in text and "gen quick" not in text and "bbbbbbbb" not in text
+    assert "| `shards` | - | failed: exit 1: boom | 2026-01-01 00:00 | aaaaaaaa | [1] |" in text
+
+
+def test_lstm_train_bench_book_runs_the_checkouts_book_or_says_it_needs_one(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "lstm_train", "bench", "--book", "nosuch"], capture_output=True,
+                          text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2 and "book: unknown entry 'nosuch'; entries: bench_mnist" in proc.stderr
+    # The package alone (as installed from a wheel): no scripts/book.py beside it.
+    shutil.copytree(ROOT / "lstm_train", tmp_path / "lstm_train", ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run([sys.executable, "-m", "lstm_train", "bench", "--book", "generate"], capture_output=True,
+                          text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 2
+    assert "error: the benchmark book needs a checkout of the repository" in proc.stderr
