@@ -140,32 +140,38 @@ def leave(code: int) -> int:
     return code
 
 
-def load_run(run_dir: Path):
-    """A finished (or checkpointed) run's job, task, model in eval mode (the best weights when
-    the run selected a model on validation data, else the newest) and task info.  `run_dir`
-    may also be a model artifact downloaded by `wandb artifact get` (the same files, flat).
-    Only safetensors, JSON and YAML are read: nothing in a directory from someone else runs."""
+def load_run(run_dir: Path, task: str | None = None):
+    """A finished (or checkpointed) run's job, task, model in eval mode (the weights its result
+    was computed with) and task info.  `run_dir` may also be a model artifact downloaded by
+    `wandb artifact get` (the same files, flat).  Only safetensors, JSON and YAML are read, and
+    the task its config.yaml names is imported only if it is installed (`registry.from_run_directory`):
+    nothing in a directory from someone else runs.  `task`: the user's `--task`, used instead."""
     from .checkpoint import load_for_predict, load_model_state
     from .tasks import get_task
+    from .tasks.registry import from_run_directory
 
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise FileNotFoundError(f"{run_dir}: no config.yaml here; is this a run directory (runs/<job>/<id>) or a "
                                 "model artifact (wandb artifact get)?")
-    job = validate_job(runfiles.read_config(config), str(config))
-    found = load_for_predict(run_dir)
-    if found is None:
-        raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no checkpoint to predict with")
-    path, meta, weights = found
-    task = get_task(job.task)(job, run_dir)
-    model = task.build_model(meta["task_info"])
+    spec = runfiles.read_config(config)
+    if task is not None:
+        spec["task"] = task
+    with from_run_directory(trusted=(task,) if task else ()):
+        job = validate_job(spec, str(config))
+        found = load_for_predict(run_dir)
+        if found is None:
+            raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no checkpoint to predict with")
+        path, meta, weights = found
+        task_object = get_task(job.task)(job, run_dir)
+    model = task_object.build_model(meta["task_info"])
     load_model_state(model, weights, path)
     model.eval()
-    return job, task, model, meta["task_info"]
+    return job, task_object, model, meta["task_info"]
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    job, task, model, info = load_run(Path(args.run_dir))
+    job, task, model, info = load_run(Path(args.run_dir), args.task)
     for line in task.predict(model, info, args.inputs, predict_options(job, args)):
         print(line)
     return 0
@@ -202,17 +208,21 @@ def known_predict_options(extra=()) -> list:  # noqa: ANN001 - PredictOption
 
 def run_task_options(argv: list[str]) -> tuple:
     """The predict options of the run that `predict RUN_DIR ...` names, read from its config.yaml
-    before the command line is parsed (a task of another package brings options of its own)."""
+    before the command line is parsed (a task of another package brings options of its own; one
+    not installed is not imported, even for --help: `load_run` says why, once parsed)."""
     if not argv or argv[0] != "predict":
         return ()
-    from .tasks import registration
+    from .tasks.registry import from_run_directory, registration
 
+    given = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--task"]
+    given += [a.split("=", 1)[1] for a in argv if a.startswith("--task=")]
     for arg in argv[1:]:
         config = Path(arg) / "config.yaml"
         if not arg.startswith("-") and config.is_file():
             try:
-                task = runfiles.read_config(config).get("task", "classify")
-                return registration(str(task)).predict_options
+                task = given[-1] if given else runfiles.read_config(config).get("task", "classify")
+                with from_run_directory(trusted=tuple(given)):
+                    return registration(str(task)).predict_options
             except (ValueError, OSError, AttributeError):
                 return ()  # said properly by load_run, once parsed
     return ()
@@ -222,7 +232,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_files
 
     run_dir = Path(args.run_dir)
-    result = evaluate_files(load_run(run_dir), run_dir, args.files)
+    result = evaluate_files(load_run(run_dir, args.task), run_dir, args.files)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -233,7 +243,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from .tasks.language_model import cmd_generate as generate
 
-    job, _, model, info = load_run(Path(args.run_dir))
+    job, _, model, info = load_run(Path(args.run_dir), args.task)
     if job.task != "language_model":
         raise ValueError(f"{args.run_dir} is a {job.task} run; generate samples from a language_model run")
     generate(model, info, args)
@@ -253,7 +263,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         run_dir = Path(args.run_dir)
-        done = export(load_run(run_dir), run_dir, args.format, Path(args.out) if args.out else None, args.tolerance,
+        done = export(load_run(run_dir, args.task), run_dir, args.format, Path(args.out) if args.out else None, args.tolerance,
                       force=args.force)
     except ExportParityError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -377,6 +387,12 @@ def add_run_listing_commands(sub: argparse._SubParsersAction) -> None:
     compare.set_defaults(func=cmd_compare)
 
 
+def add_task_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--task", metavar="MODULE:OBJECT", help="the run's task, imported from your sys.path as "
+                         "you name it (a task that the run's config.yaml names is imported only when installed; "
+                         "or list references in LSTM_TRAIN_TASKS)")
+
+
 def parser(task_options: tuple = ()) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lstm-train", description=__doc__.split("\n")[0])
     p.add_argument("--version", action=VersionAction)
@@ -404,12 +420,15 @@ def parser(task_options: tuple = ()) -> argparse.ArgumentParser:
                          "(forecast) or sequences (sequence)")
     for option in known_predict_options(task_options):  # from the tasks' registrations
         option.add_to(predict)
+    predict.add_argument("--force", action="store_true", help="replace an existing --output file")
+    add_task_option(predict)
     predict.set_defaults(func=cmd_predict)
 
     evaluate = sub.add_parser("evaluate", help="score a trained run on new labelled files (the test split's metrics)")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("files", nargs="+", help="labelled data in the task's formats (e.g. CSV text,label)")
     evaluate.add_argument("--json", action="store_true", help="one JSON object: the metrics, the files, the run")
+    add_task_option(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     generate = sub.add_parser("generate", help="sample text from a language model run, streamed to stdout")
@@ -420,6 +439,7 @@ def parser(task_options: tuple = ()) -> argparse.ArgumentParser:
     generate.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens only")
     generate.add_argument("--seed", type=int, default=1)
     generate.add_argument("--samples", type=int, default=1, help="samples, with seeds seed, seed+1, ...")
+    add_task_option(generate)
     generate.set_defaults(func=cmd_generate)
 
     convert = sub.add_parser("convert", help="rewrite a run's checkpoints of an older lstm_train in today's safe format")
@@ -432,6 +452,7 @@ def parser(task_options: tuple = ()) -> argparse.ArgumentParser:
     export.add_argument("--out", help="file to write (default: RUN_DIR/model.onnx or RUN_DIR/model.pt)")
     export.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted output difference")
     export.add_argument("--force", action="store_true", help="replace an existing --out file (never a checkpoint)")
+    add_task_option(export)
     export.set_defaults(func=cmd_export)
 
     report = sub.add_parser("report", help="summary table and PNG plots of a run's metrics")

@@ -1,0 +1,149 @@
+"""Issue 37 on real files and real processes: whatever a user receives from someone else (a run
+directory, a checkpoint, a cache's units, a data file) neither runs, nor leaks, nor is trained on
+unchecked, and a writer never replaces what it did not create.
+
+Each class of the issue has its tests here: code named by a run directory (a planted module that
+would create a file: the file is never created), tampered preparation units (never merged),
+overwrite targets (refused), symlinked run files (not followed, not echoed), bounded readers
+(under an address-space limit), and the checks named by their flag or key."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from lstm_train.data import lm_stream, shards
+from lstm_train.data.lm_stream import LanguageModelStream
+
+from .conftest import ROOT, run_cli
+from .test_lm_stream import data_section, entry_digest, text_file
+
+TINY_FORECAST = ["data.sine.series=4", "data.sine.length=300", "data.val_size=40", "data.test_size=60", "data.classical=none",
+                 "model.hidden_size=8", "train.max_steps=4", "tracking.wandb.mode=disabled",
+                 "train.mixed_precision=no"]
+
+
+def cli(capsys: pytest.CaptureFixture, *args: str) -> SimpleNamespace:
+    """`lstm-train ARGS` in this process (where the process itself is not what is tested): its
+    exit code and what it printed, as `run_cli` gives them."""
+    from lstm_train.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+
+def one_line_error(proc, code: int = 2) -> str:  # noqa: ANN001 - a CompletedProcess
+    """The error of a refused command: exit `code`, no traceback, one `error:` line."""
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny forecasting run (4 steps), trained in-process once for the module."""
+    import torch
+
+    from lstm_train.config import load_job
+    from lstm_train.train import train
+
+    run = tmp_path_factory.mktemp("hostile") / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(load_job(str(ROOT / "jobs" / "sine_forecast.yaml"), [*TINY_FORECAST, f"train.output_dir={run}"]))
+    finally:
+        torch.set_num_threads(threads)
+    return run
+
+
+def received(trained: Path, where: Path, task: str | None = None) -> Path:
+    """A copy of the run as someone else's folder holds it, its config.yaml naming `task`."""
+    copy = where / "received"
+    shutil.copytree(trained, copy)
+    if task is not None:
+        config = copy / "config.yaml"
+        config.write_text("\n".join(f"task: {task}" if line.startswith("task:") else line
+                                    for line in config.read_text().splitlines()) + "\n")
+    return copy
+
+
+# ---------------------------------------------------------------------------
+# 1. Nothing a run directory names is imported unless installed or named by the user
+
+
+def plant(folder: Path, name: str, marker: Path, body: str = "") -> None:
+    """A module `name` in `folder` that creates `marker` when imported."""
+    (folder / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n{body}")
+
+
+def test_a_module_planted_beside_a_run_never_runs(trained: Path, tmp_path: Path) -> None:
+    run = received(trained, tmp_path, "evil:Task")
+    marker = tmp_path / "it-ran"
+    plant(run, "evil", marker)
+    plant(tmp_path, "evil", marker)
+    # from inside the run directory (python -m puts the current folder first on sys.path), with an
+    # empty PYTHONPATH entry (the current folder again), for predict, its --help, evaluate and export
+    attempts = [(("predict", str(run), "0.1", "0.2"), run, str(ROOT)),
+                (("predict", str(run), "--help"), run, str(ROOT)),
+                (("evaluate", str(run), str(tmp_path / "x.csv")), tmp_path, f"{ROOT}::")]
+    for args, cwd, pythonpath in attempts:
+        proc = run_cli(*args, cwd=cwd, env={"PYTHONPATH": pythonpath})
+        assert not marker.exists(), (args, proc.stderr[-2000:])
+        if args[-1] == "--help":
+            assert proc.returncode == 0 and "usage:" in proc.stdout
+            continue
+        line = one_line_error(proc)
+        assert f"{run / 'config.yaml'}: task = 'evil:Task'" in line and "is not a file of an installed package" in line
+        assert "--task evil:Task or LSTM_TRAIN_TASKS=evil:Task" in line
+
+
+def test_a_run_may_not_import_the_standard_library_or_name_modules_relatively(trained: Path, tmp_path: Path,
+                                                                              capsys: pytest.CaptureFixture) -> None:
+    for task, said in (("this:X", "this ("), ("antigravity:X", "antigravity ("),
+                       (".evil:Task", ".evil is a relative module name"), ("..evil:Task", "relative module name"),
+                       ("evil-x:Task", "is not a reference"), ("no_such_module_anywhere:X", "no module named")):
+        (tmp_path / str(len(task) + ord(task[0]))).mkdir()
+        run = received(trained, tmp_path / str(len(task) + ord(task[0])), task)
+        proc = cli(capsys, "predict", str(run), "0.1", "0.2")
+        line = one_line_error(proc)
+        assert f"task = {task!r}" in line and said in line, line
+        assert "Beautiful is better than ugly" not in proc.stdout + proc.stderr and "this" not in sys.modules
+
+
+def test_a_task_the_user_names_is_imported_and_its_failures_are_one_line(trained: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = tmp_path / "it-ran"
+    run = received(trained, tmp_path, "mine:Task")
+    plant(tmp_path, "mine", marker, "Task = 1\n")
+    proc = run_cli("predict", str(run), "0.1", "--task", "mine:Task", cwd=tmp_path, env={"PYTHONPATH": f"{ROOT}"})
+    assert marker.exists() and "task = 'mine:Task': names a int, not a Registration" in one_line_error(proc)
+    marker.unlink()
+    proc = run_cli("predict", str(run), "0.1", cwd=tmp_path, env={"PYTHONPATH": f"{ROOT}", "LSTM_TRAIN_TASKS": "x:Y, mine:Task"})
+    assert marker.exists() and "names a int, not a Registration" in one_line_error(proc)
+    (tmp_path / "broken.py").write_text("x = 1\ndef f(:\n    secret_text_here\n")
+    (tmp_path / "raising.py").write_text("raise RuntimeError('boom at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # named by the user: imported from sys.path, failing in one line
+    for ref, said in (("broken:Task", "cannot import broken: SyntaxError in broken.py line 2"),
+                      ("raising:Task", "cannot import raising: it raised RuntimeError (boom at import)")):
+        proc = cli(capsys, "predict", str(run), "0.1", "--task", ref)
+        line = one_line_error(proc)
+        assert f"task = {ref!r}: {said}" in line and "secret_text_here" not in proc.stderr, line
+
+
+def test_built_in_tasks_still_load_from_a_run_directory(trained: Path, capsys: pytest.CaptureFixture) -> None:
+    proc = cli(capsys, "predict", str(trained), *[str(v / 10) for v in range(40)])
+    assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr[-2000:]
