@@ -147,3 +147,45 @@ def test_a_task_the_user_names_is_imported_and_its_failures_are_one_line(trained
 def test_built_in_tasks_still_load_from_a_run_directory(trained: Path, capsys: pytest.CaptureFixture) -> None:
     proc = cli(capsys, "predict", str(trained), *[str(v / 10) for v in range(40)])
     assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------
+# 2. Preparation units are merged only as their workers wrote them
+
+
+def test_tampered_units_of_an_interrupted_preparation_are_never_merged(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(lm_stream, "PIECE_BYTES", 8192)
+    text = text_file(tmp_path / "c.txt", lines=1500)
+    clean = LanguageModelStream(data_section(text, "chars"))
+    shards.run(clean, tmp_path / "clean", tmp_path / "clean-work", shards.Options(workers=1))
+    # an interrupted `prepare --workers 2`: every unit done, nothing merged yet
+    out = tmp_path / "out"
+    stream = LanguageModelStream(data_section(text, "chars"))
+    shards.run(stream, out / "first", out / "work", shards.Options(workers=2))
+    units = sorted((out / "work").glob("unit-*"))
+    assert len(units) >= 4 and all((u / "done.json").is_file() for u in units)
+    # 1. a unit's column replaced by other ids of the same shape (its header still valid)
+    replaced = units[0] / "train.0.npy"
+    ids = np.load(replaced)
+    np.save(replaced, np.zeros_like(ids), allow_pickle=False)
+    # 2. a done.json that names a file outside the cache, with a digest that matches it
+    outside = tmp_path / "outside.npy"
+    np.save(outside, np.zeros_like(ids), allow_pickle=False)
+    done = json.loads((units[1] / "done.json").read_text())
+    done["splits"]["train"][0]["file"] = "../../outside.npy"
+    done["digests"]["../../outside.npy"] = shards.file_digest(outside)
+    (units[1] / "done.json").write_text(json.dumps(done))
+    # 3. a unit's column swapped for a symlink to a file of the same content elsewhere
+    link = units[2] / "train.0.npy"
+    shutil.copy(link, tmp_path / "elsewhere.npy")
+    link.unlink()
+    link.symlink_to(tmp_path / "elsewhere.npy")
+    capsys.readouterr()
+    shards.run(stream, out / "entry", out / "work", shards.Options(workers=2))
+    said = capsys.readouterr().err
+    assert entry_digest(out / "entry") == entry_digest(tmp_path / "clean")
+    for unit, why in ((units[0], "its digest differs"), (units[1], "not a plain name inside the entry"),
+                      (units[2], "is not a plain file")):
+        assert f"{unit} from an earlier, interrupted preparation is not merged" in said and why in said, said
