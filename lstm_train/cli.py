@@ -189,6 +189,7 @@ def predict_options(job, args: argparse.Namespace) -> dict:  # noqa: ANN001 - a 
             offered = ", ".join(o.flag for o in own) or "none"
             raise ValueError(f"{option.flag} does not apply to a {job.task} run (its predict options: {offered})")
     options = {o.dest: getattr(args, o.dest, None) for o in own}
+    options["force"] = bool(getattr(args, "force", False))
     for o in own:
         if o.check and options[o.dest] is not None:  # validated as the job file's key is
             check_option(job, o.check, options[o.dest], o.flag)
@@ -276,7 +277,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import report
 
-    for path in report(Path(args.run_dir)):
+    for path in report(Path(args.run_dir), force=args.force):
         print(f"wrote {path}")
     return 0
 
@@ -340,7 +341,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from . import shipped
 
     if args.jobs_command == "copy":
-        print(f"wrote {shipped.copy(args.name, args.dest)}")
+        print(f"wrote {shipped.copy(args.name, args.dest, args.force)}")
     else:
         print("\n".join(shipped.listing()))
     return 0
@@ -370,6 +371,7 @@ def add_inspection_commands(sub: argparse._SubParsersAction) -> None:
     copy = jobs.add_subparsers(dest="jobs_command").add_parser("copy", help="write a shipped job to DEST")
     copy.add_argument("name")
     copy.add_argument("dest", nargs="?", default=None, help="a file or folder (default: ./NAME.yaml)")
+    copy.add_argument("--force", action="store_true", help="replace an existing file DEST")
 
 
 def add_run_listing_commands(sub: argparse._SubParsersAction) -> None:
@@ -383,7 +385,9 @@ def add_run_listing_commands(sub: argparse._SubParsersAction) -> None:
 
     compare = sub.add_parser("compare", help="runs side by side: what differs, their metrics, one PNG of their curves")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    compare.add_argument("--out", default="compare.png", help="the PNG to write (default: compare.png)")
+    compare.add_argument("--out", default="compare.png", help="the PNG to write (default: compare.png; an existing "
+                         "file only if compare wrote it, or with --force; never a run's own file)")
+    compare.add_argument("--force", action="store_true", help="replace an existing --out file")
     compare.set_defaults(func=cmd_compare)
 
 
@@ -457,6 +461,7 @@ def parser(task_options: tuple = ()) -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="summary table and PNG plots of a run's metrics")
     report.add_argument("run_dir")
+    report.add_argument("--force", action="store_true", help="replace report-*.png files report did not write")
     report.set_defaults(func=cmd_report)
 
     bench = sub.add_parser("bench", help="lstm_train's loop vs the floor, the tutorial and Lightning; --scaling")

@@ -189,3 +189,46 @@ def test_tampered_units_of_an_interrupted_preparation_are_never_merged(tmp_path:
     for unit, why in ((units[0], "its digest differs"), (units[1], "not a plain name inside the entry"),
                       (units[2], "is not a plain file")):
         assert f"{unit} from an earlier, interrupted preparation is not merged" in said and why in said, said
+
+
+# ---------------------------------------------------------------------------
+# 3. A writer never replaces what it did not create, never a run's own files
+
+
+def test_outputs_never_replace_a_runs_files_or_anything_not_theirs(trained: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    run = received(trained, tmp_path)
+    run_cli = lambda *args, cwd=None: cli(capsys, *args)  # noqa: E731 - in this process
+    monkeypatch.chdir(tmp_path)
+    weights = sorted(run.glob("checkpoints/*/model.safetensors"))[0]
+    kept = {p: p.read_bytes() for p in (weights, run / "config.yaml", run / "result.json")}
+    for target in kept:
+        proc = run_cli("compare", str(run), str(trained), "--out", str(target), "--force")
+        line = one_line_error(proc)
+        assert f"--out {target}" in line and ("inside the run's checkpoints/" in line or "a file of the run" in line)
+    assert all(p.read_bytes() == b for p, b in kept.items())
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"my own picture")
+    line = one_line_error(run_cli("compare", str(run), str(trained), "--out", str(mine)))
+    assert f"{mine} exists; not overwriting it (pass --force" in line
+    assert mine.read_bytes() == b"my own picture"
+    ours = tmp_path / "ours.png"
+    for _ in range(2):  # compare's own PNG is written again without --force
+        proc = run_cli("compare", str(run), str(trained), "--out", str(ours))
+        assert proc.returncode == 0 and ours.read_bytes().startswith(b"\x89PNG"), proc.stderr[-2000:]
+    assert run_cli("compare", str(run), str(trained), "--out", str(mine), "--force").returncode == 0
+    assert mine.read_bytes().startswith(b"\x89PNG")
+    # report: a file in the run directory it did not write is kept; its own PNGs are written again
+    (run / "report-loss.png").write_bytes(b"not a plot of ours")
+    line = one_line_error(run_cli("report", str(run)))
+    assert "report-loss.png exists; not overwriting it" in line and not (run / "report-eval.png").exists()
+    assert (run / "report-loss.png").read_bytes() == b"not a plot of ours"
+    assert run_cli("report", str(run), "--force").returncode == 0
+    assert run_cli("report", str(run)).returncode == 0 and (run / "report-loss.png").read_bytes().startswith(b"\x89PNG")
+    # jobs copy over an existing file: only with --force
+    (tmp_path / "job.yaml").write_text("mine")
+    assert "job.yaml exists; not overwriting it" in one_line_error(run_cli("jobs", "copy", "mnist_lstm", "job.yaml",
+                                                                           cwd=tmp_path))
+    assert run_cli("jobs", "copy", "mnist_lstm", "job.yaml", "--force", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "job.yaml").read_text() != "mine"
