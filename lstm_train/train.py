@@ -254,7 +254,7 @@ def finished_result(job: JobBase, accelerator: Accelerator) -> dict[str, Any] | 
     return {**found["result"], "already_finished": True}
 
 
-def incompatible(job: JobBase, run_dir: Path, info: dict[str, Any]) -> str | None:
+def incompatible(job: JobBase, run_dir: Path, info: dict[str, Any], net: nn.Module | None = None) -> str | None:
     """Why this job cannot continue the run in `run_dir` (None: it can, or there is nothing to
     continue).  Asked before anything is written there, so that a refused job (an sst5 job on an
     sst2 run dir, a model of another shape) leaves config.yaml and every other file as they were."""
@@ -285,6 +285,11 @@ def incompatible(job: JobBase, run_dir: Path, info: dict[str, Any]) -> str | Non
         if model:
             return (f"{path} holds another model than this job builds ({'; '.join(model[:5])}, from {config}): "
                     "use another train.output_dir (or train.run_id) for this one")
+    if net is not None:  # the tensors' headers (weights, averaged weights) against the model this job builds
+        with contextlib.suppress(checkpoint.UnreadableCheckpoint):  # damaged: restore skips it, with its warning
+            problem = checkpoint.shape_problem(path, meta, {k: tuple(v.shape) for k, v in net.state_dict().items()})
+            if problem:
+                return f"{problem}: use another train.output_dir for this model, or remove that checkpoint"
     return None
 
 
@@ -306,8 +311,10 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
         finished = finished_result(job, accelerator)
         if finished is not None:
             raise AlreadyFinished(finished)
+        net = task.build_model(splits.info)
+        task.init_weights(net, splits.info)
         # Check first, write after: a job that cannot resume what is there leaves it untouched.
-        refused = broadcast_object(accelerator, incompatible(job, run_dir, splits.info)
+        refused = broadcast_object(accelerator, incompatible(job, run_dir, splits.info, net)
                                    if accelerator.is_main_process else None)
         if refused:
             raise checkpoint.CheckpointMismatch(refused)
@@ -316,8 +323,6 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
             runfiles.stamp_started(run_dir)  # when the run began (its first part): the W&B group's date
             task.write_run_files(run_dir, splits.info)
         accelerator.wait_for_everyone()
-        net = task.build_model(splits.info)
-        task.init_weights(net, splits.info)
         dataset = task.torch_dataset(train=True)
         if dataset is None:
             splits = splits.to(accelerator.device)

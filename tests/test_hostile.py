@@ -232,3 +232,76 @@ def test_outputs_never_replace_a_runs_files_or_anything_not_theirs(trained: Path
                                                                            cwd=tmp_path))
     assert run_cli("jobs", "copy", "mnist_lstm", "job.yaml", "--force", cwd=tmp_path).returncode == 0
     assert (tmp_path / "job.yaml").read_text() != "mine"
+
+
+# ---------------------------------------------------------------------------
+# 4. The weights a run reports are the weights every command uses
+
+
+@pytest.fixture(scope="module")
+def averaged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """A finished run with train.ema and no validation data: its test metric is the average's."""
+    import torch
+
+    from lstm_train.config import load_job
+    from lstm_train.train import train
+
+    run = tmp_path_factory.mktemp("averaged") / "run"
+    args = [*TINY_FORECAST, "data.val_size=0", "train.ema=0.5", "optim.lr=0.05", f"train.output_dir={run}"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(load_job(str(ROOT / "jobs" / "sine_forecast.yaml"), args))
+    finally:
+        torch.set_num_threads(threads)
+    return run, args
+
+
+def test_every_command_uses_the_weights_the_result_was_computed_with(averaged: tuple[Path, list[str]]) -> None:
+    import torch
+
+    from lstm_train.checkpoint import checkpoint_files, read_weights
+    from lstm_train.cli import load_run
+    from lstm_train.data import prepared
+    from lstm_train.data.batching import eval_batches_for
+    from lstm_train.tasks.base import evaluate_sums, split_size
+
+    run, _ = averaged
+    result = json.loads((run / "result.json").read_text())
+    assert result["evaluated_weights"] == "ema 0.5" and not (run / "checkpoints" / "best").exists()
+
+    def test_metric(model: torch.nn.Module) -> float:
+        job, task, _, info = loaded
+        test = prepared.load(task).test
+        sums = evaluate_sums(task, model, test, eval_batches_for(job.data, split_size(test), 0, 1, task.lengths(test)),
+                             task.autocast(torch.device("cpu")), info)
+        return task.metrics({k: float(v) for k, v in sums.items()}, info, prefix="test_")[result["primary_metric"]]
+
+    loaded = load_run(run)  # what predict, evaluate, export and generate load
+    assert test_metric(loaded[2]) == pytest.approx(result[result["primary_metric"]], rel=1e-6)
+    raw = loaded[1].build_model(loaded[3])
+    raw.load_state_dict(read_weights(checkpoint_files(run / "checkpoints")[0][1]))
+    assert test_metric(raw) != pytest.approx(result[result["primary_metric"]], rel=1e-6)
+
+
+def test_averaged_weights_of_another_shape_are_refused_before_any_write(averaged: tuple[Path, list[str]],
+                                                                       tmp_path: Path) -> None:
+    import safetensors.torch
+
+    from lstm_train.checkpoint import CheckpointMismatch, checkpoint_files
+    from lstm_train.config import load_job
+    from lstm_train.train import train
+
+    trained_run, args = averaged
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "result.json").unlink()  # an interrupted run, resumed
+    newest = checkpoint_files(run / "checkpoints")[0][1]
+    average = safetensors.torch.load_file(newest / "average.safetensors")
+    name = next(iter(average))
+    average[name] = average[name].new_zeros([s + 1 for s in average[name].shape])
+    safetensors.torch.save_file(average, newest / "average.safetensors")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(CheckpointMismatch, match=rf"average.safetensors: averaged tensors of another shape .*{name}"):
+        train(load_job(str(ROOT / "jobs" / "sine_forecast.yaml"), [*args[:-1], f"train.output_dir={run}"]))
+    assert before == {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
