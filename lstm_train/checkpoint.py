@@ -41,6 +41,7 @@ import numpy as np
 import safetensors.torch
 import torch
 
+from .files.validation import RunDirError, read_run_bytes
 from .runfiles import CHECKPOINTS, VOLATILE_SECTIONS, checkpoint_files, old_checkpoint_files, writing
 
 FORMAT = "lstm_train.checkpoint"
@@ -289,9 +290,11 @@ def read_meta(path: Path) -> dict[str, Any]:
         raise OldFormatCheckpoint(path)
     file = path / META_FILE
     try:
-        meta = json.loads(file.read_text())
-    except (OSError, ValueError) as e:
-        raise UnreadableCheckpoint(f"{file}: {type(e).__name__}: {e}") from e
+        meta = json.loads(read_run_bytes(file))  # the one run-file reader: no symlink followed, bounded
+    except RunDirError as e:
+        raise NotACheckpoint(str(e)) from None
+    except (OSError, ValueError) as e:  # missing or half-written: skipped for an older one; never quoted
+        raise UnreadableCheckpoint(f"{file}: {type(e).__name__}") from e
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise NotACheckpoint(f"{file} is not a checkpoint written by lstm_train (its \"format\" is not {FORMAT!r})")
     version = meta.get("format_version")
@@ -304,6 +307,8 @@ def read_meta(path: Path) -> dict[str, Any]:
 def read_weights(path: Path, name: str = MODEL_FILE) -> dict[str, torch.Tensor]:
     """model.safetensors (or average.safetensors) of a checkpoint directory (safetensors: reading it runs nothing)."""
     file = Path(path) / name
+    if file.is_symlink():
+        raise NotACheckpoint(f"{file}: a symlink; a checkpoint's files are read only as plain files")
     try:
         return safetensors.torch.load_file(file, device="cpu")
     except Exception as e:  # noqa: BLE001 (missing, truncated: safetensors' own error types)

@@ -305,3 +305,38 @@ def test_averaged_weights_of_another_shape_are_refused_before_any_write(averaged
     with pytest.raises(CheckpointMismatch, match=rf"average.safetensors: averaged tensors of another shape .*{name}"):
         train(load_job(str(ROOT / "jobs" / "sine_forecast.yaml"), [*args[:-1], f"train.output_dir={run}"]))
     assert before == {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
+# ---------------------------------------------------------------------------
+# 5. A run's files are read as plain files only, and errors never quote them
+
+
+def test_run_files_are_never_followed_through_symlinks_nor_quoted(trained: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    run_cli = lambda *args: cli(capsys, *args)  # noqa: E731 - in this process
+    secret = tmp_path / "secret.yaml"  # a file of the victim's, YAML-shaped
+    secret.write_text("hunter2_login: hunter2_password\nother: value\n")
+    run = received(trained, tmp_path)
+    config = run / "config.yaml"
+    text = config.read_text()
+    config.unlink()
+    config.symlink_to(secret)
+    line = one_line_error(run_cli("predict", str(run), "0.1", "0.2"))
+    assert "config.yaml: a symlink" in line
+    meta = sorted(run.glob("checkpoints/*/meta.json"))[0]
+    config.unlink()
+    config.write_text(text + "hunter2_login: hunter2_password\n")  # an unknown key: its line, not its text
+    proc = run_cli("predict", str(run), "0.1", "0.2")
+    assert proc.returncode == 2 and "hunter2" not in proc.stderr + proc.stdout, proc.stderr
+    assert f"line {len(text.splitlines()) + 1}: a key this lstm_train does not know" in proc.stderr
+    config.write_text(text + "train: {epochs: hunter2_password}\nx: [hunter2\n")  # not YAML: its line
+    line = one_line_error(run_cli("predict", str(run), "0.1", "0.2"))
+    assert "not valid YAML at line" in line and "hunter2" not in line
+    config.write_text(text)
+    meta_text = meta.read_bytes()
+    for checkpoint in run.glob("checkpoints/*/meta.json"):
+        checkpoint.unlink()
+        checkpoint.symlink_to(secret)
+    proc = run_cli("predict", str(run), "0.1", "0.2")
+    assert proc.returncode == 2 and "meta.json: a symlink" in proc.stderr and "hunter2" not in proc.stderr, proc.stderr
+    assert meta_text
