@@ -528,9 +528,19 @@ def main(argv: list[str] | None = None) -> int:
             from .shipped import find_job
 
             args.job = find_job(args.job)
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe fails here, within reach of the BrokenPipeError below
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `lstm-train report RUN | head`: the reader has what it wanted; files are written
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the flush at exit does not raise again
+        return 141  # 128 + SIGPIPE, as a shell reports a writer its reader left
+    except MemoryError:
+        print(f"error: out of memory in `lstm-train {args.command}`: an input is larger than this machine's memory "
+              "can hold (or far larger than it looks)", file=sys.stderr)
+        return 2
     except Exception as e:
         if not is_user_error(e):
             raise

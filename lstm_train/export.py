@@ -85,10 +85,13 @@ def export(loaded: tuple[Any, Task, nn.Module, dict[str, Any]], run_dir: Path, f
     out = Path(out) if out is not None else run_dir / f"model{SUFFIX[fmt]}"
     check_output(out, run_dir, force)
     job, task, model, info = loaded
+    if type(task).export_signature is Task.export_signature:  # said before any data is read
+        task.export_signature(None, info)  # type: ignore[arg-type]  (the base's refusal, naming the exportable tasks)
     model = model.float().cpu().eval()
     test = prepared.load(task).test  # the one data path: the store (mapped, not read again)
-    if len(test[0]) == 0:
-        raise ValueError("the test split is empty: nothing to check the export against")
+    if test is None or len(test[0]) == 0:
+        raise ValueError(f"{run_dir}: the run's data has no test split (or an empty one): nothing to check the "
+                         "export against")
     n = len(test[0])
     check = task.export_signature(task.batch(test, torch.arange(min(n, job.data.eval_batch_size))), info)
     lengths = task.lengths(test)  # traced on the shortest samples: another batch size and length than the check's

@@ -340,3 +340,61 @@ def test_run_files_are_never_followed_through_symlinks_nor_quoted(trained: Path,
     proc = run_cli("predict", str(run), "0.1", "0.2")
     assert proc.returncode == 2 and "meta.json: a symlink" in proc.stderr and "hunter2" not in proc.stderr, proc.stderr
     assert meta_text
+
+
+# ---------------------------------------------------------------------------
+# 6. What used to end in a traceback is one line naming the file or flag
+
+
+def forged_npy(path: Path, shape: tuple[int, ...]) -> Path:
+    """A .npy whose header claims `shape` float64 values, followed by 80 bytes."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": shape})
+        f.write(b"\0" * 80)
+    return path
+
+
+def test_a_forged_array_header_is_refused_before_anything_is_allocated(tmp_path: Path) -> None:
+    from lstm_train.data import sequences
+    from lstm_train.data.sequences import Columns, SequenceDataError
+
+    x = forged_npy(tmp_path / "x.npy", (10**6, 10**6))  # 8 TB claimed
+    np.save(tmp_path / "y.npy", np.zeros(10))
+    with pytest.raises(SequenceDataError, match=r"x.npy: its header claims \[1000000, 1000000\] float64 "
+                                                r"\(8,000,000,000,000 bytes\) but 80 bytes follow it"):
+        sequences.read([str(x), str(tmp_path / "y.npy")], Columns(), "npy")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "d.npz", "w", zipfile.ZIP_DEFLATED) as z:  # the member claims 8 TB too
+        z.writestr("x.npy", forged_npy(tmp_path / "member.npy", (10**6, 10**6)).read_bytes())
+    with pytest.raises(SequenceDataError, match=r"d.npz \(array x\): its header claims .* but \d+ bytes follow it"):
+        sequences.read(str(tmp_path / "d.npz"), Columns(), "npz")
+
+
+def test_a_reader_that_leaves_early_gets_what_it_read_and_the_plots_are_written(trained: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    run = received(trained, tmp_path)
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    env.pop("PYTHONUNBUFFERED", None)  # block-buffered, as in a terminal pipe: the write fails at the end
+    for args, png in ((["report", str(run)], run / "report-loss.png"),
+                      (["compare", str(run), str(trained), "--out", str(tmp_path / "c.png")], tmp_path / "c.png")):
+        proc = subprocess.Popen([sys.executable, "-m", "lstm_train", *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env, cwd=ROOT)
+        proc.stdout.close()  # `| head` that has already left
+        err = proc.stderr.read().decode()
+        proc.wait(timeout=120)
+        assert proc.returncode == 141 and "Traceback" not in err and "Exception ignored" not in err, err
+        assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_export_of_a_task_that_cannot_be_exported_says_so(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from lstm_train.export import export
+    from lstm_train.tasks.language_model import LanguageModelTask
+
+    task = LanguageModelTask.__new__(LanguageModelTask)  # the class's own refusal: no data is read for it
+    with pytest.raises(ValueError, match=r"task language_model cannot be exported: .*\(exportable: classify"):
+        export((SimpleNamespace(), task, None, {}), tmp_path, "onnx", tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
