@@ -71,6 +71,7 @@ def prepare_job(args: argparse.Namespace) -> dict | None:
     from .data import prepared
     from .tasks import get_task
 
+    check_prepare_options(args)
     job = load_job(args.job, args.overrides)
     task = get_task(job.task)(job, None)
     entry = prepared.locate(task)
@@ -86,13 +87,30 @@ def prepare_job(args: argparse.Namespace) -> dict | None:
         executor.update_parameters(nodes=1, ntasks_per_node=1, job_name=f"{job.name}-prepare")
         return _Submitting(executor, submitted)
 
-    options = Options(workers=getattr(args, "workers", 0) or 0, shards=getattr(args, "shards", None),
+    options = Options(workers=getattr(args, "workers", None) or 0, shards=getattr(args, "shards", None),
                       executor=getattr(args, "executor", "local") or "local", slurm=slurm_executor)
     manifest, fresh = prepared.ensure(task, entry, options)
     samples = {name: None if cols is None else (cols[0]["shape"] if cols[0]["kind"] == "dense"
                                                 else cols[0]["lengths"]["shape"])[0]
                for name, cols in manifest["splits"].items()}
     return {"path": str(entry.folder), "bytes": manifest["bytes"], "prepared_now": fresh, "samples": samples}
+
+
+def check_prepare_options(args: argparse.Namespace) -> None:
+    """`prepare`'s flags, each refused by name when it would be ignored or cannot work."""
+    import shutil
+
+    workers, shards, executor = getattr(args, "workers", None), getattr(args, "shards", None), getattr(args, "executor", "local")
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers {workers}: give 1 or more processes (leave it out for every core)")
+    if shards is not None and executor != "slurm":
+        raise ValueError(f"--shards {shards}: only with --executor slurm (SLURM array tasks); here --workers sets "
+                         "the processes")
+    if shards is not None and shards < 1:
+        raise ValueError(f"--shards {shards}: give 1 or more array tasks")
+    if executor == "slurm" and shutil.which("sbatch") is None:
+        raise ValueError("--executor slurm: no sbatch on PATH (not a SLURM login node?); prepare here with "
+                         "--executor local, or run this where SLURM is")
 
 
 class _Submitting:
@@ -412,7 +430,7 @@ def parser(task_options: tuple = ()) -> argparse.ArgumentParser:
     prep = sub.add_parser("prepare", help="tokenize a job's data once into the prepared-data store (data.cache_dir)")
     prep.add_argument("job")
     prep.add_argument("overrides", nargs="*")
-    prep.add_argument("--workers", type=int, default=0, help="worker processes here (default: every core)")
+    prep.add_argument("--workers", type=int, default=None, help="worker processes here, 1 or more (default: every core)")
     prep.add_argument("--shards", type=int, help="with --executor slurm: array tasks (shards of the corpus)")
     prep.add_argument("--executor", choices=("local", "slurm"), default="local",
                       help="slurm: prepare as one SLURM job array through submitit (the job's slurm: section)")

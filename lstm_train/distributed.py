@@ -62,6 +62,9 @@ def make_accelerator(mixed_precision: str = "no", force_cpu: bool = False) -> Ac
     use_cpu = force_cpu or not torch.cuda.is_available()
     timeout = InitProcessGroupKwargs(timeout=timedelta(seconds=collective_timeout_s()))
     accelerator = Accelerator(cpu=use_cpu, mixed_precision=mixed_precision, kwargs_handlers=[timeout])
+    if mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        warn_once("train.mixed_precision=fp16 on a CPU: fp16 autocast runs on CUDA only, so this trains in fp32 "
+                  "(set train.mixed_precision=no to say so, or bf16 where the CPU has native bf16)")
     if accelerator.num_processes != expected:
         raise DistributedSetupError(
             f"the launcher started {expected} processes (WORLD_SIZE={expected}) but this one joined a "

@@ -398,3 +398,61 @@ def test_export_of_a_task_that_cannot_be_exported_says_so(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match=r"task language_model cannot be exported: .*\(exportable: classify"):
         export((SimpleNamespace(), task, None, {}), tmp_path, "onnx", tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+# ---------------------------------------------------------------------------
+# 7. Nothing trains silently on what cannot be learned, no flag is ignored
+
+
+def test_corpora_and_sequences_with_nothing_to_learn_are_refused(tmp_path: Path) -> None:
+    from lstm_train.config import validate_job
+    from lstm_train.data.sequences import SequenceDataError
+    from lstm_train.data.streams import CorpusError
+    from lstm_train.tasks.sequence import SequenceTask
+
+    for tokenizer in ("chars", "words"):
+        text = tmp_path / f"{tokenizer}.txt"
+        text.write_text("\n" * 5000)
+        with pytest.raises(CorpusError, match=r"the training text is one token repeated \(only line breaks\?\)"):
+            shards.run(LanguageModelStream(data_section(text, tokenizer)), tmp_path / tokenizer, tmp_path / "w",
+                       shards.Options(workers=1))
+    rows = "".join(f"s{i},{t},{v},{label}\n" for i, (v, label) in enumerate([(0.5, "a"), ("inf", "b")] * 4)
+                   for t in range(3))
+    (tmp_path / "inf.csv").write_text("id,time,f0,label\n" + rows)
+    (tmp_path / "one.csv").write_text("id,time,f0,label\n" + rows.replace("inf", "0.25").replace(",b\n", ",a\n"))
+    for name, said in (("inf", r"inf.csv: sequence number 2 has an infinite value"),
+                       ("one", r"one.csv: every training label is 'a': one class, nothing to learn")):
+        job = validate_job({"name": "s", "task": "sequence", "model": {"hidden_size": 4},
+                            "data": {"train": str(tmp_path / f"{name}.csv"), "test": str(tmp_path / "inf.csv"),
+                                     "id_column": "id", "time_column": "time"}}, "t")
+        with pytest.raises(SequenceDataError, match=said):
+            SequenceTask(job).load_data()
+
+
+def test_flags_and_keys_that_would_be_ignored_or_are_not_numbers_are_named(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from argparse import Namespace
+
+    from lstm_train.tasks.language_model import cmd_generate
+
+    job = str(ROOT / "jobs" / "sine_forecast.yaml")
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text((ROOT / "jobs" / "sine_forecast.yaml").read_text()
+                     + "sweep:\n  parameters:\n    model.hiden_size: {values: [8, 16]}\n")
+    for args, said in ((["prepare", job, "--workers", "0"], "--workers 0: give 1 or more processes"),
+                       (["prepare", job, "--workers", "-1"], "--workers -1: give 1 or more"),
+                       (["prepare", job, "--shards", "2"], "--shards 2: only with --executor slurm"),
+                       (["config", job, "optim.lr=.inf"], "optim.lr"),
+                       (["config", str(sweep), "optim.lr=.nan"], "optim.lr"),
+                       (["config", str(sweep)], "sweep.parameters.model.hiden_size: 'model.hiden_size' is not a job "
+                                                "key. Did you mean 'model.hidden_size'?")):
+        assert said in one_line_error(cli(capsys, *args)), args
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))  # no sbatch
+    assert "--executor slurm: no sbatch on PATH" in one_line_error(cli(capsys, "prepare", job, "--executor", "slurm"))
+    with pytest.raises(ValueError, match="--samples 0: must be between 1 and"):
+        cmd_generate(None, {}, Namespace(samples=0, seed=1))
+    said = subprocess.run([sys.executable, "-c", "from lstm_train.distributed import make_accelerator; "
+                           "make_accelerator('fp16', True)"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert said.returncode == 0 and "warning: train.mixed_precision=fp16 on a CPU" in said.stderr, said.stderr[-2000:]

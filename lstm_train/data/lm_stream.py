@@ -305,16 +305,24 @@ class LanguageModelStream:
         size = vocab_size(plan)
         column = out.dense(piece.split or "train", 0, compact_dtype(size))
         encoder = _Encoder(plan)
-        n = 0
+        n, distinct = 0, set()
         unit = "char" if plan["kind"] in ("chars", "bytes") else "line"
         for offset, block in self._blocks(piece, unit):
             ids = encoder(piece, offset, block)
             column.append(ids)
             n += len(ids)
-        return {"split": piece.split, "tokens": n}
+            if len(distinct) < 2 and len(ids):  # two different tokens found: enough (`info` checks the corpus)
+                distinct |= {int(ids.min()), int(ids.max())}
+        return {"split": piece.split, "tokens": n, "distinct": sorted(distinct)[:2]}
 
     def info(self, plan: dict[str, Any], counts: list[dict[str, Any]]) -> dict[str, Any]:
         tokens = {s: sum(c["tokens"] for c in counts if c["split"] == s) for s in SPLITS}
+        seen = {i for c in counts if c["split"] in ("train", None) for i in c.get("distinct", ())}
+        if len(seen) < 2:
+            files = getattr(self.data, "files", None) or "the corpus"
+            what = "no token" if not seen else "one token repeated (only line breaks?)"
+            raise CorpusError(f"data.files ({files}): the training text is {what}: nothing to learn (the loss would be "
+                              "0 at once); give a corpus of text")
         tokenizer = {k: v for k, v in plan.items() if k in ("kind", "vocab", "bpe_json")}
         info = {"tokenizer": tokenizer, "vocab_size": vocab_size(plan), "bptt": self.data.bptt,
                 "train_tokens": tokens["train"], "val_tokens": tokens["val"]}
