@@ -456,3 +456,49 @@ def test_flags_and_keys_that_would_be_ignored_or_are_not_numbers_are_named(tmp_p
                            "make_accelerator('fp16', True)"], capture_output=True, text=True, cwd=ROOT, timeout=120,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert said.returncode == 0 and "warning: train.mixed_precision=fp16 on a CPU" in said.stderr, said.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------
+# 8. Readers are bounded: a line without end is refused once a bound is read, not read whole
+
+
+def under_memory_limit(code: str, limit: int = 1 << 30) -> subprocess.CompletedProcess:
+    """`code` in a fresh Python whose address space is limited to `limit` bytes (ulimit -v)."""
+    import resource
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          preexec_fn=limited, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_a_line_without_end_is_refused_within_a_bound_of_memory(tmp_path: Path) -> None:
+    big = tmp_path / "one-line.csv"
+    with open(big, "wb") as f:  # 300 MB, no line break: sparse, so it costs no disk
+        f.truncate(300 << 20)
+    code = ("import sys, time; from lstm_train.data import textfiles\n"
+            "t = time.perf_counter()\n"
+            "try:\n"
+            f"    textfiles.read_table({str(big)!r}, 'text', 'label')\n"
+            "except textfiles.TextDataError as e:\n"
+            "    print(e, round(time.perf_counter() - t, 2))\n")
+    proc = under_memory_limit(code, 700 << 20)  # less than the line's bytes decoded would need
+    assert proc.returncode == 0 and "one-line.csv:1: a line of more than 64 MiB without a line break" in proc.stdout, \
+        proc.stderr[-2000:]
+
+
+def test_a_long_line_of_words_prepares_in_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = tmp_path / "line.txt"
+    words = " ".join(f"w{i % 5000}" for i in range(60_000))  # one line of ~400 KB, then lines to split off
+    text.write_text(words + "\n" + "".join(f"w{i} w{i + 1} end\n" for i in range(20_000)))
+    blocks = LanguageModelStream(data_section(text, "words"))
+    whole = run_stream_ids(blocks, tmp_path / "whole")
+    monkeypatch.setattr(lm_stream, "BLOCK_BYTES", 4096)  # the line is ~100 blocks: cut before spaces
+    assert run_stream_ids(LanguageModelStream(data_section(text, "words")), tmp_path / "blocks") == whole
+    assert max(len(b) for _, b in blocks._blocks(blocks.pieces()[0], "line")) <= 2 * 4096
+
+
+def run_stream_ids(stream: LanguageModelStream, out: Path) -> list[int]:
+    shards.run(stream, out / "entry", out / "work", shards.Options(workers=1))
+    return [int(i) for f in sorted((out / "entry").glob("*.npy")) for i in np.load(f)]
