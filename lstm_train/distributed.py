@@ -45,6 +45,11 @@ def launched_world_size() -> int:
     """How many processes the launcher says it started (1 when run directly)."""
     if "WORLD_SIZE" in os.environ:
         return int(os.environ["WORLD_SIZE"])
+    if "ACCELERATE_USE_CPU" in os.environ and "MASTER_ADDR" in os.environ:  # accelerate's one-process launcher
+        raise DistributedSetupError(
+            "accelerate launch was asked for several processes (MASTER_ADDR is set) but started this one alone "
+            "(no WORLD_SIZE): without --multi_gpu it runs one process, which would train silently alone. Add "
+            "--multi_gpu (CPUs too), or leave out --num_processes/--num_machines (and unset MASTER_ADDR) for one.")
     srun_tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS", "1"))
     if srun_tasks > 1:
         raise DistributedSetupError(

@@ -149,6 +149,8 @@ class LoopState:
     last_sync: tuple[float, int, int] = (0.0, 0, 0)  # time, step, units at the last sync
     first_loss: float | None = None  # step 1's loss (a run started here), and the newest synced one:
     last_loss: float | None = None  # together they tell a run that diverged without a NaN
+    next_time_check: int = 0  # train.max_seconds, several processes: the step the ranks next compare clocks at
+    time_mark: tuple[int, float] | None = None  # (step, the ranks' mean training seconds) then
 
     def seconds(self) -> float:
         """Training time of the whole run so far: earlier parts plus this one."""
@@ -204,7 +206,7 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
                 state.pending.append(train_step(run, batches, state))
                 state.step += 1
                 evaluating = validation_due(run, state, epoch, epoch_end)
-                if evaluating or sync_due(run, state):  # a NaN stops before it is evaluated or saved
+                if evaluating or sync_due(run, state) or time_due(run, state):  # a NaN stops before eval or save
                     sync(run, state, stop, progress)
                 if evaluating and not state.stopping:
                     validate(run, state)  # before the checkpoint of this step, which then holds its outcome
@@ -500,6 +502,39 @@ def sync_due(run: Run, state: LoopState) -> bool:
         t.eval_every_steps is not None and step % t.eval_every_steps == 0)
 
 
+TIME_CHECK_S = 2.0  # train.max_seconds under several processes: the ranks compare clocks about this often
+
+
+def time_due(run: Run, state: LoopState) -> bool:
+    """Whether `train.max_seconds` has passed, so that a sync (which stops the run) is due now,
+    whatever `log_every` says: one process reads its clock every step; several agree at steps
+    every rank computes alike (`plan_time_check`: about every TIME_CHECK_S seconds, every step
+    near the end), with one all-reduce of two numbers."""
+    limit = run.job.train.max_seconds
+    if limit is None:
+        return False
+    if run.world == 1:
+        return state.seconds() >= limit
+    if state.step < state.next_time_check:
+        return False
+    local = torch.tensor([float(state.seconds() >= limit), state.seconds()], device=run.accelerator.device)
+    total = run.accelerator.reduce(local.clone(), "sum")
+    plan_time_check(state, float(total[1]) / run.world, limit)
+    return float(total[0]) > 0
+
+
+def plan_time_check(state: LoopState, mean_seconds: float, limit: float) -> None:
+    """The next step to compare clocks at, from the ranks' agreed mean time per step (the same on
+    every rank): TIME_CHECK_S or the time left away, whichever is sooner, and at least one step."""
+    before, state.time_mark = state.time_mark, (state.step, mean_seconds)
+    if before is None or state.step <= before[0] or mean_seconds <= before[1]:
+        state.next_time_check = state.step + 1
+        return
+    per_step = (mean_seconds - before[1]) / (state.step - before[0])
+    window = max(0.0, min(TIME_CHECK_S, limit - mean_seconds))
+    state.next_time_check = state.step + max(1, int(window / per_step))
+
+
 def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) -> None:
     """One all-reduce carries the last loss, the NaN check and stop requests.  Only at steps
     every rank shares: a signal reaches ranks at different steps, so it is polled here."""
@@ -514,6 +549,8 @@ def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) 
     total = run.accelerator.reduce(local.clone(), "sum") if run.world > 1 else local
     if run.budget is not None:  # the ranks' mean training time: one learning rate for all replicas
         run.budget.spent(float(total[4]) / run.world)
+    if limit is not None and run.world > 1 and (state.time_mark or (-1,))[0] != state.step:
+        plan_time_check(state, float(total[4]) / run.world, limit)
     if float(total[1]) > 0:
         bad = (~torch.isfinite(losses)).nonzero()
         first = state.step - len(losses) + 1

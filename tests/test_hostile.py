@@ -502,3 +502,38 @@ def test_a_long_line_of_words_prepares_in_blocks(tmp_path: Path, monkeypatch: py
 def run_stream_ids(stream: LanguageModelStream, out: Path) -> list[int]:
     shards.run(stream, out / "entry", out / "work", shards.Options(workers=1))
     return [int(i) for f in sorted((out / "entry").glob("*.npy")) for i in np.load(f)]
+
+
+# ---------------------------------------------------------------------------
+# 9. Launching: the time budget holds whatever the step speed; one process where several were asked
+
+
+def test_the_time_budget_is_kept_between_logged_steps(tmp_path: Path) -> None:
+    import torch
+
+    from lstm_train.config import load_job
+    from lstm_train.train import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:  # no sync is due for 100,000 steps: only the budget can end it
+        result = train(load_job(str(ROOT / "jobs" / "sine_forecast.yaml"), [
+            *TINY_FORECAST, "train.max_steps=100000", "data.val_size=0", "train.max_seconds=3",
+            "train.log_every=100000", "train.checkpoint_every=100000", "train.epochs=1000",
+            f"train.output_dir={tmp_path / 'run'}"]))
+    finally:
+        torch.set_num_threads(threads)
+    assert result["stopped_at_time_limit"] and 3 <= result["train_seconds"] < 5, result["train_seconds"]
+
+
+def test_a_launch_of_several_processes_that_started_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lstm_train.distributed import DistributedSetupError, launched_world_size
+
+    for name in ("WORLD_SIZE", "RANK", "SLURM_STEP_NUM_TASKS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")  # what `accelerate launch --num_processes 2` sets, no --multi_gpu
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
+    with pytest.raises(DistributedSetupError, match="without --multi_gpu it runs one process"):
+        launched_world_size()
+    monkeypatch.setenv("WORLD_SIZE", "2")  # with --multi_gpu: torch.distributed.run sets the world
+    assert launched_world_size() == 2
