@@ -410,11 +410,13 @@ def test_corpora_and_sequences_with_nothing_to_learn_are_refused(tmp_path: Path)
     from lstm_train.data.streams import CorpusError
     from lstm_train.tasks.sequence import SequenceTask
 
-    for tokenizer in ("chars", "words"):
-        text = tmp_path / f"{tokenizer}.txt"
-        text.write_text("\n" * 5000)
-        with pytest.raises(CorpusError, match=r"the training text is one token repeated \(only line breaks\?\)"):
-            shards.run(LanguageModelStream(data_section(text, tokenizer)), tmp_path / tokenizer, tmp_path / "w",
+    for tokenizer, content, said in (("chars", "\n" * 5000, r"one token repeated \(only line breaks\?\)"),
+                                     ("words", "\n" * 5000, r"one token repeated \(only line breaks\?\)"),
+                                     ("chars", "a", "empty")):
+        text = tmp_path / f"{tokenizer}{len(content)}.txt"
+        text.write_text(content)
+        with pytest.raises(CorpusError, match=rf"the training text is {said}: nothing to learn"):
+            shards.run(LanguageModelStream(data_section(text, tokenizer)), tmp_path / text.stem, tmp_path / "w",
                        shards.Options(workers=1))
     rows = "".join(f"s{i},{t},{v},{label}\n" for i, (v, label) in enumerate([(0.5, "a"), ("inf", "b")] * 4)
                    for t in range(3))

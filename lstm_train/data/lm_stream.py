@@ -321,7 +321,7 @@ class LanguageModelStream:
         seen = {i for c in counts if c["split"] in ("train", None) for i in c.get("distinct", ())}
         if len(seen) < 2:
             files = getattr(self.data, "files", None) or "the corpus"
-            what = "no token" if not seen else "one token repeated (only line breaks?)"
+            what = "empty" if not seen else "one token repeated (only line breaks?)"
             raise CorpusError(f"data.files ({files}): the training text is {what}: nothing to learn (the loss would be "
                               "0 at once); give a corpus of text")
         tokenizer = {k: v for k, v in plan.items() if k in ("kind", "vocab", "bpe_json")}
