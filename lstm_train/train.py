@@ -149,6 +149,7 @@ class LoopState:
     last_sync: tuple[float, int, int] = (0.0, 0, 0)  # time, step, units at the last sync
     first_loss: float | None = None  # step 1's loss (a run started here), and the newest synced one:
     last_loss: float | None = None  # together they tell a run that diverged without a NaN
+    last_eval_seconds: float = 0.0  # how long the newest evaluation took: the final validation's share of a budget
     next_time_check: int = 0  # train.max_seconds, several processes: the step the ranks next compare clocks at
     time_mark: tuple[int, float] | None = None  # (step, the ranks' mean training seconds) then
 
@@ -506,21 +507,29 @@ TIME_CHECK_S = 2.0  # train.max_seconds under several processes: the ranks compa
 
 
 def time_due(run: Run, state: LoopState) -> bool:
-    """Whether `train.max_seconds` has passed, so that a sync (which stops the run) is due now,
-    whatever `log_every` says: one process reads its clock every step; several agree at steps
+    """Whether `train.max_seconds` has passed (`past_budget`), so that a sync (which stops the run)
+    is due now, whatever `log_every` says: one process reads its clock every step; several agree at steps
     every rank computes alike (`plan_time_check`: about every TIME_CHECK_S seconds, every step
     near the end), with one all-reduce of two numbers."""
     limit = run.job.train.max_seconds
     if limit is None:
         return False
     if run.world == 1:
-        return state.seconds() >= limit
+        return past_budget(run, state)
     if state.step < state.next_time_check:
         return False
-    local = torch.tensor([float(state.seconds() >= limit), state.seconds()], device=run.accelerator.device)
+    local = torch.tensor([float(past_budget(run, state)), state.seconds()], device=run.accelerator.device)
     total = run.accelerator.reduce(local.clone(), "sum")
     plan_time_check(state, float(total[1]) / run.world, limit)
     return float(total[0]) > 0
+
+
+def past_budget(run: Run, state: LoopState) -> bool:
+    """Whether this rank's training time, plus the final validation a stop still runs (as long as
+    the newest evaluation took), has reached `train.max_seconds`."""
+    limit = run.job.train.max_seconds
+    final = state.last_eval_seconds if run.splits.val is not None and state.last_eval != state.step else 0.0
+    return limit is not None and state.seconds() + final >= limit
 
 
 def plan_time_check(state: LoopState, mean_seconds: float, limit: float) -> None:
@@ -541,7 +550,7 @@ def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) 
     losses = torch.stack(state.pending).float()
     state.pending.clear()
     limit = run.job.train.max_seconds
-    late = limit is not None and state.seconds() >= limit  # every rank learns it if any rank is past the limit
+    late = past_budget(run, state)  # every rank learns it if any rank is past the limit
     local = torch.stack([losses[-1], (~torch.isfinite(losses)).sum().float(),
                          torch.tensor(float(stop.is_set()), device=losses.device),
                          torch.tensor(float(late), device=losses.device),
@@ -691,7 +700,8 @@ def judge(run: Run, state: LoopState) -> None:
     if run.splits.val is None:
         state.last_metrics = evaluate(run, run.splits.test, "test", state.step)
         state.last_eval = state.step  # no halving on test metrics: a sweep's points always have validation data
-        state.eval_seconds += time.perf_counter() - began
+        state.last_eval_seconds = time.perf_counter() - began
+        state.eval_seconds += state.last_eval_seconds
         return
     metrics = evaluate(run, run.splits.val, "val", state.step)
     state.last_eval = state.step
@@ -722,7 +732,8 @@ def judge(run: Run, state: LoopState) -> None:
                                   f"improved on {state.best['value']:.4f} (step {state.best['step']}) in "
                                   f"{patience} evaluation(s)")
     halve(run, state, metrics, "val")
-    state.eval_seconds += time.perf_counter() - began
+    state.last_eval_seconds = time.perf_counter() - began
+    state.eval_seconds += state.last_eval_seconds
 
 
 def halve(run: Run, state: LoopState, metrics: dict[str, Any], split: str) -> None:

@@ -526,6 +526,14 @@ def test_the_time_budget_is_kept_between_logged_steps(tmp_path: Path) -> None:
     finally:
         torch.set_num_threads(threads)
     assert result["stopped_at_time_limit"] and 3 <= result["train_seconds"] < 5, result["train_seconds"]
+    # a run with validation data leaves the budget room for the final validation a stop still runs
+    from lstm_train.train import LoopState, past_budget
+
+    state = LoopState(seconds_before=50.0, step=10, last_eval=5, last_eval_seconds=12.0)
+    run = SimpleNamespace(job=SimpleNamespace(train=SimpleNamespace(max_seconds=60)), splits=SimpleNamespace(val=()))
+    assert past_budget(run, state)  # 50 s trained + a 12 s validation to come: past 60 s
+    state.last_eval = 10
+    assert not past_budget(run, state)  # validated at this very step: nothing more to run
 
 
 def test_a_launch_of_several_processes_that_started_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
