@@ -362,6 +362,10 @@ def load_for_predict(directory: Path) -> tuple[Path, dict[str, Any], dict[str, t
     folder = directory / CHECKPOINTS
     if not folder.is_dir() and (directory / META_FILE).is_file():  # a downloaded model artifact
         meta = read_meta(directory)
+        if (meta.get("average") or {}).get("saved") and not (directory / AVERAGE_FILE).exists():
+            print(f"warning: {directory} is a model artifact staged before its averaged weights were its model: it "
+                  "holds the raw weights, not those its result was computed with", file=sys.stderr, flush=True)
+            return directory, meta, read_weights(directory)
         return directory, meta, evaluated_weights(directory, meta)
     best = folder / BEST
     if best.is_dir():
