@@ -117,6 +117,9 @@ class WeightAverage:
         missing = sorted(set(self.names) - set(tensors))
         if missing:
             raise ValueError(f"{source}: the averaged weights lack {', '.join(missing[:5])}")
+        shaped = [n for n, p in zip(self.names, self._params()) if tuple(tensors[n].shape) != tuple(p.shape)]
+        if shaped:
+            raise ValueError(f"{source}: the averaged weights have another shape than the model's ({', '.join(shaped[:5])})")
         device = self._params()[0].device if self.names else "cpu"
         self.tensors = [tensors[n].to(device=device, dtype=p.dtype) for n, p in zip(self.names, self._params())]
         self.count, self.start = int(meta["count"]), meta["start"]

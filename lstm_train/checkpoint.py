@@ -41,6 +41,7 @@ import numpy as np
 import safetensors.torch
 import torch
 
+from .files.validation import RunDirError, read_run_bytes
 from .runfiles import CHECKPOINTS, VOLATILE_SECTIONS, checkpoint_files, old_checkpoint_files, writing
 
 FORMAT = "lstm_train.checkpoint"
@@ -289,9 +290,11 @@ def read_meta(path: Path) -> dict[str, Any]:
         raise OldFormatCheckpoint(path)
     file = path / META_FILE
     try:
-        meta = json.loads(file.read_text())
-    except (OSError, ValueError) as e:
-        raise UnreadableCheckpoint(f"{file}: {type(e).__name__}: {e}") from e
+        meta = json.loads(read_run_bytes(file))  # the one run-file reader: no symlink followed, bounded
+    except RunDirError as e:
+        raise NotACheckpoint(str(e)) from None
+    except (OSError, ValueError) as e:  # missing or half-written: skipped for an older one; never quoted
+        raise UnreadableCheckpoint(f"{file}: {type(e).__name__}") from e
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise NotACheckpoint(f"{file} is not a checkpoint written by lstm_train (its \"format\" is not {FORMAT!r})")
     version = meta.get("format_version")
@@ -304,6 +307,8 @@ def read_meta(path: Path) -> dict[str, Any]:
 def read_weights(path: Path, name: str = MODEL_FILE) -> dict[str, torch.Tensor]:
     """model.safetensors (or average.safetensors) of a checkpoint directory (safetensors: reading it runs nothing)."""
     file = Path(path) / name
+    if file.is_symlink():
+        raise NotACheckpoint(f"{file}: a symlink; a checkpoint's files are read only as plain files")
     try:
         return safetensors.torch.load_file(file, device="cpu")
     except Exception as e:  # noqa: BLE001 (missing, truncated: safetensors' own error types)
@@ -347,25 +352,84 @@ def load_best(folder: Path) -> Best | None:
 
 
 def load_for_predict(directory: Path) -> tuple[Path, dict[str, Any], dict[str, torch.Tensor]] | None:
-    """(source, meta, weights) that `predict` uses, reading only safetensors and JSON: a run
-    directory's best/ (model selection's choice, where the task has validation data) or else
-    its newest checkpoint; or a model artifact as `wandb artifact get` lays it out
+    """(source, meta, weights) that `predict`, `evaluate`, `export` and `generate` use: the
+    weights result.json's test metric was computed with (`evaluated_weights`), reading only
+    safetensors and JSON: a run directory's best/ (model selection's choice, where the task has
+    validation data) or else its newest checkpoint, its averaged weights where train.ema or
+    train.ntasgd averaged them; or a model artifact as `wandb artifact get` lays it out
     (model.safetensors, meta.json, config.yaml, the run files, flat in one folder)."""
     directory = Path(directory)
     folder = directory / CHECKPOINTS
     if not folder.is_dir() and (directory / META_FILE).is_file():  # a downloaded model artifact
-        return directory, read_meta(directory), read_weights(directory)
+        meta = read_meta(directory)
+        if (meta.get("average") or {}).get("saved") and not (directory / AVERAGE_FILE).exists():
+            print(f"warning: {directory} is a model artifact staged before its averaged weights were its model: it "
+                  "holds the raw weights, not those its result was computed with", file=sys.stderr, flush=True)
+            return directory, meta, read_weights(directory)
+        return directory, meta, evaluated_weights(directory, meta)
     best = folder / BEST
     if best.is_dir():
-        return best, read_meta(best), read_weights(best)
+        return best, read_meta(best), read_weights(best)  # chosen on validation with the weights evaluated
     if (folder / OLD_BEST).is_file():
         raise OldFormatCheckpoint(folder / OLD_BEST)
     for _, path in checkpoint_files(folder):
         try:
-            return path, read_meta(path), read_weights(path)
+            meta = read_meta(path)
+            return path, meta, evaluated_weights(path, meta)
         except UnreadableCheckpoint as e:
             print(f"warning: skipping unreadable checkpoint {path}: {e}", file=sys.stderr, flush=True)
     refuse_old_format(folder)
+    return None
+
+
+def evaluated_weights(path: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint's evaluations used: its model.safetensors, with the averaged
+    tensors of average.safetensors in their place where the average had begun (train.ema, or
+    train.ntasgd once switched): what `train` swaps in to validate and test (`averaging`)."""
+    weights = read_weights(path)
+    if not (meta.get("average") or {}).get("saved"):
+        return weights
+    average = read_weights(path, AVERAGE_FILE)
+    problem = _average_problem({k: tuple(v.shape) for k, v in weights.items()},
+                               {k: tuple(v.shape) for k, v in average.items()})
+    if problem:
+        raise NotACheckpoint(f"{Path(path) / AVERAGE_FILE}: {problem}")
+    return {**weights, **{k: v.to(weights[k].dtype) for k, v in average.items()}}
+
+
+def _average_problem(model: dict[str, tuple[int, ...]], average: dict[str, tuple[int, ...]]) -> str | None:
+    """Why averaged tensors cannot stand in for a model's (a name it lacks, another shape), or None."""
+    foreign = sorted(set(average) - set(model))
+    if foreign:
+        return f"averages tensors the model does not have ({', '.join(foreign[:5])})"
+    shaped = [f"{k} {list(v)} vs {list(model[k])}" for k, v in average.items() if model[k] != v]
+    return f"averaged tensors of another shape than the model's ({'; '.join(shaped[:5])})" if shaped else None
+
+
+def tensor_shapes(file: Path) -> dict[str, tuple[int, ...]]:
+    """The name and shape of each tensor of a safetensors file, from its header alone."""
+    try:
+        with safetensors.safe_open(str(file), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 (missing, truncated: safetensors' own error types)
+        raise UnreadableCheckpoint(f"{file}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
+
+
+def shape_problem(path: Path, meta: dict[str, Any], model: dict[str, tuple[int, ...]]) -> str | None:
+    """Why checkpoint `path` (headers only) cannot be loaded into a model whose state has these
+    shapes: a weight or an averaged tensor of another shape, missing or foreign; None if it fits.
+    Asked before anything is written, so that a resume refused leaves the run directory as it was."""
+    weights = tensor_shapes(Path(path) / MODEL_FILE)
+    shaped = [f"{k} {list(v)} vs {list(model[k])}" for k, v in weights.items() if k in model and model[k] != v]
+    missing, foreign = sorted(set(model) - set(weights)), sorted(set(weights) - set(model))
+    if shaped or missing or foreign:
+        parts = ([f"shapes differ: {'; '.join(shaped[:5])}"] if shaped else []) + \
+            ([f"missing: {', '.join(missing[:5])}"] if missing else []) + ([f"not in the model: {', '.join(foreign[:5])}"] if foreign else [])
+        return f"{Path(path) / MODEL_FILE} does not fit this job's model ({'; '.join(parts)})"
+    if (meta.get("average") or {}).get("saved"):
+        problem = _average_problem(model, tensor_shapes(Path(path) / AVERAGE_FILE))
+        if problem:
+            return f"{Path(path) / AVERAGE_FILE}: {problem}"
     return None
 
 
@@ -424,6 +488,11 @@ def stage_artifact(run_dir: Path, selected: bool) -> Path:
     folder = run_dir / CHECKPOINTS
     source = folder / BEST if selected else checkpoint_files(folder)[0][1]
     files = {name: (source / name).read_bytes() for name in (MODEL_FILE, META_FILE)}
+    meta = read_meta(source)
+    if (meta.get("average") or {}).get("saved"):  # the weights the result was computed with, as the model
+        files[MODEL_FILE] = _weights_bytes(evaluated_weights(source, meta))
+        meta["average"] = {**meta["average"], "saved": False, "in_model": True}
+        files[META_FILE] = (json.dumps(meta, indent=1) + "\n").encode()
     for path in sorted(run_dir.iterdir()):
         if path.is_file() and not path.is_symlink() and not path.name.startswith(".") and (
                 path.name in ("config.yaml", "result.json") or

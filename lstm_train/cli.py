@@ -72,6 +72,7 @@ def prepare_job(args: argparse.Namespace) -> dict | None:
     from .data import prepared
     from .tasks import get_task
 
+    check_prepare_options(args)
     job = load_job(args.job, args.overrides)
     task = get_task(job.task)(job, None)
     entry = prepared.locate(task)
@@ -87,13 +88,30 @@ def prepare_job(args: argparse.Namespace) -> dict | None:
         executor.update_parameters(nodes=1, ntasks_per_node=1, job_name=f"{job.name}-prepare")
         return _Submitting(executor, submitted)
 
-    options = Options(workers=getattr(args, "workers", 0) or 0, shards=getattr(args, "shards", None),
+    options = Options(workers=getattr(args, "workers", None) or 0, shards=getattr(args, "shards", None),
                       executor=getattr(args, "executor", "local") or "local", slurm=slurm_executor)
     manifest, fresh = prepared.ensure(task, entry, options)
     samples = {name: None if cols is None else (cols[0]["shape"] if cols[0]["kind"] == "dense"
                                                 else cols[0]["lengths"]["shape"])[0]
                for name, cols in manifest["splits"].items()}
     return {"path": str(entry.folder), "bytes": manifest["bytes"], "prepared_now": fresh, "samples": samples}
+
+
+def check_prepare_options(args: argparse.Namespace) -> None:
+    """`prepare`'s flags, each refused by name when it would be ignored or cannot work."""
+    import shutil
+
+    workers, shards, executor = getattr(args, "workers", None), getattr(args, "shards", None), getattr(args, "executor", "local")
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers {workers}: give 1 or more processes (leave it out for every core)")
+    if shards is not None and executor != "slurm":
+        raise ValueError(f"--shards {shards}: only with --executor slurm (SLURM array tasks); here --workers sets "
+                         "the processes")
+    if shards is not None and shards < 1:
+        raise ValueError(f"--shards {shards}: give 1 or more array tasks")
+    if executor == "slurm" and shutil.which("sbatch") is None:
+        raise ValueError("--executor slurm: no sbatch on PATH (not a SLURM login node?); prepare here with "
+                         "--executor local, or run this where SLURM is")
 
 
 class _Submitting:
@@ -141,32 +159,38 @@ def leave(code: int) -> int:
     return code
 
 
-def load_run(run_dir: Path):
-    """A finished (or checkpointed) run's job, task, model in eval mode (the best weights when
-    the run selected a model on validation data, else the newest) and task info.  `run_dir`
-    may also be a model artifact downloaded by `wandb artifact get` (the same files, flat).
-    Only safetensors, JSON and YAML are read: nothing in a directory from someone else runs."""
+def load_run(run_dir: Path, task: str | None = None):
+    """A finished (or checkpointed) run's job, task, model in eval mode (the weights its result
+    was computed with) and task info.  `run_dir` may also be a model artifact downloaded by
+    `wandb artifact get` (the same files, flat).  Only safetensors, JSON and YAML are read, and
+    the task its config.yaml names is imported only if it is installed (`registry.from_run_directory`):
+    nothing in a directory from someone else runs.  `task`: the user's `--task`, used instead."""
     from .checkpoint import load_for_predict, load_model_state
     from .tasks import get_task
+    from .tasks.registry import from_run_directory
 
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise FileNotFoundError(f"{run_dir}: no config.yaml here; is this a run directory (runs/<job>/<id>) or a "
                                 "model artifact (wandb artifact get)?")
-    job = validate_job(runfiles.read_config(config), str(config))
-    found = load_for_predict(run_dir)
-    if found is None:
-        raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no checkpoint to predict with")
-    path, meta, weights = found
-    task = get_task(job.task)(job, run_dir)
-    model = task.build_model(meta["task_info"])
+    spec = runfiles.read_config(config)
+    if task is not None:
+        spec["task"] = task
+    with from_run_directory(trusted=(task,) if task else ()):
+        job = validate_job(spec, str(config))
+        found = load_for_predict(run_dir)
+        if found is None:
+            raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no checkpoint to predict with")
+        path, meta, weights = found
+        task_object = get_task(job.task)(job, run_dir)
+    model = task_object.build_model(meta["task_info"])
     load_model_state(model, weights, path)
     model.eval()
-    return job, task, model, meta["task_info"]
+    return job, task_object, model, meta["task_info"]
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    job, task, model, info = load_run(Path(args.run_dir))
+    job, task, model, info = load_run(Path(args.run_dir), args.task)
     for line in task.predict(model, info, args.inputs, predict_options(job, args)):
         print(line)
     return 0
@@ -184,6 +208,7 @@ def predict_options(job, args: argparse.Namespace) -> dict:  # noqa: ANN001 - a 
             offered = ", ".join(o.flag for o in own) or "none"
             raise ValueError(f"{option.flag} does not apply to a {job.task} run (its predict options: {offered})")
     options = {o.dest: getattr(args, o.dest, None) for o in own}
+    options["force"] = bool(getattr(args, "force", False))
     for o in own:
         if o.check and options[o.dest] is not None:  # validated as the job file's key is
             check_option(job, o.check, options[o.dest], o.flag)
@@ -203,17 +228,21 @@ def known_predict_options(extra=()) -> list:  # noqa: ANN001 - PredictOption
 
 def run_task_options(argv: list[str]) -> tuple:
     """The predict options of the run that `predict RUN_DIR ...` names, read from its config.yaml
-    before the command line is parsed (a task of another package brings options of its own)."""
+    before the command line is parsed (a task of another package brings options of its own; one
+    not installed is not imported, even for --help: `load_run` says why, once parsed)."""
     if not argv or argv[0] != "predict":
         return ()
-    from .tasks import registration
+    from .tasks.registry import from_run_directory, registration
 
+    given = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--task"]
+    given += [a.split("=", 1)[1] for a in argv if a.startswith("--task=")]
     for arg in argv[1:]:
         config = Path(arg) / "config.yaml"
         if not arg.startswith("-") and config.is_file():
             try:
-                task = runfiles.read_config(config).get("task", "classify")
-                return registration(str(task)).predict_options
+                task = given[-1] if given else runfiles.read_config(config).get("task", "classify")
+                with from_run_directory(trusted=tuple(given)):
+                    return registration(str(task)).predict_options
             except (ValueError, OSError, AttributeError):
                 return ()  # said properly by load_run, once parsed
     return ()
@@ -223,7 +252,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_files
 
     run_dir = Path(args.run_dir)
-    result = evaluate_files(load_run(run_dir), run_dir, args.files)
+    result = evaluate_files(load_run(run_dir, args.task), run_dir, args.files)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
@@ -234,7 +263,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from .tasks.language_model import cmd_generate as generate
 
-    job, _, model, info = load_run(Path(args.run_dir))
+    job, _, model, info = load_run(Path(args.run_dir), args.task)
     if job.task != "language_model":
         raise ValueError(f"{args.run_dir} is a {job.task} run; generate samples from a language_model run")
     generate(model, info, args)
@@ -254,7 +283,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         run_dir = Path(args.run_dir)
-        done = export(load_run(run_dir), run_dir, args.format, Path(args.out) if args.out else None, args.tolerance,
+        done = export(load_run(run_dir, args.task), run_dir, args.format, Path(args.out) if args.out else None, args.tolerance,
                       force=args.force)
     except ExportParityError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -267,7 +296,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import report
 
-    for path in report(Path(args.run_dir)):
+    for path in report(Path(args.run_dir), force=args.force):
         print(f"wrote {path}")
     return 0
 
@@ -345,7 +374,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from . import shipped
 
     if args.jobs_command == "copy":
-        print(f"wrote {shipped.copy(args.name, args.dest)}")
+        print(f"wrote {shipped.copy(args.name, args.dest, args.force)}")
     else:
         print("\n".join(shipped.listing()))
     return 0
@@ -375,6 +404,7 @@ def add_inspection_commands(sub: argparse._SubParsersAction) -> None:
     copy = jobs.add_subparsers(dest="jobs_command").add_parser("copy", help="write a shipped job to DEST")
     copy.add_argument("name")
     copy.add_argument("dest", nargs="?", default=None, help="a file or folder (default: ./NAME.yaml)")
+    copy.add_argument("--force", action="store_true", help="replace an existing file DEST")
 
 
 def add_run_listing_commands(sub: argparse._SubParsersAction) -> None:
@@ -388,8 +418,16 @@ def add_run_listing_commands(sub: argparse._SubParsersAction) -> None:
 
     compare = sub.add_parser("compare", help="runs side by side: what differs, their metrics, one PNG of their curves")
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    compare.add_argument("--out", default="compare.png", help="the PNG to write (default: compare.png)")
+    compare.add_argument("--out", default="compare.png", help="the PNG to write (default: compare.png; an existing "
+                         "file only if compare wrote it, or with --force; never a run's own file)")
+    compare.add_argument("--force", action="store_true", help="replace an existing --out file")
     compare.set_defaults(func=cmd_compare)
+
+
+def add_task_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--task", metavar="MODULE:OBJECT", help="the run's task, imported from your sys.path as "
+                         "you name it (a task that the run's config.yaml names is imported only when installed; "
+                         "or list references in LSTM_TRAIN_TASKS)")
 
 
 def parser(task_options: tuple = ()) -> argparse.ArgumentParser:
@@ -407,7 +445,7 @@ def parser(task_options: tuple = ()) -> argparse.ArgumentParser:
     prep = sub.add_parser("prepare", help="tokenize a job's data once into the prepared-data store (data.cache_dir)")
     prep.add_argument("job")
     prep.add_argument("overrides", nargs="*")
-    prep.add_argument("--workers", type=int, default=0, help="worker processes here (default: every core)")
+    prep.add_argument("--workers", type=int, default=None, help="worker processes here, 1 or more (default: every core)")
     prep.add_argument("--shards", type=int, help="with --executor slurm: array tasks (shards of the corpus)")
     prep.add_argument("--executor", choices=("local", "slurm"), default="local",
                       help="slurm: prepare as one SLURM job array through submitit (the job's slurm: section)")
@@ -419,12 +457,15 @@ def parser(task_options: tuple = ()) -> argparse.ArgumentParser:
                          "(forecast) or sequences (sequence)")
     for option in known_predict_options(task_options):  # from the tasks' registrations
         option.add_to(predict)
+    predict.add_argument("--force", action="store_true", help="replace an existing --output file")
+    add_task_option(predict)
     predict.set_defaults(func=cmd_predict)
 
     evaluate = sub.add_parser("evaluate", help="score a trained run on new labelled files (the test split's metrics)")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("files", nargs="+", help="labelled data in the task's formats (e.g. CSV text,label)")
     evaluate.add_argument("--json", action="store_true", help="one JSON object: the metrics, the files, the run")
+    add_task_option(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     generate = sub.add_parser("generate", help="sample text from a language model run, streamed to stdout")
@@ -435,6 +476,7 @@ def parser(task_options: tuple = ()) -> argparse.ArgumentParser:
     generate.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens only")
     generate.add_argument("--seed", type=int, default=1)
     generate.add_argument("--samples", type=int, default=1, help="samples, with seeds seed, seed+1, ...")
+    add_task_option(generate)
     generate.set_defaults(func=cmd_generate)
 
     convert = sub.add_parser("convert", help="rewrite a run's checkpoints of an older lstm_train in today's safe format")
@@ -447,10 +489,12 @@ def parser(task_options: tuple = ()) -> argparse.ArgumentParser:
     export.add_argument("--out", help="file to write (default: RUN_DIR/model.onnx or RUN_DIR/model.pt)")
     export.add_argument("--tolerance", type=float, default=1e-4, help="largest accepted output difference")
     export.add_argument("--force", action="store_true", help="replace an existing --out file (never a checkpoint)")
+    add_task_option(export)
     export.set_defaults(func=cmd_export)
 
     report = sub.add_parser("report", help="summary table and PNG plots of a run's metrics")
     report.add_argument("run_dir")
+    report.add_argument("--force", action="store_true", help="replace report-*.png files report did not write")
     report.set_defaults(func=cmd_report)
 
     bench = sub.add_parser("bench", help="lstm_train's loop vs the floor, the tutorial and Lightning; --scaling")
@@ -522,9 +566,19 @@ def main(argv: list[str] | None = None) -> int:
             from .shipped import find_job
 
             args.job = find_job(args.job)
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe fails here, within reach of the BrokenPipeError below
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `lstm-train report RUN | head`: the reader has what it wanted; files are written
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the flush at exit does not raise again
+        return 141  # 128 + SIGPIPE, as a shell reports a writer its reader left
+    except MemoryError:
+        print(f"error: out of memory in `lstm-train {args.command}`: an input is larger than this machine's memory "
+              "can hold (or far larger than it looks)", file=sys.stderr)
+        return 2
     except Exception as e:
         if not is_user_error(e):
             raise

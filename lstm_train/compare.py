@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runfiles, runnames
+from .files import outputs
 from .runs import RunRow, RunsError, collect, label_rows, show
 
 FIRST = ("primary_metric", "best_step", "steps", "epochs")
@@ -98,10 +99,9 @@ def xy(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
     return [float(s) for s, _ in pairs], [float(v) for _, v in pairs]
 
 
-def plot(data: dict[str, dict[str, tuple[list[float], list[float]]]], out: Path) -> Path:
-    """One PNG: a panel per curve, a line per run; written atomically."""
-    import io
-
+def plot(data: dict[str, dict[str, tuple[list[float], list[float]]]], out: Path, force: bool = False) -> Path:
+    """One PNG: a panel per curve, a line per run; written atomically where it destroys nothing
+    (`files.outputs`: a PNG compare wrote may be written again, anything else only with --force)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,19 +123,18 @@ def plot(data: dict[str, dict[str, tuple[list[float], list[float]]]], out: Path)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    data_png = outputs.png_bytes(fig, dpi=110)
     plt.close(fig)
-    runfiles.write_atomic(out, buffer.getvalue())
-    return out
+    return outputs.write_output(out, data_png, "--out", force, ours=True)
 
 
 def main(args: Any) -> int:
     rows = runs_of(args.run_dirs)
+    outputs.check_output(Path(args.out), "--out", getattr(args, "force", False), ours=True)  # before any work
     lines = table(rows)
+    out = plot(curves(rows), Path(args.out), getattr(args, "force", False))  # written before stdout may close
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     for line in lines:
         print("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip())
-    out = plot(curves(rows), Path(args.out))
     print(f"wrote {out}")
     return 0

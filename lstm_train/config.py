@@ -268,9 +268,14 @@ def _allowed_keys(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
-def _describe(error: dict[str, Any], schema: type[BaseModel], source: str) -> str:
+def _describe(error: dict[str, Any], schema: type[BaseModel], source: str, spec: Any = None) -> str:
     loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     key = ".".join(str(p) for p in loc)
+    if hasattr(spec, "line_of"):  # a run's config.yaml, maybe someone else's: its keys and lines, never its text
+        where = f"line {spec.line_of(loc) or '?'}: "
+        if error["type"] == "extra_forbidden":
+            return f"{source}: {where}a key this lstm_train does not know (is this a run of another version?)"
+        return f"{source}: {where}{key}: not a valid value ({error['type']})"
     if error["type"] == "extra_forbidden":
         allowed = _allowed_keys(schema, loc)
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
@@ -290,16 +295,37 @@ def validate_job(spec: dict[str, Any], source: str) -> JobBase:
         raise ConfigError(f"{source}: a job spec is a mapping of sections, got {type(spec).__name__}")
     task = spec.get("task", "classify")
     if not isinstance(task, str):
-        raise ConfigError(f"{source}: task = {task!r}: a task's name or a package.module:Object reference")
+        raise ConfigError(f"{source}: task is a {type(task).__name__}: a task's name or a package.module:Object reference")
     try:
         schema = job_schema(task)  # the task's registration: built-in, entry point or reference
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     try:
-        return schema.model_validate(spec)
+        job = schema.model_validate(spec)
     except ValidationError as e:
-        lines = [_describe(err, schema, source) for err in e.errors()]
+        lines = [_describe(err, schema, source, spec) for err in e.errors()]
         raise ConfigError("\n".join(lines)) from None
+    if job.sweep is not None:
+        check_sweep_keys(job.sweep.flat_parameters(), schema, source)
+    return job
+
+
+def check_sweep_keys(parameters: dict[str, Any], schema: type[BaseModel], source: str) -> None:
+    """Every key a sweep varies is a key of this job (`config` says so at once, not point by point)."""
+    for key in parameters:
+        parts = tuple(key.split("."))
+        model: Any = schema
+        for i, part in enumerate(parts):
+            fields = getattr(model, "model_fields", None)
+            if not fields or part not in fields or part == "sweep":
+                allowed = [k for k in (fields or {}) if k != "sweep"]
+                close = difflib.get_close_matches(part, allowed, n=1)
+                hint = f" Did you mean {'.'.join(parts[:i] + (close[0],))!r}?" if close else ""
+                raise ConfigError(f"{source}: sweep.parameters.{key}: {key!r} is not a job key.{hint}"
+                                  + (f" Allowed here: {', '.join(allowed)}" if allowed else ""))
+            annotation = fields[part].annotation
+            model = next((c for c in (getattr(annotation, "__args__", ()) or (annotation,))
+                          if isinstance(c, type) and issubclass(c, BaseModel)), None)
 
 
 def load_job(path: str | Path, overrides: list[str] = ()) -> JobBase:

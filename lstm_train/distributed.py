@@ -45,6 +45,11 @@ def launched_world_size() -> int:
     """How many processes the launcher says it started (1 when run directly)."""
     if "WORLD_SIZE" in os.environ:
         return int(os.environ["WORLD_SIZE"])
+    if "ACCELERATE_USE_CPU" in os.environ and "MASTER_ADDR" in os.environ:  # accelerate's one-process launcher
+        raise DistributedSetupError(
+            "accelerate launch was asked for several processes (MASTER_ADDR is set) but started this one alone "
+            "(no WORLD_SIZE): without --multi_gpu it runs one process, which would train silently alone. Add "
+            "--multi_gpu (CPUs too), or leave out --num_processes/--num_machines (and unset MASTER_ADDR) for one.")
     srun_tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS", "1"))
     if srun_tasks > 1:
         raise DistributedSetupError(
@@ -62,6 +67,9 @@ def make_accelerator(mixed_precision: str = "no", force_cpu: bool = False) -> Ac
     use_cpu = force_cpu or not torch.cuda.is_available()
     timeout = InitProcessGroupKwargs(timeout=timedelta(seconds=collective_timeout_s()))
     accelerator = Accelerator(cpu=use_cpu, mixed_precision=mixed_precision, kwargs_handlers=[timeout])
+    if mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        warn_once("train.mixed_precision=fp16 on a CPU: fp16 autocast runs on CUDA only, so this trains in fp32 "
+                  "(set train.mixed_precision=no to say so, or bf16 where the CPU has native bf16)")
     if accelerator.num_processes != expected:
         raise DistributedSetupError(
             f"the launcher started {expected} processes (WORLD_SIZE={expected}) but this one joined a "

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .data import prepared
+from .files import outputs
 from .runfiles import write_atomic
 from .tasks.base import ExportSignature, Task
 
@@ -65,16 +66,11 @@ class Forward(nn.Module):
 
 
 def check_output(out: Path, run_dir: Path, force: bool) -> None:
-    """Refuse an output that would destroy something: a file of the run's checkpoints (always),
-    an existing file or its sidecar (unless --force), anything but a plain file at that name."""
-    checkpoints = (Path(run_dir) / "checkpoints").resolve()
-    if out.resolve().is_relative_to(checkpoints):
-        raise ValueError(f"--out {out}: inside the run's checkpoints ({checkpoints}); an export never writes "
-                         "there. Give a path outside checkpoints/.")
+    """Refuse an output that would destroy something (`files.outputs`): a file of a run's
+    checkpoints or a run's own file (always), an existing file or its sidecar (unless --force),
+    anything but a plain file at that name."""
     for path in (out, out.with_name(out.name + ".json")):
-        if os.path.lexists(path) and (not force or path.is_symlink() or not path.is_file()):
-            raise ValueError(f"--out {out}: {path} exists; not overwriting it (pass --force to replace a file, "
-                             "or give another --out)")
+        outputs.check_output(path, "--out", force)
 
 
 def export(loaded: tuple[Any, Task, nn.Module, dict[str, Any]], run_dir: Path, fmt: Format, out: Path | None = None,
@@ -89,10 +85,13 @@ def export(loaded: tuple[Any, Task, nn.Module, dict[str, Any]], run_dir: Path, f
     out = Path(out) if out is not None else run_dir / f"model{SUFFIX[fmt]}"
     check_output(out, run_dir, force)
     job, task, model, info = loaded
+    if type(task).export_signature is Task.export_signature:  # said before any data is read
+        task.export_signature(None, info)  # type: ignore[arg-type]  (the base's refusal, naming the exportable tasks)
     model = model.float().cpu().eval()
     test = prepared.load(task).test  # the one data path: the store (mapped, not read again)
-    if len(test[0]) == 0:
-        raise ValueError("the test split is empty: nothing to check the export against")
+    if test is None or len(test[0]) == 0:
+        raise ValueError(f"{run_dir}: the run's data has no test split (or an empty one): nothing to check the "
+                         "export against")
     n = len(test[0])
     check = task.export_signature(task.batch(test, torch.arange(min(n, job.data.eval_batch_size))), info)
     lengths = task.lengths(test)  # traced on the shortest samples: another batch size and length than the check's

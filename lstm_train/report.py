@@ -33,7 +33,9 @@ matplotlib.use("Agg")  # batch jobs and login nodes have no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from .files import outputs  # noqa: E402
 
+PLOTS = ("report-loss.png", "report-eval.png", "report-throughput.png")  # what `figures` may draw
 RESULT_FIELDS = ("best_step", "train_seconds", "world_size")  # shown after the result's primary metric
 SPLITS = ("val", "test")  # evaluation rows: ``val/<metric>`` while training, ``test/<metric>`` at the end
 THROUGHPUT = ("samples_per_s", "tokens_per_s")
@@ -286,12 +288,21 @@ def table(run: RunMetrics) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
 
 
-def report(run_dir: Path, out: TextIO | None = None) -> list[Path]:
-    """Print the summary of a run dir (to `out`, default stdout) and write its PNG plots
-    there; returns the PNG paths (the caller says where they went).  `ReportError` when
-    the run dir has no metrics."""
+def report(run_dir: Path, out: TextIO | None = None, force: bool = False) -> list[Path]:
+    """Write a run dir's PNG plots there, then print its summary (to `out`, default stdout: the
+    plots are written even when a reader such as `head` closes it early); returns the PNG paths
+    (the caller says where they went).  `ReportError` when the run dir has no metrics.  A PNG
+    is written over one that report wrote before, over anything else only with `force`."""
     out = sys.stdout if out is None else out
     run = collect(Path(run_dir))
+    for name in PLOTS:  # before any plot is drawn
+        outputs.check_output(run.run_dir / name, "report", force, ours=True)
+    plots = figures(run)
+    written = []
+    for name, fig in plots.items():
+        data = outputs.png_bytes(fig, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append(outputs.write_output(run.run_dir / name, data, "report", force, ours=True))
     print(f"run: {run.title}  ({run.run_dir})", file=out)
     print(table(run), file=out)
     skipped = sum(d.skipped_lines for d in run.ranks.values())
@@ -306,10 +317,4 @@ def report(run_dir: Path, out: TextIO | None = None) -> list[Path]:
                                  + ", ".join(keys) + ")"), file=out)
     else:
         print("result.json: not written (run not finished?)", file=out)
-    written = []
-    for name, fig in figures(run).items():
-        path = run.run_dir / name
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        written.append(path)
     return written

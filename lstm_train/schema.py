@@ -20,7 +20,8 @@ class ConfigError(ValueError):
 class Section(BaseModel):
     """Base of every section: unknown keys are errors, values are checked on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # allow_inf_nan=False: `optim.lr=.inf` or a NaN is refused by its key, in every section at once
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 class ModelBase(Section):

@@ -61,9 +61,9 @@ def listing() -> list[str]:
     return [f"{'job':<26} {'task':<14} {'dataset':<14} what it shows"] + [summary(p) for p in shipped().values()]
 
 
-def copy(name: str, dest: str | None = None) -> Path:
+def copy(name: str, dest: str | None = None, force: bool = False) -> Path:
     """Write shipped job `name` to `dest` (a file, or a folder: NAME.yaml in it; default
-    ./NAME.yaml) to edit; an existing file is never overwritten."""
+    ./NAME.yaml) to edit; an existing file is overwritten only with `force` (`files.outputs`)."""
     source = shipped().get(name.removesuffix(".yaml"))
     if source is None:
         raise ConfigError(f"{name!r} is not a shipped job; shipped: {', '.join(shipped())}")
@@ -71,10 +71,6 @@ def copy(name: str, dest: str | None = None) -> Path:
     if (dest or "").endswith(("/", os.sep)) or target.is_dir():  # `DEST/`: a folder, made if missing
         target.mkdir(parents=True, exist_ok=True)
         target = target / source.name
-    if os.path.lexists(target):  # a dangling symlink too: never followed, never replaced
-        raise ConfigError(f"{target} exists; not overwriting it (give another DEST)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    from .runfiles import write_atomic
+    from .files.outputs import write_output  # never over a file (a dangling symlink too) without force
 
-    write_atomic(target, source.read_text(encoding="utf-8"))
-    return target
+    return write_output(target, source.read_text(encoding="utf-8"), "jobs copy", force)

@@ -150,6 +150,9 @@ class LoopState:
     last_sync: tuple[float, int, int] = (0.0, 0, 0)  # time, step, units at the last sync
     first_loss: float | None = None  # step 1's loss (a run started here), and the newest synced one:
     last_loss: float | None = None  # together they tell a run that diverged without a NaN
+    last_eval_seconds: float = 0.0  # how long the newest evaluation took: the final validation's share of a budget
+    next_time_check: int = 0  # train.max_seconds, several processes: the step the ranks next compare clocks at
+    time_mark: tuple[int, float] | None = None  # (step, the ranks' mean training seconds) then
 
     def seconds(self) -> float:
         """Training time of the whole run so far: earlier parts plus this one."""
@@ -205,7 +208,7 @@ def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
                 state.pending.append(train_step(run, batches, state))
                 state.step += 1
                 evaluating = validation_due(run, state, epoch, epoch_end)
-                if evaluating or sync_due(run, state):  # a NaN stops before it is evaluated or saved
+                if evaluating or sync_due(run, state) or time_due(run, state):  # a NaN stops before eval or save
                     sync(run, state, stop, progress)
                 if evaluating and not state.stopping:
                     validate(run, state)  # before the checkpoint of this step, which then holds its outcome
@@ -255,7 +258,7 @@ def finished_result(job: JobBase, accelerator: Accelerator) -> dict[str, Any] | 
     return {**found["result"], "already_finished": True}
 
 
-def incompatible(job: JobBase, run_dir: Path, info: dict[str, Any]) -> str | None:
+def incompatible(job: JobBase, run_dir: Path, info: dict[str, Any], net: nn.Module | None = None) -> str | None:
     """Why this job cannot continue the run in `run_dir` (None: it can, or there is nothing to
     continue).  Asked before anything is written there, so that a refused job (an sst5 job on an
     sst2 run dir, a model of another shape) leaves config.yaml and every other file as they were."""
@@ -286,6 +289,11 @@ def incompatible(job: JobBase, run_dir: Path, info: dict[str, Any]) -> str | Non
         if model:
             return (f"{path} holds another model than this job builds ({'; '.join(model[:5])}, from {config}): "
                     "use another train.output_dir (or train.run_id) for this one")
+    if net is not None:  # the tensors' headers (weights, averaged weights) against the model this job builds
+        with contextlib.suppress(checkpoint.UnreadableCheckpoint):  # damaged: restore skips it, with its warning
+            problem = checkpoint.shape_problem(path, meta, {k: tuple(v.shape) for k, v in net.state_dict().items()})
+            if problem:
+                return f"{problem}: use another train.output_dir for this model, or remove that checkpoint"
     return None
 
 
@@ -307,8 +315,10 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
         finished = finished_result(job, accelerator)
         if finished is not None:
             raise AlreadyFinished(finished)
+        net = task.build_model(splits.info)
+        task.init_weights(net, splits.info)
         # Check first, write after: a job that cannot resume what is there leaves it untouched.
-        refused = broadcast_object(accelerator, incompatible(job, run_dir, splits.info)
+        refused = broadcast_object(accelerator, incompatible(job, run_dir, splits.info, net)
                                    if accelerator.is_main_process else None)
         if refused:
             raise checkpoint.CheckpointMismatch(refused)
@@ -317,8 +327,6 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
             runfiles.stamp_started(run_dir)  # when the run began (its first part): the W&B group's date
             task.write_run_files(run_dir, splits.info)
         accelerator.wait_for_everyone()
-        net = task.build_model(splits.info)
-        task.init_weights(net, splits.info)
         dataset = task.torch_dataset(train=True)
         if dataset is None:
             splits = splits.to(accelerator.device)
@@ -496,13 +504,54 @@ def sync_due(run: Run, state: LoopState) -> bool:
         t.eval_every_steps is not None and step % t.eval_every_steps == 0)
 
 
+TIME_CHECK_S = 2.0  # train.max_seconds under several processes: the ranks compare clocks about this often
+
+
+def time_due(run: Run, state: LoopState) -> bool:
+    """Whether `train.max_seconds` has passed (`past_budget`), so that a sync (which stops the run)
+    is due now, whatever `log_every` says: one process reads its clock every step; several agree at steps
+    every rank computes alike (`plan_time_check`: about every TIME_CHECK_S seconds, every step
+    near the end), with one all-reduce of two numbers."""
+    limit = run.job.train.max_seconds
+    if limit is None:
+        return False
+    if run.world == 1:
+        return past_budget(run, state)
+    if state.step < state.next_time_check:
+        return False
+    local = torch.tensor([float(past_budget(run, state)), state.seconds()], device=run.accelerator.device)
+    total = run.accelerator.reduce(local.clone(), "sum")
+    plan_time_check(state, float(total[1]) / run.world, limit)
+    return float(total[0]) > 0
+
+
+def past_budget(run: Run, state: LoopState) -> bool:
+    """Whether this rank's training time, plus the final validation a stop still runs (as long as
+    the newest evaluation took), has reached `train.max_seconds`."""
+    limit = run.job.train.max_seconds
+    final = state.last_eval_seconds if run.splits.val is not None and state.last_eval != state.step else 0.0
+    return limit is not None and state.seconds() + final >= limit
+
+
+def plan_time_check(state: LoopState, mean_seconds: float, limit: float) -> None:
+    """The next step to compare clocks at, from the ranks' agreed mean time per step (the same on
+    every rank): TIME_CHECK_S or the time left away, whichever is sooner, and at least one step."""
+    before, state.time_mark = state.time_mark, (state.step, mean_seconds)
+    if before is None or state.step <= before[0] or mean_seconds <= before[1]:
+        state.next_time_check = state.step + 1
+        return
+    per_step = (mean_seconds - before[1]) / (state.step - before[0])
+    window = max(0.0, min(TIME_CHECK_S, limit - mean_seconds))
+    state.next_time_check = state.step + max(1, int(window / per_step))
+
+
 def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) -> None:
     """One all-reduce carries the last loss, the NaN check and stop requests.  Only at steps
     every rank shares: a signal reaches ranks at different steps, so it is polled here."""
     losses = torch.stack(state.pending).float()
     state.pending.clear()
     limit = run.job.train.max_seconds
-    late = limit is not None and state.seconds() >= limit  # every rank learns it if any rank is past the limit
+    late = past_budget(run, state)  # every rank learns it if any rank is past the limit
     local = torch.stack([losses[-1], (~torch.isfinite(losses)).sum().float(),
                          torch.tensor(float(stop.is_set()), device=losses.device),
                          torch.tensor(float(late), device=losses.device),
@@ -510,6 +559,8 @@ def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) 
     total = run.accelerator.reduce(local.clone(), "sum") if run.world > 1 else local
     if run.budget is not None:  # the ranks' mean training time: one learning rate for all replicas
         run.budget.spent(float(total[4]) / run.world)
+    if limit is not None and run.world > 1 and (state.time_mark or (-1,))[0] != state.step:
+        plan_time_check(state, float(total[4]) / run.world, limit)
     if float(total[1]) > 0:
         bad = (~torch.isfinite(losses)).nonzero()
         first = state.step - len(losses) + 1
@@ -650,7 +701,8 @@ def judge(run: Run, state: LoopState) -> None:
     if run.splits.val is None:
         state.last_metrics = evaluate(run, run.splits.test, "test", state.step)
         state.last_eval = state.step  # no halving on test metrics: a sweep's points always have validation data
-        state.eval_seconds += time.perf_counter() - began
+        state.last_eval_seconds = time.perf_counter() - began
+        state.eval_seconds += state.last_eval_seconds
         return
     metrics = evaluate(run, run.splits.val, "val", state.step)
     state.last_eval = state.step
@@ -681,7 +733,8 @@ def judge(run: Run, state: LoopState) -> None:
                                   f"improved on {state.best['value']:.4f} (step {state.best['step']}) in "
                                   f"{patience} evaluation(s)")
     halve(run, state, metrics, "val")
-    state.eval_seconds += time.perf_counter() - began
+    state.last_eval_seconds = time.perf_counter() - began
+    state.eval_seconds += state.last_eval_seconds
 
 
 def halve(run: Run, state: LoopState, metrics: dict[str, Any], split: str) -> None:

@@ -92,6 +92,16 @@ def check_root(root: Path, group: str | None = None) -> None:
             "team cache set data.cache_group to its group (and chgrp/chmod g+ws the directory).")
 
 
+def check_folder(folder: Path, group: str | None = None) -> None:
+    """A directory (not a symlink to one) of the user's (or the named group's), not writable by others."""
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UntrustedCache(f"{folder} is not a directory (a symlink is never followed)")
+    reason = _problem(st, group_id(group))
+    if reason:
+        raise UntrustedCache(f"{folder} {reason}")
+
+
 def check_entry(folder: Path, group: str | None = None) -> None:
     """Every part of an entry must be the user's (or the named group's) and not writable by others;
     a symlink anywhere in it is refused (it could point outside the entry)."""

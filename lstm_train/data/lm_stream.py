@@ -43,7 +43,8 @@ from .streams import CorpusError, resolve_files, split_files
 
 PIECE_BYTES = int(os.environ.get("LSTM_TRAIN_PIECE_BYTES", 32 << 20))
 BLOCK_BYTES = int(os.environ.get("LSTM_TRAIN_BLOCK_BYTES", 8 << 20))
-MAX_LINE = 64 << 20  # words / BPE: a line longer than this (no newline) is cut at whitespace
+MAX_LINE = 64 << 20  # words / BPE: more than this without a newline or a space is refused
+DEFAULT_MAX_VOCAB = 500_000  # words without data.max_vocab: a bound (WikiText-103 has 267,735 words)
 _BOM = b"\xef\xbb\xbf"
 SPLITS = ("train", "val", "test")
 
@@ -206,8 +207,8 @@ class LanguageModelStream:
             need = 1 if lead < 0x80 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
             return len(data) if i + need <= len(data) else i
         cut = data.rfind(b"\n") + 1
-        if cut == 0 and len(data) >= MAX_LINE:  # one enormous line: cut at whitespace
-            cut = max(data.rfind(b" "), data.rfind(b"\t")) + 1
+        if cut == 0 and len(data) >= BLOCK_BYTES:  # a line longer than a block: cut before a space, so that
+            cut = max(max(data.rfind(b" "), data.rfind(b"\t")), 0)  # memory stays a block (the encoder ends no line there)
         return cut
 
     @staticmethod
@@ -270,7 +271,7 @@ class LanguageModelStream:
         return {"kind": kind, "bpe_json": self._train_bpe()}
 
     def _word_vocab(self, counts: Counter[str]) -> list[str]:
-        limit = getattr(self.data, "max_vocab", None)
+        limit = getattr(self.data, "max_vocab", None) or DEFAULT_MAX_VOCAB
         specials = {"<eos>", "<unk>"}
         words = [w for w in counts if w not in specials]
         if limit is not None and len(words) + 2 > limit:
@@ -305,16 +306,24 @@ class LanguageModelStream:
         size = vocab_size(plan)
         column = out.dense(piece.split or "train", 0, compact_dtype(size))
         encoder = _Encoder(plan)
-        n = 0
+        n, distinct = 0, set()
         unit = "char" if plan["kind"] in ("chars", "bytes") else "line"
         for offset, block in self._blocks(piece, unit):
             ids = encoder(piece, offset, block)
             column.append(ids)
             n += len(ids)
-        return {"split": piece.split, "tokens": n}
+            if len(distinct) < 2 and len(ids):  # two different tokens found: enough (`info` checks the corpus)
+                distinct |= {int(ids.min()), int(ids.max())}
+        return {"split": piece.split, "tokens": n, "distinct": sorted(distinct)[:2]}
 
     def info(self, plan: dict[str, Any], counts: list[dict[str, Any]]) -> dict[str, Any]:
         tokens = {s: sum(c["tokens"] for c in counts if c["split"] == s) for s in SPLITS}
+        seen = {i for c in counts if c["split"] in ("train", None) for i in c.get("distinct", ())}
+        if len(seen) < 2:
+            files = getattr(self.data, "files", None) or "the corpus"
+            what = "empty" if not seen else "one token repeated (only line breaks?)"
+            raise CorpusError(f"data.files ({files}): the training text is {what}: nothing to learn (the loss would be "
+                              "0 at once); give a corpus of text")
         tokenizer = {k: v for k, v in plan.items() if k in ("kind", "vocab", "bpe_json")}
         info = {"tokenizer": tokenizer, "vocab_size": vocab_size(plan), "bptt": self.data.bptt,
                 "train_tokens": tokens["train"], "val_tokens": tokens["val"]}
@@ -353,6 +362,13 @@ class _Encoder:
 
             self.bpe = HFTokenizer.from_str(plan["bpe_json"])
 
+    def _word_ids(self, lines: list[str], ended: bool) -> Iterator[int]:
+        index, unk, eos, last = self.index, self.unk, self.eos, len(lines) - 1
+        for k, line in enumerate(lines):
+            yield from (index.get(w, unk) for w in line.split())
+            if k < last or ended:
+                yield eos
+
     def __call__(self, piece: Piece, offset: int, block: bytes) -> np.ndarray:
         if self.kind == "bytes":
             if not block.isascii():
@@ -370,10 +386,11 @@ class _Encoder:
                                   f"near byte {offset}: {missing[:10]} (the file changed while it was prepared?)")
             return ids
         text = LanguageModelStream._decode(piece, offset, block)
-        if self.kind == "words":
-            index, unk, eos = self.index, self.unk, self.eos
-            ids = [i for line in text.splitlines() for i in (*(index.get(w, unk) for w in line.split()), eos)]
-            return np.array(ids, dtype=np.int64)
+        if self.kind == "words":  # <eos> after each line; not after a block cut inside one (before a space)
+            end = piece.end if piece.end is not None else os.path.getsize(piece.path)
+            lines = text.splitlines(keepends=True)
+            ended = offset + len(block) >= end or (lines and lines[-1].splitlines()[0] != lines[-1])
+            return np.fromiter(self._word_ids(lines, ended), dtype=np.int64)
         lines = text.splitlines(keepends=True)
         encoded = self.bpe.encode_batch(lines, add_special_tokens=False)
         return np.fromiter((i for e in encoded for i in e.ids), dtype=np.int64)

@@ -383,7 +383,9 @@ def prepare(task: Any, entry: Entry, options: shards.Options | None = None) -> d
     work = entry.folder.with_name(entry.folder.name + ".shards")
     try:
         with progress_bytes(f"preparing {task.name}") as bar:
-            splits, info = shards.run(task.stream_data(), tmp, work, options or shards.Options(), bar.update)
+            options = options or shards.Options()
+            options.group = getattr(task.job.data, "cache_group", None)  # whose unit files are trusted
+            splits, info = shards.run(task.stream_data(), tmp, work, options, bar.update)
         manifest = _new_manifest(entry.key, task.name, entry.sources)
         manifest["splits"] = splits
         manifest = _close_entry(tmp, manifest, info)

@@ -123,23 +123,29 @@ def _labels(y: Any, n: int, path: Path, labelled: bool) -> list[Any] | None:
 
 
 def _read_npz(path: Path, labelled: bool) -> Sequences:
+    from .npyfiles import NpyFileError, load_npz
+
     try:
-        with np.load(path, allow_pickle=False) as arrays:  # no pickles: a data file runs no code
-            if "x" not in arrays:
-                raise SequenceDataError(f"{path}: no array named x (has {', '.join(arrays.files) or 'none'})")
-            x = _from_array(arrays["x"], arrays["lengths"] if "lengths" in arrays else None, path)
-            y = _labels(arrays["y"] if "y" in arrays else None, len(x), path, labelled)
-    except (ValueError, OSError) as e:
-        raise SequenceDataError(f"{path}: not a readable .npz ({e})") from None
+        arrays = load_npz(path)  # no pickles, nothing allocated beyond what the file can hold
+    except NpyFileError as e:
+        raise SequenceDataError(str(e)) from None
+    if "x" not in arrays:
+        raise SequenceDataError(f"{path}: no array named x (has {', '.join(arrays) or 'none'})")
+    x = _from_array(arrays["x"], arrays.get("lengths"), path)
+    y = _labels(arrays.get("y"), len(x), path, labelled)
     return Sequences(x, y, [f"x{i}" for i in range(x[0].shape[1])] if x else [], str(path))
 
 
 def _read_npy(paths: list[Path], labelled: bool) -> Sequences:
     if len(paths) > 2:
         raise SequenceDataError(f"{paths[0]}: give one file, or [x.npy, y.npy]")
+    from .npyfiles import NpyFileError, load_npy
+
     try:
-        x = _from_array(np.load(paths[0], allow_pickle=False), None, paths[0])
-        y = np.load(paths[1], allow_pickle=False) if len(paths) == 2 else None
+        x = _from_array(load_npy(paths[0]), None, paths[0])  # the header's claim checked against the file
+        y = load_npy(paths[1]) if len(paths) == 2 else None
+    except NpyFileError as e:
+        raise SequenceDataError(str(e)) from None
     except (ValueError, OSError) as e:
         raise SequenceDataError(f"{paths[0]}: not a readable .npy ({e})") from None
     return Sequences(x, _labels(y, len(x), paths[-1], labelled), [f"x{i}" for i in range(x[0].shape[1])], str(paths[0]))

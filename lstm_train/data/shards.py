@@ -15,7 +15,11 @@ So they run as
 
 Every unit of work (a piece locally, a shard on SLURM) writes its columns into a folder of
 the entry's work directory (`<entry>.shards/unit-NNNNN/`) with a `done.json` naming the plan
-it encoded with; the columns are then concatenated in piece order into the entry (`merge`:
+it encoded with, its pieces and the blake2b digest of every file it wrote.  Before the merge
+each unit is checked (`check_unit`): its record by type, its file names plain names in its
+folder (no `/`, `..`, symlink), every file its own (`cachetrust`), its `.npy` header as
+recorded and its digest as recorded; a unit that fails (replaced after an interruption,
+planted) is encoded again, never merged.  The columns are then concatenated in piece order into the entry (`merge`:
 `os.copy_file_range`, ragged offsets rebased in chunks: memory stays a chunk).  Because a
 piece's output does not depend on which unit encodes it, the entry is byte for byte the
 same from 1 shard or N.  A failed unit leaves the others' folders: the next preparation
@@ -42,6 +46,8 @@ from typing import Any
 import numpy as np
 
 from ..files.atomic import write_atomic
+from ..messages import note
+from . import cachetrust
 from .chunked import EntryWriter
 from .stream import Piece, Stream
 
@@ -60,6 +66,7 @@ class Options:
     shards: int | None = None  # SLURM: array tasks; local: ignored (one piece a unit)
     executor: str = "local"  # local | slurm
     slurm: Callable[[Path], Any] | None = None  # folder -> a submitit executor (the CLI makes it from the job)
+    group: str | None = None  # data.cache_group: whose unit files are trusted besides the user's
 
 
 def cores() -> int:
@@ -77,12 +84,65 @@ def _write_json(path: Path, value: Any) -> None:
     write_atomic(path, json.dumps(value))  # the one atomic writer (private temporary, no symlink followed)
 
 
+_MAX_DONE = 16 << 20  # a done record lists a unit's files and counts: small
+
+
 def _read_done(folder: Path, plan_digest: str) -> dict[str, Any] | None:
+    """A unit's done record for this plan (not yet checked: `check_unit`), or None. Never read
+    through a symlink, never more than _MAX_DONE bytes."""
     try:
-        done = json.loads((folder / "done.json").read_text())
+        fd = os.open(folder / "done.json", os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            done = json.loads(f.read(_MAX_DONE + 1))
     except (OSError, ValueError):
         return None
     return done if isinstance(done, dict) and done.get("plan") == plan_digest else None
+
+
+def unit_files(splits: dict[str, Any]) -> list[dict[str, Any]]:
+    """The array records of a unit's "splits" record (each checked by type, its name a plain name)."""
+    return cachetrust.array_specs({"splits": splits})
+
+
+def check_unit(folder: Path, done: dict[str, Any], pieces: list[Piece], group: str | None = None) -> str | None:
+    """Why a unit's folder must not be merged, or None: its record by type, its pieces the ones
+    planned, its folder and files plain, its own and not writable by others, every file named
+    by a plain name inside it with the header and the digest its worker recorded."""
+    try:
+        if not isinstance(done.get("splits"), dict) or set(done["splits"]) - {"train", "val", "test"}:
+            return "its record's splits are malformed"
+        if done.get("pieces") != [p.index for p in pieces]:
+            return "its record names other pieces than the plan gives it"
+        counts = done.get("counts")
+        if not isinstance(counts, list) or len(counts) != len(pieces) or not all(isinstance(c, dict) for c in counts):
+            return "its record's counts are malformed"
+        digests = done.get("digests")
+        if not isinstance(digests, dict):
+            return "its record has no digests"
+        cachetrust.check_entry(folder, group)  # a directory of plain files, the user's, not writable by others
+        for spec in unit_files(done["splits"]):
+            path = folder / spec["file"]
+            cachetrust.check_header(path, spec)
+            if not isinstance(digests.get(spec["file"]), str) or file_digest(path) != digests[spec["file"]]:
+                return f"{spec['file']} is not the file its worker wrote (its digest differs)"
+    except (cachetrust.DamagedEntry, cachetrust.UntrustedCache) as e:
+        return str(e)
+    except OSError as e:
+        return f"cannot read it ({e.strerror or e})"
+    return None
+
+
+def file_digest(path: Path) -> str:
+    """blake2b of a file, read without following a symlink."""
+    h = hashlib.blake2b(digest_size=16)
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _open_unit_file(path: Path) -> Any:
+    return open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW))
 
 
 # ---------------------------------------------------------------------------
@@ -96,11 +156,16 @@ def scan_unit(stream: Stream, pieces: list[Piece]) -> dict[str, Any]:
 def encode_unit(stream: Stream, pieces: list[Piece], plan: dict[str, Any], folder: str, plan_digest: str) -> dict:
     """Encode `pieces` into `folder` (emptied first) and mark it done."""
     out = Path(folder)
+    if out.is_symlink():  # planted: removed, never followed
+        out.unlink()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     writer = EntryWriter(out, durable=False)  # a unit's files are copied into the entry, which is synced
     counts = [stream.encode(piece, plan, writer) for piece in pieces]
-    done = {"plan": plan_digest, "pieces": [p.index for p in pieces], "counts": counts, "splits": writer.close()}
+    splits = writer.close()
+    digests = {spec["file"]: file_digest(out / spec["file"]) for spec in unit_files(splits)}
+    done = {"plan": plan_digest, "pieces": [p.index for p in pieces], "counts": counts, "splits": splits,
+            "digests": digests}
     _write_json(out / "done.json", done)
     return done
 
@@ -126,26 +191,38 @@ def run(stream: Stream, entry_tmp: Path, work: Path, options: Options,
             stream.scratch = scratch  # type: ignore[attr-defined]
             return _inline(stream, pieces, entry_tmp, bar)
     work.mkdir(parents=True, exist_ok=True)
+    cachetrust.check_folder(work, options.group)  # the units' home: a directory of the user's, not a symlink
     stream.scratch = str(work / "scratch")  # type: ignore[attr-defined]  (every node sees the work dir)
     units = _units(pieces, options.shards if options.executor == "slurm" else len(pieces))
     with (_SlurmRunner(options.slurm, work / "logs") if options.executor == "slurm" else _PoolRunner(workers)) as runner:
-        return _passes(stream, pieces, units, runner, entry_tmp, work, bar)
+        return _passes(stream, pieces, units, runner, entry_tmp, work, bar, options.group)
 
 
 def _passes(stream: Stream, pieces: list[Piece], units: list[list[Piece]], runner: Any, entry_tmp: Path, work: Path,
-            bar: Callable[[int], None]) -> tuple[dict[str, Any], dict[str, Any]]:
+            bar: Callable[[int], None], group: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     plan = stream.plan(runner(scan_unit, [(stream, unit) for unit in units], "scan", units, bar=None,
                               combine=stream.combine))
     plan_digest = _digest(plan)
     _write_json(work / "plan.json", {"digest": plan_digest})
     folders = [work / f"unit-{i:05d}" for i in range(len(units))]
     todo = [i for i, folder in enumerate(folders) if _read_done(folder, plan_digest) is None]
-    runner(encode_unit, [(stream, units[i], plan, str(folders[i]), plan_digest) for i in todo], "encode",
-           [units[i] for i in todo], bar=bar)
-    dones = [_read_done(folder, plan_digest) for folder in folders]
-    missing = [i for i, d in enumerate(dones) if d is None]
-    if missing:
-        raise ShardError(f"units {missing} of {work} have no done.json after encoding; prepare again")
+    encoded: set[int] = set()
+    while True:
+        runner(encode_unit, [(stream, units[i], plan, str(folders[i]), plan_digest) for i in todo], "encode",
+               [units[i] for i in todo], bar=bar)
+        encoded.update(todo)
+        dones = [_read_done(folder, plan_digest) for folder in folders]
+        problems = {i: "it has no done.json after encoding" if d is None else check_unit(folders[i], d, units[i], group)
+                    for i, d in enumerate(dones)}
+        bad = [i for i, why in problems.items() if why]
+        if not bad:
+            break
+        if any(i in encoded for i in bad):  # written just now by our own workers, and still wrong
+            raise ShardError("; ".join(f"unit {folders[i]}: {problems[i]}" for i in bad if i in encoded))
+        for i in bad:  # left by an interrupted preparation, then changed: encoded again, never merged
+            note(f"prepared data: {folders[i]} from an earlier, interrupted preparation is not merged "
+                 f"({problems[i]}); encoding it again")
+        todo = bad
     splits = merge([(folder, done["splits"]) for folder, done in zip(folders, dones)], entry_tmp)
     counts = [c for done in dones for c in done["counts"]]
     return splits, stream.info(plan, counts)
@@ -315,7 +392,7 @@ def merge(parts: list[tuple[Path, dict[str, Any]]], out: Path) -> dict[str, Any]
 
 
 def _payload(path: Path) -> tuple[int, np.dtype, tuple[int, ...]]:
-    with open(path, "rb") as f:
+    with _open_unit_file(path) as f:
         version = np.lib.format.read_magic(f)
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, dtype = read(f)
@@ -333,7 +410,7 @@ def _concat(specs: Iterable[tuple[Path, dict[str, Any]]], target: Path) -> dict[
                                                 "fortran_order": False, "shape": (length, *rest)})
         for path, offset, _, _ in heads:
             f.flush()  # the header (and earlier parts) on the descriptor before the kernel copies after it
-            with open(path, "rb") as src:
+            with _open_unit_file(path) as src:
                 size = os.fstat(src.fileno()).st_size - offset
                 copied = 0
                 while copied < size:

@@ -498,7 +498,9 @@ class _Tokens:
                 meta = json.load(f)
             if meta.get("key") != key:
                 return None
-            ids = np.load(f"{path}.npy", allow_pickle=False)
+            from .npyfiles import load_npy
+
+            ids = load_npy(Path(f"{path}.npy"))  # a scratch file: its header's claim checked against its size
             sizes = [int(n) for n in meta["sizes"]]
             if ids.dtype != np.int32 or ids.ndim != 1 or sum(sizes) != len(ids) or (
                     len(ids) and not 0 <= int(ids.min()) <= int(ids.max()) < len(meta["words"])):

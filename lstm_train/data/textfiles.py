@@ -87,12 +87,16 @@ def _codec(encoding: str) -> str:
     return codec
 
 
+MAX_ROW_BYTES = 64 << 20  # a row of a table (CSV, TSV, JSON Lines): longer is not a text sample
+
+
 def read_lines(path: Path, encoding: str = "utf-8", max_line: int | None = None,
-               cut: list[tuple[int, int]] | None = None) -> Iterator[tuple[int, str]]:
+               cut: list[tuple[int, int]] | None = None, refuse_over: int | None = None) -> Iterator[tuple[int, str]]:
     """(line number, text with its newline) of a file, read as a stream: memory stays bounded by
     the longest line, or by `max_line` bytes where given (a longer line is cut there, the rest
-    skipped unread into memory, and (line, its length in bytes) appended to `cut`).  Bytes that
-    are not `encoding` raise an error naming the line and the byte offset."""
+    skipped unread into memory, and (line, its length in bytes) appended to `cut`), or by
+    `refuse_over` bytes (a longer line is an error naming it, once that much is read).  Bytes
+    that are not `encoding` raise an error naming the line and the byte offset."""
     path = Path(path).expanduser()
     codec = _codec(encoding)
     c1 = declares_c1(codec)  # cp1252 text declared latin-1: warned about once, naming the file
@@ -105,8 +109,12 @@ def read_lines(path: Path, encoding: str = "utf-8", max_line: int | None = None,
         raise TextDataError(f"{path}: cannot read ({e.strerror})") from None
     offset = 0
     with f:
-        for number, raw in enumerate(iter(lambda: f.readline(-1 if max_line is None else max_line), b""), 1):
+        most = max_line if max_line is not None else refuse_over + 1 if refuse_over is not None else -1
+        for number, raw in enumerate(iter(lambda: f.readline(most), b""), 1):
             size = len(raw)
+            if refuse_over is not None and max_line is None and size > refuse_over:
+                raise TextDataError(f"{path}:{number}: a line of more than {refuse_over >> 20} MiB without a line "
+                                    "break: not a row of texts (is this the file you meant?)")
             if max_line is not None and size >= max_line and not raw.endswith(b"\n"):
                 while (rest := f.readline(1 << 20)):  # skip the rest of this line, a MiB at a time
                     size += len(rest)
@@ -160,7 +168,7 @@ def iter_rows(path: str | Path, text_column: str, label_column: str | None, fmt:
     if kind in ("parquet", "hf"):
         yield from _read_arrow(path, kind, text_column, label_column, columns)
         return
-    lines = read_lines(path, encoding)
+    lines = read_lines(path, encoding, refuse_over=MAX_ROW_BYTES)  # bounded before anything is parsed
     if kind == "jsonl":
         yield from _read_jsonl(path, lines, text_column, label_column, columns)
     else:

@@ -30,6 +30,9 @@ def read_utf8(path: Path | str, error: type[Exception], missing: str = "") -> st
     return text[1:] if text.startswith("\ufeff") else text
 
 
+MAX_LINE_BYTES = 64 << 20  # a streamed line longer than this is refused (`iter_utf8_lines`)
+
+
 def iter_utf8_lines(path: Path | str, error: type[Exception], missing: str = "") -> Iterator[str]:
     """`read_utf8(path).splitlines()` one line at a time (a streamed reader holds one line, not
     the file): the same lines, the same errors (a UTF-8 sequence never holds byte 0x0A, so
@@ -39,7 +42,10 @@ def iter_utf8_lines(path: Path | str, error: type[Exception], missing: str = "")
         raise FileNotFoundError(f"{path}: no such file" + (" (it is a folder)" if path.exists() else "") + missing)
     offset = 0
     with open(path, "rb") as f:
-        for number, raw in enumerate(f, 1):
+        for number, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
+            if len(raw) > MAX_LINE_BYTES:  # refused once that much is read, never read whole
+                raise error(f"{path}:{number}: a line of more than {MAX_LINE_BYTES >> 20} MiB without a line break: "
+                            "not a line of text (is this the file you meant?)")
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:

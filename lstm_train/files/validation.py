@@ -4,6 +4,8 @@ a RunDirError naming the file and the field, never a traceback."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +23,15 @@ def read_json(path: Path, fields: dict[str, type | tuple[type, ...]] | None = No
     RunDirError naming the file and the field: never a traceback, never silently ignored."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_RUN_FILE + 1)
+        raw = read_run_bytes(path)
     except FileNotFoundError:
         return None
-    except OSError as e:
-        raise RunDirError(f"{path}: cannot read it ({e.strerror or e})") from None
-    if len(raw) > MAX_RUN_FILE:
-        raise RunDirError(f"{path}: over {size_text(MAX_RUN_FILE)}, not a file lstm_train wrote")
     try:
         data = json.loads(raw)
-    except ValueError as e:
-        raise RunDirError(f"{path}: not valid JSON ({e}); restore it, or remove it to start that part over") from None
+    except ValueError as e:  # its line and column, never the text
+        where = f"line {e.lineno}, column {e.colno}" if isinstance(e, json.JSONDecodeError) else "somewhere"
+        raise RunDirError(f"{path}: not valid JSON (at {where}); restore it, or remove it to start that part "
+                          "over") from None
     if not isinstance(data, dict):
         raise RunDirError(f"{path}: expected a JSON object, found {type(data).__name__}")
     check_fields(path, data, fields or {})
@@ -59,29 +58,88 @@ def check_fields(path: Path, data: dict[str, Any], fields: dict[str, type | tupl
 MAX_RUN_FILE = 64 * 1024 * 1024
 
 
+def read_run_bytes(path: Path, limit: int = MAX_RUN_FILE) -> bytes:
+    """The one reader of a run's files (config.yaml, JSON records, meta.json, vocabularies): a
+    plain file opened without following a symlink (O_NOFOLLOW: a config.yaml pointing at another
+    file of yours is refused, not read), at most `limit` bytes.  FileNotFoundError when missing;
+    anything else a RunDirError naming the file, never its contents."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        if os.path.islink(path):
+            raise RunDirError(f"{path}: a symlink; a run's files are read only as plain files, never through a "
+                              "link (copy the file itself there)") from None
+        raise RunDirError(f"{path}: cannot read it ({e.strerror or e})") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise RunDirError(f"{path}: not a plain file")
+        if st.st_size > limit:
+            raise RunDirError(f"{path}: over {size_text(limit)}, not a file lstm_train wrote")
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        raise RunDirError(f"{path}: over {size_text(limit)}, not a file lstm_train wrote")
+    return raw
+
+
+class RunConfig(dict):
+    """A run's config.yaml as a dict, knowing the line of each key (`line_of`): errors about a file
+    that may be someone else's name keys and lines, never its text (`config.validate_job`)."""
+
+    def __init__(self, data: dict[str, Any], text: str) -> None:
+        super().__init__(data)
+        self._text = text
+
+    def line_of(self, keys: tuple[Any, ...]) -> int | None:
+        """The 1-based line of the key at `keys` (a path of mapping keys), or of its nearest parent."""
+        import yaml
+
+        try:
+            node = yaml.compose(self._text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError:
+            return None
+        line = None
+        for key in keys:
+            if not isinstance(node, yaml.MappingNode):
+                break
+            found = next(((k, v) for k, v in node.value if getattr(k, "value", None) == str(key)), None)
+            if found is None:
+                break
+            line, node = found[0].start_mark.line + 1, found[1]
+        return line
+
+
 def read_config(path: Path) -> dict[str, Any]:
-    """A run's config.yaml as a dict; malformed -> RunDirError naming it."""
+    """A run's config.yaml as a dict (a `RunConfig`); malformed -> RunDirError naming it and the
+    line, never quoting it (`read_run_bytes`: no symlink followed)."""
     import yaml
 
     from .. import yamlsafe
 
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_RUN_FILE:
-            raise RunDirError(f"{path}: over {size_text(MAX_RUN_FILE)}, not a config.yaml lstm_train wrote")
-        data = yamlsafe.safe_load(path.read_text(encoding="utf-8"))  # aliases bounded: an untrusted file
+        text = read_run_bytes(path).decode("utf-8")
+        data = yamlsafe.safe_load(text)  # aliases bounded: an untrusted file
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: missing") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise RunDirError(f"{path}: cannot read it ({e})") from None
+        raise RunDirError(f"{path}: cannot read it ({type(e).__name__})") from None
     except yaml.YAMLError as e:
-        raise RunDirError(f"{path}: not valid YAML ({shorten(str(e), 200)})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        why = str(e) if isinstance(e, yamlsafe.YamlTooLarge) else getattr(e, "problem", None) or type(e).__name__
+        raise RunDirError(f"{path}: not valid YAML{where} ({why})") from None
     if data is None:
-        return {}
+        return RunConfig({}, "")
     if not isinstance(data, dict):
-        raise RunDirError(f"{path}: expected a mapping of job sections, found {type(data).__name__}")
+        raise RunDirError(f"{path}: expected a mapping of job sections, found a {type(data).__name__}")
     for section in ("train", "data", "model"):
         if section in data and not isinstance(data[section], dict):
-            raise RunDirError(f"{path}: field {section!r} should be a mapping, found {shorten(data[section])}")
-    return data
+            raise RunDirError(f"{path}: field {section!r} should be a mapping, found a {type(data[section]).__name__}")
+    return RunConfig(data, text)
 
 
 class Raw(str):

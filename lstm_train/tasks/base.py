@@ -227,11 +227,14 @@ class Task:
         wanted = self.run_files(info)[name]
         if self.run_dir is None:
             return wanted
+        from ..files.validation import read_run_bytes
+
         path = Path(self.run_dir) / name
-        if not path.is_file():
+        try:
+            found = read_run_bytes(path)  # no symlink followed, bounded
+        except FileNotFoundError:
             raise FileNotFoundError(f"{path}: missing; the run's own file is needed to read inputs the way it "
-                                    "was trained (it is written when training starts)")
-        found = path.read_bytes()
+                                    "was trained (it is written when training starts)") from None
         if digest(found) != digest(wanted):
             raise _mismatch(path, found, wanted, "the checkpoint was trained with")
         return found

@@ -220,6 +220,7 @@ def _append_sample(path: Path, heading: str, text: str) -> None:
     write_atomic(path, f"{before}{heading}\n{text}\n")
 
 
+MAX_SAMPLES = 10_000  # --samples' bound: each is a sample read by a person
 MAX_TOKENS = 100_000  # --tokens' bound: a sample is read, not stored; 100k tokens is a book chapter
 
 
@@ -290,6 +291,10 @@ def _piece(tokenizer: Tokenizer, out: list[int], start: int, final: bool = False
 
 def cmd_generate(model: nn.Module, info: dict[str, Any], args: Any) -> None:
     """`lstm-train generate`: stream each sample to stdout."""
+    if not 1 <= args.samples <= MAX_SAMPLES:
+        raise ValueError(f"--samples {args.samples}: must be between 1 and {MAX_SAMPLES}")
+    if args.seed + args.samples - 1 > 2**63 - 1:
+        raise ValueError(f"--seed {args.seed} with --samples {args.samples}: the last seed passes 2**63 - 1")
     tokenizer = Tokenizer.from_info(info["tokenizer"])
     generate(model, tokenizer, args.prompt, args.tokens, args.temperature, args.top_k, args.seed)  # checks only
     try:

@@ -11,6 +11,14 @@ A job's `task:` is one of
 * the name of an entry point in the group `lstm_train.tasks` of an installed package
   (`[project.entry-points."lstm_train.tasks"] my_task = "my_package:REGISTRATION"`);
 * a reference `my_package.module:OBJECT`, importable from `sys.path`.
+
+A run directory is someone else's as often as not (a shared folder, a W&B artifact), so the
+`task:` of its config.yaml is read under `from_run_directory`: a built-in, an entry point, or a
+reference whose every module is a file of an installed distribution (importlib.metadata: its
+RECORD, or an editable install's project folder) or of lstm_train itself.  A module beside the
+run, in the current folder or behind an empty sys.path entry is never imported, nor a module of
+the standard library (`task: this:X`).  A reference the user names himself, `--task REF` on the
+command line or `LSTM_TRAIN_TASKS=REF,REF` in the environment, is imported as a job file's is.
 An entry point or reference names a `Registration` (torch-free: keep it in a module
 that imports no torch, as the built-ins do) or a `Task` subclass itself (its sections
 then come from the class, which imports torch to validate a job; no predict options).
@@ -19,11 +27,19 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
+import importlib.util
+import json
+import os
 import re
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..schema import ConfigError
@@ -32,6 +48,8 @@ if TYPE_CHECKING:
     from .base import Task
 
 GROUP = "lstm_train.tasks"
+TRUSTED_ENV = "LSTM_TRAIN_TASKS"  # references the user trusts, comma-separated: imported from sys.path
+DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 NAME = re.compile(r"[a-z][a-z0-9_]*\Z")  # a task's name is a folder name in the prepared-data store
 
 
@@ -105,16 +123,27 @@ BUILTIN: tuple[Registration, ...] = (
 )
 
 
-def load_object(ref: str, what: str) -> Any:
-    """The object at `package.module:attribute`, or a ConfigError saying why not."""
+def load_object(ref: str, what: str, installed_only: str | None = None) -> Any:
+    """The object at `package.module:attribute`, or a ConfigError saying why not.  With
+    `installed_only` (what named it: a run's config.yaml), the module is imported only if it is
+    installed (`installed_file`); a module beside the run or in the current folder never runs."""
     module_name, _, attribute = ref.partition(":")
     if not module_name or not attribute:
         raise ConfigError(f"{what}: {ref!r} is not a reference (package.module:Object)")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ConfigError(f"{what}: cannot import {module_name} ({e}); install its package or put it on "
-                          "PYTHONPATH") from None
+    if module_name.startswith("."):
+        raise ConfigError(f"{what}: {module_name} is a relative module name; name the module in full "
+                          "(package.module:Object)")
+    if not DOTTED.match(module_name) or not DOTTED.match(attribute):
+        raise ConfigError(f"{what}: {ref!r} is not a reference (package.module:Object: Python names joined by dots)")
+    if installed_only is not None:
+        why = not_installed(module_name)
+        if why:
+            raise ConfigError(
+                f"{what}: {why}; a task named by {installed_only} is imported only when it is built in or "
+                f"installed (an entry point of {GROUP}, or a module of an installed package), never from the "
+                f"run directory or the current folder. If you trust that code, name it yourself: "
+                f"--task {ref} or {TRUSTED_ENV}={ref}")
+    module = _import(module_name, what)
     try:
         obj: Any = module
         for part in attribute.split("."):
@@ -122,6 +151,94 @@ def load_object(ref: str, what: str) -> Any:
     except AttributeError:
         raise ConfigError(f"{what}: {module_name} has no {attribute}") from None
     return obj
+
+
+def _import(module_name: str, what: str) -> Any:
+    """import_module, whatever the module does wrong a one-line ConfigError naming it."""
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"{what}: cannot import {module_name} ({e}); install its package or put it on "
+                          "PYTHONPATH") from None
+    except SyntaxError as e:  # its file and line; never the line's text
+        raise ConfigError(f"{what}: cannot import {module_name}: SyntaxError in {Path(e.filename or '?').name} "
+                          f"line {e.lineno}") from None
+    except Exception as e:  # noqa: BLE001 - a module that raises at import: its failure, in one line
+        from ..files.validation import shorten
+
+        raise ConfigError(f"{what}: cannot import {module_name}: it raised {type(e).__name__} "
+                          f"({shorten(str(e))[1:-1] if str(e) else 'no message'})") from None
+
+
+def not_installed(module_name: str) -> str | None:
+    """None when `module_name` and every package above it is a file of an installed distribution
+    (or of lstm_train itself); else why not.  Looked up without running the module: each parent
+    is checked before it is imported to find the next."""
+    parts = module_name.split(".")
+    for i in range(1, len(parts) + 1):
+        name = ".".join(parts[:i])
+        loaded = sys.modules.get(name)
+        try:
+            spec = loaded.__spec__ if loaded is not None else importlib.util.find_spec(name)
+        except (ImportError, ValueError) as e:
+            return f"cannot find {name} ({e})"
+        if spec is None:
+            return f"no module named {name} is installed"
+        if spec.origin is None or not spec.has_location:  # a namespace package (or a built-in module)
+            if spec.submodule_search_locations is not None and i < len(parts):
+                continue  # holds nothing that runs; its modules are checked one by one
+            return f"{name} is not a module of an installed package"
+        if not installed_file(Path(spec.origin), parts[0]):
+            return f"{name} ({spec.origin}) is not a file of an installed package"
+    return None
+
+
+def installed_file(path: Path, top: str) -> bool:
+    """Whether `path` is lstm_train's own or listed by an installed distribution that provides the
+    top-level package `top` (its RECORD; an editable install: under its project folder)."""
+    path = path.resolve()
+    own = Path(__file__).resolve().parents[1]
+    if path.is_relative_to(own):
+        return True
+    for dist_name in metadata.packages_distributions().get(top, []):
+        try:
+            dist = metadata.distribution(dist_name)
+        except metadata.PackageNotFoundError:
+            continue
+        if path in _files(dist):
+            return True
+        with contextlib.suppress(TypeError, ValueError, AttributeError):
+            url = json.loads(dist.read_text("direct_url.json") or "{}")
+            if url.get("dir_info", {}).get("editable") and url["url"].startswith("file://"):
+                if path.is_relative_to(Path(url["url"][7:]).resolve()):
+                    return True
+    return False
+
+
+def _files(dist: metadata.Distribution) -> set[Path]:
+    return {Path(dist.locate_file(f)).resolve() for f in dist.files or () if str(f).endswith((".py", ".pyc", ".so"))}
+
+
+def trusted_references() -> set[str]:
+    """The references the user trusts in his own environment: LSTM_TRAIN_TASKS=REF,REF."""
+    return {r.strip() for r in os.environ.get(TRUSTED_ENV, "").split(",") if r.strip()}
+
+
+RUN_DIRECTORY = "a run directory"
+_FROM_RUN: contextvars.ContextVar[tuple[str, frozenset[str]] | None] = contextvars.ContextVar("task_named_by",
+                                                                                            default=None)
+
+
+@contextlib.contextmanager
+def from_run_directory(trusted: tuple[str, ...] = ()) -> Iterator[None]:
+    """Within: a task is named by a run's config.yaml, which the user may have received from
+    anyone; `registration` imports only what is installed (see the module docstring), or a
+    reference in `trusted` (the user's `--task`) or in LSTM_TRAIN_TASKS."""
+    token = _FROM_RUN.set((RUN_DIRECTORY, frozenset(trusted)))
+    try:
+        yield
+    finally:
+        _FROM_RUN.reset(token)
 
 
 def _as_registration(obj: Any, ref: str) -> Registration:
@@ -148,20 +265,35 @@ def entry_point_names() -> list[str]:
     return sorted({e.name for e in metadata.entry_points(group=GROUP)})
 
 
-@lru_cache(maxsize=None)
 def registration(ref: str) -> Registration:
     """The registration a job's `task:` names (see the module docstring), or a ConfigError
-    listing what it could have been."""
+    listing what it could have been.  Under `from_run_directory`, only what is installed."""
+    context = _FROM_RUN.get()
+    named_by = None
+    if context is not None and ref not in context[1] | trusted_references():  # else: the user named it himself
+        named_by = context[0]
+    return _registration(ref, named_by)
+
+
+@lru_cache(maxsize=None)
+def _registration(ref: str, named_by: str | None) -> Registration:
     if ref in builtin():
         return builtin()[ref]
     if ":" in ref:
-        return _as_registration(load_object(ref, f"task = {ref!r}"), ref)
+        return _as_registration(load_object(ref, f"task = {ref!r}", named_by), ref)
     points = [e for e in metadata.entry_points(group=GROUP) if e.name == ref]
     if points:
+        if named_by is not None:  # installed, but its module must be the installed one, not a namesake here
+            why = not_installed(points[0].module)
+            if why:
+                raise ConfigError(f"task = {ref!r}: its entry point's module {why}; it is not imported")
         try:
             obj = points[0].load()
         except ImportError as e:
             raise ConfigError(f"task = {ref!r}: its entry point {points[0].value} cannot be imported ({e})") from None
+        except Exception as e:  # noqa: BLE001 - a module that fails at import: one line
+            raise ConfigError(f"task = {ref!r}: its entry point {points[0].value} raised {type(e).__name__} "
+                              "at import") from None
         return _as_registration(obj, ref)
     import difflib
 

@@ -67,6 +67,26 @@ def cut(parts: dict[str, Sequences], fractions: dict[str, float], seed: int) -> 
         parts["train"] = Sequences([train.x[i] for i in kept], [train.y[i] for i in kept], train.features, train.path)
 
 
+
+def check_values(part: Sequences, targets: bool = False) -> None:
+    """Every step a number: a missing value (NaN) or an infinite one inside a sequence is an error
+    naming it (it would train on NaN losses, or scale every other value to 0); `targets`: the
+    values to predict too."""
+    gaps = [i for i, x in enumerate(part.x) if np.isnan(x).any()]
+    if gaps:
+        raise SequenceDataError(f"{part.path}: sequence number {gaps[0] + 1} has missing values (NaN) inside it; "
+                                "fill them before training")
+    infinite = [i for i, x in enumerate(part.x) if np.isinf(x).any()]
+    if infinite:
+        raise SequenceDataError(f"{part.path}: sequence number {infinite[0] + 1} has an infinite value; give finite "
+                                "numbers")
+    if targets:
+        y = np.asarray(part.y, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(y))
+        if len(bad):
+            raise SequenceDataError(f"{part.path}: the value to predict of sequence number {bad[0] + 1} is {y[bad[0]]}; "
+                                    "give finite numbers")
+
 class SequenceTask(Task):
     name = "sequence"
     Data = SequenceDataSection
@@ -115,6 +135,7 @@ class SequenceTask(Task):
     def _info(self, train: Sequences) -> dict[str, Any]:
         """What the model, evaluation and predict need: the features' and target's statistics."""
         d = self.job.data
+        check_values(train)
         steps = np.concatenate(train.x)
         mean, std = (steps.mean(0), steps.std(0)) if d.normalize else (np.zeros(steps.shape[1]), np.ones(steps.shape[1]))
         info: dict[str, Any] = {"features": train.features, "input_size": int(steps.shape[1]),
@@ -122,6 +143,10 @@ class SequenceTask(Task):
                                 "target": d.target}
         if d.target == "class":
             info.update(classes=class_order(train.y), primary_metric="accuracy")
+            if len(info["classes"]) < 2:
+                raise SequenceDataError(f"{train.path}: every training label is {info['classes'][0]!r}: one class, "
+                                        "nothing to learn (data.target: class needs two classes or more; for numbers "
+                                        "to predict set data.target: value)")
         else:
             y = np.asarray(train.y, dtype=np.float64)
             spread = float(y.std()) if d.normalize and y.std() > 0 else 1.0
@@ -131,10 +156,7 @@ class SequenceTask(Task):
     def encode(self, part: Sequences, info: dict[str, Any], labelled: bool = True) -> Split:
         """Sequences as the model reads them: steps scaled by the training statistics in `info`,
         class labels as indices (one the run never saw is an error), values normalised."""
-        gaps = [i for i, x in enumerate(part.x) if np.isnan(x).any()]
-        if gaps:
-            raise SequenceDataError(f"{part.path}: sequence number {gaps[0] + 1} has missing values (NaN) inside it; "
-                                    "fill them before training")
+        check_values(part, labelled and info["target"] == "value")
         values = (np.concatenate(part.x) - np.asarray(info["feature_mean"])) / np.asarray(info["feature_std"])
         x = Ragged.from_lengths(torch.from_numpy(values.astype(np.float32)), torch.tensor([len(s) for s in part.x]))
         if not labelled:

@@ -257,19 +257,22 @@ class TagTask(Task):
         for name in RUN_FILES.values():  # the run's vocabulary files must be the checkpoint's
             self.read_run_file(info, name)
         if options.get("conllu"):
-            return self._predict_conllu(model, info, Path(options["conllu"]), options.get("output"))
+            return self._predict_conllu(model, info, Path(options["conllu"]), options.get("output"), options)
         sentences = [conll.split_tokens(line) for line in predict_texts(inputs, options)]
         tagged = self.tag_sentences(model, info, sentences)
         return [" ".join(f"{w}/{t}" for w, t in zip(sentence, tags)) for sentence, tags in zip(sentences, tagged)]
 
-    def _predict_conllu(self, model: nn.Module, info: dict[str, Any], path: Path, output: str | None) -> list[str]:
+    def _predict_conllu(self, model: nn.Module, info: dict[str, Any], path: Path, output: str | None,
+                        options: dict[str, Any]) -> list[str]:
         if info["format"] != "conllu":
             raise ConllError(f"{path}: this model was trained on whitespace-column files; --conllu fills a "
                              "CoNLL-U column, so it needs a model trained on CoNLL-U (use --file instead)")
         column = info["column"] or "upos"
         text = conll.fill_conllu(path, column, lambda sentences: self.tag_sentences(model, info, sentences))
         if output:
-            Path(output).write_text(text, encoding="utf-8")
+            from ..files.outputs import write_output
+
+            write_output(Path(output), text, "--output", bool(options.get("force")))
             n = text.count("\n\n")
             return [f"wrote {output}: {n} sentences, column {column.upper()} filled"]
         return text.rstrip("\n").split("\n") + [""]

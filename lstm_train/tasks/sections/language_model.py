@@ -23,7 +23,7 @@ class LanguageModelData(StreamData):
     tokenizer: Literal["chars", "bytes", "words", "bpe"] = "chars"
     vocab_size: int = Field(4000, ge=260, description="BPE vocabulary (tokenizer: bpe)")
     max_vocab: int | None = Field(None, ge=3, description="words: keep the most frequent (specials included); "
-                                  "the rest read as <unk>")
+                                  "the rest read as <unk> (default: at most 500,000)")
     bpe_train_bytes: int = Field(1 << 30, ge=1 << 20, description="BPE: train on at most this much of the "
                                  "training text (its start), as sentencepiece's input_sentence_size")
     batch_size: int = Field(32, ge=1, description="streams per process (data.global_batch_size: over all)")
