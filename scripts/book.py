@@ -324,6 +324,21 @@ def generate(ctx: Ctx) -> list[Command]:
                     numbers) for kind in ("bpe", "chars", "bytes", "words")]
 
 
+def hostile_numbers(report: dict[str, Any]) -> dict[str, Any]:
+    """`scripts/bench_hostile.py --json`: each hostile input's time to refuse (or finish), peak RSS,
+    and the time budget's train_seconds against train.max_seconds."""
+    out: dict[str, Any] = {}
+    for part in ("evaluate_one_line", "words_one_line", "time_budget"):
+        for key, value in (report.get(part) or {}).items():
+            if isinstance(value, (int, float, str, bool)) and key != "said":
+                out[f"{part}: {key}"] = value
+    return out
+
+
+def hostile(ctx: Ctx) -> list[Command]:
+    return [Command(ctx.script("bench_hostile.py", "--json", *(["--quick"] if ctx.quick else [])), hostile_numbers)]
+
+
 def self_check(ctx: Ctx) -> list[Command]:
     code = ("import json, time; t = time.perf_counter(); import torch, lstm_train; "
             "print(json.dumps({'import torch + lstm_train s': round(time.perf_counter() - t, 3), "
@@ -369,6 +384,9 @@ ENTRIES: list[Entry] = [  # minutes: full size / --quick, measured or estimated 
           6, shards, needs=slurm_missing, outside_cpu=True, quick_minutes=0.5),
     Entry("generate", "generate's time, 1k vs 10k tokens, per tokenizer (linear: ratio near 10)", 2, generate,
           quick_minutes=0.5),
+    Entry("hostile", "hostile inputs bounded (1 GB one-line evaluate, 50 MB one-line words corpus: time to refuse or "
+          "finish, peak RSS) and train.max_seconds=60 on shakespeare_char (train_seconds)", 4, hostile,
+          quick_minutes=1),
     reach("mnist_lstm_best", 4, True),
     reach("fashion_mnist_lstm_best", 5, True),
     reach("sst2_lstm", 3, False),

@@ -11,8 +11,9 @@ runs no torch operation before forking (torch's OpenMP pool must not exist in a 
 forks), and every child begins as `python -m lstm_train` begins: `sys.argv`, `sys.path[0]` the
 working directory, the environment replaced, `PYTHONPATH` entries put first.
 
-Not for calls where the process itself is under test (what a fresh interpreter imports, an
-entry point installed during the test, signals sent to a running process): `conftest.run_cli`
+Not for calls where the process itself is under test (what a fresh interpreter imports, a
+file in the working directory shadowing a module the server preloaded, an entry point installed
+during the test, signals sent to a running process): `conftest.run_cli`
 takes `fresh=True` for those, and routes any call whose environment changes what an
 interpreter reads only at start-up (PYTHON* variables) to a real `python -m lstm_train`.
 """
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+BASE_PATH: list[str] = []  # the interpreter's own sys.path (set by `serve`)
 PRELOAD = ("torch", "numpy", "accelerate", "lstm_train.cli", "lstm_train.train", "lstm_train.tasks.registry",
            "lstm_train.data.prepared")
 
@@ -51,6 +53,11 @@ def serve() -> None:
 
     for name in PRELOAD:
         importlib.import_module(name)
+    # The interpreter's own path, less what this server's start added (`-c`'s '' and the
+    # PYTHONPATH that found tests.warm): each child puts its own in front, as its start would.
+    own = {os.path.abspath(p) if p else os.getcwd() for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)}
+    global BASE_PATH
+    BASE_PATH = [p for p in sys.path[1:] if p not in own]
     import threading
 
     assert threading.active_count() == 1, "the warm server must not fork with threads running"
@@ -81,8 +88,11 @@ def _child(request: dict) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    extra = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
-    sys.path[:1] = [os.getcwd(), *extra]  # as `python -m` starts: the working directory first
+    pythonpath = request["env"].get("PYTHONPATH", "")
+    # As `python -m` starts: the working directory, then PYTHONPATH's entries made absolute (an
+    # empty entry is the working directory), then the interpreter's own.
+    extra = [os.path.abspath(p) if p else os.getcwd() for p in pythonpath.split(os.pathsep)] if pythonpath else []
+    sys.path[:] = [os.getcwd(), *extra, *BASE_PATH]
     sys.argv = [str(ROOT / "lstm_train" / "__main__.py"), *request["args"]]
     import io
 
