@@ -44,6 +44,7 @@ import re
 import resource
 import shlex
 import shutil
+import socket
 import signal
 import subprocess
 import sys
@@ -187,6 +188,77 @@ def lm_run(ctx: Ctx, name: str, job: str, tokens: float | None, quick_seconds: f
                 "stopped at the time limit": result["stopped_at_time_limit"]}
 
     return [Command(argv, numbers, out / "result.json")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+PROCS_STEPS = 600  # 2.5M characters: long enough that the loss is past its fast early fall
+
+
+def lm_procs(ctx: Ctx) -> list[Command]:
+    """shakespeare_char to the same step at 1 process and at 2 (`accelerate launch --multi_gpu
+    --num_processes 2`, CPU): the job's data.global_batch_size keeps 32 streams in all, so the
+    two runs train on the same streams; their validation losses should agree within 0.02 nats."""
+    from lstm_train.distributed import resolve_precision
+
+    steps = 5 if ctx.quick else PROCS_STEPS
+    precision = resolve_precision("auto")  # both runs alike (under accelerate launch, `auto` takes the launcher's)
+    seen: dict[int, float] = {}
+    commands = []
+    for procs in (1, 2):
+        out = ctx.fresh(f"lm_char_procs_{procs}")
+        overrides = [f"train.max_steps={steps}", "train.max_seconds=null", f"train.eval_every_steps={steps}",
+                     f"train.threads={max(1, (os.cpu_count() or 2) // procs)}", f"train.mixed_precision={precision}", "tracking.wandb.mode=disabled",
+                     f"train.output_dir={out}",
+                     *(QUICK_LM if ctx.quick else [])]
+        if procs == 1:
+            argv = ctx.lstm_train("run", LM, *overrides)
+        else:
+            argv = [ctx.python, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                    "--num_machines", "1", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+                    "-m", "lstm_train", "run", LM, *overrides]
+
+        def numbers(result: dict[str, Any], procs: int = procs) -> dict[str, Any]:
+            seen[procs] = result["val_loss"]
+            word = "process" if procs == 1 else "processes"
+            got = {f"{procs} {word}: val loss at step {result['steps']} (nats/char)": round(result["val_loss"], 4),
+                   f"{procs} {word}: world size": result.get("world_size"),
+                   f"{procs} {word}: train seconds": round(result["train_seconds"], 1),
+                   f"{procs} {word}: tokens/s": result.get("tokens_per_second"),
+                   f"{procs} {word}: precision": result["mixed_precision"]}
+            if len(seen) == 2:
+                got["|val loss 2 processes - 1 process| (nats/char)"] = round(abs(seen[2] - seen[1]), 4)
+            return got
+
+        commands.append(Command(argv, numbers, out / "result.json"))
+    return commands
+
+
+PRECISION_STEPS = 150
+
+
+def lm_precision(ctx: Ctx) -> list[Command]:
+    """shakespeare_char for the same steps in `auto` (what it picks on this CPU) and in exact fp32."""
+    steps = 5 if ctx.quick else PRECISION_STEPS
+    commands = []
+    for mp in ("auto", "no"):
+        out = ctx.fresh(f"lm_precision_{mp}")
+        argv = ctx.lstm_train("run", LM, f"train.max_steps={steps}", "train.max_seconds=null",
+                              f"train.eval_every_steps={steps}", f"train.mixed_precision={mp}", "data.val_fraction=0.01",
+                              "tracking.wandb.mode=disabled", f"train.output_dir={out}")
+
+        def numbers(result: dict[str, Any], mp: str = mp) -> dict[str, Any]:
+            label = "auto" if mp == "auto" else "fp32 (mixed_precision=no)"
+            return {f"{label}: precision used": result["mixed_precision"],
+                    f"{label}: tokens/s": result.get("tokens_per_second"),
+                    f"{label}: train seconds": round(result["train_seconds"], 1)}
+
+        commands.append(Command(argv, numbers, out / "result.json"))
+    return commands
 
 
 def reach(job: str, minutes: float, default: bool) -> Entry:
@@ -374,6 +446,10 @@ ENTRIES: list[Entry] = [  # minutes: full size / --quick, measured or estimated 
           11, lambda c: lm_run(c, "lm_char_budget", LM, None, 15), quick_minutes=1),
     Entry("lm_char_best_budget", "shakespeare_char_best as shipped (its 30-minute budget): validation loss, "
           "characters reached", 31, lambda c: lm_run(c, "lm_char_best_budget", BEST, None, 15), quick_minutes=1),
+    Entry("lm_char_procs", f"shakespeare_char to step {PROCS_STEPS} at 1 process and at 2 (same 32 global streams): "
+          "validation losses and their difference", 12, lm_procs, quick_minutes=1),
+    Entry("lm_precision", f"shakespeare_char, {PRECISION_STEPS} steps in `auto` (what it picks here) and in fp32: "
+          "tokens/s", 4, lm_precision, quick_minutes=1),
     Entry("prepare", "lstm-train prepare of generated 10/40/400 MB corpora per tokenizer (chars, bytes, words, bpe) "
           "and CSV: seconds, MB/s, peak RSS", 15, prepare, quick_minutes=1),
     Entry("bpe_reference", "tokenizers' own BPE train + encode_batch vs lstm-train prepare (bpe), 10/40/400 MB", 15,

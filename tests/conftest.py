@@ -167,6 +167,15 @@ def cluster() -> None:
             "run `sudo slurm/local-cluster.sh up`")
 
 
+@pytest.fixture(autouse=True)
+def _slurm_tests_grouped(request: pytest.FixtureRequest) -> None:
+    """A test on the cluster runs in xdist's "slurm" group whenever the run groups at all
+    (`--dist loadgroup`): two of them at once would share the two nodes, and the node-down
+    test would take node2 from under the other's job."""
+    if "cluster" in request.fixturenames and getattr(request.config.option, "loadgroup", False):
+        assert request.node.nodeid.endswith("@slurm"), f"{request.node.nodeid} is not in the slurm xdist group"
+
+
 def job_env(tmp_path: Path, data_root: Path) -> dict[str, str]:
     """What the CLI (and through sbatch's --export=ALL, the jobs) see: the given data,
     W&B kept away from the home directory and the network, no inherited rank variables."""
@@ -204,11 +213,17 @@ def jobs() -> list[str]:
         subprocess.run(["scancel", *live], check=False)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`-n 2 --dist loadgroup`, what scripts/test.sh runs), the tests that
     queue jobs on the local SLURM cluster run one after another on one worker: its two
     2-CPU nodes fit one test's jobs at a time, and a test waiting on the queue then waits for
-    its own jobs only.  Everything else is shared out between the workers."""
+    its own jobs only.  Everything else is shared out between the workers.
+
+    tryfirst: xdist's worker reads the `xdist_group` marks in its own hook of this name (it
+    appends `@slurm` to the node id, which is what groups them); a mark added after it is
+    ignored, and the node-down test then downed node2 under another test's job."""
     for item in items:
         if "cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("slurm"))
+
