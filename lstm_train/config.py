@@ -20,7 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, create_model, field_validator
 
-from . import runfiles, runnames, yamlsafe
+from . import runfiles, runnames, selection, yamlsafe
 from .schema import ConfigError, DataBase, ModelBase, Section, default_data_root
 from .sweeps import HalvingConfig, SweepConfig, point_label, point_overrides, points
 from .tasks import get_sections
@@ -43,8 +43,30 @@ class OptimConfig(Section):
 
 class EarlyStoppingConfig(Section):
     patience: int | None = Field(
-        None, ge=1, description="stop after this many evaluations without a better validation metric (None: never)"
+        None, ge=1, description="stop after this many evaluations without a better validation metric (train.select; "
+        "None: never). Needs validation data: a job without it is refused"
     )
+    min_delta: float = Field(
+        0.0, ge=0, description="an evaluation counts as an improvement for patience (and NT-ASGD's switch) only when "
+        "it beats the last improvement by more than this, in the selected metric's units; the best checkpoint "
+        "follows any improvement")
+
+
+class SelectConfig(Section):
+    """Which validation metric picks the best weights (checkpoints/best/), counts for early stopping
+    and NT-ASGD, and which way is better.  Ties are broken by a fixed rule (`selection`): the lower
+    validation loss wins, and at equal loss the later step."""
+
+    metric: str | None = Field(
+        None, description="a validation metric the task reports, without its val_ prefix (loss, accuracy, macro_f1, "
+        "entity_f1, bleu, mase, r2...; `lstm-train config JOB --explain train.select.metric` lists this job's); "
+        "None: the task's primary metric")
+    mode: Literal["auto", "min", "max"] = Field(
+        "auto", description="which way is better: min or max; auto: the task's own direction for that metric "
+        "(losses and errors: min; accuracies, F1, BLEU, R2: max)")
+    keep_best: int = Field(
+        1, ge=1, description="keep the weights of the k best evaluations as checkpoints/top/step-N/ (beside "
+        "checkpoints/best/, the best one); 1: best/ alone")
 
 
 class TrainConfig(Section):
@@ -72,6 +94,7 @@ class TrainConfig(Section):
     eval_every_epochs: int = Field(1, ge=1, description="evaluate at the end of every N-th epoch")
     eval_every_steps: int | None = Field(None, ge=1, description="evaluate every N steps instead of per epoch")
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    select: SelectConfig = SelectConfig()
     ema: float | None = Field(
         None, gt=0, lt=1, description="evaluate (validation, test, the saved best model) with an exponential moving "
         "average of the weights, updated after every step with this decay (e.g. 0.999); None: the raw weights")
@@ -307,6 +330,7 @@ def validate_job(spec: dict[str, Any], source: str) -> JobBase:
         raise ConfigError("\n".join(lines)) from None
     if job.sweep is not None:
         check_sweep_keys(job.sweep.flat_parameters(), schema, source)
+    selection.check_job(job, source)
     return job
 
 

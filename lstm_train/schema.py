@@ -68,6 +68,15 @@ class DataBase(Section):
         return (f"{type(self).__name__} does not say how its task gets a validation split (a task from "
                 "outside lstm_train: give its data section a `validation()` method)")
 
+    def reported_metrics(self) -> dict[str, str] | None:
+        """The metrics the task reports on this data (names without their val_/test_ prefix), each with
+        the way it is better, "min" or "max": what `train.select.metric` may name (checked when the job
+        is validated) and what `train.select.mode: auto` reads.  Counts (samples, tokens) are not
+        metrics to select on and are left out.  None (the default, a task from outside lstm_train):
+        not declared; a name is then checked at the first evaluation, and `train.select.mode` must be
+        given for one that is not the task's primary metric."""
+        return None
+
 
 def default_data_root() -> str:
     """`data.root` default: $LSTM_TRAIN_DATA, else ./data."""
