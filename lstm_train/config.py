@@ -29,16 +29,17 @@ __all__ = ["ConfigError", "DataBase", "JobBase", "ModelBase", "Section", "defaul
 
 
 class OptimConfig(Section):
-    name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    lr: float = Field(0.01, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    scheduler: Literal["none", "cosine", "onecycle", "step"] = "none"
-    warmup_steps: int = Field(0, ge=0)
+    name: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adam", description="the torch.optim optimizer")
+    lr: float = Field(0.01, gt=0, description="learning rate (the peak one under a scheduler)")
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty (adamw: decoupled weight decay)")
+    momentum: float = Field(0.0, ge=0, description="for sgd and rmsprop")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="for adam and adamw")
+    scheduler: Literal["none", "cosine", "onecycle", "step"] = Field(
+        "none", description="learning-rate schedule over the run's steps (or train.max_seconds' time)")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 to optim.lr over this many steps")
     step_size_epochs: int = Field(1, ge=1, description="for scheduler=step")
     gamma: float = Field(0.1, gt=0, description="for scheduler=step")
-    grad_clip: float | None = Field(None, gt=0)
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradients' global norm to this (None: no clipping)")
 
 
 class EarlyStoppingConfig(Section):
@@ -70,12 +71,12 @@ class SelectConfig(Section):
 
 
 class TrainConfig(Section):
-    epochs: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=1, description="passes over the training data (train.max_steps / max_seconds may end it sooner)")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
     max_seconds: float | None = Field(
         None, gt=0, description="end the run (validated, tested, as finished) at the first sync step past this much "
         "training time (all parts of the run, evaluations included)")
-    seed: int = 1
+    seed: int = Field(1, description="seeds the initial weights, the batch order and every random draw of the run")
     output_dir: str | None = Field(None, description="default: runs/<job name>/<run id>")
     run_id: str | None = Field(None, description="default: what the overrides change, and a hash of the job "
                                "(hidden=128,lr=0.003-3f2a9c)")
@@ -89,7 +90,8 @@ class TrainConfig(Section):
         None, ge=1, description="micro-batches per optimizer step (default 1, or as data.global_batch_size needs)"
     )
     checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints")
-    keep_checkpoints: int = Field(2, ge=1)
+    keep_checkpoints: int = Field(2, ge=1, description="the newest checkpoints kept (checkpoints/step-N/; "
+                                  "older ones are removed once a new one is in place)")
     log_every: int = Field(50, ge=1, description="steps between logged losses")
     eval_every_epochs: int = Field(1, ge=1, description="evaluate at the end of every N-th epoch")
     eval_every_steps: int | None = Field(None, ge=1, description="evaluate every N steps instead of per epoch")
@@ -121,7 +123,8 @@ class TrainConfig(Section):
         """YAML 1.1 reads a bare `no` as false; here it means the string "no"."""
         return "no" if value is False else value
 
-    compile: bool = False
+    compile: bool = Field(False, description="torch.compile the model that trains (evaluation, checkpoints and "
+                          "digests use the plain module); the first steps pay for the compilation")
     threads: int | None = Field(None, ge=1, description="torch threads per process (default: the launcher's "
                                 "OMP_NUM_THREADS, e.g. accelerate launch --num_cpu_threads_per_process, else 1)")
     cpu: bool = Field(False, description="train on CPU even where a GPU is visible")
@@ -129,12 +132,14 @@ class TrainConfig(Section):
 
 
 class WandbConfig(Section):
-    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
-    project: str = "lstm_train"
-    entity: str | None = None
-    tags: list[str] = []
-    dir: str | None = None
-    shared: bool = False
+    mode: Literal["auto", "online", "offline", "disabled"] = Field(
+        "auto", description="auto: online when logged in to W&B, else offline (files to `wandb sync` later)")
+    project: str = Field("lstm_train", description="W&B project")
+    entity: str | None = Field(None, description="W&B entity (team or user; default: yours)")
+    tags: list[str] = Field([], description="W&B run tags")
+    dir: str | None = Field(None, description="where W&B writes its files (default: $WANDB_DIR, else the run directory)")
+    shared: bool = Field(False, description="online only: every rank logs into one W&B run (W&B's shared mode) "
+                         "instead of one run per rank, grouped")
     group: str | None = Field(None, description="W&B group (default: the run id; a sweep's points: the sweep id)")
     job_type: str | None = Field(None, description="W&B job type (default: train; a sweep's points: the point)")
 
@@ -144,21 +149,24 @@ class TrackingConfig(Section):
 
 
 class SlurmConfig(Section):
-    partition: str | None = None
-    nodes: int = Field(1, ge=1)
-    gpus_per_node: int = Field(0, ge=0)
+    partition: str | None = Field(None, description="SLURM partition (default: the cluster's)")
+    nodes: int = Field(1, ge=1, description="nodes; processes = nodes x tasks_per_node")
+    gpus_per_node: int = Field(0, ge=0, description="GPUs per node (0: CPU processes)")
     tasks_per_node: int | None = Field(None, ge=1, description="default: gpus_per_node, or 1 on CPU")
-    cpus_per_task: int | None = Field(None, ge=1)
-    mem_gb: float | None = Field(None, gt=0)
-    time_min: int = Field(60, ge=1)
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    array_parallelism: int = Field(16, ge=1)
-    signal_delay_s: int = Field(120, ge=0)
-    max_num_timeout: int = Field(3, ge=0)
-    setup: list[str] = []
-    additional: dict[str, Any] = {}
+    cpus_per_task: int | None = Field(None, ge=1, description="CPUs per process (its torch threads)")
+    mem_gb: float | None = Field(None, gt=0, description="memory per node, GB")
+    time_min: int = Field(60, ge=1, description="time limit per allocation, minutes (a run goes on after a requeue)")
+    account: str | None = Field(None, description="SLURM account")
+    qos: str | None = Field(None, description="SLURM quality of service")
+    constraint: str | None = Field(None, description="SLURM node features (--constraint)")
+    array_parallelism: int = Field(16, ge=1, description="a sweep's points running at once (the job array's %N)")
+    signal_delay_s: int = Field(120, ge=0, description="seconds before the time limit SLURM signals the job, which "
+                                "then checkpoints and requeues")
+    max_num_timeout: int = Field(3, ge=0, description="requeues after a time limit before submitit gives up")
+    setup: list[str] = Field([], description="shell lines the batch script runs first (module load, a venv); no "
+                             "credentials: the script is kept as a file")
+    additional: dict[str, Any] = Field({}, description="further sbatch options, passed through submitit "
+                                       "(slurm_additional_parameters)")
 
     @field_validator("setup")
     @classmethod
@@ -180,13 +188,15 @@ class SlurmConfig(Section):
 class JobBase(Section):
     """Sections shared by every task; `data` and `model` are added per task."""
 
-    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="the job's name: runs/<name>/ (default: the "
+                      "job file's name)")
 
     @field_validator("name")
     @classmethod
     def _plain_name(cls, value: str) -> str:
         return plain_name(value, "name")
-    task: str = "classify"
+    task: str = Field("classify", description="a built-in task (classify, forecast, caption, text_classify, tag, "
+                      "translate, language_model, sequence), an entry point of lstm_train.tasks, or package.module:Task")
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
