@@ -149,6 +149,8 @@ def test_selection_that_cannot_apply_is_refused_with_the_reason(tmp_path: Path) 
     assert fine.returncode == 0, fine.stderr
     for shipped in ("tag_conll_example", "wikitext2_awd_lstm"):  # the shipped jobs with patience have validation data
         assert run_cli("config", shipped).returncode == 0
+    swept = run_cli("config", "sweep_example", "train.early_stopping.patience=2")  # its points get validation data
+    assert swept.returncode == 0, swept.stderr
 
 
 def test_a_metric_the_data_does_not_give_is_refused_when_the_data_is_read(tmp_path: Path) -> None:
