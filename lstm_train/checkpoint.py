@@ -88,6 +88,7 @@ class SavedLoop:
     evals_since_best: int = 0  # evaluations since patience's last improvement (train.early_stopping.min_delta)
     last_eval: int | None = None  # the step of the last evaluation
     stop_reference: float | None = None  # the value of that improvement (None in checkpoints before it was saved)
+    init: dict[str, Any] | None = None  # train.init_from: the weights the run started from (`warmstart`)
 
 
 @dataclass
@@ -312,14 +313,17 @@ def load(path: Path) -> Checkpoint:
             step=int(meta["step"]), model=model, optimizer=state["optimizer"], scheduler=state["scheduler"],
             per_rank=list(state["per_rank"]), world_size=int(meta["world_size"]),
             global_batch=int(meta["global_batch"]), train_seconds=float(meta["train_seconds"]),
-            loop=SavedLoop(**{f.name: meta["loop"][f.name] for f in fields(SavedLoop) if f.name != "stop_reference"},
-                           stop_reference=meta["loop"].get("stop_reference")),
+            loop=SavedLoop(**{f.name: meta["loop"][f.name] for f in fields(SavedLoop) if f.name not in _NEWER_LOOP},
+                           **{name: meta["loop"].get(name) for name in _NEWER_LOOP}),
             task_info=meta["task_info"], config=meta["config"], scaler=state.get("scaler"),
             average=read_weights(path, AVERAGE_FILE) if (meta.get("average") or {}).get("saved") else None,
             average_meta=meta.get("average"), format_version=int(meta["format_version"]))
     except (KeyError, TypeError, ValueError) as e:
         raise NotACheckpoint(f"{path} is not a checkpoint written by lstm_train: {type(e).__name__} {e} in its "
                              f"{META_FILE} or {STATE_FILE}") from e
+
+
+_NEWER_LOOP = ("stop_reference", "init")  # loop fields a checkpoint of an earlier version lacks (None then)
 
 
 def _why(error: Exception) -> str:

@@ -128,6 +128,11 @@ class TrainConfig(Section):
     threads: int | None = Field(None, ge=1, description="torch threads per process (default: the launcher's "
                                 "OMP_NUM_THREADS, e.g. accelerate launch --num_cpu_threads_per_process, else 1)")
     cpu: bool = Field(False, description="train on CPU even where a GPU is visible")
+    init_from: str | None = Field(
+        None, min_length=1, description="start from another run's weights (fine-tuning): its run directory (the "
+        "weights its result was computed with: checkpoints/best/, else its newest checkpoint) or a model artifact's "
+        "folder; weights only (optimizer, schedule and step start afresh), read as safetensors and JSON; shapes, task, "
+        "classes and vocabulary must match. Read once, when the run starts; a resumed run continues its own checkpoint")
     halving: HalvingConfig | None = Field(None, description="set by submit on a sweep's points (sweep.early_terminate)")
 
 
@@ -363,25 +368,82 @@ def check_sweep_keys(parameters: dict[str, Any], schema: type[BaseModel], source
 
 
 def load_job(path: str | Path, overrides: list[str] = ()) -> JobBase:
-    """Read a job file, apply `key=value` overrides and validate the result."""
+    """Read a job file (and the files its `defaults:` names, merged beneath it), apply `key=value`
+    overrides and validate the result as one job."""
     path = Path(path)
-    try:
-        spec = yamlsafe.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: job file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{path}: a job spec is a mapping of sections, got {type(spec).__name__}")
+    bases: list[Path] = []
+    spec = compose(path, bases=bases)
     spec.setdefault("name", path.stem)
     base = copy.deepcopy(spec)
     for override in overrides:
         apply_override(spec, override)
-    source = str(path) + (f" (with overrides {' '.join(overrides)})" if overrides else "")
+    source = str(path) + (f" (on defaults {', '.join(map(str, bases))})" if bases else "") + \
+        (f" (with overrides {' '.join(overrides)})" if overrides else "")
     job = validate_job(spec, source)
     keys = [o.split("=", 1)[0].strip() for o in overrides]
     job._changes = runnames.changes(keys, job_file_alone(base) if keys else None, job.to_dict())
     return job
+
+
+MAX_DEFAULTS_DEPTH = 16  # files including files: far beyond any real chain, short of a runaway one
+
+
+def read_job_file(path: Path, included_by: Path | None = None) -> dict[str, Any]:
+    """One job file's mapping (YAML with the alias budget), or a ConfigError naming the file (and
+    the file whose `defaults:` named it)."""
+    where = f" (named in the defaults of {included_by})" if included_by else ""
+    try:
+        spec = yamlsafe.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: job file not found{where}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a folder, not a job file{where}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML{where}: {e}") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: a job spec is a mapping of sections, got {type(spec).__name__}{where}")
+    return spec
+
+
+def compose(path: Path, chain: tuple[Path, ...] = (), bases: list[Path] | None = None) -> dict[str, Any]:
+    """The job file `path` with its `defaults: [base.yaml, ...]` beneath it: each named file
+    (relative to the file naming it) composed the same way, merged in order, then this file's own
+    keys on top (sections merge key by key; a value or a list replaces).  The bases' `name`s are
+    dropped: a job is named by its own file.  A cycle, a missing file or a `defaults` that is not
+    a list of file names is a ConfigError naming the files.  `bases` collects the files merged in."""
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p) for p in (*chain[chain.index(resolved):], resolved))
+        raise ConfigError(f"{chain[-1]}: defaults form a cycle: {cycle}")
+    if len(chain) >= MAX_DEFAULTS_DEPTH:
+        raise ConfigError(f"{path}: defaults nested more than {MAX_DEFAULTS_DEPTH} files deep (from {chain[0]})")
+    spec = read_job_file(path, chain[-1] if chain else None)
+    named = spec.pop("defaults", None)
+    if named is None:
+        return spec
+    if isinstance(named, str):
+        named = [named]
+    if not isinstance(named, list) or not all(isinstance(b, str) and b.strip() for b in named):
+        raise ConfigError(f"{path}: defaults = {runfiles.shorten(named)}: a list of job files to build on "
+                          "(e.g. defaults: [base.yaml]), relative to this file")
+    merged: dict[str, Any] = {}
+    for base in named:
+        below = compose(path.parent / base, (*chain, resolved), bases)
+        if bases is not None:
+            bases.append(path.parent / base)
+        below.pop("name", None)
+        merge(merged, below)
+    return merge(merged, spec)
+
+
+def merge(into: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """`spec` merged into `into` in place (and returned): mappings key by key, anything else replaced."""
+    for key, value in spec.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+    return into
 
 
 def job_file_alone(spec: dict[str, Any]) -> dict[str, Any] | None:

@@ -45,7 +45,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
-from . import about, averaging, checkpoint, halving, runfiles, runlock
+from . import about, averaging, checkpoint, halving, runfiles, runlock, warmstart
 from .averaging import WeightAverage
 from .config import JobBase, save_job
 from .data import prepared
@@ -101,6 +101,7 @@ class Run:
     sparse_gradients: SparseGradients | None  # sparse embedding tables under DDP, all-reduced by the loop
     selection: Selection  # train.select: the validation metric that picks best/ and counts patience
     average: WeightAverage | None = None  # train.ema / train.ntasgd: the weights evaluation uses
+    warm: dict[str, Any] | None = None  # train.init_from, read as this run started afresh (`warmstart`)
 
     @property
     def rank(self) -> int:
@@ -136,6 +137,7 @@ class LoopState:
     evals_since_best: int = 0  # evaluations since patience's last improvement (train.early_stopping)
     last_eval: int | None = None
     stop_reference: float | None = None  # the selected metric at that improvement
+    init: dict[str, Any] | None = None  # train.init_from: the weights the run started from (all its parts)
     best: dict[str, Any] | None = None  # {"step", "value", "metrics"} of the best validation so far
     best_weights: dict[str, torch.Tensor] | None = None  # CPU copy, for the final test
     top: list[dict[str, Any]] = field(default_factory=list)  # train.select.keep_best > 1: the kept ones, best first
@@ -165,7 +167,7 @@ class LoopState:
     def saved(self, counts: dict[str, int]) -> checkpoint.SavedLoop:
         """The part a checkpoint carries (`counts`: the whole run's, every rank's)."""
         return checkpoint.SavedLoop(parts=self.parts, counts=counts, evals_since_best=self.evals_since_best,
-                                    last_eval=self.last_eval, stop_reference=self.stop_reference)
+                                    last_eval=self.last_eval, stop_reference=self.stop_reference, init=self.init)
 
     def continue_from(self, saved: checkpoint.Checkpoint) -> None:
         """Continue the run `saved` is a checkpoint of, as one more part of it."""
@@ -176,6 +178,7 @@ class LoopState:
         self.evals_since_best = saved.loop.evals_since_best
         self.last_eval = saved.loop.last_eval
         self.stop_reference = saved.loop.stop_reference
+        self.init = saved.loop.init
 
 
 def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
@@ -347,6 +350,7 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
             raise AlreadyFinished(finished)
         net = task.build_model(splits.info)
         task.init_weights(net, splits.info)
+        warm = warm_start(job, splits.info, net, accelerator)  # train.init_from, before anything is written
         # Check first, write after: a job that cannot resume what is there leaves it untouched.
         refused = broadcast_object(accelerator, incompatible(job, run_dir, splits.info, net, selection)
                                    if accelerator.is_main_process else None)
@@ -382,11 +386,36 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
         )
         return Run(job, task, splits, accelerator, net, model, optimizer, scheduler, budget, plan, layout, total_steps,
                    precision, tracker, dataset, lengths, task.tokens(splits.train) if task.throughput_unit == "tokens" else None,
-                   lock, sparse_gradients, selection, WeightAverage.for_job(net, job.train))
+                   lock, sparse_gradients, selection, WeightAverage.for_job(net, job.train), warm)
     except BaseException:
         if lock:
             lock.release()
         raise
+
+
+def warm_start(job: JobBase, info: dict[str, Any], net: nn.Module, accelerator: Accelerator) -> dict[str, Any] | None:
+    """train.init_from's weights in `net` (`warmstart`), when this run starts afresh (rank 0 looks
+    for a checkpoint to resume: then the source is not read at all).  Every rank reads the source;
+    the ranks agree on its weights' digest, or every one of them stops with the reason."""
+    if not job.train.init_from:
+        return None
+    resuming = runfiles.checkpoint_files(job.run_dir / runfiles.CHECKPOINTS) if accelerator.is_main_process else None
+    if broadcast_object(accelerator, bool(resuming)):
+        return None
+    record, error = None, None
+    try:
+        record = warmstart.load(job, info, net)
+    except (ValueError, checkpoint.CheckpointMismatch, OSError) as e:
+        error = e
+    outcomes = gather_objects(accelerator, (record and record["init_weights_sha1"], error and str(error)))
+    if error is not None:
+        raise error
+    failed = next((why for _, why in outcomes if why), None)
+    if failed or len({sha for sha, _ in outcomes}) > 1:
+        raise checkpoint.CheckpointMismatch(failed or f"train.init_from: the ranks read different weights from "
+                                            f"{job.train.init_from} (a shared filesystem's cache?); run again")
+    accelerator.print(f"starting from the weights of {record['init_weights']} (step {record['init_step']})")
+    return record
 
 
 def restore(run: Run) -> LoopState:
@@ -407,6 +436,7 @@ def restore(run: Run) -> LoopState:
         raise refused or checkpoint.NotACheckpoint(refusal)
     if path is None:
         seed_rank(run.job.train.seed, run.rank)
+        state.init = run.warm
         return state
     saved = found[1] if found else checkpoint.load(path)
     info = json.loads(json.dumps(run.splits.info))  # as the checkpoint's meta.json holds it (tuples as lists)
@@ -863,6 +893,7 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
         # How best_step was chosen (train.select), and with keep_best the steps kept in checkpoints/top/
         "selected_by": run.selection.describe() if run.splits.val is not None else None,
         **({"kept_steps": [e["step"] for e in state.top]} if run.job.train.select.keep_best > 1 else {}),
+        **({"init_from": state.init} if run.job.train.init_from else {}),
         "stopped_early": state.stopping in ("early stopping", "successive halving"),
         "stopped_at_time_limit": state.stopping == "time limit",
         "epochs": round(state.step / max(1, run.plan.steps_in_epoch(0)), 4),

@@ -154,3 +154,34 @@ def test_keys_lists_every_key_of_the_job_with_its_task_sections() -> None:
     assert [k.name for k in train if not k.description] == []
     assert [k.name for k in train if f"`{k.name}`" not in readme] == []
 
+
+def test_defaults_compose_job_files_validated_as_one(tmp_path: Path) -> None:
+    """`defaults: [base.yaml]` (issue 36, item 4): the bases merged beneath the file in order
+    (sections key by key, the file's own keys on top), command-line overrides last, validated as
+    one job; the job is named by its own file; a cycle, a missing file or a bad key is named."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "common.yaml").write_text("name: common\ntask: classify\noptim:\n  lr: 0.5\n"
+                                                      "model:\n  hidden_size: 16\n  num_layers: 2\n")
+    (tmp_path / "base.yaml").write_text("defaults: [shared/common.yaml]\ntrain:\n  epochs: 2\n  seed: 7\n"
+                                        "model:\n  hidden_size: 32\n")
+    child = write(tmp_path, "defaults: [base.yaml]\ntrain:\n  epochs: 3\n")
+    job = load_job(child, ["model.dropout=0.1"])
+    assert job.name == "job" and job.optim.lr == 0.5 and (job.train.epochs, job.train.seed) == (3, 7)
+    assert (job.model.hidden_size, job.model.num_layers, job.model.dropout) == (32, 2, 0.1)
+    flat = write(tmp_path / "shared", "name: job\noptim:\n  lr: 0.5\ntrain:\n  epochs: 3\n  seed: 7\n"
+                 "model:\n  hidden_size: 32\n  num_layers: 2\n")
+    assert load_job(flat, ["model.dropout=0.1"]).to_dict() == job.to_dict()
+    assert load_job(flat, ["model.dropout=0.1"]).run_id == job.run_id  # the same training, the same run
+
+    (tmp_path / "base.yaml").write_text("defaults: [job.yaml]\n")
+    with pytest.raises(ConfigError, match=r"defaults form a cycle: .*job\.yaml -> .*base\.yaml -> .*job\.yaml"):
+        load_job(child)
+    (tmp_path / "base.yaml").write_text("defaults: [gone.yaml]\n")
+    with pytest.raises(ConfigError, match=r"gone\.yaml: job file not found \(named in the defaults of .*base\.yaml\)"):
+        load_job(child)
+    (tmp_path / "base.yaml").write_text("defaults: 3\n")
+    with pytest.raises(ConfigError, match=r"base\.yaml: defaults = 3: a list of job files"):
+        load_job(child)
+    (tmp_path / "base.yaml").write_text("model:\n  hiden_size: 3\n")
+    with pytest.raises(ConfigError, match=r"job\.yaml \(on defaults .*base\.yaml\): unknown key 'model\.hiden_size'"):
+        load_job(child)
