@@ -348,9 +348,7 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
         finished = finished_result(job, accelerator)
         if finished is not None:
             raise AlreadyFinished(finished)
-        net = task.build_model(splits.info)
-        task.init_weights(net, splits.info)
-        warm = warm_start(job, splits.info, net, accelerator)  # train.init_from, before anything is written
+        net, warm = build_model(job, task, splits.info, accelerator)
         # Check first, write after: a job that cannot resume what is there leaves it untouched.
         refused = broadcast_object(accelerator, incompatible(job, run_dir, splits.info, net, selection)
                                    if accelerator.is_main_process else None)
@@ -391,6 +389,15 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
         if lock:
             lock.release()
         raise
+
+
+def build_model(job: JobBase, task: Task, info: dict[str, Any], accelerator: Accelerator
+                ) -> tuple[nn.Module, dict[str, Any] | None]:
+    """The task's model with its initial weights: the task's own, or train.init_from's (and what
+    they were), before anything is written to the run directory."""
+    net = task.build_model(info)
+    task.init_weights(net, info)
+    return net, warm_start(job, info, net, accelerator)
 
 
 def warm_start(job: JobBase, info: dict[str, Any], net: nn.Module, accelerator: Accelerator) -> dict[str, Any] | None:
@@ -468,23 +475,28 @@ def restore(run: Run) -> LoopState:
             f"{run.layout.global_batch} ({run.world} process(es)); set data.global_batch_size to keep the "
             "training the same at any world size"
         )
-    # best/ is written just before the checkpoint of its step.  One from after this checkpoint's last
-    # evaluation (a crash between the two) is left out: the replayed evaluation decides again.
+    restore_selection(run, state, best, top)
+    run.accelerator.print(f"resuming from {path} (step {state.step} of {run.total_steps}, part {state.parts})")
+    return state
+
+
+def restore_selection(run: Run, state: LoopState, best: checkpoint.Best | None, top: list[dict[str, Any]]) -> None:
+    """best/ and top/ as rank 0 read them, for every rank.  best/ is written just before the
+    checkpoint of its step: one from after this checkpoint's last evaluation (a crash between the
+    two) is left out, and the replayed evaluation decides again; so is a top/ entry, removed here
+    (its replay writes it again)."""
     if best is not None and best.step <= (state.last_eval or 0):
         state.best = {"step": best.step, "value": best.value, "metrics": best.metrics}
         state.best_weights = best.model
-    if run.rank == 0:  # the same holds for top/: an entry of a later evaluation is written again by its replay
+    if run.rank == 0 and top:
         state.top = run.selection.top([e for e in top if e["step"] <= (state.last_eval or 0)],
-                                      run.job.train.select.keep_best) if top else []
-        if top:
-            checkpoint.prune_top(run.checkpoints, {e["step"] for e in state.top})
+                                      run.job.train.select.keep_best)
+        checkpoint.prune_top(run.checkpoints, {e["step"] for e in state.top})
     state.best, state.top = broadcast_object(run.accelerator, (state.best, state.top))
     if state.best is not None and state.best_weights is None:
         state.best_weights = checkpoint.load_best_weights(run.checkpoints, state.best["step"])
     if state.stop_reference is None and state.best is not None:  # a checkpoint from before min_delta
         state.stop_reference = state.best["value"]
-    run.accelerator.print(f"resuming from {path} (step {state.step} of {run.total_steps}, part {state.parts})")
-    return state
 
 
 def seed_rank(seed: int, rank: int) -> None:
