@@ -206,7 +206,9 @@ class JobBase(Section):
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
     slurm: SlurmConfig = SlurmConfig()
-    sweep: SweepConfig | None = None
+    sweep: SweepConfig | None = Field(
+        None, description="a sweep over this job's keys, in W&B's sweep format (method grid or random, parameters, "
+        "early_terminate): submit runs its points as one SLURM job array, compared on validation data")
 
     # What the command line changed in the job file (`runnames`): set by `load_job`, None for a
     # job built from a dict (a submitted job's pinned spec names its run id itself).

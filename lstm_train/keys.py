@@ -44,14 +44,14 @@ def _walk(model: type[BaseModel], values: Any, prefix: str) -> Any:
         dotted = f"{prefix}{name}"
         value = values.get(name) if isinstance(values, dict) else None
         section = _section(info.annotation)
-        if section is not None and name != "sweep":  # a section: its keys (`sweep` is W&B's format, see below)
+        if section is not None:  # a section: its keys
             if not info.is_required() and info.default is None:  # an optional section (train.halving): itself too
-                yield Key(dotted, "section | None", None, _description(info, None), value)
+                yield Key(dotted, "section | None", None, _description(info), value)
                 if value is None:  # unset: its keys as they would be, not as "this job" has them
                     value = {k: _default(f) for k, f in section.model_fields.items()}
             yield from _walk(section, value if isinstance(value, dict) else {}, f"{dotted}.")
             continue
-        yield Key(dotted, type_name(info), _default(info), _description(info, section), value, info.is_required())
+        yield Key(dotted, type_name(info), _default(info), _description(info), value, info.is_required())
 
 
 def _section(annotation: Any) -> type[BaseModel] | None:
@@ -74,12 +74,8 @@ def _default(info: FieldInfo) -> Any:
     return default.model_dump(mode="json") if isinstance(default, BaseModel) else default
 
 
-def _description(info: FieldInfo, section: type[BaseModel] | None) -> str:
-    text = info.description or ""
-    if section is not None:  # `sweep`: a section in W&B's format, explained where it is documented
-        text = text or (section.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-        text += " (a section; see the README's SLURM and sweeps part)"
-    return " ".join(text.split())
+def _description(info: FieldInfo) -> str:
+    return " ".join((info.description or "").split())
 
 
 def type_name(info: FieldInfo) -> str:
