@@ -13,6 +13,7 @@ so a reader sees all of it or none of it:
         meta.json           format and version, step, world size, global batch, training
                             time, the saved part of the loop state, the task's info, the job
     checkpoints/best/       model.safetensors + meta.json: model selection's weights
+    checkpoints/top/step-N/ the same, for each of the k best evaluations (train.select.keep_best > 1)
 
 `Checkpoint` and `Best` are those directories in memory; `SavedLoop` is the part of the
 loop's state a resumed run continues (train.LoopState holds it beside what belongs to one
@@ -50,7 +51,8 @@ MODEL_FILE = "model.safetensors"
 AVERAGE_FILE = "average.safetensors"  # the averaged weights (train.ema / train.ntasgd), beside the raw ones
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
-BEST = "best"  # the best weights by the task's primary metric on validation data
+BEST = "best"  # the best weights by the selected validation metric (train.select; `selection`)
+TOP = "top"  # train.select.keep_best > 1: the k best evaluations' weights, top/step-N/
 OLD_BEST = "best.pt"  # format 1
 
 
@@ -83,8 +85,10 @@ class SavedLoop:
 
     parts: int = 1  # how many times the run has been started, this part included
     counts: dict[str, int] = field(default_factory=dict)  # samples/tokens/padded of the whole run, all ranks
-    evals_since_best: int = 0
+    evals_since_best: int = 0  # evaluations since patience's last improvement (train.early_stopping.min_delta)
     last_eval: int | None = None  # the step of the last evaluation
+    stop_reference: float | None = None  # the value of that improvement (None in checkpoints before it was saved)
+    init: dict[str, Any] | None = None  # train.init_from: the weights the run started from (`warmstart`)
 
 
 @dataclass
@@ -114,7 +118,7 @@ class Checkpoint:
 
 @dataclass
 class Best:
-    """checkpoints/best/: model selection's weights and why they were chosen."""
+    """checkpoints/best/ (or one of top/): model selection's weights and why they were chosen."""
 
     step: int
     value: float
@@ -123,6 +127,7 @@ class Best:
     task_info: dict[str, Any]
     config: dict[str, Any]
     format_version: int = FORMAT_VERSION
+    selected_by: dict[str, Any] | None = None  # `Selection.describe()`; None: written before train.select
 
 
 # ---------------------------------------------------------------------------
@@ -151,11 +156,51 @@ def save(folder: Path, checkpoint: Checkpoint, keep: int) -> Path:
 
 def save_best(folder: Path, best: Best) -> Path:
     """The best weights so far as best/ (model.safetensors + meta.json), atomically."""
-    path = folder / BEST
+    return _write_best(folder / BEST, best)
+
+
+def _write_best(path: Path, best: Best) -> Path:
     meta = {"step": best.step, "value": best.value, "metrics": best.metrics}
+    if best.selected_by is not None:
+        meta["selected_by"] = best.selected_by
     write_directory(path, {MODEL_FILE: _weights_bytes(best.model),
                            META_FILE: _meta_bytes(meta, best.task_info, best.config, path)})
     return path
+
+
+def save_top(folder: Path, best: Best, keep: set[int]) -> Path:
+    """One of the k best evaluations as top/step-N/ (as best/ is written: atomically), then every
+    other entry of top/ whose step is not in `keep` removed, only once the new one is in place."""
+    path = _write_best(Path(folder) / TOP / f"step-{best.step:08d}", best)
+    prune_top(folder, keep)
+    return path
+
+
+def prune_top(folder: Path, keep: set[int]) -> None:
+    """Remove the entries of top/ whose step is not in `keep`: each renamed aside first (atomic), so
+    that a crash mid-removal leaves a stale temporary name, removed later, never half an entry."""
+    top = Path(folder) / TOP
+    for step, path in checkpoint_files(top):
+        if step not in keep:
+            aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old.tmp", dir=top))
+            os.rename(path, aside / path.name)
+            shutil.rmtree(aside, ignore_errors=True)
+
+
+def read_top(folder: Path) -> list[dict[str, Any]]:
+    """{"step", "value", "metrics", "selected_by"} of each entry of top/ (meta.json only, newest
+    first); a damaged one is skipped with a warning (the next change of the ranking removes it)."""
+    entries = []
+    for step, path in checkpoint_files(Path(folder) / TOP):
+        try:
+            meta = read_meta(path)
+            entries.append({"step": int(meta["step"]), "value": float(meta["value"]), "metrics": dict(meta["metrics"]),
+                            "selected_by": meta.get("selected_by")})
+        except UnreadableCheckpoint as e:
+            print(f"warning: skipping unreadable kept-best entry {path}: {e}", file=sys.stderr, flush=True)
+        except (KeyError, TypeError, ValueError) as e:
+            raise NotACheckpoint(f"{path / META_FILE} is not a checkpoint written by lstm_train: {type(e).__name__} {e}") from e
+    return entries
 
 
 def write_directory(path: Path, files: dict[str, bytes]) -> None:
@@ -268,13 +313,17 @@ def load(path: Path) -> Checkpoint:
             step=int(meta["step"]), model=model, optimizer=state["optimizer"], scheduler=state["scheduler"],
             per_rank=list(state["per_rank"]), world_size=int(meta["world_size"]),
             global_batch=int(meta["global_batch"]), train_seconds=float(meta["train_seconds"]),
-            loop=SavedLoop(**{f.name: meta["loop"][f.name] for f in fields(SavedLoop)}),
+            loop=SavedLoop(**{f.name: meta["loop"][f.name] for f in fields(SavedLoop) if f.name not in _NEWER_LOOP},
+                           **{name: meta["loop"].get(name) for name in _NEWER_LOOP}),
             task_info=meta["task_info"], config=meta["config"], scaler=state.get("scaler"),
             average=read_weights(path, AVERAGE_FILE) if (meta.get("average") or {}).get("saved") else None,
             average_meta=meta.get("average"), format_version=int(meta["format_version"]))
     except (KeyError, TypeError, ValueError) as e:
         raise NotACheckpoint(f"{path} is not a checkpoint written by lstm_train: {type(e).__name__} {e} in its "
                              f"{META_FILE} or {STATE_FILE}") from e
+
+
+_NEWER_LOOP = ("stop_reference", "init")  # loop fields a checkpoint of an earlier version lacks (None then)
 
 
 def _why(error: Exception) -> str:
@@ -346,7 +395,8 @@ def load_best(folder: Path) -> Best | None:
     meta = read_meta(path)
     try:
         return Best(step=int(meta["step"]), value=float(meta["value"]), metrics=meta["metrics"],
-                    model=read_weights(path), task_info=meta["task_info"], config=meta["config"])
+                    model=read_weights(path), task_info=meta["task_info"], config=meta["config"],
+                    selected_by=meta.get("selected_by"))
     except (KeyError, TypeError, ValueError) as e:
         raise NotACheckpoint(f"{path / META_FILE} is not a checkpoint written by lstm_train: {type(e).__name__} {e}") from e
 

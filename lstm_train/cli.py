@@ -363,10 +363,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    """The job as `run` and `submit` would use it: validated, overrides applied, defaults filled."""
+    """The job as `run` and `submit` would use it: validated, overrides applied, defaults filled;
+    with --explain/--keys, its keys' descriptions, types and defaults (`keys`)."""
     import yaml
 
-    print(yaml.safe_dump(load_job(args.job, args.overrides).to_dict(), sort_keys=False), end="")
+    job = load_job(args.job, args.overrides)
+    explain = getattr(args, "explain", None)
+    if explain is not None or getattr(args, "keys", False):
+        from .keys import explain as explain_keys
+
+        print(explain_keys(job, explain or None))
+        return 0
+    print(yaml.safe_dump(job.to_dict(), sort_keys=False), end="")
     return 0
 
 
@@ -397,6 +405,11 @@ def add_inspection_commands(sub: argparse._SubParsersAction) -> None:
     config = sub.add_parser("config", help="validate a job and print it resolved (defaults, overrides) as YAML")
     config.add_argument("job", help="job spec (a path, or a shipped job's name: see `lstm-train jobs`)")
     config.add_argument("overrides", nargs="*", help="dotted.key=value")
+    config.add_argument("--explain", nargs="?", const="", metavar="KEY",
+                        help="a key's description, type, default and this job's value (a section: its keys; "
+                        "no KEY: every key of the job)")
+    config.add_argument("--keys", action="store_true", help="every key of the job: type, default, description "
+                        "(= --explain with no KEY)")
     config.set_defaults(func=cmd_config)
 
     jobs = sub.add_parser("jobs", help="list the shipped job specs; `jobs copy NAME [DEST]` writes one to edit")

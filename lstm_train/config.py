@@ -20,7 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, create_model, field_validator
 
-from . import runfiles, runnames, yamlsafe
+from . import runfiles, runnames, selection, yamlsafe
 from .schema import ConfigError, DataBase, ModelBase, Section, default_data_root
 from .sweeps import HalvingConfig, SweepConfig, point_label, point_overrides, points
 from .tasks import get_sections
@@ -29,31 +29,54 @@ __all__ = ["ConfigError", "DataBase", "JobBase", "ModelBase", "Section", "defaul
 
 
 class OptimConfig(Section):
-    name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    lr: float = Field(0.01, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    scheduler: Literal["none", "cosine", "onecycle", "step"] = "none"
-    warmup_steps: int = Field(0, ge=0)
+    name: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adam", description="the torch.optim optimizer")
+    lr: float = Field(0.01, gt=0, description="learning rate (the peak one under a scheduler)")
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty (adamw: decoupled weight decay)")
+    momentum: float = Field(0.0, ge=0, description="for sgd and rmsprop")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="for adam and adamw")
+    scheduler: Literal["none", "cosine", "onecycle", "step"] = Field(
+        "none", description="learning-rate schedule over the run's steps (or train.max_seconds' time)")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 to optim.lr over this many steps")
     step_size_epochs: int = Field(1, ge=1, description="for scheduler=step")
     gamma: float = Field(0.1, gt=0, description="for scheduler=step")
-    grad_clip: float | None = Field(None, gt=0)
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradients' global norm to this (None: no clipping)")
 
 
 class EarlyStoppingConfig(Section):
     patience: int | None = Field(
-        None, ge=1, description="stop after this many evaluations without a better validation metric (None: never)"
+        None, ge=1, description="stop after this many evaluations without a better validation metric (train.select; "
+        "None: never). Needs validation data: a job without it is refused"
     )
+    min_delta: float = Field(
+        0.0, ge=0, description="an evaluation counts as an improvement for patience (and NT-ASGD's switch) only when "
+        "it beats the last improvement by more than this, in the selected metric's units; the best checkpoint "
+        "follows any improvement")
+
+
+class SelectConfig(Section):
+    """Which validation metric picks the best weights (checkpoints/best/), counts for early stopping
+    and NT-ASGD, and which way is better.  Ties are broken by a fixed rule (`selection`): the lower
+    validation loss wins, and at equal loss the later step."""
+
+    metric: str | None = Field(
+        None, description="a validation metric the task reports, without its val_ prefix (loss, accuracy, macro_f1, "
+        "entity_f1, bleu, mase, r2...; `lstm-train config JOB --explain train.select.metric` lists this job's); "
+        "None: the task's primary metric")
+    mode: Literal["auto", "min", "max"] = Field(
+        "auto", description="which way is better: min or max; auto: the task's own direction for that metric "
+        "(losses and errors: min; accuracies, F1, BLEU, R2: max)")
+    keep_best: int = Field(
+        1, ge=1, description="keep the weights of the k best evaluations as checkpoints/top/step-N/ (beside "
+        "checkpoints/best/, the best one); 1: best/ alone")
 
 
 class TrainConfig(Section):
-    epochs: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=1, description="passes over the training data (train.max_steps / max_seconds may end it sooner)")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
     max_seconds: float | None = Field(
         None, gt=0, description="end the run (validated, tested, as finished) at the first sync step past this much "
         "training time (all parts of the run, evaluations included)")
-    seed: int = 1
+    seed: int = Field(1, description="seeds the initial weights, the batch order and every random draw of the run")
     output_dir: str | None = Field(None, description="default: runs/<job name>/<run id>")
     run_id: str | None = Field(None, description="default: what the overrides change, and a hash of the job "
                                "(hidden=128,lr=0.003-3f2a9c)")
@@ -67,11 +90,13 @@ class TrainConfig(Section):
         None, ge=1, description="micro-batches per optimizer step (default 1, or as data.global_batch_size needs)"
     )
     checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints")
-    keep_checkpoints: int = Field(2, ge=1)
+    keep_checkpoints: int = Field(2, ge=1, description="the newest checkpoints kept (checkpoints/step-N/; "
+                                  "older ones are removed once a new one is in place)")
     log_every: int = Field(50, ge=1, description="steps between logged losses")
     eval_every_epochs: int = Field(1, ge=1, description="evaluate at the end of every N-th epoch")
     eval_every_steps: int | None = Field(None, ge=1, description="evaluate every N steps instead of per epoch")
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    select: SelectConfig = SelectConfig()
     ema: float | None = Field(
         None, gt=0, lt=1, description="evaluate (validation, test, the saved best model) with an exponential moving "
         "average of the weights, updated after every step with this decay (e.g. 0.999); None: the raw weights")
@@ -98,20 +123,28 @@ class TrainConfig(Section):
         """YAML 1.1 reads a bare `no` as false; here it means the string "no"."""
         return "no" if value is False else value
 
-    compile: bool = False
+    compile: bool = Field(False, description="torch.compile the model that trains (evaluation, checkpoints and "
+                          "digests use the plain module); the first steps pay for the compilation")
     threads: int | None = Field(None, ge=1, description="torch threads per process (default: the launcher's "
                                 "OMP_NUM_THREADS, e.g. accelerate launch --num_cpu_threads_per_process, else 1)")
     cpu: bool = Field(False, description="train on CPU even where a GPU is visible")
+    init_from: str | None = Field(
+        None, min_length=1, description="start from another run's weights (fine-tuning): its run directory (the "
+        "weights its result was computed with: checkpoints/best/, else its newest checkpoint) or a model artifact's "
+        "folder; weights only (optimizer, schedule and step start afresh), read as safetensors and JSON; shapes, task, "
+        "classes and vocabulary must match. Read once, when the run starts; a resumed run continues its own checkpoint")
     halving: HalvingConfig | None = Field(None, description="set by submit on a sweep's points (sweep.early_terminate)")
 
 
 class WandbConfig(Section):
-    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
-    project: str = "lstm_train"
-    entity: str | None = None
-    tags: list[str] = []
-    dir: str | None = None
-    shared: bool = False
+    mode: Literal["auto", "online", "offline", "disabled"] = Field(
+        "auto", description="auto: online when logged in to W&B, else offline (files to `wandb sync` later)")
+    project: str = Field("lstm_train", description="W&B project")
+    entity: str | None = Field(None, description="W&B entity (team or user; default: yours)")
+    tags: list[str] = Field([], description="W&B run tags")
+    dir: str | None = Field(None, description="where W&B writes its files (default: $WANDB_DIR, else the run directory)")
+    shared: bool = Field(False, description="online only: every rank logs into one W&B run (W&B's shared mode) "
+                         "instead of one run per rank, grouped")
     group: str | None = Field(None, description="W&B group (default: the run id; a sweep's points: the sweep id)")
     job_type: str | None = Field(None, description="W&B job type (default: train; a sweep's points: the point)")
 
@@ -121,21 +154,24 @@ class TrackingConfig(Section):
 
 
 class SlurmConfig(Section):
-    partition: str | None = None
-    nodes: int = Field(1, ge=1)
-    gpus_per_node: int = Field(0, ge=0)
+    partition: str | None = Field(None, description="SLURM partition (default: the cluster's)")
+    nodes: int = Field(1, ge=1, description="nodes; processes = nodes x tasks_per_node")
+    gpus_per_node: int = Field(0, ge=0, description="GPUs per node (0: CPU processes)")
     tasks_per_node: int | None = Field(None, ge=1, description="default: gpus_per_node, or 1 on CPU")
-    cpus_per_task: int | None = Field(None, ge=1)
-    mem_gb: float | None = Field(None, gt=0)
-    time_min: int = Field(60, ge=1)
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    array_parallelism: int = Field(16, ge=1)
-    signal_delay_s: int = Field(120, ge=0)
-    max_num_timeout: int = Field(3, ge=0)
-    setup: list[str] = []
-    additional: dict[str, Any] = {}
+    cpus_per_task: int | None = Field(None, ge=1, description="CPUs per process (its torch threads)")
+    mem_gb: float | None = Field(None, gt=0, description="memory per node, GB")
+    time_min: int = Field(60, ge=1, description="time limit per allocation, minutes (a run goes on after a requeue)")
+    account: str | None = Field(None, description="SLURM account")
+    qos: str | None = Field(None, description="SLURM quality of service")
+    constraint: str | None = Field(None, description="SLURM node features (--constraint)")
+    array_parallelism: int = Field(16, ge=1, description="a sweep's points running at once (the job array's %N)")
+    signal_delay_s: int = Field(120, ge=0, description="seconds before the time limit SLURM signals the job, which "
+                                "then checkpoints and requeues")
+    max_num_timeout: int = Field(3, ge=0, description="requeues after a time limit before submitit gives up")
+    setup: list[str] = Field([], description="shell lines the batch script runs first (module load, a venv); no "
+                             "credentials: the script is kept as a file")
+    additional: dict[str, Any] = Field({}, description="further sbatch options, passed through submitit "
+                                       "(slurm_additional_parameters)")
 
     @field_validator("setup")
     @classmethod
@@ -157,18 +193,22 @@ class SlurmConfig(Section):
 class JobBase(Section):
     """Sections shared by every task; `data` and `model` are added per task."""
 
-    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="the job's name: runs/<name>/ (default: the "
+                      "job file's name)")
 
     @field_validator("name")
     @classmethod
     def _plain_name(cls, value: str) -> str:
         return plain_name(value, "name")
-    task: str = "classify"
+    task: str = Field("classify", description="a built-in task (classify, forecast, caption, text_classify, tag, "
+                      "translate, language_model, sequence), an entry point of lstm_train.tasks, or package.module:Task")
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
     slurm: SlurmConfig = SlurmConfig()
-    sweep: SweepConfig | None = None
+    sweep: SweepConfig | None = Field(
+        None, description="a sweep over this job's keys, in W&B's sweep format (method grid or random, parameters, "
+        "early_terminate): submit runs its points as one SLURM job array, compared on validation data")
 
     # What the command line changed in the job file (`runnames`): set by `load_job`, None for a
     # job built from a dict (a submitted job's pinned spec names its run id itself).
@@ -307,6 +347,7 @@ def validate_job(spec: dict[str, Any], source: str) -> JobBase:
         raise ConfigError("\n".join(lines)) from None
     if job.sweep is not None:
         check_sweep_keys(job.sweep.flat_parameters(), schema, source)
+    selection.check_job(job, source)
     return job
 
 
@@ -329,25 +370,82 @@ def check_sweep_keys(parameters: dict[str, Any], schema: type[BaseModel], source
 
 
 def load_job(path: str | Path, overrides: list[str] = ()) -> JobBase:
-    """Read a job file, apply `key=value` overrides and validate the result."""
+    """Read a job file (and the files its `defaults:` names, merged beneath it), apply `key=value`
+    overrides and validate the result as one job."""
     path = Path(path)
-    try:
-        spec = yamlsafe.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: job file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{path}: a job spec is a mapping of sections, got {type(spec).__name__}")
+    bases: list[Path] = []
+    spec = compose(path, bases=bases)
     spec.setdefault("name", path.stem)
     base = copy.deepcopy(spec)
     for override in overrides:
         apply_override(spec, override)
-    source = str(path) + (f" (with overrides {' '.join(overrides)})" if overrides else "")
+    source = str(path) + (f" (on defaults {', '.join(map(str, bases))})" if bases else "") + \
+        (f" (with overrides {' '.join(overrides)})" if overrides else "")
     job = validate_job(spec, source)
     keys = [o.split("=", 1)[0].strip() for o in overrides]
     job._changes = runnames.changes(keys, job_file_alone(base) if keys else None, job.to_dict())
     return job
+
+
+MAX_DEFAULTS_DEPTH = 16  # files including files: far beyond any real chain, short of a runaway one
+
+
+def read_job_file(path: Path, included_by: Path | None = None) -> dict[str, Any]:
+    """One job file's mapping (YAML with the alias budget), or a ConfigError naming the file (and
+    the file whose `defaults:` named it)."""
+    where = f" (named in the defaults of {included_by})" if included_by else ""
+    try:
+        spec = yamlsafe.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: job file not found{where}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a folder, not a job file{where}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML{where}: {e}") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: a job spec is a mapping of sections, got {type(spec).__name__}{where}")
+    return spec
+
+
+def compose(path: Path, chain: tuple[Path, ...] = (), bases: list[Path] | None = None) -> dict[str, Any]:
+    """The job file `path` with its `defaults: [base.yaml, ...]` beneath it: each named file
+    (relative to the file naming it) composed the same way, merged in order, then this file's own
+    keys on top (sections merge key by key; a value or a list replaces).  The bases' `name`s are
+    dropped: a job is named by its own file.  A cycle, a missing file or a `defaults` that is not
+    a list of file names is a ConfigError naming the files.  `bases` collects the files merged in."""
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p) for p in (*chain[chain.index(resolved):], resolved))
+        raise ConfigError(f"{chain[-1]}: defaults form a cycle: {cycle}")
+    if len(chain) >= MAX_DEFAULTS_DEPTH:
+        raise ConfigError(f"{path}: defaults nested more than {MAX_DEFAULTS_DEPTH} files deep (from {chain[0]})")
+    spec = read_job_file(path, chain[-1] if chain else None)
+    named = spec.pop("defaults", None)
+    if named is None:
+        return spec
+    if isinstance(named, str):
+        named = [named]
+    if not isinstance(named, list) or not all(isinstance(b, str) and b.strip() for b in named):
+        raise ConfigError(f"{path}: defaults = {runfiles.shorten(named)}: a list of job files to build on "
+                          "(e.g. defaults: [base.yaml]), relative to this file")
+    merged: dict[str, Any] = {}
+    for base in named:
+        below = compose(path.parent / base, (*chain, resolved), bases)
+        if bases is not None:
+            bases.append(path.parent / base)
+        below.pop("name", None)
+        merge(merged, below)
+    return merge(merged, spec)
+
+
+def merge(into: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """`spec` merged into `into` in place (and returned): mappings key by key, anything else replaced."""
+    for key, value in spec.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+    return into
 
 
 def job_file_alone(spec: dict[str, Any]) -> dict[str, Any] | None:

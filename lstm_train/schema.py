@@ -27,10 +27,11 @@ class Section(BaseModel):
 class ModelBase(Section):
     """The LSTM knobs every task's model has."""
 
-    hidden_size: int = Field(64, ge=1)
-    num_layers: int = Field(1, ge=1)
-    bidirectional: bool = False
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    hidden_size: int = Field(64, ge=1, description="LSTM hidden units (per direction)")
+    num_layers: int = Field(1, ge=1, description="stacked LSTM layers")
+    bidirectional: bool = Field(False, description="an LSTM reading each sequence both ways")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability (between LSTM layers, and where the "
+                           "task's model applies it)")
 
 
 class DataBase(Section):
@@ -46,7 +47,8 @@ class DataBase(Section):
     global_batch_size: int | None = Field(
         None, ge=1, description="samples per optimizer step over all processes; per process = global / world"
     )
-    eval_batch_size: int = Field(1000, ge=1)
+    eval_batch_size: int = Field(1000, ge=1, description="samples per evaluation batch per process (no gradients: "
+                                 "larger than batch_size fits)")
     cache_dir: str | None = Field(
         None, description="prepared (tokenized, memory-mapped) data; default $LSTM_TRAIN_CACHE or "
         "~/.cache/lstm_train/prepared (on a cluster: a directory every node sees)"
@@ -67,6 +69,15 @@ class DataBase(Section):
         and what to set.  A task's data section that can split one off says so by overriding this."""
         return (f"{type(self).__name__} does not say how its task gets a validation split (a task from "
                 "outside lstm_train: give its data section a `validation()` method)")
+
+    def reported_metrics(self) -> dict[str, str] | None:
+        """The metrics the task reports on this data (names without their val_/test_ prefix), each with
+        the way it is better, "min" or "max": what `train.select.metric` may name (checked when the job
+        is validated) and what `train.select.mode: auto` reads.  Counts (samples, tokens) are not
+        metrics to select on and are left out.  None (the default, a task from outside lstm_train):
+        not declared; a name is then checked at the first evaluation, and `train.select.mode` must be
+        given for one that is not the task's primary metric."""
+        return None
 
 
 def default_data_root() -> str:

@@ -100,8 +100,8 @@ class EarlyTerminate(Section):
 class HalvingConfig(Section):
     """`train.halving`: set by `submit` on the points of a sweep with `early_terminate`."""
 
-    min_steps: int = Field(..., ge=1)
-    eta: int = Field(2, ge=2)
+    min_steps: int = Field(..., ge=1, description="the first rung, in training steps (sweep.early_terminate.min_iter)")
+    eta: int = Field(2, ge=2, description="a point goes on past a rung when among the best 1/eta there")
 
 
 class SweepConfig(Section):

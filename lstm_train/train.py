@@ -16,7 +16,8 @@
                  one all-reduce: the loss, a NaN check, stop requests (SIGTERM, SLURM's
                  warning signal); metrics logged
     save         an atomic checkpoint every `train.checkpoint_every` steps and on a stop
-    validate     evaluation on the validation split; the best weights kept, early stopping
+    validate     evaluation on the validation split; the best weights kept (by train.select's
+                 metric, `selection`), early stopping
     conclude     the best weights tested once, result.json, W&B summary and model artifact
 
 What changes from step to step lives in one `LoopState` (saved in checkpoints);
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import random
 import threading
 import time
@@ -45,7 +45,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
-from . import about, averaging, checkpoint, halving, runfiles, runlock
+from . import about, averaging, checkpoint, halving, runfiles, runlock, warmstart
 from .averaging import WeightAverage
 from .config import JobBase, save_job
 from .data import prepared
@@ -58,6 +58,7 @@ from .distributed import (
 from .optim import Budget, make_optimizer, make_scheduler
 from .progress import Progress
 from .schema import ConfigError
+from .selection import Selection
 from .tasks import get_task
 from .tasks.base import Batch, Split, Splits, Task, evaluate_sums, split_size
 from .tracking import Tracker
@@ -98,7 +99,9 @@ class Run:
     tokens: torch.Tensor | None  # per training sample (CPU): tokens/s
     lock: runlock.RunLock | None  # rank 0's hold on the run directory (None on the other ranks)
     sparse_gradients: SparseGradients | None  # sparse embedding tables under DDP, all-reduced by the loop
+    selection: Selection  # train.select: the validation metric that picks best/ and counts patience
     average: WeightAverage | None = None  # train.ema / train.ntasgd: the weights evaluation uses
+    warm: dict[str, Any] | None = None  # train.init_from, read as this run started afresh (`warmstart`)
 
     @property
     def rank(self) -> int:
@@ -131,10 +134,13 @@ class LoopState:
     seconds_before: float = 0.0  # training time of the earlier parts of this run
     parts: int = 1  # how many times the run has been started: 1 + resumes
     counts_before: dict[str, int] = field(default_factory=dict)  # samples/tokens/padded of earlier parts, all ranks
-    evals_since_best: int = 0
+    evals_since_best: int = 0  # evaluations since patience's last improvement (train.early_stopping)
     last_eval: int | None = None
+    stop_reference: float | None = None  # the selected metric at that improvement
+    init: dict[str, Any] | None = None  # train.init_from: the weights the run started from (all its parts)
     best: dict[str, Any] | None = None  # {"step", "value", "metrics"} of the best validation so far
     best_weights: dict[str, torch.Tensor] | None = None  # CPU copy, for the final test
+    top: list[dict[str, Any]] = field(default_factory=list)  # train.select.keep_best > 1: the kept ones, best first
     carry: dict[str, torch.Tensor] = field(default_factory=dict)  # this rank's tensors a task carries between steps
 
     resumed_from: int | None = None
@@ -161,7 +167,7 @@ class LoopState:
     def saved(self, counts: dict[str, int]) -> checkpoint.SavedLoop:
         """The part a checkpoint carries (`counts`: the whole run's, every rank's)."""
         return checkpoint.SavedLoop(parts=self.parts, counts=counts, evals_since_best=self.evals_since_best,
-                                    last_eval=self.last_eval)
+                                    last_eval=self.last_eval, stop_reference=self.stop_reference, init=self.init)
 
     def continue_from(self, saved: checkpoint.Checkpoint) -> None:
         """Continue the run `saved` is a checkpoint of, as one more part of it."""
@@ -171,6 +177,8 @@ class LoopState:
         self.counts_before = dict(saved.loop.counts)
         self.evals_since_best = saved.loop.evals_since_best
         self.last_eval = saved.loop.last_eval
+        self.stop_reference = saved.loop.stop_reference
+        self.init = saved.loop.init
 
 
 def train(job: JobBase, stop: threading.Event | None = None) -> dict[str, Any]:
@@ -258,7 +266,8 @@ def finished_result(job: JobBase, accelerator: Accelerator) -> dict[str, Any] | 
     return {**found["result"], "already_finished": True}
 
 
-def incompatible(job: JobBase, run_dir: Path, info: dict[str, Any], net: nn.Module | None = None) -> str | None:
+def incompatible(job: JobBase, run_dir: Path, info: dict[str, Any], net: nn.Module | None = None,
+                 selection: Selection | None = None) -> str | None:
     """Why this job cannot continue the run in `run_dir` (None: it can, or there is nothing to
     continue).  Asked before anything is written there, so that a refused job (an sst5 job on an
     sst2 run dir, a model of another shape) leaves config.yaml and every other file as they were."""
@@ -294,7 +303,30 @@ def incompatible(job: JobBase, run_dir: Path, info: dict[str, Any], net: nn.Modu
             problem = checkpoint.shape_problem(path, meta, {k: tuple(v.shape) for k, v in net.state_dict().items()})
             if problem:
                 return f"{problem}: use another train.output_dir for this model, or remove that checkpoint"
+    if selection is not None:
+        return selection_changed(job, run_dir, info, selection)
     return None
+
+
+def selection_changed(job: JobBase, run_dir: Path, info: dict[str, Any], selection: Selection) -> str | None:
+    """Why the run's best/ cannot go on being compared under this job's `train.select` (another
+    metric or direction: its value would be measured against another scale), or None."""
+    best = run_dir / runfiles.CHECKPOINTS / checkpoint.BEST
+    if not best.is_dir():
+        return None
+    try:
+        meta = checkpoint.read_meta(best)
+    except checkpoint.UnreadableCheckpoint:
+        return None  # restore reads it again, and says what is wrong
+    task = get_task(job.task)
+    chosen = meta.get("selected_by") or {  # best/ of a run before train.select: the task's primary metric
+        "metric": f"val_{info.get('primary_metric', task.primary_metric)}",
+        "mode": "max" if task.higher_is_better else "min"}
+    if (chosen.get("metric"), chosen.get("mode")) == (selection.key, selection.mode):
+        return None
+    return (f"{best} holds the weights chosen by {chosen.get('metric')} ({chosen.get('mode')}); this job selects by "
+            f"{selection.key} ({selection.mode}), which would compare its evaluations with a value of another metric: "
+            "set train.select back, or use another train.output_dir (or train.run_id) for the new selection")
 
 
 def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precision: str) -> Run:
@@ -305,6 +337,7 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
     set_seed(job.train.seed)
     task = task_class(job, run_dir)
     splits = prepared.load(task, accelerator)  # before the run dir exists: bad data leaves no debris
+    selection = Selection.of(job, task.primary(splits.info), task.higher_is_better, task.reported_metrics(splits.info))
     lock = None
     if accelerator.is_main_process:
         runfiles.make_run_dir(run_dir)  # 0750; another user's or a world-writable one is refused
@@ -315,10 +348,9 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
         finished = finished_result(job, accelerator)
         if finished is not None:
             raise AlreadyFinished(finished)
-        net = task.build_model(splits.info)
-        task.init_weights(net, splits.info)
+        net, warm = build_model(job, task, splits.info, accelerator)
         # Check first, write after: a job that cannot resume what is there leaves it untouched.
-        refused = broadcast_object(accelerator, incompatible(job, run_dir, splits.info, net)
+        refused = broadcast_object(accelerator, incompatible(job, run_dir, splits.info, net, selection)
                                    if accelerator.is_main_process else None)
         if refused:
             raise checkpoint.CheckpointMismatch(refused)
@@ -352,11 +384,45 @@ def setup(job: JobBase, task_class: type[Task], accelerator: Accelerator, precis
         )
         return Run(job, task, splits, accelerator, net, model, optimizer, scheduler, budget, plan, layout, total_steps,
                    precision, tracker, dataset, lengths, task.tokens(splits.train) if task.throughput_unit == "tokens" else None,
-                   lock, sparse_gradients, WeightAverage.for_job(net, job.train))
+                   lock, sparse_gradients, selection, WeightAverage.for_job(net, job.train), warm)
     except BaseException:
         if lock:
             lock.release()
         raise
+
+
+def build_model(job: JobBase, task: Task, info: dict[str, Any], accelerator: Accelerator
+                ) -> tuple[nn.Module, dict[str, Any] | None]:
+    """The task's model with its initial weights: the task's own, or train.init_from's (and what
+    they were), before anything is written to the run directory."""
+    net = task.build_model(info)
+    task.init_weights(net, info)
+    return net, warm_start(job, info, net, accelerator)
+
+
+def warm_start(job: JobBase, info: dict[str, Any], net: nn.Module, accelerator: Accelerator) -> dict[str, Any] | None:
+    """train.init_from's weights in `net` (`warmstart`), when this run starts afresh (rank 0 looks
+    for a checkpoint to resume: then the source is not read at all).  Every rank reads the source;
+    the ranks agree on its weights' digest, or every one of them stops with the reason."""
+    if not job.train.init_from:
+        return None
+    resuming = runfiles.checkpoint_files(job.run_dir / runfiles.CHECKPOINTS) if accelerator.is_main_process else None
+    if broadcast_object(accelerator, bool(resuming)):
+        return None
+    record, error = None, None
+    try:
+        record = warmstart.load(job, info, net)
+    except (ValueError, checkpoint.CheckpointMismatch, OSError) as e:
+        error = e
+    outcomes = gather_objects(accelerator, (record and record["init_weights_sha1"], error and str(error)))
+    if error is not None:
+        raise error
+    failed = next((why for _, why in outcomes if why), None)
+    if failed or len({sha for sha, _ in outcomes}) > 1:
+        raise checkpoint.CheckpointMismatch(failed or f"train.init_from: the ranks read different weights from "
+                                            f"{job.train.init_from} (a shared filesystem's cache?); run again")
+    accelerator.print(f"starting from the weights of {record['init_weights']} (step {record['init_step']})")
+    return record
 
 
 def restore(run: Run) -> LoopState:
@@ -364,11 +430,12 @@ def restore(run: Run) -> LoopState:
     else start fresh, each rank with its own random stream (dropout masks)."""
     state = LoopState()
     # Rank 0 chooses for every rank: on a shared filesystem ranks can list different files.
-    found, best, refused = None, None, None
+    found, best, top, refused = None, None, [], None
     try:
         if run.rank == 0:
             found = checkpoint.load_latest(run.checkpoints)
             best = checkpoint.load_best(run.checkpoints) if found else None
+            top = checkpoint.read_top(run.checkpoints) if found and run.job.train.select.keep_best > 1 else []
     except checkpoint.NotACheckpoint as e:  # every rank stops with it, none waits for rank 0
         refused = e
     path, refusal = broadcast_object(run.accelerator, (found[0] if found else None, refused and str(refused)))
@@ -376,6 +443,7 @@ def restore(run: Run) -> LoopState:
         raise refused or checkpoint.NotACheckpoint(refusal)
     if path is None:
         seed_rank(run.job.train.seed, run.rank)
+        state.init = run.warm
         return state
     saved = found[1] if found else checkpoint.load(path)
     info = json.loads(json.dumps(run.splits.info))  # as the checkpoint's meta.json holds it (tuples as lists)
@@ -407,16 +475,28 @@ def restore(run: Run) -> LoopState:
             f"{run.layout.global_batch} ({run.world} process(es)); set data.global_batch_size to keep the "
             "training the same at any world size"
         )
-    # best/ is written just before the checkpoint of its step.  One from after this checkpoint's last
-    # evaluation (a crash between the two) is left out: the replayed evaluation decides again.
+    restore_selection(run, state, best, top)
+    run.accelerator.print(f"resuming from {path} (step {state.step} of {run.total_steps}, part {state.parts})")
+    return state
+
+
+def restore_selection(run: Run, state: LoopState, best: checkpoint.Best | None, top: list[dict[str, Any]]) -> None:
+    """best/ and top/ as rank 0 read them, for every rank.  best/ is written just before the
+    checkpoint of its step: one from after this checkpoint's last evaluation (a crash between the
+    two) is left out, and the replayed evaluation decides again; so is a top/ entry, removed here
+    (its replay writes it again)."""
     if best is not None and best.step <= (state.last_eval or 0):
         state.best = {"step": best.step, "value": best.value, "metrics": best.metrics}
         state.best_weights = best.model
-    state.best = broadcast_object(run.accelerator, state.best)
+    if run.rank == 0 and top:
+        state.top = run.selection.top([e for e in top if e["step"] <= (state.last_eval or 0)],
+                                      run.job.train.select.keep_best)
+        checkpoint.prune_top(run.checkpoints, {e["step"] for e in state.top})
+    state.best, state.top = broadcast_object(run.accelerator, (state.best, state.top))
     if state.best is not None and state.best_weights is None:
         state.best_weights = checkpoint.load_best_weights(run.checkpoints, state.best["step"])
-    run.accelerator.print(f"resuming from {path} (step {state.step} of {run.total_steps}, part {state.parts})")
-    return state
+    if state.stop_reference is None and state.best is not None:  # a checkpoint from before min_delta
+        state.stop_reference = state.best["value"]
 
 
 def seed_rank(seed: int, rank: int) -> None:
@@ -694,9 +774,11 @@ def validate(run: Run, state: LoopState) -> None:
 
 
 def judge(run: Run, state: LoopState) -> None:
-    """Evaluate, and with a validation split keep the best weights by the task's primary metric
-    and count evaluations without improvement (early stopping).  Without one, the test split is
-    evaluated as training goes (the tutorial's way) and the last weights are the result."""
+    """Evaluate, and with a validation split keep the best weights by the selected metric
+    (`train.select`, the rule in `selection`: ties to the lower loss, then the later step), the
+    k best with `keep_best`, and count evaluations without improvement (early stopping).  Without
+    one, the test split is evaluated as training goes (the tutorial's way) and the last weights
+    are the result."""
     began = time.perf_counter()
     if run.splits.val is None:
         state.last_metrics = evaluate(run, run.splits.test, "test", state.step)
@@ -709,32 +791,53 @@ def judge(run: Run, state: LoopState) -> None:
     if run.accelerator.is_main_process:
         for name, table in run.task.evaluation_tables(run.net, run.splits.info, state.step, run.run_dir).items():
             run.tracker.log_table(name, table["columns"], table["rows"])
-    key = f"val_{run.task.primary(run.splits.info)}"
-    if key not in metrics:
-        raise KeyError(f"task {run.task.name} declares primary_metric {run.task.primary(run.splits.info)!r}, but its metrics "
-                       f"are {sorted(metrics)}")
-    value = float(metrics[key])
-    best = state.best["value"] if state.best else None
-    better = best is None or (value > best if run.task.higher_is_better else value < best)
-    if better and math.isfinite(value):
-        state.best = {"step": state.step, "value": value, "metrics": metrics}
+    select = run.selection
+    candidate = {"step": state.step, "value": select.value(metrics), "metrics": metrics}
+    if select.better(candidate, state.best):
+        state.best = candidate
         state.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in run.net.state_dict().items()}
-        state.evals_since_best = 0
         if run.lock:
             run.lock.check()
-            checkpoint.save_best(run.checkpoints, checkpoint.Best(**state.best, model=state.best_weights,
-                                                                  task_info=run.splits.info, config=runfiles.shareable(run.job.to_dict())))
+            checkpoint.save_best(run.checkpoints, kept(run, candidate, state.best_weights))
+    keep_best(run, state, candidate)
+    if select.improves(candidate["value"], state.stop_reference):
+        state.stop_reference, state.evals_since_best = candidate["value"], 0
     else:
         state.evals_since_best += 1
         patience = run.job.train.early_stopping.patience
         if patience is not None and state.evals_since_best >= patience:
             state.stopping = "early stopping"
-            run.accelerator.print(f"early stopping at step {state.step}: val_{run.task.primary(run.splits.info)} has not "
-                                  f"improved on {state.best['value']:.4f} (step {state.best['step']}) in "
-                                  f"{patience} evaluation(s)")
+            since = f" by more than {select.min_delta:g}" if select.min_delta else ""
+            best = f" (best {state.best['value']:.4f} at step {state.best['step']})" if state.best else ""
+            run.accelerator.print(f"early stopping at step {state.step}: {select.key} has not improved on "
+                                  f"{state.stop_reference if state.stop_reference is not None else float('nan'):.4f}"
+                                  f"{since} in {patience} evaluation(s){best}")
     halve(run, state, metrics, "val")
     state.last_eval_seconds = time.perf_counter() - began
     state.eval_seconds += state.last_eval_seconds
+
+
+def kept(run: Run, entry: dict[str, Any], weights: dict[str, torch.Tensor]) -> checkpoint.Best:
+    """best/'s (or a top/ entry's) contents: the weights, the evaluation and how it was chosen."""
+    return checkpoint.Best(**entry, model=weights, task_info=run.splits.info,
+                           config=runfiles.shareable(run.job.to_dict()), selected_by=run.selection.describe())
+
+
+def keep_best(run: Run, state: LoopState, candidate: dict[str, Any]) -> None:
+    """train.select.keep_best > 1: the k best evaluations' weights in checkpoints/top/ (rank 0
+    writes the new one atomically, then removes the one it displaced)."""
+    k = run.job.train.select.keep_best
+    if k == 1:
+        return
+    ranked = run.selection.top(state.top + [candidate], k)
+    if candidate not in ranked:
+        return
+    state.top = [{"step": e["step"], "value": e["value"], "metrics": e["metrics"]} for e in ranked]
+    if run.lock:
+        run.lock.check()
+        weights = state.best_weights if state.best is candidate else \
+            {name: v.detach().to("cpu") for name, v in run.net.state_dict().items()}
+        checkpoint.save_top(run.checkpoints, kept(run, candidate, weights), {e["step"] for e in ranked})
 
 
 def halve(run: Run, state: LoopState, metrics: dict[str, Any], split: str) -> None:
@@ -799,6 +902,10 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
         "primary_metric": primary,
         "higher_is_better": run.task.higher_is_better,
         "best_step": state.best["step"] if state.best else None,
+        # How best_step was chosen (train.select), and with keep_best the steps kept in checkpoints/top/
+        "selected_by": run.selection.describe() if run.splits.val is not None else None,
+        **({"kept_steps": [e["step"] for e in state.top]} if run.job.train.select.keep_best > 1 else {}),
+        **({"init_from": state.init} if run.job.train.init_from else {}),
         "stopped_early": state.stopping in ("early stopping", "successive halving"),
         "stopped_at_time_limit": state.stopping == "time limit",
         "epochs": round(state.step / max(1, run.plan.steps_in_epoch(0)), 4),

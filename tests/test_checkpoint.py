@@ -66,7 +66,7 @@ def test_a_checkpoint_reads_back_exactly_and_only_as_data(tmp_path: Path) -> Non
     meta = json.loads((path / "meta.json").read_text())
     assert meta["format"] == "lstm_train.checkpoint" and meta["format_version"] == 2 and meta["step"] == 10
     assert meta["loop"] == {"parts": 2, "counts": {"samples": 640, "tokens": 0, "padded": 0}, "evals_since_best": 0,
-                            "last_eval": 10}
+                            "last_eval": 10, "stop_reference": None, "init": None}
     assert meta["config"] == {"name": "x"}  # no slurm/tracking/sweep section in a checkpoint
     torch.load(path / "state.pt", weights_only=True)  # nothing but tensors and plain containers
 
@@ -79,6 +79,9 @@ def test_a_checkpoint_reads_back_exactly_and_only_as_data(tmp_path: Path) -> Non
     assert restored.state_dict() == saved.scaler
     assert torch.equal(loaded.per_rank[0]["carry"]["hidden"], saved.per_rank[0]["carry"]["hidden"])
     assert loaded.task_info == {"classes": ["a", "b"], "pair": [1, 2]}
+    older = {**meta, "loop": {k: v for k, v in meta["loop"].items() if k not in ("stop_reference", "init")}}  # earlier
+    (path / "meta.json").write_text(json.dumps(older))
+    assert checkpoint.load(path).loop == saved.loop
 
     # The random streams continue where they were saved.
     checkpoint.set_rng_state(loaded.per_rank[0]["rng"])

@@ -112,3 +112,76 @@ def test_readable_labels_are_short_and_safe() -> None:
     assert runnames.label_of("3f2a9c01b7") is None and runnames.display_name("j", "base-3f2a9c") == "j"
     long = load_job(ROOT / "jobs" / "mnist_lstm.yaml", [f"data.root=/x/{'y' * 100}"])
     assert len(long.run_id) < 128 and long.run_id.startswith("root=yyyy")
+
+
+def test_explain_prints_a_keys_description_type_default_and_value() -> None:
+    """`config JOB --explain KEY` (issue 36, item 6): from the schema pydantic validates with."""
+    from .conftest import run_cli
+
+    one = run_cli("config", "mnist_lstm", "data.val_fraction=0.1", "train.select.metric=loss",
+                  "--explain", "train.select.metric")
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.splitlines()[:4] == ["train.select.metric", "  type:     str | None", "  default:  null (none)",
+                                           "  this job: 'loss'"]
+    assert "the task's primary metric" in one.stdout and "metrics of this job: loss (min), accuracy (max)" in one.stdout
+    section = run_cli("config", "mnist_lstm", "--explain", "train.early_stopping").stdout.splitlines()
+    assert [line.split(" ")[0] for line in section] == ["train.early_stopping.patience", "train.early_stopping.min_delta"]
+    assert section[1].startswith("train.early_stopping.min_delta (float >= 0; default 0.0): ")
+    bounded = run_cli("config", "mnist_lstm", "optim.lr=0.003", "--explain", "optim.lr").stdout
+    assert "type:     float > 0" in bounded and "default:  0.01" in bounded and "this job: 0.003" in bounded
+    wrong = run_cli("config", "mnist_lstm", "--explain", "trian.ema")
+    assert wrong.returncode == 2 and "Did you mean 'train.ema'?" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_keys_lists_every_key_of_the_job_with_its_task_sections() -> None:
+    """`--keys` (= `--explain` alone): one line per key, every key the job's YAML has, the task's
+    data and model keys included; every train.* key has a description and is named in the README."""
+    from lstm_train.keys import job_keys
+    from lstm_train.runnames import flatten
+
+    from .conftest import run_cli
+
+    for name, task_key in (("mnist_lstm", "data.dataset"), ("shakespeare_char", "data.bptt")):
+        listed = run_cli("config", name, "--keys")
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout == run_cli("config", name, "--explain").stdout
+        names = {line.split(" ")[0] for line in listed.stdout.splitlines()}
+        assert {k.lstrip(".") for k in flatten(load_job(ROOT / "jobs" / f"{name}.yaml").to_dict(), "")} - names == set()
+        assert task_key in names
+    readme = (ROOT / "README.md").read_text()
+    train = [k for k in job_keys(load_job(ROOT / "jobs" / "mnist_lstm.yaml")) if k.name.startswith("train.")]
+    assert {"train.ema", "train.ntasgd", "train.compile", "train.grad_accum_steps"} <= {k.name for k in train}
+    assert [k.name for k in train if not k.description] == []
+    assert [k.name for k in train if f"`{k.name}`" not in readme] == []
+
+
+def test_defaults_compose_job_files_validated_as_one(tmp_path: Path) -> None:
+    """`defaults: [base.yaml]` (issue 36, item 4): the bases merged beneath the file in order
+    (sections key by key, the file's own keys on top), command-line overrides last, validated as
+    one job; the job is named by its own file; a cycle, a missing file or a bad key is named."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "common.yaml").write_text("name: common\ntask: classify\noptim:\n  lr: 0.5\n"
+                                                      "model:\n  hidden_size: 16\n  num_layers: 2\n")
+    (tmp_path / "base.yaml").write_text("defaults: [shared/common.yaml]\ntrain:\n  epochs: 2\n  seed: 7\n"
+                                        "model:\n  hidden_size: 32\n")
+    child = write(tmp_path, "defaults: [base.yaml]\ntrain:\n  epochs: 3\n")
+    job = load_job(child, ["model.dropout=0.1"])
+    assert job.name == "job" and job.optim.lr == 0.5 and (job.train.epochs, job.train.seed) == (3, 7)
+    assert (job.model.hidden_size, job.model.num_layers, job.model.dropout) == (32, 2, 0.1)
+    flat = write(tmp_path / "shared", "name: job\noptim:\n  lr: 0.5\ntrain:\n  epochs: 3\n  seed: 7\n"
+                 "model:\n  hidden_size: 32\n  num_layers: 2\n")
+    assert load_job(flat, ["model.dropout=0.1"]).to_dict() == job.to_dict()
+    assert load_job(flat, ["model.dropout=0.1"]).run_id == job.run_id  # the same training, the same run
+
+    (tmp_path / "base.yaml").write_text("defaults: [job.yaml]\n")
+    with pytest.raises(ConfigError, match=r"defaults form a cycle: .*job\.yaml -> .*base\.yaml -> .*job\.yaml"):
+        load_job(child)
+    (tmp_path / "base.yaml").write_text("defaults: [gone.yaml]\n")
+    with pytest.raises(ConfigError, match=r"gone\.yaml: job file not found \(named in the defaults of .*base\.yaml\)"):
+        load_job(child)
+    (tmp_path / "base.yaml").write_text("defaults: 3\n")
+    with pytest.raises(ConfigError, match=r"base\.yaml: defaults = 3: a list of job files"):
+        load_job(child)
+    (tmp_path / "base.yaml").write_text("model:\n  hiden_size: 3\n")
+    with pytest.raises(ConfigError, match=r"job\.yaml \(on defaults .*base\.yaml\): unknown key 'model\.hiden_size'"):
+        load_job(child)

@@ -37,10 +37,12 @@ def test_config_prints_the_resolved_job_without_importing_torch() -> None:
     alias = run_cli("run", "jobs/mnist_lstm.yaml", "--print-config", "train.epochs=3", "model.hidden_size=32")
     assert alias.returncode == 0 and alias.stdout == p.stdout, alias.stderr
 
-    # Fast: validating every shipped job imports neither torch nor the task code's heavy libraries.
+    # Fast: validating (and explaining) every shipped job imports neither torch nor the task code's heavy libraries.
     probe = ("import sys, contextlib, io\nfrom lstm_train.cli import main\nfrom lstm_train.shipped import shipped\n"
              "for name in shipped():\n    with contextlib.redirect_stdout(io.StringIO()):\n"
              "        assert main(['config', name]) == 0, name\n"
+             "        assert main(['config', name, '--keys']) == 0, name\n"
+             "        assert main(['config', name, '--explain', 'train.select.metric']) == 0, name\n"
              "print(sorted(m for m in ('torch', 'numpy', 'submitit', 'wandb', 'statsmodels') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

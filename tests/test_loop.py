@@ -133,14 +133,16 @@ def test_best_weights_on_validation_data_and_early_stopping(tmp_path: Path) -> N
     assert len([r for r in rows if "test/mase" in r]) == 1  # tested once
 
     # SGD with a learning rate below float32's resolution cannot change a weight: the second
-    # evaluation is no better than the first, and patience 1 stops the run there.
+    # evaluation is no better than the first, and patience 1 stops the run there.  The two tie
+    # exactly (MASE and loss): the tie rule keeps the later step.
     stuck = tmp_path / "stuck"
     proc = run_cli("run", *common, "train.epochs=10", "optim.name=sgd", "optim.lr=1e-30",
                    "train.early_stopping.patience=1", f"train.output_dir={stuck}")
     assert proc.returncode == 0, proc.stderr
     result = result_of(stuck)
-    per_epoch = result["best_step"]
-    assert result["stopped_early"] is True and result["steps"] == 2 * per_epoch
+    per_epoch, second = val_steps(stuck)
+    assert result["stopped_early"] is True and second == result["steps"] == 2 * per_epoch
+    assert result["best_step"] == second and result["val_mase"] == checkpoint.load_best(stuck / "checkpoints").value
     assert "early stopping at step" in proc.stdout
 
 

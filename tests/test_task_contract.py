@@ -204,6 +204,11 @@ def check_contract(case: Case, tmp: Path, capfd: Any) -> None:
     metrics = task.metrics({k: float(v) for k, v in sums.items()}, info, prefix="test_")
     assert f"test_{task.primary(info)}" in metrics, name
     assert all(k.startswith("test_") for k in metrics), f"{name}: metric keys {sorted(metrics)}"
+    reported = task.reported_metrics(info)  # what train.select.metric may name, and which way each is better
+    if reported is not None:  # exactly the metrics it reports (counts aside), the primary one its own way
+        produced = {k.removeprefix("test_") for k, v in metrics.items() if not isinstance(v, int)}
+        assert produced == set(reported), f"{name}: reports {sorted(produced)}, declares {sorted(reported)}"
+        assert reported[task.primary(info)] == ("max" if task.higher_is_better else "min"), name
     unchanged("eval_sums/metrics")
     extra = task.finish(model, splits, run_dir)
     json.dumps(extra)  # result.json-able: paths as strings

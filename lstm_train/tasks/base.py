@@ -263,6 +263,13 @@ class Task:
         another (a tagger on BIO data is judged by entity F1)."""
         return str(info.get("primary_metric", self.primary_metric))
 
+    def reported_metrics(self, info: dict[str, Any]) -> dict[str, str] | None:
+        """The metrics `metrics` reports on this run's data (no prefix) and which way each is better
+        ("min"/"max"): what `train.select.metric` may name.  Default: the data section's declaration
+        (`DataBase.reported_metrics`, checked when the job is validated); a task whose metrics depend
+        on what the data turned out to be narrows it here (a tagger's entity scores: BIO data only)."""
+        return self.job.data.reported_metrics()
+
     def torch_dataset(self, train: bool) -> torch.utils.data.Dataset | None:
         """A classic Dataset for the DataLoader path, where the job asks for one (classify's
         `data.loader: torchvision`); None: batches are cut from the split tensors."""

@@ -151,6 +151,13 @@ class TagTask(Task):
                          for k, v in counts.items()})
         return sums
 
+    def reported_metrics(self, info: dict[str, Any]) -> dict[str, str]:
+        """Entity precision/recall/F1 only where the tags are BIO (`info["scheme"]`, known once read)."""
+        out = dict(self.job.data.reported_metrics())
+        if info.get("scheme") != "bio":
+            out = {k: v for k, v in out.items() if not k.startswith("entity_")}
+        return out
+
     def metrics(self, sums: dict[str, float], info: dict[str, Any], prefix: str = "test_") -> dict[str, float]:
         tokens = max(sums["tokens"], 1.0)
         seen = sums["tokens"] - sums["unseen_tokens"]

@@ -47,6 +47,9 @@ class CaptionData(DataBase):
     def validation(self) -> list[str] | str:
         return [] if self.val_fraction else ["data.val_fraction=0.1"]
 
+    def reported_metrics(self) -> dict[str, str]:
+        return {"loss": "min", "sequence_accuracy": "max", "cer": "min"}
+
     @property
     def strip_width(self) -> int:
         return self.width or default_width(self.max_digits, self.max_gap)

@@ -35,6 +35,9 @@ class ClassifyData(DataBase):
     def validation(self) -> list[str] | str:
         return [] if self.val_fraction else ["data.val_fraction=0.1"]
 
+    def reported_metrics(self) -> dict[str, str]:
+        return {"loss": "min", "accuracy": "max"}
+
 
 class ClassifyModel(ModelBase):
     pass

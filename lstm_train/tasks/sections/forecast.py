@@ -55,6 +55,9 @@ class ForecastData(DataBase):
         """A span before the test span (time order kept: windows drawn at random would leak the future)."""
         return [] if self.val_size else ["data.val_size=0.1"]
 
+    def reported_metrics(self) -> dict[str, str]:
+        return {"loss": "min", "mse": "min", "mae": "min", "rmse": "min", "mase": "min", "smape": "min"}
+
     @field_validator("path", "column", "time_column", "covariates")
     @classmethod
     def _csv_only(cls, value: Any, info: ValidationInfo) -> Any:

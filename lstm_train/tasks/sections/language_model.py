@@ -31,6 +31,12 @@ class LanguageModelData(StreamData):
     def validation(self) -> list[str] | str:
         return []  # val_files, or a val_fraction > 0 of the corpus
 
+    def reported_metrics(self) -> dict[str, str]:
+        out = {"loss": "min", "bits_per_token": "min", "perplexity": "min"}
+        if self.tokenizer in ("chars", "bytes"):
+            out["bpc"] = "min"
+        return out
+
 
 class LanguageModelModel(ModelBase):
     hidden_size: int = Field(512, ge=1)

@@ -50,6 +50,11 @@ class SequenceDataSection(SequenceData):
         """A validation file, or a seeded share of the training sequences."""
         return [] if self.val is not None or self.val_fraction else ["data.val_fraction=0.1"]
 
+    def reported_metrics(self) -> dict[str, str]:
+        if self.target == "class":
+            return {"loss": "min", "accuracy": "max"}
+        return {"loss": "min", "r2": "max", "rmse": "min", "mae": "min"}
+
 
 class SequenceModelSection(ModelBase):
     pooling: Literal["last", "mean", "max"] = Field(

@@ -39,6 +39,13 @@ class TagData(SequenceData):
     def validation(self) -> list[str] | str:
         return [] if self.val else "data.val is null: name a validation file (CoNLL-U or columns) as data.val"
 
+    def reported_metrics(self) -> dict[str, str]:
+        """Entity scores on BIO data (scheme bio, or auto when the training tags turn out to be BIO)."""
+        out = {"loss": "min", "accuracy": "max", "accuracy_seen": "max", "accuracy_unseen": "max"}
+        if self.scheme != "none":
+            out.update(entity_precision="max", entity_recall="max", entity_f1="max")
+        return out
+
     def path(self, name: str) -> Path:
         path = Path(getattr(self, name))
         return path if path.is_absolute() else Path(self.root) / path

@@ -46,6 +46,9 @@ class TextData(SequenceData):
         return ("data.train_path is given without data.val_path: name a validation file (data.val_path), "
                 "or give one file as data.path, which is split by data.val_fraction")
 
+    def reported_metrics(self) -> dict[str, str]:
+        return {"loss": "min", "accuracy": "max", "macro_f1": "max"}
+
     @model_validator(mode="after")
     def _paths(self) -> TextData:
         given = {k: getattr(self, k) for k in ("path", "train_path", "val_path", "test_path") if getattr(self, k)}

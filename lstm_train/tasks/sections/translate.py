@@ -68,6 +68,10 @@ class TranslateData(SequenceData):
             return []
         return ["data.val_fraction=0.02"]
 
+    def reported_metrics(self) -> dict[str, str]:
+        return {"loss": "min", "perplexity": "min", "bleu": "max", "bleu_lc": "max", "chrf": "max",
+                "exact_match": "max"}
+
     @model_validator(mode="after")
     def _files(self) -> TranslateData:
         if self.dataset == "files" and self.train is None:
