@@ -529,15 +529,53 @@ def test_the_time_budget_is_kept_between_logged_steps(tmp_path: Path) -> None:
             f"train.output_dir={tmp_path / 'run'}"]))
     finally:
         torch.set_num_threads(threads)
-    assert result["stopped_at_time_limit"] and 3 <= result["train_seconds"] < 5, result["train_seconds"]
+    # it ends at the last step that leaves room for the next one: just short of 3 s, never far past
+    assert result["stopped_at_time_limit"] and 2.5 <= result["train_seconds"] < 4, result["train_seconds"]
     # a run with validation data leaves the budget room for the final validation a stop still runs
+    from lstm_train.timelimit import Reserve
     from lstm_train.train import LoopState, past_budget
 
-    state = LoopState(seconds_before=50.0, step=10, last_eval=5, last_eval_seconds=12.0)
+    state = LoopState(seconds_before=50.0, step=10, last_eval=5, reserve=Reserve(eval_seconds=12.0))
     run = SimpleNamespace(job=SimpleNamespace(train=SimpleNamespace(max_seconds=60)), splits=SimpleNamespace(val=()))
     assert past_budget(run, state)  # 50 s trained + a 12 s validation to come: past 60 s
     state.last_eval = 10
     assert not past_budget(run, state)  # validated at this very step: nothing more to run
+
+
+def test_a_budget_leaves_room_for_a_final_validation_none_had_timed(tmp_path: Path) -> None:
+    """No validation is due before the budget ends (eval_every_steps is out of reach), and the
+    validation split is large: the run foresees the final validation (a probe of a few windows)
+    and stops early enough that training time, the final validation included, stays in budget."""
+    import torch
+
+    from lstm_train.config import load_job
+    from lstm_train.train import train
+
+    rng = np.random.default_rng(0)
+    text = tmp_path / "data" / "c.txt"
+    text.parent.mkdir()
+    text.write_text("".join(rng.choice(list("abcdefgh \n"), 600_000)))  # the last half validates
+    job = tmp_path / "lm.yaml"
+    job.write_text(json.dumps({
+        "name": "budget_lm", "task": "language_model",
+        "data": {"root": str(text.parent), "files": text.name, "bptt": 32, "global_batch_size": 8, "val_fraction": 0.5,
+                 "eval_streams": 4, "cache_dir": str(tmp_path / "cache")},
+        "model": {"hidden_size": 96, "num_layers": 1, "embedding_size": 16, "dropout": 0.0},
+        "train": {"epochs": 1000, "max_seconds": BUDGET_S, "eval_every_steps": 10**9, "checkpoint_every": 10**9,
+                  "log_every": 10**9, "mixed_precision": "no", "threads": 1, "output_dir": str(tmp_path / "run")},
+        "tracking": {"wandb": {"mode": "disabled"}}}))
+    threads = torch.get_num_threads()
+    try:
+        result = train(load_job(str(job), []))
+    finally:
+        torch.set_num_threads(threads)
+    final = result["eval_seconds"]  # the probe and the final validation (the only evaluations)
+    assert result["stopped_at_time_limit"] and final > 1.0, result  # a validation worth reserving for
+    # without the reserve it ended at BUDGET_S + the final validation; with it, within a step or two of the budget
+    assert BUDGET_S - final - 1.0 <= result["train_seconds"] <= BUDGET_S + 0.5, (result["train_seconds"], final)
+
+
+BUDGET_S = 5.0
 
 
 def test_a_launch_of_several_processes_that_started_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

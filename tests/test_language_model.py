@@ -281,7 +281,7 @@ def test_a_time_limit_ends_the_run_as_finished(tmp_path: Path) -> None:
     # no test split (test_fraction 0): validation metrics only, and said so (nothing copied into test_*)
     assert "val_loss" in result and "test_loss" not in result and result["test_split"].startswith("none")
     assert result["primary_metric"] == "val_loss"
-    assert 2 <= result["train_seconds"] < 30
+    assert 1 <= result["train_seconds"] < 30  # it ends at the last step that leaves room for the final validation
 
 
 def test_wikitext2_layout_with_the_awd_regularisers(tmp_path: Path) -> None:
