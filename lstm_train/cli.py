@@ -529,6 +529,8 @@ def parser(task_options: tuple = ()) -> argparse.ArgumentParser:
     bench.add_argument("--hidden-sizes", default=None, help="--scaling: e.g. 64,128,256,512,1024 (the default)")
     bench.add_argument("--batch-sizes", default=None, help="--scaling: e.g. 16,32,64,128,256,512 (the default)")
     bench.add_argument("--out", default=None, help="--scaling: folder for scaling.png/.md/.json (bench-scaling)")
+    bench.add_argument("--force", action="store_true", help="--scaling: replace existing scaling.json/.md/.png "
+                       "files in --out (never a run's own file)")
     bench.add_argument("--book", nargs=argparse.REMAINDER, default=None, metavar="NAME",
                        help="run the benchmark book of this checkout (scripts/book.py) with these entry names and "
                        "options (--list, --quick, ...); it records into benchmarks/")

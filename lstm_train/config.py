@@ -74,8 +74,9 @@ class TrainConfig(Section):
     epochs: int = Field(1, ge=1, description="passes over the training data (train.max_steps / max_seconds may end it sooner)")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
     max_seconds: float | None = Field(
-        None, gt=0, description="end the run (validated, tested, as finished) at the first sync step past this much "
-        "training time (all parts of the run, evaluations included)")
+        None, gt=0, description="end the run (validated, tested, as finished) within this much training time (all "
+        "parts of the run, evaluations included): at the last step that leaves room for the next one and the final "
+        "validation")
     seed: int = Field(1, description="seeds the initial weights, the batch order and every random draw of the run")
     output_dir: str | None = Field(None, description="default: runs/<job name>/<run id>")
     run_id: str | None = Field(None, description="default: what the overrides change, and a hash of the job "

@@ -199,6 +199,20 @@ def _json_default(value: Any) -> Any:
 # ---------------------------------------------------------------------------
 
 
+def open_log(path: Path, buffering: int = -1) -> Any:
+    """A metrics log opened to append, never through a symlink (one planted in a shared run
+    directory would make training append to the file it points to): refused, naming it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+                     runfiles.FILE_MODE)
+    except OSError as e:
+        if os.path.islink(path):
+            raise runfiles.RunFileError(f"{path}: a symlink; a run's metrics are written only to a plain file there, "
+                                        "never through a link (remove the link and run the same command again)") from None
+        raise
+    return os.fdopen(fd, "a", buffering=buffering, encoding="utf-8")
+
+
 class Tracker:
     """Per-rank metrics sink.  Never raises out of `log`: tracking must not stop training.
 
@@ -214,7 +228,7 @@ class Tracker:
         self.primary = primary  # (metric name, higher is better): W&B's summary keeps its best value
         self.jsonl_path = self.run_dir / "metrics" / f"rank-{worker.rank}.jsonl"
         self.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
-        self._jsonl: Any = self.jsonl_path.open("a", buffering=1)
+        self._jsonl: Any = open_log(self.jsonl_path, buffering=1)
         self._local_failed = False
         self._warned = False
         self._run: Any = None
@@ -441,14 +455,14 @@ class Tracker:
         line = json.dumps(row, default=_json_default) + "\n"
         try:
             if self._jsonl.closed:  # a log after finish: still recorded
-                with self.jsonl_path.open("a") as f:
+                with open_log(self.jsonl_path) as f:
                     f.write(line)
             else:
                 self._jsonl.write(line)
-        except OSError as e:
+        except (OSError, runfiles.RunFileError) as e:
             self._local_warning(e)
 
-    def _local_warning(self, error: OSError) -> None:
+    def _local_warning(self, error: Exception) -> None:
         if not self._local_failed:
             self._local_failed = True
             warnings.warn(f"cannot write metrics to {self.jsonl_path}: {error}", TrackingWarning, stacklevel=3)

@@ -45,7 +45,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
-from . import about, averaging, checkpoint, halving, runfiles, runlock, warmstart
+from . import about, averaging, checkpoint, halving, runfiles, runlock, timelimit, warmstart
 from .averaging import WeightAverage
 from .config import JobBase, save_job
 from .data import prepared
@@ -156,7 +156,7 @@ class LoopState:
     last_sync: tuple[float, int, int] = (0.0, 0, 0)  # time, step, units at the last sync
     first_loss: float | None = None  # step 1's loss (a run started here), and the newest synced one:
     last_loss: float | None = None  # together they tell a run that diverged without a NaN
-    last_eval_seconds: float = 0.0  # how long the newest evaluation took: the final validation's share of a budget
+    reserve: timelimit.Reserve = field(default_factory=timelimit.Reserve)  # what a stop at the time limit still runs
     next_time_check: int = 0  # train.max_seconds, several processes: the step the ranks next compare clocks at
     time_mark: tuple[int, float] | None = None  # (step, the ranks' mean training seconds) then
 
@@ -599,23 +599,61 @@ def time_due(run: Run, state: LoopState) -> bool:
         return past_budget(run, state)
     if state.step < state.next_time_check:
         return False
-    local = torch.tensor([float(past_budget(run, state)), state.seconds()], device=run.accelerator.device)
+    past = past_budget(run, state)
+    local = torch.tensor([float(past), state.seconds(), reserved(run, state)], device=run.accelerator.device)
     total = run.accelerator.reduce(local.clone(), "sum")
-    plan_time_check(state, float(total[1]) / run.world, limit)
+    plan_time_check(state, float(total[1]) / run.world, limit - float(total[2]) / run.world)
     return float(total[0]) > 0
 
 
 def past_budget(run: Run, state: LoopState) -> bool:
-    """Whether this rank's training time, plus the final validation a stop still runs (as long as
-    the newest evaluation took), has reached `train.max_seconds`."""
+    """Whether this rank's training time, plus what a stop now still runs inside it (`reserved`),
+    has reached `train.max_seconds`: the run ends at the last step that leaves room for the next
+    one and for its final validation."""
     limit = run.job.train.max_seconds
-    final = state.last_eval_seconds if run.splits.val is not None and state.last_eval != state.step else 0.0
-    return limit is not None and state.seconds() + final >= limit
+    if limit is None:
+        return False
+    seconds = state.seconds()
+    state.reserve.observe(state.step, seconds)
+    if final_validation(run, state) and state.reserve.eval_seconds is None and seconds >= timelimit.PROBE_AT * limit:
+        probe_validation(run, state, limit)
+    return seconds + reserved(run, state) >= limit
+
+
+def final_validation(run: Run, state: LoopState) -> bool:
+    """Whether a stop at this step still validates (`conclude`: the last weights compete too)."""
+    return run.splits.val is not None and state.last_eval != state.step
+
+
+def reserved(run: Run, state: LoopState) -> float:
+    """Seconds of the budget a stop now still needs: the next step and the final validation
+    (`timelimit.Reserve`: measured by the newest validation, or by the probe before one ran)."""
+    return state.reserve.seconds(final_validation(run, state))
+
+
+def probe_validation(run: Run, state: LoopState, limit: float) -> None:
+    """Foresee how long the final validation takes before any has run: a few parts of this rank's
+    validation batches timed and scaled to the whole (`timelimit.probe`).  Local to the rank (the
+    plain module, no collective), counted as evaluation time."""
+    began = time.perf_counter()
+    split, device = run.splits.val, run.accelerator.device
+    batches = eval_batches_for(run.job.data, split_size(split), run.rank, run.world, run.task.lengths(split))
+
+    def piece(part: Split, some: list[torch.Tensor]) -> None:
+        evaluate_sums(run.task, run.net, part, some, autocast(device, run.precision), run.splits.info)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the time of the work, not of queueing it
+
+    state.reserve.evaluated(timelimit.probe(run.task.eval_pieces(split, batches), piece, limit))
+    took = time.perf_counter() - began
+    state.reserve.pause(took)
+    state.eval_seconds += took
 
 
 def plan_time_check(state: LoopState, mean_seconds: float, limit: float) -> None:
     """The next step to compare clocks at, from the ranks' agreed mean time per step (the same on
-    every rank): TIME_CHECK_S or the time left away, whichever is sooner, and at least one step."""
+    every rank): TIME_CHECK_S or the time left before `limit` (the budget less the ranks' mean
+    reserve) away, whichever is sooner, and at least one step."""
     before, state.time_mark = state.time_mark, (state.step, mean_seconds)
     if before is None or state.step <= before[0] or mean_seconds <= before[1]:
         state.next_time_check = state.step + 1
@@ -635,12 +673,13 @@ def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) 
     local = torch.stack([losses[-1], (~torch.isfinite(losses)).sum().float(),
                          torch.tensor(float(stop.is_set()), device=losses.device),
                          torch.tensor(float(late), device=losses.device),
-                         torch.tensor(state.seconds(), dtype=torch.float32, device=losses.device)])
+                         torch.tensor(state.seconds(), dtype=torch.float32, device=losses.device),
+                         torch.tensor(reserved(run, state), dtype=torch.float32, device=losses.device)])
     total = run.accelerator.reduce(local.clone(), "sum") if run.world > 1 else local
     if run.budget is not None:  # the ranks' mean training time: one learning rate for all replicas
         run.budget.spent(float(total[4]) / run.world)
     if limit is not None and run.world > 1 and (state.time_mark or (-1,))[0] != state.step:
-        plan_time_check(state, float(total[4]) / run.world, limit)
+        plan_time_check(state, float(total[4]) / run.world, limit - float(total[5]) / run.world)
     if float(total[1]) > 0:
         bad = (~torch.isfinite(losses)).nonzero()
         first = state.step - len(losses) + 1
@@ -677,6 +716,7 @@ def save(run: Run, state: LoopState, force: bool = False) -> None:
     state.  Once per step, unless `force`d (an evaluation at a step a stopped run had already saved)."""
     if state.last_saved == state.step and not force:
         return
+    began = time.perf_counter()
     carry = {k: v.detach().to("cpu") for k, v in state.carry.items()}
     per_rank = gather_objects(run.accelerator, {"rng": checkpoint.rng_state(), "carry": carry,
                                                 "counts": dict(state.counts)})
@@ -701,6 +741,7 @@ def save(run: Run, state: LoopState, force: bool = False) -> None:
         ), run.job.train.keep_checkpoints)
     run.accelerator.wait_for_everyone()
     state.last_saved, state.saved_seconds = state.step, seconds
+    state.reserve.pause(time.perf_counter() - began)  # not a step's time
 
 
 def total_counts(state: LoopState, per_rank: list[dict[str, int]]) -> dict[str, int]:
@@ -783,8 +824,7 @@ def judge(run: Run, state: LoopState) -> None:
     if run.splits.val is None:
         state.last_metrics = evaluate(run, run.splits.test, "test", state.step)
         state.last_eval = state.step  # no halving on test metrics: a sweep's points always have validation data
-        state.last_eval_seconds = time.perf_counter() - began
-        state.eval_seconds += state.last_eval_seconds
+        evaluated(state, time.perf_counter() - began)
         return
     metrics = evaluate(run, run.splits.val, "val", state.step)
     state.last_eval = state.step
@@ -813,8 +853,14 @@ def judge(run: Run, state: LoopState) -> None:
                                   f"{state.stop_reference if state.stop_reference is not None else float('nan'):.4f}"
                                   f"{since} in {patience} evaluation(s){best}")
     halve(run, state, metrics, "val")
-    state.last_eval_seconds = time.perf_counter() - began
-    state.eval_seconds += state.last_eval_seconds
+    evaluated(state, time.perf_counter() - began)
+
+
+def evaluated(state: LoopState, seconds: float) -> None:
+    """An evaluation took `seconds`: evaluation time, not a step's, and what the final one is expected to take."""
+    state.eval_seconds += seconds
+    state.reserve.pause(seconds)
+    state.reserve.evaluated(seconds)
 
 
 def kept(run: Run, entry: dict[str, Any], weights: dict[str, torch.Tensor]) -> checkpoint.Best:

@@ -154,7 +154,7 @@ def scaling_numbers(report: dict[str, Any]) -> dict[str, Any]:
 
 def scaling(ctx: Ctx) -> list[Command]:
     quick = ["--max-steps", "2", "--seconds", "0.05", "--hidden-sizes", "8,16", "--batch-sizes", "16,32"]
-    return [Command(ctx.lstm_train("bench", "--scaling", "--out", str(ctx.work / "scaling"),
+    return [Command(ctx.lstm_train("bench", "--scaling", "--out", str(ctx.work / "scaling"), "--force",
                                    *(quick if ctx.quick else []), "--json"), scaling_numbers)]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -216,6 +217,23 @@ def test_bench_scaling_writes_the_table_and_the_png(fake_mnist: Path, tmp_path: 
     assert json.loads((out / "scaling.json").read_text())["points"] == report["points"]
     table = (out / "scaling.md").read_text().splitlines()
     assert table[0].startswith("| axis | value | steps | floor samples/s") and len(table) == 2 + len(report["points"])
+
+
+def test_bench_scaling_out_is_checked_before_measuring(fake_mnist: Path, tmp_path: Path) -> None:
+    """--out goes through the writers' gate: a file bench did not write is kept (without --force),
+    a run's checkpoints/ never written into; both refused before a point is measured."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "scaling.json").write_text("my own notes")
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("task: classify\n")
+    for out, said in ((mine, f"--out {mine / 'scaling.json'}: {mine / 'scaling.json'} exists; not overwriting it "
+                             "(pass --force"),
+                      (run / "checkpoints", "inside the run's checkpoints/")):
+        proc = run_cli("bench", "--scaling", "--max-steps", "1", "--out", str(out), env={"LSTM_TRAIN_DATA": str(fake_mnist)})
+        assert proc.returncode == 2 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert (mine / "scaling.json").read_text() == "my own notes" and os.listdir(run / "checkpoints") == []
 
 
 def test_bench_cuda_without_a_gpu_is_a_clear_error(fake_mnist: Path) -> None:

@@ -234,6 +234,62 @@ def test_outputs_never_replace_a_runs_files_or_anything_not_theirs(trained: Path
     assert (tmp_path / "job.yaml").read_text() != "mine"
 
 
+def test_a_run_writes_its_outputs_over_planted_links_never_through_them(trained: Path, tmp_path: Path) -> None:
+    """What a run writes into its own directory as it ends (tables, plots, samples, metrics) goes
+    through the writers' gate: a symlink planted at the name is replaced, never written through; a
+    folder there is refused, naming it; a planted metrics log link is refused before training."""
+    import torch
+
+    from lstm_train.config import load_job
+    from lstm_train.files.outputs import OutputRefused, write_run_output
+    from lstm_train.runfiles import RunFileError
+    from lstm_train.tasks.language_model import _append_sample
+    from lstm_train.train import train
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("someone's own file\n")
+    run = received(trained, tmp_path)
+
+    def conclude_again() -> dict:
+        """The finished run made unfinished: training concludes again, writing its outputs again."""
+        (run / "result.json").unlink(missing_ok=True)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return train(load_job(str(ROOT / "jobs" / "sine_forecast.yaml"), [*TINY_FORECAST, f"train.output_dir={run}"]))
+        finally:
+            torch.set_num_threads(threads)
+
+    for name in ("forecast_table.txt", "forecast.png"):
+        (run / name).unlink()
+        (run / name).symlink_to(victim)
+    assert conclude_again()["steps"] == 4
+    assert victim.read_text() == "someone's own file\n"
+    assert not (run / "forecast.png").is_symlink() and (run / "forecast.png").read_bytes().startswith(b"\x89PNG")
+    assert not (run / "forecast_table.txt").is_symlink() and "LSTM" in (run / "forecast_table.txt").read_text()
+
+    (run / "forecast_table.txt").unlink()
+    (run / "forecast_table.txt").mkdir()
+    with pytest.raises(OutputRefused, match="forecast_table.txt exists and is not a plain file"):
+        conclude_again()
+    (run / "forecast_table.txt").rmdir()
+
+    log = run / "metrics" / "rank-0.jsonl"
+    log.unlink()
+    log.symlink_to(victim)
+    with pytest.raises(RunFileError, match="rank-0.jsonl: a symlink; a run's metrics are written only to a plain file"):
+        conclude_again()
+    assert victim.read_text() == "someone's own file\n"
+
+    samples = tmp_path / "samples.txt"  # a language model's samples: the earlier ones never read through a link
+    samples.symlink_to(victim)
+    _append_sample(samples, "--- step 1", "text")
+    assert samples.read_text() == "--- step 1\ntext\n" and victim.read_text() == "someone's own file\n"
+    for name in ("config.yaml", "model.safetensors", "checkpoints", "../elsewhere.txt"):
+        with pytest.raises(ValueError, match="not a name a run's output may have"):
+            write_run_output(run, name, "x")
+
+
 # ---------------------------------------------------------------------------
 # 4. The weights a run reports are the weights every command uses
 
@@ -494,6 +550,36 @@ def test_a_line_without_end_is_refused_within_a_bound_of_memory(tmp_path: Path) 
         proc.stderr[-2000:]
 
 
+def test_a_text_to_score_or_translate_is_read_a_line_at_a_time(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A language model's `predict --file` streams its file (`streams.text_lines`, ids a group of
+    lines at a time): a line without end is refused once 64 MiB are read, within a bound of
+    memory; parallel corpora are read by the same bounded line reader."""
+    big = tmp_path / "one-line.txt"
+    with open(big, "wb") as f:  # 300 MB of NUL characters, no line break: sparse, so it costs no disk
+        f.truncate(300 << 20)
+    code = ("from lstm_train.data import streams\n"
+            "tokenizer = streams.Tokenizer('chars', ['\\x00', 'a'])\n"
+            "try:\n"
+            f"    print(sum(len(ids) for ids in tokenizer.encode_lines(streams.text_lines({str(big)!r}))))\n"
+            "except streams.CorpusError as e:\n"
+            "    print(e)\n")
+    proc = under_memory_limit(code, 700 << 20)  # less than the line decoded and encoded would need
+    assert proc.returncode == 0 and "one-line.txt:1: a line of more than 64 MiB without a line break" in proc.stdout, \
+        proc.stderr[-2000:]
+
+    from lstm_train.data import textio
+    from lstm_train.data.parallel import ParallelDataError, read_line_aligned
+
+    source, target = tmp_path / "a.de", tmp_path / "a.en"
+    source.write_text("Hallo\n" + "Wort " * 400 + "\n")
+    target.write_text("Hello\nWords\n")
+    assert read_line_aligned(source, target).source[0] == "Hallo"
+    monkeypatch.setattr(textio, "MAX_LINE_BYTES", 1024)
+    with pytest.raises(ParallelDataError, match=r"a\.de:2: a line of more than .* without a line break"):
+        read_line_aligned(source, target)
+
+
 def test_a_long_line_of_words_prepares_in_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = tmp_path / "line.txt"
     words = " ".join(f"w{i % 5000}" for i in range(60_000))  # one line of ~400 KB, then lines to split off
@@ -529,15 +615,53 @@ def test_the_time_budget_is_kept_between_logged_steps(tmp_path: Path) -> None:
             f"train.output_dir={tmp_path / 'run'}"]))
     finally:
         torch.set_num_threads(threads)
-    assert result["stopped_at_time_limit"] and 3 <= result["train_seconds"] < 5, result["train_seconds"]
+    # it ends at the last step that leaves room for the next one: just short of 3 s, never far past
+    assert result["stopped_at_time_limit"] and 2.5 <= result["train_seconds"] < 4, result["train_seconds"]
     # a run with validation data leaves the budget room for the final validation a stop still runs
+    from lstm_train.timelimit import Reserve
     from lstm_train.train import LoopState, past_budget
 
-    state = LoopState(seconds_before=50.0, step=10, last_eval=5, last_eval_seconds=12.0)
+    state = LoopState(seconds_before=50.0, step=10, last_eval=5, reserve=Reserve(eval_seconds=12.0))
     run = SimpleNamespace(job=SimpleNamespace(train=SimpleNamespace(max_seconds=60)), splits=SimpleNamespace(val=()))
     assert past_budget(run, state)  # 50 s trained + a 12 s validation to come: past 60 s
     state.last_eval = 10
     assert not past_budget(run, state)  # validated at this very step: nothing more to run
+
+
+def test_a_budget_leaves_room_for_a_final_validation_none_had_timed(tmp_path: Path) -> None:
+    """No validation is due before the budget ends (eval_every_steps is out of reach), and the
+    validation split is large: the run foresees the final validation (a probe of a few windows)
+    and stops early enough that training time, the final validation included, stays in budget."""
+    import torch
+
+    from lstm_train.config import load_job
+    from lstm_train.train import train
+
+    rng = np.random.default_rng(0)
+    text = tmp_path / "data" / "c.txt"
+    text.parent.mkdir()
+    text.write_text("".join(rng.choice(list("abcdefgh \n"), 600_000)))  # the last half validates
+    job = tmp_path / "lm.yaml"
+    job.write_text(json.dumps({
+        "name": "budget_lm", "task": "language_model",
+        "data": {"root": str(text.parent), "files": text.name, "bptt": 32, "global_batch_size": 8, "val_fraction": 0.5,
+                 "eval_streams": 4, "cache_dir": str(tmp_path / "cache")},
+        "model": {"hidden_size": 96, "num_layers": 1, "embedding_size": 16, "dropout": 0.0},
+        "train": {"epochs": 1000, "max_seconds": BUDGET_S, "eval_every_steps": 10**9, "checkpoint_every": 10**9,
+                  "log_every": 10**9, "mixed_precision": "no", "threads": 1, "output_dir": str(tmp_path / "run")},
+        "tracking": {"wandb": {"mode": "disabled"}}}))
+    threads = torch.get_num_threads()
+    try:
+        result = train(load_job(str(job), []))
+    finally:
+        torch.set_num_threads(threads)
+    final = result["eval_seconds"]  # the probe and the final validation (the only evaluations)
+    assert result["stopped_at_time_limit"] and final > 1.0, result  # a validation worth reserving for
+    # without the reserve it ended at BUDGET_S + the final validation; with it, within a step or two of the budget
+    assert BUDGET_S - final - 1.0 <= result["train_seconds"] <= BUDGET_S + 0.5, (result["train_seconds"], final)
+
+
+BUDGET_S = 5.0
 
 
 def test_a_launch_of_several_processes_that_started_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

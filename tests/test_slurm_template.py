@@ -64,7 +64,7 @@ def test_time_limit_requeues_and_resumes(cluster: None, tmp_path: Path, fake_slu
     looks every 30 s, so it may come early); the script passes it on, the rank checkpoints and
     stops, the script requeues the job, and the same job id resumes from that checkpoint.  The
     second attempt's limit is raised (scontrol update) so that it is not signalled again; it
-    ends the run at 40 s of training time (train.max_seconds, both attempts counted)."""
+    ends the run within 40 s of training time (train.max_seconds, both attempts counted)."""
     out = tmp_path / "run"
     log = tmp_path / "job.out"
     job_id = subprocess.run(
@@ -93,5 +93,6 @@ def test_time_limit_requeues_and_resumes(cluster: None, tmp_path: Path, fake_slu
     assert f"requeueing job {job_id} (restart 1)" in text and f"job {job_id} (restart 1)" in text, text[-3000:]
     result = json.loads((out / "result.json").read_text())
     assert result["parts"] == 2 and 0 < result["resumed_from_step"] < result["steps"], result
-    assert result["stopped_at_time_limit"] and result["train_seconds"] >= 40, result
+    # both attempts count: it ends within the 40 s, at the last step that leaves room for the final validation
+    assert result["stopped_at_time_limit"] and 30 <= result["train_seconds"] <= 41, result
     assert f"resuming from {out / 'checkpoints'}" in text, text[-3000:]

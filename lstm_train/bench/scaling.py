@@ -8,7 +8,9 @@ From the job (default: the tutorial's), one thing changed at a time:
 Each point measures the floor for a short window (`--seconds`, at most `--max-steps`
 steps, default 300) and then lstm_train's loop for the same number of steps, so every
 point costs a few seconds however big the model.  Writes `scaling.json`, `scaling.md`
-(the table) and `scaling.png` (throughput per axis, floor and lstm_train) to `--out`.
+(the table) and `scaling.png` (throughput per axis, floor and lstm_train) to `--out`, through
+the writers' gate (`files.outputs`): checked before any point is measured, an existing file
+replaced only with `--force` (the PNG also when bench wrote it), never a run's own file.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from ..data import prepared
 from ..config import JobBase, validate_job
 from ..distributed import set_threads
+from ..files import outputs
 from ..tasks import get_task
 from .floor import floor_epoch
 from .measure import (batch_plan, device_name, held_out, job_flops_per_sample, precision_of, primary, summarise,
@@ -100,8 +103,11 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(report: dict[str, Any], path: Path) -> None:
-    """One panel per axis: throughput of the floor and of lstm_train's loop (log scale)."""
+FILES = ("scaling.json", "scaling.md", "scaling.png")  # what --out receives
+
+
+def plot(report: dict[str, Any]) -> bytes:
+    """One panel per axis: throughput of the floor and of lstm_train's loop (log scale), as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,8 +133,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig.suptitle(f"{report['job']}: {report['device']}, {report['precision']}, "
                  f"{report['threads']} thread(s)/process", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    data = outputs.png_bytes(fig, dpi=110)
     plt.close(fig)
+    return data
 
 
 def sizes(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -144,8 +151,9 @@ def sizes(text: str | None, default: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def main(job: JobBase, device: torch.device, args: argparse.Namespace) -> int:
-    out_dir = Path(args.out or "bench-scaling")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir, force = Path(args.out or "bench-scaling"), bool(getattr(args, "force", False))
+    for name in FILES:  # before minutes of measuring: a refused output is refused now
+        outputs.check_output(out_dir / name, "--out", force, ours=name.endswith(".png"))
     seconds = args.seconds
     max_steps = args.max_steps or MAX_STEPS
     hidden, batch = sizes(args.hidden_sizes, HIDDEN_SIZES), sizes(args.batch_sizes, BATCH_SIZES)
@@ -162,10 +170,9 @@ def main(job: JobBase, device: torch.device, args: argparse.Namespace) -> int:
                 continue
             report["points"].append(measure_point(axis, label, point_job, device, seconds, max_steps, Path(tmp)))
     report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    (out_dir / "scaling.json").write_text(json.dumps(report, indent=2) + "\n")
     markdown = table(report)
-    (out_dir / "scaling.md").write_text(markdown + "\n")
-    plot(report, out_dir / "scaling.png")
+    for name, data in zip(FILES, (json.dumps(report, indent=2) + "\n", markdown + "\n", plot(report))):
+        outputs.write_output(out_dir / name, data, "--out", force, ours=name.endswith(".png"))
     if args.json:
         print(json.dumps(report, indent=2))
     else:

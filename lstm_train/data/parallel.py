@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .textio import read_utf8
+from .textio import utf8_lines
 
 
 class ParallelDataError(ValueError):
@@ -48,11 +48,10 @@ class Pairs:
 
 
 def read_lines(path: Path) -> list[str]:
-    """A UTF-8 text file's lines, without line ends (\\n or \\r\\n).  Only \\n ends a line:
-    Unicode line separators inside a sentence (U+2028, U+0085) stay part of it."""
-    lines = read_utf8(path, ParallelDataError).split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    """A UTF-8 text file's lines, without line ends (\\n or \\r\\n), streamed: a line over
+    `textio.MAX_LINE_BYTES` is refused once that much is read.  Only \\n ends a line: Unicode
+    line separators inside a sentence (U+2028, U+0085) stay part of it."""
+    lines = [line[:-1] if line.endswith("\n") else line for line in utf8_lines(path, ParallelDataError)]
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import glob as globbing
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .textio import read_utf8
+from .textio import utf8_lines
 
 
 class CorpusError(ValueError):
@@ -53,15 +54,18 @@ def resolve_files(spec: str | list[str], root: Path, key: str) -> list[Path]:
     return found
 
 
-def read_texts(paths: list[Path]) -> str:
-    """The files' text in order, each checked to be non-empty UTF-8 (file, line and byte named)."""
-    parts = []
-    for path in paths:
-        text = read_utf8(path, CorpusError)
-        if not text:
-            raise CorpusError(f"{path}: the file is empty; a language model needs text to read")
-        parts.append(text)
-    return "".join(parts)
+def text_lines(path: Path) -> Iterator[str]:
+    """A text file to score, a line at a time (`textio.utf8_lines`: a line over 64 MiB refused once
+    that much is read, so that no file is held whole), refused when empty as a corpus is."""
+    empty = True
+    for line in utf8_lines(path, CorpusError):
+        empty = False
+        yield line
+    if empty:
+        raise CorpusError(f"{path}: the file is empty; a language model needs text to read")
+
+
+ENCODE_GROUP_CHARS = 4 << 20  # `Tokenizer.encode_lines`: characters encoded at once, at most about this many
 
 
 @dataclass
@@ -137,6 +141,22 @@ class Tokenizer:
             raise CorpusError(f"{what} has {len(unknown)} {'character' if self.kind == 'chars' else 'word'}(s) outside "
                               f"the model's vocabulary of {len(self.vocab)}: {shown}")
         return np.array([index[s] for s in items], dtype=np.int64)
+
+    def encode_lines(self, lines: Iterable[str], what: str = "text") -> Iterator[np.ndarray]:
+        """The ids of the text `lines` make up (each with its line end), a group of lines at a time,
+        so that a long text is never held whole: the ids `encode` gives the joined text (which cuts
+        a BPE text into groups of 1000 lines too; a group is also cut after ENCODE_GROUP_CHARS)."""
+        group: list[str] = []
+        size = 0
+        for line in lines:
+            for piece in line.splitlines(keepends=True):  # encode's own lines
+                group.append(piece)
+                size += len(piece)
+                if len(group) == 1000 or size >= ENCODE_GROUP_CHARS:
+                    yield self.encode("".join(group), what)
+                    group, size = [], 0
+        if group:
+            yield self.encode("".join(group), what)
 
     def decode(self, ids: list[int]) -> str:
         if self.kind == "bytes":

@@ -30,13 +30,21 @@ def read_utf8(path: Path | str, error: type[Exception], missing: str = "") -> st
     return text[1:] if text.startswith("\ufeff") else text
 
 
-MAX_LINE_BYTES = 64 << 20  # a streamed line longer than this is refused (`iter_utf8_lines`)
+MAX_LINE_BYTES = 64 << 20  # a streamed line longer than this is refused (`utf8_lines`)
 
 
 def iter_utf8_lines(path: Path | str, error: type[Exception], missing: str = "") -> Iterator[str]:
     """`read_utf8(path).splitlines()` one line at a time (a streamed reader holds one line, not
-    the file): the same lines, the same errors (a UTF-8 sequence never holds byte 0x0A, so
-    decoding line by line is decoding the file)."""
+    the file): the same lines, the same errors."""
+    for text in utf8_lines(path, error, missing):
+        yield from text.splitlines()
+
+
+def utf8_lines(path: Path | str, error: type[Exception], missing: str = "") -> Iterator[str]:
+    """The file's text one line at a time, each with its \\n (only \\n ends a line here; joined, the
+    lines are `read_utf8(path)`): memory bounded by MAX_LINE_BYTES, a longer line refused once that
+    much is read, never read whole.  The same errors as `read_utf8` (a UTF-8 sequence never holds
+    byte 0x0A, so decoding line by line is decoding the file)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file" + (" (it is a folder)" if path.exists() else "") + missing)
@@ -54,7 +62,7 @@ def iter_utf8_lines(path: Path | str, error: type[Exception], missing: str = "")
             if number == 1 and text.startswith("\ufeff"):
                 text = text[1:]
             offset += len(raw)
-            yield from text.splitlines()
+            yield text
 
 
 _C1 = re.compile("[\x80-\x9f]")

@@ -1,5 +1,6 @@
 """The one gate of every user-facing writer (`compare --out`, `report`, `export --out`, `jobs
-copy`, `predict --output`): a file is written only where it destroys nothing.
+copy`, `predict --output`, `bench --scaling --out`, and the files a run writes into its own
+directory as it ends: `write_run_output`): a file is written only where it destroys nothing.
 
 * Never inside a run's `checkpoints/` or `metrics/`, never over a run's own files
   (`config.yaml`, `result.json`, weights, vocabularies: any file there but a plot or an
@@ -76,6 +77,26 @@ def write_output(path: Path, data: str | bytes, flag: str, force: bool = False, 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_atomic(Path(path), data)
     return Path(path)
+
+
+def write_run_output(run_dir: Path, name: str, data: str | bytes) -> Path:
+    """A file a run writes into its own directory (test predictions, tables, plots, samples),
+    again whenever a run reaches that point: `name` a plain file name, never one of the run's own
+    files (config.yaml, result.json, weights) nor its checkpoints/ or metrics/.  Written by the
+    atomic writer, so what is at that name (an earlier copy, a symlink someone planted) is
+    replaced, never followed; anything else there (a folder) is refused, naming it."""
+    if Path(name).name != name or name in RUN_FILES | RUN_FOLDERS or name.endswith(WEIGHT_SUFFIXES):
+        raise ValueError(f"{name!r} is not a name a run's output may have")  # a programming error, not a user's
+    path = Path(run_dir) / name
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        raise OutputRefused(f"{path} exists and is not a plain file; the run writes its {name} there and never "
+                            "replaces a folder: move it away and run the same command again")
+    write_atomic(path, data)
+    return path
 
 
 def png_bytes(fig: object, **savefig: object) -> bytes:

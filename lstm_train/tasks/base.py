@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -315,6 +315,14 @@ class Task:
         """Additive statistics of one evaluation batch (no grad): e.g. loss_sum, correct, count."""
         raise NotImplementedError
 
+    def eval_pieces(self, split: Split, batches: list[torch.Tensor]) -> Iterator[tuple[Split, list[torch.Tensor], float]]:
+        """Parts of the evaluation of `split` over `batches` (split, batches, its share of the work), in
+        an order that samples all of it: the time budget times a few to foresee how long a whole
+        validation takes (`timelimit.probe`).  Default: one batch each, spread over the split.  A task
+        whose one batch is a whole split (a language model's streams) cuts finer."""
+        for i in spread(len(batches)):
+            yield split, [batches[i]], 1 / len(batches)
+
     def metrics(self, sums: dict[str, float], info: dict[str, Any], prefix: str = "test_") -> dict[str, float]:
         """Turn summed statistics into metrics named `<prefix>loss`, `<prefix>accuracy`... (in
         the data's own units: `info` has what undoes a normalisation)."""
@@ -382,6 +390,13 @@ class LoadedStream:
 
     def info(self, plan: dict[str, Any], counts: list[dict[str, Any]]) -> dict[str, Any]:
         return counts[0]["info"]
+
+
+def spread(n: int) -> list[int]:
+    """0..n-1 in an order whose every beginning samples the whole range evenly (golden-ratio steps):
+    a probe that stops early has still seen the start, the middle and the end."""
+    order = list(dict.fromkeys(int((k * 0.6180339887498949) % 1.0 * n) for k in range(n)))
+    return order + sorted(set(range(n)) - set(order))
 
 
 def evaluate_sums(task: Task, model: nn.Module, split: Split, batches: Iterable[torch.Tensor],

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import mnist
+from ..files.outputs import png_bytes, write_run_output
 from ..data.holdout import holdout
 from ..data.strips import (
     DIGIT, PAD, VOCAB_SIZE, digits_to_text, make_strips, tokens_to_digits,
@@ -139,7 +140,7 @@ class CaptionTask(Task):
             f"{i}\t{digits_to_text(t)}\t{digits_to_text(p)}\t{int(p == t)}"
             for i, (p, t) in enumerate(zip(predicted, truth))
         ]
-        (run_dir / "test_predictions.tsv").write_text("\n".join(lines) + "\n")
+        write_run_output(run_dir, "test_predictions.tsv", "\n".join(lines) + "\n")
         # The grid: the first test strips as they come, then mistakes (if any) from the rest.
         shown = list(range(min(24, len(truth))))
         shown += [i for i in wrong if i not in shown][:12]
@@ -310,7 +311,6 @@ def prediction_grid(
         fontsize=9,
     )
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    data = png_bytes(fig, dpi=110)
     plt.close(fig)
-    return path
+    return write_run_output(path.parent, path.name, data)

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from ..files.outputs import png_bytes, write_run_output
+
 
 def precision_recall_f1(correct: float, predicted: float, gold: float) -> tuple[float, float, float]:
     """Precision, recall and F1 from counts (0 where a denominator is 0, as conlleval and
@@ -81,6 +83,6 @@ def confusion_plot(confusion: torch.Tensor, names: list[str], path: Path, title:
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of the gold class")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    data = png_bytes(fig, dpi=100)
     plt.close(fig)
-    return str(path)
+    return str(write_run_output(Path(path).parent, Path(path).name, data))

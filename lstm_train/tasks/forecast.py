@@ -35,6 +35,7 @@ from torch import nn
 
 from . import forecast_baselines as baselines
 from ..data.series import Series, SeriesError, csvfile, sources
+from ..files.outputs import png_bytes, write_run_output
 from ..data.series import windows as W
 from ..models.forecaster import LSTMForecaster
 from ..schema import ConfigError
@@ -249,7 +250,7 @@ class ForecastTask(Task):
             f"{info['series_name']}: {len(at)} test origin(s) x {len(history['values'])} series, horizon {horizon}, "
             f"season length {m} (MASE scale: train-span seasonal naive MAE)"
         )
-        (run_dir / "forecast_table.txt").write_text(header + "\n" + text + "\n")
+        write_run_output(run_dir, "forecast_table.txt", header + "\n" + text + "\n")
         note(header + "\n" + text)
         plot = run_dir / "forecast.png"
         plot_forecasts(plot, plotted, history["times"], spans, at, horizon, m, method)
@@ -382,8 +383,9 @@ def plot_forecasts(
         ax.legend(fontsize=8, loc="upper left")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    data = png_bytes(fig, dpi=110)
     plt.close(fig)
+    write_run_output(path.parent, path.name, data)
 
 
 TASK = ForecastTask

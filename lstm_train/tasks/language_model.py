@@ -17,20 +17,22 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data.batching import check_streams
 from ..data.lm_stream import LanguageModelStream
-from ..data.streams import CorpusError, Tokenizer, read_texts, resolve_files
+from ..data.streams import CorpusError, Tokenizer, resolve_files, text_lines
 from ..models.language_model import LanguageModel
-from ..runfiles import write_atomic
-from .base import Batch, PredictInputError, Split, Splits, Task, predict_texts
+from ..files.outputs import write_run_output
+from ..files.validation import RunDirError, read_run_bytes
+from .base import Batch, PredictInputError, Split, Splits, Task, predict_texts, spread
 from .sections.language_model import LanguageModelData, LanguageModelModel  # noqa: F401 (the job's sections, torch-free)
 
 
@@ -149,6 +151,16 @@ class LanguageModelTask(Task):
             total += F.cross_entropy(logits.flatten(0, 1).float(), targets[:, window].flatten(), reduction="sum")
         return {"loss_sum": total, "count": torch.tensor(targets.numel(), device=inputs.device)}
 
+    def eval_pieces(self, split: Split, batches: list[torch.Tensor]) -> Iterator[tuple[Split, list[torch.Tensor], float]]:
+        """One window of `data.bptt` tokens of every stream at a time (the streams are one batch, too
+        coarse to sample), spread over the streams' length: what `eval_sums` runs window after window."""
+        view, bptt = split[0], self.job.data.bptt
+        length = view.shape[1] - 1
+        starts = range(0, length, bptt)
+        for i in spread(len(starts)):
+            start = starts[i]
+            yield (view[:, start : start + bptt + 1],), batches, min(bptt, length - start) / length
+
     def metrics(self, sums: dict[str, float], info: dict[str, Any], prefix: str = "test_") -> dict[str, float]:
         loss = sums["loss_sum"] / max(sums["count"], 1)
         out = {f"{prefix}loss": loss, f"{prefix}bits_per_token": loss / math.log(2),
@@ -192,32 +204,63 @@ class LanguageModelTask(Task):
                 "tables": {"samples": {"columns": ["seed", "prompt", "text"], "rows": rows}}}
 
     def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
-        """Score a text: `predict RUN_DIR --file F` (or --text): loss, bits per token, perplexity."""
+        """Score a text: `predict RUN_DIR --file F` (or --text): loss, bits per token, perplexity.
+        --file is scored whole, as one text, but read and scored a group of lines at a time
+        (`textio.utf8_lines`: a line over 64 MiB is refused once that much is read), so that its
+        size never decides the memory taken."""
         tokenizer = Tokenizer.from_info(info["tokenizer"])
-        texts = []  # arguments and --text as every text task takes them; --file scored whole, as one text
+        texts: list[tuple[str, Iterable[np.ndarray]]] = []  # arguments and --text as every text task takes them
         if inputs or options.get("text"):
-            texts += [(f"text {i + 1}", t) for i, t in enumerate(predict_texts(inputs, {"text": options.get("text")}))]
+            texts += [(f"text {i + 1}", [tokenizer.encode(t, f"text {i + 1}")])
+                      for i, t in enumerate(predict_texts(inputs, {"text": options.get("text")}))]
         if options.get("file"):
-            texts.append((options["file"], read_texts([Path(options["file"])])))
+            texts.append((options["file"], tokenizer.encode_lines(text_lines(Path(options["file"])), options["file"])))
         if not texts:
             raise PredictInputError("give a text to score: lstm-train predict RUN_DIR TEXT, --text T or --file F")
         lines = []
-        for name, text in texts:
-            ids = torch.from_numpy(tokenizer.encode(text, name))
-            if len(ids) < 2:
-                raise ValueError(f"{name}: needs at least 2 tokens to score, has {len(ids)}")
-            with torch.no_grad(), self.autocast(torch.device("cpu")):
-                sums = self.eval_sums(model, (ids[None, :-1], ids[None, 1:]), info)
-            m = self.metrics({k: float(v) for k, v in sums.items()}, info, prefix="")
+        for name, chunks in texts:
+            m = self.metrics(self.score(model, chunks, name), info, prefix="")
             lines.append(f"{name}\tloss {m['loss']:.4f}\tbits/token {m['bits_per_token']:.4f}\t"
                          f"perplexity {m['perplexity']:.3f}\ttokens {m['tokens']}")
         return lines
 
+    def score(self, model: nn.Module, chunks: Iterable[np.ndarray], name: str) -> dict[str, float]:
+        """Loss sums of one text arriving as id chunks, scored as `eval_sums` scores a stream (windows
+        of data.bptt tokens, the state carried, the same windows whatever the chunks), holding at
+        most a chunk and a window."""
+        bptt, state, sums = self.job.data.bptt, None, {"loss_sum": 0.0, "count": 0}
+        pending = np.zeros(0, dtype=np.int64)
+
+        def window(ids: np.ndarray) -> None:
+            nonlocal state
+            tokens = torch.from_numpy(ids)[None]
+            logits, state = model(tokens[:, :-1], state)
+            sums["loss_sum"] += float(F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten(),
+                                                      reduction="sum"))
+            sums["count"] += len(ids) - 1
+
+        with torch.no_grad(), self.autocast(torch.device("cpu")):
+            for chunk in chunks:
+                pending = np.concatenate([pending, chunk])
+                while len(pending) > bptt:  # a whole window: bptt inputs and their targets
+                    window(pending[: bptt + 1])
+                    pending = pending[bptt:]
+            if len(pending) >= 2:
+                window(pending)
+        if not sums["count"]:
+            raise ValueError(f"{name}: needs at least 2 tokens to score, has {len(pending)}")
+        return sums
+
 
 def _append_sample(path: Path, heading: str, text: str) -> None:
-    """samples.txt grows by one sample (rewritten whole through the one atomic writer: it is small)."""
-    before = path.read_text(encoding="utf-8") if path.is_file() else ""
-    write_atomic(path, f"{before}{heading}\n{text}\n")
+    """samples.txt grows by one sample (rewritten whole through the run-output gate: it is small).
+    The earlier samples are read as a run's files are, never through a symlink: one planted there
+    is replaced, and what it points to is neither read nor written."""
+    try:
+        before = read_run_bytes(path).decode("utf-8", errors="replace")
+    except (FileNotFoundError, RunDirError):
+        before = ""
+    write_run_output(path.parent, path.name, f"{before}{heading}\n{text}\n")
 
 
 MAX_SAMPLES = 10_000  # --samples' bound: each is a sample read by a person

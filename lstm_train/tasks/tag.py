@@ -31,6 +31,7 @@ from ..data.conll import ConllError, TaggedSentence
 from ..data.tag_stream import TagStream
 from ..data.ragged import Padded, gather
 from ..data.vocab import UNK, Vocab
+from ..files.outputs import write_run_output
 from .tag_entities import entity_counts, invalid_transitions, is_bio
 from ..models.tagger import Tagger
 from .base import Batch, ExportSignature, Split, Splits, Task, predict_texts
@@ -219,24 +220,21 @@ class TagTask(Task):
         per_tag = per_class(confusion, names)
         pairs = most_confused(confusion, names, 10)
         result: dict[str, Any] = {"test_per_tag": per_tag, "test_most_confused": pairs}
-        (run_dir / "test_per_tag.tsv").write_text(
-            "tag\tgold\tpredicted\tcorrect\tprecision\trecall\tf1\n"
-            + "".join(f"{t}\t{c['gold']}\t{c['predicted']}\t{c['correct']}\t{c['precision']:.4f}\t{c['recall']:.4f}"
-                      f"\t{c['f1']:.4f}\n" for t, c in per_tag.items())
-        )
+        write_run_output(run_dir, "test_per_tag.tsv", "tag\tgold\tpredicted\tcorrect\tprecision\trecall\tf1\n" + "".join(
+            f"{t}\t{c['gold']}\t{c['predicted']}\t{c['correct']}\t{c['precision']:.4f}\t{c['recall']:.4f}"
+            f"\t{c['f1']:.4f}\n" for t, c in per_tag.items()))
         sentences = self.read("test")
-        with (run_dir / "test_predictions.tsv").open("w", encoding="utf-8") as f:
-            f.write("# word\tgold\tpredicted (a blank line between sentences)\n")
-            for sentence, row in zip(sentences, predicted):
-                for word, g, p in zip(sentence.words, sentence.tags or [], row):
-                    f.write(f"{word}\t{g}\t{names[p]}\n")
-                f.write("\n")
+        lines = ["# word\tgold\tpredicted (a blank line between sentences)\n"]
+        for sentence, row in zip(sentences, predicted):
+            lines += [f"{word}\t{g}\t{names[p]}\n" for word, g, p in zip(sentence.words, sentence.tags or [], row)]
+            lines.append("\n")
+        write_run_output(run_dir, "test_predictions.tsv", "".join(lines))
         if info["scheme"] == "bio":
             from seqeval.metrics import classification_report
 
             report = classification_report([[names[t] for t in g] for g in gold],
                                            [[names[t] for t in p] for p in predicted], digits=4, zero_division=0)
-            (run_dir / "test_entities.txt").write_text(report)
+            write_run_output(run_dir, "test_entities.txt", report)
         images = {}
         if pairs:
             shown = list(dict.fromkeys(name for g, p, _ in pairs for name in (g, p)))

@@ -39,6 +39,7 @@ from torch import nn
 from ..data.parallel import Pairs, ParallelDataError, read_line_aligned, read_tsv, split_by_key
 from ..data.ragged import Padded, Ragged
 from ..data.subword import BOS, EOS, PAD, SubwordVocab, VocabError
+from ..files.outputs import write_run_output
 from ..models.losses import smoothed_cross_entropy
 from ..models.translator import Translator
 from .base import Batch, Split, Splits, Task, note, predict_texts
@@ -356,8 +357,7 @@ class TranslateTask(Task):
         clean = lambda t: t.replace("\t", " ").replace("\n", " ")  # noqa: E731
         lines = ["source\treference\thypothesis"]
         lines += [f"{clean(s)}\t{clean(r)}\t{clean(h)}" for s, r, h in zip(sources, references, hypotheses)]
-        path = run_dir / "test_translations.tsv"
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        path = write_run_output(run_dir, "test_translations.tsv", "\n".join(lines) + "\n")
         m = self.job.model
         return {
             **self.scorer.signatures(),
