@@ -118,6 +118,8 @@ class WandbConfig(Section):
 
 class TrackingConfig(Section):
     wandb: WandbConfig = WandbConfig()
+    tensorboard: bool = Field(False, description="also write TensorBoard event files, one folder per rank: "
+                              "<run dir>/tensorboard/rank-<R> (`tensorboard --logdir runs`); opt-in")
 
 
 class SlurmConfig(Section):
