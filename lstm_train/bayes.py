@@ -37,8 +37,9 @@ The study: `<sweep dir>/study.jsonl`
     `optuna-dashboard study.jsonl` or `optuna.load_study` read it as they are.
 
 Seeds
-    The sampler of a batch is seeded with `sweep.seed` plus the number of points asked before
-    it, so the same results give the same suggestions whether or not `submit` was resumed.
+    The sampler of a batch is seeded from `sweep.seed` and the number of points asked before it
+    (`batch_seed`), so the same results give the same suggestions whether or not `submit` was
+    resumed.
 """
 
 from __future__ import annotations
@@ -230,7 +231,7 @@ def ask(study: optuna.Study, sweep: SweepConfig, n: int, batch: int) -> list[Sug
     searched, fixed = search_space(sweep)
     out = []
     with quiet_optuna():
-        study.sampler = TPESampler(seed=sweep.seed + len(study.trials), n_startup_trials=sweep.startup,
+        study.sampler = TPESampler(seed=batch_seed(sweep.seed, len(study.trials)), n_startup_trials=sweep.startup,
                                    multivariate=True, constant_liar=True)
         for _ in range(n):
             trial = study.ask(searched)
@@ -238,6 +239,16 @@ def ask(study: optuna.Study, sweep: SweepConfig, n: int, batch: int) -> list[Sug
             params = {key: fixed[key] if key in fixed else trial.params[key] for key in sweep.flat_parameters()}
             out.append(Suggestion(trial.number, point_label(trial.number, params), params, batch))
     return out
+
+
+def batch_seed(seed: int, asked: int) -> int:
+    """The sampler's seed for a batch: `sweep.seed` and the number of points asked before, mixed
+    (numpy's SeedSequence), so that the same history gives the same suggestions, and sweeps of
+    neighbouring seeds share no batch's stream (seed + asked would: seed 1's second batch and
+    seed 3's first)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed % 2**64, asked]).generate_state(1)[0])
 
 
 def tell(study: optuna.Study, sweep: SweepConfig, sweep_dir: Path, point: Suggestion) -> Told | None:

@@ -81,6 +81,7 @@ def test_study_is_a_json_journal_that_reopens_and_refuses_what_is_not_this_sweep
     other = tmp_path / "other"
     other.mkdir()
     assert [s.params for s in bayes.ask(bayes.open_study(other, sweep), sweep, 3, 0)] == [s.params for s in asked]
+    assert len({bayes.batch_seed(seed, asked) for seed in range(4) for asked in (0, 2, 4)}) == 12  # no stream shared
 
     maximizing = SweepConfig.model_validate({**BAYES, "metric": {"name": "val_accuracy", "goal": "maximize"}})
     with pytest.raises(runfiles.RunDirError, match="belongs to another sweep"):
