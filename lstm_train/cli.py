@@ -434,6 +434,8 @@ def add_run_listing_commands(sub: argparse._SubParsersAction) -> None:
     compare.add_argument("--out", default="compare.png", help="the PNG to write (default: compare.png; an existing "
                          "file only if compare wrote it, or with --force; never a run's own file)")
     compare.add_argument("--force", action="store_true", help="replace an existing --out file")
+    compare.add_argument("--x", choices=("step", "samples", "time"), default="step",
+                         help="the curves' x axis: step (default), samples seen (every rank's) or wall time (s)")
     compare.set_defaults(func=cmd_compare)
 
 

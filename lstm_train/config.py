@@ -152,6 +152,8 @@ class WandbConfig(Section):
 
 class TrackingConfig(Section):
     wandb: WandbConfig = WandbConfig()
+    tensorboard: bool = Field(False, description="also write TensorBoard event files, one folder per rank: "
+                              "<run dir>/tensorboard/rank-<R> (`tensorboard --logdir runs`); opt-in")
 
 
 class SlurmConfig(Section):
@@ -500,14 +502,22 @@ def sweep_jobs(job: JobBase, source: str) -> list[tuple[str, dict[str, Any], Job
     the job without its sweep, each point's values applied as overrides and checked.  Points
     are compared on validation data, never on the test split: a job without a validation split
     gets one (`select_on_validation`) or is refused with the reason."""
+    return point_jobs(job, source, list(enumerate(points(job.sweep))))
+
+
+def point_jobs(job: JobBase, source: str, numbered: list[tuple[int, dict[str, Any]]],
+               say: bool = True) -> list[tuple[str, dict[str, Any], JobBase]]:
+    """(label, params, validated job) of the given points (index, params) of the job's sweep: a
+    grid's or random sweep's drawn ones (`sweep_jobs`), or a bayes sweep's suggestions (`say`:
+    whether to say again that a validation split is made, once per sweep is enough)."""
     base = job.to_dict()
     base["sweep"] = None
     base["train"]["output_dir"] = base["train"]["run_id"] = None
-    added = select_on_validation(job, source)
+    added = select_on_validation(job, source, say)
     for override in added:
         apply_override(base, override, f"{source}: sweep")
     out = []
-    for i, params in enumerate(points(job.sweep)):
+    for i, params in numbered:
         spec = copy.deepcopy(base)
         for override in point_overrides(params):
             apply_override(spec, override, f"{source}: sweep")
@@ -520,14 +530,14 @@ def sweep_jobs(job: JobBase, source: str) -> list[tuple[str, dict[str, Any], Job
     return out
 
 
-def select_on_validation(job: JobBase, source: str) -> list[str]:
+def select_on_validation(job: JobBase, source: str, say: bool = True) -> list[str]:
     """The overrides that give a sweep's points a validation split to be compared on ([] when
     the job has one), said once; a ConfigError saying why when the task cannot split one off
     (ranking points by the test split would choose hyperparameters on the test set)."""
     plan = job.data.validation()
     if isinstance(plan, str):
         raise ConfigError(f"{source}: a sweep compares its points on validation data, and this job has none: {plan}")
-    if plan and int(os.environ.get("RANK", "0")) == 0:
+    if plan and say and int(os.environ.get("RANK", "0")) == 0:
         print(f"{source}: no validation split; the sweep's points are compared on one split off the training "
               f"data ({', '.join(plan)}), never on the test split", file=sys.stderr, flush=True)
     return plan

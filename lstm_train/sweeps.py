@@ -1,10 +1,11 @@
-"""The `sweep:` section: W&B's sweep-configuration format for `grid` and `random`, as points.
+"""The `sweep:` section: W&B's sweep-configuration format for `grid`, `random` and `bayes`.
 
     sweep:
-      method: random            # or grid
-      count: 6                  # random: how many points (grid: at most this many); W&B's run_cap too
-      seed: 0                   # random: the draw (same seed, same points)
-      metric: {name: test_accuracy, goal: maximize}   # optional, recorded with the sweep
+      method: random            # or grid, or bayes (model-based: `lstm_train.bayes`)
+      count: 6                  # random, bayes: how many points (grid: at most this many); W&B's run_cap too
+      seed: 0                   # random: the draw (same seed, same points); bayes: the sampler's seed
+      metric: {name: val_accuracy, goal: maximize}   # bayes: what it optimises (a validation metric)
+      startup_points: 4         # bayes only: random points before TPE models the results (lstm_train's key)
       early_terminate: {type: hyperband, min_iter: 200, eta: 2}   # optional: successive halving
       parameters:
         optim.lr: {distribution: log_uniform_values, min: 1.0e-4, max: 1.0e-2}
@@ -25,6 +26,10 @@ node, with numpy's seeded generator, so the whole sweep is one job array of know
 `early_terminate` stops the worst points at rungs of min_iter * eta^k training steps
 (`lstm_train.halving`; the value at a rung is the first evaluation at or after it, so make
 min_iter a multiple of the evaluation interval).
+
+`method: bayes` has no points known in advance: Optuna's TPE suggests them in batches as
+results come back (`lstm_train.bayes`); its parameters are the same kinds except
+`probabilities` (TPE has no prior weights), and categorical values must be plain scalars.
 """
 
 from __future__ import annotations
@@ -105,13 +110,17 @@ class HalvingConfig(Section):
 
 
 class SweepConfig(Section):
-    method: Literal["grid", "random"] = "grid"
+    method: Literal["grid", "random", "bayes"] = "grid"
     parameters: dict[str, Any] = Field({}, description="W&B's parameters: dotted job key -> value/values/distribution")
-    count: int | None = Field(None, ge=1, description="random: number of points (required); grid: at most this many")
+    count: int | None = Field(None, ge=1, description="random, bayes: number of points (required); grid: at most "
+                              "this many")
     run_cap: int | None = Field(None, ge=1, description="W&B's name for count (a sweep file written for W&B)")
-    seed: int = Field(0, description="random: the draw")
-    metric: dict[str, Any] | None = Field(None, description="W&B's metric: {name, goal: minimize|maximize}; recorded "
-                                          "in submission.json (status ranks by the task's primary metric)")
+    seed: int = Field(0, description="random: the draw; bayes: the sampler's seed")
+    metric: dict[str, Any] | None = Field(None, description="W&B's metric: {name, goal: minimize|maximize}; bayes "
+                                          "optimises it (a val_ metric of result.json), grid and random record it "
+                                          "(status ranks by the task's primary metric)")
+    startup_points: int | None = Field(None, ge=1, description="bayes: points drawn at random before TPE models the "
+                                       "results (default: a third of count, 2 to 10); lstm_train's key, not W&B's")
     name: str | None = None
     description: str | None = None
     early_terminate: EarlyTerminate | None = Field(None, description="successive halving: stop the worst points at "
@@ -136,6 +145,10 @@ class SweepConfig(Section):
             raise ValueError("a sweep needs sweep.parameters (or sweep.grid)")
         if self.method == "random" and self.count is None:
             raise ValueError("method random needs sweep.count (the number of points: one job array of that size)")
+        if self.method == "bayes":
+            _check_bayes(self, params)
+        elif self.startup_points is not None:
+            raise ValueError(f"sweep.startup_points applies to method bayes only (this sweep is {self.method})")
         if self.method == "grid":
             continuous = [k for k, p in params.items() if p.discrete is None]
             if continuous:
@@ -149,11 +162,61 @@ class SweepConfig(Section):
                 raise ValueError(f"sweep.metric.goal = {self.metric['goal']!r}: minimize or maximize")
         return self
 
+    def optimised(self) -> tuple[str, bool]:
+        """(result.json key, maximize) of what a bayes sweep optimises: `sweep.metric`, written
+        `val_accuracy` or as W&B logs it, `val/accuracy`."""
+        assert self.metric is not None  # _check_bayes
+        return str(self.metric["name"]).replace("/", "_", 1), self.metric.get("goal") == "maximize"
+
+    @property
+    def startup(self) -> int:
+        """bayes: how many points TPE draws at random first (Optuna's n_startup_trials, default 10,
+        is most of a small sweep: a third of count, at least 2 and at most 10, unless given)."""
+        if self.startup_points is not None:
+            return self.startup_points
+        return max(2, min(10, (self.count or 0) // 3))
+
     def flat_parameters(self) -> dict[str, SweepParameter]:
         """Dotted key -> parameter, W&B's nested `parameters:` flattened."""
         if self.grid:
             return {k: SweepParameter(values=list(v)) for k, v in self.grid.items()}
         return _flatten(self.parameters, "")
+
+
+def _check_bayes(sweep: SweepConfig, params: dict[str, SweepParameter]) -> None:
+    """What TPE can search, and a metric it can optimise without looking at the test split."""
+    if sweep.count is None:
+        raise ValueError("method bayes needs sweep.count (how many points to suggest in all)")
+    metric = sweep.metric or {}
+    name = str(metric.get("name", ""))
+    if not name:
+        raise ValueError("method bayes needs sweep.metric: {name: val_<metric>, goal: minimize|maximize}, the "
+                         "validation metric it optimises (say val_accuracy or val_loss, as result.json names it)")
+    if not re.fullmatch(r"val[_/][A-Za-z0-9_]+", name):
+        hint = re.sub(r"^(test|val)?[_/]?", "val_", name)
+        raise ValueError(f"sweep.metric.name = {name!r}: method bayes optimises a validation metric of result.json "
+                         f"(val_...; the test split is never chosen on): say {hint!r}")
+    if "goal" not in metric:
+        raise ValueError(f"sweep.metric.goal: give minimize or maximize for {name} (a bayes sweep optimises it; "
+                         "W&B's default, minimize, is wrong for an accuracy)")
+    if all(p.discrete is not None and len(p.discrete) == 1 for p in params.values()):
+        raise ValueError("method bayes needs a parameter to search: a distribution, or several values (every "
+                         "parameter here is one fixed value)")
+    for key, p in params.items():
+        if p.probabilities is not None:
+            raise ValueError(f"sweep.parameters.{key}: probabilities apply to method random only (TPE has no prior "
+                             "weights); drop them, or repeat a value in values")
+        for v in p.values or ():
+            if v is not None and not isinstance(v, (bool, int, float, str)):
+                raise ValueError(f"sweep.parameters.{key}: method bayes takes plain values (numbers, strings, "
+                                 f"true/false, null), not {shorten_value(v)}")
+    if sweep.startup_points is not None and sweep.startup_points > sweep.count:
+        raise ValueError(f"sweep.startup_points ({sweep.startup_points}) is more than sweep.count ({sweep.count})")
+
+
+def shorten_value(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _flatten(parameters: dict[str, Any], prefix: str) -> dict[str, SweepParameter]:
@@ -198,6 +261,10 @@ def _is_int(x: Any) -> bool:
 def points(sweep: SweepConfig) -> list[dict[str, Any]]:
     """Every point of the sweep: dotted key -> value, in a fixed order."""
     params = sweep.flat_parameters()
+    if sweep.method == "bayes":
+        raise ValueError("a bayes sweep has no points known in advance: TPE suggests them as results come back. "
+                         "Run it with `lstm-train submit JOB` (--executor local on this machine), or use method "
+                         "random to draw points up front")
     if sweep.method == "grid":
         keys = list(params)
         product = itertools.product(*(params[k].discrete for k in keys))  # bounded: _check_size

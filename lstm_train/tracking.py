@@ -13,6 +13,18 @@ Local files (the source of truth)
     appended to on resume (a resumed run repeats steps after its checkpoint; the
     later row wins, see `lstm_train.report`).
 
+TensorBoard (opt-in: ``tracking.tensorboard: true``)
+    ``<run_dir>/tensorboard/rank-<R>/``: event files written by torch's ``SummaryWriter``,
+    one folder per global rank, so ``tensorboard --logdir runs`` shows every run and rank
+    beside each other with no server or account.  Every numeric value of a row is a scalar
+    under its own name (``loss``, ``global_loss``, ``samples``, ``val/accuracy``...) at its
+    step and wall time; pictures (``log_images``) are images.  A resumed run's first
+    event purges the rows its earlier attempt logged from that step on (``purge_step``), as the
+    JSONL's "later row wins" does.  Opt-in rather than on by default: the JSONL files are the
+    record and W&B (offline without an account) the dashboard, and a third copy of every row
+    per rank costs importing TensorBoard and files on a shared filesystem that most runs never
+    look at.  Its failures follow W&B's policy: one warning, then off, never a stop.
+
 W&B layout
     * default (``tracking.wandb.shared: false``): one W&B run per global rank, named
       ``<job>-<what differs>-rank<R>`` (``mnist_lstm-hidden=128,lr=0.003-rank0``; the
@@ -233,6 +245,10 @@ class Tracker:
         self._warned = False
         self._run: Any = None
         self._wandb: Any = None
+        self._tensorboard: Any = None  # torch's SummaryWriter, made at the first row (`_tensorboard_writer`)
+        self._purge_from: int | None = None  # `resumed_at`: the first step an earlier attempt may have logged again
+        self.tensorboard_dir: Path | None = (self.run_dir / "tensorboard" / f"rank-{worker.rank}"
+                                             if getattr(job.tracking, "tensorboard", False) else None)
         self.shared = False
         self.wandb_id: str | None = None
         self.wandb_dir: Path | None = None
@@ -248,13 +264,16 @@ class Tracker:
         """One row: `step` plus metrics (train: loss, global_loss, lr, samples_per_s, epoch;
         eval: test/loss, test/accuracy, test/shard_loss, test/shard_accuracy, ...)."""
         row = {k: _plain(v) for k, v in metrics.items()}
-        self._write_local({"step": int(step), "time": round(time.time(), 3), **row})
+        now = round(time.time(), 3)
+        self._write_local({"step": int(step), "time": now, **row})
+        self._tensorboard_log(int(step), now, row)
         self._wandb_log(int(step), row)
 
     def log_images(self, step: int, images: dict[str, Path]) -> None:
         """Pictures (PNG paths) at a step: listed in the JSONL, uploaded to W&B."""
-        self._write_local({"step": int(step), "time": round(time.time(), 3),
-                           "images": {k: str(v) for k, v in images.items()}})
+        now = round(time.time(), 3)
+        self._write_local({"step": int(step), "time": now, "images": {k: str(v) for k, v in images.items()}})
+        self._tensorboard_images(int(step), now, images)
         if self._run is None:
             return
         try:
@@ -321,6 +340,12 @@ class Tracker:
             _ACTIVE_RUNS.discard(id(self))
         if not self._jsonl.closed:
             self._jsonl.close()
+        if self._tensorboard is not None:
+            writer, self._tensorboard = self._tensorboard, None
+            try:
+                writer.close()
+            except Exception as e:  # noqa: BLE001
+                self._tensorboard_failed(e)
 
     # -- W&B -------------------------------------------------------------------
 
@@ -447,6 +472,64 @@ class Tracker:
                 self._wandb.teardown()
             except Exception:  # noqa: BLE001
                 pass
+
+    # -- TensorBoard -------------------------------------------------------------
+
+    def resumed_at(self, step: int) -> None:
+        """The run goes on from its checkpoint of `step`: whatever an earlier attempt logged after
+        it is repeated now, and TensorBoard is told to drop the earlier copies."""
+        self._purge_from = step + 1
+
+    def _tensorboard_writer(self, step: int) -> Any:
+        """The SummaryWriter of this rank, made at its first row.  In a folder that already holds
+        event files (a resumed run's), it first purges what the earlier attempt logged from the
+        step after the checkpoint on (TensorBoard's own restart rule: `purge_step`; without
+        `resumed_at`, from this first row's step), as a repeated JSONL step is replaced."""
+        if self._tensorboard is None and self.tensorboard_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            resumed = self.tensorboard_dir.is_dir() and any(self.tensorboard_dir.glob("events.out.tfevents.*"))
+            self.tensorboard_dir.mkdir(parents=True, exist_ok=True)
+            purge = (self._purge_from if self._purge_from is not None else step) if resumed else None
+            self._tensorboard = SummaryWriter(log_dir=str(self.tensorboard_dir), flush_secs=10, purge_step=purge)
+        return self._tensorboard
+
+    def _tensorboard_log(self, step: int, wall_time: float, row: dict[str, Any]) -> None:
+        if self.tensorboard_dir is None:
+            return
+        try:
+            writer = self._tensorboard_writer(step)
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    writer.add_scalar(key, value, global_step=step, walltime=wall_time)
+        except Exception as e:  # noqa: BLE001 - TensorBoard must not stop training either
+            self._tensorboard_failed(e)
+
+    def _tensorboard_images(self, step: int, wall_time: float, images: dict[str, Path]) -> None:
+        if self.tensorboard_dir is None:
+            return
+        try:
+            import numpy as np
+            from PIL import Image
+
+            writer = self._tensorboard_writer(step)
+            for name, path in images.items():
+                with Image.open(path) as picture:
+                    pixels = np.asarray(picture.convert("RGB"))
+                writer.add_image(name, pixels, global_step=step, walltime=wall_time, dataformats="HWC")
+        except Exception as e:  # noqa: BLE001
+            self._tensorboard_failed(e)
+
+    def _tensorboard_failed(self, error: BaseException) -> None:
+        """TensorBoard off for good after its first error, with one warning (the JSONL goes on)."""
+        folder, self.tensorboard_dir = self.tensorboard_dir, None
+        writer, self._tensorboard = self._tensorboard, None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()
+        warnings.warn(f"[rank {self.worker.rank}] TensorBoard could not write to {folder} ({type(error).__name__}: "
+                      f"{str(error).strip()[:300]}); it is off from now on, metrics go on in {self.jsonl_path}",
+                      TrackingWarning, stacklevel=3)
 
     # -- local -----------------------------------------------------------------
 

@@ -463,6 +463,7 @@ def restore(run: Run) -> LoopState:
     if run.accelerator.scaler is not None and saved.scaler is not None:  # fp16: the loss scale it had reached
         run.accelerator.scaler.load_state_dict(saved.scaler)
     state.continue_from(saved)
+    run.tracker.resumed_at(saved.step)  # TensorBoard drops what an earlier attempt logged after it
     if len(saved.per_rank) == run.world:
         checkpoint.set_rng_state(saved.per_rank[run.rank]["rng"])
         state.carry = saved.per_rank[run.rank].get("carry", {})
@@ -664,8 +665,9 @@ def plan_time_check(state: LoopState, mean_seconds: float, limit: float) -> None
 
 
 def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) -> None:
-    """One all-reduce carries the last loss, the NaN check and stop requests.  Only at steps
-    every rank shares: a signal reaches ranks at different steps, so it is polled here."""
+    """One all-reduce carries the last loss, the NaN check, stop requests and the samples seen
+    (the row's `samples`, an x axis for `compare`).  Only at steps every rank shares: a signal
+    reaches ranks at different steps, so it is polled here."""
     losses = torch.stack(state.pending).float()
     state.pending.clear()
     limit = run.job.train.max_seconds
@@ -674,7 +676,8 @@ def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) 
                          torch.tensor(float(stop.is_set()), device=losses.device),
                          torch.tensor(float(late), device=losses.device),
                          torch.tensor(state.seconds(), dtype=torch.float32, device=losses.device),
-                         torch.tensor(reserved(run, state), dtype=torch.float32, device=losses.device)])
+                         torch.tensor(reserved(run, state), dtype=torch.float32, device=losses.device),
+                         torch.tensor(float(state.counts["samples"]), dtype=torch.float32, device=losses.device)])
     total = run.accelerator.reduce(local.clone(), "sum") if run.world > 1 else local
     if run.budget is not None:  # the ranks' mean training time: one learning rate for all replicas
         run.budget.spent(float(total[4]) / run.world)
@@ -702,6 +705,7 @@ def sync(run: Run, state: LoopState, stop: threading.Event, progress: Progress) 
         "lr": run.scheduler.get_last_lr()[0],
         f"{run.unit}_per_s": (done - last_done) / max(now - last_time, 1e-9),
         "epoch": epoch + offset / max(1, run.plan.steps_in_epoch(epoch)),
+        "samples": state.counts_before.get("samples", 0) + round(float(total[6])),  # every rank's, the whole run
     }
     run.tracker.log(state.step, row)
     progress.update(state.step, row)

@@ -114,11 +114,22 @@ def test_two_runs_get_readable_dirs_and_wandb_names_and_runs_and_compare_show_th
     assert table["test_accuracy"] == [f"{json.loads((job_dir / d / 'result.json').read_text())['test_accuracy']:.4g}"
                                       for d in dirs]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {png}" in shown.stdout
-    from lstm_train.compare import curves, runs_of
+    from lstm_train.compare import curves, run_names, runs_of
 
-    plotted = curves(runs_of([str(job_dir / d) for d in dirs]))
+    compared = runs_of([str(job_dir / d) for d in dirs])
+    plotted = curves(compared)
     assert set(plotted) >= {"train loss", "test/accuracy"} and all(
         steps == [4.0, 8.0, 12.0] for steps, _ in plotted["train loss"].values())
+    names = ["mnist_lstm-hidden=32,lr=0.003,epochs=3", "mnist_lstm-lr=0.03,epochs=3"]
+    assert run_names(compared) == names == sorted(plotted["train loss"])  # legends: the W&B names, less -rank0
+    by_samples = curves(compared, "samples")  # 64 images a step, evaluations at logged steps
+    assert by_samples.keys() == plotted.keys() and all(
+        by_samples[panel][name] == ([64 * s for s in x], y) for panel in plotted for name, (x, y) in plotted[panel].items())
+    by_time = curves(compared, "time")
+    for name in names:
+        x, y = by_time["train loss"][name]
+        assert x[0] >= 0 and x == sorted(x) and y == plotted["train loss"][name][1]
+    assert cli(work, env, "compare", *(str(job_dir / d) for d in dirs), "--out", str(png), "--x", "time").returncode == 0
 
 
 def test_a_run_begun_before_readable_names_keeps_its_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

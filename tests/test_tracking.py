@@ -335,6 +335,30 @@ def test_report_of_a_resumed_run_keeps_the_last_row_per_step(tmp_path: Path) -> 
     assert y == [train_row(s, 0)["loss"] for s in range(3)] + [100.0 + s for s in range(3, 8)]
 
 
+def test_tensorboard_of_a_resumed_run_keeps_the_last_row_per_step(tmp_path: Path) -> None:
+    """tracking.tensorboard: a requeued run resumes from its checkpoint of step 3 and logs steps
+    4..7 again; the first attempt's events from step 4 on are purged, so TensorBoard's reader
+    shows each step once, the later value, as the JSONL's reader does (step 3's evaluation, from
+    before the checkpoint, stays).  Off (the default), no folder is made."""
+    worker = WorkerInfo(0, 0, 1, "cpu")
+    job = JobBase(name="tiny", tracking={"wandb": {"mode": "disabled"}, "tensorboard": True})
+    first = Tracker(job, tmp_path, "r", worker)
+    drive([first], range(6))
+    first.finish({})
+    second = Tracker(job, tmp_path, "r", worker)
+    second.resumed_at(3)
+    for step in range(4, 8):
+        second.log(step, {**train_row(step, 0), "loss": 100.0 + step})
+    second.finish({})
+    assert len(list((tmp_path / "tensorboard" / "rank-0").glob("events.out.tfevents.*"))) == 2
+    steps = assert_tensorboard_matches_jsonl(tmp_path, 0)
+    assert steps["loss"] == list(range(8)) and steps["test/accuracy"] == [3]
+
+    off = tmp_path / "off"
+    Tracker(make_job(mode="disabled"), off, "r", worker).finish({})
+    assert not (off / "tensorboard").exists()
+
+
 def test_report_before_any_evaluation(tmp_path: Path) -> None:
     from lstm_train.report import report
 
@@ -426,7 +450,7 @@ def test_two_process_training_logs_every_rank(tmp_path: Path, fake_mnist: Path) 
     # 512 training images, batch 64 per rank: 4 steps per epoch; 3 epochs, an evaluation after each
     done = accelerate_cli(2, "run", str(REPO / "jobs" / "mnist_lstm.yaml"), f"data.root={fake_mnist}",
                           "train.epochs=3", "train.log_every=2", "train.threads=1", f"train.output_dir={run_dir}",
-                          "train.run_id=t2p", "tracking.wandb.mode=offline", timeout=180)
+                          "train.run_id=t2p", "tracking.wandb.mode=offline", "tracking.tensorboard=true", timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "TrackingWarning" not in done.stderr
 
@@ -456,3 +480,33 @@ def test_two_process_training_logs_every_rank(tmp_path: Path, fake_mnist: Path) 
     shard_mean = (last[0]["test/shard_accuracy"] + last[1]["test/shard_accuracy"]) / 2  # 100 test images each
     assert shard_mean == pytest.approx(last[0]["test/accuracy"])
     assert len(report(run_dir, out=io.StringIO())) == 3
+    assert [row["samples"] for row in train[0]] == [128 * s for s in range(2, 13, 2)]  # both ranks' 64 a step
+    for rank in (0, 1):  # tracking.tensorboard: the same rows again, as TensorBoard's own reader sees them
+        assert_tensorboard_matches_jsonl(run_dir, rank)
+
+
+def assert_tensorboard_matches_jsonl(run_dir: Path, rank: int) -> dict[str, list[int]]:
+    """`<run dir>/tensorboard/rank-<R>` read back with TensorBoard's EventAccumulator: one scalar
+    per numeric key of the rank's JSONL, with its steps and values (of a step logged twice,
+    before and after a resume, the later row, as `report` reads them: each step once), and the
+    pictures it logged as images.  The steps per tag."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rows = [r for r in jsonl(run_dir, rank) if "images" not in r]
+    expected: dict[str, dict[int, float]] = {}
+    for row in rows:
+        for key, value in metrics_only(row).items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                expected.setdefault(key, {})[row["step"]] = value
+    events = EventAccumulator(str(run_dir / "tensorboard" / f"rank-{rank}"), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    assert sorted(events.Tags()["scalars"]) == sorted(expected), (rank, events.Tags())
+    steps = {}
+    for key, by_step in expected.items():
+        scalars = events.Scalars(key)
+        assert [e.step for e in scalars] == sorted(by_step), (rank, key)
+        assert [e.value for e in scalars] == pytest.approx([by_step[s] for s in sorted(by_step)], rel=1e-6)
+        steps[key] = [e.step for e in scalars]
+    pictures = {name for r in jsonl(run_dir, rank) for name in r.get("images", {})}
+    assert set(events.Tags()["images"]) == pictures
+    return steps

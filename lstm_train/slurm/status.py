@@ -207,7 +207,44 @@ def status_sweep(sweep_dir: Path, record: dict[str, Any], data: dict[str, Any] |
                     test_metric=test_metric, higher_is_better=higher, completed=done, failed=failed,
                     points=[{"name": r[0], "state": r[1], "value": r[2], "job_id": r[3], "params": params.get(r[0]),
                              "result": results[r[0]]} for r in rows])
+    if isinstance(record.get("sweep"), dict) and record["sweep"].get("method") == "bayes":
+        status_bayes(sweep_dir, record["sweep"], data)
     return 1 if failed else 0
+
+
+def status_bayes(sweep_dir: Path, spec: dict[str, Any], data: dict[str, Any] | None = None) -> None:
+    """A bayes sweep's suggestion history from its study (`<sweep dir>/study.jsonl`): every
+    point in the order TPE was asked for it, random or modelled, what it was told; then the best."""
+    from .. import bayes
+    from ..sweeps import SweepConfig
+
+    try:
+        sweep = SweepConfig.model_validate(spec)
+    except ValueError as e:
+        raise runfiles.RunDirError(f"{sweep_dir / runfiles.SUBMISSION}: its sweep section is not valid "
+                                   f"({runfiles.shorten(str(e), 200)})") from None
+    metric, maximize = sweep.optimised()
+    try:
+        study = bayes.open_study(sweep_dir, sweep, create=False)
+    except FileNotFoundError:
+        print(f"\nbayes: no study yet in {bayes.study_path(sweep_dir)}")
+        return
+    rows = bayes.history(study, sweep, sweep_dir)
+    best = bayes.best(study, sweep, sweep_dir)
+    told = sum(1 for r in rows if r["state"] != "RUNNING")
+    print(f"\nbayes (Optuna TPE, study {bayes.study_path(sweep_dir)}): {len(rows)} of {sweep.count} point(s) asked, "
+          f"{told} told; the first {sweep.startup} at random; optimises {metric} "
+          f"({'higher' if maximize else 'lower'} is better)")
+    show = lambda v: f"{v:.4g}" if isinstance(v, float) else ("-" if v is None else str(v))  # noqa: E731
+    print_table([("#", "batch", "by", "point", "told", metric)] + [
+        (r["number"], r["batch"], r["by"], r["point"], r["state"].lower() if r["state"] != "RUNNING" else "-",
+         show(r["value"])) for r in rows])
+    if best is not None:
+        print(f"best: #{best['number']} {best['point']}  {metric}={best['value']:.4g}  ("
+              + ", ".join(f"{k}={show(v)}" for k, v in best["params"].items()) + ")")
+    if data is not None:
+        data["bayes"] = {"study": str(bayes.study_path(sweep_dir)), "metric": metric, "maximize": maximize,
+                         "startup_points": sweep.startup, "history": rows, "best": best}
 
 
 def wait_and_report(run_dir: Path, subs: dict[str, Any], quiet_result: bool = False) -> int:

@@ -214,7 +214,12 @@ def dry_run(job: JobBase, args: Any) -> int:
     sweep = job.sweep is not None
     if sweep:
         run_id = choose_run_id(job, sweep_id_of(job), args.new_run)
-        count = len(sweep_points(job, args.job, run_id))
+        if job.sweep.method == "bayes":  # its first batch; the later ones are arrays of the same size
+            from .bayes_sweep import batch_size
+
+            count = batch_size(job)
+        else:
+            count = len(sweep_points(job, args.job, run_id))
     else:
         run_id, count = choose_run_id(job, run_id_of(job), args.new_run), 1
     run_dir = run_dir_of(job, run_id)
@@ -228,7 +233,8 @@ def dry_run(job: JobBase, args: Any) -> int:
         script_file.write_text(script)
         answer = subprocess.run(["sbatch", "--test-only", str(script_file)], capture_output=True, text=True,
                                 timeout=60)
-    what = f"{count} point(s) as one job array" if sweep else "one run"
+    what = (f"batches of {count} bayes point(s) as job arrays, {job.sweep.count} in all" if sweep and job.sweep.method == "bayes"
+            else f"{count} point(s) as one job array" if sweep else "one run")
     print(f"job:      {job.name}: valid, {what} ({describe_layout(job, 'slurm', part)})")
     print(f"run dir:  {run_dir} (W&B group {run_id if sweep else default_group(job.name, run_dir)})")
     print("batch script (sbatch would be given):")
@@ -359,6 +365,10 @@ def halved(spec: dict[str, Any], sweep: Any) -> dict[str, Any]:
 
 
 def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
+    if job.sweep.method == "bayes":  # points suggested batch by batch, not known up front
+        from .bayes_sweep import submit_bayes
+
+        return submit_bayes(job, args, part)
     grid = job.sweep.grid
     sweep_id = choose_run_id(job, sweep_id_of(job), args.new_run)
     sweep_dir = run_dir_of(job, sweep_id)
