@@ -217,13 +217,17 @@ def test_memory_bounded_below_the_file(tmp_path):
         writer.ragged = lambda s, i, *a: opened[(s, i)] if (s, i) in opened else opened.setdefault((s, i), ragged(s, i, *a))
         writer.dense = lambda s, i, *a: opened[(s, i)] if (s, i) in opened else opened.setdefault((s, i), dense(s, i, *a))
         Vocab = table_stream.Vocab; Vocab.from_json(Vocab.train([["warm"]]).to_json()).encode_batch([["up"]])
+        import pyarrow as pa, pyarrow.csv  # the column path's library mapped (and its threads started) before the limit
+        pyarrow.csv.read_csv(pa.BufferReader(b"t,l\\nx y,1\\n"), read_options=pyarrow.csv.ReadOptions(use_threads=False))
+        table_stream.table_columns.ascii_tokens(pa.array(["warm up"]), "words")
         base = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
         resource.setrlimit(resource.RLIMIT_AS, (base + (64 << 20), resource.RLIM_INFINITY))
         info = table_stream.run_serially(stream, writer)
         writer.close()
         print("ok", info["vocab_size"])
     """)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "RAYON_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "1"}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "RAYON_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "1",
+           "ARROW_DEFAULT_MEMORY_POOL": "system"}  # jemalloc reserves address space it never touches
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("ok ")
@@ -266,7 +270,9 @@ def test_ascii_path_gives_split_words_and_vocab_ids(rule):
 
 def test_scan_keeps_tokens_that_encode_remaps(tmp_path, monkeypatch):
     """With a scratch folder, scan keeps each piece's local word ids and encode only remaps them:
-    the entry is the one read twice from the text; a kept file that is damaged is not used."""
+    the entry is the one read twice from the text; a kept file that is damaged is not used.
+    (The Python path's `_Tokens`; the column path's kept rows: tests/test_table_columns.py.)"""
+    monkeypatch.setattr(table_stream, "COLUMNS", False)
     path = many_rows(tmp_path / "d.csv", 2000, newline_every=9)
     spec = {"source": "files", "path": str(path), "val_fraction": 0.1, "test_fraction": 0.2, "max_length": 5,
             "lowercase": True}

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from . import sst, textfiles
+from . import sst, table_columns, textfiles
 from .chunked import EntryWriter
 from .stream import Piece
 from .textfiles import TEST, TRAIN, VAL, TextDataError  # noqa: F401 (SPLIT_NAMES)
@@ -39,6 +39,7 @@ from .vocab import SPECIALS, UNK, Vocab, normalize_counts
 from ..messages import note
 
 PIECE_BYTES = 32 << 20  # a piece's size: fixed, so pieces never depend on the shard count
+COLUMNS = True  # the Arrow column path (table_columns.py) wherever it is exact; False: the Python path only
 BLOCK_BYTES = 4 << 20  # read and decoded at a time inside a piece
 CHUNK_ROWS = 8192  # rows tokenized and written at a time
 SPLIT_NAMES = {TRAIN: "train", VAL: "val", TEST: "test"}
@@ -257,9 +258,63 @@ class TextStream:
     # ------------------------------------------------------------------ the two passes
 
     def scan(self, piece: Piece) -> dict[str, Any]:
-        """Word and label counts of the piece's training rows, row counts of every split.  With a
-        `scratch` folder, the flat path's rows are also kept there as local word ids (`_Tokens`),
-        so `encode` only remaps them: the texts are read and split once."""
+        """Word and label counts of the piece's training rows, row counts of every split: by the
+        column path (table_columns.py) where it is exact, else by the Python path."""
+        rows = self._column_rows(piece)
+        if rows is None:
+            return self._scan_rows(piece)
+        if getattr(self, "scratch", None):
+            rows.save(self._columns_path(piece), self._token_key(piece))
+        found = rows.scan()
+        return {**found, "words": normalize_counts(found["words"], bool(self.d["lowercase"]))}
+
+    def _column_rows(self, piece: Piece) -> table_columns.PieceRows | None:
+        """The piece read and split by the column path, or None where it cannot be exact (then the
+        Python path reads it).  CSV/TSV in UTF-8 through pyarrow's reader; any other file, or a
+        CSV block that reader could parse otherwise than Python's, through the Python reader
+        (its errors name the file and line) and the column kernels."""
+        d = self.d
+        if not COLUMNS or d["source"] != "files":
+            return None
+        path = Path(piece.path)
+        kind = textfiles.file_format(path, d["format"])
+        split = {name: code for code, name in SPLIT_NAMES.items()}.get(str(piece.split))
+
+        def split_of(block: table_columns.Block, names: list[Any]) -> np.ndarray:
+            if split is not None:
+                return np.full(len(block.texts), split, np.int8)
+            if block.python is not None:
+                return self.split_of(*block.python)
+            return table_columns.hash_splits(block.texts, block.labels, names, d["val_fraction"], d["test_fraction"],
+                                       d["split_seed"])
+
+        words = lambda texts: self._words(texts)  # noqa: E731
+        try:
+            if kind in ("csv", "tsv") and d["encoding"].lower().replace("_", "-") in ("utf-8", "utf8"):
+                try:
+                    header = self._header(path, kind)
+                    at = [header.index(d["text_column"]), header.index(d["label_column"])]
+                except (TextDataError, csv.Error, ValueError):
+                    at = None  # no such column, or an unreadable header: the Python path says which
+                if at is not None:
+                    rows = table_columns.PieceRows(reader="arrow")
+                    try:
+                        blocks = table_columns.csv_blocks(path, piece.start, piece.end, kind, header, *at, rows.intern_labels)
+                        return table_columns.read_piece(blocks, rows, d["tokenizer"], words, split_of)
+                    except table_columns.Fallback:
+                        pass  # read again by the Python reader, from the piece's start
+            rows = table_columns.PieceRows()
+            blocks = table_columns.python_blocks(self.rows(piece), rows.intern_labels)
+            return table_columns.read_piece(blocks, rows, d["tokenizer"], words, split_of)
+        except table_columns.Fallback:
+            return None
+
+    def _columns_path(self, piece: Piece) -> Path:
+        return Path(self.scratch) / f"columns-{piece.index:05d}"
+
+    def _scan_rows(self, piece: Piece) -> dict[str, Any]:
+        """scan by the Python path.  With a `scratch` folder, the flat path's rows are also kept there
+        as local word ids (`_Tokens`), so `encode` only remaps them: the texts are read and split once."""
         labels: Counter[str] = Counter()
         rows: Counter[str] = Counter()
         tokens = _Tokens() if getattr(self, "scratch", None) else None
@@ -347,7 +402,53 @@ class TextStream:
         return [s for s, _ in self._sources() if s]
 
     def encode(self, piece: Piece, plan: dict[str, Any], out: EntryWriter) -> dict[str, Any]:
-        """The piece's rows as token ids (cut to data.max_length) and class ids, a chunk at a time."""
+        """The piece's rows as token ids (cut to data.max_length) and class ids: the rows scan kept
+        (column path) remapped, or read again; the Python path where the column path is not exact."""
+        rows = None
+        if COLUMNS and self.d["source"] == "files":
+            if getattr(self, "scratch", None):
+                rows = table_columns.PieceRows.load(self._columns_path(piece), self._token_key(piece))
+            if rows is None:
+                rows = self._column_rows(piece)
+        if rows is not None:
+            try:
+                return self._encode_columns(piece, rows, plan, out)
+            except table_columns.Fallback:
+                pass  # a label the training rows lack: the Python path's error names its line
+        return self._encode_rows(piece, plan, out)
+
+    def _encode_columns(self, piece: Piece, rows: table_columns.PieceRows, plan: dict[str, Any],
+                        out: EntryWriter) -> dict[str, Any]:
+        """encode from the column path's rows: local ids through one table to the plan's, split by
+        split in row order (what the Python path appends chunk by chunk).  Nothing is written
+        before every label is known (else `Fallback`)."""
+        index = {c: i for i, c in enumerate(plan["classes"])}
+        classes = [index.get(label) for label in rows.labels]
+        if None in classes:
+            raise table_columns.Fallback("a label the training rows lack")
+        vocab = Vocab.from_json(plan["vocab"])
+        table = table_columns.id_table(list(rows.words), vocab.tokenizer.get_vocab(), vocab, bool(self.d["lowercase"]))
+        values = table[rows.ids[0]]
+        lengths = rows.lengths[0].astype(np.int64)
+        labels = np.asarray(classes, np.int64)[rows.row_labels[0]] if classes else np.zeros(0, np.int64)
+        splits = self._splits() if piece.split is None else [piece.split]
+        code = {name: k for k, name in SPLIT_NAMES.items()}
+        limit, counts = self.d["max_length"], {s: {"rows": 0, "cut": 0, "longest": 0} for s in splits}
+        parts = []
+        for split in splits:
+            mask = rows.splits[0] == code[split]
+            kept, kept_lengths = table_columns.cut(values[np.repeat(mask, lengths)], lengths[mask], limit, counts[split])
+            parts.append((split, kept, kept_lengths, labels[mask]))
+            counts[split]["rows"] = int(mask.sum())
+        for split, kept, kept_lengths, kept_labels in parts:
+            tokens, classes_out = out.ragged(split, 0), out.dense(split, 1, "int64")
+            if len(kept_lengths):
+                tokens.append_flat(kept, kept_lengths)
+                classes_out.append(kept_labels)
+        return counts
+
+    def _encode_rows(self, piece: Piece, plan: dict[str, Any], out: EntryWriter) -> dict[str, Any]:
+        """encode by the Python path, a chunk at a time."""
         vocab = Vocab.from_json(plan["vocab"])
         index = {c: i for i, c in enumerate(plan["classes"])}
         splits = self._splits() if piece.split is None else [piece.split]

@@ -338,7 +338,15 @@ def content_split(texts: list[str], labels: list[str | None], val_fraction: floa
     u = np.fromiter((int.from_bytes(hashlib.blake2b(f"{t}\0{lab}".encode("utf-8", "surrogatepass"), digest_size=8,
                                                     key=key).digest(), "little") for t, lab in zip(texts, labels)),
                     dtype=np.uint64, count=len(texts))
-    x = (u >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return split_of_hashes(u, val_fraction, test_fraction)
+
+
+def split_of_hashes(u: Any, val_fraction: float, test_fraction: float) -> Any:
+    """TRAIN / VAL / TEST (int8) of rows whose 64-bit hashes are `u` (uint64): the hash mapped to
+    [0, 1) and compared with the fractions (shared by `content_split` and the column path)."""
+    import numpy as np
+
+    x = (np.asarray(u, np.uint64) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
     test, val = float(test_fraction or 0), float(val_fraction or 0)
     return np.where(x < test, TEST, np.where(x < test + val, VAL, TRAIN)).astype(np.int8)
 
