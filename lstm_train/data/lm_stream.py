@@ -16,7 +16,8 @@ Pass 1 (`scan`) counts what the vocabulary needs: code points for characters (ve
 `bytes.isascii` blocks through `np.bincount`, others through UTF-32 and `np.unique`),
 words of the training pieces for words.  `plan` makes the vocabulary (characters: the
 whole corpus, as nanoGPT and char-rnn; words: the training part plus <unk>, capped by
-`data.max_vocab`, as pytorch/examples and AWD-LSTM) or trains the BPE (`tokenizers`, from
+`data.max_vocab`, as pytorch/examples and AWD-LSTM; ids in frequency order, which the adaptive
+softmax needs) or trains the BPE (`tokenizers`, from
 an iterator over the training text, at most `data.bpe_train_bytes` of it, as
 sentencepiece's input_sentence_size bounds its input).  Pass 2 (`encode`) maps blocks of
 `BLOCK_BYTES` through a code-point lookup table (characters), `np.frombuffer` (bytes), a
@@ -45,6 +46,10 @@ PIECE_BYTES = int(os.environ.get("LSTM_TRAIN_PIECE_BYTES", 32 << 20))
 BLOCK_BYTES = int(os.environ.get("LSTM_TRAIN_BLOCK_BYTES", 8 << 20))
 MAX_LINE = 64 << 20  # words / BPE: more than this without a newline or a space is refused
 DEFAULT_MAX_VOCAB = 500_000  # words without data.max_vocab: a bound (WikiText-103 has 267,735 words)
+WORD_SPECIALS = ["<eos>", "<unk>"]
+# The words vocabulary's order, in the prepared-data key of words entries only (chars, bytes and BPE
+# keep their keys): entries made when it was alphabetical are not taken for frequency-ordered ones.
+WORDS_ORDER = "frequency"
 _BOM = b"\xef\xbb\xbf"
 SPLITS = ("train", "val", "test")
 
@@ -271,12 +276,11 @@ class LanguageModelStream:
         return {"kind": kind, "bpe_json": self._train_bpe()}
 
     def _word_vocab(self, counts: Counter[str]) -> list[str]:
+        """<eos>, <unk>, then the training words by count (most frequent first, ties by word): the
+        order an adaptive softmax needs (its head holds the first ids), and the one `Vocab` uses."""
         limit = getattr(self.data, "max_vocab", None) or DEFAULT_MAX_VOCAB
-        specials = {"<eos>", "<unk>"}
-        words = [w for w in counts if w not in specials]
-        if limit is not None and len(words) + 2 > limit:
-            words = sorted(words, key=lambda w: (-counts[w], w))[: max(0, limit - 2)]
-        return sorted(set(words) | specials)
+        words = sorted((w for w in counts if w not in WORD_SPECIALS), key=lambda w: (-counts[w], w))
+        return WORD_SPECIALS + words[: max(0, limit - len(WORD_SPECIALS))]
 
     def _train_bpe(self) -> str:
         from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers

@@ -18,8 +18,9 @@ Arrow would add a conversion step per column for nothing the loop uses.
 
 The entry's name is a digest of everything the output depends on: the source files
 (path, size, mtime and a content hash), the task's data section (tokenizer settings
-included), the versions of the tokenizer libraries and `FORMAT_VERSION`.  An edited
-file or a changed option therefore prepares a new entry; nothing stale is read.
+included), the versions of the tokenizer libraries, `FORMAT_VERSION` and the task's
+`entry_revision` where it has one.  An edited file or a changed option therefore prepares
+a new entry; nothing stale is read.
 Entries are written into a temporary directory and renamed into place, under a lock
 file, so a crash, a full disk or two jobs preparing at once never leave an entry a
 later run would trust.  An entry that fails its checks (truncated file, another
@@ -130,6 +131,9 @@ def entry_key(task: Any, sources: list[Path], memo_dir: Path | None) -> tuple[st
         "format": FORMAT_VERSION, "task": task.name, "data": data_settings(task.job),
         "libraries": _library_versions(), "sources": sorted(records, key=lambda r: r["path"]),
     }
+    revision = task.entry_revision() if hasattr(task, "entry_revision") else {}
+    if revision:  # only where a task changed how it prepares: every other entry keeps its name
+        described["revision"] = revision
     blob = json.dumps(described, sort_keys=True, default=str).encode()
     return hashlib.blake2b(blob, digest_size=16).hexdigest(), records
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import glob as globbing
 import math
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,9 +85,9 @@ class Tokenizer:
             return cls(kind, sorted(set(all_text)))
         if kind == "bytes":
             return cls(kind)
-        if kind == "words":
-            words = sorted({w for line in all_text.splitlines() for w in line.split()} | {"<eos>"})
-            return cls(kind, words)
+        if kind == "words":  # frequency order, as the prepared vocabulary (data/lm_stream.py)
+            counts = Counter(w for line in all_text.splitlines() for w in line.split() if w != "<eos>")
+            return cls(kind, ["<eos>", *sorted(counts, key=lambda w: (-counts[w], w))])
         from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
 
         tok = HFTokenizer(models.BPE(unk_token="<unk>"))

@@ -190,6 +190,12 @@ class Task:
         translate)."""
         return LoadedStream(self)
 
+    def entry_revision(self) -> dict[str, Any]:
+        """What of this job's preparation changed since entries were first made (non-empty: it joins
+        the prepared-data key, so an entry of the old way is prepared again; empty: the key is as it
+        always was).  Default: nothing."""
+        return {}
+
     def view(self, splits: Splits) -> Splits:
         """The splits as the loop uses them, made from the entry's mapped columns (views only:
         no copy).  Default: as stored."""

@@ -7,6 +7,10 @@ batch plan (`data.batching`, stream mode) hands each rank its streams' next wind
 Validation and test text are cut into `data.eval_streams` streams scored whole, window
 after window with the state carried (as AWD-LSTM and pytorch/examples score).
 
+The output layer is a full softmax or torch's adaptive softmax (`model.output`, chosen by
+`output_cutoffs`): with the adaptive one the loss and the evaluation read each target's exact
+log-probability (no [B, T, V] logits), and sampling reads the whole distribution (`log_prob`).
+
 The training split is the flat token column itself (position i's target is token i + 1);
 a batch is the windows the plan's position matrix names.  Evaluation splits are views
 [streams, length + 1] of their flat columns (no copy).
@@ -27,11 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.batching import check_streams
-from ..data.lm_stream import LanguageModelStream
+from ..data.lm_stream import WORDS_ORDER, LanguageModelStream
 from ..data.streams import CorpusError, Tokenizer, resolve_files, text_lines
-from ..models.language_model import LanguageModel
 from ..files.outputs import write_run_output
 from ..files.validation import RunDirError, read_run_bytes
+from ..messages import note
+from ..models.language_model import LanguageModel
 from .base import Batch, PredictInputError, Split, Splits, Task, predict_texts, spread
 from .sections.language_model import LanguageModelData, LanguageModelModel  # noqa: F401 (the job's sections, torch-free)
 
@@ -68,6 +73,11 @@ class LanguageModelTask(Task):
         """The corpus in pieces, tokenized in two passes on every core (`data/lm_stream.py`)."""
         return LanguageModelStream(self.job.data)
 
+    def entry_revision(self) -> dict[str, Any]:
+        """Words vocabularies became frequency-ordered (the adaptive softmax's head): words entries
+        only; chars, bytes and BPE entries keep their names."""
+        return {"words_order": WORDS_ORDER} if self.job.data.tokenizer == "words" else {}
+
     def view(self, splits: Splits) -> Splits:
         """The mapped flat columns as the loop reads them: training stays flat (position i's target
         is token i + 1), validation and test become [streams, length + 1] views (no copy).  Without
@@ -100,8 +110,16 @@ class LanguageModelTask(Task):
 
     def build_model(self, info: dict[str, Any]) -> nn.Module:
         m = self.job.model
+        cutoffs = output_cutoffs(m, info)
         return LanguageModel(info["vocab_size"], m.embedding_size, m.hidden_size, m.num_layers, m.dropout,
-                             m.tie_weights, m.weight_drop, m.locked_dropout, m.input_dropout, m.embed_dropout)
+                             m.tie_weights, m.weight_drop, m.locked_dropout, m.input_dropout, m.embed_dropout,
+                             cutoffs)
+
+    def init_weights(self, model: nn.Module, info: dict[str, Any]) -> None:
+        """Weights as built; a words job (or one that chose its output layer) is told which output layer it got."""
+        m = self.job.model
+        if info["tokenizer"]["kind"] == "words" or m.output != "auto":
+            note(describe_output(m, info))
 
     def lengths(self, split: Split) -> torch.Tensor | None:
         return None
@@ -127,8 +145,12 @@ class LanguageModelTask(Task):
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         inputs, targets = batch
         m = self.job.model
-        logits, state, dropped, raw = model(inputs, unpack(carry, m.num_layers), outputs=True)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        if output_cutoffs(m, info):  # adaptive softmax: the targets' log-probabilities, no [B, T, V] logits
+            log_probs, state, dropped, raw = model(inputs, unpack(carry, m.num_layers), outputs=True, targets=targets)
+            loss = -log_probs.mean()
+        else:
+            logits, state, dropped, raw = model(inputs, unpack(carry, m.num_layers), outputs=True)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
         if m.ar:
             loss = loss + m.ar * dropped.float().pow(2).mean()
         if m.tar:
@@ -145,8 +167,13 @@ class LanguageModelTask(Task):
         inputs, targets = batch
         total = torch.zeros((), dtype=torch.float64, device=inputs.device)
         state = None
+        adaptive = bool(output_cutoffs(self.job.model, info))
         for start in range(0, inputs.shape[1], self.job.data.bptt):
             window = slice(start, start + self.job.data.bptt)
+            if adaptive:  # exact: log p(target) from the head and the target's cluster
+                log_probs, state = model(inputs[:, window], state, targets=targets[:, window])
+                total -= log_probs.sum()
+                continue
             logits, state = model(inputs[:, window], state)
             total += F.cross_entropy(logits.flatten(0, 1).float(), targets[:, window].flatten(), reduction="sum")
         return {"loss_sum": total, "count": torch.tensor(targets.numel(), device=inputs.device)}
@@ -250,6 +277,59 @@ class LanguageModelTask(Task):
         if not sums["count"]:
             raise ValueError(f"{name}: needs at least 2 tokens to score, has {len(pending)}")
         return sums
+
+
+AUTO_SHORTLIST = 2000  # the head's words: Zipf text's most frequent 2,000 words are most of its tokens
+AUTO_GROWTH = 5  # each cluster 5x the last (AWD-LSTM's WikiText-103 splits: 2,800 / 20,000 / 76,000)
+
+
+def auto_cutoffs(vocab_size: int) -> list[int]:
+    """2,000, then x5 while below half the vocabulary (so the last cluster is never a sliver):
+    35k words -> [2000, 10000], 267k (WikiText-103) -> [2000, 10000, 50000]; a vocabulary under
+    4,000 gets one cluster at its middle."""
+    cuts, cut = [], AUTO_SHORTLIST
+    while cut < vocab_size / 2:
+        cuts.append(cut)
+        cut *= AUTO_GROWTH
+    return cuts or [max(1, vocab_size // 2)]
+
+
+def lstm_macs(m: Any) -> int:
+    """Multiply-adds per token of the LSTM stack (4 gates x (input + hidden) x hidden per layer)."""
+    sizes = [m.embedding_size] + [m.hidden_size] * (m.num_layers - 1) + [m.embedding_size if m.tie_weights
+                                                                            else m.hidden_size]
+    return sum(4 * sizes[i + 1] * (sizes[i] + sizes[i + 1]) for i in range(m.num_layers))
+
+
+def output_cutoffs(m: Any, info: dict[str, Any]) -> list[int] | None:
+    """The adaptive softmax's cutoffs, or None for a full softmax.  `auto` takes the adaptive one
+    where it pays and is allowed: a words vocabulary (frequency-ordered ids; BPE and characters
+    stay full, bit for bit as before), no tie_weights (tying is a quality choice a job makes on
+    purpose), and a full softmax that would cost more multiply-adds per token than the whole
+    LSTM stack (vocabulary x last layer > the stack's; 35k words on 2 x 512 is 5x it)."""
+    vocab = info["vocab_size"]
+    if m.output == "full" or (m.output == "auto" and (info["tokenizer"]["kind"] != "words" or m.tie_weights or
+                                                       vocab * m.hidden_size <= lstm_macs(m))):
+        return None
+    cuts = m.adaptive_cutoffs or auto_cutoffs(vocab)
+    if cuts[-1] >= vocab:
+        raise ValueError(f"model.adaptive_cutoffs {cuts}: each must be below the vocabulary size ({vocab:,} tokens)")
+    return list(cuts)
+
+
+def describe_output(m: Any, info: dict[str, Any]) -> str:
+    """One line: which output layer, and why where `auto` chose it."""
+    cuts, vocab, macs = output_cutoffs(m, info), info["vocab_size"], lstm_macs(m)
+    width = m.embedding_size if m.tie_weights else m.hidden_size
+    why = ""
+    if m.output == "auto":
+        cost = f"a full softmax costs {vocab * width / 1e6:.1f}M multiply-adds per token, the LSTM stack {macs / 1e6:.1f}M"
+        why = (" (auto: tie_weights keeps it)" if m.tie_weights and info["tokenizer"]["kind"] == "words" else
+               f" (auto: {cost})")
+    if cuts:
+        return (f"output layer: adaptive softmax over {vocab:,} tokens, head {cuts[0]:,} + {len(cuts)} cluster(s), "
+                f"cutoffs {cuts}{why}")
+    return f"output layer: full softmax over {vocab:,} tokens{why}"
 
 
 def _append_sample(path: Path, heading: str, text: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ...schema import ModelBase, StreamData, default_data_root
 
@@ -49,6 +49,29 @@ class LanguageModelModel(ModelBase):
     embed_dropout: float = Field(0.0, ge=0, lt=1, description="drop whole embedding rows (AWD-LSTM)")
     ar: float = Field(0.0, ge=0, description="activation regularisation (AWD-LSTM alpha)")
     tar: float = Field(0.0, ge=0, description="temporal activation regularisation (AWD-LSTM beta)")
+    output: Literal["auto", "full", "adaptive"] = Field(
+        "auto", description="the output layer: full softmax over the vocabulary, or adaptive softmax (Grave et al. "
+        "2017: frequent words in a head, rare ones in smaller clusters); auto: adaptive for a words vocabulary whose "
+        "full softmax would cost more than the LSTM stack (and tie_weights off), full otherwise")
+    adaptive_cutoffs: list[int] | None = Field(
+        None, description="output: adaptive: where the head's shortlist and each cluster end, in the vocabulary's "
+        "frequency order (default: 2,000 then x5 while below half the vocabulary)")
+
+    @model_validator(mode="after")
+    def _output(self) -> LanguageModelModel:
+        if self.output == "adaptive" and self.tie_weights:
+            raise ValueError("model.tie_weights: true cannot go with model.output: adaptive (the adaptive softmax's "
+                             "clusters project to smaller sizes and have no row per word to share with the embedding); "
+                             "set model.tie_weights: false, or model.output: full (or auto, which keeps tying)")
+        if self.adaptive_cutoffs is not None:
+            if self.output != "adaptive":
+                raise ValueError(f"model.adaptive_cutoffs is set but model.output is {self.output!r}: cutoffs are "
+                                 "for model.output: adaptive")
+            cuts = self.adaptive_cutoffs
+            if not cuts or cuts[0] < 1 or any(b <= a for a, b in zip(cuts, cuts[1:])):
+                raise ValueError(f"model.adaptive_cutoffs {cuts}: give increasing positive ids, e.g. [2000, 10000] "
+                                 "(each below the vocabulary size)")
+        return self
 
 
 Data = LanguageModelData
