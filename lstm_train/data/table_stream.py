@@ -544,15 +544,7 @@ def _cut_flat(ids: np.ndarray, limit: int | None, counts: dict[str, int]) -> tup
     seps = np.flatnonzero(ids == -1)
     bounds = np.concatenate([[-1], seps, [len(ids)]])
     lengths = np.diff(bounds) - 1
-    values = np.delete(ids, seps)
-    if limit and (lengths > limit).any():
-        long = lengths[lengths > limit]
-        counts["cut"] += int(len(long))
-        counts["longest"] = max(counts["longest"], int(long.max()))
-        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-        values = values[(np.arange(len(values)) - starts) < limit]
-        lengths = np.minimum(lengths, limit)
-    return values, lengths
+    return table_columns.cut(np.delete(ids, seps), lengths, limit, counts)
 
 
 class _Tokens:
