@@ -322,7 +322,7 @@ def run_book(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .slurm.submission import submit_main
+    from .slurm.submit import submit_main
 
     if args.prepare:
         import contextlib

@@ -44,6 +44,21 @@ from typing import Any
 import numpy as np
 
 from . import textfiles
+from .textfiles import TEST, TRAIN, VAL
+
+SPLIT_NAMES = {TRAIN: "train", VAL: "val", TEST: "test"}
+
+
+def _safe_newline(raw: bytes, start: int, quotes: int, quoted: bool) -> int | None:
+    """The first newline at or after `start` in `raw` outside quotes (`quotes` counted before `start`)."""
+    while (at := raw.find(b"\n", start)) >= 0:
+        if not quoted:
+            return at
+        quotes += raw.count(b'"', start, at)
+        if quotes % 2 == 0:
+            return at
+        start = at + 1
+    return None
 
 BLOCK_BYTES = 4 << 20  # raw bytes parsed at a time (cut at a newline outside quotes)
 CHUNK_ROWS = 65536  # rows of the Python reader turned into one column at a time
@@ -81,7 +96,6 @@ def raw_blocks(path: Path, start: int, end: int | None, size: int | None = None)
     """Bytes [start, end) of a file in blocks of about `size`, each ending just after a newline with
     an even number of quotes before it in the block (the piece cut's rule, table_stream.cut_points),
     or at the end.  A cut inside a quoted field leaves a block that fails `csv_grammar`."""
-    from .table_stream import _safe_newline
 
     size = size or BLOCK_BYTES
     with open(path, "rb") as f:
@@ -288,7 +302,6 @@ class PieceRows:
     def scan(self) -> dict[str, Any]:
         """scan's record before normalization: raw word counts and label counts of the training
         rows, row counts of every split."""
-        from .table_stream import SPLIT_NAMES
         from .textfiles import TRAIN
 
         train = self.splits[0] == TRAIN

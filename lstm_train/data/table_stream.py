@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import sst, table_columns, textfiles
+from .table_columns import SPLIT_NAMES, _safe_newline
 from .chunked import EntryWriter
 from .stream import Piece
 from .textfiles import TEST, TRAIN, VAL, TextDataError  # noqa: F401 (SPLIT_NAMES)
@@ -42,7 +43,6 @@ PIECE_BYTES = 32 << 20  # a piece's size: fixed, so pieces never depend on the s
 COLUMNS = True  # the Arrow column path (table_columns.py) wherever it is exact; False: the Python path only
 BLOCK_BYTES = 4 << 20  # read and decoded at a time inside a piece
 CHUNK_ROWS = 8192  # rows tokenized and written at a time
-SPLIT_NAMES = {TRAIN: "train", VAL: "val", TEST: "test"}
 FIELDS = ("source", "path", "train_path", "val_path", "test_path", "text_column", "label_column", "format",
           "encoding", "val_fraction", "test_fraction", "split_seed", "tokenizer", "lowercase", "min_freq",
           "max_vocab", "max_length", "root", "phrases", "train_labels")
@@ -67,18 +67,6 @@ def cut_points(path: Path, size: int, quoted: bool, block: int = 1 << 20) -> lis
                 quotes += raw.count(b'"')
             offset = end
     return cuts
-
-
-def _safe_newline(raw: bytes, start: int, quotes: int, quoted: bool) -> int | None:
-    """The first newline at or after `start` in `raw` outside quotes (`quotes` counted before `start`)."""
-    while (at := raw.find(b"\n", start)) >= 0:
-        if not quoted:
-            return at
-        quotes += raw.count(b'"', start, at)
-        if quotes % 2 == 0:
-            return at
-        start = at + 1
-    return None
 
 
 def range_lines(path: Path, start: int, end: int | None, encoding: str) -> Iterator[str]:

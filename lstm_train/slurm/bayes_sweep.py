@@ -35,15 +35,10 @@ from .jobstate import JobState, job_states
 from .node import Trainer
 from .preflight import Partition, world_size
 from .status import POLL_S, status_sweep
-from .submission import (choose_run_id, describe_layout, halved, log_paths, make_executor, now, pinned, run_debug,
+from .submission import (batch_size, choose_run_id, describe_layout, halved, log_paths, make_executor, now, pinned, run_debug,
                          run_dir_of, submitted, sweep_id_of, tagged)
 
 DRIVER_LOCK = ".driver.lock"
-
-
-def batch_size(job: JobBase) -> int:
-    """Points per batch: `slurm.array_parallelism` (those run at once anyway), at most sweep.count."""
-    return max(1, min(job.slurm.array_parallelism, job.sweep.count or 1))
 
 
 @contextmanager

@@ -33,7 +33,7 @@ import submitit
 from submitit.slurm.slurm import _convert_mem
 
 from .. import runfiles, runnames, sweeps
-from ..config import JobBase, load_job, sweep_jobs
+from ..config import JobBase, sweep_jobs
 from ..tracking import default_group
 from .commands import SubmitError, no_slurm_message
 from .jobstate import JobState, job_states
@@ -46,14 +46,11 @@ from .status import status_sweep, wait_and_report
 SRUN_ARGS = ["--kill-on-bad-exit=1"]
 
 
-def submit_main(args: Any) -> int:
-    job = load_job(args.job, args.overrides)
-    if getattr(args, "dry_run", False):
-        return dry_run(job, args)
-    part = check_cluster(job) if args.executor == "slurm" else None
-    if job.sweep is not None:
-        return submit_sweep(job, args, part)
-    return submit_run(job, args, part)
+def batch_size(job: JobBase) -> int:
+    """A bayes sweep's points per batch: `slurm.array_parallelism` (those run at once anyway), at most sweep.count."""
+    return max(1, min(job.slurm.array_parallelism, job.sweep.count or 1))
+
+
 
 
 # ---------------------------------------------------------------------------
@@ -215,8 +212,6 @@ def dry_run(job: JobBase, args: Any) -> int:
     if sweep:
         run_id = choose_run_id(job, sweep_id_of(job), args.new_run)
         if job.sweep.method == "bayes":  # its first batch; the later ones are arrays of the same size
-            from .bayes_sweep import batch_size
-
             count = batch_size(job)
         else:
             count = len(sweep_points(job, args.job, run_id))
@@ -365,10 +360,6 @@ def halved(spec: dict[str, Any], sweep: Any) -> dict[str, Any]:
 
 
 def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
-    if job.sweep.method == "bayes":  # points suggested batch by batch, not known up front
-        from .bayes_sweep import submit_bayes
-
-        return submit_bayes(job, args, part)
     grid = job.sweep.grid
     sweep_id = choose_run_id(job, sweep_id_of(job), args.new_run)
     sweep_dir = run_dir_of(job, sweep_id)
