@@ -455,6 +455,13 @@ def hostile(ctx: Ctx) -> list[Command]:
     return [Command(ctx.script("bench_hostile.py", "--json", *(["--quick"] if ctx.quick else [])), hostile_numbers)]
 
 
+def budget_hog(ctx: Ctx) -> list[Command]:
+    """The time budget with a competitor: one busy-looping process per core beside the run."""
+    cores = str(os.cpu_count() or 1)
+    return [Command(ctx.script("bench_hostile.py", "--json", "--only-budget", "--hog", cores,
+                               *(["--quick"] if ctx.quick else [])), hostile_numbers)]
+
+
 def self_check(ctx: Ctx) -> list[Command]:
     code = ("import json, time; t = time.perf_counter(); import torch, lstm_train; "
             "print(json.dumps({'import torch + lstm_train s': round(time.perf_counter() - t, 3), "
@@ -510,6 +517,8 @@ ENTRIES: list[Entry] = [  # minutes: full size / --quick, measured or estimated 
     Entry("hostile", "hostile inputs bounded (1 GB one-line evaluate, 50 MB one-line words corpus: time to refuse or "
           "finish, peak RSS) and train.max_seconds=60 on shakespeare_char (train_seconds)", 4, hostile,
           quick_minutes=1),
+    Entry("budget_hog", "train.max_seconds=60 on shakespeare_char with one busy-looping process per core beside it "
+          "(train_seconds within 10% of 60)", 2, budget_hog, quick_minutes=0.5),
     reach("mnist_lstm_best", 4, True),
     reach("fashion_mnist_lstm_best", 5, True),
     reach("sst2_lstm", 3, False),
