@@ -97,7 +97,8 @@ class SweepParameter(Section):
 class EarlyTerminate(Section):
     """W&B's `early_terminate`, as successive halving of the points (`lstm_train.halving`)."""
 
-    type: Literal["hyperband"] = "hyperband"
+    type: Literal["hyperband"] = Field("hyperband", description="W&B's name for the method; hyperband's rungs run "
+                                       "as successive halving here")
     min_iter: int = Field(..., ge=1, description="the first rung, in training steps (then min_iter * eta^k)")
     eta: int = Field(2, ge=2, description="keep the best 1/eta of the points at each rung (2: stop the worse half)")
 
@@ -110,7 +111,10 @@ class HalvingConfig(Section):
 
 
 class SweepConfig(Section):
-    method: Literal["grid", "random", "bayes"] = "grid"
+    method: Literal["grid", "random", "bayes"] = Field(
+        "grid", description=(
+            "grid: every combination; random: count draws; bayes: count points suggested by Optuna's TPE from the"
+            " results so far"))
     parameters: dict[str, Any] = Field({}, description="W&B's parameters: dotted job key -> value/values/distribution")
     count: int | None = Field(None, ge=1, description="random, bayes: number of points (required); grid: at most "
                               "this many")
@@ -121,8 +125,8 @@ class SweepConfig(Section):
                                           "(status ranks by the task's primary metric)")
     startup_points: int | None = Field(None, ge=1, description="bayes: points drawn at random before TPE models the "
                                        "results (default: a third of count, 2 to 10); lstm_train's key, not W&B's")
-    name: str | None = None
-    description: str | None = None
+    name: str | None = Field(None, description="the sweep's name (W&B's key; shown by status)")
+    description: str | None = Field(None, description="free text kept with the sweep (W&B's key)")
     early_terminate: EarlyTerminate | None = Field(None, description="successive halving: stop the worst points at "
                                                    "rungs of min_iter * eta^k steps (lstm_train.halving)")
     grid: dict[str, list[Any]] = Field({}, description="the older form: dotted key -> list of values (method grid)")

@@ -153,6 +153,10 @@ def test_keys_lists_every_key_of_the_job_with_its_task_sections() -> None:
     assert {"train.ema", "train.ntasgd", "train.compile", "train.grad_accum_steps"} <= {k.name for k in train}
     assert [k.name for k in train if not k.description] == []
     assert [k.name for k in train if f"`{k.name}`" not in readme] == []
+    # every key of every shipped job (task sections and sweeps included) says what it is for
+    shipped = {k.name for job in sorted((ROOT / "jobs").glob("*.yaml")) for k in job_keys(load_job(job))
+               if not k.description}
+    assert shipped == set(), f"keys without a description: {sorted(shipped)}"
 
 
 def test_defaults_compose_job_files_validated_as_one(tmp_path: Path) -> None:

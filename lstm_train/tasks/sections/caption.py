@@ -12,11 +12,13 @@ from ...schema import DataBase, ModelBase, default_data_root
 
 
 class CaptionData(DataBase):
-    dataset: Literal["mnist"] = "mnist"
-    root: str = Field(default_factory=default_data_root)
-    download: bool = False
+    dataset: Literal["mnist"] = Field("mnist", description="where the digits come from (MNIST's IDX files under root)")
+    root: str = Field(
+        default_factory=default_data_root, description=(
+            "data root holding the dataset's folder (default: $LSTM_TRAIN_DATA, else ./data)"))
+    download: bool = Field(False, description="fetch the dataset into root when missing (needs internet)")
     batch_size: int = Field(128, ge=1, description="strips per batch per process")
-    eval_batch_size: int = Field(1000, ge=1)
+    eval_batch_size: int = Field(1000, ge=1, description="strips per batch when evaluating")
     max_digits: int = Field(5, ge=1, le=20, description="longest strip, in digits")
     min_digits: int = Field(1, ge=1, description="shortest strip, in digits")
     num_train: int = Field(50000, ge=1, description="training strips (from MNIST train digits)")
@@ -70,12 +72,16 @@ class CaptionModel(ModelBase):
     batch_norm: bool = Field(True, description="BatchNorm after each convolution (converges ~2x faster)")
     encoder_lstm_layers: int = Field(1, ge=0, description="LSTM layers over the columns (0: none with encoder=cnn)")
     encoder_hidden: int | None = Field(None, ge=1, description="encoder LSTM size per direction (default: hidden_size)")
-    embed_size: int = Field(32, ge=1)
+    embed_size: int = Field(32, ge=1, description="size of the decoder's digit embedding")
     attention: bool = Field(True, description="additive attention over encoder columns; false: one fixed summary")
-    attention_size: int | None = Field(None, ge=1)
+    attention_size: int | None = Field(
+        None, ge=1, description=(
+            "size of the additive attention's hidden layer (default: hidden_size)"))
     beam_size: int = Field(1, ge=1, le=VOCAB_SIZE, description="1: greedy decoding; >1: beam search")
     max_len: int | None = Field(None, ge=1, description="decoding guard in tokens (default: max_digits + 1)")
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=1.0, description=(
+            "share of each target's probability spread over the other tokens in the loss"))
 
     @model_validator(mode="after")
     def _encoder(self) -> CaptionModel:

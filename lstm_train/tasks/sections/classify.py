@@ -11,9 +11,13 @@ from ...schema import DataBase, ModelBase, default_data_root
 
 
 class ClassifyData(DataBase):
-    dataset: Literal["mnist", "fashion_mnist"] = "mnist"
-    root: str = Field(default_factory=default_data_root)
-    download: bool = False
+    dataset: Literal["mnist", "fashion_mnist"] = Field(
+        "mnist", description=(
+            "MNIST or Fashion-MNIST, read from torchvision's layout under root"))
+    root: str = Field(
+        default_factory=default_data_root, description=(
+            "data root holding the dataset's folder (default: $LSTM_TRAIN_DATA, else ./data)"))
+    download: bool = Field(False, description="fetch the dataset into root when missing (needs internet)")
     loader: Literal["tensor", "torchvision"] = Field(
         "tensor", description="tensor: whole set on the device (fast); torchvision: Dataset + DataLoader"
     )

@@ -15,11 +15,13 @@ class SineConfig(Section):
     length: int = Field(1000, ge=2, description="points per wave")
     period: float = Field(20.0, gt=0, description="T in sin((i + phase) / T): wavelength 2*pi*T points")
     noise: float = Field(0.0, ge=0, description="std of added Gaussian noise")
-    seed: int = 2
+    seed: int = Field(2, description="seed of the waves' phases and noise")
 
 
 class ForecastData(DataBase):
-    source: Literal["sine", "airline", "co2", "sunspots", "csv"] = "sine"
+    source: Literal["sine", "airline", "co2", "sunspots", "csv"] = Field(
+        "sine", description=(
+            "sine: generated waves; airline, co2, sunspots: the classic series; csv: your own file"))
     path: str | None = Field(None, validate_default=True, description="CSV file (source csv)")
     column: str | None = Field(None, description="CSV column to forecast (default: the only non-time column)")
     time_column: str | None = Field(None, description="CSV column of dates (gaps detected, labels printed)")
@@ -42,8 +44,12 @@ class ForecastData(DataBase):
         "(targets in this span) pick the best checkpoint by MASE and drive early stopping",
     )
     test_size: int | float = Field(0.2, gt=0, description="points at the end (or a fraction < 1)")
-    transform: Literal["none", "log"] = "none"
-    scale: Literal["standard", "minmax", "none"] = "standard"
+    transform: Literal["none", "log"] = Field(
+        "none", description=(
+            "log: the model sees log(values) (for multiplicative growth); none: as they are"))
+    scale: Literal["standard", "minmax", "none"] = Field(
+        "standard", description=(
+            "standard: mean 0, std 1 of the training part; minmax: to [0, 1]; none"))
     classical: Literal["auto", "sarima", "ets", "ar", "none"] = Field(
         "auto", description="auto: sarima for one seasonal series (season <= 52), else ar"
     )

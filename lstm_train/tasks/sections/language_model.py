@@ -18,9 +18,13 @@ class LanguageModelData(StreamData):
     test_files: str | list[str] | None = Field(None, description="test text (e.g. wiki.test.tokens)")
     split: Literal["fraction", "files"] = Field(
         "fraction", description="without val_files: cut the stream by fraction (nanoGPT) or take the last files")
-    val_fraction: float = Field(0.1, gt=0, lt=1)
+    val_fraction: float = Field(
+        0.1, gt=0, lt=1, description=(
+            "share of the corpus (its end) held out for validation (split: fraction)"))
     test_fraction: float = Field(0.0, ge=0, lt=1, description="0: no test split (the result reports validation metrics only, and says so)")
-    tokenizer: Literal["chars", "bytes", "words", "bpe"] = "chars"
+    tokenizer: Literal["chars", "bytes", "words", "bpe"] = Field(
+        "chars", description=(
+            "chars or bytes: one token each; words: whitespace words; bpe: byte-level BPE of vocab_size"))
     vocab_size: int = Field(4000, ge=260, description="BPE vocabulary (tokenizer: bpe)")
     max_vocab: int | None = Field(None, ge=3, description="words: keep the most frequent (specials included); "
                                   "the rest read as <unk> (default: at most 500,000)")
@@ -39,9 +43,11 @@ class LanguageModelData(StreamData):
 
 
 class LanguageModelModel(ModelBase):
-    hidden_size: int = Field(512, ge=1)
-    num_layers: int = Field(2, ge=1)
-    embedding_size: int = Field(128, ge=1)
+    hidden_size: int = Field(512, ge=1, description="LSTM hidden size per layer")
+    num_layers: int = Field(2, ge=1, description="stacked LSTM layers")
+    embedding_size: int = Field(
+        128, ge=1, description=(
+            "token embedding size (tie_weights needs it equal to the last layer's size)"))
     tie_weights: bool = Field(False, description="decoder = embedding (the last layer is embedding_size wide)")
     weight_drop: float = Field(0.0, ge=0, lt=1, description="DropConnect on hidden-to-hidden weights (AWD-LSTM)")
     locked_dropout: bool = Field(False, description="one dropout mask per sequence (variational, AWD-LSTM)")

@@ -19,7 +19,9 @@ class SequenceDataSection(SequenceData):
     train: Files | None = Field(None, description="training sequences: CSV/TSV, Parquet, .npz, [x.npy, y.npy] or .ts")
     val: Files | None = Field(None, description="validation sequences (model selection); default: val_fraction")
     test: Files | None = Field(None, description="test sequences; default: test_fraction of train")
-    format: Literal["auto", "csv", "tsv", "parquet", "npz", "npy", "ts"] = "auto"
+    format: Literal["auto", "csv", "tsv", "parquet", "npz", "npy", "ts"] = Field(
+        "auto", description=(
+            "file format of train/val/test; auto: from the file suffix"))
     label_column: str = Field("label", description="the class or value of each sequence (CSV, Parquet)")
     id_column: str | None = Field(None, description="long format: the column naming each row's sequence")
     time_column: str | None = Field(None, description="long format: steps ordered by it (default: file order)")
@@ -29,8 +31,8 @@ class SequenceDataSection(SequenceData):
                             "mean and standard deviation; the statistics travel with the model")
     val_fraction: float = Field(0.0, ge=0, lt=1, description="of train, kept for validation when no val file")
     test_fraction: float = Field(0.0, ge=0, lt=1, description="of train, kept for test when no test file")
-    split_seed: int = 0
-    batch_size: int = Field(32, ge=1)
+    split_seed: int = Field(0, description="which sequences val_fraction and test_fraction hold out")
+    batch_size: int = Field(32, ge=1, description="sequences per batch per process")
 
     @model_validator(mode="after")
     def _source(self) -> SequenceDataSection:

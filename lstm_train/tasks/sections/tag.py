@@ -34,7 +34,7 @@ class TagData(SequenceData):
     max_chars: int = Field(24, ge=3, description="characters per word row incl. <bos>/<eos>; longer words keep "
                                                  "their first and last characters")
     batch_size: int = Field(32, ge=1, description="sentences per batch per process")
-    eval_batch_size: int = Field(256, ge=1)
+    eval_batch_size: int = Field(256, ge=1, description="sentences per batch when evaluating")
 
     def validation(self) -> list[str] | str:
         return [] if self.val else "data.val is null: name a validation file (CoNLL-U or columns) as data.val"
@@ -53,11 +53,15 @@ class TagData(SequenceData):
 
 class TagModel(ModelBase):
     hidden_size: int = Field(200, ge=1, description="sentence BiLSTM size per direction")
-    num_layers: int = Field(2, ge=1)
-    bidirectional: bool = True
+    num_layers: int = Field(2, ge=1, description="stacked word-level LSTM layers")
+    bidirectional: bool = Field(
+        True, description=(
+            "read each sentence both ways (a tag depends on the words after it too)"))
     dropout: float = Field(0.33, ge=0.0, lt=1.0, description="on the BiLSTM's inputs, between layers and on its output")
-    word_dim: int = Field(100, ge=1)
-    char_encoder: Literal["cnn", "lstm", "none"] = "cnn"
+    word_dim: int = Field(100, ge=1, description="word embedding size")
+    char_encoder: Literal["cnn", "lstm", "none"] = Field(
+        "cnn", description=(
+            "characters of each word encoded by a CNN or an LSTM (unknown words get a vector); none"))
     char_dim: int = Field(50, ge=1, description="character embedding size")
     char_size: int = Field(100, ge=1, description="char CNN filters, or char BiLSTM size per direction")
     char_kernel: int = Field(3, ge=1, description="char CNN window (odd)")

@@ -11,7 +11,9 @@ from ...schema import ModelBase, Section, SequenceData, default_data_root
 
 
 class TextData(SequenceData):
-    source: Literal["sst2", "sst5", "files"] = "sst2"
+    source: Literal["sst2", "sst5", "files"] = Field(
+        "sst2", description=(
+            "sst2 or sst5: the Stanford Sentiment Treebank under root; files: your own path(s)"))
     root: str = Field(default_factory=default_data_root, description="sst: the trees are in <root>/SST/trees")
     phrases: bool = Field(True, description="sst: train on every labelled phrase (deduplicated); false: sentences only")
     train_labels: Literal["binary", "fine"] = Field(
@@ -20,20 +22,22 @@ class TextData(SequenceData):
     )
     path: str | None = Field(None, description="files: one file, split by val_fraction / test_fraction")
     train_path: str | None = Field(None, description="files: the train file (with test_path, optional val_path)")
-    val_path: str | None = None
-    test_path: str | None = None
+    val_path: str | None = Field(
+        None, description=(
+            "validation file (source: files); default: val_fraction of the training file"))
+    test_path: str | None = Field(None, description="test file (source: files)")
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "hf"] = Field(
         "auto", description="auto: from the file name's suffix (a datasets save_to_disk folder: hf)")
     text_column: str = Field("text", description="files: column (JSON key) holding the text")
     label_column: str = Field("label", description="files: column (JSON key) holding the label")
-    encoding: str = "utf-8"
+    encoding: str = Field("utf-8", description="text encoding of your files (source: files)")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="data.path: share of rows for validation")
     test_fraction: float = Field(0.1, gt=0, lt=1, description="data.path: share of rows for test")
-    split_seed: int = 0
+    split_seed: int = Field(0, description="which rows val_fraction holds out")
     tokenizer: Literal["words", "whitespace"] = Field(
         "words", description="files and predict: words (punctuation and clitics apart) or whitespace"
     )
-    lowercase: bool = True
+    lowercase: bool = Field(True, description="lowercase the text before the vocabulary is built")
     min_freq: int = Field(1, ge=1, description="words seen fewer times in train read as <unk>")
     max_vocab: int | None = Field(None, ge=5, description="keep the most frequent words (specials included)")
     max_length: int | None = Field(256, ge=1, description="cut texts after this many words (counted in the log)")
@@ -72,10 +76,14 @@ class EmbeddingsConfig(Section):
 
 class TextModel(ModelBase):
     hidden_size: int = Field(150, ge=1, description="LSTM units per direction")
-    bidirectional: bool = True
-    embedding_dim: int = Field(300, ge=1)
-    pooling: Literal["last", "max", "mean"] = "max"
-    embedding_dropout: float = Field(0.0, ge=0, lt=1)
+    bidirectional: bool = Field(True, description="read each text both ways")
+    embedding_dim: int = Field(
+        300, ge=1, description=(
+            "word embedding size (equal to the pretrained vectors' size when embeddings are given)"))
+    pooling: Literal["last", "max", "mean"] = Field(
+        "max", description=(
+            "the text's vector: the last state, or the max or mean over all states"))
+    embedding_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the word embeddings")
     word_dropout: float = Field(0.0, ge=0, lt=1, description="share of training words replaced by <unk>")
     embeddings: EmbeddingsConfig = EmbeddingsConfig()
     sparse_embeddings: bool = Field(

@@ -34,14 +34,20 @@ class SubwordConfig(Section):
     model: Literal["unigram", "bpe"] = Field("unigram", description="SentencePiece model type")
     vocab_size: int = Field(8000, ge=16, description="pieces per vocabulary (a soft limit on tiny corpora)")
     joint: bool = Field(True, description="one vocabulary for both languages (needed by model.share_embeddings)")
-    character_coverage: float = Field(1.0, gt=0.0, le=1.0)
+    character_coverage: float = Field(
+        1.0, gt=0.0, le=1.0, description=(
+            "SentencePiece's share of characters covered by the vocabulary (the rest: unknown)"))
 
 
 class TranslateData(SequenceData):
-    dataset: Literal["multi30k", "tatoeba", "files"] = "multi30k"
-    root: str = Field(default_factory=default_data_root)
+    dataset: Literal["multi30k", "tatoeba", "files"] = Field(
+        "multi30k", description=(
+            "multi30k or tatoeba under root, or files: your own parallel text"))
+    root: str = Field(
+        default_factory=default_data_root, description=(
+            "data root holding the dataset's folder (default: $LSTM_TRAIN_DATA, else ./data)"))
     source_lang: str = Field("de", description="multi30k: de/en; tatoeba: en/fr")
-    target_lang: str = Field("en")
+    target_lang: str = Field("en", description="the language translated into (the other side is the source)")
     test_set: str = Field("test_2016_flickr", description="multi30k test files: test_2016_flickr, "
                           "test_2017_flickr, test_2017_mscoco, test_2018_flickr")
     train: ParallelFiles | None = Field(None, description="dataset files: the training pairs")
@@ -49,7 +55,7 @@ class TranslateData(SequenceData):
     test: ParallelFiles | None = Field(None, description="dataset files: test pairs (default: split off train)")
     val_fraction: float = Field(0.02, ge=0.0, lt=1.0, description="of distinct sentences, when split off")
     test_fraction: float = Field(0.05, ge=0.0, lt=1.0, description="of distinct sentences, when split off")
-    split_seed: int = 0
+    split_seed: int = Field(0, description="which sentence pairs val_fraction and test_fraction hold out")
     lowercase: Literal["none", "source", "both"] = Field(
         "none", description="lower-case the source (the model's input) or both sides (outputs are then lower-case)"
     )
@@ -60,7 +66,7 @@ class TranslateData(SequenceData):
         "validation and test sentences are never skipped (sources truncated, counted)"
     )
     batch_size: int = Field(64, ge=1, description="sentence pairs per batch per process")
-    eval_batch_size: int = Field(200, ge=1)
+    eval_batch_size: int = Field(200, ge=1, description="sentence pairs per batch when evaluating")
 
     def validation(self) -> list[str] | str:
         """Multi30k has its val files; otherwise validation pairs are given or split off train."""
@@ -84,22 +90,28 @@ class TranslateData(SequenceData):
 
 
 class TranslateModel(ModelBase):
-    embed_size: int = Field(256, ge=1)
+    embed_size: int = Field(256, ge=1, description="source and target token embedding size")
     hidden_size: int = Field(256, ge=1, description="encoder LSTM size per direction")
     num_layers: int = Field(2, ge=1, description="encoder LSTM layers")
-    bidirectional: bool = True
-    dropout: float = Field(0.3, ge=0.0, lt=1.0)
-    decoder_hidden: int = Field(512, ge=1)
-    decoder_layers: int = Field(1, ge=1)
-    attention: Literal["luong", "bahdanau"] = "luong"
+    bidirectional: bool = Field(True, description="encoder reads the source both ways")
+    dropout: float = Field(0.3, ge=0.0, lt=1.0, description="dropout between layers and on the attentional state")
+    decoder_hidden: int = Field(512, ge=1, description="decoder LSTM size")
+    decoder_layers: int = Field(1, ge=1, description="stacked decoder LSTM layers")
+    attention: Literal["luong", "bahdanau"] = Field(
+        "luong", description=(
+            "luong: multiplicative (general) scores; bahdanau: additive"))
     input_feeding: bool = Field(True, description="feed the previous attentional state to the decoder (Luong)")
     tie_embeddings: bool = Field(True, description="output layer shares the target embedding matrix")
     share_embeddings: bool = Field(False, description="source and target share one embedding (joint vocabulary)")
-    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    label_smoothing: float = Field(
+        0.1, ge=0.0, lt=1.0, description=(
+            "share of each target's probability spread over the other tokens in the loss"))
     beam_size: int = Field(1, ge=1, le=64, description="decoding for evaluation and predict: 1 greedy, >1 beam")
     length_penalty: float = Field(1.0, ge=0.0, description="beam scores are log-prob / length ** this")
     max_decode_ratio: float = Field(2.0, gt=0.0, description="decode at most ratio x source length + extra tokens")
-    max_decode_extra: int = Field(10, ge=1)
+    max_decode_extra: int = Field(
+        10, ge=1, description=(
+            "decode at most max_decode_ratio x source length + this many tokens"))
 
 
 Data = TranslateData
