@@ -27,6 +27,7 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import contextvars
 import importlib
@@ -68,9 +69,11 @@ class PredictOption:
     def dest(self) -> str:
         return self.flag.lstrip("-").replace("-", "_")
 
-    def add_to(self, parser: Any) -> None:
+    def add_to(self, parser: Any, shown: bool = True, note: str = "") -> None:
+        """The option on an argparse parser; `shown` False: parsed, but not listed by --help."""
         kind = {"str": str, "int": int, "float": float}[self.type]
-        parser.add_argument(self.flag, action="append" if self.repeat else "store", type=kind, help=self.help)
+        said = (f"{self.help} ({note})" if note else self.help) if shown else argparse.SUPPRESS
+        parser.add_argument(self.flag, action="append" if self.repeat else "store", type=kind, help=said)
 
 
 @dataclass(frozen=True)
@@ -90,9 +93,9 @@ class Registration:
 
         if not (isinstance(cls, type) and issubclass(cls, Task)):
             raise ConfigError(f"task {self.name}: {self.task} is not a lstm_train.tasks.base.Task subclass")
-        if getattr(cls, "name", None) != self.name:
-            raise ConfigError(f"task {self.name}: {self.task} is named {getattr(cls, 'name', None)!r}; a "
-                              "registration and its Task class must carry the same name")
+        if getattr(cls, "name", None) != self.name or vars(cls).get("registration") not in (None, self):
+            raise ConfigError(f"task {self.name}: {self.task} names another registration (its name "
+                              f"{getattr(cls, 'name', None)!r}); give the class `registration = ` this one")
         return cls
 
     def job_sections(self) -> tuple[type, type]:
@@ -121,6 +124,7 @@ BUILTIN: tuple[Registration, ...] = (
     _builtin("language_model", "LanguageModelTask", (TEXT, FILE)),
     _builtin("sequence", "SequenceTask", (FILE,), inputs="sequences (numbers; steps by ';', features by ',')"),
 )
+BUILTIN_TASKS: dict[str, Registration] = {r.name: r for r in BUILTIN}
 
 
 def load_object(ref: str, what: str, installed_only: str | None = None) -> Any:
@@ -245,6 +249,8 @@ def _as_registration(obj: Any, ref: str) -> Registration:
     """A registration from what an entry point or reference names: one, or a Task class."""
     if isinstance(obj, Registration):
         reg = obj
+    elif isinstance(obj, type) and isinstance(vars(obj).get("registration"), Registration):
+        reg = vars(obj)["registration"]  # a Task class that names its registration
     elif isinstance(obj, type) and hasattr(obj, "Data") and hasattr(obj, "build_model"):
         reg = Registration(str(getattr(obj, "name", "")), f"{obj.__module__}:{obj.__qualname__}")
     else:
@@ -258,7 +264,7 @@ def _as_registration(obj: Any, ref: str) -> Registration:
 
 
 def builtin() -> dict[str, Registration]:
-    return {r.name: r for r in BUILTIN}
+    return BUILTIN_TASKS
 
 
 def entry_point_names() -> list[str]:
