@@ -34,7 +34,7 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -46,7 +46,9 @@ from ..data.stream import Piece, Stream
 from ..distributed import autocast, resolve_precision
 from ..messages import note  # noqa: F401 (tasks import it from here)
 from ..schema import DataBase, ModelBase
-from .registry import Registration
+
+if TYPE_CHECKING:  # the registry imports this module to check a task class: no import back
+    from .registry import Registration
 
 Batch = tuple[torch.Tensor | Padded, ...]
 
@@ -183,9 +185,9 @@ class Task:
         reg = cls.__dict__.get("registration")
         if reg is None:
             return
-        if not isinstance(reg, Registration):
+        if not callable(getattr(reg, "job_sections", None)):  # a Registration
             raise TypeError(f"{cls.__name__}.registration is a {type(reg).__name__}, not a Registration")
-        declared = sorted(k for k in ("name", "Data", "Model") if k in cls.__dict__)
+        declared = [k for k in ("name", "Data", "Model") if k in cls.__dict__ and (k == "name" or reg.sections)]
         if declared:
             raise TypeError(f"{cls.__name__} sets {', '.join(declared)} and names a registration: its "
                             f"registration ({reg.name!r}) declares them; remove them from the class")

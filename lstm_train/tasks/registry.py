@@ -20,8 +20,11 @@ run, in the current folder or behind an empty sys.path entry is never imported, 
 the standard library (`task: this:X`).  A reference the user names himself, `--task REF` on the
 command line or `LSTM_TRAIN_TASKS=REF,REF` in the environment, is imported as a job file's is.
 An entry point or reference names a `Registration` (torch-free: keep it in a module
-that imports no torch, as the built-ins do) or a `Task` subclass itself (its sections
-then come from the class, which imports torch to validate a job; no predict options).
+that imports no torch, as the built-ins do) or a `Task` subclass itself: one that names its
+registration (`registration = REGISTRATION`) stands for it; one without declares its own
+`name`, `Data` and `Model` (its sections then come from the class, which imports torch to
+validate a job; no predict options).  A registration is the one place a task's name and
+sections are declared: the class that names it gets them from it (`Task.__init_subclass__`).
 Nothing here imports torch.
 """
 
