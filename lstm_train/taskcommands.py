@@ -115,12 +115,13 @@ def cmd_check_task(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="lstm-train-check-") as scratch:
         work = Path(scratch)
         job = load_job(args.job, [*overrides, f"train.output_dir={work / 'run'}", f"data.cache_dir={work / 'cache'}"])
-        inputs, options, blank = predict_case(registration(job.task), words)
+        reg = registration(job.task)
+        inputs, options, blank = predict_case(reg, words)
         try:
             lines = check_task(Case(job, inputs, options, blank=blank), work / "check")
         except ContractError as e:
             print(f"check-task: {args.job}: the task breaks the contract: {e}", file=sys.stderr)
             return 1
     print("\n".join(lines))
-    print(f"{job.task}: keeps the task contract")
+    print(f"{reg.name}: keeps the task contract")
     return 0

@@ -122,7 +122,7 @@ def check_task(case: Case, workdir: Path) -> list[str]:
                     "(use predict_texts or predict_files)")
         else:
             raise ContractError(f"{name}: predict accepted a blank input {case.blank!r}")
-    _fresh_process(case, model, info, run_dir, expected, workdir)
+    _fresh_process(name, case, model, info, run_dir, expected, workdir)
     return [f"{name}: {line}" for line in (
         "load_data through the prepared-data store; Splits.info is plain JSON", f"validation: {job.data.validation()}",
         "no hook sets state on the task", "run files written and accepted again", "step_loss backpropagates",
@@ -182,7 +182,7 @@ def _metrics(task: Task, model: torch.nn.Module, splits: Any, info: dict[str, An
                 f"higher_is_better says {task.higher_is_better}")
 
 
-def _fresh_process(case: Case, model: torch.nn.Module, info: dict[str, Any], run_dir: Path, expected: list[str],
+def _fresh_process(name: str, case: Case, model: torch.nn.Module, info: dict[str, Any], run_dir: Path, expected: list[str],
                    workdir: Path) -> None:
     """Info as JSON and the weights as safetensors: a fresh process (the data gone) predicts the
     same lines, and prints nothing else on stdout."""
@@ -198,12 +198,12 @@ def _fresh_process(case: Case, model: torch.nn.Module, info: dict[str, Any], run
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*case.path, own, os.environ.get("PYTHONPATH", "")])}
     fresh = subprocess.run([sys.executable, "-c", FRESH, str(folder)], capture_output=True, text=True,
                            timeout=300, cwd=folder, env=env)
-    require(fresh.returncode == 0, f"{case.job.task}: a fresh process could not predict from info and weights "
+    require(fresh.returncode == 0, f"{name}: a fresh process could not predict from info and weights "
             f"alone:\n{fresh.stderr[-3000:]}")
     try:
         lines = json.loads(fresh.stdout)
     except json.JSONDecodeError:
-        raise ContractError(f"{case.job.task}: predict printed on stdout ({fresh.stdout[:300]!r}); messages go to "
+        raise ContractError(f"{name}: predict printed on stdout ({fresh.stdout[:300]!r}); messages go to "
                             "stderr (note())") from None
-    require(lines == expected, f"{case.job.task}: a fresh process predicts {lines[:3]}..., the trained one "
+    require(lines == expected, f"{name}: a fresh process predicts {lines[:3]}..., the trained one "
             f"{expected[:3]}...: predict depends on something besides info and weights")
