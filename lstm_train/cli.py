@@ -17,6 +17,8 @@ from pathlib import Path
 from . import runfiles
 from .config import check_option, load_job, validate_job
 from .messages import is_main_process
+from .taskcommands import add_check_task_command, add_predict_arguments, known_predict_options, run_registration
+from .tasks.registry import Registration
 
 # Errors a user fixes by changing input: ConfigError, IdxError are ValueErrors and
 # DataMissingError a FileNotFoundError; these two live in modules that import torch,
@@ -213,39 +215,6 @@ def predict_options(job, args: argparse.Namespace) -> dict:  # noqa: ANN001 - a 
         if o.check and options[o.dest] is not None:  # validated as the job file's key is
             check_option(job, o.check, options[o.dest], o.flag)
     return options
-
-
-def known_predict_options(extra=()) -> list:  # noqa: ANN001 - PredictOption
-    """A run's own task's predict options (their help shown), then every built-in task's (once
-    each, by flag: one the run's task does not take is refused by name, not as unknown)."""
-    from .tasks import BUILTIN
-
-    seen: dict[str, object] = {}
-    for option in list(extra) + [o for r in BUILTIN for o in r.predict_options]:
-        seen.setdefault(option.flag, option)
-    return list(seen.values())
-
-
-def run_task_options(argv: list[str]) -> tuple:
-    """The predict options of the run that `predict RUN_DIR ...` names, read from its config.yaml
-    before the command line is parsed (a task of another package brings options of its own; one
-    not installed is not imported, even for --help: `load_run` says why, once parsed)."""
-    if not argv or argv[0] != "predict":
-        return ()
-    from .tasks.registry import from_run_directory, registration
-
-    given = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--task"]
-    given += [a.split("=", 1)[1] for a in argv if a.startswith("--task=")]
-    for arg in argv[1:]:
-        config = Path(arg) / "config.yaml"
-        if not arg.startswith("-") and config.is_file():
-            try:
-                task = given[-1] if given else runfiles.read_config(config).get("task", "classify")
-                with from_run_directory(trusted=tuple(given)):
-                    return registration(str(task)).predict_options
-            except (ValueError, OSError, AttributeError):
-                return ()  # said properly by load_run, once parsed
-    return ()
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -445,7 +414,7 @@ def add_task_option(command: argparse.ArgumentParser) -> None:
                          "or list references in LSTM_TRAIN_TASKS)")
 
 
-def parser(task_options: tuple = ()) -> argparse.ArgumentParser:
+def parser(run_task: Registration | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lstm-train", description=__doc__.split("\n")[0])
     p.add_argument("--version", action=VersionAction)
     sub = p.add_subparsers(dest="command", required=True)
@@ -468,10 +437,7 @@ def parser(task_options: tuple = ()) -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="use a trained run on new inputs")
     predict.add_argument("run_dir")
-    predict.add_argument("inputs", nargs="*", help="image files (classify, caption), texts (text tasks), values "
-                         "(forecast) or sequences (sequence)")
-    for option in known_predict_options(task_options):  # from the tasks' registrations
-        option.add_to(predict)
+    add_predict_arguments(predict, run_task)  # the run's task's inputs and options (taskcommands.py)
     predict.add_argument("--force", action="store_true", help="replace an existing --output file")
     add_task_option(predict)
     predict.set_defaults(func=cmd_predict)
@@ -561,12 +527,13 @@ def parser(task_options: tuple = ()) -> argparse.ArgumentParser:
     cancel.set_defaults(func=cmd_cancel)
     add_inspection_commands(sub)
     add_run_listing_commands(sub)
+    add_check_task_command(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    p = parser(run_task_options(argv))
+    p = parser(run_registration(argv))
     args, extra = p.parse_known_args(argv)
     if extra:  # overrides after a flag: `submit JOB --executor local train.epochs=2`
         if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):

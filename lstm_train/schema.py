@@ -34,6 +34,10 @@ class ModelBase(Section):
                            "task's model applies it)")
 
 
+# The fields by which a data section declares its validation split (`DataBase.validation`).
+VALIDATION_SIZES = ("val_size", "val_fraction")
+
+
 class DataBase(Section):
     """What every task's data section has: how batches are cut.
 
@@ -64,11 +68,27 @@ class DataBase(Section):
 
     def validation(self) -> list[str] | str:
         """How a sweep gets validation data to compare its points on (never the test split):
-        [] when this data section gives the task a validation split; the overrides that split
-        one off the training data (seeded) when it does not; or, when the task cannot, why not
-        and what to set.  A task's data section that can split one off says so by overriding this."""
-        return (f"{type(self).__name__} does not say how its task gets a validation split (a task from "
-                "outside lstm_train: give its data section a `validation()` method)")
+        [] when this data section gives the task a validation split; the overrides that make one
+        (seeded) when it does not; or, when the task cannot, why not and what to set.
+
+        Default: from the section's declared validation size, the field `val_size` (samples the
+        task draws or holds out) or `val_fraction` (a share of the training data) that the task's
+        `load_data` turns into `Splits.val` (the contract check holds it to that): non-zero, [];
+        zero, the override back to the field's own non-zero default (`val_fraction`: else 0.1).  A
+        section with neither, or whose validation data comes otherwise (files), overrides this."""
+        fields = type(self).model_fields
+        key = next((k for k in VALIDATION_SIZES if k in fields), None)
+        if key is None:
+            return (f"{type(self).__name__} declares no validation size: give it a `val_size` or `val_fraction` "
+                    "field that the task's load_data turns into Splits.val, or a `validation()` method")
+        if getattr(self, key):
+            return []
+        default = fields[key].default
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and default > 0:
+            return [f"data.{key}={default}"]
+        if key == "val_fraction":
+            return ["data.val_fraction=0.1"]
+        return f"data.{key} is 0 (no validation split): set data.{key} to the validation samples to use"
 
     def reported_metrics(self) -> dict[str, str] | None:
         """The metrics the task reports on this data (names without their val_/test_ prefix), each with

@@ -18,10 +18,23 @@ import pytest
 import torch
 
 from lstm_train.checkpoint import checkpoint_files
-from lstm_train.data.idx import write_idx
 from lstm_train.slurm.jobstate import slurm_states
 
 ROOT = Path(__file__).resolve().parents[1]
+# IDX type codes (the MNIST file format), by the array's dtype
+IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B, np.dtype(np.int32): 0x0C,
+             np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
+
+
+def write_idx(path: Path, data: np.ndarray) -> None:
+    """An array as an IDX file (magic 0 0 type ndim, then big-endian sizes and values), written
+    here from the format's description: what the fake datasets are made of, and the oracle that
+    `lstm_train.data.idx.read_idx` is checked against."""
+    array = np.asarray(data)
+    header = bytes([0, 0, IDX_CODES[array.dtype], array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    Path(path).write_bytes(header + array.astype(array.dtype.newbyteorder(">")).tobytes())
+
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from lstm_train.data.idx import IdxError, read_idx, write_idx
+from lstm_train.data.idx import IdxError, read_idx
 from lstm_train.data.mnist import DataMissingError, ensure_files, load_split
 
-from .conftest import make_fake_mnist
+from .conftest import make_fake_mnist, write_idx
 
 
 def test_roundtrip_all_types(tmp_path: Path) -> None:

@@ -10,18 +10,17 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+import yaml
 
 from lstm_train.config import ConfigError, load_job, validate_job
+from lstm_train.testing import Case, check_task
 
 try:
     from tests.conftest import ROOT, result_of, run_cli
-    from tests.test_task_contract import Case, check_contract
 except ImportError:
     from conftest import ROOT, result_of, run_cli  # type: ignore[no-redef]
-    from test_task_contract import Case, check_contract  # type: ignore[no-redef]
 
 EXAMPLE = ROOT / "docs" / "examples" / "adding_task"
 TINY = ["data.train_size=200", "data.val_size=50", "data.test_size=50", "model.hidden_size=8", "train.epochs=1"]
@@ -45,14 +44,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_the_installed_example_keeps_the_task_contract(site: Path, tmp_path: Path, capfd: Any,
+def test_the_installed_example_keeps_the_task_contract(site: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(site))  # as if installed in the environment: its entry point is found
     (tmp_path / "data").mkdir()
     job = load_job(EXAMPLE / "adding.yaml", [*TINY, f"train.output_dir={tmp_path / 'run'}"])
     assert job.task == "adding"
-    check_contract(Case(job, ["0.3 0.9* 0.1 0.4*"], {"text": ["0.5* 0.2 0.25*"]}, blank=([], {"text": [" "]}),
-                        path=[str(site)]), tmp_path, capfd)
+    check_task(Case(job, ["0.3 0.9* 0.1 0.4*"], {"text": ["0.5* 0.2 0.25*"]}, blank=([], {"text": [" "]}),
+                    path=[str(site)], data_dir=tmp_path / "data"), tmp_path / "check")
 
 
 def test_an_installed_task_is_checked_without_torch_and_trained_by_run(site: Path, tmp_path: Path) -> None:
@@ -73,6 +72,11 @@ def test_an_installed_task_is_checked_without_torch_and_trained_by_run(site: Pat
     assert said.returncode == 0 and said.stdout.endswith("\t0.3 0.9* 0.1 0.4*\n"), said.stderr[-2000:]
     said = run_cli("predict", str(run), "0.3 0.9* 0.1 0.4*", "--beam", "2", env=env)
     assert said.returncode == 2 and "--beam does not apply to a adding run (its predict options: --text)" in said.stderr
+    said = run_cli("predict", str(run), "--help", env=env)  # the run's own task's inputs and options, no other's
+    usage = " ".join(said.stdout.split())
+    assert said.returncode == 0 and "sequences: numbers separated by spaces, the two to add marked with * (a adding " \
+        "run)" in usage and "--text TEXT a sequence: numbers" in usage, said.stdout
+    assert not {"--beam", "--csv", "--conllu", "--file", "image files"} & set(re.findall(r"--\w+|image files", usage))
 
 
 def test_a_task_named_by_reference_or_misnamed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,3 +104,48 @@ def test_the_guides_counts_are_the_examples() -> None:
     for path in files:  # each file the guide lists, with its line count
         rel = path.relative_to(EXAMPLE).as_posix()
         assert re.search(rf"`{re.escape(rel)}` \({len(path.read_text().splitlines())} lines", guide), rel
+
+
+CHECK = ["task=adding_task:REGISTRATION", *TINY[:-1]]  # the example on PYTHONPATH, not installed
+NO_VAL = """from adding_task.task import AddingTask
+
+
+class NoVal(AddingTask):
+    def load_data(self):
+        splits = super().load_data()
+        splits.val = None  # its data section declares val_size, and yet
+        return splits
+"""
+
+
+def test_check_task_passes_the_example_from_outside_and_names_a_breach(tmp_path: Path) -> None:
+    env = {"PYTHONPATH": f"{EXAMPLE}:{ROOT}"}  # as an author works: his package's folder on PYTHONPATH
+    said = run_cli("check-task", str(EXAMPLE / "adding.yaml"), *CHECK, "--", "0.3 0.9* 0.1 0.4*", "--text",
+                   "0.5* 0.1 0.7*", env=env, cwd=tmp_path, timeout=300)
+    assert said.returncode == 0, said.stderr[-3000:]
+    lines = said.stdout.splitlines()
+    assert lines[-1] == "adding: keeps the task contract" and "adding: validation: []" in lines
+    assert "adding: predict: 2 line(s), a blank input refused" in lines
+    assert not list(tmp_path.iterdir())  # its scratch folder is gone, nothing left here
+    (tmp_path / "noval.py").write_text(NO_VAL)
+    said = run_cli("check-task", str(EXAMPLE / "adding.yaml"), *CHECK, "task=noval:NoVal", "--", "0.3 0.9*  0.4*",
+                   env={"PYTHONPATH": f"{EXAMPLE}:{tmp_path}:{ROOT}"}, cwd=tmp_path, timeout=300)
+    assert said.returncode == 1 and said.stdout == ""
+    assert said.stderr.strip().endswith("the task breaks the contract: adding: the data section's validation() says "
+                                        "the job has a validation split, but load_data gave none (Splits.val)")
+    said = run_cli("check-task", str(EXAMPLE / "adding.yaml"), *CHECK, "--", "--beam", "2", env=env, cwd=tmp_path)
+    assert said.returncode == 2 and "error: unrecognized arguments: --beam" in said.stderr  # not a adding option
+
+
+def test_the_example_job_is_swept_on_its_declared_validation_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lstm_train.config import select_on_validation, sweep_jobs
+
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    spec = {**yaml.safe_load((EXAMPLE / "adding.yaml").read_text()), "task": "adding_task:REGISTRATION",
+            "sweep": {"grid": {"optim.lr": [0.01, 0.003, 0.001]}}}
+    job = validate_job(spec, "sweep.yaml")
+    assert select_on_validation(job, "sweep.yaml") == []  # val_size 1000: the task draws its own
+    points = sweep_jobs(job, "sweep.yaml")
+    assert [p.optim.lr for _, _, p in points] == [0.01, 0.003, 0.001]
+    none = validate_job({**spec, "data": {**spec["data"], "val_size": 0}}, "sweep.yaml")
+    assert select_on_validation(none, "sweep.yaml", say=False) == ["data.val_size=1000"]

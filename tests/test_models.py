@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lstm_train.models import LSTMClassifier, ReferenceLSTM
+from lstm_train.models import LSTMClassifier
+
+from .reference_lstm import ReferenceLSTM
 
 
 def test_reference_cell_equals_nn_lstm_outputs_and_gradients() -> None:

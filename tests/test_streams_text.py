@@ -18,7 +18,7 @@ import pytest
 from lstm_train.data import table_stream
 from lstm_train.data.chunked import EntryWriter
 from lstm_train.data.stream import Stream
-from lstm_train.data.table_stream import TextStream, run_serially
+from lstm_train.data.table_stream import TextStream
 from lstm_train.data.textfiles import TextDataError
 from lstm_train.tasks.text_classify import TextClassifyTask
 
@@ -202,7 +202,7 @@ def test_memory_bounded_below_the_file(tmp_path):
             f.write(block)
     assert path.stat().st_size > 12 << 20
     script = textwrap.dedent(f"""
-        import resource
+        import functools, resource
         from pathlib import Path
         from lstm_train.config import validate_job
         from lstm_train.data import table_stream
@@ -222,7 +222,9 @@ def test_memory_bounded_below_the_file(tmp_path):
         table_stream.table_columns.ascii_tokens(pa.array(["warm up"]), "words")
         base = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
         resource.setrlimit(resource.RLIMIT_AS, (base + (64 << 20), resource.RLIM_INFINITY))
-        info = table_stream.run_serially(stream, writer)
+        pieces = stream.pieces()  # scanned, planned and encoded in this process, in order
+        plan = stream.plan(functools.reduce(stream.combine, [stream.scan(p) for p in pieces]))
+        info = stream.info(plan, [stream.encode(p, plan, writer) for p in pieces])
         writer.close()
         print("ok", info["vocab_size"])
     """)

@@ -37,6 +37,14 @@ CONLLU = """# newdoc id = d1
 """
 
 
+def read_conllu(path: Path) -> list[conll.TaggedSentence]:
+    return list(conll.iter_conllu(path))
+
+
+def read_columns(path: Path) -> list[conll.TaggedSentence]:
+    return list(conll.iter_columns(path))
+
+
 def write(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
@@ -48,7 +56,7 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 def test_conllu_tags_words_only_and_any_column(tmp_path):
     path = write(tmp_path, "a.conllu", CONLLU)
-    sentences = conll.read_conllu(path)
+    sentences = read_conllu(path)
     assert [s.words for s in sentences] == [["I", "do", "n't", "know", "."], ["Yes"]]
     assert sentences[0].tags == ["PRON", "AUX", "PART", "VERB", "PUNCT"]
     assert sentences[0].line == 1 and sentences[1].line == 12
@@ -59,7 +67,7 @@ def test_conllu_tags_words_only_and_any_column(tmp_path):
 
 def test_conllu_fill_keeps_everything_else(tmp_path):
     path = write(tmp_path, "a.conllu", CONLLU)
-    same = conll.fill_conllu(path, "upos", lambda ss: [s.tags for s in conll.read_conllu(path)])
+    same = conll.fill_conllu(path, "upos", lambda ss: [s.tags for s in read_conllu(path)])
     assert same == CONLLU
     filled = conll.fill_conllu(path, "upos", lambda ss: [["X"] * len(s) for s in ss])
     lines = filled.splitlines()
@@ -91,9 +99,9 @@ def test_not_utf8_and_missing_file(tmp_path):
     path = tmp_path / "latin1.conllu"
     path.write_bytes(CONLLU.replace("know", "kn\xf6w").encode("latin-1"))
     with pytest.raises(ConllError, match=r"latin1.conllu:3: not UTF-8"):
-        conll.read_conllu(path)
+        read_conllu(path)
     with pytest.raises(FileNotFoundError, match="nope.conllu"):
-        conll.read_conllu(tmp_path / "nope.conllu")
+        read_conllu(tmp_path / "nope.conllu")
 
 
 # -- whitespace columns -------------------------------------------------------------------
@@ -126,7 +134,7 @@ def test_columns_token_first_tag_last_docstart_skipped(tmp_path):
 
 def test_columns_keep_no_break_space_inside_tokens(tmp_path):
     path = write(tmp_path, "nbsp.txt", "8\u00a01/2 CD\nmiles NNS\n")
-    assert conll.read_columns(path)[0].words == ["8\u00a01/2", "miles"]
+    assert read_columns(path)[0].words == ["8\u00a01/2", "miles"]
 
 
 @pytest.mark.parametrize("text, column, message", [
@@ -153,7 +161,7 @@ def test_column_kind_must_match_format(tmp_path):
 
 
 def test_encode_columns_chars_and_unseen_tags(tmp_path):
-    train = conll.read_conllu(write(tmp_path, "a.conllu", CONLLU))
+    train = read_conllu(write(tmp_path, "a.conllu", CONLLU))
     words = Vocab.train((s.words for s in train))
     chars = tagging.train_char_vocab(train)
     tags = tagging.tag_list(train)

@@ -1,6 +1,7 @@
-"""The Task contract (`lstm_train.tasks.base`) holds for each task, on tiny generated data
-(one parametrized case per built-in task; `check_contract` runs it for a task of another
-package too: tests/test_example_task.py):
+"""The Task contract (`lstm_train.tasks.base`) holds for each built-in task, on tiny generated
+data: one parametrized case per built-in task, checked by `lstm_train.testing.check_task`, the
+check an author of a task of another package runs too (`lstm-train check-task`,
+tests/test_example_task.py):
 
 * the model is built from `Splits.info` alone: info as JSON and the weights as safetensors
   are all a fresh process needs to rebuild it and predict the same lines as the process
@@ -13,23 +14,19 @@ package too: tests/test_example_task.py):
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_model
 
 from lstm_train.config import load_job, validate_job
 from lstm_train.data import prepared
 from lstm_train.tasks import TASKS, get_task
-from lstm_train.tasks.base import PredictInputError, RunFileMismatch, Task
+from lstm_train.tasks.base import RunFileMismatch
+from lstm_train.testing import Case, check_task
 
 try:  # `python -m pytest` from the repo root, or tests/ as a package
     from tests.conftest import ROOT, make_fake_mnist
@@ -50,18 +47,6 @@ def png(path: Path, pixels: np.ndarray) -> str:
 
     Image.fromarray(pixels.astype(np.uint8), mode="L").save(path)
     return str(path)
-
-
-@dataclass
-class Case:
-    """A task's tiny job for the contract test, and how to try its `predict`."""
-
-    job: Any
-    inputs: list[str]
-    options: dict[str, Any]
-    blank: tuple[list[str], dict[str, Any]] | None = None  # a blank predict input the task refuses
-    train_indices: Any = None  # one training batch (default: samples 0-3; a stream task: a window per stream)
-    path: list[str] = field(default_factory=list)  # where an outside task's package is imported from
 
 
 TRAIN = {"mixed_precision": "no"}
@@ -148,100 +133,13 @@ def case_sequence(tmp: Path, data: Path) -> Case:
 CASES = {name.removeprefix("case_"): fn for name, fn in dict(globals()).items() if name.startswith("case_")}
 
 
-FRESH = """
-import json, sys
-from pathlib import Path
-from safetensors.torch import load_model
-from lstm_train.config import validate_job
-from lstm_train.tasks import get_task
-folder = Path(sys.argv[1])
-saved = json.loads((folder / "saved.json").read_text())
-job = validate_job(saved["job"], "saved job")
-task = get_task(job.task)(job, Path(saved["run_dir"]))
-model = task.build_model(saved["info"])
-load_model(model, folder / "model.safetensors")
-print(json.dumps(task.predict(model.eval(), saved["info"], saved["inputs"], saved["options"])))
-"""
-
-
-def snapshot(task: Task) -> dict[str, int]:
-    return {k: id(v) for k, v in vars(task).items()}
-
-
-def check_contract(case: Case, tmp: Path, capfd: Any) -> None:
-    """Every hook of the task on its tiny job, in the loop's order, leaves the task as `__init__`
-    made it; then a fresh process, from info and weights alone (the data deleted), predicts the
-    same lines."""
-    job, inputs, options = case.job, case.inputs, case.options
-    run_dir = Path(job.train.output_dir)
-    task = get_task(job.task)(job, run_dir)
-    name, before = task.name, snapshot(task)
-
-    def unchanged(hook: str) -> None:
-        assert snapshot(task) == before, f"{name}: {hook} set {sorted(set(vars(task)) - set(before)) or 'attributes'}"
-
-    splits = prepared.load(task)  # the one data path: the store runs the task's stream
-    unchanged("load_data")
-    info = json.loads(json.dumps(splits.info))
-    assert info == splits.info, f"{name}: Splits.info is not plain JSON"
-    run_dir.mkdir()
-    task.write_run_files(run_dir, info)
-    task.write_run_files(run_dir, info)  # a resumed run over the same data: accepted
-    unchanged("write_run_files")
-    torch.manual_seed(0)
-    model = task.build_model(info)
-    task.init_weights(model, info)
-    unchanged("build_model/init_weights")
-    indices = torch.arange(4) if case.train_indices is None else case.train_indices
-    loss, carry = task.step_loss(model, task.batch(splits.train, indices), {}, info)
-    loss.backward()
-    assert all(not v.requires_grad for v in carry.values()), f"{name}: carry not detached"
-    unchanged("step_loss")
-    model.eval()
-    with torch.no_grad():
-        scored = splits.test if splits.test is not None else splits.val  # a corpus cut in two: val only
-        sums = task.eval_sums(model, task.batch(scored, torch.arange(4)), info)
-    metrics = task.metrics({k: float(v) for k, v in sums.items()}, info, prefix="test_")
-    assert f"test_{task.primary(info)}" in metrics, name
-    assert all(k.startswith("test_") for k in metrics), f"{name}: metric keys {sorted(metrics)}"
-    reported = task.reported_metrics(info)  # what train.select.metric may name, and which way each is better
-    if reported is not None:  # exactly the metrics it reports (counts aside), the primary one its own way
-        produced = {k.removeprefix("test_") for k, v in metrics.items() if not isinstance(v, int)}
-        assert produced == set(reported), f"{name}: reports {sorted(produced)}, declares {sorted(reported)}"
-        assert reported[task.primary(info)] == ("max" if task.higher_is_better else "min"), name
-    unchanged("eval_sums/metrics")
-    extra = task.finish(model, splits, run_dir)
-    json.dumps(extra)  # result.json-able: paths as strings
-    assert all(isinstance(p, str) for p in extra.get("images", {}).values()), f"{name}: image paths"
-    unchanged("finish")
-    capfd.readouterr()
-    expected = task.predict(model, info, inputs, options)
-    assert expected and all(isinstance(line, str) for line in expected), name
-    unchanged("predict")
-    if case.blank is not None:  # refused the same way by every task that reads inputs
-        with pytest.raises(PredictInputError, match="number 1 is empty"):
-            task.predict(model, info, *case.blank)
-
-    folder = tmp / "saved"
-    folder.mkdir()
-    save_model(model, str(folder / "model.safetensors"))
-    (folder / "saved.json").write_text(json.dumps({"job": job.to_dict(), "run_dir": str(run_dir), "info": info,
-                                                   "inputs": inputs, "options": options}))
-    for path in (tmp / "data").rglob("*"):  # the data is gone: info, weights and run files only
-        if path.is_file():
-            path.unlink()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*case.path, str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    fresh = subprocess.run([sys.executable, "-c", FRESH, str(folder)], capture_output=True, text=True,
-                           timeout=300, cwd=ROOT, env=env)
-    assert fresh.returncode == 0, fresh.stderr[-3000:]
-    assert json.loads(fresh.stdout) == expected  # stdout: the lines only, nothing else
-
-
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_task_is_built_from_info_alone_and_keeps_no_state(name: str, tmp_path: Path, capfd: Any) -> None:
+def test_task_is_built_from_info_alone_and_keeps_no_state(name: str, tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
-    check_contract(CASES[name](tmp_path, tmp_path / "data"), tmp_path, capfd)
+    case = CASES[name](tmp_path, tmp_path / "data")
+    checked = check_task(replace(case, data_dir=tmp_path / "data"), tmp_path / "check")
+    assert checked[-1] == f"{name}: a fresh process predicts the same lines from info and weights alone"
 
 
 def test_every_built_in_task_has_a_case() -> None:

@@ -66,11 +66,6 @@ def epoch_order(n: int, epoch: int, seed: int, world_size: int, shuffle: bool = 
     return order
 
 
-def epoch_indices(n: int, epoch: int, seed: int, rank: int, world_size: int, shuffle: bool = True) -> torch.Tensor:
-    """This rank's sample indices for one epoch, exactly as DistributedSampler(drop_last=False)."""
-    return epoch_order(n, epoch, seed, world_size, shuffle)[rank::world_size]
-
-
 def cut_counts(order: torch.Tensor, lengths: torch.Tensor, max_tokens: int, multiple: int = 1,
                slots: int = 1) -> list[int]:
     """The sizes of the consecutive batches `order` is cut into: each a multiple of `multiple`

@@ -171,12 +171,8 @@ def _bad_line(block: list[str], start: int, error: ParseException) -> int:
     return start
 
 
-def read_conllu(path: Path, column: str = "upos", with_tags: bool = True) -> list[TaggedSentence]:
-    return list(iter_conllu(path, column, with_tags))
-
-
 def iter_conllu(path: Path, column: str = "upos", with_tags: bool = True) -> Iterator[TaggedSentence]:
-    """`read_conllu` one sentence at a time."""
+    """The sentences of a CoNLL-U file, one at a time, with the tags of `column`."""
     column = column.lower()
     if column not in CONLLU_TAG_FIELDS:
         raise ConllError(f"{path}: no CoNLL-U tag column {column!r}; choose one of {', '.join(CONLLU_TAG_FIELDS)}")
@@ -219,12 +215,8 @@ def split_tokens(line: str) -> list[str]:
     return _FIELD_SPLIT.split(stripped) if stripped else []
 
 
-def read_columns(path: Path, column: int = -1, with_tags: bool = True) -> list[TaggedSentence]:
-    return list(iter_columns(path, column, with_tags))
-
-
 def iter_columns(path: Path, column: int = -1, with_tags: bool = True) -> Iterator[TaggedSentence]:
-    """`read_columns` one sentence at a time."""
+    """The sentences of a columns file (a word and its tags a line), one at a time, with the tags of `column`."""
     found = 0
     for start, block in _blocks(_read_lines(path)):
         words, tags, first = [], [], None

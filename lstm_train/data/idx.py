@@ -99,17 +99,3 @@ def read_idx(path: str | Path, magic: int | None = None) -> torch.Tensor:
         )
     array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
     return torch.from_numpy(array.astype(dtype.newbyteorder("="), copy=True))
-
-
-def write_idx(path: str | Path, data: np.ndarray | torch.Tensor) -> None:
-    """Write an array as IDX (used by tests and by tools that make small datasets)."""
-    array = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
-    for code, dtype in _DTYPES.items():
-        if array.dtype == dtype.newbyteorder("="):
-            break
-    else:
-        raise ValueError(f"dtype {array.dtype} has no IDX type code")
-    header = bytes([0, 0, code, array.ndim]) + b"".join(
-        int(n).to_bytes(4, "big") for n in array.shape
-    )
-    Path(path).write_bytes(header + array.astype(dtype).tobytes())

@@ -85,11 +85,6 @@ def cache_dir_of(job: Any) -> Path:
 # The key
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return st.st_size, st.st_mtime_ns
-
-
 def source_record(path: Path, memo_dir: Path | None) -> dict[str, Any]:
     """Path, size, mtime and content digest of one source file.  The digest is memoised
     per (path, dev, inode, size, mtime, ctime) in the cache directory (cachetrust.source_digest), so a second start does not read

@@ -169,20 +169,6 @@ class Tokenizer:
         return "".join(self.vocab[i] for i in ids)
 
 
-def compact(ids: np.ndarray, vocab_size: int) -> np.ndarray:
-    """The smallest integer dtype that holds every id: a flat column that maps as it is stored."""
-    dtype = np.uint8 if vocab_size <= 256 else np.int16 if vocab_size <= 32767 else np.int32
-    return ids.astype(dtype)
-
-
-def split_text(text: str, val_fraction: float, test_fraction: float) -> tuple[str, str, str]:
-    """First (1 - val - test) of the characters train, then val, then test (nanoGPT's cut)."""
-    n = len(text)
-    a = int(n * (1 - val_fraction - test_fraction))
-    b = int(n * (1 - test_fraction))
-    return text[:a], text[a:b], text[b:]
-
-
 def split_files(paths: list[Path], val_fraction: float, test_fraction: float) -> tuple[list[Path], ...]:
     """The last files validate (and test): at least one file each where a fraction is asked."""
     n_test = math.ceil(len(paths) * test_fraction) if test_fraction else 0

@@ -21,7 +21,6 @@ from __future__ import annotations
 import codecs
 import csv
 import re
-import functools
 import json
 import os
 from collections import Counter
@@ -670,11 +669,3 @@ def _chain(head: list[str], lines: Iterator[str]) -> Iterator[str]:
     line numbers to the file's."""
     yield from head
     yield from lines
-
-
-def run_serially(stream: Any, out: EntryWriter) -> dict[str, Any]:
-    """Every piece scanned, planned and encoded in this process, in order (the store's driver runs
-    the same calls on every core or as a job array): the entry's info."""
-    pieces = stream.pieces()
-    plan = stream.plan(functools.reduce(stream.combine, (stream.scan(p) for p in pieces)))
-    return stream.info(plan, [stream.encode(p, plan, out) for p in pieces])

@@ -1,6 +1,5 @@
-"""Models: the tutorial's LSTM classifier and a reference cell written from its equations."""
+"""Models: the tutorial's LSTM classifier, and one per task (captioner, forecaster, tagger, ...)."""
 
-from .cell import ReferenceLSTM, ReferenceLSTMCell
 from .classifier import LSTMClassifier, LSTMEncoder
 
-__all__ = ["LSTMClassifier", "LSTMEncoder", "ReferenceLSTM", "ReferenceLSTMCell"]
+__all__ = ["LSTMClassifier", "LSTMEncoder"]

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .registry import BUILTIN, GROUP, PredictOption, Registration, registration
+from .registry import BUILTIN, BUILTIN_TASKS, GROUP, PredictOption, Registration, registration
 
 if TYPE_CHECKING:
     from .base import Task
 
 # The built-in tasks by name (a job may also name a task of another package: see registry.py).
-TASKS: dict[str, Registration] = {r.name: r for r in BUILTIN}
+TASKS: dict[str, Registration] = BUILTIN_TASKS
 
 
 def get_task(name: str) -> type[Task]:

@@ -31,11 +31,10 @@ says what is particular to it:
 from __future__ import annotations
 
 import hashlib
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -47,6 +46,9 @@ from ..data.stream import Piece, Stream
 from ..distributed import autocast, resolve_precision
 from ..messages import note  # noqa: F401 (tasks import it from here)
 from ..schema import DataBase, ModelBase
+
+if TYPE_CHECKING:  # the registry imports this module to check a task class: no import back
+    from .registry import Registration
 
 Batch = tuple[torch.Tensor | Padded, ...]
 
@@ -160,6 +162,11 @@ class Task:
     previous step (empty at the start of an epoch) and returns the next one.
     """
 
+    # What the task is called and its job sections (`data:`, `model:`) are declared once, in its
+    # `Registration` (torch-free: `lstm-train config` reads a job without importing the task); the
+    # class names it, `registration = REGISTRATION`, and gets `name`, `Data` and `Model` from it.  A
+    # task named by its class alone (`task: package.module:MyTask`, no registration) sets the three.
+    registration: ClassVar[Registration | None] = None
     name: ClassVar[str]
     Data: ClassVar[type[DataBase]]
     Model: ClassVar[type[ModelBase]]
@@ -172,6 +179,21 @@ class Task:
     # `train.mixed_precision: auto` trains in bf16 where the hardware runs it natively,
     # unless the task's metrics were measured to suffer from it ("fp32").
     precision: ClassVar[Literal["auto", "fp32"]] = "auto"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        reg = cls.__dict__.get("registration")
+        if reg is None:
+            return
+        if not callable(getattr(reg, "job_sections", None)):  # a Registration
+            raise TypeError(f"{cls.__name__}.registration is a {type(reg).__name__}, not a Registration")
+        declared = [k for k in ("name", "Data", "Model") if k in cls.__dict__ and (k == "name" or reg.sections)]
+        if declared:
+            raise TypeError(f"{cls.__name__} sets {', '.join(declared)} and names a registration: its "
+                            f"registration ({reg.name!r}) declares them; remove them from the class")
+        cls.name = reg.name
+        if reg.sections is not None:
+            cls.Data, cls.Model = reg.job_sections()
 
     def __init__(self, job: Any, run_dir: Path | None = None) -> None:
         self.job = job

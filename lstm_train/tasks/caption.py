@@ -27,7 +27,7 @@ from ..data.strips import (
 from ..models.captioner import Captioner
 from .caption_text import cer, edit_distance
 from .base import Splits, Task, note, predict_files
-from .sections.caption import CaptionData, CaptionModel  # noqa: F401 (the job's sections, torch-free)
+from .registry import BUILTIN_TASKS
 
 
 def digit_lists(tokens: torch.Tensor) -> list[list[int]]:
@@ -35,9 +35,7 @@ def digit_lists(tokens: torch.Tensor) -> list[list[int]]:
 
 
 class CaptionTask(Task):
-    name = "caption"
-    Data = CaptionData
-    Model = CaptionModel
+    registration = BUILTIN_TASKS["caption"]
     primary_metric = "sequence_accuracy"  # the whole strip read right
 
     # -- data and model -------------------------------------------------------------

@@ -13,7 +13,7 @@ from ..data import mnist
 from ..data.holdout import holdout
 from ..models import LSTMClassifier
 from .base import ExportSignature, Splits, Task, predict_files
-from .sections.classify import ClassifyData, ClassifyModel  # noqa: F401 (the job's sections, torch-free)
+from .registry import BUILTIN_TASKS
 
 CLASS_NAMES = {
     "mnist": [str(d) for d in range(10)],
@@ -38,9 +38,7 @@ def as_sequence(images: torch.Tensor, sequence: str = "rows") -> torch.Tensor:
 
 
 class ClassifyTask(Task):
-    name = "classify"
-    Data = ClassifyData
-    Model = ClassifyModel
+    registration = BUILTIN_TASKS["classify"]
 
     def source_files(self) -> list[Path] | None:
         """The IDX files (mapped through the prepared-data store); the torchvision loader reads its own."""

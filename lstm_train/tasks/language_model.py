@@ -38,7 +38,7 @@ from ..files.validation import RunDirError, read_run_bytes
 from ..messages import note
 from ..models.language_model import LanguageModel
 from .base import Batch, PredictInputError, Split, Splits, Task, predict_texts, spread
-from .sections.language_model import LanguageModelData, LanguageModelModel  # noqa: F401 (the job's sections, torch-free)
+from .registry import BUILTIN_TASKS
 
 
 def stream_view(tokens: torch.Tensor, streams: int) -> torch.Tensor:
@@ -60,9 +60,7 @@ def pack(state: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tens
 
 
 class LanguageModelTask(Task):
-    name = "language_model"
-    Data = LanguageModelData
-    Model = LanguageModelModel
+    registration = BUILTIN_TASKS["language_model"]
     primary_metric = "loss"
     higher_is_better = False
     throughput_unit = "tokens"

@@ -20,13 +20,17 @@ run, in the current folder or behind an empty sys.path entry is never imported, 
 the standard library (`task: this:X`).  A reference the user names himself, `--task REF` on the
 command line or `LSTM_TRAIN_TASKS=REF,REF` in the environment, is imported as a job file's is.
 An entry point or reference names a `Registration` (torch-free: keep it in a module
-that imports no torch, as the built-ins do) or a `Task` subclass itself (its sections
-then come from the class, which imports torch to validate a job; no predict options).
+that imports no torch, as the built-ins do) or a `Task` subclass itself: one that names its
+registration (`registration = REGISTRATION`) stands for it; one without declares its own
+`name`, `Data` and `Model` (its sections then come from the class, which imports torch to
+validate a job; no predict options).  A registration is the one place a task's name and
+sections are declared: the class that names it gets them from it (`Task.__init_subclass__`).
 Nothing here imports torch.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import contextvars
 import importlib
@@ -68,9 +72,11 @@ class PredictOption:
     def dest(self) -> str:
         return self.flag.lstrip("-").replace("-", "_")
 
-    def add_to(self, parser: Any) -> None:
+    def add_to(self, parser: Any, shown: bool = True, note: str = "") -> None:
+        """The option on an argparse parser; `shown` False: parsed, but not listed by --help."""
         kind = {"str": str, "int": int, "float": float}[self.type]
-        parser.add_argument(self.flag, action="append" if self.repeat else "store", type=kind, help=self.help)
+        said = (f"{self.help} ({note})" if note else self.help) if shown else argparse.SUPPRESS
+        parser.add_argument(self.flag, action="append" if self.repeat else "store", type=kind, help=said)
 
 
 @dataclass(frozen=True)
@@ -90,9 +96,9 @@ class Registration:
 
         if not (isinstance(cls, type) and issubclass(cls, Task)):
             raise ConfigError(f"task {self.name}: {self.task} is not a lstm_train.tasks.base.Task subclass")
-        if getattr(cls, "name", None) != self.name:
-            raise ConfigError(f"task {self.name}: {self.task} is named {getattr(cls, 'name', None)!r}; a "
-                              "registration and its Task class must carry the same name")
+        if getattr(cls, "name", None) != self.name or vars(cls).get("registration") not in (None, self):
+            raise ConfigError(f"task {self.name}: {self.task} names another registration (its name "
+                              f"{getattr(cls, 'name', None)!r}); give the class `registration = ` this one")
         return cls
 
     def job_sections(self) -> tuple[type, type]:
@@ -121,6 +127,7 @@ BUILTIN: tuple[Registration, ...] = (
     _builtin("language_model", "LanguageModelTask", (TEXT, FILE)),
     _builtin("sequence", "SequenceTask", (FILE,), inputs="sequences (numbers; steps by ';', features by ',')"),
 )
+BUILTIN_TASKS: dict[str, Registration] = {r.name: r for r in BUILTIN}
 
 
 def load_object(ref: str, what: str, installed_only: str | None = None) -> Any:
@@ -245,6 +252,8 @@ def _as_registration(obj: Any, ref: str) -> Registration:
     """A registration from what an entry point or reference names: one, or a Task class."""
     if isinstance(obj, Registration):
         reg = obj
+    elif isinstance(obj, type) and isinstance(vars(obj).get("registration"), Registration):
+        reg = vars(obj)["registration"]  # a Task class that names its registration
     elif isinstance(obj, type) and hasattr(obj, "Data") and hasattr(obj, "build_model"):
         reg = Registration(str(getattr(obj, "name", "")), f"{obj.__module__}:{obj.__qualname__}")
     else:
@@ -258,7 +267,7 @@ def _as_registration(obj: Any, ref: str) -> Registration:
 
 
 def builtin() -> dict[str, Registration]:
-    return {r.name: r for r in BUILTIN}
+    return BUILTIN_TASKS
 
 
 def entry_point_names() -> list[str]:

@@ -32,8 +32,8 @@ from ..data.ragged import Padded, Ragged
 from ..data.sequences import Columns, SequenceDataError, Sequences
 from ..models.sequence_model import SequenceModel
 from .base import PredictInputError, Split, Splits, Task, note
+from .registry import BUILTIN_TASKS
 from .confusion import per_class
-from .sections.sequence import SequenceDataSection, SequenceModelSection
 
 Batch = tuple[Padded, torch.Tensor]
 
@@ -88,9 +88,7 @@ def check_values(part: Sequences, targets: bool = False) -> None:
                                     "give finite numbers")
 
 class SequenceTask(Task):
-    name = "sequence"
-    Data = SequenceDataSection
-    Model = SequenceModelSection
+    registration = BUILTIN_TASKS["sequence"]
 
     # ------------------------------------------------------------------ data
 

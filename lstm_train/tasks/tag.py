@@ -35,16 +35,14 @@ from ..files.outputs import write_run_output
 from .tag_entities import entity_counts, invalid_transitions, is_bio
 from ..models.tagger import Tagger
 from .base import Batch, ExportSignature, Split, Splits, Task, predict_texts
+from .registry import BUILTIN_TASKS
 from .confusion import confusion_plot, most_confused, per_class, precision_recall_f1
-from .sections.tag import EWT, TagData, TagModel  # noqa: F401 (the job's sections, torch-free)
 
 RUN_FILES = {"words": "vocab_words.json", "chars": "vocab_chars.json"}
 
 
 class TagTask(Task):
-    name = "tag"
-    Data = TagData
-    Model = TagModel
+    registration = BUILTIN_TASKS["tag"]
     primary_metric = "accuracy"  # "entity_f1" on BIO data: `info["primary_metric"]`, once the scheme is known
     throughput_unit = "tokens"
 

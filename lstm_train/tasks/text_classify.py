@@ -43,8 +43,8 @@ from ..data.vocab import Vocab
 from ..models.text import TextClassifier
 from ..data.stream import Piece
 from .base import ExportSignature, Split, Splits, Task, note, predict_texts
+from .registry import BUILTIN_TASKS
 from .confusion import confusion_plot, per_class
-from .sections.text_classify import TextData, EmbeddingsConfig, TextModel  # noqa: F401 (the job's sections, torch-free)
 
 VOCAB_FILE = "vocab.json"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -57,9 +57,7 @@ CONFUSION_CLASSES = 50
 
 
 class TextClassifyTask(Task):
-    name = "text_classify"
-    Data = TextData
-    Model = TextModel
+    registration = BUILTIN_TASKS["text_classify"]
     throughput_unit = "tokens"
 
     # ------------------------------------------------------------------ data

@@ -43,7 +43,8 @@ from ..files.outputs import write_run_output
 from ..models.losses import smoothed_cross_entropy
 from ..models.translator import Translator
 from .base import Batch, Split, Splits, Task, note, predict_texts
-from .sections.translate import ParallelFiles, SubwordConfig, TranslateData, TranslateModel  # noqa: F401 (the job's sections, torch-free)
+from .registry import BUILTIN_TASKS
+from .sections.translate import ParallelFiles
 
 # -- job schema -----------------------------------------------------------------------------
 
@@ -101,9 +102,7 @@ class Scorer:
 
 
 class TranslateTask(Task):
-    name = "translate"
-    Data = TranslateData
-    Model = TranslateModel
+    registration = BUILTIN_TASKS["translate"]
     primary_metric = "bleu"
     higher_is_better = True
     throughput_unit = "tokens"

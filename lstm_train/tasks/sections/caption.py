@@ -46,9 +46,6 @@ class CaptionData(DataBase):
             )
         return self
 
-    def validation(self) -> list[str] | str:
-        return [] if self.val_fraction else ["data.val_fraction=0.1"]
-
     def reported_metrics(self) -> dict[str, str]:
         return {"loss": "min", "sequence_accuracy": "max", "cer": "min"}
 

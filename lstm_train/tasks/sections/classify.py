@@ -36,9 +36,6 @@ class ClassifyData(DataBase):
             raise ValueError("data.val_fraction holds out part of the training tensors: use data.loader = 'tensor'")
         return self
 
-    def validation(self) -> list[str] | str:
-        return [] if self.val_fraction else ["data.val_fraction=0.1"]
-
     def reported_metrics(self) -> dict[str, str]:
         return {"loss": "min", "accuracy": "max"}
 

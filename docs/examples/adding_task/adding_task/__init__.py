@@ -1,9 +1,10 @@
 """The adding problem (Hochreiter & Schmidhuber 1997) as an lstm_train task, in its own package.
 
-This module is the task's registration and imports no torch, so `lstm-train config` checks
-a job of it at once; lstm_train imports `task.py` only to train or predict."""
+This module is the task's registration, the one place its name and job sections are declared;
+it imports no torch, so `lstm-train config` checks a job of it at once; lstm_train imports
+`task.py` only to train or predict."""
 
-from lstm_train.tasks import PredictOption, Registration
+from lstm_train.task_api import PredictOption, Registration
 
 REGISTRATION = Registration(
     name="adding",

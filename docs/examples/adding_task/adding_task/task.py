@@ -12,11 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lstm_train.data.ragged import Ragged
-from lstm_train.models.sequence_model import SequenceModel
-from lstm_train.tasks.base import Splits, Task, predict_texts
+from lstm_train.task_api import Ragged, SequenceModel, Splits, Task, predict_texts
 
-from .sections import AddingData, AddingModel
+from . import REGISTRATION
 
 
 def draw(rng: np.random.Generator, n: int, low: int, high: int) -> tuple[Ragged, torch.Tensor]:
@@ -42,9 +40,7 @@ def parse(text: str) -> torch.Tensor:
 
 
 class AddingTask(Task):
-    name = "adding"
-    Data = AddingData
-    Model = AddingModel
+    registration = REGISTRATION  # its name ("adding") and job sections
     primary_metric = "mse"
     higher_is_better = False
 

@@ -7,7 +7,7 @@
     o_t = σ(W_o·[h_{t-1}, x_t] + b_o)          output gate       (5)
     h_t = o_t * tanh(C_t)                      new hidden state  (6)
 
-It is slow on purpose and used only to prove (tests/test_models.py) that
+It is slow on purpose and a test's oracle only: tests/test_models.py proves with it that
 `nn.LSTM`, which the training code runs, computes this math.  The parameters
 are laid out like `nn.LSTM`'s (`weight_ih` = [W_i; W_f; W_c; W_o] acting on x,
 `weight_hh` acting on h, two biases), so weights copy over one to one:
