@@ -61,7 +61,7 @@ def airline_files(run: Path, out: Path) -> list[Path]:
     air, spans = sources.airline(), info["spans"]
     start = spans["train"] + spans["val"] - info["window"]
     path = out / "airline_test.csv"
-    path.write_text("Month,Passengers\n" + "".join(f"{t:%Y-%m},{v!r}\n" for t, v in
+    path.write_text("Month,Passengers\n" + "".join(f"{t:%Y-%m},{float(v)!r}\n" for t, v in
                                                    zip(air.times[start:], air.values[start:])))
     return [path]
 

@@ -121,14 +121,14 @@ def test_forecast_series_csv(tmp_path: Path) -> None:
     t = np.arange(240)
     values = 100 + 0.3 * t + 10 * np.sin(2 * math.pi * t / 12) + rng.normal(0, 1, len(t))
     series = tmp_path / "series.csv"
-    series.write_text("value\n" + "".join(f"{v!r}\n" for v in values))
+    series.write_text("value\n" + "".join(f"{float(v)!r}\n" for v in values))
     run = tmp_path / "run"
     result = trained(str(ROOT / "jobs" / "airline_forecast.yaml"), "data.source=csv", f"data.path={series}",
                      "data.transform=none", "data.classical=none", "data.window=24", "data.val_size=24",
                      "data.test_size=36", "data.season_length=12", f"train.output_dir={run}", "train.max_steps=10",
                      "train.eval_every_epochs=1")
     tail = tmp_path / "tail.csv"  # the test span and the window before it: the run's test windows
-    tail.write_text("value\n" + "".join(f"{v!r}\n" for v in values[240 - 36 - 24:]))
+    tail.write_text("value\n" + "".join(f"{float(v)!r}\n" for v in values[240 - 36 - 24:]))
     same(result, evaluated(run, tail), "mase", "mae", "rmse", "loss", "windows")
     assert refused(run, series.with_name("nothing.csv")).endswith("no such file (give labelled data files to score)")
     short = tmp_path / "short.csv"
