@@ -24,7 +24,7 @@ def evaluate_files(loaded: tuple[Any, Any, torch.nn.Module, dict[str, Any]], run
     job, task, model, info = loaded
     paths = [Path(f) for f in files]
     for path in paths:
-        if not path.is_file():
+        if not (path.is_file() or path.is_dir()):  # a folder: a task's folder format (image folders)
             raise FileNotFoundError(f"{path}: no such file (give labelled data files to score)")
     split = task.read_labelled(paths, info)
     device = next(model.parameters()).device

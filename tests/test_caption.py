@@ -12,7 +12,7 @@ from PIL import Image
 
 from lstm_train.config import ConfigError, load_job
 from lstm_train.data.strips import (
-    BOS, DIGIT, EOS, PAD, VOCAB_SIZE, make_strips, tokens_to_digits,
+    BOS, DIGIT, EOS, PAD, VOCAB_SIZE, make_strips, save_png, text_to_tokens, tokens_to_digits,
 )
 from lstm_train.models.captioner import Captioner
 from lstm_train.tasks.caption import load_strip
@@ -111,8 +111,10 @@ def test_data_config_is_checked() -> None:
         load_job(JOB, ["data.max_digit=2"])
 
 
-def test_tokens_to_digits_stops_at_the_end_token() -> None:
-    assert tokens_to_digits([BOS, 7, 3, 12, EOS, PAD, PAD]) == [4, 0, 9]
+def test_text_tokens_roundtrip() -> None:
+    row = text_to_tokens("4 0 9", 5)
+    assert row.tolist() == [BOS, 7, 3, 12, EOS, PAD, PAD]
+    assert tokens_to_digits(row) == [4, 0, 9]
     assert tokens_to_digits([BOS, 5, EOS, 6]) == [2]
 
 
@@ -244,9 +246,7 @@ def test_predict_on_saved_png_strips(trained_run: Path, mnist_root: Path, tmp_pa
     job, task, model, info = load_run(trained_run)
     digits, labels = load_split(mnist_root, "mnist", train=False)
     s = make_strips(digits, labels, 3, max_digits=5, seed=7, height=info["height"], width=info["width"])
-    paths = [str(tmp_path / f"strip{i}.png") for i in range(3)]
-    for i, path in enumerate(paths):  # 8-bit grayscale PNGs
-        Image.fromarray(s.images[i].to(torch.uint8).numpy(), mode="L").save(path)
+    paths = [str(save_png(s.images[i], tmp_path / f"strip{i}.png")) for i in range(3)]
     # An RGB copy twice the size, dark on light: converted, inverted, scaled back.
     big = Image.fromarray(255 - s.images[0].numpy()).resize((info["width"] * 2, info["height"] * 2)).convert("RGB")
     big.save(tmp_path / "big_rgb.png")

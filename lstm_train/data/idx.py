@@ -65,6 +65,9 @@ def read_idx(path: str | Path, magic: int | None = None) -> torch.Tensor:
             except (gzip.BadGzipFile, EOFError, zlib.error) as e:
                 raise IdxError(f"{path}: not a valid gzip file ({e})") from None
         else:
+            if path.is_file() and path.stat().st_size > MAX_BYTES:  # refused before it is read
+                raise IdxError(f"{path}: over {MAX_BYTES:,} bytes, more than any IDX data set this reads (MNIST is "
+                               "47 MB): not the file its name says?")
             raw = path.read_bytes()
     except FileNotFoundError:
         raise IdxError(f"{path}: file not found") from None

@@ -346,8 +346,28 @@ def vocab_size(plan: dict[str, Any]) -> int:
     return len(plan["vocab"])
 
 
+def encode_file(path: Path, plan: dict[str, Any]) -> np.ndarray:
+    """The ids of one text file as a prepared corpus piece of it would hold them (int64): the same
+    blocks and encoder, so the run's test text written as a file gives its test tokens; memory a
+    block plus the ids (a line over MAX_LINE without a space is refused).  For `evaluate`."""
+    if not path.is_file():
+        raise CorpusError(f"{path}: no such file" + (" (it is a folder)" if path.exists() else ""))
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        start = 3 if f.read(3) == _BOM else 0
+    if size <= start:
+        raise CorpusError(f"{path}: the file is empty; a language model needs text to score")
+    piece, encoder = Piece(0, str(path), start, size, "test"), _Encoder(plan)
+    encoder.hint = ": the model cannot score characters it never saw"
+    unit = "char" if plan["kind"] in ("chars", "bytes") else "line"
+    blocks = LanguageModelStream(None)._blocks(piece, unit)
+    return np.concatenate([encoder(piece, offset, block).astype(np.int64) for offset, block in blocks])
+
+
 class _Encoder:
     """Blocks of text -> ids, vectorized per block."""
+
+    hint = " (the file changed while it was prepared?)"  # after a character outside the vocabulary
 
     def __init__(self, plan: dict[str, Any]) -> None:
         self.kind = plan["kind"]
@@ -387,7 +407,7 @@ class _Encoder:
             if (ids == self.missing).any():
                 missing = sorted({chr(int(p)) for p in points[ids == self.missing][:1000]})
                 raise CorpusError(f"{piece.path}: {len(missing)} character(s) outside the vocabulary of {len(self.vocab)} "
-                                  f"near byte {offset}: {missing[:10]} (the file changed while it was prepared?)")
+                                  f"near byte {offset}: {missing[:10]}{self.hint}")
             return ids
         text = LanguageModelStream._decode(piece, offset, block)
         if self.kind == "words":  # <eos> after each line; not after a block cut inside one (before a space)

@@ -16,6 +16,7 @@ Targets are token rows: BOS, one token per digit, EOS, then PAD.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -155,3 +156,29 @@ def tokens_to_digits(tokens: list[int] | torch.Tensor) -> list[int]:
 def digits_to_text(digits: list[int]) -> str:
     """[4, 0, 9] -> "4 0 9" (the strips' written form)."""
     return " ".join(str(d) for d in digits)
+
+
+def text_to_tokens(text: str, max_digits: int) -> torch.Tensor:
+    """"4 0 9" (or "409") -> a padded token row like `make_strips` writes."""
+    digits = [int(ch) for ch in text if ch.isdigit()]
+    if not 1 <= len(digits) <= max_digits:
+        raise ValueError(f"{text!r}: need 1 to {max_digits} digits")
+    row = torch.full((max_digits + 2,), PAD, dtype=torch.long)
+    row[0] = BOS
+    row[1 : len(digits) + 1] = torch.tensor(digits) + FIRST_DIGIT
+    row[len(digits) + 1] = EOS
+    return row
+
+
+# ---------------------------------------------------------------------------
+# PNG files
+
+
+def save_png(image: torch.Tensor, path: str | Path) -> Path:
+    """Write one uint8 [H, W] strip as an 8-bit grayscale PNG."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image.detach().cpu().to(torch.uint8).numpy(), mode="L").save(path)
+    return path

@@ -271,8 +271,10 @@ class Task:
         """New labelled data for `lstm-train evaluate RUN_DIR FILE...`, read in the task's own
         formats and encoded with the run's `info` (its vocabulary, classes, normalisation), as
         the split the loop's batches are cut from: it is then scored through the test split's
-        code path (`evaluate_sums`, `metrics`).  A file that cannot be read, or a label the run
-        never saw, is a ValueError naming it.  Default: the task cannot."""
+        code path (`evaluate_sums`, `metrics`).  `files` are the paths given, files or folders (a
+        format that is a folder: classify's image folders).  A file that cannot be read, or a label
+        the run never saw, is a ValueError naming it; every file is read with a bound (bounded
+        lines, sizes, pixel counts).  Default: the task cannot."""
         raise ValueError(f"task {self.name} cannot read labelled files for `evaluate`")
 
     def build_model(self, info: dict[str, Any]) -> nn.Module:

@@ -11,6 +11,7 @@ accuracy and the character error rate (edit distance over reference digits).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,11 @@ from ..data import mnist
 from ..files.outputs import png_bytes, write_run_output
 from ..data.holdout import holdout
 from ..data.strips import (
-    DIGIT, PAD, VOCAB_SIZE, digits_to_text, make_strips, tokens_to_digits,
+    DIGIT, PAD, VOCAB_SIZE, digits_to_text, make_strips, save_png, text_to_tokens, tokens_to_digits,
 )
 from ..models.captioner import Captioner
 from .caption_text import cer, edit_distance
-from .base import Splits, Task, note, predict_files
+from .base import Split, Splits, Task, note, predict_files
 from .registry import BUILTIN_TASKS
 
 
@@ -167,6 +168,17 @@ class CaptionTask(Task):
                 digits = digit_lists(net.generate(strip[None].to(dev)))[0]
             lines.append(f"{name}\t{digits_to_text(digits) or '(no digits)'}")
         return lines
+
+
+    def read_labelled(self, files: list[Path], info: dict[str, Any]) -> Split:
+        """Strips for `evaluate`: index files of `IMAGE<TAB>DIGITS` lines (`write_strips` writes one:
+        PNG strips and strips.tsv), each image read as `predict` reads it, scored as the test split."""
+        images, rows = [], []
+        for index in files:
+            for name, where in read_strip_index(index):
+                images.append(load_strip(str(name), info["height"], info["width"], info["max_digits"]))
+                rows.append(where)
+        return torch.stack(images), torch.stack([tokens_of(t, info["max_digits"]) for t in rows])
 
 
 TASK = CaptionTask
@@ -312,3 +324,44 @@ def prediction_grid(
     data = png_bytes(fig, dpi=110)
     plt.close(fig)
     return write_run_output(path.parent, path.name, data)
+
+
+STRIP_INDEX_HEADER = "image\tdigits"
+MAX_STRIP_INDEX_LINE = 4096  # an index line is a file name and a few digits
+
+
+def read_strip_index(index: Path) -> Iterator[tuple[Path, tuple[Path, int, str]]]:
+    """(image path, (index, line, digits)) of each line of a strips index: `IMAGE<TAB>DIGITS`, the image
+    relative to the index's folder, an optional `image<TAB>digits` header, read a line at a time."""
+    from ..data.textio import iter_utf8_lines
+
+    for number, line in enumerate(iter_utf8_lines(index, ValueError), 1):
+        if not line.strip() or (number == 1 and line.strip() == STRIP_INDEX_HEADER):
+            continue
+        cells = line.rstrip("\r").split("\t")
+        if len(cells) != 2 or len(line) > MAX_STRIP_INDEX_LINE:
+            raise ValueError(f"{index}:{number}: a strips index line is IMAGE<TAB>DIGITS (strip.png<TAB>4 0 9), "
+                             f"got {line[:80]!r}")
+        yield index.parent / cells[0], (index, number, cells[1])
+
+
+def tokens_of(where: tuple[Path, int, str], max_digits: int) -> torch.Tensor:
+    """The token row of a strip's digits (`text_to_tokens`), an error naming the index line."""
+    index, number, text = where
+    try:
+        return text_to_tokens(text, max_digits)
+    except ValueError as e:
+        raise ValueError(f"{index}:{number}: {e} (the run reads strips of 1 to {max_digits} digits)") from None
+
+
+def write_strips(images: torch.Tensor, tokens: torch.Tensor, folder: Path) -> Path:
+    """Strips as PNG files and their index `strips.tsv` (what `evaluate` reads): the test split of
+    a caption run as files, or any strips a user makes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [STRIP_INDEX_HEADER]
+    for i, (image, row) in enumerate(zip(images, tokens)):
+        save_png(image, folder / f"strip{i:06d}.png")
+        lines.append(f"strip{i:06d}.png\t{digits_to_text(tokens_to_digits(row))}")
+    index = folder / "strips.tsv"
+    index.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return index

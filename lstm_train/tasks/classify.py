@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import mnist
+from ..data.digit_files import digit_pixels, labelled_images
 from ..data.holdout import holdout
 from ..models import LSTMClassifier
-from .base import ExportSignature, Splits, Task, predict_files
+from .base import ExportSignature, Split, Splits, Task, predict_files
 from .registry import BUILTIN_TASKS
 
 CLASS_NAMES = {
@@ -106,29 +107,19 @@ class ClassifyTask(Task):
                                metadata={"classes": info["classes"], "sequence": self.job.data.sequence})
 
     def predict(self, model: nn.Module, info: dict[str, Any], inputs: list[str], options: dict[str, Any]) -> list[str]:
-        from PIL import Image, UnidentifiedImageError
-
-        from ..data.images import open_image
-
         lines = []
         for name in predict_files(inputs, "image files to classify"):
-            try:
-                with open_image(name) as img:
-                    gray = img.convert("L")
-            except FileNotFoundError:
-                raise ValueError(f"{name}: no such file") from None
-            except (UnidentifiedImageError, OSError) as e:
-                raise ValueError(f"{name}: not a readable image ({e})") from None
-            if gray.size != (28, 28):
-                gray = gray.resize((28, 28), Image.BILINEAR)
-            pixels = torch.tensor(list(gray.getdata()), dtype=torch.uint8).reshape(1, 28, 28)
-            if pixels.float().mean() > 127:  # dark digit on light paper: MNIST is the reverse
-                pixels = 255 - pixels
+            pixels = digit_pixels(name)[None]
             with torch.no_grad():
                 probs = model(as_sequence(pixels, self.job.data.sequence)).softmax(1)[0]
             p, k = probs.max(0)
             lines.append(f"{name}\t{info['classes'][int(k)]}\t{float(p):.4f}")
         return lines
 
+    def read_labelled(self, files: list[Path], info: dict[str, Any]) -> Split:
+        """MNIST's own IDX files (an images file and its labels file, as a pair, .gz or not) or image
+        folders (torchvision's ImageFolder layout: one subfolder per class, named by the class or its
+        number), read as the run's test split: uint8 [N, 28, 28] images, class ids."""
+        return labelled_images(files, info["classes"])
 
 TASK = ClassifyTask

@@ -39,9 +39,12 @@ from ..files.outputs import png_bytes, write_run_output
 from ..data.series import windows as W
 from ..models.forecaster import LSTMForecaster
 from ..schema import ConfigError
-from .base import ExportSignature, Splits, Task, note
+from .base import ExportSignature, Split, Splits, Task, note
 from .registry import BUILTIN_TASKS
 from .sections.forecast import ForecastData
+
+
+MAX_CSV_BYTES = 256 << 20  # `evaluate`'s bound on a series CSV (pandas reads it whole)
 
 
 def season_length(data: ForecastData, first: Series) -> int:
@@ -276,6 +279,35 @@ class ForecastTask(Task):
                 baselines.classical(method, z, n_train, at, horizon, m, info["ar_order"]), info["transform"]
             )
         return preds
+
+    def read_labelled(self, files: list[Path], info: dict[str, Any]) -> Split:
+        """Series CSV files for `evaluate` (the run's column, time column and covariates where a file
+        has them, else its only value column, as `predict --csv` reads): every window of each file
+        whose `data.window` inputs and `horizon` targets it holds (origins every step, as the test
+        span's), scaled with the run's scaler.  MASE is in the run's units: the train span's seasonal
+        naive MAE of the series a file continues (the i-th file the run's i-th series when there are
+        as many; one series: its scale for every file).  A file holding the run's test span with the
+        `data.window` points before it scores exactly the run's test windows."""
+        window, horizon, scales = info["window"], info["horizon"], info["mase_scale"]
+        if len(scales) > 1 and len(files) != len(scales):
+            raise SeriesError(f"{files[0]}: this run forecast {len(scales)} series; give one CSV per series, in the "
+                              f"run's order ({len(files)} given): their MASE is measured with each series' own scale")
+        scaler, columns = W.Scaler.from_info(info["scaler"]), []
+        for i, path in enumerate(files):
+            if path.is_file() and path.stat().st_size > MAX_CSV_BYTES:
+                raise SeriesError(f"{path}: over {MAX_CSV_BYTES >> 20} MiB, more than a series CSV this reads")
+            s = csvfile.read_for_predict(path, info["column"], info["time_column"], info["covariates"], info["fill"])
+            if s.features().shape[1] != info["input_size"]:
+                raise SeriesError(f"{path}: {s.features().shape[1] - 1} covariate(s), the run reads "
+                                  f"{info['input_size'] - 1} ({', '.join(info['covariates']) or 'none'})")
+            if len(s) < window + horizon:
+                raise SeriesError(f"{path}: {len(s)} values; a window of {window} inputs and {horizon} targets needs "
+                                  f"at least {window + horizon}")
+            feats = s.features().copy()
+            feats[:, 0] = W.apply_transform(feats[:, 0], info["transform"], str(path))
+            at = np.arange(window, len(s) - horizon + 1)
+            columns.append(split_windows([s], [scaler.apply(feats)], at, window, horizon, [scales[i % len(scales)]]))
+        return tuple(torch.cat(parts) for parts in zip(*columns))
 
     # --------------------------------------------------------------- predict
 

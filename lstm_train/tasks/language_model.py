@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.batching import check_streams
-from ..data.lm_stream import WORDS_ORDER, LanguageModelStream
+from ..data.lm_stream import WORDS_ORDER, LanguageModelStream, encode_file
 from ..data.streams import CorpusError, Tokenizer, resolve_files, text_lines
 from ..files.outputs import write_run_output
 from ..files.validation import RunDirError, read_run_bytes
@@ -136,6 +136,16 @@ class LanguageModelTask(Task):
         else:
             rows = tokens.index_select(0, indices.to(tokens.device)).long()
         return rows[:, :-1], rows[:, 1:]
+
+    def read_labelled(self, files: list[Path], info: dict[str, Any]) -> Split:
+        """Plain text files for `evaluate` (loss, bits per token, perplexity of a new text): read one
+        after the other as one text, tokenized as the run's corpus was (`lm_stream.encode_file`, the
+        same blocks and encoder), cut into `data.eval_streams` streams as its test split: the run's
+        test text written as a file scores exactly its test metrics."""
+        ids = np.concatenate([encode_file(path, info["tokenizer"]) for path in files])
+        if len(ids) < 2:
+            raise CorpusError(f"{files[0]}: {len(ids)} token(s); a language model scores at least 2")
+        return (stream_view(torch.from_numpy(ids), self.job.data.eval_streams),)
 
     # -- training and evaluation ---------------------------------------------------------
 

@@ -245,6 +245,24 @@ class TagTask(Task):
 
     # -- new sentences ----------------------------------------------------------------------
 
+    def read_labelled(self, files: list[Path], info: dict[str, Any]) -> Split:
+        """Tagged files in the run's format (CoNLL-U with its tag column, or whitespace columns) for
+        `evaluate`, encoded as the run's test split: its vocabularies (checked against the run
+        directory's files, as `predict` does), its character width, its tags then the tags its
+        evaluation splits had that training did not; another tag counts wrong as those do (BIO data:
+        refused, its entities could not be read)."""
+        for name in RUN_FILES.values():
+            self.read_run_file(info, name)
+        sentences = [s for path in files for s in conll.read_tagged(path, info["format"], info["column"])]
+        names = info["tags"] + info["unseen_tags"]
+        extra = sorted(tagging.unseen_tags(sentences, names))
+        if extra and info["scheme"] == "bio":
+            raise ConllError(f"{', '.join(map(str, files))}: tag(s) {', '.join(extra[:10])} are not among the run's "
+                             f"tags ({', '.join(names)}): the entities of BIO data are read with the run's tags only")
+        words, chars = Vocab.from_json(info["words"]), Vocab.from_json(info["chars"])
+        return tagging.encode(sentences, words, chars, names + extra, info["char_width"])
+
+
     def tag_sentences(self, model: nn.Module, info: dict[str, Any], sentences: list[list[str]]) -> list[list[str]]:
         """Tags for sentences of words, with the run's own vocabularies."""
         words, chars = Vocab.from_json(info["words"]), Vocab.from_json(info["chars"])

@@ -226,18 +226,7 @@ class TranslateTask(Task):
         splits: dict[str, tuple] = {}
         report: dict[str, Any] = {}
         for name, pairs in corpus.items():
-            src = self.encode(source_vocab, pairs.source, "source")
-            tgt = self.encode(target_vocab, pairs.target, "target")
-            keep, src, tgt, counts = self._limit(pairs, src, tgt, name)
-            report[name] = {"pairs": len(keep), **counts, "blank_lines_skipped": pairs.skipped_blank}
-            for what, n in counts.items():
-                if n:
-                    note(f"{pairs.origin}: {n} {name} pair{'s' if n != 1 else ''} {what} (over data.max_length="
-                         f"{d.max_length} subword tokens)")
-            columns = (Ragged.from_sequences([src[i] for i in keep]), Ragged.from_sequences([tgt[i] for i in keep]))
-            if name != "train":
-                columns += (text_column(pairs.source), text_column(pairs.target))
-            splits[name] = columns
+            splits[name], report[name] = self.columns(pairs, (source_vocab, target_vocab), name)
         info = {
             "source_lang": d.source_lang, "target_lang": d.target_lang, "lowercase": d.lowercase,
             "max_length": d.max_length, "joint": d.subword.joint,
@@ -247,6 +236,39 @@ class TranslateTask(Task):
             "data": report,
         }
         return Splits(train=splits["train"], val=splits["val"], test=splits["test"], info=info)
+
+    def columns(self, pairs: Pairs, vocabs: tuple[SubwordVocab, SubwordVocab], name: str) -> tuple[tuple, dict[str, Any]]:
+        """A split's columns (source ids, target ids; besides training the raw source and reference
+        texts) and its report, data.max_length applied: what `load_data` and `evaluate` both make."""
+        src = self.encode(vocabs[0], pairs.source, "source")
+        tgt = self.encode(vocabs[1], pairs.target, "target")
+        keep, src, tgt, counts = self._limit(pairs, src, tgt, name)
+        for what, n in counts.items():
+            if n:
+                note(f"{pairs.origin}: {n} {name} pair{'s' if n != 1 else ''} {what} (over data.max_length="
+                     f"{self.job.data.max_length} subword tokens)")
+        columns = (Ragged.from_sequences([src[i] for i in keep]), Ragged.from_sequences([tgt[i] for i in keep]))
+        if name != "train":
+            columns += (text_column(pairs.source), text_column(pairs.target))
+        return columns, {"pairs": len(keep), **counts, "blank_lines_skipped": pairs.skipped_blank}
+
+    def read_labelled(self, files: list[Path], info: dict[str, Any]) -> Split:
+        """Parallel text for `evaluate`: line-aligned files given as pairs (source, then its target:
+        `test.de test.en`) or tab-separated files (source, then target column), encoded with the
+        run's vocabularies and scored as its test split (sacreBLEU on the untouched references)."""
+        parts: list[Pairs] = []
+        aligned = [f for f in files if f.suffix.lower() != ".tsv"]
+        if len(aligned) % 2:
+            raise ParallelDataError(f"{aligned[-1]}: line-aligned files come in pairs (source, then target: "
+                                    f"test.{info['source_lang']} test.{info['target_lang']}), or give a .tsv of "
+                                    "source<TAB>target lines")
+        parts += [read_line_aligned(a, b) for a, b in zip(aligned[::2], aligned[1::2])]
+        parts += [read_tsv(f) for f in files if f.suffix.lower() == ".tsv"]
+        pairs = Pairs([s for p in parts for s in p.source], [t for p in parts for t in p.target],
+                      " + ".join(p.origin for p in parts), [n for p in parts for n in p.lines])
+        for name in self.run_files(info):  # the run's vocabulary files must be the checkpoint's
+            self.read_run_file(info, name)
+        return self.columns(pairs, vocabularies(info), "test")[0]
 
     def run_files(self, info: dict[str, Any]) -> dict[str, bytes]:
         """The vocabularies as SentencePiece model files (`vocab.model`, or one per language)."""
