@@ -21,6 +21,11 @@ process only).  Run directories are shared and copied between people, so a file 
 not load this way is refused with a message naming it, never loaded "to see"; the single
 pickled `step-<N>.pt` / `best.pt` of lstm_train before format 2 is refused with the command
 that converts it (`lstm-train convert RUN_DIR`, which reads it with a fixed allow-list).
+
+Where checkpoints are (`CHECKPOINTS`, `checkpoint_files`) lives here beside what they hold, so
+that following a run's checkpoints means reading one module.  torch, numpy and safetensors are
+imported only by the functions that read or write tensors: `lstm-train status` lists a run's
+checkpoints on a login node without loading them.
 """
 
 from __future__ import annotations
