@@ -21,6 +21,11 @@ process only).  Run directories are shared and copied between people, so a file 
 not load this way is refused with a message naming it, never loaded "to see"; the single
 pickled `step-<N>.pt` / `best.pt` of lstm_train before format 2 is refused with the command
 that converts it (`lstm-train convert RUN_DIR`, which reads it with a fixed allow-list).
+
+Where checkpoints are (`CHECKPOINTS`, `checkpoint_files`) lives here beside what they hold, so
+that following a run's checkpoints means reading one module.  torch, numpy and safetensors are
+imported only by the functions that read or write tensors: `lstm-train status` lists a run's
+checkpoints on a login node without loading them.
 """
 
 from __future__ import annotations
@@ -38,13 +43,17 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import safetensors.torch
-import torch
+from typing import TYPE_CHECKING
 
 from .files.validation import RunDirError, read_run_bytes
-from .runfiles import CHECKPOINTS, VOLATILE_SECTIONS, checkpoint_files, old_checkpoint_files, writing
+from .runfiles import VOLATILE_SECTIONS, writing
 
+if TYPE_CHECKING:  # torch, numpy and safetensors are imported where tensors are read or written:
+    import torch  # `lstm-train status` lists checkpoints on a login node without paying for them
+
+CHECKPOINTS = "checkpoints"  # in the run directory
+CHECKPOINT_NAME = re.compile(r"^step-(\d+)$")  # a directory (checkpoint format 2)
+OLD_CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.pt$")  # one pickled file (format 1): `lstm-train convert`
 FORMAT = "lstm_train.checkpoint"
 FORMAT_VERSION = 2
 MODEL_FILE = "model.safetensors"
@@ -131,6 +140,29 @@ class Best:
 
 
 # ---------------------------------------------------------------------------
+# Where they are
+
+
+def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the checkpoint directories `step-<N>` in a folder, newest first."""
+    return _listed(folder, CHECKPOINT_NAME, directories=True)
+
+
+def old_checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
+    """(step, path) of format-1 checkpoint files `step-<N>.pt` in a folder, newest first."""
+    return _listed(folder, OLD_CHECKPOINT_NAME, directories=False)
+
+
+def _listed(folder: Path, pattern: re.Pattern[str], directories: bool) -> list[tuple[int, Path]]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir()
+             if (m := pattern.match(p.name)) and not p.is_symlink() and p.is_dir() == directories]
+    return sorted(found, reverse=True)
+
+
+# ---------------------------------------------------------------------------
 # Writing
 
 
@@ -144,10 +176,10 @@ def save(folder: Path, checkpoint: Checkpoint, keep: int) -> Path:
             "train_seconds": checkpoint.train_seconds, "loop": asdict(checkpoint.loop)}
     if checkpoint.average_meta is not None:
         meta["average"] = {**checkpoint.average_meta, "saved": checkpoint.average is not None}
-    files = {MODEL_FILE: _weights_bytes(checkpoint.model), STATE_FILE: _torch_bytes(state),
+    files = {MODEL_FILE: weights_bytes(checkpoint.model), STATE_FILE: _torch_bytes(state),
              META_FILE: _meta_bytes(meta, checkpoint.task_info, checkpoint.config, path)}
     if checkpoint.average is not None:
-        files[AVERAGE_FILE] = _weights_bytes(checkpoint.average)
+        files[AVERAGE_FILE] = weights_bytes(checkpoint.average)
     write_directory(path, files)
     for _, old in checkpoint_files(folder)[keep:]:
         shutil.rmtree(old, ignore_errors=True)
@@ -163,7 +195,7 @@ def _write_best(path: Path, best: Best) -> Path:
     meta = {"step": best.step, "value": best.value, "metrics": best.metrics}
     if best.selected_by is not None:
         meta["selected_by"] = best.selected_by
-    write_directory(path, {MODEL_FILE: _weights_bytes(best.model),
+    write_directory(path, {MODEL_FILE: weights_bytes(best.model),
                            META_FILE: _meta_bytes(meta, best.task_info, best.config, path)})
     return path
 
@@ -255,9 +287,11 @@ def _fsync_directory(folder: Path) -> None:
         os.close(fd)
 
 
-def _weights_bytes(model: dict[str, torch.Tensor]) -> bytes:
+def weights_bytes(model: dict[str, torch.Tensor]) -> bytes:
     """safetensors wants contiguous tensors that share no memory (tied weights are copied:
     load_state_dict ties them again)."""
+    import safetensors.torch
+
     seen: set[int] = set()
     plain = {}
     for name, tensor in model.items():
@@ -270,6 +304,8 @@ def _weights_bytes(model: dict[str, torch.Tensor]) -> bytes:
 
 
 def _torch_bytes(state: dict[str, Any]) -> bytes:
+    import torch
+
     buffer = io.BytesIO()
     torch.save(state, buffer)
     return bytes(buffer.getbuffer())
@@ -282,6 +318,9 @@ def _meta_bytes(meta: dict[str, Any], task_info: dict[str, Any], config: dict[st
             "config": {k: v for k, v in config.items() if k not in VOLATILE_SECTIONS}}
 
     def plain(value: Any) -> Any:
+        import numpy as np
+        import torch
+
         if isinstance(value, (np.generic, torch.Tensor)) and value.ndim == 0:
             return value.item()
         raise TypeError(f"{type(value).__name__} value {str(value)[:80]!r} in {path / META_FILE} is not JSON: "
@@ -297,6 +336,8 @@ def _meta_bytes(meta: dict[str, Any], task_info: dict[str, Any], config: dict[st
 def load(path: Path) -> Checkpoint:
     """A checkpoint directory, tensors on the CPU.  Raises NotACheckpoint for anything we did not
     write (OldFormatCheckpoint for our format 1) and UnreadableCheckpoint for a damaged one."""
+    import torch
+
     path = Path(path)
     meta = read_meta(path)
     model = read_weights(path)
@@ -355,6 +396,8 @@ def read_meta(path: Path) -> dict[str, Any]:
 
 def read_weights(path: Path, name: str = MODEL_FILE) -> dict[str, torch.Tensor]:
     """model.safetensors (or average.safetensors) of a checkpoint directory (safetensors: reading it runs nothing)."""
+    import safetensors.torch
+
     file = Path(path) / name
     if file.is_symlink():
         raise NotACheckpoint(f"{file}: a symlink; a checkpoint's files are read only as plain files")
@@ -458,6 +501,8 @@ def _average_problem(model: dict[str, tuple[int, ...]], average: dict[str, tuple
 
 def tensor_shapes(file: Path) -> dict[str, tuple[int, ...]]:
     """The name and shape of each tensor of a safetensors file, from its header alone."""
+    import safetensors
+
     try:
         with safetensors.safe_open(str(file), framework="pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -518,48 +563,14 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
 
 
 # ---------------------------------------------------------------------------
-# The model artifact
-
-ARTIFACT = "model-artifact"  # in the run directory: the W&B model artifact's files, staged
-_NOT_RUN_FILES = {"lock.json", "submission.json", "result.json", "config.yaml"}
-_NOT_RUN_FILE_SUFFIXES = {".png", ".jpg", ".jpeg", ".svg", ".pdf", ".tsv", ".log", ".out", ".err",
-                          ".pt", ".onnx"}  # plots, tables, logs, `lstm-train export`'s files
-
-
-def stage_artifact(run_dir: Path, selected: bool) -> Path:
-    """The files of the run's model artifact, flat in `run_dir`/model-artifact/ (atomically):
-    the weights and meta.json of best/ (`selected`: a model was chosen on validation data) or
-    of the newest checkpoint, config.yaml, result.json and the run files (vocabularies,
-    subword models: the task's files at the top of the run directory).  `predict` takes that
-    folder, or one `wandb artifact get` downloads, as it takes the run directory.  Staged
-    inside the run directory so that a copied run directory still `wandb sync`s it whole.
-    No optimizer state: the artifact is for using the model, not for resuming."""
-    run_dir = Path(run_dir)
-    folder = run_dir / CHECKPOINTS
-    source = folder / BEST if selected else checkpoint_files(folder)[0][1]
-    files = {name: (source / name).read_bytes() for name in (MODEL_FILE, META_FILE)}
-    meta = read_meta(source)
-    if (meta.get("average") or {}).get("saved"):  # the weights the result was computed with, as the model
-        files[MODEL_FILE] = _weights_bytes(evaluated_weights(source, meta))
-        meta["average"] = {**meta["average"], "saved": False, "in_model": True}
-        files[META_FILE] = (json.dumps(meta, indent=1) + "\n").encode()
-    for path in sorted(run_dir.iterdir()):
-        if path.is_file() and not path.is_symlink() and not path.name.startswith(".") and (
-                path.name in ("config.yaml", "result.json") or
-                path.name not in _NOT_RUN_FILES and path.suffix not in _NOT_RUN_FILE_SUFFIXES and
-                not path.name.endswith((".pt.json", ".onnx.json"))):
-            files[path.name] = path.read_bytes()
-    target = run_dir / ARTIFACT
-    write_directory(target, files)
-    return target
-
-
-# ---------------------------------------------------------------------------
 # Random generators as tensors and plain values (what weights_only=True reads)
 
 
 def rng_state() -> dict[str, Any]:
     """Every random generator training draws from, so a resume continues the same streams."""
+    import numpy as np
+    import torch
+
     version, words, gauss = random.getstate()
     key, numbers, pos, has_gauss, cached = np.random.get_state()
     state = {
@@ -574,6 +585,9 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
     py, npy = state["python"], state["numpy"]
     random.setstate((py["version"], tuple(int(w) for w in py["state"].tolist()), py["gauss"]))
     np.random.set_state((npy["key"], npy["state"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from .checkpoint import (
-    OLD_BEST, Best, Checkpoint, NotACheckpoint, SavedLoop, UnreadableCheckpoint, _why, save, save_best,
+    CHECKPOINTS, OLD_BEST, Best, Checkpoint, NotACheckpoint, SavedLoop, UnreadableCheckpoint, _why, checkpoint_files,
+    old_checkpoint_files, save, save_best,
 )
-from .runfiles import CHECKPOINTS, checkpoint_files, old_checkpoint_files
 
 # What format 1's pickles need besides tensors and plain containers: numpy's random state
 # (an uint32 array).  Rebuilding an empty ndarray of a dtype runs no code of the file's choosing.

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import runfiles, runlock
+from . import checkpoint, runfiles, runlock
 
 TAIL_BYTES = 64 * 1024
 RATE_ROWS = 20  # train rows the step rate is measured over (the newest ones of the current part)
@@ -122,7 +122,7 @@ def run_state(run_dir: Path) -> tuple[str, str | None]:
     holder = runlock.read_holder(run_dir / runlock.LOCK)
     if holder is not None and runlock.stale_reason(holder, runlock.Holder.current()) is None:
         return "running", holder.describe()
-    trained = (run_dir / "metrics" / "rank-0.jsonl").is_file() or runfiles.checkpoint_files(run_dir / runfiles.CHECKPOINTS)
+    trained = (run_dir / "metrics" / "rank-0.jsonl").is_file() or checkpoint.checkpoint_files(run_dir / checkpoint.CHECKPOINTS)
     return ("stopped" if trained else "new"), None
 
 
@@ -131,7 +131,7 @@ def progress(run_dir: Path, config: dict[str, Any] | None = None) -> Progress:
     run_dir = Path(run_dir)
     state, holder = run_state(run_dir)
     p = Progress(state, holder)
-    ckpts = runfiles.checkpoint_files(run_dir / runfiles.CHECKPOINTS)
+    ckpts = checkpoint.checkpoint_files(run_dir / checkpoint.CHECKPOINTS)
     p.newest_checkpoint = ckpts[0][0] if ckpts else None
     metrics = run_dir / "metrics"
     rows = tail_rows(metrics / "rank-0.jsonl")

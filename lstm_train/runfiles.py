@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +37,6 @@ from .files.validation import MAX_RUN_FILE, Raw, RunDirError, check_fields, read
 RESULT = "result.json"
 SUBMISSION = "submission.json"
 CONFIG = "config.yaml"
-CHECKPOINTS = "checkpoints"
-CHECKPOINT_NAME = re.compile(r"^step-(\d+)$")  # a directory (checkpoint format 2)
-OLD_CHECKPOINT_NAME = re.compile(r"^step-(\d+)\.pt$")  # one pickled file (format 1): `lstm-train convert`
 
 # Sections that say where, how long or how a run is tracked, not what is trained.
 VOLATILE_SECTIONS = ("tracking", "slurm", "sweep")
@@ -106,26 +102,6 @@ def started(folder: Path) -> dict[str, Any] | None:
         return read_json(Path(folder) / STARTED, {"time": (int, float), "date": str})
     except RunDirError:
         return None
-
-
-def checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
-    """(step, path) of the checkpoint directories `step-<N>` in a folder, newest first.
-    (Here, not in `checkpoint`, so that `lstm-train status` lists them without importing torch.)"""
-    return _listed(folder, CHECKPOINT_NAME, directories=True)
-
-
-def old_checkpoint_files(folder: Path) -> list[tuple[int, Path]]:
-    """(step, path) of format-1 checkpoint files `step-<N>.pt` in a folder, newest first."""
-    return _listed(folder, OLD_CHECKPOINT_NAME, directories=False)
-
-
-def _listed(folder: Path, pattern: re.Pattern[str], directories: bool) -> list[tuple[int, Path]]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir()
-             if (m := pattern.match(p.name)) and not p.is_symlink() and p.is_dir() == directories]
-    return sorted(found, reverse=True)
 
 
 def shareable(spec: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 ends within its budget on a quiet machine and on a busy one.
 
 A run that stops at its time limit still runs one more thing inside its training time: the final
-validation (`train.conclude`: the last weights compete with the best).  Stopping when the clock
+validation (`train.result.conclude`: the last weights compete with the best).  Stopping when the clock
 reaches the limit therefore overshoots by a whole validation, and by more on a loaded machine,
 where the validation slows as much as the steps do.  So the loop stops at the last step after
 which the next step and the final validation still fit: training time + `Reserve.seconds()`
@@ -12,7 +12,7 @@ How long the final validation takes is known once one has run.  Before that (a s
 before the first `train.eval_every_*` validation), it is estimated by a probe: once training has
 used `PROBE_AT` of the budget, parts of the validation split (`Task.eval_pieces`) are evaluated
 for a small share of the budget and scaled to the whole, and what a validation runs besides (a
-task's evaluation tables) is run once (`train.probe_validation`).  Every real validation replaces the
+task's evaluation tables) is run once (`train.deadline.probe_validation`).  Every real validation replaces the
 estimate.  The estimate is scaled by how much the steps have slowed (or sped up) since it was
 measured: a machine that got busier slows a validation by as much as the steps.
 """

@@ -350,6 +350,8 @@ class Tracker:
     # -- W&B -------------------------------------------------------------------
 
     def _start_wandb(self) -> None:
+        """W&B as tracking.wandb asks: online (offline without credentials, or when online fails),
+        one run per rank or one shared run; no W&B at all, with a warning, when neither starts."""
         cfg = self.job.tracking.wandb
         mode = resolve_mode(cfg.mode)
         if mode == "disabled":
@@ -365,11 +367,38 @@ class Tracker:
         import wandb  # only now: importing wandb costs a second and is not needed when disabled
 
         self._wandb = wandb
-        set_fields = cfg.model_fields_set if hasattr(cfg, "model_fields_set") else set()
         root = Path(cfg.dir) if cfg.dir else (Path(os.environ["WANDB_DIR"]) if os.environ.get("WANDB_DIR") else self.run_dir)
         root.mkdir(parents=True, exist_ok=True)
         w = self.worker
         self.wandb_id = wandb_run_id(self.job.name, self.run_id, None if self.shared else w.rank)
+        kwargs = self._wandb_init_arguments(root)
+        settings: dict[str, Any] = dict(init_timeout=init_timeout(), x_label=f"rank{w.rank}", quiet=w.rank != 0)
+        if self.shared:
+            settings.update(mode="shared", x_primary=w.rank == 0, x_update_finish_state=w.rank == 0)
+        else:
+            settings.update(mode=mode)
+        errors = self._init_wandb(kwargs, settings, mode)
+        if self._run is None:
+            self._warn(f"W&B could not start ({'; '.join(errors)}); W&B is off for rank {w.rank}, "
+                       f"metrics go on in {self.jsonl_path}")
+            return
+        if errors:
+            self._warn(f"W&B online failed ({errors[0]}); logging offline instead to "
+                       f"{root / 'wandb'}, upload later with `wandb sync`")
+        self.mode = "shared" if self.shared else ("offline" if errors else mode)
+        _ACTIVE_RUNS.add(id(self))
+        self.wandb_dir = root / "wandb"
+        self._run.define_metric("step")
+        self._run.define_metric("*", step_metric="step")
+        if self.primary:  # the run summary shows the best validation value, not the last
+            name, higher = self.primary
+            self._run.define_metric(f"val/{name}", step_metric="step", summary="max" if higher else "min")
+
+    def _wandb_init_arguments(self, root: Path) -> dict[str, Any]:
+        """wandb.init's arguments but its settings: the run's id, group, name and config (in shared
+        mode each rank's worker facts under its own key, the job from rank 0)."""
+        cfg, w = self.job.tracking.wandb, self.worker
+        set_fields = cfg.model_fields_set if hasattr(cfg, "model_fields_set") else set()
         worker = {**asdict(w), "run_id": self.run_id, "versions": versions()}
         display = f"{self.job.name}-{cfg.job_type}" if cfg.job_type else runnames.display_name(self.job.name, self.run_id)
         if self.shared:
@@ -394,12 +423,12 @@ class Tracker:
             kwargs["project"] = cfg.project
         if cfg.entity:
             kwargs["entity"] = cfg.entity
-        settings: dict[str, Any] = dict(init_timeout=init_timeout(), x_label=f"rank{w.rank}", quiet=w.rank != 0)
-        if self.shared:
-            settings.update(mode="shared", x_primary=w.rank == 0, x_update_finish_state=w.rank == 0)
-        else:
-            settings.update(mode=mode)
+        return kwargs
 
+    def _init_wandb(self, kwargs: dict[str, Any], settings: dict[str, Any], mode: str) -> list[str]:
+        """wandb.init, and offline where online failed (one run per rank): `self._run` if either
+        started, and why each try failed."""
+        wandb = self._wandb
         errors: list[str] = []
         try:
             with redacted_argv():
@@ -419,21 +448,7 @@ class Tracker:
                     self._run = wandb.init(**kwargs, settings=wandb.Settings(**{**settings, "mode": "offline"}))
             except Exception as e:  # noqa: BLE001
                 errors.append(f"offline: {type(e).__name__}: {str(e).strip()[:300]}")
-        if self._run is None:
-            self._warn(f"W&B could not start ({'; '.join(errors)}); W&B is off for rank {w.rank}, "
-                       f"metrics go on in {self.jsonl_path}")
-            return
-        if errors:
-            self._warn(f"W&B online failed ({errors[0]}); logging offline instead to "
-                       f"{root / 'wandb'}, upload later with `wandb sync`")
-        self.mode = "shared" if self.shared else ("offline" if errors else mode)
-        _ACTIVE_RUNS.add(id(self))
-        self.wandb_dir = root / "wandb"
-        self._run.define_metric("step")
-        self._run.define_metric("*", step_metric="step")
-        if self.primary:  # the run summary shows the best validation value, not the last
-            name, higher = self.primary
-            self._run.define_metric(f"val/{name}", step_metric="step", summary="max" if higher else "min")
+        return errors
 
     def _wandb_keys(self, row: dict[str, Any], own: bool = False) -> dict[str, Any]:
         """Row keys as logged to W&B: unchanged in per-rank runs.  In shared mode per-rank

@@ -338,7 +338,8 @@ def test_every_command_uses_the_weights_the_result_was_computed_with(averaged: t
     raw = loaded[1].build_model(loaded[3])
     raw.load_state_dict(read_weights(checkpoint_files(run / "checkpoints")[0][1]))
     assert test_metric(raw) != pytest.approx(result[result["primary_metric"]], rel=1e-6)
-    from lstm_train.checkpoint import load_for_predict, stage_artifact
+    from lstm_train.artifact import stage_artifact
+    from lstm_train.checkpoint import load_for_predict
 
     _, _, shipped = load_for_predict(stage_artifact(run, selected=False))  # the W&B model artifact: the same weights
     assert all(torch.equal(shipped[k], v) for k, v in loaded[2].state_dict().items())

@@ -95,16 +95,7 @@ def lightning_epoch(job: Any, task: Task, train: Split, test: Split, info: dict[
     loader = DataLoader(dataset, batch_size=job.data.batch_size, shuffle=True)
     clock = EpochClock()
     trainer_precision, ours = PRECISIONS[precision]
-    logging.getLogger("lightning").setLevel(logging.ERROR)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
-        warnings.simplefilter("ignore")
-        trainer = L.Trainer(
-            accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=trainer_precision,
-            max_epochs=1, max_steps=max_steps or -1, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[clock],
-        )
-        trainer.fit(module, loader)
+    trainer = fit(module, loader, clock, device, trainer_precision, max_steps)
     model = module.model.to(device)
     eval_start = time.perf_counter()
     metrics = evaluate(task, model, test, device, ours, info, job.data.eval_batch_size)
@@ -119,3 +110,22 @@ def lightning_epoch(job: Any, task: Task, train: Split, test: Split, info: dict[
         "precision": trainer_precision,
         "optimizer": optimizer,
     }
+
+
+def fit(module: Any, loader: Any, clock: Any, device: torch.device, precision: str, max_steps: int | None) -> Any:
+    """`lightning.Trainer(...).fit` for one epoch (or `max_steps`) as a user would call it, with
+    nothing extra switched on (no logger, checkpoints, progress bar or summary), its logs and
+    warnings kept out of the benchmark's report."""
+    import lightning as L
+
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        warnings.simplefilter("ignore")
+        trainer = L.Trainer(
+            accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=precision,
+            max_epochs=1, max_steps=max_steps or -1, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[clock],
+        )
+        trainer.fit(module, loader)
+    return trainer

@@ -23,7 +23,7 @@ from ..tasks.base import Split, Task, evaluate_sums, split_size
 
 
 def batch_plan(job: Any, task: Task, split: Split, world: int = 1) -> BatchPlan:
-    """The batch plan lstm_train's loop follows for this job on `world` processes (`train.setup`)."""
+    """The batch plan lstm_train's loop follows for this job on `world` processes (`train.startup.setup`)."""
     layout = batch_layout(job.data, job.train.grad_accum_steps, world)
     return BatchPlan.for_data(job.data, layout, split_size(split), job.train.seed, task.lengths(split))
 

@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,19 +98,39 @@ def difference(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | No
     return round(a["metric"] - b["metric"], 4)
 
 
+@dataclass
+class Race:
+    """What every loop of one `lstm-train bench` runs on: the job, its data (each loop scored on the
+    held-out split `scored`, named `eval_split`), the device and the machine's settings."""
+
+    job: JobBase
+    task: Any
+    splits: Any
+    eval_split: str
+    scored: Any
+    device: torch.device
+    threads: int
+    max_steps: int | None
+    log: Any
+
+    @property
+    def metric(self) -> str:
+        return f"{self.eval_split}_{self.task.primary_metric}"
+
+
 def main(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     job = load_bench_job(args, device)
     if args.scaling:
         return scaling.main(job, device, args)
     threads = set_threads(job.train.threads)
-    max_steps, repeats = args.max_steps, max(1, args.repeats or 1)
+    repeats = max(1, args.repeats or 1)
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
 
     task = get_task(job.task)(job)
     splits = prepared.load(task).to(device)  # the one data path: the store, as a run reads it
     eval_split, scored = held_out(splits)  # test, or validation where the data has no test split
-    unit, metric = task.throughput_unit, f"{eval_split}_{task.primary_metric}"
+    race = Race(job, task, splits, eval_split, scored, device, threads, args.max_steps, log)
     tutorial_status = ("skipped (--skip-tutorial)" if args.skip_tutorial else None if job.task in PEERS
                        else f"not applicable (the tutorial is MNIST classification; this is {job.task})")
     lightning_status = ("skipped (--skip-lightning)" if args.skip_lightning
@@ -122,38 +143,74 @@ def main(args: argparse.Namespace) -> int:
     for r in range(repeats):
         tag = f"[bench] repeat {r + 1}/{repeats}:"
         if tutorial_status is None:
-            torch.set_num_threads(threads)
-            log(f"{tag} the tutorial's loop on {device}, {threads} thread(s)")
-            runs["tutorial"].append(tutorial_epoch(job, device, max_steps, log) if job.task == "classify" else
-                                    word_lm_epoch(job, task, splits, scored, device, precision, max_steps, log))
-        log(f"{tag} lstm_train's loop")
-        ours, result = lstm_train_epoch(job, max_steps)
-        precision = ours.get("precision", precision)
-        trained, samples = trained_units(task, splits.train, plan, ours["steps"])
-        ours.update(units=trained, samples=samples, metric=primary(task, result))
-        runs["lstm_train"].append(ours)
-        log(f"{tag} the floor ({precision})")
-        torch.set_num_threads(threads)
-        runs["floor"].append(floor_epoch(job, task, splits.train, scored, splits.info, device, precision,
-                                         ours["steps"]))
+            runs["tutorial"].append(tutorial_loop(race, precision, tag))
+        precision = ours_and_floor(race, plan, precision, runs, tag)
         if lightning_status is None:
-            for name in lightning_loop.PRECISIONS:
-                if name in peer_failures:
-                    continue
-                log(f"{tag} Lightning {name}")
-                try:
-                    runs[name].append(lightning_loop.lightning_epoch(job, task, splits.train, scored, splits.info,
-                                                                     device, name, threads, max_steps,
-                                                                     args.lightning_optimizer))
-                except RuntimeError as e:  # e.g. oneDNN has no bf16 LSTM primitive for this shape on this CPU
-                    peer_failures[name] = str(e).strip().splitlines()[-1][:200]
-                    log(f"[bench] Lightning {name} failed on this machine, left out: {peer_failures[name]}")
-            if len(peer_failures) == len(lightning_loop.PRECISIONS):
-                lightning_status = "failed on this machine: " + next(iter(peer_failures.values()))
+            lightning_status = lightning_loops(race, args.lightning_optimizer, runs, peer_failures, tag)
         for name, measured in runs.items():
             if measured and len(measured) == r + 1:
-                log(f"[bench]   {name}: epoch {measured[-1]['epoch_s']:.2f} s, {metric} {measured[-1]['metric']}")
+                log(f"[bench]   {name}: epoch {measured[-1]['epoch_s']:.2f} s, {race.metric} {measured[-1]['metric']}")
 
+    report = report_of(race, runs, precision, repeats, args.lightning_optimizer, load_start,
+                       tutorial_status or "measured", lightning_status or "measured")
+    if args.processes:
+        report["processes"] = measure_processes(job, device, task, splits.train, report["flops_per_sample"],
+                                                args.max_steps, log)
+    report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def tutorial_loop(race: Race, precision: str, tag: str) -> dict[str, Any]:
+    """The loop a user of this task would otherwise write (`PEERS`), one epoch."""
+    torch.set_num_threads(race.threads)
+    race.log(f"{tag} the tutorial's loop on {race.device}, {race.threads} thread(s)")
+    job, device = race.job, race.device
+    if job.task == "classify":
+        return tutorial_epoch(job, device, race.max_steps, race.log)
+    return word_lm_epoch(job, race.task, race.splits, race.scored, device, precision, race.max_steps, race.log)
+
+
+def ours_and_floor(race: Race, plan: Any, precision: str, runs: dict[str, list[dict[str, Any]]], tag: str) -> str:
+    """lstm_train's loop, then the floor on as many steps; the precision lstm_train's loop ran at."""
+    race.log(f"{tag} lstm_train's loop")
+    ours, result = lstm_train_epoch(race.job, race.max_steps)
+    precision = ours.get("precision", precision)
+    trained, samples = trained_units(race.task, race.splits.train, plan, ours["steps"])
+    ours.update(units=trained, samples=samples, metric=primary(race.task, result))
+    runs["lstm_train"].append(ours)
+    race.log(f"{tag} the floor ({precision})")
+    torch.set_num_threads(race.threads)
+    runs["floor"].append(floor_epoch(race.job, race.task, race.splits.train, race.scored, race.splits.info,
+                                     race.device, precision, ours["steps"]))
+    return precision
+
+
+def lightning_loops(race: Race, optimizer: str, runs: dict[str, list[dict[str, Any]]], failures: dict[str, str],
+                    tag: str) -> str | None:
+    """Lightning at each precision that has not failed here (a failure is noted in `failures` and left
+    out); what to report instead of Lightning's numbers once every precision has failed, else None."""
+    for name in lightning_loop.PRECISIONS:
+        if name in failures:
+            continue
+        race.log(f"{tag} Lightning {name}")
+        try:
+            runs[name].append(lightning_loop.lightning_epoch(race.job, race.task, race.splits.train, race.scored,
+                                                             race.splits.info, race.device, name, race.threads,
+                                                             race.max_steps, optimizer))
+        except RuntimeError as e:  # e.g. oneDNN has no bf16 LSTM primitive for this shape on this CPU
+            failures[name] = str(e).strip().splitlines()[-1][:200]
+            race.log(f"[bench] Lightning {name} failed on this machine, left out: {failures[name]}")
+    if len(failures) == len(lightning_loop.PRECISIONS):
+        return "failed on this machine: " + next(iter(failures.values()))
+    return None
+
+
+def report_of(race: Race, runs: dict[str, list[dict[str, Any]]], precision: str, repeats: int,
+              lightning_optimizer: str, load_start: list[float], tutorial_status: str,
+              lightning_status: str) -> dict[str, Any]:
+    """The races' medians side by side, with the ratios the report leads with."""
+    job = race.job
     flops = job_flops_per_sample(job)
     tutorial_flops = job_flops_per_sample(job.model_copy(update={"model": job.model.model_copy(
         update={"bidirectional": False})})) if job.task == "classify" else None  # its model is one-directional
@@ -161,19 +218,19 @@ def main(args: argparse.Namespace) -> int:
     lightning = {k: summary[k] for k in lightning_loop.PRECISIONS if summary[k]} or None
     fastest = max(lightning, key=lambda k: lightning[k]["per_s"]) if lightning else None
     ours_s, floor_s, tutorial_s = summary["lstm_train"], summary["floor"], summary["tutorial"]
-    report: dict[str, Any] = {
+    return {
         "job": job.name,
         "task": job.task,
-        "unit": unit,
-        "metric": metric,
-        "eval_split": eval_split,
-        "device": device_name(device),
+        "unit": race.task.throughput_unit,
+        "metric": race.metric,
+        "eval_split": race.eval_split,
+        "device": device_name(race.device),
         "torch": torch.__version__,
-        "threads": threads,
+        "threads": race.threads,
         "precision": precision,
         "compile": job.train.compile,
         "repeats": repeats,
-        "max_steps": max_steps,
+        "max_steps": race.max_steps,
         "flops_per_sample": flops,
         "same_settings": same_as_tutorial(job),
         "lstm_train": ours_s,
@@ -182,23 +239,18 @@ def main(args: argparse.Namespace) -> int:
         "floor_ratio": ratio(floor_s, ours_s),
         "floor_ratio_cpu": ratio(floor_s, ours_s, "per_cpu_s"),
         "tutorial": tutorial_s,
-        "tutorial_status": tutorial_status or "measured",
+        "tutorial_status": tutorial_status,
         "speedup": ratio(ours_s, tutorial_s),
         "speedup_cpu": ratio(ours_s, tutorial_s, "per_cpu_s"),
         "metric_delta": difference(ours_s, tutorial_s),
         "lightning": lightning,
-        "lightning_status": lightning_status or "measured",
-        "lightning_optimizer": args.lightning_optimizer,
+        "lightning_status": lightning_status,
+        "lightning_optimizer": lightning_optimizer,
         "lightning_fastest": fastest,
         "vs_lightning": ratio(ours_s, lightning[fastest]) if fastest else None,
         "load_average": load_start,
         "cpu_count": os.cpu_count(),
     }
-    if args.processes:
-        report["processes"] = measure_processes(job, device, task, splits.train, flops, max_steps, log)
-    report["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
-    return 0
 
 
 def measure_processes(job: JobBase, device: torch.device, task: Any, train: Any, flops: float | None,

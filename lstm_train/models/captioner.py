@@ -75,6 +75,9 @@ class CNNEncoder(nn.Module):
 
 
 class Captioner(nn.Module):
+    """Digit strip to digit sequence: an encoder over the strip's columns, an LSTM decoder (with
+    attention) over what it read."""
+
     def __init__(
         self,
         *,
@@ -100,10 +103,19 @@ class Captioner(nn.Module):
         super().__init__()
         self.vocab_size, self.max_len, self.beam_size = vocab_size, max_len, beam_size
         self.attention, self.num_layers, self.hidden_size = attention, num_layers, hidden_size
-        encoder_hidden = encoder_hidden or hidden_size
+        feat = self._build_encoder(height, encoder, list(channels), width_pools, dropout, batch_norm, downsample,
+                                   encoder_lstm_layers, encoder_hidden or hidden_size, bidirectional)
+        self._build_decoder(feat, vocab_size, embed_size, hidden_size, num_layers, dropout, attention,
+                            attention_size or hidden_size)
+
+    def _build_encoder(self, height: int, encoder: str, channels: list[int], width_pools: int, dropout: float,
+                       batch_norm: bool, downsample: str, encoder_lstm_layers: int, encoder_hidden: int,
+                       bidirectional: bool) -> int:
+        """The image encoder (a CNN over the strip, or none: pixel columns as they are), then the
+        LSTM over its columns; the size of the features each column ends with."""
         if encoder == "cnn":
             self.cnn: CNNEncoder | None = CNNEncoder(
-                height, list(channels), width_pools, dropout, batch_norm, downsample
+                height, channels, width_pools, dropout, batch_norm, downsample
             )
             feat = self.cnn.out_size
         elif encoder == "lstm":
@@ -123,7 +135,13 @@ class Captioner(nn.Module):
                 dropout=dropout if encoder_lstm_layers > 1 else 0.0,
             )
             feat = encoder_hidden * (2 if bidirectional else 1)
-        att = attention_size or hidden_size
+        return feat
+
+    def _build_decoder(self, feat: int, vocab_size: int, embed_size: int, hidden_size: int, num_layers: int,
+                       dropout: float, attention: bool, att: int) -> None:
+        """The LSTM decoder over the encoder's `feat`-sized columns: its initial state from their
+        summary, additive attention over them (`attention`), the output layer.  Built after the
+        encoder: the order modules are made in is the order their weights draw from the seed."""
         self.embed = nn.Embedding(vocab_size, embed_size, padding_idx=PAD)
         self.decoder = nn.LSTM(
             embed_size + feat, hidden_size, num_layers=num_layers, batch_first=True,

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import livestatus, runfiles
+from .. import checkpoint, livestatus, runfiles
 from .commands import run_slurm
 from .diagnose import describe_attempts, explain_failure
 from .jobstate import (FINAL_STATES, STUCK_REASONS, JobState, job_history, job_states, local_state, slurm_states,
@@ -123,7 +123,7 @@ def status_run(run_dir: Path, record: dict[str, Any], data: dict[str, Any] | Non
             print(explain_failure(latest, st, submitit_folder(run_dir, record), record_tasks(record)))
         live = livestatus.progress(run_dir)
         print("\n".join(livestatus.describe(live)))
-        ckpts = runfiles.checkpoint_files(run_dir / runfiles.CHECKPOINTS)
+        ckpts = checkpoint.checkpoint_files(run_dir / checkpoint.CHECKPOINTS)
         if ckpts:
             print(f"newest checkpoint: step {ckpts[0][0]} ({ckpts[0][1]})")
     logs = record.get("logs", {})

@@ -360,7 +360,8 @@ def halved(spec: dict[str, Any], sweep: Any) -> dict[str, Any]:
 
 
 def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
-    grid = job.sweep.grid
+    """The sweep's points that are neither finished nor queued, submitted as one job array; each
+    point's submission.json and the sweep's written, and where to look said."""
     sweep_id = choose_run_id(job, sweep_id_of(job), args.new_run)
     sweep_dir = run_dir_of(job, sweep_id)
     points = sweep_points(job, args.job, sweep_id)
@@ -368,15 +369,7 @@ def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
     previous = runfiles.read_json(sweep_dir / runfiles.SUBMISSION) or {}
     prev_points = {p["name"]: p for p in previous.get("points", [])}
     states = job_states(previous, sweep_dir) if previous else {}
-    todo = []
-    for label, params, point_job, point_id in points:
-        old_id = prev_points.get(label, {}).get("job_id")
-        if (sweep_dir / label / runfiles.RESULT).is_file():
-            print(f"skipping {label}: finished")
-        elif old_id and states.get(old_id, JobState("UNKNOWN")).active:
-            print(f"skipping {label}: still {states[old_id].state.lower()} as job {old_id}")
-        else:
-            todo.append((label, params, point_job, point_id))
+    todo = points_to_submit(points, sweep_dir, prev_points, states)
     if not todo:
         print(f"nothing to submit: every point of {sweep_dir} is finished or queued")
         return status_sweep(sweep_dir, previous)
@@ -400,6 +393,43 @@ def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
 
     subs = submitted(submit_all)
     ids = [str(s.job_id) for s in subs]
+    point_records = record_points(job, args, sweep_dir, sweep_id, folder, prev_points, todo, ids)
+    record = sweep_record(job, args, sweep_dir, sweep_id, folder, previous, ids,
+                          [point_records[p[0]] for p in points if p[0] in point_records])
+    runfiles.write_json(sweep_dir / runfiles.SUBMISSION, record)
+    announce_sweep(job, args.executor, part, sweep_dir, sweep_id, folder, ids, len(points))
+    if args.executor == "debug":
+        code = max(run_debug(s) for s in subs)
+        return status_sweep(sweep_dir, record) or code
+    if not args.wait:
+        return 0
+    code = wait_and_report(sweep_dir, dict(zip(ids, subs)), quiet_result=True)
+    status_sweep(sweep_dir, record)
+    return code
+
+
+Point = tuple[str, dict[str, Any], JobBase, str]  # label, parameters, job, run id (`sweep_points`)
+
+
+def points_to_submit(points: list[Point], sweep_dir: Path, prev_points: dict[str, dict[str, Any]],
+                     states: dict[str, JobState]) -> list[Point]:
+    """The points to submit now: not finished, and not queued or running under an earlier submission."""
+    todo = []
+    for label, params, point_job, point_id in points:
+        old_id = prev_points.get(label, {}).get("job_id")
+        if (sweep_dir / label / runfiles.RESULT).is_file():
+            print(f"skipping {label}: finished")
+        elif old_id and states.get(old_id, JobState("UNKNOWN")).active:
+            print(f"skipping {label}: still {states[old_id].state.lower()} as job {old_id}")
+        else:
+            todo.append((label, params, point_job, point_id))
+    return todo
+
+
+def record_points(job: JobBase, args: Any, sweep_dir: Path, sweep_id: str, folder: Path,
+                  prev_points: dict[str, dict[str, Any]], todo: list[Point], ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Each submitted point's submission.json in its run directory (`status` of one point reads it),
+    and every point's record for the sweep's: the earlier ones with the new ones over them."""
     point_records = dict(prev_points)
     for (label, params, point_job, point_id), job_id in zip(todo, ids):
         rec = {"name": label, "params": params, "run_dir": str(sweep_dir / label), "job_id": job_id,
@@ -411,7 +441,13 @@ def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
             "logs": rec["logs"], "wandb": {"group": rec["wandb_group"], "project": job.tracking.wandb.project},
             "sweep_dir": str(sweep_dir),
         })
-    record = {
+    return point_records
+
+
+def sweep_record(job: JobBase, args: Any, sweep_dir: Path, sweep_id: str, folder: Path, previous: dict[str, Any],
+                 ids: list[str], points: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sweep's submission.json: every job id it has had, how it was asked for, its points."""
+    return {
         "kind": "sweep",
         "executor": args.executor,
         "job_ids": list(dict.fromkeys(previous.get("job_ids", []) + ids)),
@@ -421,25 +457,21 @@ def submit_sweep(job: JobBase, args: Any, part: Partition | None) -> int:
         "run_dir": str(sweep_dir),
         "folder": str(folder),
         "world_size": world_size(job),
-        "grid": grid,
+        "grid": job.sweep.grid,
         "sweep": job.sweep.model_dump(mode="json"),
         "sweep_id": sweep_id,
-        "points": [point_records[p[0]] for p in points if p[0] in point_records],
+        "points": points,
     }
-    runfiles.write_json(sweep_dir / runfiles.SUBMISSION, record)
+
+
+def announce_sweep(job: JobBase, executor: str, part: Partition | None, sweep_dir: Path, sweep_id: str,
+                   folder: Path, ids: list[str], count: int) -> None:
+    """What was submitted, and where its directory, logs, W&B group and status are."""
     array = f"job array {ids[0].split('_')[0]}" if len(ids) > 1 else f"job {ids[0]}"
-    print(f"submitted {len(ids)} point(s) of {job.name}'s {sweeps.describe(job.sweep, len(points))} as {array} "
-          f"({describe_layout(job, args.executor, part)}, at most {job.slurm.array_parallelism} at once): "
+    print(f"submitted {len(ids)} point(s) of {job.name}'s {sweeps.describe(job.sweep, count)} as {array} "
+          f"({describe_layout(job, executor, part)}, at most {job.slurm.array_parallelism} at once): "
           f"{', '.join(ids)}")
     print(f"sweep dir: {sweep_dir}")
     print(f"logs:      {folder}/<job id>_0_log.out/.err")
     print(f"W&B group: {sweep_id}, tag {sweep_id}, job type = the point (project {job.tracking.wandb.project})")
     print(f"status:    lstm-train status {sweep_dir}")
-    if args.executor == "debug":
-        code = max(run_debug(s) for s in subs)
-        return status_sweep(sweep_dir, record) or code
-    if not args.wait:
-        return 0
-    code = wait_and_report(sweep_dir, dict(zip(ids, subs)), quiet_result=True)
-    status_sweep(sweep_dir, record)
-    return code

@@ -226,6 +226,24 @@ def load_strip(name: str, height: int, width: int, max_digits: int) -> torch.Ten
     Files that are missing, empty, not images, or too far from a strip's shape are
     refused with a message that names the file.
     """
+    from PIL import Image
+
+    gray = read_gray(name)
+    w, h = gray.size
+    if w < 8 or h < 8:
+        raise ValueError(f"{name}: {w}x{h} pixels is too small for a digit strip (the model reads {width}x{height})")
+    pixels = torch.frombuffer(bytearray(gray.tobytes()), dtype=torch.uint8).reshape(h, w)
+    if pixels.float().mean() > 127:  # dark ink on light paper: MNIST is the reverse
+        pixels = 255 - pixels
+        gray = Image.fromarray(pixels.numpy(), mode="L")
+    if (w, h) == (width, height):
+        return pixels.clone()
+    return fit_strip(name, gray, height, width, max_digits)
+
+
+def read_gray(name: str) -> Any:
+    """An image file as an 8-bit gray PIL image: 16-bit and float gray scaled to 0..255, alpha
+    composed over black; a file that is missing, empty or not an image refused by name."""
     from PIL import Image, UnidentifiedImageError
 
     from ..data.images import ImageTooLarge, open_image
@@ -245,26 +263,25 @@ def load_strip(name: str, height: int, width: int, max_digits: int) -> torch.Ten
 
                 values = np.asarray(img, dtype=np.float64)
                 top = values.max() if values.size and values.max() > 0 else 1.0
-                gray = Image.fromarray((values.clip(0, None) * (255.0 / top)).round().astype(np.uint8), mode="L")
-            elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                return Image.fromarray((values.clip(0, None) * (255.0 / top)).round().astype(np.uint8), mode="L")
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = img.convert("RGBA")
                 background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-                gray = Image.alpha_composite(background, rgba).convert("L")
-            else:
-                gray = img.convert("L")
+                return Image.alpha_composite(background, rgba).convert("L")
+            return img.convert("L")
     except ImageTooLarge:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
+
+
+def fit_strip(name: str, gray: Any, height: int, width: int, max_digits: int) -> torch.Tensor:
+    """A gray image of another size than the model's strip, placed on a black [height, width] strip:
+    as it is when smaller with digits about the right size, else scaled (keeping its aspect ratio)
+    to fit; one so wide that its digits would shrink far below the trained size is refused."""
+    from PIL import Image
+
     w, h = gray.size
-    if w < 8 or h < 8:
-        raise ValueError(f"{name}: {w}x{h} pixels is too small for a digit strip (the model reads {width}x{height})")
-    pixels = torch.frombuffer(bytearray(gray.tobytes()), dtype=torch.uint8).reshape(h, w)
-    if pixels.float().mean() > 127:  # dark ink on light paper: MNIST is the reverse
-        pixels = 255 - pixels
-        gray = Image.fromarray(pixels.numpy(), mode="L")
-    if (w, h) == (width, height):
-        return pixels.clone()
     if w <= width and h <= height and h >= DIGIT * 2 // 3:  # smaller, digits about the right size: pad only
         how, placed = "", gray
     else:  # scale (keeping the aspect ratio) to fit
