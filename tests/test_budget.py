@@ -35,8 +35,8 @@ def test_a_budgeted_run_ends_with_the_rate_decayed(tmp_path: Path, scheduler: st
 def test_a_resumed_budgeted_run_continues_the_schedule(tmp_path: Path) -> None:
     text = corpus(tmp_path / "data" / "c.txt")
     out = tmp_path / "run"
-    args = job_file(tmp_path, text, **{"train.epochs": "10000", "train.max_seconds": "3", "train.log_every": "5",
-                                       "optim.scheduler": "cosine", "train.checkpoint_every": "5"})
+    args = job_file(tmp_path, text, **{"train.epochs": "10000", "train.max_seconds": "3", "train.log_every": "1",
+                                       "optim.scheduler": "cosine", "train.checkpoint_every": "1"})
     assert run_cli("run", *args, f"train.output_dir={out}").returncode == 0
     first = lrs(out)
     (out / "result.json").unlink()  # as if it had been stopped there: its checkpoint is what remains
