@@ -31,8 +31,10 @@ tests/test_table_columns.py prepares fixtures both ways and compares the entries
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
+import operator
 import os
 import re
 import sys
@@ -63,10 +65,14 @@ def _safe_newline(raw: bytes, start: int, quotes: int, quoted: bool) -> int | No
 BLOCK_BYTES = 4 << 20  # raw bytes parsed at a time (cut at a newline outside quotes)
 CHUNK_ROWS = 65536  # rows of the Python reader turned into one column at a time
 
-# The word rule for RE2: its only lookahead made consuming (see the module docstring).
-_LOOKAHEAD = r"\w+(?=n't\b)"
-WORDS_RE2 = textfiles._WORDS.replace(_LOOKAHEAD, r"\w+n't\b")
-assert WORDS_RE2 != textfiles._WORDS and WORDS_RE2.startswith(r"\w+n't\b|"), "textfiles._WORDS changed: see here"
+# The word rule for RE2 (see the module docstring and `ascii_tokens`): its one lookahead made
+# consuming, a word chain matched only where it has a joiner, whitespace spelled as Python's.
+_RULE = (r"\w+(?=n't\b)", r"\w+(?:[-./]\w+)*", r"[^\w\s]")
+_RE2 = (r"\w+n't\b", r"\w+(?:[-./]\w+)+", r"[^\w\t\n\x0b\x0c\r ]")
+WORDS_RE2 = textfiles._WORDS
+for _python, _re2 in zip(_RULE, _RE2):
+    assert WORDS_RE2.count(_python) == 1, f"textfiles._WORDS changed ({_python}): update table_columns"
+    WORDS_RE2 = WORDS_RE2.replace(_python, _re2)
 _BOM = b"\xef\xbb\xbf"
 # Characters str.splitlines ends a line at besides \r and \n (Python's reader sees a record end there).
 _LINE_ENDS = r"\x0b\x0c\x1c-\x1e\x{85}\x{2028}\x{2029}"
@@ -218,13 +224,22 @@ def fast_rows(texts: Any) -> np.ndarray:
 
 def ascii_tokens(texts: Any, rule: str) -> tuple[Any, np.ndarray]:
     """(words, per-row counts) of ASCII texts as `textfiles.split_words(texts, rule)` gives them:
-    the rule's matches set apart by spaces (RE2, two passes), then split at ASCII whitespace
-    (`\\s` of Python's ASCII mode: space, \\t, \\n, \\r, \\v, \\f), which no word holds."""
+    the rule's words set apart by spaces (RE2, two passes), then split at ASCII whitespace
+    (`\\s` of Python's ASCII mode: space, \\t, \\n, \\r, \\v, \\f), which no word holds.
+
+    RE2 costs per match, so `WORDS_RE2` leaves plain words (a run of `\\w` with no joiner) unmatched:
+    the scan passes over them, and they are set apart already, by whitespace or by the spaces put
+    around their matched neighbours.  This matches where the rule matches: every alternative that
+    can start inside a run of `\\w` can start at the run's first character too, so the leftmost
+    match is the rule's (a run is never entered mid-way)."""
     import pyarrow.compute as pc
 
     if rule == "words":
         texts = pc.replace_substring_regex(texts, WORDS_RE2, r" \0 ")
-        texts = pc.replace_substring_regex(texts, r"\Bn't", " n't")
+        clitic = pc.match_substring(texts, "n't")  # a literal scan; the second rewrite only where it can apply
+        if pc.any(clitic).as_py():
+            cut = pc.replace_substring_regex(texts.filter(clitic), r"\Bn't", " n't")
+            texts = pc.replace_with_mask(texts, clitic, cut)
     lists = pc.ascii_split_whitespace(pc.ascii_trim_whitespace(texts))
     words = pc.list_flatten(lists)
     lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -239,21 +254,17 @@ def ascii_tokens(texts: Any, rule: str) -> tuple[Any, np.ndarray]:
 
 def hash_splits(texts: Any, labels: np.ndarray, names: list[Any], val: float, test: float, seed: int) -> np.ndarray:
     """`textfiles.content_split` of these rows (TRAIN/VAL/TEST per row), hashing the same bytes:
-    the text's UTF-8 (Arrow's), a NUL, the label as `f"{label}"`."""
+    the text's UTF-8 (Arrow's), a NUL, the label as `f"{label}"`.  The bytes are joined by Arrow
+    and hashed by C calls mapped over them (no Python function per row)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     key = int(seed or 0).to_bytes(8, "little", signed=True)
-    base = hashlib.blake2b(digest_size=8, key=key)
-    suffix = [f"\0{name}".encode("utf-8", "surrogatepass") for name in names]
-
-    def digest(text: bytes, k: int) -> bytes:
-        h = base.copy()
-        h.update(text)
-        h.update(suffix[k])
-        return h.digest()
-
-    raw = texts.cast(pa.large_binary() if pa.types.is_large_string(texts.type) else pa.binary()).to_pylist()
-    digests = b"".join(map(digest, raw, labels.tolist()))
+    suffix = pa.array([f"\0{name}".encode("utf-8", "surrogatepass") for name in names], pa.large_binary())
+    data = pc.binary_join_element_wise(texts.cast(pa.large_binary()), suffix.take(pa.array(labels)),
+                                        pa.scalar(b"", pa.large_binary()))
+    new = functools.partial(hashlib.blake2b, digest_size=8, key=key)
+    digests = b"".join(map(operator.methodcaller("digest"), map(new, data.to_pylist())))
     return textfiles.split_of_hashes(np.frombuffer(digests, "<u8"), val, test)
 
 

@@ -14,6 +14,11 @@ sends duplicates to the same split (no train/test leak).
 Pass 1 (`scan`) counts the training rows' words and labels; `plan` merges them into the
 vocabulary (`Vocab.from_counts`: the JSON and digest `Vocab.train` gives) and the classes;
 pass 2 (`encode`) tokenizes chunk by chunk through `tokenizers`' batch path.
+
+Files (not SST) take the column path first (table_columns.py: pyarrow's CSV reader, the word
+rule as RE2 kernels, ids by dictionary encoding); this module's Python path is the reference
+it is tested against and the fallback wherever it cannot be exact (`COLUMNS = False`: this
+path alone).
 """
 
 from __future__ import annotations
@@ -139,6 +144,9 @@ class TextStream:
         return [(s, Path(p).expanduser()) for s, p in named if p]
 
     def pieces(self) -> list[Piece]:
+        if COLUMNS and self.d["source"] == "files":  # imported once here, before the store forks its workers
+            import pyarrow.compute  # noqa: F401
+            import pyarrow.csv  # noqa: F401
         out: list[Piece] = []
         for split, path in self._sources():
             if not path.exists():
