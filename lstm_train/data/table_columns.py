@@ -102,7 +102,6 @@ def raw_blocks(path: Path, start: int, end: int | None, size: int | None = None)
     """Bytes [start, end) of a file in blocks of about `size`, each ending just after a newline with
     an even number of quotes before it in the block (the piece cut's rule, table_stream.cut_points),
     or at the end.  A cut inside a quoted field leaves a block that fails `csv_grammar`."""
-
     size = size or BLOCK_BYTES
     with open(path, "rb") as f:
         f.seek(start)
