@@ -11,7 +11,8 @@ which the next step and the final validation still fit: training time + `Reserve
 How long the final validation takes is known once one has run.  Before that (a short budget ends
 before the first `train.eval_every_*` validation), it is estimated by a probe: once training has
 used `PROBE_AT` of the budget, parts of the validation split (`Task.eval_pieces`) are evaluated
-for a small share of the budget and scaled to the whole.  Every real validation replaces the
+for a small share of the budget and scaled to the whole, and what a validation runs besides (a
+task's evaluation tables) is run once (`train.probe_validation`).  Every real validation replaces the
 estimate.  The estimate is scaled by how much the steps have slowed (or sped up) since it was
 measured: a machine that got busier slows a validation by as much as the steps.
 """

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import tempfile
 import threading
 import time
 import warnings
@@ -634,8 +635,10 @@ def reserved(run: Run, state: LoopState) -> float:
 
 def probe_validation(run: Run, state: LoopState, limit: float) -> None:
     """Foresee how long the final validation takes before any has run: a few parts of this rank's
-    validation batches timed and scaled to the whole (`timelimit.probe`).  Local to the rank (the
-    plain module, no collective), counted as evaluation time."""
+    validation batches timed and scaled to the whole (`timelimit.probe`), and on the main process
+    what a validation runs besides (the task's evaluation tables, a language model's sample: a
+    fifth of its validation), run once into a scratch folder.  Local to the rank (the plain
+    module, no collective), counted as evaluation time."""
     began = time.perf_counter()
     split, device = run.splits.val, run.accelerator.device
     batches = eval_batches_for(run.job.data, split_size(split), run.rank, run.world, run.task.lengths(split))
@@ -645,7 +648,13 @@ def probe_validation(run: Run, state: LoopState, limit: float) -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # the time of the work, not of queueing it
 
-    state.reserve.evaluated(timelimit.probe(run.task.eval_pieces(split, batches), piece, limit))
+    estimate = timelimit.probe(run.task.eval_pieces(split, batches), piece, limit)
+    if run.accelerator.is_main_process:
+        tables = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="lstm-train-probe-") as scratch:
+            run.task.evaluation_tables(run.net, run.splits.info, state.step, Path(scratch))
+        estimate += time.perf_counter() - tables
+    state.reserve.evaluated(estimate)
     took = time.perf_counter() - began
     state.reserve.pause(took)
     state.eval_seconds += took

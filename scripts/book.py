@@ -261,6 +261,50 @@ def lm_precision(ctx: Ctx) -> list[Command]:
     return commands
 
 
+WORDS_STEPS, WORDS_MB = 100, 4  # a user's own 4 MB corpus (issue 38): 100 steps of 32 x 128 tokens each
+
+
+def lm_words_softmax(ctx: Ctx) -> list[Command]:
+    """shakespeare_char's model and loop on a generated ~4 MB English-like corpus, `WORDS_STEPS`
+    steps each: words with a full softmax, words with the adaptive softmax, and BPE (4,000
+    pieces, full softmax), in one book entry so the three share the machine's state.  Tokens/s
+    as the loop reports it, without the one evaluation (at the last step: validation loss at
+    equal steps for the two words models, the same vocabulary and text) and per CPU second (a
+    busy machine's neighbours slow the wall clock more than this process's CPU time)."""
+    from lstm_train.config import load_job
+
+    mb, steps = (1, 5) if ctx.quick else (WORDS_MB, WORDS_STEPS)
+    corpus = ctx.work / "corpora" / f"text-{mb}MB.txt"
+    spec = load_job(ROOT / LM, [])
+    per_step = (spec.data.global_batch_size or spec.data.batch_size) * spec.data.bptt
+    commands = [corpora(ctx, mb)]
+    for slug, label, overrides in (
+            ("words_full", "words, full softmax", ["data.tokenizer=words", "model.output=full"]),
+            ("words_adaptive", "words, adaptive softmax", ["data.tokenizer=words", "model.output=adaptive"]),
+            ("bpe", "bpe 4000, full softmax", ["data.tokenizer=bpe", "data.vocab_size=4000"])):
+        out = ctx.fresh(f"lm_words_softmax_{slug}")
+        argv = ctx.lstm_train("run", LM, f"data.root={corpus.parent}", f"data.files={corpus.name}", *overrides,
+                              f"train.max_steps={steps}", "train.max_seconds=null", f"train.eval_every_steps={steps}",
+                              *(QUICK_LM if ctx.quick else []), "tracking.wandb.mode=disabled",
+                              f"train.output_dir={out}")
+
+        def numbers(result: dict[str, Any], label: str = label) -> dict[str, Any]:
+            unit = "word" if label.startswith("words") else "BPE token"
+            tokens = result["steps"] * per_step
+            training = result["train_seconds"] - result.get("eval_seconds", 0.0)
+            return {f"{label}: tokens/s": result.get("tokens_per_second"),
+                    f"{label}: tokens/s without the evaluation": round(tokens / max(training, 1e-9), 1),
+                    f"{label}: tokens per CPU second (evaluation included)":
+                        round(tokens / max(result["train_cpu_seconds"], 1e-9), 1),
+                    f"{label}: val loss at step {result['steps']} (nats/{unit})": round(result["val_loss"], 4),
+                    f"{label}: val tokens": result["val_tokens"],
+                    f"{label}: train seconds": round(result["train_seconds"], 1),
+                    f"{label}: precision": result["mixed_precision"]}
+
+        commands.append(Command(argv, numbers, out / "result.json"))
+    return commands
+
+
 def reach(job: str, minutes: float, default: bool) -> Entry:
     """A shipped job as shipped: its primary metric and seconds."""
 
@@ -411,6 +455,13 @@ def hostile(ctx: Ctx) -> list[Command]:
     return [Command(ctx.script("bench_hostile.py", "--json", *(["--quick"] if ctx.quick else [])), hostile_numbers)]
 
 
+def budget_hog(ctx: Ctx) -> list[Command]:
+    """The time budget with a competitor: one busy-looping process per core beside the run."""
+    cores = str(os.cpu_count() or 1)
+    return [Command(ctx.script("bench_hostile.py", "--json", "--only-budget", "--hog", cores,
+                               *(["--quick"] if ctx.quick else [])), hostile_numbers)]
+
+
 def self_check(ctx: Ctx) -> list[Command]:
     code = ("import json, time; t = time.perf_counter(); import torch, lstm_train; "
             "print(json.dumps({'import torch + lstm_train s': round(time.perf_counter() - t, 3), "
@@ -450,6 +501,9 @@ ENTRIES: list[Entry] = [  # minutes: full size / --quick, measured or estimated 
           "validation losses and their difference", 12, lm_procs, quick_minutes=1),
     Entry("lm_precision", f"shakespeare_char, {PRECISION_STEPS} steps in `auto` (what it picks here) and in fp32: "
           "tokens/s", 4, lm_precision, quick_minutes=1),
+    Entry("lm_words_softmax", f"words model with a full vs the adaptive softmax, and BPE, on a generated "
+          f"{WORDS_MB} MB corpus, {WORDS_STEPS} steps each (shakespeare_char's model): tokens/s, validation loss",
+          12, lm_words_softmax, quick_minutes=2),
     Entry("prepare", "lstm-train prepare of generated 10/40/400 MB corpora per tokenizer (chars, bytes, words, bpe) "
           "and CSV: seconds, MB/s, peak RSS", 15, prepare, quick_minutes=1),
     Entry("bpe_reference", "tokenizers' own BPE train + encode_batch vs lstm-train prepare (bpe), 10/40/400 MB", 15,
@@ -463,6 +517,8 @@ ENTRIES: list[Entry] = [  # minutes: full size / --quick, measured or estimated 
     Entry("hostile", "hostile inputs bounded (1 GB one-line evaluate, 50 MB one-line words corpus: time to refuse or "
           "finish, peak RSS) and train.max_seconds=60 on shakespeare_char (train_seconds)", 4, hostile,
           quick_minutes=1),
+    Entry("budget_hog", "train.max_seconds=60 on shakespeare_char with one busy-looping process per core beside it "
+          "(train_seconds within 10% of 60)", 2, budget_hog, quick_minutes=0.5),
     reach("mnist_lstm_best", 4, True),
     reach("fashion_mnist_lstm_best", 5, True),
     reach("sst2_lstm", 3, False),

@@ -14,4 +14,5 @@ export WANDB_SILENT=true
 # Two workers (pytest-xdist): the suite's tests wait on processes, SLURM queues and disk as
 # much as they compute, so two at a time keep both cores busy; the SLURM tests stay on one
 # worker (tests/conftest.py groups them).  PYTEST_WORKERS=0 runs everything in this process.
-exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadgroup "$@"
+# --durations=30: every run (CI's included) ends with its 30 slowest tests, the suite's time budget's evidence.
+exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadgroup --durations=30 "$@"
