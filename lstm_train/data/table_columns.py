@@ -62,7 +62,8 @@ def _safe_newline(raw: bytes, start: int, quotes: int, quoted: bool) -> int | No
         start = at + 1
     return None
 
-BLOCK_BYTES = 4 << 20  # raw bytes parsed at a time (cut at a newline outside quotes)
+BLOCK_BYTES = 16 << 20  # raw bytes parsed at a time (cut at a newline outside quotes): fewer, larger
+# blocks pay the per-block costs (a Python set of each block's distinct words) less often
 CHUNK_ROWS = 65536  # rows of the Python reader turned into one column at a time
 
 # The word rule for RE2 (see the module docstring and `ascii_tokens`): its one lookahead made
@@ -221,34 +222,51 @@ def fast_rows(texts: Any) -> np.ndarray:
     return clean.to_numpy(zero_copy_only=False)
 
 
-def ascii_tokens(texts: Any, rule: str) -> tuple[Any, np.ndarray]:
-    """(words, per-row counts) of ASCII texts as `textfiles.split_words(texts, rule)` gives them:
-    the rule's words set apart by spaces (RE2, two passes), then split at ASCII whitespace
-    (`\\s` of Python's ASCII mode: space, \\t, \\n, \\r, \\v, \\f), which no word holds.
+def ascii_tokens(texts: Any, rule: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(ids, words, per-row counts) of ASCII texts: each text's words as `textfiles.split_words(texts,
+    rule)` gives them are `words[i]` for its run of `ids`.  The rule's words are set apart by spaces
+    (one RE2 rewrite), split at ASCII whitespace (`\\s` of Python's ASCII mode: space, \\t, \\n,
+    \\r, \\v, \\f), which no word holds, and dictionary-encoded (`words`: the distinct ones).
 
-    RE2 costs per match, so `WORDS_RE2` leaves plain words (a run of `\\w` with no joiner) unmatched:
-    the scan passes over them, and they are set apart already, by whitespace or by the spaces put
-    around their matched neighbours.  This matches where the rule matches: every alternative that
-    can start inside a run of `\\w` can start at the run's first character too, so the leftmost
-    match is the rule's (a run is never entered mid-way)."""
+    RE2 has no lookahead: its first alternative matches "don't" whole, and the dictionary's entries
+    of that form (a word character, then n't: nothing else the rule matches has one) are cut into
+    "do" and "n't" here, where each distinct word is looked at once.  RE2 costs per match, so
+    `WORDS_RE2` leaves plain words (a run of `\\w` with no joiner) unmatched: the scan passes over
+    them, and they are set apart already, by whitespace or by the spaces put around their matched
+    neighbours.  This matches where the rule matches: every alternative that can start inside a
+    run of `\\w` can start at the run's first character too, so the leftmost match is the rule's
+    (a run is never entered mid-way)."""
     import pyarrow.compute as pc
 
     if rule == "words":
         texts = pc.replace_substring_regex(texts, WORDS_RE2, r" \0 ")
-        clitic = pc.match_substring(texts, "n't")  # a literal scan; the second rewrite only where it can apply
-        if pc.any(clitic).as_py():
-            cut = pc.replace_substring_regex(texts.filter(clitic), r"\Bn't", " n't")
-            texts = pc.replace_with_mask(texts, clitic, cut)
     lists = pc.ascii_split_whitespace(pc.ascii_trim_whitespace(texts))
-    words = pc.list_flatten(lists)
     lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-    empty = pc.equal(pc.binary_length(words), 0)
-    if pc.any(empty).as_py():  # a text of only whitespace: its one empty "word" is no word
-        starts = np.repeat(np.arange(len(lengths)), lengths)
-        keep = pc.invert(empty)
-        lengths = np.bincount(starts[keep.to_numpy(zero_copy_only=False)], minlength=len(lengths)).astype(np.int64)
-        words = words.filter(keep)
-    return words, lengths
+    encoded = pc.dictionary_encode(pc.list_flatten(lists))
+    words = encoded.dictionary.to_pylist()
+    ids = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    cut = [i for i, w in enumerate(words) if w.endswith("n't") and len(w) > 3 and _WORD_CHAR.match(w, len(w) - 4)] \
+        if rule == "words" else []
+    if cut:  # each "xn't" becomes "x", "n't"
+        first = np.arange(len(words), dtype=np.int64)
+        second = np.full(len(words), -1, np.int64)
+        for i in cut:
+            first[i], second[i] = len(words), len(words) + 1
+            words += [words[i][:-3], "n't"]
+        twice = second[ids] >= 0
+        at = np.flatnonzero(twice) + np.arange(int(twice.sum()))  # where each cut word's first half lands
+        out = np.repeat(first[ids], 1 + twice)
+        out[at + 1] = second[ids[twice]]
+        lengths = lengths + np.bincount(np.repeat(np.arange(len(lengths)), lengths)[twice], minlength=len(lengths))
+        ids = out
+    if "" in words:  # a text of only whitespace: its one empty "word" is no word
+        keep = ids != words.index("")
+        lengths = np.bincount(np.repeat(np.arange(len(lengths)), lengths)[keep], minlength=len(lengths)).astype(np.int64)
+        ids = ids[keep]
+    return ids, words, lengths
+
+
+_WORD_CHAR = re.compile(r"\w", re.ASCII)
 
 
 def hash_splits(texts: Any, labels: np.ndarray, names: list[Any], val: float, test: float, seed: int) -> np.ndarray:
@@ -376,23 +394,21 @@ def read_piece(blocks: Iterator[Block], rows: PieceRows, rule: str, slow_words: 
                split_of: Callable[[Block, list[Any]], np.ndarray]) -> PieceRows:
     """Every block's words as local ids (`ascii_tokens` for the rows it splits exactly,
     `slow_words` for the rest), its rows' splits (`split_of`) and labels, into `rows`."""
-    import pyarrow.compute as pc
+    import pyarrow as pa
 
     for block in blocks:
         texts = block.texts
         n = len(texts)
         if n == 0:
             continue
-        empty = pc.invert(pc.match_substring_regex(texts, "[!-~]"))
-        if pc.any(empty).as_py():  # no printable ASCII: Python's strip decides whether it is a text
-            for text in texts.filter(empty).to_pylist():
-                if not text.strip():
-                    raise Fallback("an empty text (Python's error, or a blank line it skips)")
         fast = fast_rows(texts)
         if fast.all():
             ids, lengths = _fast_ids(texts, rule, rows)
         else:
             ids, lengths = _mixed_ids(texts, fast, rule, rows, slow_words)
+        empty = np.flatnonzero(lengths == 0)  # every text Python's strip empties has no word
+        if len(empty) and not all(text.strip() for text in texts.take(pa.array(empty)).to_pylist()):
+            raise Fallback("an empty text (Python's error, or a blank line it skips)")
         names = list(rows.labels)
         rows.add(ids, lengths, split_of(block, names), block.labels)
     rows.freeze()
@@ -400,12 +416,8 @@ def read_piece(blocks: Iterator[Block], rows: PieceRows, rule: str, slow_words: 
 
 
 def _fast_ids(texts: Any, rule: str, rows: PieceRows) -> tuple[np.ndarray, np.ndarray]:
-    import pyarrow.compute as pc
-
-    words, lengths = ascii_tokens(texts, rule)
-    encoded = pc.dictionary_encode(words)
-    local = rows.intern_words(encoded.dictionary.to_pylist())
-    return local[encoded.indices.to_numpy(zero_copy_only=False)], lengths
+    ids, words, lengths = ascii_tokens(texts, rule)
+    return rows.intern_words(words)[ids], lengths
 
 
 def _mixed_ids(texts: Any, fast: np.ndarray, rule: str, rows: PieceRows,
