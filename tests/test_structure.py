@@ -18,7 +18,7 @@ MAX_FUNCTION_LINES = 60
 # Known violations, each to be split along its seam by the lead after the merge of the
 # branches that edit these files (issue 30); the test fails on any violation not listed
 # here, and on a listed one that is gone (so the list only shrinks).
-KNOWN_LONG_MODULES: set[str] = {"lstm_train/train.py", "lstm_train/cli.py", "lstm_train/data/table_stream.py"}
+KNOWN_LONG_MODULES: set[str] = {"lstm_train/train.py", "lstm_train/cli.py"}
 KNOWN_LONG_FUNCTIONS: set[str] = {
     "lstm_train/bench/lightning_loop.py:lightning_epoch", "lstm_train/bench/run.py:main",
     "lstm_train/bench/tutorial.py:tutorial_epoch", "lstm_train/cli.py:parser",

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pytest
 
-from lstm_train.data import table_columns, table_stream, textfiles
+from lstm_train.data import table_columns, table_stream, table_words, textfiles
 from lstm_train.data.chunked import EntryWriter
 from lstm_train.data.shards import Options, run
 from lstm_train.data.textfiles import TextDataError
@@ -44,7 +44,7 @@ def test_ascii_tokens_split_as_the_python_rule(rule):
     ids, words, lengths = table_columns.ascii_tokens(pa.array(texts), rule)
     assert table_columns.fast_rows(pa.array(texts)).all()
     got = np.split(np.array(words, dtype=object)[ids], np.cumsum(lengths)[:-1])
-    want = table_stream.ascii_words(texts, rule)
+    want = table_words.ascii_words(texts, rule)
     assert [list(g) for g in got] == want
     assert want == textfiles.split_words(texts, rule)  # the Python rule is the tokenizer's (the reference)
 

@@ -101,7 +101,7 @@ def csv_grammar(delimiter: str) -> str:
 
 def raw_blocks(path: Path, start: int, end: int | None, size: int | None = None) -> Iterator[bytes]:
     """Bytes [start, end) of a file in blocks of about `size`, each ending just after a newline with
-    an even number of quotes before it in the block (the piece cut's rule, table_stream.cut_points),
+    an even number of quotes before it in the block (the piece cut's rule, table_read.cut_points),
     or at the end.  A cut inside a quoted field leaves a block that fails `csv_grammar`."""
     size = size or BLOCK_BYTES
     with open(path, "rb") as f:
@@ -439,7 +439,7 @@ def _mixed_ids(texts: Any, fast: np.ndarray, rule: str, rows: PieceRows,
 
 
 def id_table(words: list[str], index: dict[str, int], vocab: Any, lowercase: bool) -> np.ndarray:
-    """local id -> the plan's id: ASCII words looked up as `table_stream.flat_ids` does (Python's
+    """local id -> the plan's id: ASCII words looked up as `table_words.flat_ids` does (Python's
     lower() is Rust's there), the others through the vocabulary's own tokenizer (its normalizer),
     one word at a time as `Vocab.encode_batch` looks each up."""
     from .vocab import SPECIALS, UNK
