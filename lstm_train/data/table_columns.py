@@ -11,13 +11,11 @@ the work per word is C++:
   limit, no byte order mark where Python would keep one.  Anything else (and JSON Lines,
   Parquet, `datasets`) comes from the Python reader (`TextStream.rows`), whose errors name
   the file and line; either way the rows of a chunk become one Arrow string column.
-* The PTB word rule (`textfiles._WORDS`) runs as two RE2 rewrites and a whitespace split
-  (`ascii_tokens`) over the rows that are ASCII without U+001C-U+001F, where RE2's ASCII
-  `\\w`, `\\s` and `\\b` are Oniguruma's and Python's.  RE2 has no lookahead, so the first
-  alternative `\\w+(?=n't\\b)` is matched consuming (`\\w+n't\\b`, one token "don't") and the
-  second rewrite cuts the `n't` off again (`\\Bn't`: only such a token has a word character
-  before an `n't`); the next match then starts where the Python rule's does.  Other rows are
-  split by the exact Python path (`TextStream._words`): the same words either way.
+* The PTB word rule (`textfiles._WORDS`) splits the rows that are ASCII without U+001C-U+001F
+  (`ascii_tokens`): Arrow cuts them at whitespace and dictionary-encodes the chunks, Python's
+  `re` in ASCII mode (whose `\\w`, `\\s` and `\\b` are Oniguruma's there) splits each distinct
+  chunk once.  Other rows are split by the exact Python path (`TextStream._words`): the same
+  words either way.
 * Words become piece-local ids through `dictionary_encode`; word and label counts are
   `bincount`s, so Python runs per distinct word, not per word.
 
@@ -66,14 +64,9 @@ BLOCK_BYTES = 16 << 20  # raw bytes parsed at a time (cut at a newline outside q
 # blocks pay the per-block costs (a Python set of each block's distinct words) less often
 CHUNK_ROWS = 65536  # rows of the Python reader turned into one column at a time
 
-# The word rule for RE2 (see the module docstring and `ascii_tokens`): its one lookahead made
-# consuming, a word chain matched only where it has a joiner, whitespace spelled as Python's.
-_RULE = (r"\w+(?=n't\b)", r"\w+(?:[-./]\w+)*", r"[^\w\s]")
-_RE2 = (r"\w+n't\b", r"\w+(?:[-./]\w+)+", r"[^\w\t\n\x0b\x0c\r ]")
-WORDS_RE2 = textfiles._WORDS
-for _python, _re2 in zip(_RULE, _RE2):
-    assert WORDS_RE2.count(_python) == 1, f"textfiles._WORDS changed ({_python}): update table_columns"
-    WORDS_RE2 = WORDS_RE2.replace(_python, _re2)
+# The word rule in Python's ASCII mode: on ASCII text its \w, \s and \b are Oniguruma's (the
+# pre-tokenizer's), so it splits as `textfiles.split_words` does (table_words.ascii_words).
+WORDS_ASCII = re.compile(textfiles._WORDS, re.ASCII)
 _BOM = b"\xef\xbb\xbf"
 # Characters str.splitlines ends a line at besides \r and \n (Python's reader sees a record end there).
 _LINE_ENDS = r"\x0b\x0c\x1c-\x1e\x{85}\x{2028}\x{2029}"
@@ -224,49 +217,46 @@ def fast_rows(texts: Any) -> np.ndarray:
 
 def ascii_tokens(texts: Any, rule: str) -> tuple[np.ndarray, list[str], np.ndarray]:
     """(ids, words, per-row counts) of ASCII texts: each text's words as `textfiles.split_words(texts,
-    rule)` gives them are `words[i]` for its run of `ids`.  The rule's words are set apart by spaces
-    (one RE2 rewrite), split at ASCII whitespace (`\\s` of Python's ASCII mode: space, \\t, \\n,
-    \\r, \\v, \\f), which no word holds, and dictionary-encoded (`words`: the distinct ones).
+    rule)` gives them are `words[i]` for its run of `ids`.
 
-    RE2 has no lookahead: its first alternative matches "don't" whole, and the dictionary's entries
-    of that form (a word character, then n't: nothing else the rule matches has one) are cut into
-    "do" and "n't" here, where each distinct word is looked at once.  RE2 costs per match, so
-    `WORDS_RE2` leaves plain words (a run of `\\w` with no joiner) unmatched: the scan passes over
-    them, and they are set apart already, by whitespace or by the spaces put around their matched
-    neighbours.  This matches where the rule matches: every alternative that can start inside a
-    run of `\\w` can start at the run's first character too, so the leftmost match is the rule's
-    (a run is never entered mid-way)."""
+    No word of either rule holds whitespace, and the word rule's `\\b` and lookahead see a space
+    or the end of the text alike, so a text's words are the words of its whitespace-separated
+    chunks in turn.  Arrow splits the texts at ASCII whitespace (`\\s` of Python's ASCII mode:
+    space, \\t, \\n, \\r, \\v, \\f) and dictionary-encodes the chunks (C++, per chunk); the
+    rule itself runs as Python's `re` (`table_words.ascii_words`, the reference) once per
+    distinct chunk, and numpy spreads each chunk's words over its occurrences.  The cost in
+    Python is per distinct chunk (bounded by the vocabulary and its punctuated forms), not per word."""
     import pyarrow.compute as pc
 
-    if rule == "words":
-        texts = pc.replace_substring_regex(texts, WORDS_RE2, r" \0 ")
-    lists = pc.ascii_split_whitespace(pc.ascii_trim_whitespace(texts))
-    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    lists = pc.ascii_split_whitespace(texts)
+    per_row = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
     encoded = pc.dictionary_encode(pc.list_flatten(lists))
-    words = encoded.dictionary.to_pylist()
-    ids = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    cut = [i for i, w in enumerate(words) if w.endswith("n't") and len(w) > 3 and _WORD_CHAR.match(w, len(w) - 4)] \
-        if rule == "words" else []
-    if cut:  # each "xn't" becomes "x", "n't"
-        first = np.arange(len(words), dtype=np.int64)
-        second = np.full(len(words), -1, np.int64)
-        for i in cut:
-            first[i], second[i] = len(words), len(words) + 1
-            words += [words[i][:-3], "n't"]
-        twice = second[ids] >= 0
-        at = np.flatnonzero(twice) + np.arange(int(twice.sum()))  # where each cut word's first half lands
-        out = np.repeat(first[ids], 1 + twice)
-        out[at + 1] = second[ids[twice]]
-        lengths = lengths + np.bincount(np.repeat(np.arange(len(lengths)), lengths)[twice], minlength=len(lengths))
-        ids = out
-    if "" in words:  # a text of only whitespace: its one empty "word" is no word
-        keep = ids != words.index("")
-        lengths = np.bincount(np.repeat(np.arange(len(lengths)), lengths)[keep], minlength=len(lengths)).astype(np.int64)
-        ids = ids[keep]
-    return ids, words, lengths
-
-
-_WORD_CHAR = re.compile(r"\w", re.ASCII)
+    del lists
+    chunks = encoded.dictionary.to_pylist()
+    at = encoded.indices.to_numpy(zero_copy_only=False)  # int32: a block holds far fewer than 2**31 chunks
+    del encoded
+    if rule == "words":
+        parts = [[c] if c.isalnum() else WORDS_ASCII.findall(c) for c in chunks]  # isalnum: one plain word
+    else:
+        parts = [[c] if c else [] for c in chunks]
+    del chunks
+    sizes = np.fromiter(map(len, parts), np.int32, count=len(parts))
+    words = [w for part in parts for w in part]
+    del parts
+    # int32 and in place: this runs on a block of a worker whose memory the store bounds
+    n = sizes[at]  # words per chunk occurrence
+    ends = np.cumsum(n, dtype=np.int32)
+    base = (np.cumsum(sizes, dtype=np.int32) - sizes)[at]  # each occurrence's first word in `words`
+    del at
+    base -= ends
+    base += n
+    ids = np.repeat(base, n)
+    del base
+    ids += np.arange(len(ids), dtype=np.int32)
+    total = np.concatenate([[0], ends.astype(np.int64)])
+    del n, ends
+    row_ends = np.cumsum(per_row)
+    return ids, words, total[row_ends] - total[row_ends - per_row]
 
 
 def hash_splits(texts: Any, labels: np.ndarray, names: list[Any], val: float, test: float, seed: int) -> np.ndarray:

@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 
 from . import table_columns, textfiles
+from .table_columns import WORDS_ASCII as _WORDS_ASCII
 from .vocab import SPECIALS, UNK, Vocab
-
-_WORDS_ASCII = re.compile(textfiles._WORDS, re.ASCII)
 
 
 SEP = "\x00"  # between texts: matched by [^\w\s] as a token of its own, never inside a word
