@@ -141,25 +141,15 @@ class RunLock:
         """Hold `run_dir` (which must exist), taking over a stale lock with a warning,
         or raise RunLocked naming the live holder."""
         path = Path(run_dir) / LOCK
-        me = Holder.current(environ)
-        for _ in range(5):  # each pass loses only to another process that got in first
-            if _create(path, me):
-                return cls(path, me)
-            holder = read_holder(path)
-            if holder is None:
-                if path.exists():
-                    raise RunLocked(f"{path}: unreadable lock file; delete it if no run is using {run_dir}")
-                continue  # released meanwhile
-            reason = stale_reason(holder, me)
-            if reason is None:
-                raise RunLocked(
-                    f"{run_dir} is in use by another run: {holder.describe()} (lock {path}). "
-                    "Wait for it to finish or stop it, or give this run another train.output_dir "
-                    f"(or train.run_id). If that process is surely gone, delete {path}."
-                )
-            if _remove_if(path, holder.token):
-                warnings.warn(f"taking over {path} from {holder.describe()}: {reason}", StaleLockWarning, stacklevel=2)
-        raise RunLocked(f"{path}: other processes keep taking this lock; is the same job starting several times?")
+        lock, holder = take(path, f"no run is using {run_dir}", environ)
+        if lock is None:
+            assert holder is not None
+            raise RunLocked(
+                f"{run_dir} is in use by another run: {holder.describe()} (lock {path}). "
+                "Wait for it to finish or stop it, or give this run another train.output_dir "
+                f"(or train.run_id). If that process is surely gone, delete {path}."
+            )
+        return lock
 
     def check(self) -> None:
         """Raise LockLost if another process has taken this run over (call before writing)."""
@@ -174,12 +164,38 @@ class RunLock:
         _remove_if(self.path, self.holder.token)
 
 
+def take(path: Path, unused: str, environ: Mapping[str, str] | None = None,
+         mode: int = 0o600) -> tuple[RunLock | None, Holder | None]:
+    """One attempt at the lock file `path`: (our lock, None), or (None, its live holder).  A
+    stale lock (`stale_reason`) is taken over with a StaleLockWarning.  An unreadable lock file
+    raises RunLocked ("delete it if `unused`").  Any use of a lock file besides the run
+    directory's (the prepared-data store's entry lock, `mode` 0640 so that the cache's group
+    can read who holds it) goes through here."""
+    me = Holder.current(environ)
+    for _ in range(5):  # each pass loses only to another process that got in first
+        if _create(path, me, mode):
+            return RunLock(path, me), None
+        holder = read_holder(path)
+        if holder is None:
+            if os.path.lexists(path):
+                raise RunLocked(f"{path}: unreadable lock file; delete it if {unused}")
+            continue  # released meanwhile
+        reason = stale_reason(holder, me)
+        if reason is None:
+            return None, holder
+        if _remove_if(path, holder.token):
+            warnings.warn(f"taking over {path} from {holder.describe()}: {reason}", StaleLockWarning, stacklevel=3)
+    raise RunLocked(f"{path}: other processes keep taking this lock; is the same job starting several times?")
+
+
 def read_holder(path: Path) -> Holder | None:
-    """The holder recorded in a lock file, or None when there is none or it is unreadable."""
+    """The holder recorded in a lock file, or None when there is none or it is unreadable (a
+    symlink at its name is not followed: unreadable)."""
     known = {f.name for f in dataclasses.fields(Holder)}
     for attempt in range(10):
         try:
-            record = json.loads(path.read_text())
+            with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), encoding="utf-8") as f:
+                record = json.loads(f.read(1 << 16))
             return _typed(Holder(**{k: v for k, v in record.items() if k in known}))
         except FileNotFoundError:
             return None
@@ -202,12 +218,14 @@ def _typed(holder: Holder) -> Holder:
     return holder
 
 
-def _create(path: Path, me: Holder) -> bool:
+def _create(path: Path, me: Holder, mode: int = 0o600) -> bool:
     """Make the lock file with our record in one atomic step; False if it already exists."""
     text = json.dumps(dataclasses.asdict(me), indent=2) + "\n"
     own = path.with_name(f".{path.name}.{me.token}")
     with writing(path, own):  # a full or read-only run directory: a clear error, nothing left behind
         with create_private(own) as f:  # O_EXCL | O_NOFOLLOW: the token is published in lock.json
+            if mode != 0o600:
+                os.fchmod(f.fileno(), mode)
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lstm_train.data import table_stream
+from lstm_train.data import table_read, table_stream, table_words
 from lstm_train.data.chunked import EntryWriter
 from lstm_train.data.stream import Stream
 from lstm_train.data.table_stream import TextStream
@@ -129,7 +129,7 @@ def test_fraction_split_by_content_hash_is_independent_of_pieces(tmp_path, monke
     task = TextClassifyTask(job(spec), run_dir=tmp_path / "r")
     whole, info = entry(task.stream_data(), tmp_path / "one")
     monkeypatch.setattr(table_stream, "PIECE_BYTES", 4096)
-    monkeypatch.setattr(table_stream, "BLOCK_BYTES", 1000)
+    monkeypatch.setattr(table_read, "BLOCK_BYTES", 1000)
     stream = task.stream_data()
     pieces = stream.pieces()
     assert len(pieces) > 20
@@ -146,7 +146,7 @@ def test_fraction_split_by_content_hash_is_independent_of_pieces(tmp_path, monke
 
 def test_cuts_fall_outside_quoted_fields(tmp_path):
     path = write(tmp_path / "q.csv", 'text,label\n"a\nb\nc\nd",x\n"e\nf",y\ng,z\n')
-    cuts = table_stream.cut_points(path, 1, quoted=True)
+    cuts = table_read.cut_points(path, 1, quoted=True)
     raw = path.read_bytes()
     assert cuts == [len(b'text,label\n'), raw.index(b'"e'), raw.index(b"g,z"), len(raw)]
 
@@ -246,8 +246,8 @@ def test_batch_tokenizer_gives_split_words_and_vocab_ids(rule):
              "I.B.M. can't won't 3.5 e-mail", "\u0130stanbul STRASSE \u1e9e \u00a0 tab\there"]
     words = textfiles.split_words(texts, rule)
     vocab = Vocab.train(words[:2] + [["e-mail", "can"]])
-    fast = table_stream.batch_tokenizer(vocab.to_json(), rule)
-    clean = [t for t in texts if table_stream._exact([t], rule)]
+    fast = table_words.batch_tokenizer(vocab.to_json(), rule)
+    clean = [t for t in texts if table_words.exact([t], rule)]
     assert [e.ids for e in fast.encode_batch(clean, add_special_tokens=False)] == vocab.encode_batch(
         textfiles.split_words(clean, rule))
     spec = {"name": "t", "task": "text_classify", "model": {"embedding_dim": 8, "hidden_size": 8},
@@ -264,10 +264,10 @@ def test_ascii_path_gives_split_words_and_vocab_ids(rule):
     texts = ["I.B.M. can't won't 3.5 e-mail... --x-- a_b", "Don't STOP \x1c a\x1db\x0bc\x0cd\te\r\nf", "'s 're O'Neil's ??!",
              "x_y__z 12,000 $5 (a) [b] {c} \"q\" don'tcha"]
     words = textfiles.split_words(texts, rule)
-    assert table_stream.ascii_words(texts, rule) == words
+    assert table_words.ascii_words(texts, rule) == words
     for lowercase in (True, False):
         vocab = Vocab.train(words[:2], lowercase=lowercase)
-        assert table_stream.ascii_ids(words, vocab, lowercase) == vocab.encode_batch(words)
+        assert table_words.ascii_ids(words, vocab, lowercase) == vocab.encode_batch(words)
 
 
 def test_scan_keeps_tokens_that_encode_remaps(tmp_path, monkeypatch):

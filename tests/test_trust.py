@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from lstm_train import runlock
 from lstm_train.data import cachetrust, prepared
 from lstm_train.data.streams import Tokenizer
 from lstm_train.tasks.language_model import _sample, generate
@@ -124,35 +126,44 @@ def test_a_lock_symlink_is_refused_and_its_target_untouched(tmp_path: Path) -> N
     entry = prepared.locate(task_of(path, cache))
     victim = tmp_path / "precious"
     victim.write_text("keep me")
-    lock = entry.folder.with_name(entry.folder.name + ".lock")
+    lock = prepared.lock_path(entry)
     lock.symlink_to(victim)
     with pytest.raises(cachetrust.UntrustedCache, match=r"lock file .* is a symlink"):
         prepared.load(task_of(path, cache))
     assert victim.read_text() == "keep me" and not entry.folder.exists()
 
 
-def test_the_lock_names_its_holder_and_the_wait_is_bounded(tmp_path: Path) -> None:
+def test_the_lock_names_its_holder_the_wait_is_bounded_and_a_dead_holder_is_taken_over(tmp_path: Path) -> None:
+    """The entry lock is the run lock's hard-linked lock file (safe on NFS and Lustre, unlike
+    flock): a live holder in another process is named and waited for until data.prepare_timeout;
+    once that process is killed (its lock left behind) the next preparation takes the lock over."""
     path, cache = write_csv(tmp_path / "d.csv"), tmp_path / "cache"
     entry = prepared.locate(task_of(path, cache))
-    lock = entry.folder.with_name(entry.folder.name + ".lock")
-    holder = subprocess.Popen(["python3", "-c", f"""
-import fcntl, json, os, socket, time
-fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT, 0o600)
-fcntl.flock(fd, fcntl.LOCK_EX)
-os.write(fd, json.dumps({{"pid": os.getpid(), "host": socket.gethostname()}}).encode())
-print("held", flush=True)
-time.sleep(30)
-"""], stdout=subprocess.PIPE, text=True)
+    lock = prepared.lock_path(entry)
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import time
+from pathlib import Path
+from lstm_train import runlock
+taken, _ = runlock.take(Path({str(lock)!r}), "unused", mode=0o640)
+print("held" if taken else "not taken", flush=True)
+time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert holder.stdout.readline().strip() == "held"
+        assert oct(lock.stat().st_mode & 0o777) == "0o640"  # the cache's group can read who holds it
         with pytest.raises(prepared.PreparedDataError, match=rf"waited 1 s \(data.prepare_timeout\) for pid "
-                                                             rf"{holder.pid} on "):
+                                                             rf"{holder.pid} on host "):
             prepared.load(task_of(path, cache, prepare_timeout=1))
     finally:
         holder.kill()
         holder.wait()
-    lock.write_text('{"pid": "1; rm -rf", "host": 7}')  # a hand-edited holder: read by type
-    assert cachetrust.read_holder(os.open(lock, os.O_RDONLY)) == "an unknown process"
+    assert lock.exists() and not entry.folder.exists()  # a killed holder's lock stays: no flock to drop it
+    with pytest.warns(runlock.StaleLockWarning, match=rf"taking over .* pid {holder.pid} no longer runs"):
+        splits = prepared.load(task_of(path, cache, prepare_timeout=1))
+    assert splits.train is not None and entry.folder.is_dir() and not lock.exists()
+    lock.write_text('{"pid": "1; rm -rf", "host": 7}')  # a hand-edited holder: read by type, refused
+    with pytest.raises(prepared.PreparedDataError, match=r"unreadable lock file; delete it if no preparation of "):
+        prepared.load(task_of(path, cache, prepare_timeout=1))
 
 
 def test_an_in_place_edit_with_size_and_mtime_kept_is_noticed(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ The rule, enforced here before anything in the cache is read:
   (or carry the group named by `data.cache_group`, which the user thereby trusts) and are
   not writable by others (group-writable only with that group named);
 - file names in a manifest are plain names inside the entry (no "/", "..", absolute path);
-- the lock file is opened without following a symlink;
+- the entry lock (runlock's lock file, prepared._locked) is never followed through a symlink;
 - a manifest is checked by type, field by field, and against each `.npy` header (dtype,
   shape, no object dtype, no header claiming more bytes than the file holds) before
   anything is mapped; a damaged entry is moved to `<root>/.aside/` and prepared again.
@@ -29,7 +29,6 @@ import grp
 import hashlib
 import json
 import os
-import socket
 import stat
 import time
 import uuid
@@ -127,41 +126,6 @@ def safe_name(name: Any) -> str:
             or "\0" in name or name.startswith("."):
         raise DamagedEntry(f"file name {name!r} is not a plain name inside the entry")
     return name
-
-
-# ---------------------------------------------------------------------------
-# Locks
-
-
-def open_lock(path: Path) -> int:
-    """The lock file's descriptor, created 0600 without following a symlink at its name."""
-    try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as e:
-        if os.path.islink(path):
-            raise UntrustedCache(f"lock file {path} is a symlink (-> {os.readlink(path)}); a lock is never "
-                                 f"followed. Remove it (rm {path}) and run again.") from None
-        raise
-
-
-def write_holder(fd: int) -> None:
-    """Record who holds the lock (pid, host, since), for a waiter's message."""
-    text = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                       "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode()
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, text, 0)
-
-
-def read_holder(fd: int) -> str:
-    """The lock holder as a phrase ("pid 123 on node1 since ..."), validated by type."""
-    try:
-        held = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-    except (OSError, ValueError):
-        return "an unknown process"
-    if not isinstance(held, dict) or not isinstance(held.get("pid"), int) or not isinstance(held.get("host"), str):
-        return "an unknown process"
-    since = held.get("since") if isinstance(held.get("since"), str) else "?"
-    return f"pid {held['pid']} on {held['host'][:100]} (since {since[:40]})"
 
 
 # ---------------------------------------------------------------------------

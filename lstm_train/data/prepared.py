@@ -33,7 +33,6 @@ writing columns in chunks lives in `chunked.py`.
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -50,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import runlock
 from ..messages import note
 from . import cachetrust, shards
 from .chunked import progress_bytes
@@ -261,41 +261,46 @@ class Entry:
     sources: list[dict[str, Any]]
 
 
+def lock_path(entry: Entry) -> Path:
+    """The entry's lock file, beside it (`.lock.json`: the flock file `.lock` of earlier versions
+    may still be there, and is no lock of this kind)."""
+    return entry.folder.with_name(entry.folder.name + ".lock.json")
+
+
 @contextmanager
 def _locked(lock_path: Path, what: str, timeout: float = 3600.0) -> Iterator[None]:
-    """An exclusive flock on `lock_path` (one preparation at a time per entry); a waiter says so,
-    naming the holder, and gives up after `timeout` (data.prepare_timeout).  trust(27): the lock is
-    opened without following a symlink, and holds its holder's pid and host."""
-    fd = cachetrust.open_lock(lock_path)
-    try:
+    """One preparation at a time per entry: the run lock's lock file (runlock.py), not flock.  The
+    cache is shared by every node (NFS, Lustre), where flock depends on lockd or a mount option
+    and may be silently node-local; a hard link of a fully written private file onto the lock
+    name is atomic there, and the lock holds its holder (host, pid and its start, boot, SLURM
+    job).  A holder that is gone (its pid on this host, its SLURM job ended) is taken over with
+    a warning; a live one is waited for, said once, and given up on after `timeout`
+    (data.prepare_timeout).  trust(27): a symlink at the lock's name is refused, never followed."""
+    deadline = None
+    while True:
+        if lock_path.is_symlink():
+            raise cachetrust.UntrustedCache(f"lock file {lock_path} is a symlink (-> {os.readlink(lock_path)}); a lock "
+                                            f"is never followed. Remove it (rm {lock_path}) and run again.")
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = cachetrust.read_holder(fd)
-            note(f"prepared data: {holder} is preparing {what}; waiting for it ({lock_path})")
+            lock, holder = runlock.take(lock_path, f"no preparation of {what} is running", mode=0o640)
+        except runlock.RunLocked as e:
+            raise PreparedDataError(str(e)) from None
+        if lock is not None:
+            break
+        assert holder is not None
+        if deadline is None:
+            note(f"prepared data: {holder.describe()} is preparing {what}; waiting for it ({lock_path})")
             deadline = time.monotonic() + timeout
-            while not _try_lock(fd):
-                if time.monotonic() > deadline:
-                    raise PreparedDataError(
-                        f"waited {timeout:.0f} s (data.prepare_timeout) for {holder} to prepare {what} "
-                        f"({lock_path}). If that process is gone, its lock is released already; otherwise "
-                        "wait for it or raise data.prepare_timeout.") from None
-                time.sleep(0.2)
-        cachetrust.write_holder(fd)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-def _try_lock(fd: int) -> bool:
+        elif time.monotonic() > deadline:
+            raise PreparedDataError(
+                f"waited {timeout:.0f} s (data.prepare_timeout) for {holder.describe()} to prepare {what} "
+                f"({lock_path}); wait for it or raise data.prepare_timeout. A holder on this host that is gone, or "
+                f"whose SLURM job ended, is taken over; if it is surely gone otherwise, delete {lock_path}.")
+        time.sleep(0.5)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
+        yield
+    finally:
+        lock.release()
 
 
 def _writable_root(job: Any) -> Path:
@@ -346,7 +351,7 @@ def ensure(task: Any, entry: Entry, options: shards.Options | None = None) -> tu
     Returns (manifest, prepared_now)."""
     data = task.job.data
     timeout = float(getattr(data, "prepare_timeout", 3600))
-    with _locked(entry.folder.with_name(entry.folder.name + ".lock"), entry.folder.name, timeout):
+    with _locked(lock_path(entry), entry.folder.name, timeout):
         if entry.folder.exists():
             try:
                 cachetrust.check_entry(entry.folder, getattr(data, "cache_group", None))  # trust(27)

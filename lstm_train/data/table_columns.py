@@ -11,13 +11,11 @@ the work per word is C++:
   limit, no byte order mark where Python would keep one.  Anything else (and JSON Lines,
   Parquet, `datasets`) comes from the Python reader (`TextStream.rows`), whose errors name
   the file and line; either way the rows of a chunk become one Arrow string column.
-* The PTB word rule (`textfiles._WORDS`) runs as two RE2 rewrites and a whitespace split
-  (`ascii_tokens`) over the rows that are ASCII without U+001C-U+001F, where RE2's ASCII
-  `\\w`, `\\s` and `\\b` are Oniguruma's and Python's.  RE2 has no lookahead, so the first
-  alternative `\\w+(?=n't\\b)` is matched consuming (`\\w+n't\\b`, one token "don't") and the
-  second rewrite cuts the `n't` off again (`\\Bn't`: only such a token has a word character
-  before an `n't`); the next match then starts where the Python rule's does.  Other rows are
-  split by the exact Python path (`TextStream._words`): the same words either way.
+* The PTB word rule (`textfiles._WORDS`) splits the rows that are ASCII without U+001C-U+001F
+  (`ascii_tokens`): Arrow cuts them at whitespace and dictionary-encodes the chunks, Python's
+  `re` in ASCII mode (whose `\\w`, `\\s` and `\\b` are Oniguruma's there) splits each distinct
+  chunk once.  Other rows are split by the exact Python path (`TextStream._words`): the same
+  words either way.
 * Words become piece-local ids through `dictionary_encode`; word and label counts are
   `bincount`s, so Python runs per distinct word, not per word.
 
@@ -31,8 +29,10 @@ tests/test_table_columns.py prepares fixtures both ways and compares the entries
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
+import operator
 import os
 import re
 import sys
@@ -60,13 +60,13 @@ def _safe_newline(raw: bytes, start: int, quotes: int, quoted: bool) -> int | No
         start = at + 1
     return None
 
-BLOCK_BYTES = 4 << 20  # raw bytes parsed at a time (cut at a newline outside quotes)
+BLOCK_BYTES = 16 << 20  # raw bytes parsed at a time (cut at a newline outside quotes): fewer, larger
+# blocks pay the per-block costs (a Python set of each block's distinct words) less often
 CHUNK_ROWS = 65536  # rows of the Python reader turned into one column at a time
 
-# The word rule for RE2: its only lookahead made consuming (see the module docstring).
-_LOOKAHEAD = r"\w+(?=n't\b)"
-WORDS_RE2 = textfiles._WORDS.replace(_LOOKAHEAD, r"\w+n't\b")
-assert WORDS_RE2 != textfiles._WORDS and WORDS_RE2.startswith(r"\w+n't\b|"), "textfiles._WORDS changed: see here"
+# The word rule in Python's ASCII mode: on ASCII text its \w, \s and \b are Oniguruma's (the
+# pre-tokenizer's), so it splits as `textfiles.split_words` does (table_words.ascii_words).
+WORDS_ASCII = re.compile(textfiles._WORDS, re.ASCII)
 _BOM = b"\xef\xbb\xbf"
 # Characters str.splitlines ends a line at besides \r and \n (Python's reader sees a record end there).
 _LINE_ENDS = r"\x0b\x0c\x1c-\x1e\x{85}\x{2028}\x{2029}"
@@ -94,9 +94,8 @@ def csv_grammar(delimiter: str) -> str:
 
 def raw_blocks(path: Path, start: int, end: int | None, size: int | None = None) -> Iterator[bytes]:
     """Bytes [start, end) of a file in blocks of about `size`, each ending just after a newline with
-    an even number of quotes before it in the block (the piece cut's rule, table_stream.cut_points),
+    an even number of quotes before it in the block (the piece cut's rule, table_read.cut_points),
     or at the end.  A cut inside a quoted field leaves a block that fails `csv_grammar`."""
-
     size = size or BLOCK_BYTES
     with open(path, "rb") as f:
         f.seek(start)
@@ -216,44 +215,63 @@ def fast_rows(texts: Any) -> np.ndarray:
     return clean.to_numpy(zero_copy_only=False)
 
 
-def ascii_tokens(texts: Any, rule: str) -> tuple[Any, np.ndarray]:
-    """(words, per-row counts) of ASCII texts as `textfiles.split_words(texts, rule)` gives them:
-    the rule's matches set apart by spaces (RE2, two passes), then split at ASCII whitespace
-    (`\\s` of Python's ASCII mode: space, \\t, \\n, \\r, \\v, \\f), which no word holds."""
+def ascii_tokens(texts: Any, rule: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(ids, words, per-row counts) of ASCII texts: each text's words as `textfiles.split_words(texts,
+    rule)` gives them are `words[i]` for its run of `ids`.
+
+    No word of either rule holds whitespace, and the word rule's `\\b` and lookahead see a space
+    or the end of the text alike, so a text's words are the words of its whitespace-separated
+    chunks in turn.  Arrow splits the texts at ASCII whitespace (`\\s` of Python's ASCII mode:
+    space, \\t, \\n, \\r, \\v, \\f) and dictionary-encodes the chunks (C++, per chunk); the
+    rule itself runs as Python's `re` (`table_words.ascii_words`, the reference) once per
+    distinct chunk, and numpy spreads each chunk's words over its occurrences.  The cost in
+    Python is per distinct chunk (bounded by the vocabulary and its punctuated forms), not per word."""
     import pyarrow.compute as pc
 
+    lists = pc.ascii_split_whitespace(texts)
+    per_row = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    encoded = pc.dictionary_encode(pc.list_flatten(lists))
+    del lists
+    chunks = encoded.dictionary.to_pylist()
+    at = encoded.indices.to_numpy(zero_copy_only=False)  # int32: a block holds far fewer than 2**31 chunks
+    del encoded
     if rule == "words":
-        texts = pc.replace_substring_regex(texts, WORDS_RE2, r" \0 ")
-        texts = pc.replace_substring_regex(texts, r"\Bn't", " n't")
-    lists = pc.ascii_split_whitespace(pc.ascii_trim_whitespace(texts))
-    words = pc.list_flatten(lists)
-    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-    empty = pc.equal(pc.binary_length(words), 0)
-    if pc.any(empty).as_py():  # a text of only whitespace: its one empty "word" is no word
-        starts = np.repeat(np.arange(len(lengths)), lengths)
-        keep = pc.invert(empty)
-        lengths = np.bincount(starts[keep.to_numpy(zero_copy_only=False)], minlength=len(lengths)).astype(np.int64)
-        words = words.filter(keep)
-    return words, lengths
+        parts = [[c] if c.isalnum() else WORDS_ASCII.findall(c) for c in chunks]  # isalnum: one plain word
+    else:
+        parts = [[c] if c else [] for c in chunks]
+    del chunks
+    sizes = np.fromiter(map(len, parts), np.int32, count=len(parts))
+    words = [w for part in parts for w in part]
+    del parts
+    # int32 and in place: this runs on a block of a worker whose memory the store bounds
+    n = sizes[at]  # words per chunk occurrence
+    ends = np.cumsum(n, dtype=np.int32)
+    base = (np.cumsum(sizes, dtype=np.int32) - sizes)[at]  # each occurrence's first word in `words`
+    del at
+    base -= ends
+    base += n
+    ids = np.repeat(base, n)
+    del base
+    ids += np.arange(len(ids), dtype=np.int32)
+    total = np.concatenate([[0], ends.astype(np.int64)])
+    del n, ends
+    row_ends = np.cumsum(per_row)
+    return ids, words, total[row_ends] - total[row_ends - per_row]
 
 
 def hash_splits(texts: Any, labels: np.ndarray, names: list[Any], val: float, test: float, seed: int) -> np.ndarray:
     """`textfiles.content_split` of these rows (TRAIN/VAL/TEST per row), hashing the same bytes:
-    the text's UTF-8 (Arrow's), a NUL, the label as `f"{label}"`."""
+    the text's UTF-8 (Arrow's), a NUL, the label as `f"{label}"`.  The bytes are joined by Arrow
+    and hashed by C calls mapped over them (no Python function per row)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     key = int(seed or 0).to_bytes(8, "little", signed=True)
-    base = hashlib.blake2b(digest_size=8, key=key)
-    suffix = [f"\0{name}".encode("utf-8", "surrogatepass") for name in names]
-
-    def digest(text: bytes, k: int) -> bytes:
-        h = base.copy()
-        h.update(text)
-        h.update(suffix[k])
-        return h.digest()
-
-    raw = texts.cast(pa.large_binary() if pa.types.is_large_string(texts.type) else pa.binary()).to_pylist()
-    digests = b"".join(map(digest, raw, labels.tolist()))
+    suffix = pa.array([f"\0{name}".encode("utf-8", "surrogatepass") for name in names], pa.large_binary())
+    data = pc.binary_join_element_wise(texts.cast(pa.large_binary()), suffix.take(pa.array(labels)),
+                                        pa.scalar(b"", pa.large_binary()))
+    new = functools.partial(hashlib.blake2b, digest_size=8, key=key)
+    digests = b"".join(map(operator.methodcaller("digest"), map(new, data.to_pylist())))
     return textfiles.split_of_hashes(np.frombuffer(digests, "<u8"), val, test)
 
 
@@ -366,23 +384,21 @@ def read_piece(blocks: Iterator[Block], rows: PieceRows, rule: str, slow_words: 
                split_of: Callable[[Block, list[Any]], np.ndarray]) -> PieceRows:
     """Every block's words as local ids (`ascii_tokens` for the rows it splits exactly,
     `slow_words` for the rest), its rows' splits (`split_of`) and labels, into `rows`."""
-    import pyarrow.compute as pc
+    import pyarrow as pa
 
     for block in blocks:
         texts = block.texts
         n = len(texts)
         if n == 0:
             continue
-        empty = pc.invert(pc.match_substring_regex(texts, "[!-~]"))
-        if pc.any(empty).as_py():  # no printable ASCII: Python's strip decides whether it is a text
-            for text in texts.filter(empty).to_pylist():
-                if not text.strip():
-                    raise Fallback("an empty text (Python's error, or a blank line it skips)")
         fast = fast_rows(texts)
         if fast.all():
             ids, lengths = _fast_ids(texts, rule, rows)
         else:
             ids, lengths = _mixed_ids(texts, fast, rule, rows, slow_words)
+        empty = np.flatnonzero(lengths == 0)  # every text Python's strip empties has no word
+        if len(empty) and not all(text.strip() for text in texts.take(pa.array(empty)).to_pylist()):
+            raise Fallback("an empty text (Python's error, or a blank line it skips)")
         names = list(rows.labels)
         rows.add(ids, lengths, split_of(block, names), block.labels)
     rows.freeze()
@@ -390,12 +406,8 @@ def read_piece(blocks: Iterator[Block], rows: PieceRows, rule: str, slow_words: 
 
 
 def _fast_ids(texts: Any, rule: str, rows: PieceRows) -> tuple[np.ndarray, np.ndarray]:
-    import pyarrow.compute as pc
-
-    words, lengths = ascii_tokens(texts, rule)
-    encoded = pc.dictionary_encode(words)
-    local = rows.intern_words(encoded.dictionary.to_pylist())
-    return local[encoded.indices.to_numpy(zero_copy_only=False)], lengths
+    ids, words, lengths = ascii_tokens(texts, rule)
+    return rows.intern_words(words)[ids], lengths
 
 
 def _mixed_ids(texts: Any, fast: np.ndarray, rule: str, rows: PieceRows,
@@ -417,7 +429,7 @@ def _mixed_ids(texts: Any, fast: np.ndarray, rule: str, rows: PieceRows,
 
 
 def id_table(words: list[str], index: dict[str, int], vocab: Any, lowercase: bool) -> np.ndarray:
-    """local id -> the plan's id: ASCII words looked up as `table_stream.flat_ids` does (Python's
+    """local id -> the plan's id: ASCII words looked up as `table_words.flat_ids` does (Python's
     lower() is Rust's there), the others through the vocabulary's own tokenizer (its normalizer),
     one word at a time as `Vocab.encode_batch` looks each up."""
     from .vocab import SPECIALS, UNK

@@ -1,0 +1,99 @@
+"""A table file's byte range read as lines: the piece cutter and the decoder of text_classify's files.
+
+A CSV/TSV/JSON Lines file is cut into pieces of a fixed size on line boundaries (a CSV/TSV
+only at a newline outside quotes, `cut_points`); a piece's bytes are decoded a block at a
+time (`range_lines`), and an error raised on a piece's lines names the file's line
+(`renumber`), so a piece reads as the whole file would.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from . import textfiles
+from .table_columns import _safe_newline
+from .textfiles import TextDataError
+
+BLOCK_BYTES = 4 << 20  # read and decoded at a time inside a piece
+
+
+def cut_points(path: Path, size: int, quoted: bool, block: int = 1 << 20) -> list[int]:
+    """Offsets just after a newline, about every `size` bytes; with `quoted`, only newlines
+    with an even number of quotes before them (outside a quoted field).  One read of the file,
+    a block at a time (bytes.count: memchr speed)."""
+    cuts, quotes, offset, target = [], 0, 0, size
+    with open(path, "rb") as f:
+        while raw := f.read(block):
+            end = offset + len(raw)
+            while target < end:
+                start = max(target - offset, 0)
+                at = _safe_newline(raw, start, quotes + (raw.count(b'"', 0, start) if quoted else 0), quoted)
+                if at is None:
+                    break
+                cuts.append(offset + at + 1)
+                target = offset + at + 1 + size
+            if quoted:
+                quotes += raw.count(b'"')
+            offset = end
+    return cuts
+
+
+def range_lines(path: Path, start: int, end: int | None, encoding: str) -> Iterator[str]:
+    """The lines of bytes [start, end) of a file, decoded a block at a time; bytes that are not
+    `encoding` raise an error naming the file, its line and the byte offset in the file."""
+    codec = textfiles._codec(encoding) if start == 0 else encoding
+    with open(path, "rb") as f:
+        f.seek(start)
+        offset, left, carry = start, (None if end is None else end - start), b""
+        while True:
+            raw = f.read(BLOCK_BYTES if left is None else min(BLOCK_BYTES, left))
+            if left is not None:
+                left -= len(raw)
+            data = carry + raw
+            cut = len(data) if not raw else data.rfind(b"\n") + 1
+            if not data:
+                return
+            if cut == 0:
+                carry = data
+                continue
+            block, carry = data[:cut], data[cut:]
+            try:
+                text = codecs.decode(block, codec)
+            except UnicodeDecodeError as e:
+                where = offset + e.start
+                raise TextDataError(f"{path}:{line_at(path, where)}: not valid {encoding} (byte 0x{block[e.start]:02x} "
+                                    f"at offset {where}); re-save the file as UTF-8 or set data.encoding") from None
+            codec = encoding if codec == "utf-8-sig" else codec
+            offset += cut
+            yield from text.splitlines(keepends=True)
+            if not raw:
+                return
+
+
+def line_at(path: Path, offset: int) -> int:
+    """The line number of a byte offset (only on an error: one more read of the file's start)."""
+    lines, done = 1, 0
+    with open(path, "rb") as f:
+        while done < offset and (raw := f.read(min(1 << 20, offset - done))):
+            lines += raw.count(b"\n")
+            done += len(raw)
+    return lines
+
+
+def renumber(error: TextDataError, path: Path, start: int, header_lines: int) -> TextDataError:
+    """An error raised on a piece's lines (numbered from the header) renumbered as lines of the file."""
+    if start == 0:
+        return error
+    base = line_at(path, start) - 1 - header_lines
+    message = re.sub(rf"^{re.escape(str(path))}:(\d+):", lambda m: f"{path}:{int(m.group(1)) + base}:", str(error))
+    return TextDataError(message)
+
+
+def chain_header(head: list[str], lines: Iterator[str]) -> Iterator[str]:
+    """The header (quoted, on one line) then the piece's lines; `renumber` moves the reader's
+    line numbers to the file's."""
+    yield from head
+    yield from lines
