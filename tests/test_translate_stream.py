@@ -25,9 +25,9 @@ EN = "the a dog cat runs jumps over fence in park quickly big small café naïve
 # distinct key).  A SentencePiece upgrade may change them: check the new entry against an older
 # checkout before recording new digests.
 FIXED = {
-    "aligned": ("", ""),
-    "aligned_bpe_lower_skip": ("", ""),
-    "split_tsv": ("", ""),
+    "aligned": ("010ade32700503ae", "fbb967c9264f1072"),
+    "aligned_bpe_lower_skip": ("632e47d6f0a82357", "6ceab334551aef96"),
+    "split_tsv": ("207eedf10d4d5bac", "068b0284ae1f8fc0"),
 }
 
 
@@ -56,7 +56,7 @@ def corpus(folder: Path) -> Path:
         (folder / f"{split}.en").write_bytes((nl.join(tgt) + ("" if split == "train" else nl)).encode())
     rows = ["en\tfr\tsource"]
     for i in range(400):
-        english = sentence(EN, i, 3 + i % 5)
+        english = f"{sentence(EN, i, 3 + i % 5)} {i}"
         rows.append(f"{english}\t{sentence(DE, i, 4)}\tCC-BY {i}")
         if i % 10 == 0:
             rows.append(f"{english}\t{sentence(DE, i + 3, 5)}\tCC-BY alt {i}")
