@@ -80,11 +80,11 @@ def digests(columns: dict, info: dict) -> tuple[str, str]:
 # gave exactly: the stream must keep giving them (a tokenizers upgrade may change them: check the
 # new entry against an older checkout before recording new digests).
 FIXED = {
-    "sst2": ("", ""),
-    "sst5": ("", ""),
-    "files": ("", ""),
-    "jsonl": ("", ""),
-    "scratch": ("", ""),
+    "sst2": ("4115937476e41917", "77fd93fe1b02cac6"),
+    "sst5": ("beba601a0eb194b0", "81161a4ebb6856c2"),
+    "files": ("1b9b8b6ffaf67756", "d1d52e03889d9e69"),
+    "jsonl": ("8a300addec1a182c", "8b96f73d89e90a0e"),
+    "scratch": ("386001ca39223f97", "646c161fc9bf72f1"),
 }
 
 
