@@ -14,7 +14,10 @@ the SentencePiece vocabularies (joint, or one per side) from the training pairs 
 streamed, in corpus order: every pair while the training text is at most `SAMPLE_BYTES`, else
 the pairs whose seeded hash falls under SAMPLE_BYTES / the training bytes (SentencePiece holds
 what it is given: its memory is the sample's, not the corpus's).  Multi30k's training text (3.9
-MB) is under the bound, so its vocabulary, and its entry, are the ones of training on all of it.
+MB) is under the bound, so its vocabulary, and its entry, are the ones of training on all of it;
+a corpus with more training text gets another vocabulary than training on all of it would give.
+Measured (`lstm-train prepare`, generated corpora, 2 cores): peak RSS 721 MiB at 11 MB and 735
+MiB at 44 MB (the in-memory path it replaced: 781 and 1,472 MiB).
 Pass 2 (`encode`) encodes CHUNK pairs at a time with the plan's vocabularies, applies
 data.max_length (truncate, skip or refuse, counted) and appends source ids, target ids (<bos> ...
 <eos>) and, besides training, each pair's raw source and reference text as UTF-8 bytes.
