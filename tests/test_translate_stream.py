@@ -171,11 +171,13 @@ def test_bytes_that_are_not_utf8_are_named_by_file_line_and_offset(tmp_path: Pat
 
 def test_pairs_empty_on_one_side_and_short_tsv_rows_are_named(tmp_path: Path) -> None:
     root = corpus(tmp_path / "data")
-    lines = (root / "val.en").read_bytes().split(b"\r\n")
+    good = (root / "val.en").read_bytes()
+    lines = good.split(b"\r\n")
     lines[30] = b" "
     (root / "val.en").write_bytes(b"\r\n".join(lines))
     with pytest.raises(ParallelDataError, match=r"val\.en, line 31: empty line, but line 31 of .*val\.de is not"):
         prepared.load(task_of(aligned(root), tmp_path / "cache"))
+    (root / "val.en").write_bytes(good)  # the TSV job below reads it too: one bad file at a time
     (root / "pairs.tsv").write_text("en\tfr\nGo.\tVa !\nHello.\n", encoding="utf-8")
     with pytest.raises(ParallelDataError, match=r"pairs\.tsv, line 3: 1 column \('Hello\.'\)"):
         prepared.load(task_of(JOBS["split_tsv"](root), tmp_path / "cache"))

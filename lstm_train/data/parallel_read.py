@@ -24,6 +24,7 @@ import numpy as np
 
 from .parallel import ParallelDataError, _column_index
 from .stream import Piece
+from .table_read import line_at
 from .textio import MAX_LINE_BYTES
 
 BLOCK_BYTES = 4 << 20  # read and decoded at a time
@@ -108,16 +109,6 @@ def check_counts(source: str, source_lines: int, target: str, target_lines: int)
             break
     raise ParallelDataError(f"{source} has {source_lines} lines but {target} has {target_lines}: line-aligned files "
                             f"must have one line per sentence pair; {hint}")
-
-
-def line_at(path: str, offset: int) -> int:
-    """The 1-based line of byte `offset` (only on an error: one more read of the file's start)."""
-    lines, done = 1, 0
-    with open(path, "rb") as f:
-        while done < offset and (raw := f.read(min(1 << 20, offset - done))):
-            lines += raw.count(b"\n")
-            done += len(raw)
-    return lines
 
 
 def range_lines(path: str, start: int, end: int | None) -> Iterator[str]:
