@@ -4,6 +4,7 @@ and `datasets` inputs; the loop trains from mapped data."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -54,13 +55,23 @@ def same_splits(a, b) -> bool:
     return json.dumps(a.info, sort_keys=True) == json.dumps(b.info, sort_keys=True)
 
 
+def entry_digests(folder: Path) -> tuple[str, str]:
+    """sha256 of an entry's .npy files (name and bytes) and of its manifest's info: what a recorded
+    entry is compared by."""
+    h = hashlib.sha256()
+    for file in sorted(folder.glob("*.npy")):
+        h.update(file.name.encode() + file.read_bytes())
+    info = json.loads((folder / prepared.MANIFEST).read_text())["info"]
+    return h.hexdigest()[:16], hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def entries(cache: Path) -> list[Path]:
     return sorted(p for p in cache.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def test_prepared_once_then_mapped_and_equal_to_loading(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path, cache = write_csv(tmp_path / "d.csv"), tmp_path / "cache"
-    loaded = task_of(path, cache).load_data()
+    loaded = prepared.load(task_of(path, tmp_path / "reference"))  # an entry of its own
     first = prepared.load(task_of(path, cache))
     assert "prepared data: preparing text_classify data into" in capsys.readouterr().err
     second = prepared.load(task_of(path, cache))
@@ -95,7 +106,7 @@ def test_a_changed_file_or_option_prepares_again(tmp_path: Path) -> None:
     write_csv(path, extra="again")  # an edited source file
     edited = prepared.load(task_of(path, cache))
     assert len(entries(cache)) == 2
-    assert same_splits(edited, task_of(path, cache).load_data())
+    assert same_splits(edited, prepared.load(task_of(path, tmp_path / "reference")))
     prepared.load(task_of(path, cache, lowercase=False))  # a tokenizer option
     prepared.load(task_of(path, cache, max_length=3))
     assert len(entries(cache)) == 4
@@ -106,7 +117,7 @@ def test_a_damaged_entry_is_prepared_again_never_read(tmp_path: Path, capsys: py
                                                       damage: str) -> None:
     path, cache = write_csv(tmp_path / "d.csv"), tmp_path / "cache"
     prepared.load(task_of(path, cache))
-    good = task_of(path, cache).load_data()  # (the mapped copy would see the damage done below)
+    good = prepared.load(task_of(path, tmp_path / "reference"))  # (the mapped copy would see the damage done below)
     [entry] = entries(cache)
     manifest = json.loads((entry / prepared.MANIFEST).read_text())
     if damage == "truncate":
@@ -154,7 +165,7 @@ def test_parquet_and_datasets_inputs(tmp_path: Path) -> None:
     pq.write_table(pa.table(columns), tmp_path / "d.parquet")
     datasets.Dataset.from_dict(columns).save_to_disk(str(tmp_path / "d_hf"))
     cache = tmp_path / "cache"
-    reference = task_of(csv, cache).load_data()
+    reference = prepared.load(task_of(csv, tmp_path / "reference"))
     for source, fmt in ((tmp_path / "d.parquet", "auto"), (tmp_path / "d_hf", "auto"), (tmp_path / "d_hf", "hf")):
         read = textfiles.read_table(source, "review", "stars", fmt)
         assert (read.texts, read.labels) == (table.texts, table.labels)

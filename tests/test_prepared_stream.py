@@ -1,5 +1,5 @@
 """Streamed preparation on real generated files: the entry written chunk by chunk is the one
-`load_data` + `numpy.save` gave (same split, vocabulary, ids, bytes), for one file split by
+recorded from `load_data` + `numpy.save` (fixed digests: split, vocabulary, ids, bytes), for one file split by
 fraction and for separate train/val/test files (CSV, TSV, JSONL); and its peak memory does not
 grow with the corpus (a 10x larger file prepares within a fixed margin of the small one)."""
 
@@ -19,7 +19,7 @@ from lstm_train.data import chunked, prepared
 from lstm_train.tasks.text_classify import TextClassifyTask
 
 from .conftest import ROOT
-from .test_prepared import same_splits
+from .test_prepared import entry_digests
 
 WORDS = "good bad film plot actor story slow great boring, fun long short music scene end don't it's".split()
 
@@ -45,28 +45,27 @@ def task(cache: Path, **data) -> TextClassifyTask:
     return TextClassifyTask(validate_job(spec, "test"))
 
 
-def assert_streamed_equals_loaded(tmp_path: Path, **data) -> None:
+# `entry_digests` recorded from the in-memory load_data + numpy.save (main at 9c24d50), which the
+# streamed entry gave byte for byte (a tokenizers upgrade may change them: check the new entry
+# against an older checkout before recording new digests).
+FIXED = {
+    "fraction": ("64a9738ac1d344d7", "761bc03d8a44d55a"),
+    "tsv": ("ef5b1764621a81c4", "76910699cd36bf66"),
+    "jsonl": ("ef5b1764621a81c4", "76910699cd36bf66"),
+}
+
+
+def assert_streamed_is_recorded(tmp_path: Path, name: str, **data) -> None:
     streamed = task(tmp_path / "cache", **data)
-    mapped = prepared.load(streamed)
+    prepared.load(streamed)
     entry = prepared.locate(streamed).folder
     assert json.loads((entry / prepared.MANIFEST).read_text())["splits"]["train"], "nothing was written"
-    loaded = streamed.load_data()  # the whole-in-memory path
-    assert same_splits(mapped, loaded)
-    # and byte for byte the files numpy.save writes for the loaded splits
-    whole = tmp_path / "whole"
-    whole.mkdir()
-    writer = chunked.EntryWriter(whole)
-    for name in ("train", "val", "test"):
-        for i, column in enumerate(getattr(loaded, name) or ()):
-            writer.put(name, i, column)
-    writer.close()
-    for file in sorted(whole.glob("*.npy")):
-        assert (entry / file.name).read_bytes() == file.read_bytes(), file.name
+    assert entry_digests(entry) == FIXED[name]
 
 
 def test_one_file_split_by_fraction_streams_to_the_same_entry(tmp_path: Path) -> None:
     path = generate(tmp_path / "d.csv", 20_000)  # > 2 chunks of rows
-    assert_streamed_equals_loaded(tmp_path, path=str(path), val_fraction=0.1, test_fraction=0.15, max_length=12,
+    assert_streamed_is_recorded(tmp_path, "fraction", path=str(path), val_fraction=0.1, test_fraction=0.15, max_length=12,
                                   min_freq=2)
 
 
@@ -74,7 +73,7 @@ def test_one_file_split_by_fraction_streams_to_the_same_entry(tmp_path: Path) ->
 def test_separate_files_stream_to_the_same_entry(tmp_path: Path, kind: str) -> None:
     files = {f"{s}_path": str(generate(tmp_path / f"{s}.{kind}", n, seed, kind)) for s, n, seed in
              (("train", 9000, 1), ("val", 500, 2), ("test", 700, 3))}
-    assert_streamed_equals_loaded(tmp_path, **files)
+    assert_streamed_is_recorded(tmp_path, kind, **files)
 
 
 def test_an_unknown_label_in_a_streamed_test_file_names_its_line(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
-"""The tag and translate tasks' streamed preparations (`Task.stream_data()`) give the entry
-`load_data()` gives: every column equal (values, offsets, lengths, dtypes) and the same info,
-on the shipped jobs' real corpora (UD_English-EWT, Multi30k) and on small generated files;
-bad input keeps load_data's messages."""
+"""The tag task's streamed preparation (`Task.stream_data()`) gives the entry recorded from the
+in-memory `load_data` it replaced (fixed digests of every column file and of the info), on the
+shipped job's real corpus (UD_English-EWT) and on small generated files, from one process or
+worker processes; bad input is named by file and line.  (Translate: tests/test_translate_stream.py.)"""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from lstm_train.config import validate_job
 from lstm_train.data import prepared, shards
 from lstm_train.data.conll import ConllError
 from lstm_train.tasks import get_task
-from .test_prepared import same_splits
+from .test_prepared import entry_digests
 from .test_tagging import CONLLU
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,13 +34,25 @@ def shipped(name: str, cache: Path, **data):
     return task_from(spec, cache)
 
 
-def check_same(task, tmp_path: Path, workers: int = 1) -> None:
-    """The streamed entry (through the store, `workers` processes) equals load_data's Splits."""
-    loaded = task.load_data()
-    streamed = prepared.load(task)
-    assert same_splits(loaded, streamed)
-    if workers > 1:  # the store's pool path: the same entry from other processes
+# `entry_digests` recorded from the in-memory load_data (main at 9c24d50), which the stream gave
+# column for column (a tokenizers or numpy upgrade may change them: check the new entry against an
+# older checkout before recording new digests).
+FIXED = {
+    "small": ("70918cc9a6745f62", "85cc858efc19f3fa"),
+    "columns": ("27fbb036c0a43c42", "79c600202a9c22f5"),
+    "ud_ewt": ("b6ae5e005e5ab144", "2477c6eb293beb96"),
+}
+
+
+def check_recorded(task, tmp_path: Path, name: str, workers: int = 1) -> None:
+    """The streamed entry (through the store) is the recorded one; with `workers`, also from the
+    store's pool of worker processes."""
+    prepared.load(task)
+    assert entry_digests(prepared.locate(task).folder) == FIXED[name]
+    if workers > 1:
         shards.run(task.stream_data(), tmp_path / "e", tmp_path / "w", shards.Options(workers=workers))
+        (tmp_path / "e" / prepared.MANIFEST).write_text((prepared.locate(task).folder / prepared.MANIFEST).read_text())
+        assert entry_digests(tmp_path / "e")[0] == FIXED[name][0]
 
 
 def tag_spec(tmp_path: Path, **data) -> dict:
@@ -48,11 +60,11 @@ def tag_spec(tmp_path: Path, **data) -> dict:
                                                  "val": "val.conllu", "test": "test.conllu", **data}}
 
 
-def test_tag_stream_equals_load_data_small(tmp_path: Path) -> None:
+def test_tag_stream_small_is_recorded(tmp_path: Path) -> None:
     (tmp_path / "train.conllu").write_text(CONLLU * 3, encoding="utf-8")
     (tmp_path / "val.conllu").write_text(CONLLU.replace("PRON", "NEWTAG"), encoding="utf-8")
     (tmp_path / "test.conllu").write_text(CONLLU.replace("Yes", "Nope").replace("INTJ", "OTHER"), encoding="utf-8")
-    check_same(task_from(tag_spec(tmp_path), tmp_path / "cache"), tmp_path)
+    check_recorded(task_from(tag_spec(tmp_path), tmp_path / "cache"), tmp_path, "small", workers=2)
 
 
 def test_tag_stream_columns_format(tmp_path: Path) -> None:
@@ -61,7 +73,7 @@ def test_tag_stream_columns_format(tmp_path: Path) -> None:
         (tmp_path / f"{name}.txt").write_text(text, encoding="utf-8")
     spec = tag_spec(tmp_path, train="train.txt", val="val.txt", test="test.txt")
     task = task_from(spec, tmp_path / "cache")
-    check_same(task, tmp_path)
+    check_recorded(task, tmp_path, "columns")
     assert prepared.load(task).info["scheme"] == "bio"
 
 
@@ -72,12 +84,10 @@ def test_tag_stream_bad_input_names_file_and_line(tmp_path: Path) -> None:
                                           encoding="utf-8")
     task = task_from(tag_spec(tmp_path), tmp_path / "cache")
     with pytest.raises(ConllError, match=r"test.conllu:13: 4 tab-separated columns"):
-        task.load_data()
-    with pytest.raises(ConllError, match=r"test.conllu:13: 4 tab-separated columns"):
         prepared.load(task)
 
 
 def test_tag_stream_ud_ewt(tmp_path: Path) -> None:
     if not (DATA / "UD_English-EWT").is_dir():
         pytest.fail(f"{DATA}/UD_English-EWT missing (set LSTM_TRAIN_DATA)")
-    check_same(shipped("ud_ewt_upos", tmp_path / "cache"), tmp_path)
+    check_recorded(shipped("ud_ewt_upos", tmp_path / "cache"), tmp_path, "ud_ewt")

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from seqeval.metrics import f1_score, precision_score, recall_score
 
-from lstm_train.data import conll, tagging
+from lstm_train.data import conll, prepared, tagging
 from lstm_train.data.conll import ConllError
 from lstm_train.data.ragged import gather
 from lstm_train.data.vocab import Vocab
@@ -163,10 +163,9 @@ def test_column_kind_must_match_format(tmp_path):
 def test_encode_columns_chars_and_unseen_tags(tmp_path):
     train = read_conllu(write(tmp_path, "a.conllu", CONLLU))
     words = Vocab.train((s.words for s in train))
-    chars = tagging.train_char_vocab(train)
-    tags = tagging.tag_list(train)
-    width = tagging.char_width(train, 6)
-    assert width == 6  # "know" + <bos>/<eos> = 6
+    chars = Vocab.train((list(form) for form in sorted({w for s in train for w in s.words})), lowercase=False)
+    tags = ["AUX", "INTJ", "PART", "PRON", "PUNCT", "VERB"]  # the training tags, most frequent first
+    width = 6  # "know" + <bos>/<eos>
     test = [conll.TaggedSentence(["Knowledgeable", "I"], ["ADJ", "PRON"], 1)]
     w, c, t = tagging.encode(test, words, chars, tags, width)
     assert w[0].tolist() == [1, words.encode(["i"])[0]]  # unseen word -> <unk>, lower-cased
@@ -308,8 +307,8 @@ def test_entity_counts_match_seqeval_and_invalid_transitions():
 
 def test_gather_keeps_char_rows():
     sentences = [conll.TaggedSentence(["a", "bb"], ["X", "Y"], 1), conll.TaggedSentence(["ccc"], ["X"], 3)]
-    words, chars = Vocab.train(s.words for s in sentences), tagging.train_char_vocab(sentences)
-    columns = tagging.encode(sentences, words, chars, tagging.tag_list(sentences), 5)
+    words, chars = Vocab.train(s.words for s in sentences), Vocab.train([["a"], ["b"], ["c"]], lowercase=False)
+    columns = tagging.encode(sentences, words, chars, ["X", "Y"], 5)
     (w, n), (c, _), (t, _) = gather(columns, torch.tensor([1, 0]))
     assert w.shape == (2, 2) and c.shape == (2, 2, 5) and n.tolist() == [1, 2]
     assert c[0, 1].eq(0).all() and c[0, 0].tolist()[:5] == [2, *chars.encode(list("ccc")), 3]
@@ -324,10 +323,10 @@ def test_run_files_must_match_on_resume(tmp_path):
     job = validate_job({"name": "t", "task": "tag", "data": {"root": str(tmp_path), "train": "train.conllu",
                                                               "val": None, "test": "train.conllu"}}, "test")
     task = get_task("tag")(job, tmp_path / "run")
-    info = task.load_data().info
+    info = prepared.load(task).info
     (tmp_path / "run").mkdir()
     task.write_run_files(tmp_path / "run", info)
     task.write_run_files(tmp_path / "run", info)  # a resume over the same data: fine
     train.write_text(CONLLU.replace("know", "see"))  # the data changed since the run began
     with pytest.raises(RunFileMismatch, match="vocab_words.json: this file .*not the one"):
-        task.write_run_files(tmp_path / "run", task.load_data().info)
+        task.write_run_files(tmp_path / "run", prepared.load(task).info)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lstm_train.config import validate_job
-from lstm_train.data import sst, textfiles
+from lstm_train.data import prepared, sst, textfiles
 from lstm_train.data.embeddings import read_vectors
 from lstm_train.data.textfiles import TextDataError
 from lstm_train.data.vocab import Vocab, VocabError
@@ -109,17 +109,6 @@ def test_csv_tsv_jsonl_with_named_columns(tmp_path):
     assert textfiles.label_classes(["10", "9", "2"]) == ["2", "9", "10"]
 
 
-def test_one_file_split_by_fraction_is_seeded(tmp_path):
-    rows = "\n".join(f"text number {i},{i % 2}" for i in range(50))
-    table = textfiles.read_table(write(tmp_path / "d.csv", "text,label\n" + rows + "\n"), "text", "label")
-    train, val, test = textfiles.split_by_fraction(table, 0.2, 0.1, seed=3)
-    assert len(train) + len(val) + len(test) == 50 and len(train) > len(val) > 0 and len(test) > 0  # by row hash
-    assert sorted(train.texts + val.texts + test.texts) == sorted(table.texts)
-    again = textfiles.split_by_fraction(table, 0.2, 0.1, seed=3)
-    other = textfiles.split_by_fraction(table, 0.2, 0.1, seed=4)
-    assert again[2].texts == test.texts and other[2].texts != test.texts
-
-
 def test_words_split_like_the_treebank():
     assert textfiles.split_words(["It's not a film I don't like (really)..."]) == [
         ["It", "'s", "not", "a", "film", "I", "do", "n't", "like", "(", "really", ")", "..."]
@@ -158,7 +147,7 @@ def test_unseen_label_at_test_time(tmp_path):
     task = TextClassifyTask(job({"source": "files", "train_path": str(tmp_path / "train.csv"),
                                  "test_path": str(tmp_path / "test.csv")}))
     with pytest.raises(TextDataError, match=r"test.csv:3: label 'neutral' does not occur in the training data .*known labels: neg, pos"):
-        task.load_data()
+        prepared.load(task)
 
 
 def test_files_need_paths():
@@ -179,7 +168,7 @@ def csv_task(tmp_path: Path, n: int = 60, **data) -> TextClassifyTask:
 
 def test_load_data_columns_and_vocabulary_round_trip(tmp_path, capsys):
     task = csv_task(tmp_path, max_length=4)
-    splits = task.load_data()
+    splits = prepared.load(task)
     tokens, labels = splits.train
     n = len(tokens)  # the rows whose content hash falls in train (about 80% of 60)
     assert n == len(labels) and labels.dtype == torch.long and int(tokens.lengths_cpu.max()) == 4
@@ -198,13 +187,13 @@ def test_load_data_columns_and_vocabulary_round_trip(tmp_path, capsys):
     task.write_run_files(run, info)
     again = csv_task(tmp_path / "other", n=10)
     with pytest.raises(RunFileMismatch, match=r"vocab.json: this file \(digest \w+\) is not the one the checkpoint"):
-        again.write_run_files(run, again.load_data().info)
+        again.write_run_files(run, prepared.load(again).info)
 
 
 def untrained_csv_run(tmp_path):
     """A CSV task's data, its run directory's files (vocab.json) and an untrained model."""
     task = csv_task(tmp_path)
-    splits = task.load_data()
+    splits = prepared.load(task)
     run = tmp_path / "run"
     run.mkdir()
     task.write_run_files(run, splits.info)
@@ -253,7 +242,7 @@ def test_pretrained_vectors_glove_and_word2vec(tmp_path, capsys):
     task.job.model.embedding_dim = 3
     task.job.model.embeddings.path = str(write(tmp_path / "v.txt", "good 1 1 1\nfilm 2 2 2\n"))
     task.job.model.embeddings.freeze = True
-    splits = task.load_data()
+    splits = prepared.load(task)
     model = task.build_model(splits.info)
     task.init_weights(model, splits.info)  # the loop's call, before the optimizer: training only
     assert "embeddings: 2 of" in capsys.readouterr().err
@@ -298,7 +287,7 @@ def test_padding_never_changes_the_logits(pooling, bidirectional):
 
 def test_eval_sums_are_additive_and_metrics_match(tmp_path):
     task = csv_task(tmp_path, n=80)
-    splits = task.load_data()
+    splits = prepared.load(task)
     model = task.build_model(splits.info).eval()
     tokens, labels = splits.train
     idx = torch.arange(len(labels))
@@ -323,7 +312,7 @@ def test_macro_f1_by_hand():
 
 def test_finish_writes_confusion_png_and_counts(tmp_path):
     task = csv_task(tmp_path)
-    splits = task.load_data()
+    splits = prepared.load(task)
     model = task.build_model(splits.info)
     out = task.finish(model, splits, tmp_path)
     png = Path(out["images"]["confusion_matrix"])
@@ -433,7 +422,7 @@ def test_sparse_embeddings_move_only_the_batch_rows_and_resume_exactly():
 def test_sst2_from_five_way_labels(tmp_path):
     root = make_sst(tmp_path)
     task = TextClassifyTask(job({"source": "sst2", "root": str(root), "train_labels": "fine"}))
-    splits = task.load_data()
+    splits = prepared.load(task)
     assert set(splits.train[1].tolist()) == {0, 1, 2, 3, 4}  # neutral phrases train too
     assert splits.test[1].tolist() == [1, 0, 0] and splits.info["classes"] == ["negative", "positive"]
     model = task.build_model(splits.info).eval()

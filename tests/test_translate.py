@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from sacrebleu.metrics import BLEU, CHRF
 
 from lstm_train.config import ConfigError, validate_job
-from lstm_train.data.parallel import ParallelDataError, read_line_aligned, read_tsv, split_by_key
+from lstm_train.data import prepared
+from lstm_train.data.parallel import ParallelDataError, read_line_aligned, read_tsv
+from lstm_train.data.parallel_read import Blanks
 from lstm_train.data.ragged import Padded
 from lstm_train.data.subword import BOS, EOS, PAD, SubwordVocab, VocabError
 from lstm_train.models.decoding import beam_search, greedy_search
@@ -107,33 +109,29 @@ def test_tsv_rows_need_both_columns(tmp_path: Path) -> None:
         read_tsv(path)
 
 
-def test_split_by_key_keeps_alternative_translations_together() -> None:
-    keys = [f"sentence {i // 3}" for i in range(300)]  # every key three times (three translations)
-    train, val, test = split_by_key(keys, [1.0, 0.1, 0.2], seed=5)
-    assert sorted(train + val + test) == list(range(300))
-    seen = [{keys[i] for i in part} for part in (train, val, test)]
-    assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
-    assert len(seen[1]) == 10 and len(seen[2]) == 20
-    assert split_by_key(keys, [1.0, 0.1, 0.2], seed=5) == [train, val, test]
-    assert split_by_key(keys, [1.0, 0.1, 0.2], seed=6) != [train, val, test]
-
-
 def test_tatoeba_split_never_puts_one_english_sentence_in_two_splits(tmp_path: Path) -> None:
+    """Split off by a seeded hash of the English sentence: its alternative translations stay
+    together, whichever side is the source, and every pair lands in one split."""
     folder = tmp_path / "Tatoeba" / "fra-eng"
     folder.mkdir(parents=True)
     rows = [f"{s}.\t{s.upper()} {k} !" for s in sentences(400, 3) for k in range(1 + len(s) % 3)]
     (folder / "fra.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    j = validate_job({"name": "t", "task": "translate", "data": {
-        "dataset": "tatoeba", "root": str(tmp_path), "source_lang": "en", "target_lang": "fr",
-        "val_fraction": 0.1, "test_fraction": 0.1}}, "test")
-    corpus = TranslateTask(j).read_corpus()
-    english = {name: set(pairs.source) for name, pairs in corpus.items()}
-    assert not (english["train"] & english["test"]) and not (english["train"] & english["val"])
-    assert sum(len(p) for p in corpus.values()) == len(rows)
-    j = validate_job({"name": "t", "task": "translate", "data": {
-        "dataset": "tatoeba", "root": str(tmp_path), "source_lang": "fr", "target_lang": "en"}}, "test")
-    reverse_corpus = TranslateTask(j).read_corpus()
-    assert reverse_corpus["train"].target[0].endswith(".") and reverse_corpus["train"].source[0].endswith("!")
+    for source, target in (("en", "fr"), ("fr", "en")):
+        j = validate_job({"name": "t", "task": "translate", "data": {
+            "dataset": "tatoeba", "root": str(tmp_path), "source_lang": source, "target_lang": target,
+            "val_fraction": 0.1, "test_fraction": 0.1}}, "test")
+        stream = TranslateTask(j).stream_data()
+        english: dict[str, set[str]] = {"train": set(), "val": set(), "test": set()}
+        for piece in stream.pieces():
+            for split, _, s, t in stream.split_pairs(piece, Blanks()):
+                english[split].add(s if source == "en" else t)
+                assert s.endswith(".") == (source == "en") and t.endswith("!") == (source == "en")
+        assert not (english["train"] & english["test"]) and not (english["train"] & english["val"])
+        assert not (english["val"] & english["test"])
+        assert sum(map(len, english.values())) == len({r.split("\t")[0] for r in rows})
+        assert 0.05 < len(english["val"]) / len({r.split("\t")[0] for r in rows}) < 0.15
+        splits = prepared.load(TranslateTask(j))
+        assert len(splits.train[0]) + len(splits.val[0]) + len(splits.test[0]) == len(rows)
 
 
 def test_files_job_needs_train_files_and_one_form_per_split() -> None:
@@ -152,18 +150,18 @@ def test_too_long_sentences_are_truncated_or_skipped_and_counted_or_refused(tmp_
                            + [reverse(long_source)])
     files["train"] = {"source": str(src), "target": str(tgt)}
 
-    truncated = TranslateTask(job({**files, "max_length": 20, "too_long": "truncate"})).load_data()
+    truncated = prepared.load(TranslateTask(job({**files, "max_length": 20, "too_long": "truncate"})))
     assert truncated.info["data"]["train"]["truncated"] == 1 and truncated.info["data"]["train"]["pairs"] == 51
     assert int(truncated.train[0].lengths_cpu.max()) <= 20 and int(truncated.train[1].lengths_cpu.max()) <= 20
     assert truncated.train[1][50][-1] == EOS  # a truncated target still ends
     assert "1 train pair truncated" in capsys.readouterr().err
 
-    skipped = TranslateTask(job({**files, "max_length": 20, "too_long": "skip"})).load_data()
+    skipped = prepared.load(TranslateTask(job({**files, "max_length": 20, "too_long": "skip"})))
     assert skipped.info["data"]["train"]["skipped"] == 1 and len(skipped.train[0]) == 50
     assert len(skipped.test[0]) == 100  # test sentences are never skipped
 
     with pytest.raises(ParallelDataError, match=r"long.src \+ .*long.tgt, line 51: the source sentence is \d+ subword"):
-        TranslateTask(job({**files, "max_length": 20, "too_long": "error"})).load_data()
+        prepared.load(TranslateTask(job({**files, "max_length": 20, "too_long": "error"})))
 
 
 # ---------------------------------------------------------------------------
@@ -199,7 +197,7 @@ def test_lowercase_vocabulary_and_broken_files(tmp_path: Path) -> None:
 def test_a_vocabulary_file_that_does_not_match_the_checkpoint_is_refused(tmp_path: Path) -> None:
     files = reversal_files(tmp_path / "data", n_train=200)
     task = TranslateTask(job(files))
-    splits = task.load_data()
+    splits = prepared.load(task)
     run = tmp_path / "run"
     run.mkdir()
     task.write_run_files(run, splits.info)
@@ -391,7 +389,7 @@ def test_a_small_model_learns_to_reverse_sentences(tmp_path: Path) -> None:
     held-out sentences must come out exactly (detokenised, capitalised, with the full stop)."""
     files = reversal_files(tmp_path)
     task = TranslateTask(job(files, {"input_feeding": True}, seed=1))
-    splits = task.load_data()
+    splits = prepared.load(task)
     torch.manual_seed(0)
     model = task.build_model(splits.info)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)

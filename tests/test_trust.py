@@ -202,7 +202,7 @@ def damage_entry(entry: Path, damage: str) -> None:
 def test_a_damaged_entry_is_one_line_moved_aside_and_prepared_again(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                                     damage: str) -> None:
     path, cache = write_csv(tmp_path / "d.csv"), tmp_path / "cache"
-    good = task_of(path, cache).load_data()
+    good = prepared.load(task_of(path, tmp_path / "reference"))  # an entry of its own
     prepared.load(task_of(path, cache))
     [entry] = entries(cache)
     damage_entry(entry, damage)

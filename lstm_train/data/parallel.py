@@ -9,15 +9,14 @@ files of different line counts (both counts, and where they seem to part), a
 line empty on one side only, a TSV row without both columns.  Lines empty on
 both sides are skipped and counted.
 
-Corpora without an official split (Tatoeba, a single user file) are split by
-distinct *key* sentence (Tatoeba: the English one) with a seed, so the
-alternative translations of one sentence all land in the same split and a
-test sentence is never one the model has seen with another translation.
+These readers hold a file in memory: they read the small files `evaluate` is given.  A
+training corpus is prepared as a stream (`translate_stream`, `parallel_read`: the same checks
+and messages, a byte range at a time), which also splits off the pairs of a corpus without an
+official split (Tatoeba, a single user file) by a seeded hash of the key sentence.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,25 +126,3 @@ def read_tsv(path: Path, source_column: int | str = 0, target_column: int | str 
         pairs.target.append(t)
         pairs.lines.append(number)
     return pairs
-
-
-def split_by_key(keys: Sequence[str], fractions: Sequence[float], seed: int) -> list[list[int]]:
-    """Indices of each part (e.g. train/val/test), splitting by distinct key sentence.
-
-    Distinct keys are sorted, shuffled with `seed` and dealt out: the first
-    `fractions[1]` of them to part 1, the next `fractions[2]` to part 2, ..., the
-    rest to part 0.  Pairs sharing a key always land in the same part.
-    """
-    distinct = sorted(set(keys))
-    random.Random(seed).shuffle(distinct)
-    part_of: dict[str, int] = {}
-    start = 0
-    for part, fraction in enumerate(fractions[1:], start=1):
-        size = round(fraction * len(distinct))
-        for key in distinct[start : start + size]:
-            part_of[key] = part
-        start += size
-    parts: list[list[int]] = [[] for _ in fractions]
-    for i, key in enumerate(keys):
-        parts[part_of.get(key, 0)].append(i)
-    return parts

@@ -7,8 +7,8 @@ named) and encoded CHUNK sentences at a time, so memory holds a chunk, never a f
 Pass 1 (`scan`) counts what the vocabularies are built from, bounded by the vocabulary and
 not the corpus: the training file's word forms (raw, cased: the word vocabulary is their
 normalized counts, the character vocabulary counts each character once per distinct form,
-as `tagging.train_char_vocab` does) and every split's tag counts.  `plan` builds the same
-`Vocab`s, tag list, unseen tags and character width as `TagTask.load_data` (`Vocab.from_counts`
+the way the in-memory preparation it replaced did) and every split's tag counts.  `plan` builds
+the `Vocab`s, tag list (most frequent first), unseen tags and character width (`Vocab.from_counts`
 gives `Vocab.train`'s JSON); pass 2 (`encode`) encodes each chunk as `tagging.encode` does (in numpy).
 """
 
@@ -69,13 +69,13 @@ class TagStream:
         return {"forms": dict(forms), "tags": tags}
 
     def plan(self, scan: dict[str, Any]) -> dict[str, Any]:
-        """The vocabularies, tag list, unseen tags and character width `load_data` computes."""
+        """The vocabularies, tag list, unseen tags and character width."""
         forms: dict[str, int] = scan["forms"]
         train_tags = scan["tags"].get("train", {})
         tags = [t for t, _ in sorted(train_tags.items(), key=lambda kv: (-kv[1], kv[0]))]
         words = Vocab.from_counts(normalize_counts(forms, self.lowercase), self.lowercase, self.min_freq)
         chars: Counter[str] = Counter()
-        for form in forms:  # each character once per distinct form, as train_char_vocab counts
+        for form in forms:  # each character once per distinct form
             chars.update(form)
         char_vocab = Vocab.from_counts(normalize_counts(dict(chars), False), False)
         width = min(max((len(f) for f in forms), default=1) + 2, self.max_chars)

@@ -25,12 +25,6 @@ from .ragged import Ragged
 from .vocab import BOS, EOS, Vocab
 
 
-def train_char_vocab(sentences: Sequence[TaggedSentence]) -> Vocab:
-    """Every character of the training words (cased); others read as <unk>."""
-    forms = {w for s in sentences for w in s.words}
-    return Vocab.train(([c for c in form] for form in sorted(forms)), lowercase=False)
-
-
 def encode_chars(words: Sequence[str], chars: Vocab, width: int) -> torch.Tensor:
     """[len(words), width] char ids: <bos> chars <eos> then 0; distinct forms encoded once."""
     forms = sorted(set(words))
@@ -42,12 +36,6 @@ def encode_chars(words: Sequence[str], chars: Vocab, width: int) -> torch.Tensor
     for row, encoded in enumerate(ids):
         table[row, : len(encoded) + 2] = torch.tensor([BOS, *encoded, EOS], dtype=table.dtype)
     return table[torch.tensor([index[w] for w in words], dtype=torch.long)]
-
-
-def char_width(sentences: Sequence[TaggedSentence], max_chars: int) -> int:
-    """Row width of the chars column: the longest training word plus <bos>/<eos>, at most `max_chars`."""
-    longest = max((len(w) for s in sentences for w in s.words), default=1)
-    return min(longest + 2, max_chars)
 
 
 def encode(sentences: Sequence[TaggedSentence], words: Vocab, chars: Vocab, tags: Sequence[str],
@@ -66,18 +54,7 @@ def encode(sentences: Sequence[TaggedSentence], words: Vocab, chars: Vocab, tags
     return word_column, char_column, tag_column
 
 
-def tag_list(sentences: Sequence[TaggedSentence]) -> list[str]:
-    """The train split's tags, most frequent first (ties by name): the model's output order."""
-    counts = Counter(t for s in sentences for t in (s.tags or []))
-    return [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
-
-
 def unseen_tags(sentences: Sequence[TaggedSentence], known: Sequence[str]) -> Counter[str]:
     """Tags of an evaluation split that training never had, with their token counts."""
     known_set = set(known)
     return Counter(t for s in sentences for t in (s.tags or []) if t not in known_set)
-
-
-def word_counts(column: Ragged, vocab_size: int) -> torch.Tensor:
-    """Training count of each word id [vocab_size] (for frequency-based word dropout)."""
-    return torch.bincount(column.values.long(), minlength=vocab_size)

@@ -312,15 +312,6 @@ def _checked(path: Path, text: str, label: str | None, line: int, text_column: s
     return text, label, line
 
 
-def split_by_fraction(table: Table, val_fraction: float, test_fraction: float,
-                      seed: int) -> tuple[Table, Table | None, Table]:
-    """One file cut into train / val / test by `content_split` (the streamed preparation's rule)."""
-    assigned = content_split(table.texts, table.labels or [None] * len(table), val_fraction, test_fraction, seed)
-    parts = [(assigned == k).nonzero()[0].tolist() for k in (TRAIN, VAL, TEST)]
-    check_split_sizes(table.path, len(table), [len(p) for p in parts], val_fraction, test_fraction)
-    return table.subset(parts[0]), table.subset(parts[1]) if parts[1] else None, table.subset(parts[2])
-
-
 TRAIN, VAL, TEST = 0, 1, 2
 
 

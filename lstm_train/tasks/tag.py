@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import conll, tag_stream, tagging
+from ..data import conll, tagging
 from ..data.conll import ConllError, TaggedSentence
 from ..data.tag_stream import TagStream
 from ..data.ragged import Padded, gather
@@ -58,41 +58,8 @@ class TagTask(Task):
 
     def stream_data(self) -> TagStream:
         """The files one piece each, read a sentence at a time and encoded in chunks
-        (`data/tag_stream.py`): the entry `load_data` gives, without a file in memory."""
+        (`data/tag_stream.py`): no file is ever held in memory."""
         return TagStream(self.job.data, is_bio, invalid_transitions)
-
-    def load_data(self) -> Splits:
-        data = self.job.data
-        train = self.read("train")
-        val = self.read("val") if data.val else None
-        test = self.read("test")
-        tags = tagging.tag_list(train)
-        scheme = data.scheme if data.scheme != "auto" else ("bio" if is_bio(tags) else "none")
-        words = Vocab.train((s.words for s in train), lowercase=data.lowercase, min_freq=data.min_freq)
-        chars = tagging.train_char_vocab(train)
-        width = tagging.char_width(train, data.max_chars)
-        evaluated = {"val": val, "test": test} if val is not None else {"test": test}
-        unseen: dict[str, int] = {}
-        for name, sentences in evaluated.items():
-            for tag, count in tagging.unseen_tags(sentences, tags).items():
-                unseen[tag] = unseen.get(tag, 0) + count
-        all_tags = tags + sorted(unseen)  # ids >= len(tags): tags no output can give (always wrong)
-        columns = {name: tagging.encode(s, words, chars, all_tags, width)
-                   for name, s in {"train": train, **evaluated}.items()}
-        counts = tagging.word_counts(columns["train"][0], len(words))
-        info = {
-            "words": words.to_json(), "chars": chars.to_json(), "tags": tags, "unseen_tags": sorted(unseen),
-            "char_width": width, "scheme": scheme, "word_counts": counts.tolist(),
-            "format": conll.detect_format(data.path("train")) if data.format == "auto" else data.format,
-            "column": data.column,
-            "primary_metric": "entity_f1" if scheme == "bio" else "accuracy",
-        }
-        sizes = {name: {"sentences": len(sentences), "words": len(columns[name][0].values),
-                        "unknown": int((columns[name][0].values == UNK).sum()),
-                        "odd": invalid_transitions(s.tags or [] for s in sentences)}
-                 for name, sentences in {"train": train, **evaluated}.items()}
-        tag_stream.report(sizes, len(words), tags, unseen, scheme)
-        return Splits(train=columns["train"], val=columns.get("val"), test=columns["test"], info=info)
 
     def run_files(self, info: dict[str, Any]) -> dict[str, bytes]:
         """The vocabularies and the tag list, for people and tools (predict reads the vocabularies)."""

@@ -27,7 +27,6 @@ sent to W&B) and lists it and the per-class counts in result.json
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import sst, table_stream, textfiles
-from ..data.chunked import EntryWriter
+from ..data import table_stream, textfiles
 from ..data.embeddings import read_vectors
 from ..data.ragged import Padded, Ragged
 from ..data.vocab import Vocab
 from ..models.text import TextClassifier
-from ..data.stream import Piece
 from .base import ExportSignature, Split, Splits, Task, note, predict_texts
 from .registry import BUILTIN_TASKS
 from .confusion import confusion_plot, per_class
@@ -63,7 +60,7 @@ class TextClassifyTask(Task):
     # ------------------------------------------------------------------ data
 
     def source_files(self) -> list[Path]:
-        """The files load_data reads (the prepared-data store's key)."""
+        """The files the stream reads (the prepared-data store's key)."""
         data = self.job.data
         if data.source == "files":
             files = [Path(p).expanduser() for p in (data.path, data.train_path, data.val_path, data.test_path) if p]
@@ -72,76 +69,10 @@ class TextClassifyTask(Task):
             files = [folder / f"{name}.txt" for name in ("train", "dev", "test")]
         return files
 
-    def load_data(self) -> Splits:
-        data = self.job.data
-        groups = None
-        if data.source == "files":
-            words, labels, classes = self._read_files()
-        else:
-            words, labels, classes, groups = self._read_sst()
-        vocab = self._vocab(words["train"])
-        columns: dict[str, Split] = {}
-        for split, texts in words.items():
-            ids = vocab.encode_batch(texts)
-            ids = self._truncate(ids, split)
-            columns[split] = (Ragged.from_sequences(ids), torch.tensor(labels[split], dtype=torch.long))
-        info = self._info(vocab, classes, groups)
-        sizes = ", ".join(f"{k} {len(v[1]):,}" for k, v in columns.items())
-        note(f"{data.source}: {sizes} texts; {len(classes)} classes; vocabulary {len(vocab):,} words")
-        return Splits(train=columns["train"], val=columns.get("val"), test=columns["test"], info=info)
-
     def stream_data(self) -> Any:
         """The preparation as a `Stream` (pieces, scan, plan, encode, info: data/stream.py) that the
         store runs on every core or as a SLURM job array; SST and the user's files alike."""
         return table_stream.TextStream(self.job.data)
-
-    def _info(self, vocab: Vocab, classes: list[str], groups: list[list[int]] | None) -> dict[str, Any]:
-        data = self.job.data
-        return {"classes": classes, "vocab": vocab.to_json(), "vocab_digest": vocab.digest, "vocab_size": len(vocab),
-                "tokenizer": data.tokenizer, "max_length": data.max_length, "output_groups": groups}
-
-    def _read_sst(self) -> tuple[dict[str, list[list[str]]], dict[str, list[int]], list[str], list[list[int]] | None]:
-        """Train, dev (val) and test; with `train_labels: fine` the train labels are 0-4 and
-        the model's five outputs are grouped into negative (0, 1) and positive (3, 4)."""
-        data = self.job.data
-        classes = 2 if data.source == "sst2" else 5
-        fine = data.train_labels == "fine"
-        folder = Path(data.root).expanduser() / "SST" / "trees"
-        words, labels = {}, {}
-        for split, name in (("train", "train"), ("val", "dev"), ("test", "test")):
-            read_as = 5 if fine and split == "train" else classes
-            words[split], labels[split] = sst.read_sst(folder / f"{name}.txt", read_as, data.phrases and split == "train")
-        return words, labels, sst.CLASS_NAMES[classes], ([[0, 1], [3, 4]] if fine else None)
-
-    def _read_files(self) -> tuple[dict[str, list[list[str]]], dict[str, list[int]], list[str]]:
-        data = self.job.data
-        read = lambda p: textfiles.read_table(p, data.text_column, data.label_column, data.format, data.encoding)  # noqa: E731
-        if data.path:
-            tables = dict(zip(("train", "val", "test"), textfiles.split_by_fraction(
-                read(data.path), data.val_fraction, data.test_fraction, data.split_seed)))
-        else:
-            tables = {"train": read(data.train_path), "val": read(data.val_path) if data.val_path else None,
-                      "test": read(data.test_path)}
-        tables = {k: t for k, t in tables.items() if t is not None}
-        classes = textfiles.label_classes(tables["train"].labels)
-        words = {k: textfiles.split_words(t.texts, data.tokenizer) for k, t in tables.items()}
-        labels = {k: textfiles.label_ids(t, classes, tables["train"].path) for k, t in tables.items()}
-        return words, labels, classes
-
-    def _vocab(self, train_words: Iterable[list[str]]) -> Vocab:
-        """The vocabulary of the train texts (a resumed run trains the same one: its run file
-        and the checkpoint's task info are checked against it)."""
-        data = self.job.data
-        return Vocab.train(train_words, lowercase=data.lowercase, min_freq=data.min_freq, max_size=data.max_vocab)
-
-    def _truncate(self, ids: list[list[int]], split: str) -> list[list[int]]:
-        limit = self.job.data.max_length
-        long = [len(s) for s in ids if limit and len(s) > limit]
-        if long:
-            note(f"{split}: cut {len(long):,} of {len(ids):,} texts to data.max_length={limit} words "
-                       f"(the longest had {max(long):,})")
-            ids = [s[:limit] for s in ids]
-        return ids
 
     def run_files(self, info: dict[str, Any]) -> dict[str, bytes]:
         return {VOCAB_FILE: info["vocab"].encode("utf-8")}

@@ -2,10 +2,11 @@
 
 Data: Multi30k (line-aligned files, official val and test sets), Tatoeba
 fra-eng (one TSV, split by distinct English sentence), or a user's own two
-line-aligned files or TSV (`lstm_train.data.parallel`).  SentencePiece subword
-vocabularies are trained on the train split (`lstm_train.data.subword`) and
-travel in `Splits.info`, so every checkpoint carries them; the run directory
-holds them as `.model` files too.
+line-aligned files or TSV, prepared as a stream (`lstm_train.data.translate_stream`:
+byte-range pieces read in workers).  SentencePiece subword vocabularies
+(`lstm_train.data.subword`) are trained on the train split (a bounded sample of
+it, larger than Multi30k) and travel in `Splits.info`, so every checkpoint
+carries them; the run directory holds them as `.model` files too.
 
 Columns: source ids and target ids (<bos> ... <eos>) as `Ragged`; validation
 and test also carry each pair's raw source and reference text as UTF-8 bytes
@@ -36,9 +37,10 @@ import torch
 from sacrebleu.metrics import BLEU, CHRF
 from torch import nn
 
-from ..data.parallel import Pairs, ParallelDataError, read_line_aligned, read_tsv, split_by_key
+from ..data.parallel import Pairs, ParallelDataError, read_line_aligned, read_tsv
 from ..data.ragged import Padded, Ragged
 from ..data.subword import BOS, EOS, PAD, SubwordVocab, VocabError
+from ..data.translate_stream import Source, TranslateStream, limit_pairs
 from ..files.outputs import write_run_output
 from ..models.losses import smoothed_cross_entropy
 from ..models.translator import Translator
@@ -121,11 +123,25 @@ class TranslateTask(Task):
                     for lang in (d.source_lang, d.target_lang)]
         if d.dataset == "tatoeba":
             return [root / "Tatoeba" / "fra-eng" / "fra.txt"]
-        where = lambda p: Path(p) if Path(p).is_absolute() or Path(p).exists() else root / p  # noqa: E731
         specs = [getattr(d, split) for split in ("train", "val", "test")]
-        return [where(p) for s in specs if s is not None for p in (s.tsv, s.source, s.target) if p is not None]
+        return [self._where(p) for s in specs if s is not None for p in (s.tsv, s.source, s.target) if p is not None]
 
-    def read_corpus(self) -> dict[str, Pairs]:
+    def _where(self, path: str) -> Path:
+        """A user's file: absolute, relative to the working directory where it exists, else to data.root."""
+        return Path(path) if Path(path).is_absolute() or Path(path).exists() else Path(self.job.data.root) / path
+
+    def stream_data(self) -> TranslateStream:
+        """Parallel text in byte ranges, SentencePiece trained on a bounded sample, encoded in
+        workers (`data/translate_stream.py`): memory flat in the corpus size."""
+        return TranslateStream(self.sources(), self.job.data)
+
+    def entry_revision(self) -> dict[str, Any]:
+        """Pairs split off by key go by a seeded hash of the key sentence since the streamed
+        preparation (before: a shuffle of every distinct key, held in memory): such entries are new."""
+        return {"split_off": "key hash"} if any(s.split is None for s in self.sources()) else {}
+
+    def sources(self) -> list[Source]:
+        """The job's parallel text as the stream reads it: each split's files, or text to split off."""
         d = self.job.data
         root = Path(d.root)
         if d.dataset == "multi30k":
@@ -136,43 +152,28 @@ class TranslateTask(Task):
                                         f"{d.target_lang!r} must be one each")
             if not folder.is_dir():
                 raise FileNotFoundError(f"{folder}: no Multi30k folder (data.root={d.root}; set LSTM_TRAIN_DATA)")
-            read = lambda split: read_line_aligned(folder / f"{split}.{d.source_lang}",  # noqa: E731
-                                                   folder / f"{split}.{d.target_lang}")
-            return {"train": read("train"), "val": read("val"), "test": read(d.test_set)}
+            return [Source(split, str(folder / f"{name}.{d.source_lang}"), str(folder / f"{name}.{d.target_lang}"))
+                    for split, name in (("train", "train"), ("val", "val"), ("test", d.test_set))]
         if d.dataset == "tatoeba":
             if {d.source_lang, d.target_lang} != {"en", "fr"}:
                 raise ParallelDataError(f"Tatoeba fra-eng has en and fr: source_lang/target_lang {d.source_lang!r}/"
                                         f"{d.target_lang!r} must be one each")
-            path = root / "Tatoeba" / "fra-eng" / "fra.txt"
-            english = 0
-            pairs = read_tsv(path, english if d.source_lang == "en" else 1, 1 if d.source_lang == "en" else english)
-            keys = pairs.source if d.source_lang == "en" else pairs.target
-            return self._split(pairs, keys)
-        files = {}
+            english = d.source_lang == "en"  # the key: alternative translations of one English sentence together
+            return [Source(None, str(root / "Tatoeba" / "fra-eng" / "fra.txt"), None, 0 if english else 1,
+                           1 if english else 0, key="source" if english else "target")]
+        out = []
+        split_off = d.val is None or d.test is None
         for split in ("train", "val", "test"):
             spec: ParallelFiles | None = getattr(d, split)
-            if spec is not None:
-                files[split] = self._read_files(spec)
-        if "val" in files and "test" in files:
-            return files
-        parts = self._split(files["train"], files["train"].source)
-        return {"train": parts["train"], "val": files.get("val", parts["val"]), "test": files.get("test", parts["test"])}
-
-    def _read_files(self, spec: ParallelFiles) -> Pairs:
-        root = Path(self.job.data.root)
-        where = lambda p: Path(p) if Path(p).is_absolute() or Path(p).exists() else root / p  # noqa: E731
-        if spec.tsv is not None:
-            return read_tsv(where(spec.tsv), spec.source_column, spec.target_column, spec.header)
-        return read_line_aligned(where(spec.source), where(spec.target))
-
-    def _split(self, pairs: Pairs, keys: list[str]) -> dict[str, Pairs]:
-        """Train/val/test by distinct key sentence (alternative translations stay together)."""
-        d = self.job.data
-        train, val, test = split_by_key(keys, [1.0, d.val_fraction, d.test_fraction], d.split_seed)
-        if not train or not val or not test:
-            raise ParallelDataError(f"{pairs.origin}: {len(pairs)} pairs split into {len(train)} train / {len(val)} "
-                                    f"val / {len(test)} test: every split needs pairs (more data, or other fractions)")
-        return {"train": pairs.subset(train), "val": pairs.subset(val), "test": pairs.subset(test)}
+            if spec is None:
+                continue
+            name = None if split == "train" and split_off else split
+            if spec.tsv is not None:
+                out.append(Source(name, str(self._where(spec.tsv)), None, spec.source_column, spec.target_column,
+                                  spec.header))
+            else:
+                out.append(Source(name, str(self._where(spec.source)), str(self._where(spec.target))))
+        return out
 
     def _input(self, texts: list[str], side: Literal["source", "target"]) -> list[str]:
         lower = self.job.data.lowercase
@@ -180,73 +181,22 @@ class TranslateTask(Task):
             return [t.lower() for t in texts]
         return texts
 
-    def train_vocabularies(self, train: Pairs) -> tuple[SubwordVocab, SubwordVocab]:
-        s = self.job.data.subword
-        source, target = self._input(train.source, "source"), self._input(train.target, "target")
-        common = dict(vocab_size=s.vocab_size, model_type=s.model, character_coverage=s.character_coverage)
-        if s.joint:
-            vocab = SubwordVocab.train(source + target, **common)
-            return vocab, vocab
-        return SubwordVocab.train(source, **common), SubwordVocab.train(target, **common)
-
     def encode(self, vocab: SubwordVocab, texts: list[str], side: Literal["source", "target"]) -> list[list[int]]:
         ids = vocab.encode_batch(self._input(texts, side))
         return [[BOS, *x, EOS] for x in ids] if side == "target" else ids
 
-    def _limit(self, pairs: Pairs, src: list[list[int]], tgt: list[list[int]], split: str) -> tuple[list, list, list, dict]:
-        """Apply data.max_length: truncate (targets keep their <eos>) or skip training pairs, counted."""
-        d = self.job.data
-        limit, keep, counts = d.max_length, [], {"truncated": 0, "skipped": 0}
-        for i, (s, t) in enumerate(zip(src, tgt)):
-            long_t = split == "train" and len(t) > limit
-            if len(s) <= limit and not long_t:
-                keep.append(i)
-                continue
-            if d.too_long == "error":
-                line = pairs.lines[i] if pairs.lines else i + 1
-                side, n = ("source", len(s)) if len(s) > limit else ("target", len(t))
-                raise ParallelDataError(
-                    f"{pairs.origin}, line {line}: the {side} sentence is {n} subword tokens, over data.max_length="
-                    f"{limit}; raise max_length, or set data.too_long to truncate or skip"
-                )
-            if d.too_long == "skip" and split == "train":
-                counts["skipped"] += 1
-                continue
-            counts["truncated"] += 1
-            src[i] = s[:limit]
-            if long_t:
-                tgt[i] = t[: limit - 1] + [EOS]
-            keep.append(i)
-        return keep, src, tgt, counts
-
-    def load_data(self) -> Splits:
-        d = self.job.data
-        corpus = self.read_corpus()
-        source_vocab, target_vocab = self.train_vocabularies(corpus["train"])
-        splits: dict[str, tuple] = {}
-        report: dict[str, Any] = {}
-        for name, pairs in corpus.items():
-            splits[name], report[name] = self.columns(pairs, (source_vocab, target_vocab), name)
-        info = {
-            "source_lang": d.source_lang, "target_lang": d.target_lang, "lowercase": d.lowercase,
-            "max_length": d.max_length, "joint": d.subword.joint,
-            "source_vocab": source_vocab.to_base64(), "target_vocab": target_vocab.to_base64(),
-            "source_vocab_digest": source_vocab.digest, "target_vocab_digest": target_vocab.digest,
-            "source_vocab_size": len(source_vocab), "target_vocab_size": len(target_vocab),
-            "data": report,
-        }
-        return Splits(train=splits["train"], val=splits["val"], test=splits["test"], info=info)
-
     def columns(self, pairs: Pairs, vocabs: tuple[SubwordVocab, SubwordVocab], name: str) -> tuple[tuple, dict[str, Any]]:
         """A split's columns (source ids, target ids; besides training the raw source and reference
-        texts) and its report, data.max_length applied: what `load_data` and `evaluate` both make."""
+        texts) and its report, data.max_length applied as the stream applies it: for `evaluate`."""
+        d = self.job.data
         src = self.encode(vocabs[0], pairs.source, "source")
         tgt = self.encode(vocabs[1], pairs.target, "target")
-        keep, src, tgt, counts = self._limit(pairs, src, tgt, name)
+        where = lambda i: f"{pairs.origin}, line {pairs.lines[i] if pairs.lines else i + 1}"  # noqa: E731
+        keep, counts = limit_pairs(src, tgt, name, d.max_length, d.too_long, where)
         for what, n in counts.items():
             if n:
                 note(f"{pairs.origin}: {n} {name} pair{'s' if n != 1 else ''} {what} (over data.max_length="
-                     f"{self.job.data.max_length} subword tokens)")
+                     f"{d.max_length} subword tokens)")
         columns = (Ragged.from_sequences([src[i] for i in keep]), Ragged.from_sequences([tgt[i] for i in keep]))
         if name != "train":
             columns += (text_column(pairs.source), text_column(pairs.target))
