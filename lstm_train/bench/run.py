@@ -6,7 +6,8 @@ one epoch (or `--max-steps`) of:
 - the floor (`floor.py`): the same model's forward, backward and optimizer step on
   preloaded batches, no loop around it; lstm_train's epoch time over the floor's is
   the framework's overhead;
-- the tutorial's script (`tutorial.py`), for classify jobs;
+- the tutorial's script (`tutorial.py`), for classify jobs; pytorch/examples'
+  word_language_model as published (`word_lm.py`), for language-model jobs;
 - PyTorch Lightning at fp32 and bf16-mixed (`lightning_loop.py`), when installed.
 Throughput is in the unit the task declares (samples/s, or tokens/s for text).
 `--repeats N` alternates the loops N times and reports medians (a shared machine is
