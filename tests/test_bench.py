@@ -329,7 +329,9 @@ def test_bench_on_a_generated_wikitext2_layout_records_every_number(tmp_path: Pa
                            "train.threads=1", "--max-steps", "2", data=data)
     assert report["eval_split"] == "test" and report["metric"] == "test_loss" and report["unit"] == "tokens"
     for loop in (report["lstm_train"], report["floor"], report["tutorial"]):
-        assert loop["steps"] == 2 and loop["units"] == 2 * 4 * 8 and loop["metric"] > 0
+        assert loop["steps"] == 2 and loop["units"] > 0 and loop["metric"] > 0
+    # The example cuts fixed windows; the job's variable BPTT cuts the same plan for lstm_train and its floor
+    assert report["tutorial"]["units"] == 2 * 4 * 8 and report["lstm_train"]["units"] == report["floor"]["units"]
     # The example's own model (untied: it ties only an embedding as wide as the LSTM), in fp32
     assert report["tutorial"]["precision"] == "no"
     assert report["tutorial"]["parameters"] > 0 and report["floor"]["parameters"] > 0
