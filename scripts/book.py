@@ -114,7 +114,14 @@ def bench_numbers(report: dict[str, Any]) -> dict[str, Any]:
     loops = {peer: report.get("tutorial"), "lstm_train": report["lstm_train"], "floor": report["floor"]}
     for name, loop in (report.get("lightning") or {}).items():
         loops[f"Lightning {name}"] = loop
-    out: dict[str, Any] = {"precision": report["precision"], "threads": report["threads"], "repeats": report["repeats"]}
+    out: dict[str, Any] = {"precision": report["precision"], "threads": report["threads"], "repeats": report["repeats"],
+                           "steps": report["lstm_train"]["steps"]}
+    if report["task"] == "language_model":  # what the softmax and the two models weigh
+        out["vocabulary"] = report.get("vocab_size")
+        out["lstm_train model parameters"] = report["floor"].get("parameters")
+        if report.get("tutorial"):
+            out[f"{peer} parameters"] = report["tutorial"].get("parameters")
+            out[f"{peer} precision"] = "fp32 (as published)"
     for name, loop in loops.items():
         if loop:
             out[f"{name} {unit}/s"] = round(loop["per_s"], 1)
@@ -477,6 +484,24 @@ def test_sleep(ctx: Ctx) -> list[Command]:
 
 
 LM, BEST = "jobs/shakespeare_char.yaml", "jobs/shakespeare_char_best.yaml"
+LM_FILES, WIKITEXT = "jobs/lm_files_example.yaml", "jobs/wikitext2_awd_lstm.yaml"
+LM_BENCH_STEPS = 200  # issue 38: 200 steps x 3 repeats, start-up excluded
+WIKITEXT_MB, WIKITEXT_STEPS = 2, 30  # AWD-LSTM's 3 x 1150 model on 80 x 70 tokens a step, fp32: seconds a step on 2 cores;
+# 2 MB trains ~70 steps an epoch and keeps the held-out scoring (0.2 MB each, forward only) to minutes
+
+
+def bench_wikitext(ctx: Ctx) -> list[Command]:
+    """jobs/wikitext2_awd_lstm.yaml benched on a generated corpus in WikiText-2's layout (made once in the
+    work folder: no network, no real WikiText-2 here); --quick: a 0.2 MB one (20 KB to score) and 2 steps."""
+    mb, steps = (0.2, 2) if ctx.quick else (WIKITEXT_MB, WIKITEXT_STEPS)
+    root = ctx.work / "corpora" / f"wikitext-2-layout-{mb:g}MB"
+    layout = Command(ctx.script("wikitext_layout.py", "--out", str(root), "--mb", f"{mb:g}"))
+    repeats = [] if ctx.quick else ["--repeats", "3"]
+    return [layout, Command(ctx.lstm_train("bench", WIKITEXT, f"data.root={root}", "--max-steps", str(steps),
+                                           *repeats, "--json"), bench_numbers)]
+
+
+GROUPS = {"bench_lm": ("bench_lm_char", "bench_lm_files", "bench_lm_wikitext2")}  # one name for several entries
 ENTRIES: list[Entry] = [  # minutes: full size / --quick, measured or estimated on the 2-core development machine
     bench("bench_mnist", "lstm-train bench on the tutorial's job: tutorial, Lightning fp32/bf16, lstm_train, floor "
           "(medians of 3)", 3, [], ["--repeats", "3"], ["--max-steps", "20"], 0.5),
@@ -486,9 +511,16 @@ ENTRIES: list[Entry] = [  # minutes: full size / --quick, measured or estimated 
           ["--max-steps", "20", "--skip-tutorial", "--skip-lightning"], 0.5),
     Entry("bench_scaling", "lstm-train bench --scaling: floor and lstm_train against sequence length, hidden size, "
           "batch size and processes (the plot lands in the work folder)", 6, scaling, quick_minutes=1),
-    bench("bench_lm", "lstm-train bench on shakespeare_char, 200 steps: pytorch/examples' word_language_model loop, "
-          "lstm_train, floor (medians of 3; scored on validation)", 25, [LM],
-          ["--max-steps", "200", "--repeats", "3"], ["--max-steps", "3", *QUICK_LM], 1),
+    bench("bench_lm_char", f"lstm-train bench on shakespeare_char, {LM_BENCH_STEPS} steps: pytorch/examples' "
+          "word_language_model as published (fp32), lstm_train, floor (medians of 3; scored on validation)", 25, [LM],
+          ["--max-steps", str(LM_BENCH_STEPS), "--repeats", "3"], ["--max-steps", "3", *QUICK_LM], 1),
+    bench("bench_lm_files", f"lstm-train bench on lm_files_example (BPE 1,000 over this checkout's README.md and "
+          f"jobs/*.yaml), up to {LM_BENCH_STEPS} steps (its one epoch is shorter): the same three loops (medians of 3; "
+          "scored on validation)", 3, [LM_FILES], ["--max-steps", str(LM_BENCH_STEPS), "--repeats", "3"],
+          ["--max-steps", "3"], 1),
+    Entry("bench_lm_wikitext2", f"lstm-train bench on wikitext2_awd_lstm over a generated {WIKITEXT_MB:g} MB corpus "
+          f"in WikiText-2's layout (scripts/wikitext_layout.py), {WIKITEXT_STEPS} steps: the same three loops "
+          "(medians of 3; scored on test)", 40, bench_wikitext, quick_minutes=1),
     Entry("lm_char", "shakespeare_char trained 14.5M characters, no time budget: validation loss and time", 33,
           lambda c: lm_run(c, "lm_char", LM, 14.5e6), quick_minutes=1),
     Entry("lm_char_best", "shakespeare_char_best trained 43.5M characters, no time budget", 95,
@@ -526,6 +558,10 @@ ENTRIES: list[Entry] = [  # minutes: full size / --quick, measured or estimated 
     reach("ud_ewt_upos", 9, False),
     reach("multi30k_de_en", 30, False),
     reach("japanese_vowels_lstm", 1, False),
+    reach("mnist_caption", 7, False),  # the job headers point at these entries (issue 38: numbers from the book)
+    reach("airline_forecast", 1, False),
+    reach("co2_forecast", 1, False),
+    reach("sine_forecast", 2, False),
     Entry("self_check", "python + torch + lstm_train import time (a check that the book runs)", 0.1, self_check,
           default=False, quick_minutes=0.1),
 ]
@@ -961,6 +997,7 @@ def listing() -> str:
         needs = "  [needs SLURM]" if e.needs is slurm_missing else ""
         lines.append(f"  {e.name:{width}s}  ~{e.minutes:g} / {e.quick_minutes:g} min{long}{extra}{needs}\n"
                      f"  {'':{width}s}  {e.what}")
+    lines += [f"group {g}: {' '.join(members)}" for g, members in GROUPS.items()]
     full = sum(e.minutes for e in ENTRIES if e.default)
     quick = sum(e.quick_minutes for e in ENTRIES if e.default)
     lines.append(f"default set: about {full:.0f} min ({full / 60:.1f} h) plus up to --settle s per entry; "
@@ -990,9 +1027,11 @@ def select(names: list[str]) -> list[Entry]:
         return [e for e in ENTRIES if e.default]
     if names == ["all"]:
         return list(ENTRIES)
+    names = [m for n in names for m in GROUPS.get(n, (n,))]
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
-        raise ValueError(f"book: unknown entry {unknown[0]!r}; entries: {', '.join(BY_NAME)} (or all)")
+        groups = "; ".join(f"{g}: {' '.join(members)}" for g, members in GROUPS.items())
+        raise ValueError(f"book: unknown entry {unknown[0]!r}; entries: {', '.join(BY_NAME)} (or all; groups: {groups})")
     return [BY_NAME[n] for n in dict.fromkeys(names)]
 
 

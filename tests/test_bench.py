@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +26,8 @@ try:  # `python -m pytest` from the repo root, or tests/ as a package
     from tests.conftest import require, run_cli
 except ImportError:  # plain `pytest`: tests/ itself is on sys.path
     from conftest import require, run_cli  # type: ignore[no-redef]
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------------------
@@ -289,3 +292,53 @@ def test_bench_scores_a_corpus_without_a_test_split_on_validation(tmp_path: Path
     assert report["lightning"] is None and report["lightning_status"].startswith(("not applicable", "not installed"))
     for loop in (report["lstm_train"], report["floor"], report["tutorial"]):
         assert loop["steps"] == 2 and loop["metric"] is not None and loop["metric"] > 0
+
+
+def load_script(name: str):
+    """A script of scripts/ as a module (they are run as files, not imported as a package)."""
+    module_name = f"lstm_train_script_{name}"
+    if module_name not in sys.modules:  # registered first: dataclasses look their module up
+        spec = importlib.util.spec_from_file_location(module_name, ROOT / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
+
+
+def test_bench_on_a_generated_wikitext2_layout_records_every_number(tmp_path: Path) -> None:
+    """jobs/wikitext2_awd_lstm.yaml (a test split) on the corpus scripts/wikitext_layout.py writes in
+    WikiText-2's layout, the model shrunk: the three loops run, are scored on test, and the book's
+    bench_lm entries find every number they record (issue 38)."""
+    data = Path(os.environ.get("LSTM_TRAIN_DATA", ROOT.parent / "shared" / "data"))
+    require(all((data / s).is_file() for s in ("tinyshakespeare/input.txt", "Multi30k/train.en")),
+            f"tinyshakespeare and Multi30k not found under {data}")
+    layout = load_script("wikitext_layout")
+    made = layout.generate(tmp_path / "wt2", 0.05, True, data)
+    assert sorted(made["files"]) == ["wiki.test.tokens", "wiki.train.tokens", "wiki.valid.tokens"]
+    train = (tmp_path / "wt2" / "wiki.train.tokens").read_text()
+    assert 50_000 <= len(train.encode()) < 80_000 and " = = " in train and "<unk>" in train
+    assert all(line.startswith(" ") for line in train.splitlines())  # WikiText's leading space
+    # Deterministic (a second folder holds the same bytes); --no-test writes no test file.
+    layout.generate(tmp_path / "again", 0.05, False, data)
+    assert (tmp_path / "again" / "wiki.train.tokens").read_bytes() == train.encode()
+    assert not (tmp_path / "again" / "wiki.test.tokens").exists()
+
+    report, _ = bench_json(str(ROOT / "jobs" / "wikitext2_awd_lstm.yaml"), f"data.root={tmp_path / 'wt2'}",
+                           "model.embedding_size=8", "model.hidden_size=16", "model.num_layers=2",
+                           "data.global_batch_size=4", "data.batch_size=4", "data.bptt=8", "data.eval_streams=2",
+                           "train.threads=1", "--max-steps", "2", data=data)
+    assert report["eval_split"] == "test" and report["metric"] == "test_loss" and report["unit"] == "tokens"
+    for loop in (report["lstm_train"], report["floor"], report["tutorial"]):
+        assert loop["steps"] == 2 and loop["units"] > 0 and loop["metric"] > 0
+    # The example cuts fixed windows; the job's variable BPTT cuts the same plan for lstm_train and its floor
+    assert report["tutorial"]["units"] == 2 * 4 * 8 and report["lstm_train"]["units"] == report["floor"]["units"]
+    # The example's own model (untied: it ties only an embedding as wide as the LSTM), in fp32
+    assert report["tutorial"]["precision"] == "no"
+    assert report["tutorial"]["parameters"] > 0 and report["floor"]["parameters"] > 0
+    assert report["vocab_size"] > 100
+    numbers = load_script("book").bench_numbers(report)
+    for key in ("lstm_train tokens/s", "word_language_model loop tokens/s", "floor tokens/s",
+                "lstm_train / floor epoch time", "lstm_train vs word_language_model loop (x throughput)",
+                "lstm_train test_loss", "word_language_model loop test_loss", "floor test_loss",
+                "vocabulary", "steps"):
+        assert numbers[key] is not None and numbers[key] > 0, key

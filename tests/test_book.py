@@ -46,7 +46,7 @@ def test_an_unknown_entry_is_a_clear_error_naming_the_entries(tmp_path: Path) ->
     proc = book("generate", "nosuch", tmp=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.startswith("book: unknown entry 'nosuch'; entries: bench_mnist, ")
-    listed = proc.stderr.split("entries: ", 1)[1].split(" (or all)")[0].split(", ")
+    listed = proc.stderr.split("entries: ", 1)[1].split(" (or all;")[0].split(", ")
     assert listed == [e.name for e in load_book().ENTRIES]  # every entry, in the book's order
     assert records(tmp_path) == [] and not (tmp_path / "work").exists()  # nothing ran
 
@@ -61,6 +61,24 @@ def test_list_names_every_entry_with_its_duration() -> None:
     assert "[needs SLURM]" in proc.stdout and "[not in the default set: name it]" in proc.stdout
     assert "test_sleep" not in proc.stdout  # the tests' entry exists only with LSTM_TRAIN_BOOK_TEST=1
     assert "default set: about" in proc.stdout
+    assert "group bench_lm: bench_lm_char bench_lm_files bench_lm_wikitext2" in proc.stdout
+
+
+def test_bench_lm_names_the_three_language_model_benches(tmp_path: Path) -> None:
+    """`bench_lm` (issue 38) runs the bench on every shipped LM job; wikitext2_awd_lstm on a corpus in
+    WikiText-2's layout generated in the work folder first, then read through data.root."""
+    book_ = load_book()
+    assert [e.name for e in book_.select(["bench_lm", "bench_lm_char"])] == [
+        "bench_lm_char", "bench_lm_files", "bench_lm_wikitext2"]
+    ctx = book_.Ctx(work=tmp_path, quick=True)
+    layout, bench = book_.BY_NAME["bench_lm_wikitext2"].commands(ctx)
+    root = tmp_path / "corpora" / "wikitext-2-layout-0.2MB"
+    assert layout.parse is None and layout.argv[1:] == ["scripts/wikitext_layout.py", "--out", str(root), "--mb", "0.2"]
+    assert bench.argv[1:5] == ["-m", "lstm_train", "bench", "jobs/wikitext2_awd_lstm.yaml"]
+    assert f"data.root={root}" in bench.argv and bench.parse is book_.bench_numbers
+    jobs = {e.name: e.commands(ctx)[-1].argv[4] for e in book_.select(["bench_lm"])}
+    assert jobs == {"bench_lm_char": "jobs/shakespeare_char.yaml", "bench_lm_files": "jobs/lm_files_example.yaml",
+                    "bench_lm_wikitext2": "jobs/wikitext2_awd_lstm.yaml"}
 
 
 def test_a_run_writes_one_record_and_benchmarks_md_without_quick_records(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@
   (lstm_train's epoch time over the floor's), `--processes`;
 - `floor`: the job's forward, backward and optimizer step with no loop around it;
 - `tutorial`: the tutorial's MNIST script as published;
+- `word_lm`: pytorch/examples' word_language_model as published (a language model's peer);
 - `lightning_loop`: the same job under PyTorch Lightning (optional extra);
 - `ours`: lstm_train's loop, in this process or launched as N processes;
 - `scaling`: `--scaling`, throughput against sequence length, hidden size, batch size

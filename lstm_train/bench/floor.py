@@ -182,4 +182,5 @@ def floor_epoch(job: Any, task: Task, train: Split, test: Split, info: dict[str,
         "metric": primary(task, metrics, info),
         "mode": mode,
         "precision": precision,
+        "parameters": sum(p.numel() for p in model.parameters()),
     }

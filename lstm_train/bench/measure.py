@@ -123,7 +123,7 @@ def summarise(runs: list[dict[str, Any]], flops_per_sample: float | None) -> dic
     }
     if flops_per_sample:
         out["gflops"] = round(flops_per_sample * first["samples"] / max(epoch_s, 1e-9) / 1e9, 2)
-    for key in ("world_size", "mode", "precision", "command"):
+    for key in ("world_size", "mode", "precision", "command", "parameters"):
         if key in first:
             out[key] = first[key]
     return out

@@ -6,7 +6,8 @@ one epoch (or `--max-steps`) of:
 - the floor (`floor.py`): the same model's forward, backward and optimizer step on
   preloaded batches, no loop around it; lstm_train's epoch time over the floor's is
   the framework's overhead;
-- the tutorial's script (`tutorial.py`), for classify jobs;
+- the tutorial's script (`tutorial.py`), for classify jobs; pytorch/examples'
+  word_language_model as published (`word_lm.py`), for language-model jobs;
 - PyTorch Lightning at fp32 and bf16-mixed (`lightning_loop.py`), when installed.
 Throughput is in the unit the task declares (samples/s, or tokens/s for text).
 `--repeats N` alternates the loops N times and reports medians (a shared machine is
@@ -41,7 +42,7 @@ from .word_lm import word_lm_epoch
 
 # The loop a user of each task would otherwise write, measured as "tutorial" beside ours.
 PEERS = {"classify": "tutorial (torchvision + DataLoader)",
-         "language_model": "pytorch/examples word_language_model"}
+         "language_model": "pytorch/examples word_language_model (fp32)"}
 
 REPO_JOB = Path(__file__).resolve().parents[2] / "jobs" / "mnist_lstm.yaml"
 DEFAULT_JOB: dict[str, Any] = {  # where jobs/mnist_lstm.yaml is not at hand (an installed package)
@@ -232,6 +233,7 @@ def report_of(race: Race, runs: dict[str, list[dict[str, Any]]], precision: str,
         "repeats": repeats,
         "max_steps": race.max_steps,
         "flops_per_sample": flops,
+        "vocab_size": race.splits.info.get("vocab_size"),  # a language model's softmax width
         "same_settings": same_as_tutorial(job),
         "lstm_train": ours_s,
         "floor": floor_s,
@@ -292,6 +294,9 @@ def format_report(report: dict[str, Any]) -> str:
 
     if report["tutorial"]:
         lines.append(row(PEERS.get(report["task"], "tutorial"), report["tutorial"]))
+        if "parameters" in report["tutorial"] and "parameters" in report["floor"]:
+            lines.append(f"{'':40s} parameters: {report['tutorial']['parameters']:,} (lstm_train's model: "
+                         f"{report['floor']['parameters']:,}); vocabulary {report['vocab_size']:,}")
     else:
         lines.append(f"{'tutorial':40s} {report['tutorial_status']}")
     if report["lightning"]:
