@@ -693,13 +693,15 @@ def test_a_budget_leaves_room_for_a_final_validation_none_had_timed(tmp_path: Pa
     assert result["stopped_at_time_limit"] and result["steps"] == stop["step"], (result, stop)
     assert stop["expected"] is not None and final > 1.0, (stop, final)  # a validation worth reserving for
     # What the stop held back is the foreseen validation (scaled by the steps' change of speed, within LOAD_RATIO),
-    # not a step's time: the run stopped that far before its budget's clock ran out.  A run that reserved only
-    # the next step would stop a step short of BUDGET_S; the foreseen validation is seconds, a step milliseconds.
+    # not a step's time, and the run stopped with many of its own steps' worth of budget left for it: a run that
+    # reserved only the next step stops a step or two short of BUDGET_S.  (Its steps and its validation slow
+    # alike on a loaded machine; here the validation is a hundred steps or more.  Where the validation is
+    # foreseen to take more than what is left at the probe, the run stops at the probe, PROBE_AT of the budget.)
     assert stop["reserved"] >= LOAD_RATIO[0] * stop["expected"] and stop["seconds"] + stop["reserved"] >= BUDGET_S
-    assert stop["seconds"] < BUDGET_S - 0.5 * LOAD_RATIO[0] * stop["expected"], stop
+    assert BUDGET_S - stop["seconds"] > 10 * stop["seconds"] / stop["step"], stop
     # The probe measured the validation it stands for: its estimate is of the final validation's order (a factor
-    # of 10 either way: a machine whose load changes between the probe and the end moves it by a few times, a
-    # probe not scaled to the whole validation is off by its share of it, PROBE_SHARE, a 100th at most).
+    # of 10 either way: a load that changes between the probe and the end moves it by a few times, 2.2 seen with
+    # three pytest workers and a busy loop on two cores; a step's time or a made-up constant is not of this order).
     assert final / 10 < stop["expected"] < final * 10, (stop, final)
     # As a whole the run ends before a run without the reserve would, at BUDGET_S + the final validation (strictly:
     # it stopped the reserve before BUDGET_S), and not much before the budget (lower: a reserve far too large).
