@@ -11,9 +11,11 @@ else
 fi
 export LSTM_TRAIN_DATA=${LSTM_TRAIN_DATA:-$(cd .. && pwd)/shared/data}
 export WANDB_SILENT=true
-# Two workers (pytest-xdist): the SLURM tests stay on one worker (tests/conftest.py groups them:
-# they share one cluster). Three (PYTEST_WORKERS=3: 707-866 s against 1052 s on a 2-core AMD EPYC)
-# overload the machine enough that a time-budget test can miss its tolerance; two until those
-# tests are load-proof.  PYTEST_WORKERS=0 runs everything in this process.
+# Three workers (pytest-xdist) on two cores: the SLURM tests stay on one worker (tests/conftest.py
+# groups them: they share one cluster), and that worker mostly waits on SLURM, so a third keeps both
+# cores busy (707-866 s against 1052 s with two, on a 2-core AMD EPYC).  The tests with a time budget
+# assert on the run's own decisions and measured times, not on a quiet machine's clock, so three
+# workers on two cores (or a busy loop beside them) do not fail them.  PYTEST_WORKERS=0 runs
+# everything in this process.
 # --durations=30: every run (CI's included) ends with its 30 slowest tests, the suite's time budget's evidence.
-exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadgroup --durations=30 "$@"
+exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-3}" --dist loadgroup --durations=30 "$@"

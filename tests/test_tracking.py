@@ -166,7 +166,9 @@ def test_unreachable_server_warns_once_and_training_goes_on(monkeypatch: pytest.
         tracker = Tracker(make_job(mode="online"), run_dir, "5", WorkerInfo(0, 0, 1, "cpu"))
         drive([tracker], range(8))
         tracker.finish({"test_accuracy": 0.5})
-    assert time.monotonic() - started < 25
+    # measured 3.7 s (two inits, the online one cut at its 3 s init timeout); well under what ignoring that
+    # timeout costs (wandb.init's own default waits 90 s), with room for a loaded machine's slower starts
+    assert time.monotonic() - started < 60
     ours = [w for w in caught if issubclass(w.category, TrackingWarning)]
     assert len(ours) == 1 and "online" in str(ours[0].message) and "offline" in str(ours[0].message)
     assert tracker.mode == "offline"  # fell back: the rows can still be synced later
