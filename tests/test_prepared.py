@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from lstm_train.config import validate_job
-from lstm_train.data import prepared, textfiles
+from lstm_train.data.store import prepared
+from lstm_train.data.readers import textfiles
 from lstm_train.data.ragged import Ragged
-from lstm_train.data.table_stream import TextStream
+from lstm_train.data.streams.text_classify import TextStream
 from lstm_train.tasks.text_classify import TextClassifyTask
 
 from .conftest import ROOT, accelerate_cli, result_of, run_cli

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lstm_train.config import validate_job
-from lstm_train.data import chunked, prepared
+from lstm_train.data.store import entry_format, prepared
 from lstm_train.tasks.text_classify import TextClassifyTask
 
 from .conftest import ROOT
@@ -55,7 +55,7 @@ def assert_streamed_equals_loaded(tmp_path: Path, **data) -> None:
     # and byte for byte the files numpy.save writes for the loaded splits
     whole = tmp_path / "whole"
     whole.mkdir()
-    writer = chunked.EntryWriter(whole)
+    writer = entry_format.EntryWriter(whole)
     for name in ("train", "val", "test"):
         for i, column in enumerate(getattr(loaded, name) or ()):
             writer.put(name, i, column)
@@ -92,7 +92,7 @@ def test_chunked_header_is_the_one_numpy_writes(tmp_path: Path) -> None:
     import numpy as np
 
     for dtype, n in ((np.int64, 0), (np.int64, 3), (np.int32, 100_000), (np.int8, 7)):
-        writer = chunked.GrowingArray(tmp_path / "a.npy", dtype)
+        writer = entry_format.GrowingArray(tmp_path / "a.npy", dtype)
         values = np.arange(n, dtype=dtype)
         for part in np.array_split(values, 3):
             writer.append(part)

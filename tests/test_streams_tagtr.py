@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from lstm_train.config import validate_job
-from lstm_train.data import prepared, shards
-from lstm_train.data.conll import ConllError
+from lstm_train.data.store import prepared, runner
+from lstm_train.data.readers.conll import ConllError
 from lstm_train.tasks import get_task
 from .test_prepared import same_splits
 from .test_tagging import CONLLU
@@ -40,7 +40,7 @@ def check_same(task, tmp_path: Path, workers: int = 1) -> None:
     streamed = prepared.load(task)
     assert same_splits(loaded, streamed)
     if workers > 1:  # the store's pool path: the same entry from other processes
-        shards.run(task.stream_data(), tmp_path / "e", tmp_path / "w", shards.Options(workers=workers))
+        runner.run(task.stream_data(), tmp_path / "e", tmp_path / "w", runner.Options(workers=workers))
 
 
 def tag_spec(tmp_path: Path, **data) -> dict:

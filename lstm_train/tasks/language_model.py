@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.batching import check_streams
-from ..data.lm_stream import WORDS_ORDER, LanguageModelStream, encode_file
-from ..data.streams import CorpusError, Tokenizer, resolve_files, text_lines
+from ..data.streams.language_model import WORDS_ORDER, LanguageModelStream, encode_file
+from ..data.lm_tokenizer import CorpusError, Tokenizer, resolve_files, text_lines
 from ..files.outputs import write_run_output
 from ..files.validation import RunDirError, read_run_bytes
 from ..messages import note
@@ -68,7 +68,7 @@ class LanguageModelTask(Task):
     # -- data and model ---------------------------------------------------------------
 
     def stream_data(self) -> LanguageModelStream:
-        """The corpus in pieces, tokenized in two passes on every core (`data/lm_stream.py`)."""
+        """The corpus in pieces, tokenized in two passes on every core (`data/streams/language_model.py`)."""
         return LanguageModelStream(self.job.data)
 
     def entry_revision(self) -> dict[str, Any]:

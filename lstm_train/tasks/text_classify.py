@@ -35,13 +35,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import sst, table_stream, textfiles
-from ..data.chunked import EntryWriter
-from ..data.embeddings import read_vectors
+from ..data.readers import sst, textfiles
+from ..data.streams import text_classify
+from ..data.store.entry_format import EntryWriter
+from ..data.readers.embeddings import read_vectors
 from ..data.ragged import Padded, Ragged
 from ..data.vocab import Vocab
 from ..models.text import TextClassifier
-from ..data.stream import Piece
+from ..data.streams.base import Piece
 from .base import ExportSignature, Split, Splits, Task, note, predict_texts
 from .registry import BUILTIN_TASKS
 from .confusion import confusion_plot, per_class
@@ -91,9 +92,9 @@ class TextClassifyTask(Task):
         return Splits(train=columns["train"], val=columns.get("val"), test=columns["test"], info=info)
 
     def stream_data(self) -> Any:
-        """The preparation as a `Stream` (pieces, scan, plan, encode, info: data/stream.py) that the
+        """The preparation as a `Stream` (pieces, scan, plan, encode, info: data/streams/base.py) that the
         store runs on every core or as a SLURM job array; SST and the user's files alike."""
-        return table_stream.TextStream(self.job.data)
+        return text_classify.TextStream(self.job.data)
 
     def _info(self, vocab: Vocab, classes: list[str], groups: list[list[int]] | None) -> dict[str, Any]:
         data = self.job.data

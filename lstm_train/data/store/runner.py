@@ -1,6 +1,6 @@
 """Running a task's `Stream` on every core of this machine, or as a SLURM job array.
 
-The two passes of a `Stream` (`data/stream.py`) are map steps over pieces: `scan` and
+The two passes of a `Stream` (`data/streams/base.py`) are map steps over pieces: `scan` and
 `encode` of one piece need nothing of another, only `plan` (run once, here) joins them.
 So they run as
 
@@ -45,11 +45,11 @@ from typing import Any
 
 import numpy as np
 
-from ..files.atomic import write_atomic
-from ..messages import note
-from . import cachetrust
-from .chunked import EntryWriter
-from .stream import Piece, Stream
+from ...files.atomic import write_atomic
+from ...messages import note
+from . import trust
+from .entry_format import EntryWriter
+from ..streams.base import Piece, Stream
 
 _COPY = 64 << 20
 
@@ -101,7 +101,7 @@ def _read_done(folder: Path, plan_digest: str) -> dict[str, Any] | None:
 
 def unit_files(splits: dict[str, Any]) -> list[dict[str, Any]]:
     """The array records of a unit's "splits" record (each checked by type, its name a plain name)."""
-    return cachetrust.array_specs({"splits": splits})
+    return trust.array_specs({"splits": splits})
 
 
 def check_unit(folder: Path, done: dict[str, Any], pieces: list[Piece], group: str | None = None) -> str | None:
@@ -119,13 +119,13 @@ def check_unit(folder: Path, done: dict[str, Any], pieces: list[Piece], group: s
         digests = done.get("digests")
         if not isinstance(digests, dict):
             return "its record has no digests"
-        cachetrust.check_entry(folder, group)  # a directory of plain files, the user's, not writable by others
+        trust.check_entry(folder, group)  # a directory of plain files, the user's, not writable by others
         for spec in unit_files(done["splits"]):
             path = folder / spec["file"]
-            cachetrust.check_header(path, spec)
+            trust.check_header(path, spec)
             if not isinstance(digests.get(spec["file"]), str) or file_digest(path) != digests[spec["file"]]:
                 return f"{spec['file']} is not the file its worker wrote (its digest differs)"
-    except (cachetrust.DamagedEntry, cachetrust.UntrustedCache) as e:
+    except (trust.DamagedEntry, trust.UntrustedCache) as e:
         return str(e)
     except OSError as e:
         return f"cannot read it ({e.strerror or e})"
@@ -191,7 +191,7 @@ def run(stream: Stream, entry_tmp: Path, work: Path, options: Options,
             stream.scratch = scratch  # type: ignore[attr-defined]
             return _inline(stream, pieces, entry_tmp, bar)
     work.mkdir(parents=True, exist_ok=True)
-    cachetrust.check_folder(work, options.group)  # the units' home: a directory of the user's, not a symlink
+    trust.check_folder(work, options.group)  # the units' home: a directory of the user's, not a symlink
     stream.scratch = str(work / "scratch")  # type: ignore[attr-defined]  (every node sees the work dir)
     units = _units(pieces, options.shards if options.executor == "slurm" else len(pieces))
     with (_SlurmRunner(options.slurm, work / "logs") if options.executor == "slurm" else _PoolRunner(workers)) as runner:

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..messages import is_main_process
+from ...messages import is_main_process
 
 _HEADER = 128  # magic + version + length + dict, padded as numpy pads it (ARRAY_ALIGN 64)
 T = TypeVar("T")
@@ -156,7 +156,7 @@ class _Whole:
         self.folder, self.prefix, self.value = folder, prefix, value
 
     def close(self) -> dict[str, Any]:
-        from .ragged import Ragged
+        from ..ragged import Ragged
 
         if isinstance(self.value, Ragged):
             parts = {"values": self.value.values, "offsets": self.value.offsets, "lengths": self.value.lengths_cpu}
@@ -194,7 +194,7 @@ def progress_bytes(description: str, total: int | None = None) -> Any:
     """A tqdm bar in MB/s on stderr (the main process only), told the bytes of each piece done."""
     from tqdm import tqdm
 
-    from ..messages import is_main_process
+    from ...messages import is_main_process
 
     return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1000, file=sys.stderr,
                 mininterval=1.0, disable=not is_main_process(), dynamic_ncols=True)

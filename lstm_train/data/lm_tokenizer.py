@@ -85,7 +85,7 @@ class Tokenizer:
             return cls(kind, sorted(set(all_text)))
         if kind == "bytes":
             return cls(kind)
-        if kind == "words":  # frequency order, as the prepared vocabulary (data/lm_stream.py)
+        if kind == "words":  # frequency order, as the prepared vocabulary (data/streams/language_model.py)
             counts = Counter(w for line in all_text.splitlines() for w in line.split() if w != "<eos>")
             return cls(kind, ["<eos>", *sorted(counts, key=lambda w: (-counts[w], w))])
         from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers

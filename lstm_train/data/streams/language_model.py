@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from .chunked import EntryWriter
-from .stream import Piece
-from .streams import CorpusError, resolve_files, split_files
+from ..store.entry_format import EntryWriter
+from .base import Piece
+from ..lm_tokenizer import CorpusError, resolve_files, split_files
 
 PIECE_BYTES = int(os.environ.get("LSTM_TRAIN_PIECE_BYTES", 32 << 20))
 BLOCK_BYTES = int(os.environ.get("LSTM_TRAIN_BLOCK_BYTES", 8 << 20))

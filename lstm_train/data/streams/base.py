@@ -41,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from .chunked import EntryWriter
+from ..store.entry_format import EntryWriter
 
 
 @dataclass(frozen=True)

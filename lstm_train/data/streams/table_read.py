@@ -13,9 +13,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import textfiles
+from ..readers import textfiles
 from .table_columns import _safe_newline
-from .textfiles import TextDataError
+from ..readers.textfiles import TextDataError
 
 BLOCK_BYTES = 4 << 20  # read and decoded at a time inside a piece
 

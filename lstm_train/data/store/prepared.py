@@ -27,7 +27,7 @@ later run would trust.  An entry that fails its checks (truncated file, another
 format version, a manifest whose key is not its name) is prepared again, with a note.
 
 One concern, over 500 lines: the store's entry life cycle (key, write, check, map, lock);
-writing columns in chunks lives in `chunked.py`.
+writing columns in chunks lives in `entry_format.py`.
 """
 
 from __future__ import annotations
@@ -49,11 +49,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import runlock
-from ..messages import note
-from . import cachetrust, shards
-from .chunked import progress_bytes
-from .ragged import Ragged
+from ... import runlock
+from ...messages import note
+from . import trust, runner
+from .entry_format import progress_bytes
+from ..ragged import Ragged
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -87,14 +87,14 @@ def cache_dir_of(job: Any) -> Path:
 
 def source_record(path: Path, memo_dir: Path | None) -> dict[str, Any]:
     """Path, size, mtime and content digest of one source file.  The digest is memoised
-    per (path, dev, inode, size, mtime, ctime) in the cache directory (cachetrust.source_digest), so a second start does not read
+    per (path, dev, inode, size, mtime, ctime) in the cache directory (trust.source_digest), so a second start does not read
     a multi-gigabyte corpus only to find it unchanged."""
     path = path.expanduser().resolve()
     try:
         st = path.stat()
     except FileNotFoundError:  # the task's load_data names it, in its own words
         return {"path": str(path), "missing": True}
-    digest = cachetrust.source_digest(path, st, memo_dir)  # trust(27): memo keyed incl. ctime_ns
+    digest = trust.source_digest(path, st, memo_dir)  # trust(27): memo keyed incl. ctime_ns
     return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "digest": digest}
 
 
@@ -114,7 +114,7 @@ def _library_versions() -> dict[str, str]:
 def data_settings(job: Any) -> dict[str, Any]:
     """The data section as the key sees it: how batches are cut and where the cache lives do not
     change the data."""
-    from ..schema import SequenceData
+    from ...schema import SequenceData
 
     batching = set(SequenceData.model_fields) - {"root"}  # how batches are cut, where the cache is
     return {k: v for k, v in job.data.model_dump(mode="json").items() if k not in batching}
@@ -138,7 +138,7 @@ def entry_key(task: Any, sources: list[Path], memo_dir: Path | None) -> tuple[st
 
 
 def _save_array(folder: Path, name: str, tensor: Any) -> dict[str, Any]:
-    from .chunked import save_array
+    from .entry_format import save_array
 
     return save_array(folder, name, tensor)
 
@@ -192,12 +192,12 @@ def read_manifest(folder: Path, key: str) -> dict[str, Any]:
     except (OSError, ValueError) as e:
         raise StaleEntry(f"unreadable {MANIFEST} ({e})") from None
     if not isinstance(manifest, dict):  # trust(27)
-        raise cachetrust.DamagedEntry(f"{MANIFEST} holds a {type(manifest).__name__}, not an object")
+        raise trust.DamagedEntry(f"{MANIFEST} holds a {type(manifest).__name__}, not an object")
     if manifest.get("format") != FORMAT_VERSION:
         raise StaleEntry(f"format version {manifest.get('format')!r}, this lstm_train reads {FORMAT_VERSION}")
     if manifest.get("key") != key:
         raise StaleEntry(f"its digest {manifest.get('key')!r} is not the one of its inputs ({key})")
-    cachetrust.validate_manifest(manifest, folder)  # trust(27): types, plain names, .npy headers vs sizes
+    trust.validate_manifest(manifest, folder)  # trust(27): types, plain names, .npy headers vs sizes
     return manifest
 
 
@@ -231,7 +231,7 @@ def _decode_info(value: Any, folder: Path) -> Any:
 
 def map_entry(folder: Path, manifest: dict[str, Any]) -> Any:
     """The entry's Splits, every column memory-mapped (no copy of the data)."""
-    from .splits import Splits
+    from ..splits import Splits
 
     splits: dict[str, Any] = {}
     for name, columns in manifest["splits"].items():
@@ -279,7 +279,7 @@ def _locked(lock_path: Path, what: str, timeout: float = 3600.0) -> Iterator[Non
     deadline = None
     while True:
         if lock_path.is_symlink():
-            raise cachetrust.UntrustedCache(f"lock file {lock_path} is a symlink (-> {os.readlink(lock_path)}); a lock "
+            raise trust.UntrustedCache(f"lock file {lock_path} is a symlink (-> {os.readlink(lock_path)}); a lock "
                                             f"is never followed. Remove it (rm {lock_path}) and run again.")
         try:
             lock, holder = runlock.take(lock_path, f"no preparation of {what} is running", mode=0o640)
@@ -315,7 +315,7 @@ def _writable_root(job: Any) -> Path:
             f"cannot write prepared data to {root} (data.cache_dir): {e.strerror or e}. "
             "Set data.cache_dir to a writable directory (on a cluster: one every node sees)."
         ) from None
-    cachetrust.check_root(root, getattr(job.data, "cache_group", None))  # trust(27)
+    trust.check_root(root, getattr(job.data, "cache_group", None))  # trust(27)
     return root
 
 
@@ -346,7 +346,7 @@ def _size(n: int) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
-def ensure(task: Any, entry: Entry, options: shards.Options | None = None) -> tuple[dict[str, Any], bool]:
+def ensure(task: Any, entry: Entry, options: runner.Options | None = None) -> tuple[dict[str, Any], bool]:
     """The entry's checked manifest, preparing it first if it is missing or unusable.
     Returns (manifest, prepared_now)."""
     data = task.job.data
@@ -354,13 +354,13 @@ def ensure(task: Any, entry: Entry, options: shards.Options | None = None) -> tu
     with _locked(lock_path(entry), entry.folder.name, timeout):
         if entry.folder.exists():
             try:
-                cachetrust.check_entry(entry.folder, getattr(data, "cache_group", None))  # trust(27)
+                trust.check_entry(entry.folder, getattr(data, "cache_group", None))  # trust(27)
                 return read_manifest(entry.folder, entry.key), False
             except StaleEntry as reason:
                 note(f"prepared data {entry.folder} is unusable ({reason}); preparing it again")
                 _discard(entry.folder)
-            except (cachetrust.DamagedEntry, cachetrust.UntrustedCache) as reason:  # trust(27)
-                aside = cachetrust.move_aside(entry.folder)
+            except (trust.DamagedEntry, trust.UntrustedCache) as reason:  # trust(27)
+                aside = trust.move_aside(entry.folder)
                 note(f"prepared data {entry.folder} is unusable ({reason}); moved to {aside}; preparing it again")
         return prepare(task, entry, options), True
 
@@ -377,7 +377,7 @@ def _stamps(entry: Entry) -> dict[str, tuple[int, int, int]]:
     return out
 
 
-def prepare(task: Any, entry: Entry, options: shards.Options | None = None) -> dict[str, Any]:
+def prepare(task: Any, entry: Entry, options: runner.Options | None = None) -> dict[str, Any]:
     """The task's `stream_data()` run (here on every core, or as a SLURM array: `options`) into a
     temporary directory, renamed into place once whole; the sources checked unchanged after."""
     note(f"prepared data: preparing {task.name} data into {entry.folder}")
@@ -387,9 +387,9 @@ def prepare(task: Any, entry: Entry, options: shards.Options | None = None) -> d
     work = entry.folder.with_name(entry.folder.name + ".shards")
     try:
         with progress_bytes(f"preparing {task.name}") as bar:
-            options = options or shards.Options()
+            options = options or runner.Options()
             options.group = getattr(task.job.data, "cache_group", None)  # whose unit files are trusted
-            splits, info = shards.run(task.stream_data(), tmp, work, options, bar.update)
+            splits, info = runner.run(task.stream_data(), tmp, work, options, bar.update)
         manifest = _new_manifest(entry.key, task.name, entry.sources)
         manifest["splits"] = splits
         manifest = _close_entry(tmp, manifest, info)
@@ -398,7 +398,7 @@ def prepare(task: Any, entry: Entry, options: shards.Options | None = None) -> d
             raise PreparedDataError(f"{', '.join(changed)} changed while it was being prepared; nothing was "
                                     "stored. Run again once the file is complete.")
         os.rename(tmp, entry.folder)
-    except shards.ShardError as e:
+    except runner.ShardError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise PreparedDataError(f"{e}; nothing was stored (the shards done are kept in {work}: preparing again "
                                 "redoes only the others)") from None
@@ -412,7 +412,7 @@ def prepare(task: Any, entry: Entry, options: shards.Options | None = None) -> d
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shards.clean(work)
+    runner.clean(work)
     seconds = time.perf_counter() - started
     note(f"prepared data: {entry.folder} ({_size(manifest['bytes'])}) in {seconds:.1f} s")
     return manifest
@@ -434,7 +434,7 @@ def load(task: Any, accelerator: Any = None) -> Any:
         if not fresh:
             note(f"prepared data: mapping {entry.folder} ({_size(manifest['bytes'])}, prepared earlier)")
         return task.view(map_entry(entry.folder, manifest))
-    from ..distributed import broadcast_object  # trust(27): JSON, never a pickle
+    from ...distributed import broadcast_object  # trust(27): JSON, never a pickle
 
     found: list[str] = []
     if main:
@@ -462,7 +462,7 @@ def load(task: Any, accelerator: Any = None) -> Any:
         try:
             manifest = read_manifest(folder, key)
             break
-        except (StaleEntry, cachetrust.DamagedEntry):  # trust(27)
+        except (StaleEntry, trust.DamagedEntry):  # trust(27)
             pass  # not there yet, or a stale one rank 0 is about to replace
         if time.monotonic() > deadline:
             raise PreparedDataError(

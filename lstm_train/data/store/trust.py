@@ -275,7 +275,7 @@ def source_digest(path: Path, st: os.stat_result, memo_dir: Path | None) -> str:
     digest = file_digest(path)
     if memo is not None:
         try:
-            from ..runfiles import write_atomic
+            from ...runfiles import write_atomic
 
             memo.parent.mkdir(mode=0o700, exist_ok=True)
             write_atomic(memo, json.dumps({**stamp, "digest": digest}))

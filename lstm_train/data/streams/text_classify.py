@@ -1,4 +1,4 @@
-"""text_classify's preparation as a `Stream` (see stream.py): CSV/TSV/JSONL/Parquet/datasets and SST.
+"""text_classify's preparation as a `Stream` (see streams/base.py): CSV/TSV/JSONL/Parquet/datasets and SST.
 
 Pieces are byte ranges of ~PIECE_BYTES cut on line boundaries (a fixed size, so the cut
 never depends on the shard count); a CSV/TSV is only cut at a newline outside quotes (an
@@ -32,16 +32,16 @@ from typing import Any
 
 import numpy as np
 
-from . import sst, table_columns, textfiles
-from .chunked import EntryWriter
-from .stream import Piece
+from ..readers import sst, textfiles
+from . import table_columns
+from ..store.entry_format import EntryWriter
+from .base import Piece
 from .table_columns import SPLIT_NAMES
 from .table_read import chain_header, cut_points, range_lines, renumber
-from .table_words import (SEP, Tokens, all_ascii, ascii_ids, ascii_words, batch_tokenizer, cut_flat, exact,
-                          flat_ids, flat_words)
-from .textfiles import TextDataError
-from .vocab import Vocab, normalize_counts
-from ..messages import note
+from .table_words import SEP, Tokens, all_ascii, ascii_ids, ascii_words, batch_tokenizer, cut_flat, exact, flat_ids, flat_words
+from ..readers.textfiles import TextDataError
+from ..vocab import Vocab, normalize_counts
+from ...messages import note
 
 PIECE_BYTES = 32 << 20  # a piece's size: fixed, so pieces never depend on the shard count
 COLUMNS = True  # the Arrow column path (table_columns.py) wherever it is exact; False: the Python path only
@@ -126,7 +126,7 @@ class TextStream:
         if self.d["source"] != "files":
             yield from self._sst_chunks(piece)
             return
-        from .chunked import chunks
+        from ..store.entry_format import chunks
 
         for chunk in chunks(self.rows(piece), CHUNK_ROWS):
             texts, labels, lines = [r[0] for r in chunk], [r[1] for r in chunk], [r[2] for r in chunk]

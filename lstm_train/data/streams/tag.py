@@ -1,4 +1,4 @@
-"""The tag task's preparation as a `Stream` (see stream.py): CoNLL-U and whitespace-column files.
+"""The tag task's preparation as a `Stream` (see streams/base.py): CoNLL-U and whitespace-column files.
 
 One piece per file (train, val, test: each file is one split).  A file is read one sentence
 at a time (`conll.iter_tagged`: the same checks and messages as `read_tagged`, file and line
@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from . import conll
-from .chunked import EntryWriter, chunks
-from .stream import Piece
-from .vocab import BOS, EOS, UNK, Vocab, normalize_counts
-from ..messages import note
+from ..readers import conll
+from ..store.entry_format import EntryWriter, chunks
+from .base import Piece
+from ..vocab import BOS, EOS, UNK, Vocab, normalize_counts
+from ...messages import note
 
 CHUNK = 4096  # sentences encoded and written at a time
 
