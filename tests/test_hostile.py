@@ -20,8 +20,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from lstm_train.data.streams import language_model
-from lstm_train.data.store import runner
+from lstm_train.data.streams import base, language_model
+from lstm_train.data.store import entry_format, runner
 from lstm_train.data.streams.language_model import LanguageModelStream
 
 from .conftest import ROOT, run_cli
@@ -157,7 +157,7 @@ def test_built_in_tasks_still_load_from_a_run_directory(trained: Path, capsys: p
 def test_tampered_units_of_an_interrupted_preparation_are_never_merged(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch,
                                                                       capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setattr(language_model, "PIECE_BYTES", 8192)
+    monkeypatch.setattr(base, "PIECE_BYTES", 8192)
     text = text_file(tmp_path / "c.txt", lines=1500)
     clean = LanguageModelStream(data_section(text, "chars"))
     runner.run(clean, tmp_path / "clean", tmp_path / "clean-work", runner.Options(workers=1))
@@ -176,7 +176,7 @@ def test_tampered_units_of_an_interrupted_preparation_are_never_merged(tmp_path:
     np.save(outside, np.zeros_like(ids), allow_pickle=False)
     done = json.loads((units[1] / "done.json").read_text())
     done["splits"]["train"][0]["file"] = "../../outside.npy"
-    done["digests"]["../../outside.npy"] = runner.file_digest(outside)
+    done["digests"]["../../outside.npy"] = entry_format.file_digest(outside)
     (units[1] / "done.json").write_text(json.dumps(done))
     # 3. a unit's column swapped for a symlink to a file of the same content elsewhere
     link = units[2] / "train.0.npy"

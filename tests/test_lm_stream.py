@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from lstm_train.config import load_job
-from lstm_train.data.streams import language_model
-from lstm_train.data.store import prepared, runner
+from lstm_train.data.streams import base, language_model
+from lstm_train.data.store import entry_format, prepared, runner
 from lstm_train.data.streams.language_model import LanguageModelStream
 from lstm_train.data.lm_tokenizer import Tokenizer
 from lstm_train.tasks.language_model import LanguageModelTask
@@ -68,7 +68,7 @@ def test_every_tokenizer_prepares_a_corpus_cut_inside_a_word(tmp_path: Path, tok
     splits = prepared.load(task)
     tok = Tokenizer.from_info(splits.info["tokenizer"])
     train = tok.decode(splits.train[0].tolist())
-    val_flat = prepared.map_entry(prepared.locate(task).folder, prepared.read_manifest(
+    val_flat = entry_format.map_entry(prepared.locate(task).folder, entry_format.read_manifest(
         prepared.locate(task).folder, prepared.locate(task).key)).val[0]
     val = tok.decode(val_flat.tolist())
     if tokenizer in ("chars", "bytes"):  # nanoGPT's cut: exactly at the byte (ASCII here: the character)
@@ -100,7 +100,7 @@ def test_the_entry_is_the_same_from_one_unit_or_many(tmp_path: Path, tokenizer: 
     text = text_file(tmp_path / "c.txt", lines=3000)
     stream = LanguageModelStream(data_section(text, tokenizer))
     whole = run_stream(stream, tmp_path / "whole", workers=1)
-    monkeypatch.setattr(language_model, "PIECE_BYTES", 8192)
+    monkeypatch.setattr(base, "PIECE_BYTES", 8192)
     monkeypatch.setattr(language_model, "BLOCK_BYTES", 1000)
     assert len(stream.pieces()) > 8
     assert run_stream(stream, tmp_path / "inline", workers=1) == whole
@@ -122,7 +122,7 @@ class FailingStream(LanguageModelStream):
 
 
 def test_a_failed_unit_publishes_nothing_and_is_redone_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(language_model, "PIECE_BYTES", 8192)
+    monkeypatch.setattr(base, "PIECE_BYTES", 8192)
     text = text_file(tmp_path / "c.txt", lines=3000)
     flag, marks = tmp_path / "fail", tmp_path / "marks"
     flag.touch()
@@ -146,7 +146,7 @@ def test_a_failed_unit_publishes_nothing_and_is_redone_alone(tmp_path: Path, mon
 
 def test_invalid_utf8_in_a_later_piece_names_file_line_and_offset(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(language_model, "PIECE_BYTES", 4096)
+    monkeypatch.setattr(base, "PIECE_BYTES", 4096)
     text = text_file(tmp_path / "c.txt", lines=2000)
     raw = bytearray(text.read_bytes())
     at = raw.index(b"\n", 30000) + 1
@@ -161,7 +161,7 @@ def test_invalid_utf8_in_a_later_piece_names_file_line_and_offset(tmp_path: Path
 def test_one_enormous_line_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(language_model, "MAX_LINE", 1 << 16)
     monkeypatch.setattr(language_model, "BLOCK_BYTES", 1 << 14)
-    monkeypatch.setattr(language_model, "PIECE_BYTES", 1 << 15)
+    monkeypatch.setattr(base, "PIECE_BYTES", 1 << 15)
     text = tmp_path / "one-line.txt"
     text.write_text(("word " * 60000).strip())  # 300 kB, no newline at all
     chars = LanguageModelStream(data_section(text, "chars", test_fraction=0.0))
@@ -190,7 +190,7 @@ from pathlib import Path
 from types import SimpleNamespace
 limit = int(sys.argv[3]) << 20
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-from lstm_train.data import shards
+from lstm_train.data.store import runner
 from lstm_train.data.streams.language_model import LanguageModelStream
 text = Path(sys.argv[1])
 data = SimpleNamespace(root=str(text.parent), files=text.name, val_files=None, test_files=None, split="fraction",

@@ -49,7 +49,7 @@ def assert_streamed_equals_loaded(tmp_path: Path, **data) -> None:
     streamed = task(tmp_path / "cache", **data)
     mapped = prepared.load(streamed)
     entry = prepared.locate(streamed).folder
-    assert json.loads((entry / prepared.MANIFEST).read_text())["splits"]["train"], "nothing was written"
+    assert json.loads((entry / entry_format.MANIFEST).read_text())["splits"]["train"], "nothing was written"
     loaded = streamed.load_data()  # the whole-in-memory path
     assert same_splits(mapped, loaded)
     # and byte for byte the files numpy.save writes for the loaded splits
@@ -104,7 +104,7 @@ def test_chunked_header_is_the_one_numpy_writes(tmp_path: Path) -> None:
 PEAK = """
 import resource, sys
 from lstm_train.config import validate_job
-from lstm_train.data import prepared
+from lstm_train.data.store import prepared
 from lstm_train.tasks.text_classify import TextClassifyTask
 spec = {"name": "t", "task": "text_classify", "model": {"embedding_dim": 8, "hidden_size": 6},
         "data": {"source": "files", "path": sys.argv[1], "cache_dir": sys.argv[2], "text_column": "review",

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lstm_train.data.streams import table_read, text_classify, table_words
+from lstm_train.data.streams import base, table_read, table_words, text_classify
+from lstm_train.data.streams.base import cut
 from lstm_train.data.store.entry_format import EntryWriter
 from lstm_train.data.streams.base import Stream
 from lstm_train.data.streams.text_classify import TextStream
@@ -30,7 +31,7 @@ def entry(stream: TextStream, folder: Path, groups: list[list[int]] | None = Non
     """The stream run serially into `folder` (pieces grouped into shards by `groups`: each shard
     its own writer, concatenated in piece order): {split: (token lists, labels)}, info."""
     pieces = stream.pieces()
-    plan = stream.plan(functools.reduce(stream.combine, (stream.scan(p) for p in pieces)))
+    plan = stream.plan(functools.reduce(base.combine, (stream.scan(p) for p in pieces)))
     groups = groups or [list(range(len(pieces)))]
     out: dict[str, tuple[list, list]] = {}
     counts = []
@@ -128,7 +129,7 @@ def test_fraction_split_by_content_hash_is_independent_of_pieces(tmp_path, monke
     spec = {"source": "files", "path": str(path), "val_fraction": 0.1, "test_fraction": 0.2, "split_seed": 3}
     task = TextClassifyTask(job(spec), run_dir=tmp_path / "r")
     whole, info = entry(task.stream_data(), tmp_path / "one")
-    monkeypatch.setattr(text_classify, "PIECE_BYTES", 4096)
+    monkeypatch.setattr(base, "PIECE_BYTES", 4096)
     monkeypatch.setattr(table_read, "BLOCK_BYTES", 1000)
     stream = task.stream_data()
     pieces = stream.pieces()
@@ -146,8 +147,8 @@ def test_fraction_split_by_content_hash_is_independent_of_pieces(tmp_path, monke
 
 def test_cuts_fall_outside_quoted_fields(tmp_path):
     path = write(tmp_path / "q.csv", 'text,label\n"a\nb\nc\nd",x\n"e\nf",y\ng,z\n')
-    cuts = table_read.cut_points(path, 1, quoted=True)
     raw = path.read_bytes()
+    cuts = [end for _, end in cut(0, len(raw), table_read.RecordEnds(path, quoted=True), size=1)]
     assert cuts == [len(b'text,label\n'), raw.index(b'"e'), raw.index(b"g,z"), len(raw)]
 
 
@@ -160,7 +161,7 @@ def test_an_empty_split_is_refused(tmp_path):
 
 
 def test_bad_rows_name_the_file_line_and_offset(tmp_path, monkeypatch):
-    monkeypatch.setattr(text_classify, "PIECE_BYTES", 64)
+    monkeypatch.setattr(base, "PIECE_BYTES", 64)
     rows = "text,label\n" + "".join(f"row {i} text,x\n" for i in range(40))
     path = write(tmp_path / "r.csv", rows + "too,many,fields\n")
     stream = TextClassifyTask(job({"source": "files", "path": str(path)}), run_dir=tmp_path / "r").stream_data()
@@ -182,7 +183,7 @@ def test_jsonl_pieces_equal_load_data(tmp_path, monkeypatch):
     paths = {s: str(write(tmp_path / f"{s}.jsonl", "\n".join(lines[k::2]) + "\n")) for k, s in enumerate(("train", "test"))}
     task = TextClassifyTask(job({"source": "files", "train_path": paths["train"], "test_path": paths["test"],
                                  "text_column": "t", "label_column": "y"}), run_dir=tmp_path / "r")
-    monkeypatch.setattr(text_classify, "PIECE_BYTES", 1000)
+    monkeypatch.setattr(base, "PIECE_BYTES", 1000)
     want, want_info = loaded(task)
     got, info = entry(task.stream_data(), tmp_path / "e")
     assert got == want and info == want_info
@@ -205,12 +206,12 @@ def test_memory_bounded_below_the_file(tmp_path):
         import functools, resource
         from pathlib import Path
         from lstm_train.config import validate_job
-        from lstm_train.data import text_classify
+        from lstm_train.data.streams import base, text_classify
         from lstm_train.data.store.entry_format import EntryWriter
         spec = {{"name": "t", "task": "text_classify", "model": {{"embedding_dim": 8, "hidden_size": 6}},
                  "data": {{"source": "files", "path": {str(path)!r}}}}}
         stream = text_classify.TextStream(validate_job(spec, "t").data)
-        text_classify.PIECE_BYTES = 4 << 20
+        base.PIECE_BYTES = 4 << 20
         out = Path({str(tmp_path / 'out')!r}); out.mkdir()
         writer, opened = EntryWriter(out), {{}}
         ragged, dense = writer.ragged, writer.dense
@@ -220,10 +221,10 @@ def test_memory_bounded_below_the_file(tmp_path):
         import pyarrow as pa, pyarrow.csv  # the column path's library mapped (and its threads started) before the limit
         pyarrow.csv.read_csv(pa.BufferReader(b"t,l\\nx y,1\\n"), read_options=pyarrow.csv.ReadOptions(use_threads=False))
         text_classify.table_columns.ascii_tokens(pa.array(["warm up"]), "words")
-        base = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
-        resource.setrlimit(resource.RLIMIT_AS, (base + (64 << 20), resource.RLIM_INFINITY))
+        floor = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (floor + (64 << 20), resource.RLIM_INFINITY))
         pieces = stream.pieces()  # scanned, planned and encoded in this process, in order
-        plan = stream.plan(functools.reduce(stream.combine, [stream.scan(p) for p in pieces]))
+        plan = stream.plan(functools.reduce(base.combine, [stream.scan(p) for p in pieces]))
         info = stream.info(plan, [stream.encode(p, plan, writer) for p in pieces])
         writer.close()
         print("ok", info["vocab_size"])
@@ -281,7 +282,7 @@ def test_scan_keeps_tokens_that_encode_remaps(tmp_path, monkeypatch):
     task = TextClassifyTask(job(spec), run_dir=tmp_path / "r")
     want, want_info = entry(task.stream_data(), tmp_path / "plain")
     assert want == loaded(task)[0]
-    monkeypatch.setattr(text_classify, "PIECE_BYTES", 8192)
+    monkeypatch.setattr(base, "PIECE_BYTES", 8192)
     stream = task.stream_data()
     stream.scratch = str(tmp_path / "scratch")  # type: ignore[attr-defined]
     pieces = stream.pieces()

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pytest
 
-from lstm_train.data.streams import table_columns, text_classify, table_words
+from lstm_train.data.streams import base, table_columns, table_words, text_classify
 from lstm_train.data.readers import textfiles
 from lstm_train.data.store.entry_format import EntryWriter
 from lstm_train.data.store.runner import Options, run
@@ -131,7 +131,7 @@ def test_column_path_entry_is_the_python_paths(tmp_path, monkeypatch, spec):
     """One CSV (quoted fields over lines and across piece boundaries, CRLF, non-ASCII and U+001C
     rows, labels with spaces), cut by fraction, prepared both ways: byte-equal files."""
     path = write(tmp_path / "d.csv", "text,label\r\n" + "\r\n".join(fixture_rows(1500)) + "\r\n")
-    monkeypatch.setattr(text_classify, "PIECE_BYTES", 9000)
+    monkeypatch.setattr(base, "PIECE_BYTES", 9000)
     monkeypatch.setattr(table_columns, "BLOCK_BYTES", 2500)
     task = TextClassifyTask(job({"source": "files", "path": str(path), **spec}), run_dir=tmp_path / "r")
     stream = task.stream_data()
@@ -155,7 +155,7 @@ def test_files_per_split_tsv_and_jsonl_both_ways(tmp_path, monkeypatch):
         paths[s].write_text("\n".join(text[:1] + [f"{t.rsplit(chr(9), 1)[0]}\t{i % 3}" for i, t in enumerate(text[1:])]) + "\n")
     task = TextClassifyTask(job({"source": "files", **{f"{s}_path": str(p) for s, p in paths.items()}}),
                             run_dir=tmp_path / "r")
-    monkeypatch.setattr(text_classify, "PIECE_BYTES", 6000)
+    monkeypatch.setattr(base, "PIECE_BYTES", 6000)
     stream = task.stream_data()
     assert {p.split: stream._column_rows(p).reader for p in stream.pieces()} == \
         {"train": "python", "val": "arrow", "test": "python"}  # JSON Lines: the Python reader, the column kernels
@@ -173,7 +173,7 @@ def test_odd_csv_takes_the_python_path_only_where_needed(tmp_path, monkeypatch, 
     rows = [f"row {i} fine text,{'ab'[i % 2]}" for i in range(300)]
     rows[150] = f"{odd},a"
     path = write(tmp_path / "d.csv", "text,label\n" + "\n".join(rows) + "\n")
-    monkeypatch.setattr(text_classify, "PIECE_BYTES", 2000)
+    monkeypatch.setattr(base, "PIECE_BYTES", 2000)
     task = TextClassifyTask(job({"source": "files", "path": str(path)}), run_dir=tmp_path / "r")
     stream = task.stream_data()
     if odd.startswith("row at"):  # "row" -> a BOM (3 bytes: the cuts stay) at the second piece's start
@@ -197,7 +197,7 @@ def test_odd_csv_takes_the_python_path_only_where_needed(tmp_path, monkeypatch, 
 
 def test_errors_are_the_python_paths(tmp_path, monkeypatch):
     """Bad rows found by the column path are reported by the Python path: file, line, offset."""
-    monkeypatch.setattr(text_classify, "PIECE_BYTES", 64)
+    monkeypatch.setattr(base, "PIECE_BYTES", 64)
     rows = "text,label\n" + "".join(f"row {i} text,x\n" for i in range(40))
     cases = {"empty.csv": (rows + "  ,x\n").encode(), "label.csv": (rows + "a text, \n").encode(),
              "quote.csv": (rows + '"closed" then,x\n').encode()}
@@ -222,7 +222,7 @@ def test_unknown_test_label_is_named_by_line(tmp_path, monkeypatch):
 def test_kept_rows_are_checked_when_read_back(tmp_path, monkeypatch):
     """scan keeps a piece's rows in the scratch folder; encode uses them only if they check out."""
     path = write(tmp_path / "d.csv", "text,label\n" + "\n".join(fixture_rows(400)) + "\n")
-    monkeypatch.setattr(text_classify, "PIECE_BYTES", 8000)
+    monkeypatch.setattr(base, "PIECE_BYTES", 8000)
     task = TextClassifyTask(job({"source": "files", "path": str(path), "max_length": 5}), run_dir=tmp_path / "r")
     want = prepare(task, tmp_path / "python", False, 1, monkeypatch)
     monkeypatch.setattr(text_classify, "COLUMNS", True)
@@ -242,7 +242,7 @@ def test_kept_rows_are_checked_when_read_back(tmp_path, monkeypatch):
     (tmp_path / "scratch" / "columns-00001.rows.npy").write_bytes(b"\x93NUMPY junk")
     assert table_columns.PieceRows.load(stream._columns_path(pieces[1]), stream._token_key(pieces[1])) is None
     assert table_columns.PieceRows.load(stream._columns_path(pieces[2]), key) is None  # another piece's key
-    plan = stream.plan(functools.reduce(stream.combine, [stream.scan(p) for p in pieces]))
+    plan = stream.plan(functools.reduce(base.combine, [stream.scan(p) for p in pieces]))
     for p in pieces[:2]:  # damaged again after the scans kept fresh copies
         (tmp_path / "scratch" / f"columns-{p.index:05d}.rows.npy").write_bytes(b"\x93NUMPY junk")
     out = tmp_path / "e2"

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from lstm_train import runlock
-from lstm_train.data.store import trust, prepared
+from lstm_train.data.store import entry_format, prepared, trust
 from lstm_train.data.lm_tokenizer import Tokenizer
 from lstm_train.tasks.language_model import _sample, generate
 
@@ -108,17 +108,17 @@ def test_a_manifest_name_outside_the_entry_is_refused(tmp_path: Path, capsys: py
     [entry] = entries(cache)
     outside = tmp_path / "outside.npy"
     shutil.copy(entry / "train.1.npy", outside)
-    manifest = json.loads((entry / prepared.MANIFEST).read_text())
+    manifest = json.loads((entry / entry_format.MANIFEST).read_text())
     manifest["splits"]["train"][1]["file"] = str(outside)
-    (entry / prepared.MANIFEST).write_text(json.dumps(manifest))
+    (entry / entry_format.MANIFEST).write_text(json.dumps(manifest))
     capsys.readouterr()
     again = prepared.load(task_of(path, cache))
     err = capsys.readouterr().err
     assert f"is not a plain name inside the entry" in err and str(entry) in err, err
     assert same_splits(good, again)
     for bad in ("../x.npy", "/etc/passwd", "a/b", "..", "", 3, None):
-        with pytest.raises(trust.DamagedEntry):
-            trust.safe_name(bad)
+        with pytest.raises(entry_format.DamagedEntry):
+            entry_format.safe_name(bad)
 
 
 def test_a_lock_symlink_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
@@ -179,7 +179,7 @@ def test_an_in_place_edit_with_size_and_mtime_kept_is_noticed(tmp_path: Path) ->
 
 
 def damage_entry(entry: Path, damage: str) -> None:
-    manifest = json.loads((entry / prepared.MANIFEST).read_text())
+    manifest = json.loads((entry / entry_format.MANIFEST).read_text())
     spec_ = manifest["splits"]["train"][1]
     if damage == "shape":
         spec_["shape"] = [spec_["shape"][0] + 1]
@@ -195,7 +195,7 @@ def damage_entry(entry: Path, damage: str) -> None:
         np.save(entry / spec_["file"], np.array([object()] * spec_["shape"][0]), allow_pickle=True)
     elif damage == "types":
         spec_["bytes"] = "12"
-    (entry / prepared.MANIFEST).write_text(json.dumps(manifest))
+    (entry / entry_format.MANIFEST).write_text(json.dumps(manifest))
 
 
 @pytest.mark.parametrize("damage", ["shape", "terabyte", "object", "types"])

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..config import validate_job
-from ..data.streams import text_classify
+from ..data.streams import base, text_classify
 from ..data.store.entry_format import EntryWriter
 
 WORDS = "the a film movie plot good bad great awful story was is and of it this really quite".split()
@@ -67,7 +67,7 @@ def main() -> None:
         if args.csv is None:
             corpus(path, args.mb)
         if args.piece_mb:
-            text_classify.PIECE_BYTES = int(args.piece_mb * 1e6)
+            base.PIECE_BYTES = int(args.piece_mb * 1e6)
         spec = {"name": "bench", "task": "text_classify", "model": {"embedding_dim": 8, "hidden_size": 8},
                 "data": {"source": "files", "path": str(path), "val_fraction": 0.05, "test_fraction": 0.05}}
         stream = text_classify.TextStream(validate_job(spec, "bench").data)
@@ -75,7 +75,7 @@ def main() -> None:
         start = time.perf_counter()
         pieces = stream.pieces()
         with ProcessPoolExecutor(args.workers) as pool:
-            plan = stream.plan(functools.reduce(stream.combine, pool.map(_scan, [(stream, p) for p in pieces])))
+            plan = stream.plan(functools.reduce(base.combine, pool.map(_scan, [(stream, p) for p in pieces])))
             counts = list(pool.map(_encode, [(stream, p, plan, tmp) for p in pieces]))
         info = stream.info(plan, counts)
         seconds = time.perf_counter() - start

@@ -405,9 +405,6 @@ class LoadedStream:
     def scan(self, piece: Piece) -> dict[str, Any]:
         return {}
 
-    def combine(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-        return {}
-
     def plan(self, scan: dict[str, Any]) -> dict[str, Any]:
         return {}
 

@@ -1,33 +1,23 @@
-"""Prepared data: a task's `load_data` output written once, memory-mapped by every rank.
+"""The store: where a task's prepared entry lives, who prepares it, and how every rank loads it.
 
 Reading and tokenizing the user's files is the slow, memory-hungry part of a start:
 every rank of every run (and of every requeue) did it again and held its own copy.
-Here it is done once per distinct input: the `Splits` go to a directory of `.npy`
-files (one per dense column; values, offsets and lengths per `Ragged` column) plus a
-`manifest.json` (shapes, dtypes, sizes, the JSON `info`).  Every rank then opens the
-arrays with `numpy.load(mmap_mode="c")`: the pages live once in the OS page cache,
-shared by all processes on the node, and a batch touches only the pages it gathers.
-Copy-on-write ("c") rather than read-only ("r"): torch wants writable arrays, and a
-stray in-place write then costs one private page instead of a crash or a corrupted cache.
+Here it is done once per distinct input, into an entry (`entry_format`: `.npy` columns
+and a manifest) that every rank memory-maps: the pages live once in the page cache.
 
-Why numpy `.npy` and not Arrow: the columns are already flat arrays (`Ragged` is an
-Arrow list layout in all but name), `np.load(mmap_mode=...)` plus `torch.from_numpy`
-maps them with no copy and no dependency, and a measured map of the same 400 MB of
-token ids took about the same time either way (scripts/bench_prepared.py --formats);
-Arrow would add a conversion step per column for nothing the loop uses.
-
-The entry's name is a digest of everything the output depends on: the source files
-(path, size, mtime and a content hash), the task's data section (tokenizer settings
-included), the versions of the tokenizer libraries, `FORMAT_VERSION` and the task's
-`entry_revision` where it has one.  An edited file or a changed option therefore prepares
-a new entry; nothing stale is read.
-Entries are written into a temporary directory and renamed into place, under a lock
-file, so a crash, a full disk or two jobs preparing at once never leave an entry a
-later run would trust.  An entry that fails its checks (truncated file, another
-format version, a manifest whose key is not its name) is prepared again, with a note.
-
-One concern, over 500 lines: the store's entry life cycle (key, write, check, map, lock);
-writing columns in chunks lives in `entry_format.py`.
+- key (`entry_key`): the entry's name is a digest of everything the output depends on: the
+  source files (path, size, mtime and a content hash, memoised by `trust.source_digest`), the
+  task's data section (tokenizer settings included), the versions of the tokenizer libraries,
+  `FORMAT_VERSION` and the task's `entry_revision` where it has one.  An edited file or a
+  changed option therefore prepares a new entry; nothing stale is read.
+- lock (`_locked`): one preparation per entry at a time, across nodes: the run lock's
+  hard-linked lock file (runlock.py), not flock, which is unreliable on NFS/Lustre.
+- locate / ensure / prepare: the entry is prepared by the task's `Stream` (`runner`: every
+  core, or a SLURM job array) into a temporary directory and renamed into place, so a crash,
+  a full disk or two jobs preparing at once never leave an entry a later run would trust.  An
+  entry that fails its checks (truncated file, another format version, a manifest whose key is
+  not its name; untrusted: `trust`) is prepared again, with a note.
+- load: the main process prepares if needed, every rank maps.
 """
 
 from __future__ import annotations
@@ -37,32 +27,20 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from ... import runlock
-from ...messages import note
-from . import trust, runner
-from .entry_format import progress_bytes
-from ..ragged import Ragged
-
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-_HASH_CHUNK = 8 << 20
-
-
-class PreparedDataError(ValueError):
-    """Prepared data that cannot be made or read (a user-fixable condition: exit 2)."""
-
+from ...messages import is_main_process, note
+from . import runner, trust
+from .entry_format import (FORMAT_VERSION, DamagedEntry, PreparedDataError, StaleEntry, close_entry, map_entry,
+                           new_manifest, read_manifest)
 
 def default_cache_dir() -> Path:
     """`data.cache_dir` default: $LSTM_TRAIN_CACHE, else the user's cache directory
@@ -137,117 +115,8 @@ def entry_key(task: Any, sources: list[Path], memo_dir: Path | None) -> tuple[st
 # Writing
 
 
-def _save_array(folder: Path, name: str, tensor: Any) -> dict[str, Any]:
-    from .entry_format import save_array
-
-    return save_array(folder, name, tensor)
-
-
-def _encode_info(value: Any, folder: Path, counter: list[int]) -> Any:
-    """`info` as JSON; tensors and arrays in it go to their own .npy files."""
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        counter[0] += 1
-        tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value))
-        return {"__array__": _save_array(folder, f"info{counter[0]}", tensor)}
-    if isinstance(value, dict):
-        return {str(k): _encode_info(v, folder, counter) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_encode_info(v, folder, counter) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    raise PreparedDataError(f"Splits.info holds a {type(value).__name__}, which prepared data cannot store "
-                            "(JSON values, tensors and arrays only)")
-
-
-def _new_manifest(key: str, task_name: str, sources: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"format": FORMAT_VERSION, "key": key, "task": task_name, "sources": sources,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "splits": {}}
-
-
-def _close_entry(folder: Path, manifest: dict[str, Any], info: Any) -> dict[str, Any]:
-    manifest["info"] = _encode_info(info, folder, [0])
-    manifest["bytes"] = sum(p.stat().st_size for p in folder.iterdir())
-    with open(folder / MANIFEST, "w") as f:  # last: an entry without a manifest is never read
-        json.dump(manifest, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    return manifest
-
-
 # ---------------------------------------------------------------------------
 # Reading
-
-
-class StaleEntry(Exception):
-    """An entry that must not be read (the reason is the message)."""
-
-
-def read_manifest(folder: Path, key: str) -> dict[str, Any]:
-    """The entry's manifest, checked: format version, key, every file present with its size."""
-    path = folder / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise StaleEntry(f"no {MANIFEST} (an interrupted preparation)") from None
-    except (OSError, ValueError) as e:
-        raise StaleEntry(f"unreadable {MANIFEST} ({e})") from None
-    if not isinstance(manifest, dict):  # trust(27)
-        raise trust.DamagedEntry(f"{MANIFEST} holds a {type(manifest).__name__}, not an object")
-    if manifest.get("format") != FORMAT_VERSION:
-        raise StaleEntry(f"format version {manifest.get('format')!r}, this lstm_train reads {FORMAT_VERSION}")
-    if manifest.get("key") != key:
-        raise StaleEntry(f"its digest {manifest.get('key')!r} is not the one of its inputs ({key})")
-    trust.validate_manifest(manifest, folder)  # trust(27): types, plain names, .npy headers vs sizes
-    return manifest
-
-
-def _map_array(folder: Path, spec: dict[str, Any]) -> torch.Tensor:
-    path = folder / spec["file"]
-    try:
-        array = np.load(path, mmap_mode="c", allow_pickle=False) if spec["bytes"] > 128 + 8 else \
-            np.load(path, allow_pickle=False)
-    except ValueError as e:  # an empty array cannot be mapped; a damaged header
-        if "empty" in str(e) or "cannot mmap" in str(e):
-            array = np.load(path, allow_pickle=False)
-        else:
-            raise StaleEntry(f"{path.name}: {e}") from None
-    if str(array.dtype) != spec["dtype"] or list(array.shape) != spec["shape"]:
-        raise StaleEntry(f"{path.name}: {array.dtype} {list(array.shape)}, the manifest says "
-                         f"{spec['dtype']} {spec['shape']}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(array)
-
-
-def _decode_info(value: Any, folder: Path) -> Any:
-    if isinstance(value, dict):
-        if "__array__" in value:
-            return _map_array(folder, value["__array__"]).clone()
-        return {k: _decode_info(v, folder) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode_info(v, folder) for v in value]
-    return value
-
-
-def map_entry(folder: Path, manifest: dict[str, Any]) -> Any:
-    """The entry's Splits, every column memory-mapped (no copy of the data)."""
-    from ..splits import Splits
-
-    splits: dict[str, Any] = {}
-    for name, columns in manifest["splits"].items():
-        if columns is None:
-            splits[name] = None
-            continue
-        out = []
-        for column in columns:
-            if column["kind"] == "ragged":
-                out.append(Ragged(_map_array(folder, column["values"]), _map_array(folder, column["offsets"]),
-                                  _map_array(folder, column["lengths"])))
-            else:
-                out.append(_map_array(folder, column))
-        splits[name] = tuple(out)
-    return Splits(train=splits["train"], test=splits["test"], val=splits.get("val"),
-                  info=_decode_info(manifest["info"], folder))
 
 
 # ---------------------------------------------------------------------------
@@ -359,7 +228,7 @@ def ensure(task: Any, entry: Entry, options: runner.Options | None = None) -> tu
             except StaleEntry as reason:
                 note(f"prepared data {entry.folder} is unusable ({reason}); preparing it again")
                 _discard(entry.folder)
-            except (trust.DamagedEntry, trust.UntrustedCache) as reason:  # trust(27)
+            except (DamagedEntry, trust.UntrustedCache) as reason:  # trust(27)
                 aside = trust.move_aside(entry.folder)
                 note(f"prepared data {entry.folder} is unusable ({reason}); moved to {aside}; preparing it again")
         return prepare(task, entry, options), True
@@ -390,9 +259,9 @@ def prepare(task: Any, entry: Entry, options: runner.Options | None = None) -> d
             options = options or runner.Options()
             options.group = getattr(task.job.data, "cache_group", None)  # whose unit files are trusted
             splits, info = runner.run(task.stream_data(), tmp, work, options, bar.update)
-        manifest = _new_manifest(entry.key, task.name, entry.sources)
+        manifest = new_manifest(entry.key, task.name, entry.sources)
         manifest["splits"] = splits
-        manifest = _close_entry(tmp, manifest, info)
+        manifest = close_entry(tmp, manifest, info)
         changed = [p for p, stamp in _stamps(entry).items() if stamp != before[p]]
         if changed:
             raise PreparedDataError(f"{', '.join(changed)} changed while it was being prepared; nothing was "
@@ -416,6 +285,14 @@ def prepare(task: Any, entry: Entry, options: runner.Options | None = None) -> d
     seconds = time.perf_counter() - started
     note(f"prepared data: {entry.folder} ({_size(manifest['bytes'])}) in {seconds:.1f} s")
     return manifest
+
+
+def progress_bytes(description: str, total: int | None = None) -> Any:
+    """A tqdm bar in MB/s on stderr (the main process only), told the bytes of each piece done."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1000, file=sys.stderr,
+                mininterval=1.0, disable=not is_main_process(), dynamic_ncols=True)
 
 
 def load(task: Any, accelerator: Any = None) -> Any:
@@ -462,7 +339,7 @@ def load(task: Any, accelerator: Any = None) -> Any:
         try:
             manifest = read_manifest(folder, key)
             break
-        except (StaleEntry, trust.DamagedEntry):  # trust(27)
+        except (StaleEntry, DamagedEntry):  # trust(27)
             pass  # not there yet, or a stale one rank 0 is about to replace
         if time.monotonic() > deadline:
             raise PreparedDataError(

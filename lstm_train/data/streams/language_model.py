@@ -1,7 +1,7 @@
 """A language model's corpus prepared as a `Stream`: byte ranges, two passes, bounded memory.
 
 The corpus (one or more UTF-8 files read in order as one text) is cut into pieces of about
-`PIECE_BYTES` on line boundaries, and the split points (`val_fraction`, `test_fraction`)
+`base.PIECE_BYTES` (`base.cut`) on line boundaries, and the split points (`val_fraction`, `test_fraction`)
 are piece boundaries too, so every piece lies in one split.  The cut depends on the files
 and the data section only, never on how many workers or shards prepare them, and no
 tokenizer's output depends on where a piece ends (characters and bytes map one to one;
@@ -39,10 +39,9 @@ from typing import Any
 import numpy as np
 
 from ..store.entry_format import EntryWriter
-from .base import Piece
+from .base import Piece, cut
 from ..lm_tokenizer import CorpusError, resolve_files, split_files
 
-PIECE_BYTES = int(os.environ.get("LSTM_TRAIN_PIECE_BYTES", 32 << 20))
 BLOCK_BYTES = int(os.environ.get("LSTM_TRAIN_BLOCK_BYTES", 8 << 20))
 MAX_LINE = 64 << 20  # words / BPE: more than this without a newline or a space is refused
 DEFAULT_MAX_VOCAB = 500_000  # words without data.max_vocab: a bound (WikiText-103 has 267,735 words)
@@ -153,8 +152,8 @@ class LanguageModelStream:
         for path, start, end in spans:
             size = os.path.getsize(path)
             points = [start]
-            for cut in cuts:
-                local = start + cut - before
+            for at in cuts:
+                local = start + at - before
                 point = start if local <= start else end if local >= end else _boundary(path, local, size, unit)
                 points.append(max(points[-1], min(point, end)))
             points.append(end)
@@ -167,13 +166,8 @@ class LanguageModelStream:
         pieces: list[Piece] = []
         for split, path, start, end in self._ranges():
             size = os.path.getsize(path)
-            a = start
-            while a < end:
-                b = end if end - a <= PIECE_BYTES * 1.5 else min(end, _boundary(path, a + PIECE_BYTES, size, unit))
-                if b <= a:
-                    b = end
+            for a, b in cut(start, end, lambda pos, path=path, size=size: _boundary(path, pos, size, unit)):
                 pieces.append(Piece(len(pieces), path, a, b, split))
-                a = b
         return pieces
 
     # -- reading -------------------------------------------------------------------------
@@ -241,7 +235,7 @@ class LanguageModelStream:
                 other.update(dict(zip(np.flatnonzero(found).tolist(), found[found > 0].tolist())))
             for cp in np.flatnonzero(counts).tolist():
                 other[cp] += int(counts[cp])
-            return {"chars": sorted(other.items())}
+            return {"chars": {str(cp): n for cp, n in sorted(other.items())}}  # JSON keys: code points as text
         if kind == "words" and piece.split == "train":
             words: Counter[str] = Counter()
             for offset, block in self._blocks(piece, "line"):
@@ -254,21 +248,10 @@ class LanguageModelStream:
 
     # -- the plan ------------------------------------------------------------------------
 
-    def combine(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if "chars" in a or "chars" in b:
-            chars = Counter(dict(a.get("chars", []))) + Counter(dict(b.get("chars", [])))
-            out["chars"] = sorted(chars.items())
-        if "words" in a or "words" in b:
-            words = Counter(a.get("words", {}))
-            words.update(b.get("words", {}))
-            out["words"] = dict(words)
-        return out
-
     def plan(self, scan: dict[str, Any]) -> dict[str, Any]:
         kind = self.data.tokenizer
         if kind == "chars":
-            return {"kind": kind, "vocab": [chr(cp) for cp, _ in sorted(scan.get("chars", []))]}
+            return {"kind": kind, "vocab": [chr(cp) for cp in sorted(map(int, scan.get("chars", {})))]}
         if kind == "bytes":
             return {"kind": kind}
         if kind == "words":

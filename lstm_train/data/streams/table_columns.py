@@ -94,7 +94,7 @@ def csv_grammar(delimiter: str) -> str:
 
 def raw_blocks(path: Path, start: int, end: int | None, size: int | None = None) -> Iterator[bytes]:
     """Bytes [start, end) of a file in blocks of about `size`, each ending just after a newline with
-    an even number of quotes before it in the block (the piece cut's rule, table_read.cut_points),
+    an even number of quotes before it in the block (the piece cut's rule, table_read.RecordEnds),
     or at the end.  A cut inside a quoted field leaves a block that fails `csv_grammar`."""
     size = size or BLOCK_BYTES
     with open(path, "rb") as f:
@@ -190,7 +190,7 @@ def python_blocks(rows: Iterator[textfiles.Row], intern: Callable[[list[Any]], n
     """The Python reader's rows (checked by it, errors naming file and line) as column blocks."""
     import pyarrow as pa
 
-    from ..store.entry_format import chunks
+    from .base import chunks
 
     for chunk in chunks(rows, CHUNK_ROWS):
         texts = [r[0] for r in chunk]

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from ..readers import conll
-from ..store.entry_format import EntryWriter, chunks
-from .base import Piece
+from ..store.entry_format import EntryWriter
+from .base import Piece, chunks
 from ..vocab import BOS, EOS, UNK, Vocab, normalize_counts
 from ...messages import note
 
@@ -59,14 +59,6 @@ class TagStream:
                 forms.update(sentence.words)
             tags.update(sentence.tags or [])
         return {"forms": dict(forms), "tags": {str(piece.split): dict(tags)}}
-
-    def combine(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-        forms: Counter[str] = Counter(a.get("forms", {}))
-        forms.update(b.get("forms", {}))
-        tags = {**a.get("tags", {})}
-        for split, counts in b.get("tags", {}).items():
-            tags[split] = dict(Counter(tags.get(split, {})) + Counter(counts))
-        return {"forms": dict(forms), "tags": tags}
 
     def plan(self, scan: dict[str, Any]) -> dict[str, Any]:
         """The vocabularies, tag list, unseen tags and character width `load_data` computes."""
