@@ -554,16 +554,17 @@ def test_a_line_without_end_is_refused_within_a_bound_of_memory(tmp_path: Path) 
 
 def test_a_text_to_score_or_translate_is_read_a_line_at_a_time(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """A language model's `predict --file` streams its file (`lm_tokenizer.text_lines`, ids a group of
+    """A language model's `predict --file` streams its file (`language_model.text_lines`, ids a group of
     lines at a time): a line without end is refused once 64 MiB are read, within a bound of
     memory; parallel corpora are read by the same bounded line reader."""
     big = tmp_path / "one-line.txt"
     with open(big, "wb") as f:  # 300 MB of NUL characters, no line break: sparse, so it costs no disk
         f.truncate(300 << 20)
     code = ("from lstm_train.data import lm_tokenizer\n"
+            "from lstm_train.data.streams.language_model import text_lines\n"
             "tokenizer = lm_tokenizer.Tokenizer('chars', ['\\x00', 'a'])\n"
             "try:\n"
-            f"    print(sum(len(ids) for ids in tokenizer.encode_lines(lm_tokenizer.text_lines({str(big)!r}))))\n"
+            f"    print(sum(len(ids) for ids in tokenizer.encode_lines(text_lines({str(big)!r}))))\n"
             "except lm_tokenizer.CorpusError as e:\n"
             "    print(e)\n")
     proc = under_memory_limit(code, 700 << 20)  # less than the line decoded and encoded would need

@@ -207,6 +207,7 @@ def streamed_scores_equal_whole(run: Path, text: Path) -> None:
     whole text scored in one pass (`eval_sums`, what predict did before), however small the groups."""
     from lstm_train.cli import load_run
     from lstm_train.data import lm_tokenizer
+    from lstm_train.data.streams.language_model import text_lines
 
     job, task, model, info = load_run(run)
     tokenizer = lm_tokenizer.Tokenizer.from_info(info["tokenizer"])
@@ -216,7 +217,7 @@ def streamed_scores_equal_whole(run: Path, text: Path) -> None:
     for group in (37, 1 << 20):  # odd-sized groups that cut windows anywhere; one group
         before, lm_tokenizer.ENCODE_GROUP_CHARS = lm_tokenizer.ENCODE_GROUP_CHARS, group
         try:
-            streamed = task.score(model, tokenizer.encode_lines(lm_tokenizer.text_lines(text)), str(text))
+            streamed = task.score(model, tokenizer.encode_lines(text_lines(text)), str(text))
         finally:
             lm_tokenizer.ENCODE_GROUP_CHARS = before
         assert streamed["count"] == whole["count"] == len(ids) - 1

@@ -452,7 +452,7 @@ def id_table(words: list[str], index: dict[str, int], vocab: Any, lowercase: boo
 
 def cut(values: np.ndarray, lengths: np.ndarray, limit: int | None, counts: dict[str, int]
         ) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's first `limit` values (the cut counted in `counts`, as table_stream counts it)."""
+    """Each row's first `limit` values (the cut counted in `counts`, as the text_classify stream counts it)."""
     if limit and len(lengths) and int(lengths.max()) > limit:
         long = lengths[lengths > limit]
         counts["cut"] += int(len(long))

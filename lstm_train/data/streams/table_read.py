@@ -17,6 +17,7 @@ from typing import Any
 from ..readers import textfiles
 from .table_columns import _safe_newline
 from ..readers.textfiles import TextDataError
+from ..textio import line_at
 
 BLOCK_BYTES = 4 << 20  # read and decoded at a time inside a piece
 
@@ -84,16 +85,6 @@ def range_lines(path: Path, start: int, end: int | None, encoding: str) -> Itera
             yield from text.splitlines(keepends=True)
             if not raw:
                 return
-
-
-def line_at(path: Path, offset: int) -> int:
-    """The line number of a byte offset (only on an error: one more read of the file's start)."""
-    lines, done = 1, 0
-    with open(path, "rb") as f:
-        while done < offset and (raw := f.read(min(1 << 20, offset - done))):
-            lines += raw.count(b"\n")
-            done += len(raw)
-    return lines
 
 
 def renumber(error: TextDataError, path: Path, start: int, header_lines: int) -> TextDataError:
