@@ -259,21 +259,26 @@ def merge(parts: list[tuple[Path, dict[str, Any]]], out: Path) -> dict[str, Any]
 
 def _payload(path: Path) -> tuple[int, np.dtype, tuple[int, ...]]:
     with _open_nofollow(path) as f:
-        version = np.lib.format.read_magic(f)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read(f)
+        shape, _, dtype = _read_header(f)
         return f.tell(), dtype, shape
 
 
+def _write_column(target: Path, dtype: np.dtype, shape: tuple[int, ...], body: Callable[[Any], None]) -> dict[str, Any]:
+    """A merged column: its header (numpy.save's), then what `body(f)` writes, synced: its record."""
+    with open(target, "wb") as f:
+        f.write(npy_header(dtype, shape[0], tuple(shape[1:])))
+        body(f)
+        f.flush()
+        os.fsync(f.fileno())
+    return {"file": target.name, "dtype": str(dtype), "shape": list(shape), "bytes": target.stat().st_size}
+
+
 def _concat(specs: Iterable[tuple[Path, dict[str, Any]]], target: Path) -> dict[str, Any]:
-    """.npy files concatenated along axis 0 into `target` (numpy.save's header for the result)."""
-    specs = list(specs)
+    """.npy files concatenated along axis 0 into `target` (the kernel copies: no byte passes here)."""
     heads = [(folder / spec["file"], *_payload(folder / spec["file"])) for folder, spec in specs]
     dtype, rest = heads[0][2], tuple(heads[0][3][1:])
-    length = sum(h[3][0] for h in heads)
-    with open(target, "wb") as f:
-        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype),
-                                                "fortran_order": False, "shape": (length, *rest)})
+
+    def body(f: Any) -> None:
         for path, offset, _, _ in heads:
             f.flush()  # the header (and earlier parts) on the descriptor before the kernel copies after it
             with _open_nofollow(path) as src:
@@ -284,9 +289,8 @@ def _concat(specs: Iterable[tuple[Path, dict[str, Any]]], target: Path) -> dict[
                     if n == 0:
                         break
                     copied += n
-        f.flush()
-        os.fsync(f.fileno())
-    return {"file": target.name, "dtype": str(dtype), "shape": [length, *rest], "bytes": target.stat().st_size}
+
+    return _write_column(target, dtype, (sum(h[3][0] for h in heads), *rest), body)
 
 
 def transform_into(f: Any, path: Path, offset: int, dtype: np.dtype, shape: tuple[int, ...],
@@ -302,20 +306,15 @@ def _merge_ragged(specs: list[tuple[Path, dict[str, Any]]], out: Path, prefix: s
     bases = np.cumsum([0] + [s["values"]["shape"][0] for _, s in specs])
     # each unit's offsets start at 0 and have one more entry than its sequences: keep the
     # first unit's leading 0 only, shift the others by the values before them
-    shifted = [(f, s["offsets"]) for f, s in specs]
-    target = out / f"{prefix}.offsets.npy"
-    heads = [(f / s["file"], *_payload(f / s["file"])) for f, s in shifted]
-    length = 1 + sum(h[3][0] - 1 for h in heads)
-    with open(target, "wb") as fh:
-        np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int64)),
-                                                 "fortran_order": False, "shape": (length,)})
+    heads = [(f / s["offsets"]["file"], *_payload(f / s["offsets"]["file"])) for f, s in specs]
+
+    def body(fh: Any) -> None:
         fh.write(np.zeros(1, np.int64).tobytes())
         for k, (path, offset, dtype, shape) in enumerate(heads):
             base = int(bases[k])
             transform_into(fh, path, offset + dtype.itemsize, dtype, (shape[0] - 1,), lambda a, b=base: a + b)
-        fh.flush()
-        os.fsync(fh.fileno())
-    offsets = {"file": target.name, "dtype": "int64", "shape": [length], "bytes": target.stat().st_size}
+
+    offsets = _write_column(out / f"{prefix}.offsets.npy", np.dtype(np.int64), (1 + sum(h[3][0] - 1 for h in heads),), body)
     return {"kind": "ragged", "values": values, "offsets": offsets, "lengths": lengths}
 
 
@@ -327,6 +326,13 @@ def file_digest(path: Path) -> str:
         while chunk := f.read(8 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _read_header(f: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) of the `.npy` file `f`, left at its first byte of data."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(f, max_header_size=10000)
 
 
 def _open_nofollow(path: Path) -> Any:
@@ -429,10 +435,8 @@ def check_header(path: Path, spec: dict[str, Any]) -> None:
     """The `.npy` header agrees with the manifest and with the file's size (read the header only)."""
     try:
         size = os.lstat(path).st_size
-        with open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW)) as f:
-            version = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read(f, max_header_size=10000)
+        with _open_nofollow(path) as f:
+            shape, fortran, dtype = _read_header(f)
             offset = f.tell()
     except FileNotFoundError:
         raise DamagedEntry(f"{path.name} is missing") from None

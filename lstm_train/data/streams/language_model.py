@@ -290,7 +290,6 @@ class LanguageModelStream:
         words = sorted((w for w in counts if w not in WORD_SPECIALS), key=lambda w: (-counts[w], w))
         return WORD_SPECIALS + words[: max(0, limit - len(WORD_SPECIALS))]
 
-
     def _training_lines(self) -> Iterator[list[str]]:
         budget = getattr(self.data, "bpe_train_bytes", 1 << 30)
         for piece in self.pieces():
