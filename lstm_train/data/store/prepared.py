@@ -42,6 +42,7 @@ from . import runner, trust
 from .entry_format import (FORMAT_VERSION, DamagedEntry, PreparedDataError, StaleEntry, close_entry, map_entry,
                            new_manifest, read_manifest)
 
+
 def default_cache_dir() -> Path:
     """`data.cache_dir` default: $LSTM_TRAIN_CACHE, else the user's cache directory
     ($XDG_CACHE_HOME or ~/.cache)/lstm_train/prepared.  Not beside the data: shared
@@ -109,14 +110,6 @@ def entry_key(task: Any, sources: list[Path], memo_dir: Path | None) -> tuple[st
         described["revision"] = revision
     blob = json.dumps(described, sort_keys=True, default=str).encode()
     return hashlib.blake2b(blob, digest_size=16).hexdigest(), records
-
-
-# ---------------------------------------------------------------------------
-# Writing
-
-
-# ---------------------------------------------------------------------------
-# Reading
 
 
 # ---------------------------------------------------------------------------

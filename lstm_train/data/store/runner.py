@@ -49,6 +49,7 @@ from . import trust
 from .entry_format import DamagedEntry, EntryWriter, array_specs, check_header, file_digest, merge
 from ..streams.base import Piece, Stream, combine
 
+
 class ShardError(RuntimeError):
     """A unit of a preparation failed: the message names it (and its SLURM log)."""
 
@@ -346,10 +347,6 @@ def _remote_error(text: str) -> str:
     traceback submitit hands back."""
     found = re.findall(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.*)$", text, re.M)
     return f"{found[-1][0]}: {found[-1][1]}" if found else ""
-
-
-# ---------------------------------------------------------------------------
-# Merging
 
 
 def clean(work: Path) -> None:
