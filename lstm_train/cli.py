@@ -73,7 +73,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def prepare_job(args: argparse.Namespace) -> dict | None:
-    from .data import prepared
+    from .data.store import prepared
     from .tasks import get_task
 
     check_prepare_options(args)
@@ -83,7 +83,7 @@ def prepare_job(args: argparse.Namespace) -> dict | None:
     if entry is None:
         print(f"{job.task}: this task loads its data directly; nothing to prepare", file=sys.stderr)
         return None
-    from .data.shards import Options
+    from .data.store.runner import Options
 
     def slurm_executor(folder: Path):  # noqa: ANN202 - submitit's executor, one array task per shard
         from .slurm.submission import make_executor, submitted

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .data import prepared
+from .data.store import prepared
 from .files import outputs
 from .runfiles import write_atomic
 from .tasks.base import ExportSignature, Task

@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import save_model
 
 from .config import apply_override, validate_job
-from .data import prepared
+from .data.store import prepared
 from .tasks import get_task
 from .tasks.base import PredictInputError, Task
 

@@ -117,24 +117,21 @@ def cmd_prepare(args: argparse.Namespace) -> list[dict]:
 
 def cmd_bpe_reference(args: argparse.Namespace) -> list[dict]:
     """tokenizers' own BPE train (from an iterator of the text's lines) + encode_batch of its lines."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer
+
+    from lstm_train.data.lm_tokenizer import train_bpe  # the trainer settings prepare uses, and nothing else
 
     rows = []
     for mb in args.sizes:
         path = args.corpora / f"text-{mb}MB.txt"
         started = time.perf_counter()
-        tok = Tokenizer(models.BPE(unk_token="<unk>"))
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=4000, special_tokens=["<unk>"], show_progress=False,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
 
         def batches():
             with open(path) as f:
                 while block := f.readlines(8 << 20):
                     yield block
 
-        tok.train_from_iterator(batches(), trainer)
+        tok = Tokenizer.from_str(train_bpe(batches(), 4000))
         n = 0
         for block in batches():
             n += sum(len(e.ids) for e in tok.encode_batch(block))

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from lstm_train.data.streams import Tokenizer
+from lstm_train.data.lm_tokenizer import Tokenizer
 from lstm_train.tasks.language_model import generate
 
 

@@ -69,7 +69,7 @@ def airline_files(run: Path, out: Path) -> list[Path]:
 def shakespeare_files(run: Path, out: Path) -> list[Path]:
     """The corpus' test part as the run cut it (its prepared pieces of the test split)."""
     from lstm_train.cli import load_run
-    from lstm_train.data.lm_stream import LanguageModelStream
+    from lstm_train.data.streams.language_model import LanguageModelStream
 
     job, *_ = load_run(run)
     path = out / "shakespeare_test.txt"

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from lstm_train.data import sst
+from lstm_train.data.readers import sst
 
 
 def write_test_csv(out: Path, trees: Path) -> int:

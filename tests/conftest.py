@@ -29,7 +29,7 @@ IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int1
 def write_idx(path: Path, data: np.ndarray) -> None:
     """An array as an IDX file (magic 0 0 type ndim, then big-endian sizes and values), written
     here from the format's description: what the fake datasets are made of, and the oracle that
-    `lstm_train.data.idx.read_idx` is checked against."""
+    `lstm_train.data.readers.idx.read_idx` is checked against."""
     array = np.asarray(data)
     header = bytes([0, 0, IDX_CODES[array.dtype], array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
     Path(path).write_bytes(header + array.astype(array.dtype.newbyteorder(">")).tobytes())

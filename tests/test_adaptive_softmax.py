@@ -25,9 +25,9 @@ import torch
 from lstm_train import checkpoint, cli
 from lstm_train.checkpoint import checkpoint_files
 from lstm_train.config import load_job
-from lstm_train.data import prepared, shards
+from lstm_train.data.store import prepared, runner
 from lstm_train.data.batching import BatchPlan
-from lstm_train.data.lm_stream import LanguageModelStream
+from lstm_train.data.streams.language_model import LanguageModelStream
 from lstm_train.models.language_model import LanguageModel
 from lstm_train.tasks.language_model import LanguageModelTask, auto_cutoffs, output_cutoffs
 
@@ -125,7 +125,7 @@ def test_the_words_vocabulary_is_in_frequency_order_and_only_words_entries_chang
     train, valid = word_files(tmp_path / "data")
     job = load_job(job_args(tmp_path, train, valid)[0], [])
     stream = LanguageModelStream(job.data)
-    vocab = stream.plan(shards.scan_unit(stream, stream.pieces()))["vocab"]
+    vocab = stream.plan(runner.scan_unit(stream, stream.pieces()))["vocab"]
     counts: dict[str, int] = {}
     for w in train.read_text().split():
         counts[w] = counts.get(w, 0) + 1

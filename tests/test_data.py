@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lstm_train.data.idx import IdxError, read_idx
+from lstm_train.data.readers.idx import IdxError, read_idx
 from lstm_train.data.mnist import DataMissingError, ensure_files, load_split
 
 from .conftest import make_fake_mnist, write_idx

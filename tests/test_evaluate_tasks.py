@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lstm_train.data.idx import read_idx
+from lstm_train.data.readers.idx import read_idx
 
 from .conftest import ROOT, make_fake_mnist, result_of, run_cli
 from .test_language_model import corpus, job_file
@@ -138,7 +138,7 @@ def test_forecast_series_csv(tmp_path: Path) -> None:
 
 def test_language_model_plain_text(tmp_path: Path) -> None:
     from lstm_train.cli import load_run
-    from lstm_train.data.lm_stream import LanguageModelStream
+    from lstm_train.data.streams.language_model import LanguageModelStream
 
     text, run = corpus(tmp_path / "data" / "c.txt", lines=300), tmp_path / "run"
     args = job_file(tmp_path, text, **{"data.test_fraction": "0.1", "data.eval_streams": "3"})

@@ -20,8 +20,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from lstm_train.data import lm_stream, shards
-from lstm_train.data.lm_stream import LanguageModelStream
+from lstm_train.data.streams import base, language_model
+from lstm_train.data.store import entry_format, runner
+from lstm_train.data.streams.language_model import LanguageModelStream
 
 from .conftest import ROOT, run_cli
 from .test_lm_stream import data_section, entry_digest, text_file
@@ -156,14 +157,14 @@ def test_built_in_tasks_still_load_from_a_run_directory(trained: Path, capsys: p
 def test_tampered_units_of_an_interrupted_preparation_are_never_merged(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch,
                                                                       capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setattr(lm_stream, "PIECE_BYTES", 8192)
+    monkeypatch.setattr(base, "PIECE_BYTES", 8192)
     text = text_file(tmp_path / "c.txt", lines=1500)
     clean = LanguageModelStream(data_section(text, "chars"))
-    shards.run(clean, tmp_path / "clean", tmp_path / "clean-work", shards.Options(workers=1))
+    runner.run(clean, tmp_path / "clean", tmp_path / "clean-work", runner.Options(workers=1))
     # an interrupted `prepare --workers 2`: every unit done, nothing merged yet
     out = tmp_path / "out"
     stream = LanguageModelStream(data_section(text, "chars"))
-    shards.run(stream, out / "first", out / "work", shards.Options(workers=2))
+    runner.run(stream, out / "first", out / "work", runner.Options(workers=2))
     units = sorted((out / "work").glob("unit-*"))
     assert len(units) >= 4 and all((u / "done.json").is_file() for u in units)
     # 1. a unit's column replaced by other ids of the same shape (its header still valid)
@@ -175,7 +176,7 @@ def test_tampered_units_of_an_interrupted_preparation_are_never_merged(tmp_path:
     np.save(outside, np.zeros_like(ids), allow_pickle=False)
     done = json.loads((units[1] / "done.json").read_text())
     done["splits"]["train"][0]["file"] = "../../outside.npy"
-    done["digests"]["../../outside.npy"] = shards.file_digest(outside)
+    done["digests"]["../../outside.npy"] = entry_format.file_digest(outside)
     (units[1] / "done.json").write_text(json.dumps(done))
     # 3. a unit's column swapped for a symlink to a file of the same content elsewhere
     link = units[2] / "train.0.npy"
@@ -183,7 +184,7 @@ def test_tampered_units_of_an_interrupted_preparation_are_never_merged(tmp_path:
     link.unlink()
     link.symlink_to(tmp_path / "elsewhere.npy")
     capsys.readouterr()
-    shards.run(stream, out / "entry", out / "work", shards.Options(workers=2))
+    runner.run(stream, out / "entry", out / "work", runner.Options(workers=2))
     said = capsys.readouterr().err
     assert entry_digest(out / "entry") == entry_digest(tmp_path / "clean")
     for unit, why in ((units[0], "its digest differs"), (units[1], "not a plain name inside the entry"),
@@ -318,7 +319,7 @@ def test_every_command_uses_the_weights_the_result_was_computed_with(averaged: t
 
     from lstm_train.checkpoint import checkpoint_files, read_weights
     from lstm_train.cli import load_run
-    from lstm_train.data import prepared
+    from lstm_train.data.store import prepared
     from lstm_train.data.batching import eval_batches_for
     from lstm_train.tasks.base import evaluate_sums, split_size
 
@@ -468,7 +469,7 @@ def test_export_of_a_task_that_cannot_be_exported_says_so(tmp_path: Path) -> Non
 def test_corpora_and_sequences_with_nothing_to_learn_are_refused(tmp_path: Path) -> None:
     from lstm_train.config import validate_job
     from lstm_train.data.sequences import SequenceDataError
-    from lstm_train.data.streams import CorpusError
+    from lstm_train.data.lm_tokenizer import CorpusError
     from lstm_train.tasks.sequence import SequenceTask
 
     for tokenizer, content, said in (("chars", "\n" * 5000, r"one token repeated \(only line breaks\?\)"),
@@ -477,8 +478,8 @@ def test_corpora_and_sequences_with_nothing_to_learn_are_refused(tmp_path: Path)
         text = tmp_path / f"{tokenizer}{len(content)}.txt"
         text.write_text(content)
         with pytest.raises(CorpusError, match=rf"the training text is {said}: nothing to learn"):
-            shards.run(LanguageModelStream(data_section(text, tokenizer)), tmp_path / text.stem, tmp_path / "w",
-                       shards.Options(workers=1))
+            runner.run(LanguageModelStream(data_section(text, tokenizer)), tmp_path / text.stem, tmp_path / "w",
+                       runner.Options(workers=1))
     rows = "".join(f"s{i},{t},{v},{label}\n" for i, (v, label) in enumerate([(0.5, "a"), ("inf", "b")] * 4)
                    for t in range(3))
     (tmp_path / "inf.csv").write_text("id,time,f0,label\n" + rows)
@@ -540,7 +541,7 @@ def test_a_line_without_end_is_refused_within_a_bound_of_memory(tmp_path: Path) 
     big = tmp_path / "one-line.csv"
     with open(big, "wb") as f:  # 300 MB, no line break: sparse, so it costs no disk
         f.truncate(300 << 20)
-    code = ("import sys, time; from lstm_train.data import textfiles\n"
+    code = ("import sys, time; from lstm_train.data.readers import textfiles\n"
             "t = time.perf_counter()\n"
             "try:\n"
             f"    textfiles.read_table({str(big)!r}, 'text', 'label')\n"
@@ -553,17 +554,18 @@ def test_a_line_without_end_is_refused_within_a_bound_of_memory(tmp_path: Path) 
 
 def test_a_text_to_score_or_translate_is_read_a_line_at_a_time(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """A language model's `predict --file` streams its file (`streams.text_lines`, ids a group of
+    """A language model's `predict --file` streams its file (`language_model.text_lines`, ids a group of
     lines at a time): a line without end is refused once 64 MiB are read, within a bound of
     memory; parallel corpora are read by the same bounded line reader."""
     big = tmp_path / "one-line.txt"
     with open(big, "wb") as f:  # 300 MB of NUL characters, no line break: sparse, so it costs no disk
         f.truncate(300 << 20)
-    code = ("from lstm_train.data import streams\n"
-            "tokenizer = streams.Tokenizer('chars', ['\\x00', 'a'])\n"
+    code = ("from lstm_train.data import lm_tokenizer\n"
+            "from lstm_train.data.streams.language_model import text_lines\n"
+            "tokenizer = lm_tokenizer.Tokenizer('chars', ['\\x00', 'a'])\n"
             "try:\n"
-            f"    print(sum(len(ids) for ids in tokenizer.encode_lines(streams.text_lines({str(big)!r}))))\n"
-            "except streams.CorpusError as e:\n"
+            f"    print(sum(len(ids) for ids in tokenizer.encode_lines(text_lines({str(big)!r}))))\n"
+            "except lm_tokenizer.CorpusError as e:\n"
             "    print(e)\n")
     proc = under_memory_limit(code, 700 << 20)  # less than the line decoded and encoded would need
     assert proc.returncode == 0 and "one-line.txt:1: a line of more than 64 MiB without a line break" in proc.stdout, \
@@ -587,13 +589,13 @@ def test_a_long_line_of_words_prepares_in_blocks(tmp_path: Path, monkeypatch: py
     text.write_text(words + "\n" + "".join(f"w{i} w{i + 1} end\n" for i in range(20_000)))
     blocks = LanguageModelStream(data_section(text, "words"))
     whole = run_stream_ids(blocks, tmp_path / "whole")
-    monkeypatch.setattr(lm_stream, "BLOCK_BYTES", 4096)  # the line is ~100 blocks: cut before spaces
+    monkeypatch.setattr(language_model, "BLOCK_BYTES", 4096)  # the line is ~100 blocks: cut before spaces
     assert run_stream_ids(LanguageModelStream(data_section(text, "words")), tmp_path / "blocks") == whole
     assert max(len(b) for _, b in blocks._blocks(blocks.pieces()[0], "line")) <= 2 * 4096
 
 
 def run_stream_ids(stream: LanguageModelStream, out: Path) -> list[int]:
-    shards.run(stream, out / "entry", out / "work", shards.Options(workers=1))
+    runner.run(stream, out / "entry", out / "work", runner.Options(workers=1))
     return [int(i) for f in sorted((out / "entry").glob("*.npy")) for i in np.load(f)]
 
 

@@ -25,11 +25,11 @@ import torch
 
 from lstm_train import checkpoint
 from lstm_train.checkpoint import checkpoint_files
-from lstm_train.data import prepared
+from lstm_train.data.store import prepared
 from lstm_train.config import load_job
 from lstm_train.data.batching import BatchPlan
 from lstm_train.tasks.language_model import LanguageModelTask, generate
-from lstm_train.data.streams import Tokenizer
+from lstm_train.data.lm_tokenizer import Tokenizer
 
 from .conftest import ROOT, accelerate_cli, result_of, resume_inside_an_epoch, run_cli
 
@@ -206,19 +206,20 @@ def streamed_scores_equal_whole(run: Path, text: Path) -> None:
     """`predict --file` reads and scores a file a group of lines at a time: the same loss as the
     whole text scored in one pass (`eval_sums`, what predict did before), however small the groups."""
     from lstm_train.cli import load_run
-    from lstm_train.data import streams
+    from lstm_train.data import lm_tokenizer
+    from lstm_train.data.streams.language_model import text_lines
 
     job, task, model, info = load_run(run)
-    tokenizer = streams.Tokenizer.from_info(info["tokenizer"])
+    tokenizer = lm_tokenizer.Tokenizer.from_info(info["tokenizer"])
     ids = torch.from_numpy(tokenizer.encode(text.read_text()))
     with torch.no_grad(), task.autocast(torch.device("cpu")):
         whole = {k: float(v) for k, v in task.eval_sums(model, (ids[None, :-1], ids[None, 1:]), info).items()}
     for group in (37, 1 << 20):  # odd-sized groups that cut windows anywhere; one group
-        before, streams.ENCODE_GROUP_CHARS = streams.ENCODE_GROUP_CHARS, group
+        before, lm_tokenizer.ENCODE_GROUP_CHARS = lm_tokenizer.ENCODE_GROUP_CHARS, group
         try:
-            streamed = task.score(model, tokenizer.encode_lines(streams.text_lines(text)), str(text))
+            streamed = task.score(model, tokenizer.encode_lines(text_lines(text)), str(text))
         finally:
-            streams.ENCODE_GROUP_CHARS = before
+            lm_tokenizer.ENCODE_GROUP_CHARS = before
         assert streamed["count"] == whole["count"] == len(ids) - 1
         assert streamed["loss_sum"] == pytest.approx(whole["loss_sum"], rel=1e-6)
 

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from lstm_train.config import load_job
-from lstm_train.data import lm_stream, prepared, shards
-from lstm_train.data.lm_stream import LanguageModelStream
-from lstm_train.data.streams import Tokenizer
+from lstm_train.data.streams import base, language_model
+from lstm_train.data.store import entry_format, prepared, runner
+from lstm_train.data.streams.language_model import LanguageModelStream
+from lstm_train.data.lm_tokenizer import Tokenizer
 from lstm_train.tasks.language_model import LanguageModelTask
 
 from .conftest import ROOT, run_cli
@@ -67,7 +68,7 @@ def test_every_tokenizer_prepares_a_corpus_cut_inside_a_word(tmp_path: Path, tok
     splits = prepared.load(task)
     tok = Tokenizer.from_info(splits.info["tokenizer"])
     train = tok.decode(splits.train[0].tolist())
-    val_flat = prepared.map_entry(prepared.locate(task).folder, prepared.read_manifest(
+    val_flat = entry_format.map_entry(prepared.locate(task).folder, entry_format.read_manifest(
         prepared.locate(task).folder, prepared.locate(task).key)).val[0]
     val = tok.decode(val_flat.tolist())
     if tokenizer in ("chars", "bytes"):  # nanoGPT's cut: exactly at the byte (ASCII here: the character)
@@ -82,7 +83,7 @@ def test_every_tokenizer_prepares_a_corpus_cut_inside_a_word(tmp_path: Path, tok
 
 
 def run_stream(stream: LanguageModelStream, out: Path, workers: int) -> str:
-    shards.run(stream, out / "entry", out / "work", shards.Options(workers=workers))
+    runner.run(stream, out / "entry", out / "work", runner.Options(workers=workers))
     return entry_digest(out / "entry")
 
 
@@ -99,8 +100,8 @@ def test_the_entry_is_the_same_from_one_unit_or_many(tmp_path: Path, tokenizer: 
     text = text_file(tmp_path / "c.txt", lines=3000)
     stream = LanguageModelStream(data_section(text, tokenizer))
     whole = run_stream(stream, tmp_path / "whole", workers=1)
-    monkeypatch.setattr(lm_stream, "PIECE_BYTES", 8192)
-    monkeypatch.setattr(lm_stream, "BLOCK_BYTES", 1000)
+    monkeypatch.setattr(base, "PIECE_BYTES", 8192)
+    monkeypatch.setattr(language_model, "BLOCK_BYTES", 1000)
     assert len(stream.pieces()) > 8
     assert run_stream(stream, tmp_path / "inline", workers=1) == whole
     assert run_stream(stream, tmp_path / "pool", workers=2) == whole
@@ -115,28 +116,28 @@ class FailingStream(LanguageModelStream):
 
     def encode(self, piece, plan, out):  # noqa: ANN001
         if piece.index == 3 and self.flag.exists():
-            raise lm_stream.CorpusError(f"{piece.describe()}: injected failure")
+            raise language_model.CorpusError(f"{piece.describe()}: injected failure")
         (self.marks / f"{piece.index}").touch()
         return super().encode(piece, plan, out)
 
 
 def test_a_failed_unit_publishes_nothing_and_is_redone_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lm_stream, "PIECE_BYTES", 8192)
+    monkeypatch.setattr(base, "PIECE_BYTES", 8192)
     text = text_file(tmp_path / "c.txt", lines=3000)
     flag, marks = tmp_path / "fail", tmp_path / "marks"
     flag.touch()
     marks.mkdir()
     stream = FailingStream(data_section(text, "chars"), flag, marks)
     out = tmp_path / "out"
-    with pytest.raises(lm_stream.CorpusError, match="piece 3 .* injected failure"):
-        shards.run(stream, out / "entry", out / "work", shards.Options(workers=2))
+    with pytest.raises(language_model.CorpusError, match="piece 3 .* injected failure"):
+        runner.run(stream, out / "entry", out / "work", runner.Options(workers=2))
     assert not (out / "entry").exists()
     done_before = {p.parent.name for p in (out / "work").glob("unit-*/done.json")}
     assert done_before and "unit-00003" not in done_before
     for mark in marks.iterdir():
         mark.unlink()
     flag.unlink()
-    shards.run(stream, out / "entry", out / "work", shards.Options(workers=2))
+    runner.run(stream, out / "entry", out / "work", runner.Options(workers=2))
     redone = {int(p.name) for p in marks.iterdir()}
     assert 3 in redone and not redone & {int(n.split("-")[1]) for n in done_before}
     assert entry_digest(out / "entry") == run_stream(LanguageModelStream(data_section(text, "chars")),
@@ -145,7 +146,7 @@ def test_a_failed_unit_publishes_nothing_and_is_redone_alone(tmp_path: Path, mon
 
 def test_invalid_utf8_in_a_later_piece_names_file_line_and_offset(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lm_stream, "PIECE_BYTES", 4096)
+    monkeypatch.setattr(base, "PIECE_BYTES", 4096)
     text = text_file(tmp_path / "c.txt", lines=2000)
     raw = bytearray(text.read_bytes())
     at = raw.index(b"\n", 30000) + 1
@@ -153,14 +154,14 @@ def test_invalid_utf8_in_a_later_piece_names_file_line_and_offset(tmp_path: Path
     text.write_bytes(bytes(raw))
     line = raw[:at].count(b"\n") + 1
     for workers in (1, 2):
-        with pytest.raises(lm_stream.CorpusError, match=rf"{text}:{line}: not UTF-8 text \(byte 0xff at offset {at}\)"):
+        with pytest.raises(language_model.CorpusError, match=rf"{text}:{line}: not UTF-8 text \(byte 0xff at offset {at}\)"):
             run_stream(LanguageModelStream(data_section(text, "words")), tmp_path / f"w{workers}", workers)
 
 
 def test_one_enormous_line_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lm_stream, "MAX_LINE", 1 << 16)
-    monkeypatch.setattr(lm_stream, "BLOCK_BYTES", 1 << 14)
-    monkeypatch.setattr(lm_stream, "PIECE_BYTES", 1 << 15)
+    monkeypatch.setattr(language_model, "MAX_LINE", 1 << 16)
+    monkeypatch.setattr(language_model, "BLOCK_BYTES", 1 << 14)
+    monkeypatch.setattr(base, "PIECE_BYTES", 1 << 15)
     text = tmp_path / "one-line.txt"
     text.write_text(("word " * 60000).strip())  # 300 kB, no newline at all
     chars = LanguageModelStream(data_section(text, "chars", test_fraction=0.0))
@@ -169,15 +170,15 @@ def test_one_enormous_line_is_bounded(tmp_path: Path, monkeypatch: pytest.Monkey
     run_stream(words, tmp_path / "words", workers=1)  # cut at spaces past MAX_LINE
     nospace = tmp_path / "nospace.txt"
     nospace.write_text("x" * 200000)
-    with pytest.raises(lm_stream.CorpusError, match=rf"{nospace}: more than 0 MB without"):
+    with pytest.raises(language_model.CorpusError, match=rf"{nospace}: more than 0 MB without"):
         run_stream(LanguageModelStream(data_section(nospace, "words", test_fraction=0.0)), tmp_path / "n", 1)
 
 
 def test_the_words_vocabulary_is_capped_and_unknown_words_read_as_unk(tmp_path: Path) -> None:
     text = text_file(tmp_path / "c.txt")
     stream = LanguageModelStream(data_section(text, "words", max_vocab=6))
-    shards.run(stream, tmp_path / "e", tmp_path / "w", shards.Options(workers=1))
-    plan = stream.plan(shards.scan_unit(stream, stream.pieces()))
+    runner.run(stream, tmp_path / "e", tmp_path / "w", runner.Options(workers=1))
+    plan = stream.plan(runner.scan_unit(stream, stream.pieces()))
     assert len(plan["vocab"]) == 6 and {"<unk>", "<eos>"} <= set(plan["vocab"])
     train = np.load(tmp_path / "e" / "train.0.npy")
     assert (train == plan["vocab"].index("<unk>")).any()
@@ -189,14 +190,14 @@ from pathlib import Path
 from types import SimpleNamespace
 limit = int(sys.argv[3]) << 20
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-from lstm_train.data import shards
-from lstm_train.data.lm_stream import LanguageModelStream
+from lstm_train.data.store import runner
+from lstm_train.data.streams.language_model import LanguageModelStream
 text = Path(sys.argv[1])
 data = SimpleNamespace(root=str(text.parent), files=text.name, val_files=None, test_files=None, split="fraction",
                        val_fraction=0.1, test_fraction=0.0, tokenizer=sys.argv[2], vocab_size=300, max_vocab=None,
                        bpe_train_bytes=1 << 20, bptt=8)
 out = Path(sys.argv[4])
-splits, info = shards.run(LanguageModelStream(data), out / "entry", out / "work", shards.Options(workers=1))
+splits, info = runner.run(LanguageModelStream(data), out / "entry", out / "work", runner.Options(workers=1))
 print(splits["train"][0]["shape"][0] + splits["val"][0]["shape"][0])
 """
 

@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from lstm_train.config import validate_job
-from lstm_train.data import prepared, textfiles
+from lstm_train.data.store import entry_format, prepared
+from lstm_train.data.readers import textfiles
 from lstm_train.data.ragged import Ragged
-from lstm_train.data.table_stream import TextStream
+from lstm_train.data.streams.text_classify import TextStream
 from lstm_train.tasks.text_classify import TextClassifyTask
 
 from .conftest import ROOT, accelerate_cli, result_of, run_cli
@@ -119,15 +120,15 @@ def test_a_damaged_entry_is_prepared_again_never_read(tmp_path: Path, capsys: py
     prepared.load(task_of(path, cache))
     good = prepared.load(task_of(path, tmp_path / "reference"))  # (the mapped copy would see the damage done below)
     [entry] = entries(cache)
-    manifest = json.loads((entry / prepared.MANIFEST).read_text())
+    manifest = json.loads((entry / entry_format.MANIFEST).read_text())
     if damage == "truncate":
         values = entry / "train.0.values.npy"
         values.write_bytes(values.read_bytes()[:-40])
     elif damage == "manifest":
-        (entry / prepared.MANIFEST).unlink()
+        (entry / entry_format.MANIFEST).unlink()
     else:
         manifest[damage] = 0 if damage == "format" else "0" * 32
-        (entry / prepared.MANIFEST).write_text(json.dumps(manifest))
+        (entry / entry_format.MANIFEST).write_text(json.dumps(manifest))
     capsys.readouterr()
     again = prepared.load(task_of(path, cache))
     err = capsys.readouterr().err

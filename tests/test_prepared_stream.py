@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lstm_train.config import validate_job
-from lstm_train.data import chunked, prepared
+from lstm_train.data.store import entry_format, prepared
 from lstm_train.tasks.text_classify import TextClassifyTask
 
 from .conftest import ROOT
@@ -59,7 +59,7 @@ def assert_streamed_is_recorded(tmp_path: Path, name: str, **data) -> None:
     streamed = task(tmp_path / "cache", **data)
     prepared.load(streamed)
     entry = prepared.locate(streamed).folder
-    assert json.loads((entry / prepared.MANIFEST).read_text())["splits"]["train"], "nothing was written"
+    assert json.loads((entry / entry_format.MANIFEST).read_text())["splits"]["train"], "nothing was written"
     assert entry_digests(entry) == FIXED[name]
 
 
@@ -91,7 +91,7 @@ def test_chunked_header_is_the_one_numpy_writes(tmp_path: Path) -> None:
     import numpy as np
 
     for dtype, n in ((np.int64, 0), (np.int64, 3), (np.int32, 100_000), (np.int8, 7)):
-        writer = chunked.GrowingArray(tmp_path / "a.npy", dtype)
+        writer = entry_format.GrowingArray(tmp_path / "a.npy", dtype)
         values = np.arange(n, dtype=dtype)
         for part in np.array_split(values, 3):
             writer.append(part)
@@ -103,7 +103,7 @@ def test_chunked_header_is_the_one_numpy_writes(tmp_path: Path) -> None:
 PEAK = """
 import resource, sys
 from lstm_train.config import validate_job
-from lstm_train.data import prepared
+from lstm_train.data.store import prepared
 from lstm_train.tasks.text_classify import TextClassifyTask
 spec = {"name": "t", "task": "text_classify", "model": {"embedding_dim": 8, "hidden_size": 6},
         "data": {"source": "files", "path": sys.argv[1], "cache_dir": sys.argv[2], "text_column": "review",

@@ -261,7 +261,7 @@ def test_a_thousand_class_text_job_writes_its_result(tmp_path):
 
 
 def test_jsonl_labels_one_value_one_class(tmp_path):
-    from lstm_train.data import textfiles
+    from lstm_train.data.readers import textfiles
 
     path = tmp_path / "l.jsonl"
     path.write_text('{"t": "a", "y": 1}\n{"t": "b", "y": 1.0}\n{"t": "c", "y": "1"}\n{"t": "d", "y": 2.5}\n')
@@ -270,7 +270,7 @@ def test_jsonl_labels_one_value_one_class(tmp_path):
 
 
 def test_a_wide_csv_header_makes_a_short_message(tmp_path):
-    from lstm_train.data import textfiles
+    from lstm_train.data.readers import textfiles
 
     path = tmp_path / "wide.csv"
     path.write_text(",".join(f"column_{i}_{'x' * 50}" for i in range(20_000)) + "\n" + ",".join(["v"] * 20_000) + "\n")
@@ -301,7 +301,7 @@ def png_declaring(width: int, height: int) -> bytes:
 def test_a_decompression_bomb_png_is_refused_before_decoding(tmp_path):
     import resource
 
-    from lstm_train.data import images
+    from lstm_train.data.readers import images
     from lstm_train.tasks.caption import load_strip
 
     bomb = tmp_path / "bomb.png"
@@ -321,7 +321,7 @@ def test_a_decompression_bomb_png_is_refused_before_decoding(tmp_path):
 def test_gzip_decompression_is_bounded(tmp_path, monkeypatch):
     import gzip
 
-    from lstm_train.data import idx
+    from lstm_train.data.readers import idx
 
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(gzip.compress(b"\0" * (4 << 20)))  # 4 MB of zeros in a few KB

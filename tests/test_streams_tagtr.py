@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from lstm_train.config import validate_job
-from lstm_train.data import prepared, shards
-from lstm_train.data.conll import ConllError
+from lstm_train.data.store import entry_format, prepared, runner
+from lstm_train.data.readers.conll import ConllError
 from lstm_train.tasks import get_task
 from .test_prepared import entry_digests
 from .test_tagging import CONLLU
@@ -50,8 +50,8 @@ def check_recorded(task, tmp_path: Path, name: str, workers: int = 1) -> None:
     prepared.load(task)
     assert entry_digests(prepared.locate(task).folder) == FIXED[name]
     if workers > 1:
-        shards.run(task.stream_data(), tmp_path / "e", tmp_path / "w", shards.Options(workers=workers))
-        (tmp_path / "e" / prepared.MANIFEST).write_text((prepared.locate(task).folder / prepared.MANIFEST).read_text())
+        runner.run(task.stream_data(), tmp_path / "e", tmp_path / "w", runner.Options(workers=workers))
+        (tmp_path / "e" / entry_format.MANIFEST).write_text((prepared.locate(task).folder / entry_format.MANIFEST).read_text())
         assert entry_digests(tmp_path / "e")[0] == FIXED[name][0]
 
 

@@ -1,4 +1,4 @@
-"""text_classify's Stream (data/table_stream.py), run by a serial runner without the store's driver:
+"""text_classify's Stream (data/streams/text_classify.py), run by a serial runner without the store's driver:
 the entry is the one recorded from the in-memory path it replaced (fixed digests), a fraction split
 by content hash, cuts that never split a quoted field, errors that name file:line/offset, and
 bounded memory."""
@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lstm_train.data import table_read, table_stream, table_words
-from lstm_train.data.chunked import EntryWriter
-from lstm_train.data.stream import Stream
-from lstm_train.data.table_stream import TextStream
-from lstm_train.data.textfiles import TextDataError
+from lstm_train.data.streams import base, table_read, table_words, text_classify
+from lstm_train.data.streams.base import cut
+from lstm_train.data.store.entry_format import EntryWriter
+from lstm_train.data.streams.base import Stream
+from lstm_train.data.streams.text_classify import TextStream
+from lstm_train.data.readers.textfiles import TextDataError
 from lstm_train.tasks.text_classify import TextClassifyTask
 
 from .conftest import ROOT, require
@@ -31,7 +32,7 @@ def entry(stream: TextStream, folder: Path, groups: list[list[int]] | None = Non
     """The stream run serially into `folder` (pieces grouped into shards by `groups`: each shard
     its own writer, concatenated in piece order): {split: (token lists, labels)}, info."""
     pieces = stream.pieces()
-    plan = stream.plan(functools.reduce(stream.combine, (stream.scan(p) for p in pieces)))
+    plan = stream.plan(functools.reduce(base.combine, (stream.scan(p) for p in pieces)))
     groups = groups or [list(range(len(pieces)))]
     out: dict[str, tuple[list, list]] = {}
     counts = []
@@ -131,7 +132,7 @@ def test_fraction_split_by_content_hash_is_independent_of_pieces(tmp_path, monke
     spec = {"source": "files", "path": str(path), "val_fraction": 0.1, "test_fraction": 0.2, "split_seed": 3}
     task = TextClassifyTask(job(spec), run_dir=tmp_path / "r")
     whole, info = entry(task.stream_data(), tmp_path / "one")
-    monkeypatch.setattr(table_stream, "PIECE_BYTES", 4096)
+    monkeypatch.setattr(base, "PIECE_BYTES", 4096)
     monkeypatch.setattr(table_read, "BLOCK_BYTES", 1000)
     stream = task.stream_data()
     pieces = stream.pieces()
@@ -149,8 +150,8 @@ def test_fraction_split_by_content_hash_is_independent_of_pieces(tmp_path, monke
 
 def test_cuts_fall_outside_quoted_fields(tmp_path):
     path = write(tmp_path / "q.csv", 'text,label\n"a\nb\nc\nd",x\n"e\nf",y\ng,z\n')
-    cuts = table_read.cut_points(path, 1, quoted=True)
     raw = path.read_bytes()
+    cuts = [end for _, end in cut(0, len(raw), table_read.RecordEnds(path, quoted=True), size=1)]
     assert cuts == [len(b'text,label\n'), raw.index(b'"e'), raw.index(b"g,z"), len(raw)]
 
 
@@ -163,7 +164,7 @@ def test_an_empty_split_is_refused(tmp_path):
 
 
 def test_bad_rows_name_the_file_line_and_offset(tmp_path, monkeypatch):
-    monkeypatch.setattr(table_stream, "PIECE_BYTES", 64)
+    monkeypatch.setattr(base, "PIECE_BYTES", 64)
     rows = "text,label\n" + "".join(f"row {i} text,x\n" for i in range(40))
     path = write(tmp_path / "r.csv", rows + "too,many,fields\n")
     stream = TextClassifyTask(job({"source": "files", "path": str(path)}), run_dir=tmp_path / "r").stream_data()
@@ -185,7 +186,7 @@ def test_jsonl_pieces_entry_is_the_one_recorded(tmp_path, monkeypatch):
     paths = {s: str(write(tmp_path / f"{s}.jsonl", "\n".join(lines[k::2]) + "\n")) for k, s in enumerate(("train", "test"))}
     task = TextClassifyTask(job({"source": "files", "train_path": paths["train"], "test_path": paths["test"],
                                  "text_column": "t", "label_column": "y"}), run_dir=tmp_path / "r")
-    monkeypatch.setattr(table_stream, "PIECE_BYTES", 1000)
+    monkeypatch.setattr(base, "PIECE_BYTES", 1000)
     assert digests(*entry(task.stream_data(), tmp_path / "e")) == FIXED["jsonl"]
 
 
@@ -206,25 +207,25 @@ def test_memory_bounded_below_the_file(tmp_path):
         import functools, resource
         from pathlib import Path
         from lstm_train.config import validate_job
-        from lstm_train.data import table_stream
-        from lstm_train.data.chunked import EntryWriter
+        from lstm_train.data.streams import base, text_classify
+        from lstm_train.data.store.entry_format import EntryWriter
         spec = {{"name": "t", "task": "text_classify", "model": {{"embedding_dim": 8, "hidden_size": 6}},
                  "data": {{"source": "files", "path": {str(path)!r}}}}}
-        stream = table_stream.TextStream(validate_job(spec, "t").data)
-        table_stream.PIECE_BYTES = 4 << 20
+        stream = text_classify.TextStream(validate_job(spec, "t").data)
+        base.PIECE_BYTES = 4 << 20
         out = Path({str(tmp_path / 'out')!r}); out.mkdir()
         writer, opened = EntryWriter(out), {{}}
         ragged, dense = writer.ragged, writer.dense
         writer.ragged = lambda s, i, *a: opened[(s, i)] if (s, i) in opened else opened.setdefault((s, i), ragged(s, i, *a))
         writer.dense = lambda s, i, *a: opened[(s, i)] if (s, i) in opened else opened.setdefault((s, i), dense(s, i, *a))
-        Vocab = table_stream.Vocab; Vocab.from_json(Vocab.train([["warm"]]).to_json()).encode_batch([["up"]])
+        Vocab = text_classify.Vocab; Vocab.from_json(Vocab.train([["warm"]]).to_json()).encode_batch([["up"]])
         import pyarrow as pa, pyarrow.csv  # the column path's library mapped (and its threads started) before the limit
         pyarrow.csv.read_csv(pa.BufferReader(b"t,l\\nx y,1\\n"), read_options=pyarrow.csv.ReadOptions(use_threads=False))
-        table_stream.table_columns.ascii_tokens(pa.array(["warm up"]), "words")
-        base = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
-        resource.setrlimit(resource.RLIMIT_AS, (base + (64 << 20), resource.RLIM_INFINITY))
+        text_classify.table_columns.ascii_tokens(pa.array(["warm up"]), "words")
+        floor = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (floor + (64 << 20), resource.RLIM_INFINITY))
         pieces = stream.pieces()  # scanned, planned and encoded in this process, in order
-        plan = stream.plan(functools.reduce(stream.combine, [stream.scan(p) for p in pieces]))
+        plan = stream.plan(functools.reduce(base.combine, [stream.scan(p) for p in pieces]))
         info = stream.info(plan, [stream.encode(p, plan, writer) for p in pieces])
         writer.close()
         print("ok", info["vocab_size"])
@@ -240,7 +241,7 @@ def test_memory_bounded_below_the_file(tmp_path):
 def test_batch_tokenizer_gives_split_words_and_vocab_ids(rule):
     """The encode fast path (one batched Rust call) equals Vocab.encode_batch(split_words(...))."""
     from lstm_train.config import validate_job
-    from lstm_train.data import textfiles
+    from lstm_train.data.readers import textfiles
     from lstm_train.data.vocab import Vocab
 
     texts = ["caf\u00e9 isn't  \u00c9T\u00c9\n ok.. x--y -- \x1c a\x1db", "\u0928\u092e\u0938\u094d\u0924\u0947 \U0001F600 A's",
@@ -259,7 +260,7 @@ def test_batch_tokenizer_gives_split_words_and_vocab_ids(rule):
 @pytest.mark.parametrize("rule", ["words", "whitespace"])
 def test_ascii_path_gives_split_words_and_vocab_ids(rule):
     """ASCII chunks take Python's re and a dict lookup: the same words and ids as the slow path."""
-    from lstm_train.data import textfiles
+    from lstm_train.data.readers import textfiles
     from lstm_train.data.vocab import Vocab
 
     texts = ["I.B.M. can't won't 3.5 e-mail... --x-- a_b", "Don't STOP \x1c a\x1db\x0bc\x0cd\te\r\nf", "'s 're O'Neil's ??!",
@@ -275,14 +276,14 @@ def test_scan_keeps_tokens_that_encode_remaps(tmp_path, monkeypatch):
     """With a scratch folder, scan keeps each piece's local word ids and encode only remaps them:
     the entry is the one read twice from the text; a kept file that is damaged is not used.
     (The Python path's `_Tokens`; the column path's kept rows: tests/test_table_columns.py.)"""
-    monkeypatch.setattr(table_stream, "COLUMNS", False)
+    monkeypatch.setattr(text_classify, "COLUMNS", False)
     path = many_rows(tmp_path / "d.csv", 2000, newline_every=9)
     spec = {"source": "files", "path": str(path), "val_fraction": 0.1, "test_fraction": 0.2, "max_length": 5,
             "lowercase": True}
     task = TextClassifyTask(job(spec), run_dir=tmp_path / "r")
     want, want_info = entry(task.stream_data(), tmp_path / "plain")
     assert digests(want, want_info) == FIXED["scratch"]
-    monkeypatch.setattr(table_stream, "PIECE_BYTES", 8192)
+    monkeypatch.setattr(base, "PIECE_BYTES", 8192)
     stream = task.stream_data()
     stream.scratch = str(tmp_path / "scratch")  # type: ignore[attr-defined]
     pieces = stream.pieces()

@@ -1,4 +1,4 @@
-"""The column path of text_classify's preparation (data/table_columns.py) against the Python path
+"""The column path of text_classify's preparation (data/streams/table_columns.py) against the Python path
 it replaces: the same words for adversarial texts, the same parse (or a fallback) for odd CSV,
 and byte-equal prepared entries for the same fixtures prepared both ways."""
 
@@ -18,10 +18,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pytest
 
-from lstm_train.data import table_columns, table_stream, table_words, textfiles
-from lstm_train.data.chunked import EntryWriter
-from lstm_train.data.shards import Options, run
-from lstm_train.data.textfiles import TextDataError
+from lstm_train.data.streams import base, table_columns, table_words, text_classify
+from lstm_train.data.readers import textfiles
+from lstm_train.data.store.entry_format import EntryWriter
+from lstm_train.data.store.runner import Options, run
+from lstm_train.data.readers.textfiles import TextDataError
 from lstm_train.tasks.text_classify import TextClassifyTask
 
 from .test_text import job, write
@@ -101,7 +102,7 @@ def test_csv_grammar_is_pythons_strict_reader(delimiter):
 
 def prepare(task: TextClassifyTask, folder: Path, columns: bool, workers: int, monkeypatch) -> dict:
     """The store's driver on `workers` processes, the column path on or off: {file: sha256}, info."""
-    monkeypatch.setattr(table_stream, "COLUMNS", columns)
+    monkeypatch.setattr(text_classify, "COLUMNS", columns)
     out = folder / "entry"
     splits, info = run(task.stream_data(), out, folder / "work", Options(workers=workers))
     files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())}
@@ -130,7 +131,7 @@ def test_column_path_entry_is_the_python_paths(tmp_path, monkeypatch, spec):
     """One CSV (quoted fields over lines and across piece boundaries, CRLF, non-ASCII and U+001C
     rows, labels with spaces), cut by fraction, prepared both ways: byte-equal files."""
     path = write(tmp_path / "d.csv", "text,label\r\n" + "\r\n".join(fixture_rows(1500)) + "\r\n")
-    monkeypatch.setattr(table_stream, "PIECE_BYTES", 9000)
+    monkeypatch.setattr(base, "PIECE_BYTES", 9000)
     monkeypatch.setattr(table_columns, "BLOCK_BYTES", 2500)
     task = TextClassifyTask(job({"source": "files", "path": str(path), **spec}), run_dir=tmp_path / "r")
     stream = task.stream_data()
@@ -154,7 +155,7 @@ def test_files_per_split_tsv_and_jsonl_both_ways(tmp_path, monkeypatch):
         paths[s].write_text("\n".join(text[:1] + [f"{t.rsplit(chr(9), 1)[0]}\t{i % 3}" for i, t in enumerate(text[1:])]) + "\n")
     task = TextClassifyTask(job({"source": "files", **{f"{s}_path": str(p) for s, p in paths.items()}}),
                             run_dir=tmp_path / "r")
-    monkeypatch.setattr(table_stream, "PIECE_BYTES", 6000)
+    monkeypatch.setattr(base, "PIECE_BYTES", 6000)
     stream = task.stream_data()
     assert {p.split: stream._column_rows(p).reader for p in stream.pieces()} == \
         {"train": "python", "val": "arrow", "test": "python"}  # JSON Lines: the Python reader, the column kernels
@@ -172,7 +173,7 @@ def test_odd_csv_takes_the_python_path_only_where_needed(tmp_path, monkeypatch, 
     rows = [f"row {i} fine text,{'ab'[i % 2]}" for i in range(300)]
     rows[150] = f"{odd},a"
     path = write(tmp_path / "d.csv", "text,label\n" + "\n".join(rows) + "\n")
-    monkeypatch.setattr(table_stream, "PIECE_BYTES", 2000)
+    monkeypatch.setattr(base, "PIECE_BYTES", 2000)
     task = TextClassifyTask(job({"source": "files", "path": str(path)}), run_dir=tmp_path / "r")
     stream = task.stream_data()
     if odd.startswith("row at"):  # "row" -> a BOM (3 bytes: the cuts stay) at the second piece's start
@@ -188,7 +189,7 @@ def test_odd_csv_takes_the_python_path_only_where_needed(tmp_path, monkeypatch, 
         with pytest.raises(TextDataError, match=re.escape(str(e))):
             prepare(task, tmp_path / "columns", True, 1, monkeypatch)
         return
-    monkeypatch.setattr(table_stream, "COLUMNS", True)
+    monkeypatch.setattr(text_classify, "COLUMNS", True)
     readers = [stream._column_rows(p).reader for p in stream.pieces()]
     assert ("python" not in readers) == arrow and readers.count("arrow") == len(readers) - (not arrow)
     assert prepare(task, tmp_path / "columns", True, 1, monkeypatch) == want
@@ -196,7 +197,7 @@ def test_odd_csv_takes_the_python_path_only_where_needed(tmp_path, monkeypatch, 
 
 def test_errors_are_the_python_paths(tmp_path, monkeypatch):
     """Bad rows found by the column path are reported by the Python path: file, line, offset."""
-    monkeypatch.setattr(table_stream, "PIECE_BYTES", 64)
+    monkeypatch.setattr(base, "PIECE_BYTES", 64)
     rows = "text,label\n" + "".join(f"row {i} text,x\n" for i in range(40))
     cases = {"empty.csv": (rows + "  ,x\n").encode(), "label.csv": (rows + "a text, \n").encode(),
              "quote.csv": (rows + '"closed" then,x\n').encode()}
@@ -213,7 +214,7 @@ def test_unknown_test_label_is_named_by_line(tmp_path, monkeypatch):
     test = write(tmp_path / "test.csv", "text,label\n" + "".join(f"t {i},{'abc'[i % 3]}\n" for i in range(9)))
     task = TextClassifyTask(job({"source": "files", "train_path": str(train), "val_path": str(train),
                                  "test_path": str(test)}), run_dir=tmp_path / "r")
-    monkeypatch.setattr(table_stream, "COLUMNS", True)
+    monkeypatch.setattr(text_classify, "COLUMNS", True)
     with pytest.raises(TextDataError, match=r"test\.csv:4: label 'c' does not occur in the training data"):
         run(task.stream_data(), tmp_path / "entry", tmp_path / "work", Options(workers=1))
 
@@ -221,10 +222,10 @@ def test_unknown_test_label_is_named_by_line(tmp_path, monkeypatch):
 def test_kept_rows_are_checked_when_read_back(tmp_path, monkeypatch):
     """scan keeps a piece's rows in the scratch folder; encode uses them only if they check out."""
     path = write(tmp_path / "d.csv", "text,label\n" + "\n".join(fixture_rows(400)) + "\n")
-    monkeypatch.setattr(table_stream, "PIECE_BYTES", 8000)
+    monkeypatch.setattr(base, "PIECE_BYTES", 8000)
     task = TextClassifyTask(job({"source": "files", "path": str(path), "max_length": 5}), run_dir=tmp_path / "r")
     want = prepare(task, tmp_path / "python", False, 1, monkeypatch)
-    monkeypatch.setattr(table_stream, "COLUMNS", True)
+    monkeypatch.setattr(text_classify, "COLUMNS", True)
     stream = task.stream_data()
     stream.scratch = str(tmp_path / "scratch")  # type: ignore[attr-defined]
     pieces = stream.pieces()
@@ -241,7 +242,7 @@ def test_kept_rows_are_checked_when_read_back(tmp_path, monkeypatch):
     (tmp_path / "scratch" / "columns-00001.rows.npy").write_bytes(b"\x93NUMPY junk")
     assert table_columns.PieceRows.load(stream._columns_path(pieces[1]), stream._token_key(pieces[1])) is None
     assert table_columns.PieceRows.load(stream._columns_path(pieces[2]), key) is None  # another piece's key
-    plan = stream.plan(functools.reduce(stream.combine, [stream.scan(p) for p in pieces]))
+    plan = stream.plan(functools.reduce(base.combine, [stream.scan(p) for p in pieces]))
     for p in pieces[:2]:  # damaged again after the scans kept fresh copies
         (tmp_path / "scratch" / f"columns-{p.index:05d}.rows.npy").write_bytes(b"\x93NUMPY junk")
     out = tmp_path / "e2"

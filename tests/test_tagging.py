@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from seqeval.metrics import f1_score, precision_score, recall_score
 
-from lstm_train.data import conll, prepared, tagging
-from lstm_train.data.conll import ConllError
+from lstm_train.data.readers import conll
+from lstm_train.data import tagging
+from lstm_train.data.store import prepared
+from lstm_train.data.readers.conll import ConllError
 from lstm_train.data.ragged import gather
 from lstm_train.data.vocab import Vocab
 from lstm_train.tasks.tag_entities import entity_counts, invalid_transitions, is_bio, precision_recall_f1

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from lstm_train.config import load_job, validate_job
-from lstm_train.data import prepared
+from lstm_train.data.store import prepared
 from lstm_train.tasks import TASKS, get_task
 from lstm_train.tasks.base import RunFileMismatch
 from lstm_train.testing import Case, check_task

@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from lstm_train.config import validate_job
-from lstm_train.data import prepared, sst, textfiles
-from lstm_train.data.embeddings import read_vectors
-from lstm_train.data.textfiles import TextDataError
+from lstm_train.data.readers import sst, textfiles
+from lstm_train.data.store import prepared
+from lstm_train.data.readers.embeddings import read_vectors
+from lstm_train.data.readers.textfiles import TextDataError
 from lstm_train.data.vocab import Vocab, VocabError
 from lstm_train.models.text import TextClassifier
 from lstm_train.tasks.base import PredictInputError, RunFileMismatch

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from sacrebleu.metrics import BLEU, CHRF
 
 from lstm_train.config import ConfigError, validate_job
-from lstm_train.data import prepared
+from lstm_train.data.store import prepared
 from lstm_train.data.parallel import ParallelDataError, read_line_aligned, read_tsv
-from lstm_train.data.parallel_read import Blanks
+from lstm_train.data.streams.parallel_read import Blanks
 from lstm_train.data.ragged import Padded
 from lstm_train.data.subword import BOS, EOS, PAD, SubwordVocab, VocabError
 from lstm_train.models.decoding import beam_search, greedy_search

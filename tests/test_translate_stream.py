@@ -1,4 +1,4 @@
-"""The translate task's streamed preparation (data/translate_stream.py) on small generated files:
+"""The translate task's streamed preparation (data/streams/translate.py) on small generated files:
 the entry the in-memory path gave (fixed digests recorded from it), the same entry from one
 piece or many in worker processes, a bounded vocabulary sample, and bad parallel text refused
 naming the files, the line counts, the line and the byte."""
@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from lstm_train.config import validate_job
-from lstm_train.data import prepared, shards, translate_stream
+from lstm_train.data.streams import translate as translate_stream
+from lstm_train.data.store import prepared, runner
+from lstm_train.data.streams import base
 from lstm_train.data.parallel import ParallelDataError
 from lstm_train.tasks.translate import TranslateTask
 
@@ -108,7 +110,7 @@ def test_the_entry_is_the_one_the_in_memory_path_gave(tmp_path: Path, name: str)
 
 
 def run_digest(stream: translate_stream.TranslateStream, out: Path, workers: int) -> str:
-    shards.run(stream, out / "entry", out / "work", shards.Options(workers=workers))
+    runner.run(stream, out / "entry", out / "work", runner.Options(workers=workers))
     h = hashlib.sha256()
     for file in sorted((out / "entry").glob("*.npy")):
         h.update(file.name.encode() + file.read_bytes())
@@ -120,7 +122,7 @@ def test_the_entry_is_the_same_from_one_piece_or_many(tmp_path: Path, monkeypatc
     for name, make in JOBS.items():
         task = task_of(make(root), tmp_path / "cache")
         whole = run_digest(task.stream_data(), tmp_path / name / "one", 1)
-        monkeypatch.setattr(translate_stream, "PIECE_BYTES", 700)
+        monkeypatch.setattr(base, "PIECE_BYTES", 700)
         stream = task.stream_data()
         pieces = stream.pieces()
         assert len(pieces) > 10 and len({p.split for p in pieces}) >= 2
@@ -137,7 +139,7 @@ def test_a_vocabulary_sample_is_bounded_and_a_rule_of_the_pair(tmp_path: Path, m
     sample = list(sampled._sample(4000 / 20000, "source"))
     assert 0.1 < len(sample) / len(list(full._sample(1.0, "source"))) < 0.35
     one = run_digest(sampled, tmp_path / "one", 1)
-    monkeypatch.setattr(translate_stream, "PIECE_BYTES", 500)
+    monkeypatch.setattr(base, "PIECE_BYTES", 500)
     assert run_digest(task_of(aligned(root), tmp_path / "cache").stream_data(), tmp_path / "many", 2) == one
     assert "subword vocabulary trained on a sample of" in capsys.readouterr().err
 
@@ -163,7 +165,7 @@ def test_bytes_that_are_not_utf8_are_named_by_file_line_and_offset(tmp_path: Pat
     raw = (root / "train.en").read_bytes()
     at = raw.index(b"caf\xc3\xa9", len(raw) // 2) + 3
     (root / "train.en").write_bytes(raw[:at] + b"\xe9" + raw[at + 2:] + b"\n")  # latin-1, one byte less
-    monkeypatch.setattr(translate_stream, "PIECE_BYTES", 700)  # the bad byte inside a later piece
+    monkeypatch.setattr(base, "PIECE_BYTES", 700)  # the bad byte inside a later piece
     line = raw[:at].count(b"\n") + 1
     with pytest.raises(ParallelDataError, match=rf"train\.en:{line}: not UTF-8 text \(byte 0xe9 at offset {at}\)"):
         prepared.load(task_of(aligned(root), tmp_path / "cache"))

@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from lstm_train import runlock
-from lstm_train.data import cachetrust, prepared
-from lstm_train.data.streams import Tokenizer
+from lstm_train.data.store import entry_format, prepared, trust
+from lstm_train.data.lm_tokenizer import Tokenizer
 from lstm_train.tasks.language_model import _sample, generate
 
 from .conftest import ROOT, run_cli
@@ -78,7 +78,7 @@ def test_an_entry_planted_by_another_user_is_never_trained_on(tmp_path: Path, sh
     assert f"{team} (data.cache_dir) belongs to user nobody" in proc.stderr and "data.cache_group" in proc.stderr
     # 2. the shared folder itself as the cache: anyone can write there
     as_nobody("cp", "-r", str(planted), str(shared))
-    with pytest.raises(cachetrust.UntrustedCache, match="is writable by every user"):
+    with pytest.raises(trust.UntrustedCache, match="is writable by every user"):
         prepared.load(task_of(path, shared))
     # 3. the victim's own cache, briefly opened to others: the planted entry is moved aside, not read
     mine.chmod(0o777)
@@ -94,11 +94,11 @@ def test_a_named_cache_group_trusts_that_group_only(tmp_path: Path) -> None:
     path, cache = write_csv(tmp_path / "d.csv"), tmp_path / "cache"
     cache.mkdir(mode=0o770)
     cache.chmod(0o770)
-    with pytest.raises(cachetrust.UntrustedCache, match="writable by its group .* data.cache_group"):
+    with pytest.raises(trust.UntrustedCache, match="writable by its group .* data.cache_group"):
         prepared.load(task_of(path, cache))
     group = __import__("grp").getgrgid(cache.stat().st_gid).gr_name
     prepared.load(task_of(path, cache, cache_group=group))
-    with pytest.raises(cachetrust.UntrustedCache, match="no group named 'no-such-group'"):
+    with pytest.raises(trust.UntrustedCache, match="no group named 'no-such-group'"):
         prepared.load(task_of(path, cache, cache_group="no-such-group"))
 
 
@@ -108,17 +108,17 @@ def test_a_manifest_name_outside_the_entry_is_refused(tmp_path: Path, capsys: py
     [entry] = entries(cache)
     outside = tmp_path / "outside.npy"
     shutil.copy(entry / "train.1.npy", outside)
-    manifest = json.loads((entry / prepared.MANIFEST).read_text())
+    manifest = json.loads((entry / entry_format.MANIFEST).read_text())
     manifest["splits"]["train"][1]["file"] = str(outside)
-    (entry / prepared.MANIFEST).write_text(json.dumps(manifest))
+    (entry / entry_format.MANIFEST).write_text(json.dumps(manifest))
     capsys.readouterr()
     again = prepared.load(task_of(path, cache))
     err = capsys.readouterr().err
     assert f"is not a plain name inside the entry" in err and str(entry) in err, err
     assert same_splits(good, again)
     for bad in ("../x.npy", "/etc/passwd", "a/b", "..", "", 3, None):
-        with pytest.raises(cachetrust.DamagedEntry):
-            cachetrust.safe_name(bad)
+        with pytest.raises(entry_format.DamagedEntry):
+            entry_format.safe_name(bad)
 
 
 def test_a_lock_symlink_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
@@ -128,7 +128,7 @@ def test_a_lock_symlink_is_refused_and_its_target_untouched(tmp_path: Path) -> N
     victim.write_text("keep me")
     lock = prepared.lock_path(entry)
     lock.symlink_to(victim)
-    with pytest.raises(cachetrust.UntrustedCache, match=r"lock file .* is a symlink"):
+    with pytest.raises(trust.UntrustedCache, match=r"lock file .* is a symlink"):
         prepared.load(task_of(path, cache))
     assert victim.read_text() == "keep me" and not entry.folder.exists()
 
@@ -179,7 +179,7 @@ def test_an_in_place_edit_with_size_and_mtime_kept_is_noticed(tmp_path: Path) ->
 
 
 def damage_entry(entry: Path, damage: str) -> None:
-    manifest = json.loads((entry / prepared.MANIFEST).read_text())
+    manifest = json.loads((entry / entry_format.MANIFEST).read_text())
     spec_ = manifest["splits"]["train"][1]
     if damage == "shape":
         spec_["shape"] = [spec_["shape"][0] + 1]
@@ -195,7 +195,7 @@ def damage_entry(entry: Path, damage: str) -> None:
         np.save(entry / spec_["file"], np.array([object()] * spec_["shape"][0]), allow_pickle=True)
     elif damage == "types":
         spec_["bytes"] = "12"
-    (entry / prepared.MANIFEST).write_text(json.dumps(manifest))
+    (entry / entry_format.MANIFEST).write_text(json.dumps(manifest))
 
 
 @pytest.mark.parametrize("damage", ["shape", "terabyte", "object", "types"])
@@ -389,7 +389,7 @@ def test_a_lock_json_with_fields_of_the_wrong_type_is_a_clear_error(tmp_path: Pa
 def test_cp1252_text_declared_latin1_is_warned_about_once_naming_the_file(tmp_path: Path) -> None:
     import warnings
 
-    from lstm_train.data.textfiles import read_lines
+    from lstm_train.data.readers.textfiles import read_lines
 
     path = tmp_path / "quotes.txt"
     path.write_bytes("plain line\n\u201cquoted\u201d \u2013 twice\nand \u201cagain\u201d\n".encode("cp1252"))

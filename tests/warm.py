@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BASE_PATH: list[str] = []  # the interpreter's own sys.path (set by `serve`)
 PRELOAD = ("torch", "numpy", "accelerate", "lstm_train.cli", "lstm_train.train", "lstm_train.tasks.registry",
-           "lstm_train.data.prepared")
+           "lstm_train.data.store.prepared")
 
 
 # ---------------------------------------------------------------------------

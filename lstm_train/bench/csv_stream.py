@@ -2,9 +2,9 @@
 
     PYTHONPATH=$PWD python -m lstm_train.bench.csv_stream --mb 10 [--workers 2] [--python-path] [--csv FILE]
 
-Rows of 16 words (a fixed list, numbered) and a label; the stream (data/table_stream.py) is run
+Rows of 16 words (a fixed list, numbered) and a label; the stream (data/streams/text_classify.py) is run
 over its pieces in `--workers` processes (pass 1, plan, pass 2), as the store's driver does.
-`--python-path` turns the Arrow column path (data/table_columns.py) off: the Python path alone,
+`--python-path` turns the Arrow column path (data/streams/table_columns.py) off: the Python path alone,
 for comparison; `--csv FILE` measures an existing corpus (scripts/bench_corpora.py's) instead.
 The lead runs it alone on the machine; numbers on a busy machine are indicative only.
 """
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from ..config import validate_job
-from ..data import table_stream
-from ..data.chunked import EntryWriter
+from ..data.streams import base, text_classify
+from ..data.store.entry_format import EntryWriter
 
 WORDS = "the a film movie plot good bad great awful story was is and of it this really quite".split()
 
@@ -61,21 +61,21 @@ def main() -> None:
     parser.add_argument("--python-path", action="store_true", help="the Python path only (no Arrow column path)")
     parser.add_argument("--csv", type=Path, default=None, help="an existing CSV (text, label) instead of a generated one")
     args = parser.parse_args()
-    table_stream.COLUMNS = not args.python_path
+    text_classify.COLUMNS = not args.python_path
     with tempfile.TemporaryDirectory() as tmp:
         path = args.csv or Path(tmp) / "corpus.csv"
         if args.csv is None:
             corpus(path, args.mb)
         if args.piece_mb:
-            table_stream.PIECE_BYTES = int(args.piece_mb * 1e6)
+            base.PIECE_BYTES = int(args.piece_mb * 1e6)
         spec = {"name": "bench", "task": "text_classify", "model": {"embedding_dim": 8, "hidden_size": 8},
                 "data": {"source": "files", "path": str(path), "val_fraction": 0.05, "test_fraction": 0.05}}
-        stream = table_stream.TextStream(validate_job(spec, "bench").data)
+        stream = text_classify.TextStream(validate_job(spec, "bench").data)
         stream.scratch = str(Path(tmp) / "scratch")  # type: ignore[attr-defined]  (as the store sets it)
         start = time.perf_counter()
         pieces = stream.pieces()
         with ProcessPoolExecutor(args.workers) as pool:
-            plan = stream.plan(functools.reduce(stream.combine, pool.map(_scan, [(stream, p) for p in pieces])))
+            plan = stream.plan(functools.reduce(base.combine, pool.map(_scan, [(stream, p) for p in pieces])))
             counts = list(pool.map(_encode, [(stream, p, plan, tmp) for p in pieces]))
         info = stream.info(plan, counts)
         seconds = time.perf_counter() - start

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ..data import prepared
+from ..data.store import prepared
 from ..config import JobBase, load_job, validate_job
 from ..distributed import set_threads
 from ..tasks import get_task

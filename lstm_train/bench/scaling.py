@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..data import prepared
+from ..data.store import prepared
 from ..config import JobBase, validate_job
 from ..distributed import set_threads
 from ..files import outputs

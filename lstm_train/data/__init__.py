@@ -1,1 +1,2 @@
-"""Datasets as tensors: IDX files, MNIST-style images, series, digit strips."""
+"""Datasets as tensors: the prepared-data store (`store/`), each task's stream (`streams/`), the file
+formats users bring (`readers/`), and the in-memory datasets (MNIST, series, digit strips, parallel text)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .idx import IdxError, read_idx
+from .readers.idx import IdxError, read_idx
 
 SIDE = 28  # the models read 28 x 28 digits, row by row
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
@@ -26,7 +26,7 @@ def digit_pixels(name: str | Path) -> torch.Tensor:
     dark ink on light paper inverted.  A missing or unreadable file is a ValueError naming it."""
     from PIL import Image, UnidentifiedImageError
 
-    from .images import open_image
+    from .readers.images import open_image
 
     try:
         with open_image(name) as img:

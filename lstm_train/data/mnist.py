@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .idx import IdxError, idx_magic, read_idx
+from .readers.idx import IdxError, idx_magic, read_idx
 
 # data.dataset -> torchvision's folder name (and class name).
 FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}

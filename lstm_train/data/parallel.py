@@ -10,7 +10,7 @@ line empty on one side only, a TSV row without both columns.  Lines empty on
 both sides are skipped and counted.
 
 These readers hold a file in memory: they read the small files `evaluate` is given.  A
-training corpus is prepared as a stream (`translate_stream`, `parallel_read`: the same checks
+training corpus is prepared as a stream (`streams/translate`, `streams/parallel_read`: the same checks
 and messages, a byte range at a time), which also splits off the pairs of a corpus without an
 official split (Tatoeba, a single user file) by a seeded hash of the key sentence.
 """

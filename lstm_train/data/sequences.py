@@ -123,7 +123,7 @@ def _labels(y: Any, n: int, path: Path, labelled: bool) -> list[Any] | None:
 
 
 def _read_npz(path: Path, labelled: bool) -> Sequences:
-    from .npyfiles import NpyFileError, load_npz
+    from .readers.npyfiles import NpyFileError, load_npz
 
     try:
         arrays = load_npz(path)  # no pickles, nothing allocated beyond what the file can hold
@@ -139,7 +139,7 @@ def _read_npz(path: Path, labelled: bool) -> Sequences:
 def _read_npy(paths: list[Path], labelled: bool) -> Sequences:
     if len(paths) > 2:
         raise SequenceDataError(f"{paths[0]}: give one file, or [x.npy, y.npy]")
-    from .npyfiles import NpyFileError, load_npy
+    from .readers.npyfiles import NpyFileError, load_npy
 
     try:
         x = _from_array(load_npy(paths[0]), None, paths[0])  # the header's claim checked against the file

@@ -1,5 +1,5 @@
 """A task's data as tensor columns: what `load_data` returns and the prepared-data store maps.
-It lives below the task layer, so the store (`data/prepared.py`) can build it without importing
+It lives below the task layer, so the store (`data/store/prepared.py`) can build it without importing
 `lstm_train.tasks`."""
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .conll import TaggedSentence
+from .readers.conll import TaggedSentence
 from .ragged import Ragged
 from .vocab import BOS, EOS, Vocab
 

@@ -30,6 +30,27 @@ def read_utf8(path: Path | str, error: type[Exception], missing: str = "") -> st
     return text[1:] if text.startswith("\ufeff") else text
 
 
+def line_at(path: Path | str, offset: int) -> int:
+    """The 1-based line of byte `offset` of a file (for an error message: read up to it a MB at a time)."""
+    lines, done = 1, 0
+    with open(path, "rb") as f:
+        while done < offset and (raw := f.read(min(1 << 20, offset - done))):
+            lines += raw.count(b"\n")
+            done += len(raw)
+    return lines
+
+
+def decode_block(path: Path | str, offset: int, block: bytes, error: type[Exception]) -> str:
+    """A block of a file's bytes (from byte `offset`) as UTF-8 text: bytes that are not UTF-8 raise
+    `error` naming the file, the line and the byte, as `read_utf8` does (a streamed reader's blocks)."""
+    try:
+        return block.decode("utf-8")
+    except UnicodeDecodeError as e:
+        at = offset + e.start
+        raise error(f"{path}:{line_at(path, at)}: not UTF-8 text (byte 0x{block[e.start]:02x} at offset {at}); "
+                    "convert the file to UTF-8 (e.g. iconv -f latin1 -t UTF-8)") from None
+
+
 MAX_LINE_BYTES = 64 << 20  # a streamed line longer than this is refused (`utf8_lines`)
 
 

@@ -15,7 +15,7 @@ The output layer is a full softmax (`decoder`, optionally tied to the embedding)
 `cutoffs`, torch's adaptive softmax (Grave et al. 2017, `nn.AdaptiveLogSoftmaxWithLoss`):
 the most frequent ids in a head, rarer ones in clusters behind smaller projections, so a
 large word vocabulary costs a fraction of a full softmax per token.  Ids must be in frequency
-order (the words vocabulary is, see `data/lm_stream.py`).  Given `targets`, `forward` returns
+order (the words vocabulary is, see `data/streams/language_model.py`).  Given `targets`, `forward` returns
 each target's exact log-probability (what training and evaluation need, without the [B, T, V]
 logits); without them it returns log-probabilities over the whole vocabulary (`log_prob`),
 which sample and score like logits.

@@ -41,8 +41,8 @@ from torch import nn
 
 from ..data.ragged import Padded, Ragged, gather, sample_lengths
 from ..data.splits import Split, Splits  # noqa: F401 (part of the task contract)
-from ..data.chunked import EntryWriter
-from ..data.stream import Piece, Stream
+from ..data.store.entry_format import EntryWriter
+from ..data.streams.base import Piece, Stream
 from ..distributed import autocast, resolve_precision
 from ..messages import note  # noqa: F401 (tasks import it from here)
 from ..schema import DataBase, ModelBase
@@ -83,7 +83,7 @@ def predict_texts(inputs: list[str], options: dict[str, Any]) -> list[str]:
     """The texts a text task predicts on: positional arguments, then each `--text`, then the lines
     of `--file` (UTF-8, one text a line).  An empty or blank one is refused, naming it; none at all
     is refused too."""
-    from ..data.textfiles import read_prediction_lines
+    from ..data.readers.textfiles import read_prediction_lines
     from ..data.textio import read_utf8
 
     texts: list[str] = []
@@ -205,7 +205,7 @@ class Task:
         raise NotImplementedError
 
     def stream_data(self) -> Stream:
-        """How the prepared-data store makes this task's entry: a `Stream` (`data/stream.py`) of
+        """How the prepared-data store makes this task's entry: a `Stream` (`data/streams/base.py`) of
         pieces scanned, planned and encoded in two passes, on every core or as a SLURM array.
         Default: `load_data` as one piece (a task whose files are small or cannot be cut); a
         task with corpora of any size returns its own (language_model, text_classify, tag,
@@ -225,7 +225,7 @@ class Task:
 
     def source_files(self) -> list[Path] | None:
         """The files `load_data` reads.  A list: the loop prepares the data once into the
-        prepared-data store (`data/prepared.py`, keyed by these files' contents and the data
+        prepared-data store (`data/store/prepared.py`, keyed by these files' contents and the data
         section) and every rank memory-maps it; `load_data` then runs only when preparing, so
         it must not leave state on `self`.  None (the default): `load_data` runs on every rank."""
         return None
@@ -403,9 +403,6 @@ class LoadedStream:
         return [Piece(0, f"{self.task.name}.load_data", 0, 0)]
 
     def scan(self, piece: Piece) -> dict[str, Any]:
-        return {}
-
-    def combine(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         return {}
 
     def plan(self, scan: dict[str, Any]) -> dict[str, Any]:

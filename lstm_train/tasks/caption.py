@@ -246,7 +246,7 @@ def read_gray(name: str) -> Any:
     composed over black; a file that is missing, empty or not an image refused by name."""
     from PIL import Image, UnidentifiedImageError
 
-    from ..data.images import ImageTooLarge, open_image
+    from ..data.readers.images import ImageTooLarge, open_image
 
     path = Path(name)
     if not path.exists():

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.batching import check_streams
-from ..data.lm_stream import WORDS_ORDER, LanguageModelStream, encode_file
-from ..data.streams import CorpusError, Tokenizer, resolve_files, text_lines
+from ..data.streams.language_model import LanguageModelStream, WORDS_ORDER, encode_file, resolve_files, text_lines
+from ..data.lm_tokenizer import CorpusError, Tokenizer
 from ..files.outputs import write_run_output
 from ..files.validation import RunDirError, read_run_bytes
 from ..messages import note
@@ -68,7 +68,7 @@ class LanguageModelTask(Task):
     # -- data and model ---------------------------------------------------------------
 
     def stream_data(self) -> LanguageModelStream:
-        """The corpus in pieces, tokenized in two passes on every core (`data/lm_stream.py`)."""
+        """The corpus in pieces, tokenized in two passes on every core (`data/streams/language_model.py`)."""
         return LanguageModelStream(self.job.data)
 
     def entry_revision(self) -> dict[str, Any]:
@@ -139,7 +139,7 @@ class LanguageModelTask(Task):
 
     def read_labelled(self, files: list[Path], info: dict[str, Any]) -> Split:
         """Plain text files for `evaluate` (loss, bits per token, perplexity of a new text): read one
-        after the other as one text, tokenized as the run's corpus was (`lm_stream.encode_file`, the
+        after the other as one text, tokenized as the run's corpus was (`streams.language_model.encode_file`, the
         same blocks and encoder), cut into `data.eval_streams` streams as its test split: the run's
         test text written as a file scores exactly its test metrics."""
         ids = np.concatenate([encode_file(path, info["tokenizer"]) for path in files])

@@ -3,7 +3,7 @@ equal-length sequence to sequence.
 
 Data: Universal Dependencies CoNLL-U (any tag column: upos, xpos, deprel...) or
 whitespace-column files (CoNLL-2000/2003 style, BIO/IOB tags), see
-`lstm_train.data.conll`.  The train split defines the word vocabulary
+`lstm_train.data.readers.conll`.  The train split defines the word vocabulary
 (lower-cased), the character vocabulary (cased) and the tag set; the columns are
 `Ragged` word ids, per-word character rows and tag ids (`lstm_train.data.tagging`).
 
@@ -26,9 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import conll, tagging
-from ..data.conll import ConllError, TaggedSentence
-from ..data.tag_stream import TagStream
+from ..data.readers import conll
+from ..data import tagging
+from ..data.readers.conll import ConllError, TaggedSentence
+from ..data.streams.tag import TagStream
 from ..data.ragged import Padded, gather
 from ..data.vocab import UNK, Vocab
 from ..files.outputs import write_run_output
@@ -58,7 +59,7 @@ class TagTask(Task):
 
     def stream_data(self) -> TagStream:
         """The files one piece each, read a sentence at a time and encoded in chunks
-        (`data/tag_stream.py`): no file is ever held in memory."""
+        (`data/streams/tag.py`): no file is ever held in memory."""
         return TagStream(self.job.data, is_bio, invalid_transitions)
 
     def run_files(self, info: dict[str, Any]) -> dict[str, bytes]:

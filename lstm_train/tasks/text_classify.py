@@ -34,8 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import table_stream, textfiles
-from ..data.embeddings import read_vectors
+from ..data.readers import textfiles
+from ..data.streams import text_classify
+from ..data.readers.embeddings import read_vectors
 from ..data.ragged import Padded, Ragged
 from ..data.vocab import Vocab
 from ..models.text import TextClassifier
@@ -70,9 +71,9 @@ class TextClassifyTask(Task):
         return files
 
     def stream_data(self) -> Any:
-        """The preparation as a `Stream` (pieces, scan, plan, encode, info: data/stream.py) that the
+        """The preparation as a `Stream` (pieces, scan, plan, encode, info: data/streams/base.py) that the
         store runs on every core or as a SLURM job array; SST and the user's files alike."""
-        return table_stream.TextStream(self.job.data)
+        return text_classify.TextStream(self.job.data)
 
     def run_files(self, info: dict[str, Any]) -> dict[str, bytes]:
         return {VOCAB_FILE: info["vocab"].encode("utf-8")}

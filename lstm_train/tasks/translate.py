@@ -2,7 +2,7 @@
 
 Data: Multi30k (line-aligned files, official val and test sets), Tatoeba
 fra-eng (one TSV, split by distinct English sentence), or a user's own two
-line-aligned files or TSV, prepared as a stream (`lstm_train.data.translate_stream`:
+line-aligned files or TSV, prepared as a stream (`lstm_train.data.streams.translate`:
 byte-range pieces read in workers).  SentencePiece subword vocabularies
 (`lstm_train.data.subword`) are trained on the train split (a bounded sample of
 it, larger than Multi30k) and travel in `Splits.info`, so every checkpoint
@@ -40,7 +40,7 @@ from torch import nn
 from ..data.parallel import Pairs, ParallelDataError, read_line_aligned, read_tsv
 from ..data.ragged import Padded, Ragged
 from ..data.subword import BOS, EOS, PAD, SubwordVocab, VocabError
-from ..data.translate_stream import Source, TranslateStream, limit_pairs
+from ..data.streams.translate import Source, TranslateStream, limit_pairs
 from ..files.outputs import write_run_output
 from ..models.losses import smoothed_cross_entropy
 from ..models.translator import Translator
@@ -132,7 +132,7 @@ class TranslateTask(Task):
 
     def stream_data(self) -> TranslateStream:
         """Parallel text in byte ranges, SentencePiece trained on a bounded sample, encoded in
-        workers (`data/translate_stream.py`): memory flat in the corpus size."""
+        workers (`data/streams/translate.py`): memory flat in the corpus size."""
         return TranslateStream(self.sources(), self.job.data)
 
     def entry_revision(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from torch import nn
 from .. import checkpoint, runfiles, runlock, warmstart
 from ..averaging import WeightAverage
 from ..config import JobBase, save_job
-from ..data import prepared
+from ..data.store import prepared
 from ..data.batching import BatchPlan
 from ..distributed import (
     batch_layout, broadcast_object, gather_objects, set_threads, SparseGradients, worker_info,

@@ -8,11 +8,11 @@ The rule, enforced here before anything in the cache is read:
 - the cache root, every entry and every file in an entry are owned by the running user
   (or carry the group named by `data.cache_group`, which the user thereby trusts) and are
   not writable by others (group-writable only with that group named);
-- file names in a manifest are plain names inside the entry (no "/", "..", absolute path);
-- the entry lock (runlock's lock file, prepared._locked) is never followed through a symlink;
-- a manifest is checked by type, field by field, and against each `.npy` header (dtype,
-  shape, no object dtype, no header claiming more bytes than the file holds) before
-  anything is mapped; a damaged entry is moved to `<root>/.aside/` and prepared again.
+- the entry lock (runlock's hard-linked lock file, prepared._locked) is never followed through
+  a symlink;
+- a manifest and its files are checked by `entry_format` (types field by field, plain names,
+  each `.npy` header against its file) before anything is mapped; a damaged or untrusted entry
+  is moved to `<root>/.aside/` (`move_aside`) and prepared again.
 
 The content-hash memo (`source_digest`) is keyed by (dev, inode, size, mtime_ns, ctime_ns).
 mtime can be set back by any writer (`touch -d`, `os.utime`), ctime cannot: the kernel sets
@@ -33,20 +33,14 @@ import stat
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
-import numpy as np
+from .entry_format import file_digest
 
 ASIDE = ".aside"
-_HASH_CHUNK = 8 << 20
 
 
 class UntrustedCache(ValueError):
     """A cache directory, entry or file another user could have written (exit 2)."""
-
-
-class DamagedEntry(Exception):
-    """An entry whose manifest or arrays are malformed (the reason is the message)."""
 
 
 def _owner(uid: int) -> str:
@@ -120,113 +114,8 @@ def check_entry(folder: Path, group: str | None = None) -> None:
             raise UntrustedCache(f"{child.path} {reason}")
 
 
-def safe_name(name: Any) -> str:
-    """A manifest's file name: a plain name inside the entry, nothing else."""
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
-            or "\0" in name or name.startswith("."):
-        raise DamagedEntry(f"file name {name!r} is not a plain name inside the entry")
-    return name
-
-
 # ---------------------------------------------------------------------------
 # Manifests
-
-
-def _want(value: Any, types: type | tuple[type, ...], where: str) -> Any:
-    if not isinstance(value, types) or (isinstance(value, bool) and bool not in (types if isinstance(types, tuple)
-                                                                                   else (types,))):
-        raise DamagedEntry(f"{where} is {type(value).__name__}, expected "
-                           f"{getattr(types, '__name__', None) or '/'.join(t.__name__ for t in types)}")
-    return value
-
-
-def _spec(spec: Any, where: str) -> dict[str, Any]:
-    _want(spec, dict, where)
-    safe_name(spec.get("file"))
-    _want(spec.get("dtype"), str, f"{where}.dtype")
-    shape = _want(spec.get("shape"), list, f"{where}.shape")
-    for n in shape:
-        if _want(n, int, f"{where}.shape") < 0:
-            raise DamagedEntry(f"{where}.shape has a negative size")
-    if _want(spec.get("bytes"), int, f"{where}.bytes") < 0:
-        raise DamagedEntry(f"{where}.bytes is negative")
-    return spec
-
-
-def array_specs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every array spec of a manifest, each checked by type (`validate_manifest` first)."""
-    found = []
-    for split, columns in manifest["splits"].items():
-        for i, column in enumerate(columns or []):
-            where = f"splits.{split}[{i}]"
-            _want(column, dict, where)
-            if column.get("kind") == "ragged":
-                found += [_spec(column.get(part), f"{where}.{part}") for part in ("values", "offsets", "lengths")]
-            elif column.get("kind") == "dense":
-                found.append(_spec(column, where))
-            else:
-                raise DamagedEntry(f"{where}.kind is {column.get('kind')!r}, expected 'ragged' or 'dense'")
-
-    def walk(value: Any, where: str) -> None:
-        if isinstance(value, dict):
-            if "__array__" in value:
-                found.append(_spec(value["__array__"], where))
-            for k, v in value.items():
-                if k != "__array__":
-                    walk(v, f"{where}.{k}")
-        elif isinstance(value, list):
-            for i, v in enumerate(value):
-                walk(v, f"{where}[{i}]")
-
-    walk(manifest.get("info"), "info")
-    return found
-
-
-def validate_manifest(manifest: Any, folder: Path | None = None) -> list[dict[str, Any]]:
-    """Check every field's type and, given the entry's folder, every array file against its
-    `.npy` header; returns the array specs.  Raises DamagedEntry with the first problem."""
-    _want(manifest, dict, "the manifest")
-    _want(manifest.get("format"), int, "format")
-    _want(manifest.get("key"), str, "key")
-    _want(manifest.get("task"), str, "task")
-    _want(manifest.get("sources"), list, "sources")
-    _want(manifest.get("bytes"), int, "bytes")
-    splits = _want(manifest.get("splits"), dict, "splits")
-    for name, columns in splits.items():
-        if name not in ("train", "val", "test"):
-            raise DamagedEntry(f"splits has an unknown split {name!r}")
-        if columns is not None:
-            _want(columns, list, f"splits.{name}")
-    specs = array_specs(manifest)
-    if folder is not None:
-        for spec in specs:
-            check_header(folder / spec["file"], spec)
-    return specs
-
-
-def check_header(path: Path, spec: dict[str, Any]) -> None:
-    """The `.npy` header agrees with the manifest and with the file's size (read the header only)."""
-    try:
-        size = os.lstat(path).st_size
-        with open(path, "rb", opener=lambda p, f: os.open(p, f | os.O_NOFOLLOW)) as f:
-            version = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read(f, max_header_size=10000)
-            offset = f.tell()
-    except FileNotFoundError:
-        raise DamagedEntry(f"{path.name} is missing") from None
-    except (OSError, ValueError, SyntaxError, TypeError) as e:
-        raise DamagedEntry(f"{path.name}: unreadable .npy header ({str(e)[:120]})") from None
-    if dtype.hasobject:
-        raise DamagedEntry(f"{path.name} holds Python objects (dtype {dtype}); prepared data holds numbers only")
-    if fortran:
-        raise DamagedEntry(f"{path.name} is Fortran-ordered; prepared data is C-ordered")
-    if str(dtype) != spec["dtype"] or list(shape) != spec["shape"]:
-        raise DamagedEntry(f"{path.name}: {dtype} {list(shape)}, the manifest says {spec['dtype']} {spec['shape']}")
-    claimed = offset + int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
-    if claimed != size or size != spec["bytes"]:
-        raise DamagedEntry(f"{path.name}: the header claims {claimed} bytes, the file has {size}, "
-                           f"the manifest says {spec['bytes']}")
 
 
 def move_aside(folder: Path) -> Path | None:
@@ -243,14 +132,6 @@ def move_aside(folder: Path) -> Path | None:
 
 # ---------------------------------------------------------------------------
 # The content-hash memo
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def memo_stamp(st: os.stat_result) -> dict[str, int]:
@@ -275,7 +156,7 @@ def source_digest(path: Path, st: os.stat_result, memo_dir: Path | None) -> str:
     digest = file_digest(path)
     if memo is not None:
         try:
-            from ..runfiles import write_atomic
+            from ...runfiles import write_atomic
 
             memo.parent.mkdir(mode=0o700, exist_ok=True)
             write_atomic(memo, json.dumps({**stamp, "digest": digest}))

@@ -1,6 +1,6 @@
-"""text_classify's preparation as a `Stream` (see stream.py): CSV/TSV/JSONL/Parquet/datasets and SST.
+"""text_classify's preparation as a `Stream` (see streams/base.py): CSV/TSV/JSONL/Parquet/datasets and SST.
 
-Pieces are byte ranges of ~PIECE_BYTES cut on line boundaries (a fixed size, so the cut
+Pieces are byte ranges of ~`base.PIECE_BYTES` cut on line boundaries (`base.cut`) (a fixed size, so the cut
 never depends on the shard count); a CSV/TSV is only cut at a newline outside quotes (an
 even count of `"` before it: RFC 4180 doubles a quote inside a quoted field), so a quoted
 field holding newlines is never split.  The header is read once per piece from the file's
@@ -32,18 +32,17 @@ from typing import Any
 
 import numpy as np
 
-from . import sst, table_columns, textfiles
-from .chunked import EntryWriter
-from .stream import Piece
+from ..readers import sst, textfiles
+from . import table_columns
+from ..store.entry_format import EntryWriter
+from .base import Piece, cut
 from .table_columns import SPLIT_NAMES
-from .table_read import chain_header, cut_points, range_lines, renumber
-from .table_words import (SEP, Tokens, all_ascii, ascii_ids, ascii_words, batch_tokenizer, cut_flat, exact,
-                          flat_ids, flat_words)
-from .textfiles import TextDataError
-from .vocab import Vocab, normalize_counts
-from ..messages import note
+from .table_read import RecordEnds, chain_header, range_lines, renumber
+from .table_words import SEP, Tokens, all_ascii, ascii_ids, ascii_words, batch_tokenizer, cut_flat, exact, flat_ids, flat_words
+from ..readers.textfiles import TextDataError
+from ..vocab import Vocab, normalize_counts
+from ...messages import note
 
-PIECE_BYTES = 32 << 20  # a piece's size: fixed, so pieces never depend on the shard count
 COLUMNS = True  # the Arrow column path (table_columns.py) wherever it is exact; False: the Python path only
 CHUNK_ROWS = 8192  # rows tokenized and written at a time
 FIELDS = ("source", "path", "train_path", "val_path", "test_path", "text_column", "label_column", "format",
@@ -78,11 +77,10 @@ class TextStream:
             if not path.exists():
                 raise FileNotFoundError(f"{path}: no such file")
             kind = "sst" if self.d["source"] != "files" else textfiles.file_format(path, self.d["format"])
-            starts = [0]
-            if kind in ("csv", "tsv", "jsonl"):
-                starts += [c for c in cut_points(path, PIECE_BYTES, kind != "jsonl") if c < path.stat().st_size]
-            ends: list[int | None] = [*starts[1:], None]
-            out += [Piece(len(out) + i, str(path), s, e, split) for i, (s, e) in enumerate(zip(starts, ends))]
+            size = path.stat().st_size
+            ranges = cut(0, size, RecordEnds(path, kind != "jsonl")) if kind in ("csv", "tsv", "jsonl") else [(0, size)]
+            out += [Piece(len(out) + i, str(path), a, None if b >= size else b, split)
+                    for i, (a, b) in enumerate(ranges or [(0, size)])]
         return out
 
     # ------------------------------------------------------------------ rows
@@ -126,7 +124,7 @@ class TextStream:
         if self.d["source"] != "files":
             yield from self._sst_chunks(piece)
             return
-        from .chunked import chunks
+        from .base import chunks
 
         for chunk in chunks(self.rows(piece), CHUNK_ROWS):
             texts, labels, lines = [r[0] for r in chunk], [r[1] for r in chunk], [r[2] for r in chunk]
@@ -266,15 +264,6 @@ class TextStream:
         st = Path(piece.path).stat()
         return {"piece": [piece.path, piece.start, piece.end, piece.split], "size": st.st_size,
                 "mtime_ns": st.st_mtime_ns, "d": json.loads(json.dumps(self.d, default=str))}
-
-    def combine(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-        """Two scans joined (counts added): the store keeps one, not one per piece."""
-        out = {}
-        for key in ("words", "labels", "rows"):
-            joined: Counter[str] = Counter(a.get(key, {}))
-            joined.update(b.get(key, {}))
-            out[key] = dict(joined)
-        return out
 
     def plan(self, scan: dict[str, Any]) -> dict[str, Any]:
         scans = [scan]

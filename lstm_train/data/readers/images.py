@@ -24,7 +24,7 @@ class ImageTooLarge(ValueError):
 def too_large(name: str | Path, width: int, height: int) -> ImageTooLarge:
     return ImageTooLarge(
         f"{name}: {width:,} x {height:,} pixels, over the limit of {MAX_PIXELS:,} pixels "
-        "(lstm_train.data.images.MAX_PIXELS; a small file declaring a huge image is a decompression bomb): "
+        "(lstm_train.data.readers.images.MAX_PIXELS; a small file declaring a huge image is a decompression bomb): "
         "scale the image down first")
 
 

@@ -1,7 +1,7 @@
 """A language model's corpus prepared as a `Stream`: byte ranges, two passes, bounded memory.
 
 The corpus (one or more UTF-8 files read in order as one text) is cut into pieces of about
-`PIECE_BYTES` on line boundaries, and the split points (`val_fraction`, `test_fraction`)
+`base.PIECE_BYTES` (`base.cut`) on line boundaries, and the split points (`val_fraction`, `test_fraction`)
 are piece boundaries too, so every piece lies in one split.  The cut depends on the files
 and the data section only, never on how many workers or shards prepare them, and no
 tokenizer's output depends on where a piece ends (characters and bytes map one to one;
@@ -17,12 +17,15 @@ Pass 1 (`scan`) counts what the vocabulary needs: code points for characters (ve
 words of the training pieces for words.  `plan` makes the vocabulary (characters: the
 whole corpus, as nanoGPT and char-rnn; words: the training part plus <unk>, capped by
 `data.max_vocab`, as pytorch/examples and AWD-LSTM; ids in frequency order, which the adaptive
-softmax needs) or trains the BPE (`tokenizers`, from
+softmax needs) or trains the BPE (`lm_tokenizer.train_bpe`, from
 an iterator over the training text, at most `data.bpe_train_bytes` of it, as
-sentencepiece's input_sentence_size bounds its input).  Pass 2 (`encode`) maps blocks of
-`BLOCK_BYTES` through a code-point lookup table (characters), `np.frombuffer` (bytes), a
-dict per word (words) or `tokenizers`' `encode_batch` (BPE) and appends them to the
-split's flat column, in the smallest integer dtype that holds the vocabulary.
+sentencepiece's input_sentence_size bounds its input).  Pass 2 (`encode`) turns blocks of
+`BLOCK_BYTES` into ids with the language model's one tokenizer (`lm_tokenizer.Tokenizer.
+encode_block`: vectorized per block, the one predict and generate use on text) and appends them
+to the split's flat column, in the smallest integer dtype that holds the vocabulary.
+
+The corpus's files are named here too (`resolve_files`, `split_files`), and `text_lines` reads
+a text to score (predict --file) as the corpus is read.
 
 Nothing holds the corpus or a Python object per token: memory is a block plus the
 vocabulary, whatever the corpus size.
@@ -30,6 +33,8 @@ vocabulary, whatever the corpus size.
 
 from __future__ import annotations
 
+import glob as globbing
+import math
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -38,11 +43,11 @@ from typing import Any
 
 import numpy as np
 
-from .chunked import EntryWriter
-from .stream import Piece
-from .streams import CorpusError, resolve_files, split_files
+from ..store.entry_format import EntryWriter
+from ..lm_tokenizer import CorpusError, Tokenizer, compact_dtype, decode_utf8, train_bpe
+from ..textio import utf8_lines
+from .base import Piece, cut
 
-PIECE_BYTES = int(os.environ.get("LSTM_TRAIN_PIECE_BYTES", 32 << 20))
 BLOCK_BYTES = int(os.environ.get("LSTM_TRAIN_BLOCK_BYTES", 8 << 20))
 MAX_LINE = 64 << 20  # words / BPE: more than this without a newline or a space is refused
 DEFAULT_MAX_VOCAB = 500_000  # words without data.max_vocab: a bound (WikiText-103 has 267,735 words)
@@ -52,10 +57,6 @@ WORD_SPECIALS = ["<eos>", "<unk>"]
 WORDS_ORDER = "frequency"
 _BOM = b"\xef\xbb\xbf"
 SPLITS = ("train", "val", "test")
-
-
-def compact_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint8 if vocab_size <= 256 else np.int16 if vocab_size <= 32767 else np.int32)
 
 
 def _char_start(data: bytes, i: int) -> int:
@@ -93,17 +94,49 @@ def _boundary(path: str, pos: int, size: int, unit: str) -> int:
         return pos - 1 + space + 1
 
 
-def _line_of(path: str, offset: int) -> int:
-    """The 1-based line of byte `offset` (for an error message: read up to it in blocks)."""
-    lines, done = 1, 0
-    with open(path, "rb") as f:
-        while done < offset:
-            block = f.read(min(BLOCK_BYTES, offset - done))
-            if not block:
-                break
-            lines += block.count(b"\n")
-            done += len(block)
-    return lines
+def resolve_files(spec: str | list[str], root: Path, key: str) -> list[Path]:
+    """A file, a folder (its files, sorted), a glob, or a list of these, relative to `root`."""
+    items = [spec] if isinstance(spec, str) else list(spec)
+    found: list[Path] = []
+    for item in items:
+        path = Path(item) if Path(item).is_absolute() else root / item
+        if any(ch in item for ch in "*?["):
+            matches = sorted(Path(p) for p in globbing.glob(str(path), recursive=True) if Path(p).is_file())
+            if not matches:
+                raise FileNotFoundError(f"data.{key}: {path} matches no file")
+            found += matches
+        elif path.is_dir():
+            matches = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            if not matches:
+                raise FileNotFoundError(f"data.{key}: the folder {path} holds no file")
+            found += matches
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"data.{key}: {path}: no such file or folder")
+    return found
+
+
+def split_files(paths: list[Path], val_fraction: float, test_fraction: float) -> tuple[list[Path], ...]:
+    """The last files validate (and test): at least one file each where a fraction is asked."""
+    n_test = math.ceil(len(paths) * test_fraction) if test_fraction else 0
+    n_val = max(1, math.ceil(len(paths) * val_fraction))
+    if n_val + n_test >= len(paths):
+        raise CorpusError(f"{len(paths)} file(s) cannot be split by files into train, validation"
+                          f"{' and test' if n_test else ''}: give more files, data.val_files, or data.split: fraction")
+    train = paths[: len(paths) - n_val - n_test]
+    return train, paths[len(train) : len(train) + n_val], paths[len(train) + n_val :]
+
+
+def text_lines(path: Path) -> Iterator[str]:
+    """A text file to score, a line at a time (`textio.utf8_lines`: a line over 64 MiB refused once
+    that much is read, so that no file is held whole), refused when empty as a corpus is."""
+    empty = True
+    for line in utf8_lines(path, CorpusError):
+        empty = False
+        yield line
+    if empty:
+        raise CorpusError(f"{path}: the file is empty; a language model needs text to read")
 
 
 class LanguageModelStream:
@@ -153,8 +186,8 @@ class LanguageModelStream:
         for path, start, end in spans:
             size = os.path.getsize(path)
             points = [start]
-            for cut in cuts:
-                local = start + cut - before
+            for at in cuts:
+                local = start + at - before
                 point = start if local <= start else end if local >= end else _boundary(path, local, size, unit)
                 points.append(max(points[-1], min(point, end)))
             points.append(end)
@@ -167,13 +200,8 @@ class LanguageModelStream:
         pieces: list[Piece] = []
         for split, path, start, end in self._ranges():
             size = os.path.getsize(path)
-            a = start
-            while a < end:
-                b = end if end - a <= PIECE_BYTES * 1.5 else min(end, _boundary(path, a + PIECE_BYTES, size, unit))
-                if b <= a:
-                    b = end
+            for a, b in cut(start, end, lambda pos, path=path, size=size: _boundary(path, pos, size, unit)):
                 pieces.append(Piece(len(pieces), path, a, b, split))
-                a = b
         return pieces
 
     # -- reading -------------------------------------------------------------------------
@@ -216,15 +244,6 @@ class LanguageModelStream:
             cut = max(max(data.rfind(b" "), data.rfind(b"\t")), 0)  # memory stays a block (the encoder ends no line there)
         return cut
 
-    @staticmethod
-    def _decode(piece: Piece, offset: int, block: bytes) -> str:
-        try:
-            return block.decode("utf-8")
-        except UnicodeDecodeError as e:
-            at = offset + e.start
-            raise CorpusError(f"{piece.path}:{_line_of(piece.path, at)}: not UTF-8 text (byte 0x{block[e.start]:02x} at "
-                              f"offset {at}); convert the file to UTF-8 (e.g. iconv -f latin1 -t UTF-8)") from None
-
     # -- pass 1 --------------------------------------------------------------------------
 
     def scan(self, piece: Piece) -> dict[str, Any]:
@@ -236,44 +255,33 @@ class LanguageModelStream:
                 if block.isascii():
                     counts += np.bincount(np.frombuffer(block, np.uint8), minlength=128)
                     continue
-                points = np.frombuffer(self._decode(piece, offset, block).encode("utf-32-le"), "<u4")
+                points = np.frombuffer(decode_utf8(piece.path, offset, block).encode("utf-32-le"), "<u4")
                 found = np.bincount(points)
                 other.update(dict(zip(np.flatnonzero(found).tolist(), found[found > 0].tolist())))
             for cp in np.flatnonzero(counts).tolist():
                 other[cp] += int(counts[cp])
-            return {"chars": sorted(other.items())}
+            return {"chars": {str(cp): n for cp, n in sorted(other.items())}}  # JSON keys: code points as text
         if kind == "words" and piece.split == "train":
             words: Counter[str] = Counter()
             for offset, block in self._blocks(piece, "line"):
-                words.update(self._decode(piece, offset, block).split())
+                words.update(decode_utf8(piece.path, offset, block).split())
             return {"words": dict(words)}
         for offset, block in self._blocks(piece, "char"):  # bytes, BPE, non-train words: checked UTF-8
             if not block.isascii():
-                self._decode(piece, offset, block)
+                decode_utf8(piece.path, offset, block)
         return {}
 
     # -- the plan ------------------------------------------------------------------------
 
-    def combine(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if "chars" in a or "chars" in b:
-            chars = Counter(dict(a.get("chars", []))) + Counter(dict(b.get("chars", [])))
-            out["chars"] = sorted(chars.items())
-        if "words" in a or "words" in b:
-            words = Counter(a.get("words", {}))
-            words.update(b.get("words", {}))
-            out["words"] = dict(words)
-        return out
-
     def plan(self, scan: dict[str, Any]) -> dict[str, Any]:
         kind = self.data.tokenizer
         if kind == "chars":
-            return {"kind": kind, "vocab": [chr(cp) for cp, _ in sorted(scan.get("chars", []))]}
+            return {"kind": kind, "vocab": [chr(cp) for cp in sorted(map(int, scan.get("chars", {})))]}
         if kind == "bytes":
             return {"kind": kind}
         if kind == "words":
             return {"kind": kind, "vocab": self._word_vocab(Counter(scan.get("words", {})))}
-        return {"kind": kind, "bpe_json": self._train_bpe()}
+        return {"kind": kind, "bpe_json": train_bpe(self._training_lines(), self.data.vocab_size)}
 
     def _word_vocab(self, counts: Counter[str]) -> list[str]:
         """<eos>, <unk>, then the training words by count (most frequent first, ties by word): the
@@ -281,17 +289,6 @@ class LanguageModelStream:
         limit = getattr(self.data, "max_vocab", None) or DEFAULT_MAX_VOCAB
         words = sorted((w for w in counts if w not in WORD_SPECIALS), key=lambda w: (-counts[w], w))
         return WORD_SPECIALS + words[: max(0, limit - len(WORD_SPECIALS))]
-
-    def _train_bpe(self) -> str:
-        from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
-
-        tok = HFTokenizer(models.BPE(unk_token="<unk>"))
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=self.data.vocab_size, special_tokens=["<unk>"], show_progress=False,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-        tok.train_from_iterator(self._training_lines(), trainer)
-        return tok.to_str()
 
     def _training_lines(self) -> Iterator[list[str]]:
         budget = getattr(self.data, "bpe_train_bytes", 1 << 30)
@@ -302,18 +299,17 @@ class LanguageModelStream:
                 if budget <= 0:
                     return
                 budget -= len(block)
-                yield self._decode(piece, offset, block).splitlines(keepends=True)
+                yield decode_utf8(piece.path, offset, block).splitlines(keepends=True)
 
     # -- pass 2 --------------------------------------------------------------------------
 
     def encode(self, piece: Piece, plan: dict[str, Any], out: EntryWriter) -> dict[str, Any]:
-        size = vocab_size(plan)
-        column = out.dense(piece.split or "train", 0, compact_dtype(size))
-        encoder = _Encoder(plan)
+        tokenizer = Tokenizer.from_info(plan)
+        column = out.dense(piece.split or "train", 0, compact_dtype(tokenizer.size))
         n, distinct = 0, set()
         unit = "char" if plan["kind"] in ("chars", "bytes") else "line"
         for offset, block in self._blocks(piece, unit):
-            ids = encoder(piece, offset, block)
+            ids = tokenizer.encode_block(piece, offset, block)
             column.append(ids)
             n += len(ids)
             if len(distinct) < 2 and len(ids):  # two different tokens found: enough (`info` checks the corpus)
@@ -329,21 +325,11 @@ class LanguageModelStream:
             raise CorpusError(f"data.files ({files}): the training text is {what}: nothing to learn (the loss would be "
                               "0 at once); give a corpus of text")
         tokenizer = {k: v for k, v in plan.items() if k in ("kind", "vocab", "bpe_json")}
-        info = {"tokenizer": tokenizer, "vocab_size": vocab_size(plan), "bptt": self.data.bptt,
+        info = {"tokenizer": tokenizer, "vocab_size": Tokenizer.from_info(plan).size, "bptt": self.data.bptt,
                 "train_tokens": tokens["train"], "val_tokens": tokens["val"]}
         if tokens["test"]:
             info["test_tokens"] = tokens["test"]
         return info
-
-
-def vocab_size(plan: dict[str, Any]) -> int:
-    if plan["kind"] == "bytes":
-        return 256
-    if plan["kind"] == "bpe":
-        from tokenizers import Tokenizer as HFTokenizer
-
-        return HFTokenizer.from_str(plan["bpe_json"]).get_vocab_size()
-    return len(plan["vocab"])
 
 
 def encode_file(path: Path, plan: dict[str, Any]) -> np.ndarray:
@@ -357,64 +343,8 @@ def encode_file(path: Path, plan: dict[str, Any]) -> np.ndarray:
         start = 3 if f.read(3) == _BOM else 0
     if size <= start:
         raise CorpusError(f"{path}: the file is empty; a language model needs text to score")
-    piece, encoder = Piece(0, str(path), start, size, "test"), _Encoder(plan)
-    encoder.hint = ": the model cannot score characters it never saw"
+    piece, tokenizer = Piece(0, str(path), start, size, "test"), Tokenizer.from_info(plan)
+    hint = ": the model cannot score characters it never saw"
     unit = "char" if plan["kind"] in ("chars", "bytes") else "line"
     blocks = LanguageModelStream(None)._blocks(piece, unit)
-    return np.concatenate([encoder(piece, offset, block).astype(np.int64) for offset, block in blocks])
-
-
-class _Encoder:
-    """Blocks of text -> ids, vectorized per block."""
-
-    hint = " (the file changed while it was prepared?)"  # after a character outside the vocabulary
-
-    def __init__(self, plan: dict[str, Any]) -> None:
-        self.kind = plan["kind"]
-        if self.kind == "chars":
-            # code point -> id, in the column's own dtype; the dtype's largest value marks "no id"
-            dtype = compact_dtype(len(plan["vocab"]) + 1)
-            self.missing = np.iinfo(dtype).max
-            self.table = np.full(0x110000, self.missing, dtype=dtype)
-            self.table[[ord(c) for c in plan["vocab"]]] = np.arange(len(plan["vocab"]))
-            self.vocab = plan["vocab"]
-        elif self.kind == "words":
-            self.index = {w: i for i, w in enumerate(plan["vocab"])}
-            self.eos, self.unk = self.index["<eos>"], self.index["<unk>"]
-        elif self.kind == "bpe":
-            from tokenizers import Tokenizer as HFTokenizer
-
-            self.bpe = HFTokenizer.from_str(plan["bpe_json"])
-
-    def _word_ids(self, lines: list[str], ended: bool) -> Iterator[int]:
-        index, unk, eos, last = self.index, self.unk, self.eos, len(lines) - 1
-        for k, line in enumerate(lines):
-            yield from (index.get(w, unk) for w in line.split())
-            if k < last or ended:
-                yield eos
-
-    def __call__(self, piece: Piece, offset: int, block: bytes) -> np.ndarray:
-        if self.kind == "bytes":
-            if not block.isascii():
-                LanguageModelStream._decode(piece, offset, block)
-            return np.frombuffer(block, np.uint8)
-        if self.kind == "chars":
-            if block.isascii():
-                points = np.frombuffer(block, np.uint8)
-            else:
-                points = np.frombuffer(LanguageModelStream._decode(piece, offset, block).encode("utf-32-le"), "<u4")
-            ids = self.table[points]
-            if (ids == self.missing).any():
-                missing = sorted({chr(int(p)) for p in points[ids == self.missing][:1000]})
-                raise CorpusError(f"{piece.path}: {len(missing)} character(s) outside the vocabulary of {len(self.vocab)} "
-                                  f"near byte {offset}: {missing[:10]}{self.hint}")
-            return ids
-        text = LanguageModelStream._decode(piece, offset, block)
-        if self.kind == "words":  # <eos> after each line; not after a block cut inside one (before a space)
-            end = piece.end if piece.end is not None else os.path.getsize(piece.path)
-            lines = text.splitlines(keepends=True)
-            ended = offset + len(block) >= end or (lines and lines[-1].splitlines()[0] != lines[-1])
-            return np.fromiter(self._word_ids(lines, ended), dtype=np.int64)
-        lines = text.splitlines(keepends=True)
-        encoded = self.bpe.encode_batch(lines, add_special_tokens=False)
-        return np.fromiter((i for e in encoded for i in e.ids), dtype=np.int64)
+    return np.concatenate([tokenizer.encode_block(piece, offset, block, hint).astype(np.int64) for offset, block in blocks])

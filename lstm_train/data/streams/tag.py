@@ -1,4 +1,4 @@
-"""The tag task's preparation as a `Stream` (see stream.py): CoNLL-U and whitespace-column files.
+"""The tag task's preparation as a `Stream` (see streams/base.py): CoNLL-U and whitespace-column files.
 
 One piece per file (train, val, test: each file is one split).  A file is read one sentence
 at a time (`conll.iter_tagged`: the same checks and messages as `read_tagged`, file and line
@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from . import conll
-from .chunked import EntryWriter, chunks
-from .stream import Piece
-from .vocab import BOS, EOS, UNK, Vocab, normalize_counts
-from ..messages import note
+from ..readers import conll
+from ..store.entry_format import EntryWriter
+from .base import Piece, chunks
+from ..vocab import BOS, EOS, UNK, Vocab, normalize_counts
+from ...messages import note
 
 CHUNK = 4096  # sentences encoded and written at a time
 
@@ -59,14 +59,6 @@ class TagStream:
                 forms.update(sentence.words)
             tags.update(sentence.tags or [])
         return {"forms": dict(forms), "tags": {str(piece.split): dict(tags)}}
-
-    def combine(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-        forms: Counter[str] = Counter(a.get("forms", {}))
-        forms.update(b.get("forms", {}))
-        tags = {**a.get("tags", {})}
-        for split, counts in b.get("tags", {}).items():
-            tags[split] = dict(Counter(tags.get(split, {})) + Counter(counts))
-        return {"forms": dict(forms), "tags": tags}
 
     def plan(self, scan: dict[str, Any]) -> dict[str, Any]:
         """The vocabularies, tag list, unseen tags and character width."""

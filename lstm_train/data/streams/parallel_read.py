@@ -22,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .parallel import ParallelDataError, _column_index
-from .stream import Piece
-from .table_read import line_at
-from .textio import MAX_LINE_BYTES
+from ..parallel import ParallelDataError, _column_index
+from .base import Piece
+from ..textio import MAX_LINE_BYTES, line_at
 
 BLOCK_BYTES = 4 << 20  # read and decoded at a time
 _BOM = b"\xef\xbb\xbf"

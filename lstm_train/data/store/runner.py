@@ -1,6 +1,6 @@
 """Running a task's `Stream` on every core of this machine, or as a SLURM job array.
 
-The two passes of a `Stream` (`data/stream.py`) are map steps over pieces: `scan` and
+The two passes of a `Stream` (`data/streams/base.py`) are map steps over pieces: `scan` and
 `encode` of one piece need nothing of another, only `plan` (run once, here) joins them.
 So they run as
 
@@ -17,10 +17,10 @@ Every unit of work (a piece locally, a shard on SLURM) writes its columns into a
 the entry's work directory (`<entry>.shards/unit-NNNNN/`) with a `done.json` naming the plan
 it encoded with, its pieces and the blake2b digest of every file it wrote.  Before the merge
 each unit is checked (`check_unit`): its record by type, its file names plain names in its
-folder (no `/`, `..`, symlink), every file its own (`cachetrust`), its `.npy` header as
+folder (no `/`, `..`, symlink), every file its own (`trust`), its `.npy` header as
 recorded and its digest as recorded; a unit that fails (replaced after an interruption,
-planted) is encoded again, never merged.  The columns are then concatenated in piece order into the entry (`merge`:
-`os.copy_file_range`, ragged offsets rebased in chunks: memory stays a chunk).  Because a
+planted) is encoded again, never merged.  The columns are then concatenated in piece order into
+the entry (`entry_format.merge`: `os.copy_file_range`, ragged offsets rebased in chunks).  Because a
 piece's output does not depend on which unit encodes it, the entry is byte for byte the
 same from 1 shard or N.  A failed unit leaves the others' folders: the next preparation
 redoes only the units without a `done.json` for the same plan.
@@ -36,22 +36,18 @@ import re
 import shutil
 import tempfile
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..files.atomic import write_atomic
-from ..messages import note
-from . import cachetrust
-from .chunked import EntryWriter
-from .stream import Piece, Stream
-
-_COPY = 64 << 20
+from ...files.atomic import write_atomic
+from ...messages import note
+from . import trust
+from .entry_format import DamagedEntry, EntryWriter, array_specs, check_header, file_digest, merge
+from ..streams.base import Piece, Stream, combine
 
 
 class ShardError(RuntimeError):
@@ -101,7 +97,7 @@ def _read_done(folder: Path, plan_digest: str) -> dict[str, Any] | None:
 
 def unit_files(splits: dict[str, Any]) -> list[dict[str, Any]]:
     """The array records of a unit's "splits" record (each checked by type, its name a plain name)."""
-    return cachetrust.array_specs({"splits": splits})
+    return array_specs({"splits": splits})
 
 
 def check_unit(folder: Path, done: dict[str, Any], pieces: list[Piece], group: str | None = None) -> str | None:
@@ -119,30 +115,17 @@ def check_unit(folder: Path, done: dict[str, Any], pieces: list[Piece], group: s
         digests = done.get("digests")
         if not isinstance(digests, dict):
             return "its record has no digests"
-        cachetrust.check_entry(folder, group)  # a directory of plain files, the user's, not writable by others
+        trust.check_entry(folder, group)  # a directory of plain files, the user's, not writable by others
         for spec in unit_files(done["splits"]):
             path = folder / spec["file"]
-            cachetrust.check_header(path, spec)
+            check_header(path, spec)
             if not isinstance(digests.get(spec["file"]), str) or file_digest(path) != digests[spec["file"]]:
                 return f"{spec['file']} is not the file its worker wrote (its digest differs)"
-    except (cachetrust.DamagedEntry, cachetrust.UntrustedCache) as e:
+    except (DamagedEntry, trust.UntrustedCache) as e:
         return str(e)
     except OSError as e:
         return f"cannot read it ({e.strerror or e})"
     return None
-
-
-def file_digest(path: Path) -> str:
-    """blake2b of a file, read without following a symlink."""
-    h = hashlib.blake2b(digest_size=16)
-    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _open_unit_file(path: Path) -> Any:
-    return open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW))
 
 
 # ---------------------------------------------------------------------------
@@ -150,7 +133,7 @@ def _open_unit_file(path: Path) -> Any:
 
 
 def scan_unit(stream: Stream, pieces: list[Piece]) -> dict[str, Any]:
-    return functools.reduce(stream.combine, (stream.scan(piece) for piece in pieces))
+    return functools.reduce(combine, (stream.scan(piece) for piece in pieces))
 
 
 def encode_unit(stream: Stream, pieces: list[Piece], plan: dict[str, Any], folder: str, plan_digest: str) -> dict:
@@ -191,7 +174,7 @@ def run(stream: Stream, entry_tmp: Path, work: Path, options: Options,
             stream.scratch = scratch  # type: ignore[attr-defined]
             return _inline(stream, pieces, entry_tmp, bar)
     work.mkdir(parents=True, exist_ok=True)
-    cachetrust.check_folder(work, options.group)  # the units' home: a directory of the user's, not a symlink
+    trust.check_folder(work, options.group)  # the units' home: a directory of the user's, not a symlink
     stream.scratch = str(work / "scratch")  # type: ignore[attr-defined]  (every node sees the work dir)
     units = _units(pieces, options.shards if options.executor == "slurm" else len(pieces))
     with (_SlurmRunner(options.slurm, work / "logs") if options.executor == "slurm" else _PoolRunner(workers)) as runner:
@@ -201,7 +184,7 @@ def run(stream: Stream, entry_tmp: Path, work: Path, options: Options,
 def _passes(stream: Stream, pieces: list[Piece], units: list[list[Piece]], runner: Any, entry_tmp: Path, work: Path,
             bar: Callable[[int], None], group: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     plan = stream.plan(runner(scan_unit, [(stream, unit) for unit in units], "scan", units, bar=None,
-                              combine=stream.combine))
+                              combine=combine))
     plan_digest = _digest(plan)
     _write_json(work / "plan.json", {"digest": plan_digest})
     folders = [work / f"unit-{i:05d}" for i in range(len(units))]
@@ -364,93 +347,6 @@ def _remote_error(text: str) -> str:
     traceback submitit hands back."""
     found = re.findall(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.*)$", text, re.M)
     return f"{found[-1][0]}: {found[-1][1]}" if found else ""
-
-
-# ---------------------------------------------------------------------------
-# Merging
-
-
-def merge(parts: list[tuple[Path, dict[str, Any]]], out: Path) -> dict[str, Any]:
-    """The units' columns concatenated in order into `out`: the entry's "splits" record."""
-    out.mkdir(parents=True, exist_ok=True)
-    splits: dict[str, Any] = {}
-    for split in ("train", "val", "test"):
-        present = [(folder, rec[split]) for folder, rec in parts if rec.get(split)]
-        if not present:
-            splits[split] = None
-            continue
-        width = max(len(cols) for _, cols in present)
-        columns = []
-        for i in range(width):
-            specs = [(folder, cols[i]) for folder, cols in present if i < len(cols)]
-            if specs[0][1]["kind"] == "ragged":
-                columns.append(_merge_ragged(specs, out, f"{split}.{i}"))
-            else:
-                columns.append({"kind": "dense", **_concat([(f, s) for f, s in specs], out / f"{split}.{i}.npy")})
-        splits[split] = columns
-    return splits
-
-
-def _payload(path: Path) -> tuple[int, np.dtype, tuple[int, ...]]:
-    with _open_unit_file(path) as f:
-        version = np.lib.format.read_magic(f)
-        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read(f)
-        return f.tell(), dtype, shape
-
-
-def _concat(specs: Iterable[tuple[Path, dict[str, Any]]], target: Path) -> dict[str, Any]:
-    """.npy files concatenated along axis 0 into `target` (numpy.save's header for the result)."""
-    specs = list(specs)
-    heads = [(folder / spec["file"], *_payload(folder / spec["file"])) for folder, spec in specs]
-    dtype, rest = heads[0][2], tuple(heads[0][3][1:])
-    length = sum(h[3][0] for h in heads)
-    with open(target, "wb") as f:
-        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype),
-                                                "fortran_order": False, "shape": (length, *rest)})
-        for path, offset, _, _ in heads:
-            f.flush()  # the header (and earlier parts) on the descriptor before the kernel copies after it
-            with _open_unit_file(path) as src:
-                size = os.fstat(src.fileno()).st_size - offset
-                copied = 0
-                while copied < size:
-                    n = os.copy_file_range(src.fileno(), f.fileno(), min(_COPY, size - copied), offset + copied)
-                    if n == 0:
-                        break
-                    copied += n
-        f.flush()
-        os.fsync(f.fileno())
-    return {"file": target.name, "dtype": str(dtype), "shape": [length, *rest], "bytes": target.stat().st_size}
-
-
-def transform_into(f: Any, path: Path, offset: int, dtype: np.dtype, shape: tuple[int, ...],
-                   fn: Callable[[np.ndarray], np.ndarray]) -> None:
-    array = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape) if shape[0] else np.zeros(shape, dtype)
-    for start in range(0, shape[0], 1 << 22):
-        f.write(np.ascontiguousarray(fn(np.asarray(array[start:start + (1 << 22)]))).tobytes())
-
-
-def _merge_ragged(specs: list[tuple[Path, dict[str, Any]]], out: Path, prefix: str) -> dict[str, Any]:
-    values = _concat([(f, s["values"]) for f, s in specs], out / f"{prefix}.values.npy")
-    lengths = _concat([(f, s["lengths"]) for f, s in specs], out / f"{prefix}.lengths.npy")
-    bases = np.cumsum([0] + [s["values"]["shape"][0] for _, s in specs])
-    # each unit's offsets start at 0 and have one more entry than its sequences: keep the
-    # first unit's leading 0 only, shift the others by the values before them
-    shifted = [(f, s["offsets"]) for f, s in specs]
-    target = out / f"{prefix}.offsets.npy"
-    heads = [(f / s["file"], *_payload(f / s["file"])) for f, s in shifted]
-    length = 1 + sum(h[3][0] - 1 for h in heads)
-    with open(target, "wb") as fh:
-        np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int64)),
-                                                 "fortran_order": False, "shape": (length,)})
-        fh.write(np.zeros(1, np.int64).tobytes())
-        for k, (path, offset, dtype, shape) in enumerate(heads):
-            base = int(bases[k])
-            transform_into(fh, path, offset + dtype.itemsize, dtype, (shape[0] - 1,), lambda a, b=base: a + b)
-        fh.flush()
-        os.fsync(fh.fileno())
-    offsets = {"file": target.name, "dtype": "int64", "shape": [length], "bytes": target.stat().st_size}
-    return {"kind": "ragged", "values": values, "offsets": offsets, "lengths": lengths}
 
 
 def clean(work: Path) -> None:

@@ -29,8 +29,8 @@ from typing import Literal
 import conllu
 from conllu.exceptions import ParseException
 
-from ..schema import ConfigError
-from .textio import iter_utf8_lines
+from ...schema import ConfigError
+from ..textio import iter_utf8_lines
 
 CONLLU_FIELDS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
 # Columns a tagger can learn (id, form and head are not labels of a word).

@@ -24,9 +24,9 @@ from typing import Any, Literal
 
 from tokenizers import Regex, pre_tokenizers
 
-from ..runfiles import Raw, shorten
-from ..schema import ConfigError
-from .textio import declares_c1, warn_c1
+from ...runfiles import Raw, shorten
+from ...schema import ConfigError
+from ..textio import declares_c1, warn_c1
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
            ".parquet": "parquet", ".pq": "parquet"}

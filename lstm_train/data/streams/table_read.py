@@ -1,7 +1,7 @@
-"""A table file's byte range read as lines: the piece cutter and the decoder of text_classify's files.
+"""A table file's byte range read as lines: the record boundary and the decoder of text_classify's files.
 
-A CSV/TSV/JSON Lines file is cut into pieces of a fixed size on line boundaries (a CSV/TSV
-only at a newline outside quotes, `cut_points`); a piece's bytes are decoded a block at a
+A CSV/TSV/JSON Lines file is cut into pieces by the streams' one cutter (`base.cut`) on line
+boundaries (a CSV/TSV only at a newline outside quotes, `RecordEnds`); a piece's bytes are decoded a block at a
 time (`range_lines`), and an error raised on a piece's lines names the file's line
 (`renumber`), so a piece reads as the whole file would.
 """
@@ -12,33 +12,47 @@ import codecs
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from . import textfiles
+from ..readers import textfiles
 from .table_columns import _safe_newline
-from .textfiles import TextDataError
+from ..readers.textfiles import TextDataError
+from ..textio import line_at
 
 BLOCK_BYTES = 4 << 20  # read and decoded at a time inside a piece
 
 
-def cut_points(path: Path, size: int, quoted: bool, block: int = 1 << 20) -> list[int]:
-    """Offsets just after a newline, about every `size` bytes; with `quoted`, only newlines
-    with an even number of quotes before them (outside a quoted field).  One read of the file,
-    a block at a time (bytes.count: memchr speed)."""
-    cuts, quotes, offset, target = [], 0, 0, size
-    with open(path, "rb") as f:
-        while raw := f.read(block):
-            end = offset + len(raw)
-            while target < end:
-                start = max(target - offset, 0)
-                at = _safe_newline(raw, start, quotes + (raw.count(b'"', 0, start) if quoted else 0), quoted)
-                if at is None:
-                    break
-                cuts.append(offset + at + 1)
-                target = offset + at + 1 + size
-            if quoted:
-                quotes += raw.count(b'"')
-            offset = end
-    return cuts
+class RecordEnds:
+    """`base.cut`'s boundary for a CSV/TSV/JSON Lines file: the first offset just after a newline at
+    or after a byte offset; with `quoted`, after a newline with an even number of quotes before it
+    in the file (outside a quoted field).  Asked with growing offsets, it reads the file once,
+    forward, a block at a time (bytes.count: memchr speed)."""
+
+    def __init__(self, path: Path, quoted: bool, block: int = 1 << 20) -> None:
+        self.path, self.quoted, self.block = path, quoted, block
+        self.offset, self.raw, self.quotes, self.done = 0, b"", 0, False  # raw: the block at offset
+
+    def _advance(self, f: Any) -> None:
+        if self.quoted:
+            self.quotes += self.raw.count(b'"')
+        self.offset += len(self.raw)
+        f.seek(self.offset)
+        self.raw = f.read(self.block)
+        self.done = not self.raw
+
+    def __call__(self, target: int) -> int:
+        with open(self.path, "rb") as f:
+            while not self.done:
+                if target >= self.offset + len(self.raw):
+                    self._advance(f)
+                    continue
+                start = max(target - self.offset, 0)
+                before = self.quotes + (self.raw.count(b'"', 0, start) if self.quoted else 0)
+                at = _safe_newline(self.raw, start, before, self.quoted)
+                if at is not None:
+                    return self.offset + at + 1
+                self._advance(f)
+        return self.offset
 
 
 def range_lines(path: Path, start: int, end: int | None, encoding: str) -> Iterator[str]:
@@ -71,16 +85,6 @@ def range_lines(path: Path, start: int, end: int | None, encoding: str) -> Itera
             yield from text.splitlines(keepends=True)
             if not raw:
                 return
-
-
-def line_at(path: Path, offset: int) -> int:
-    """The line number of a byte offset (only on an error: one more read of the file's start)."""
-    lines, done = 1, 0
-    with open(path, "rb") as f:
-        while done < offset and (raw := f.read(min(1 << 20, offset - done))):
-            lines += raw.count(b"\n")
-            done += len(raw)
-    return lines
 
 
 def renumber(error: TextDataError, path: Path, start: int, header_lines: int) -> TextDataError:

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from . import table_columns, textfiles
+from . import table_columns
+from ..readers import textfiles
 from .table_columns import WORDS_ASCII as _WORDS_ASCII
-from .vocab import SPECIALS, UNK, Vocab
+from ..vocab import SPECIALS, UNK, Vocab
 
 
 SEP = "\x00"  # between texts: matched by [^\w\s] as a token of its own, never inside a word
@@ -105,7 +106,7 @@ class Tokens:
                 meta = json.load(f)
             if meta.get("key") != key:
                 return None
-            from .npyfiles import load_npy
+            from ..readers.npyfiles import load_npy
 
             ids = load_npy(Path(f"{path}.npy"))  # a scratch file: its header's claim checked against its size
             sizes = [int(n) for n in meta["sizes"]]

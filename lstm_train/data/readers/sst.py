@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .textfiles import TextDataError
-from .textio import read_utf8
+from ..textio import read_utf8
 
 CLASS_NAMES = {
     2: ["negative", "positive"],

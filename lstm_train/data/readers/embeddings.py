@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .textfiles import TextDataError
-from .vocab import SPECIALS, Vocab
+from ..vocab import SPECIALS, Vocab
 
 
 @dataclass

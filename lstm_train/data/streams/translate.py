@@ -36,15 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from . import parallel_read
-from .chunked import EntryWriter, chunks
-from .parallel import ParallelDataError
+from . import base, parallel_read
+from ..parallel import ParallelDataError
 from .parallel_read import Blanks, PairPiece
-from .stream import Piece
-from .subword import BOS, EOS, SubwordVocab
-from ..messages import note
+from ..store.entry_format import EntryWriter
+from .base import Piece, chunks
+from ..subword import BOS, EOS, SubwordVocab
+from ...messages import note
 
-PIECE_BYTES = int(os.environ.get("LSTM_TRAIN_PIECE_BYTES", 32 << 20))
 SAMPLE_BYTES = int(os.environ.get("LSTM_TRAIN_SUBWORD_SAMPLE_BYTES", 8 << 20))  # > Multi30k's 3.9 MB
 CHUNK = 8192  # pairs encoded and written at a time
 SPLITS = ("train", "val", "test")
@@ -83,14 +82,14 @@ class TranslateStream:
                                                                         else ""))
             if src.target is None:
                 columns, start = parallel_read.tsv_header(src.source, src.source_column, src.target_column, src.header)
-                cuts, _ = parallel_read._scan_lines(src.source, PIECE_BYTES)
+                cuts, _ = parallel_read._scan_lines(src.source, base.PIECE_BYTES)
                 size = Path(src.source).stat().st_size
                 starts = [(1 + int(src.header), start, 0)] + [(n + 1, a, 0) for a, n in cuts if start < a < size]
                 ends = [a for _, a, _ in starts[1:]] + [None]
                 out += [PairPiece(len(out) + k, src.source, a, e, src.split, line=n, columns=columns, key=src.key)
                         for k, ((n, a, _), e) in enumerate(zip(starts, ends))]
                 continue
-            cuts = parallel_read.aligned_cuts(src.source, src.target, PIECE_BYTES)
+            cuts = parallel_read.aligned_cuts(src.source, src.target, base.PIECE_BYTES)
             starts = [(1, 0, 0)] + [(n + 1, a, b) for n, a, b in cuts]
             ends = [(a, b) for _, a, b in starts[1:]] + [(None, None)]
             out += [PairPiece(len(out) + k, src.source, a, e, src.split, target=src.target, target_start=b,
@@ -141,21 +140,21 @@ class TranslateStream:
             counts[split]["pairs"] += 1
             counts[split]["bytes"] += len(s.encode()) + len(t.encode())
         blank_split = piece.split or "train"
-        return {"counts": counts, "parts": parts if piece.split is None else {}, "blank": {blank_split: blanks.count},
-                "origin": {piece.split or "": piece.origin()}}
+        return {"counts": counts, "parts": parts if piece.split is None else {}, "blank": {blank_split: blanks.count}}
 
-    def combine(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-        add = lambda x, y: {k: x.get(k, 0) + y.get(k, 0) for k in {**x, **y}}  # noqa: E731
-        counts = {s: add(a["counts"][s], b["counts"][s]) for s in SPLITS}
-        return {"counts": counts, "parts": add(a["parts"], b["parts"]), "blank": add(a["blank"], b["blank"]),
-                "origin": {**b["origin"], **a["origin"]}}
+    def origins(self) -> dict[str, str]:
+        """The corpus of each split as messages name it (\"\": text split off by fractions), the first
+        piece's: from the piece list, not the scans, so it never depends on which worker ends first."""
+        return {src.split or "": f"{src.source} + {src.target}" if src.target is not None else src.source
+                for src in reversed(self.sources)}
 
     # -- the plan ------------------------------------------------------------------------
 
     def plan(self, scan: dict[str, Any]) -> dict[str, Any]:
         """The vocabularies, trained on the training pairs (all of them up to SAMPLE_BYTES, else a
         seeded sample of about that much), read again in corpus order."""
-        self._check_parts(scan)
+        origin = self.origins()
+        self._check_parts(scan, origin)
         total = scan["counts"]["train"]["bytes"]
         rate = min(1.0, SAMPLE_BYTES / max(total, 1))
         s = self.data.subword
@@ -169,22 +168,22 @@ class TranslateStream:
         if rate < 1.0:
             note(f"translate: subword vocabulary trained on a sample of {rate:.1%} of the {total / 1e6:.0f} MB of "
                  f"training text (about {SAMPLE_BYTES >> 20} MiB)")
-        return {"source_vocab": source.to_base64(), "target_vocab": target.to_base64(), "origin": scan["origin"],
+        return {"source_vocab": source.to_base64(), "target_vocab": target.to_base64(), "origin": origin,
                 "blank": scan["blank"]}
 
-    def _check_parts(self, scan: dict[str, Any]) -> None:
+    def _check_parts(self, scan: dict[str, Any], origin: dict[str, str]) -> None:
         """Split-off text must give every split it fills pairs; training needs pairs."""
         parts = scan["parts"]
         if parts:
             needed = ["train"] + [s for s in ("val", "test") if s not in self.given]
             if any(not parts.get(s) for s in needed):
-                origin = scan["origin"].get("", "the corpus")
+                corpus = origin.get("", "the corpus")
                 raise ParallelDataError(
-                    f"{origin}: {sum(parts.values())} pairs split into {parts.get('train', 0)} train / "
+                    f"{corpus}: {sum(parts.values())} pairs split into {parts.get('train', 0)} train / "
                     f"{parts.get('val', 0)} val / {parts.get('test', 0)} test: every split needs pairs (more data, "
                     "or other fractions)")
         if not scan["counts"]["train"]["pairs"]:
-            raise ParallelDataError(f"{scan['origin'].get('train') or scan['origin'].get('', 'the corpus')}: no "
+            raise ParallelDataError(f"{origin.get('train') or origin.get('', 'the corpus')}: no "
                                     "training pairs (every line is empty)")
 
     def _sample(self, rate: float, side: str) -> Iterator[str]:

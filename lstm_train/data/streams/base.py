@@ -7,9 +7,10 @@ It sits below the task layer: nothing here imports `lstm_train.tasks`.
 
 A task's `Task.stream_data()` returns a `Stream`.  The store then runs:
 
-1. `pieces()`: the corpus cut into byte ranges of its files, on record boundaries
-   (a line, a blank line between CoNLL-U sentences; a whole file where a format
-   cannot be cut, such as Parquet).  Pieces do NOT depend on how many shards or
+1. `pieces()`: the corpus cut into byte ranges of its files by the one cutter here (`cut`:
+   about `PIECE_BYTES` each, ending on a record boundary the stream names: a line, a
+   character, a newline outside quotes), or a whole file where a format is not cut
+   (Parquet, a datasets folder, SST trees, CoNLL files).  Pieces do NOT depend on how many shards or
    workers prepare them: the cut is a function of the files and the data section
    alone, so the entry is the same from 1 shard or N.  A piece lies wholly in one
    split when the split is positional (a language model's fraction cut is made a
@@ -18,9 +19,9 @@ A task's `Task.stream_data()` returns a `Stream`.  The store then runs:
    its position in a shard.
 2. `scan(piece)` for every piece (pass 1, in parallel): small JSON statistics
    (character / word / label counts, row counts), bounded by the vocabulary, not
-   the corpus.
-3. `combine(a, b)` joins two scans as they arrive (counts added: order does not matter), so
-   memory holds one scan, not one per piece; `plan(scan)` then runs once on the joined scan:
+   the corpus: nested dicts of counts, so that
+3. `combine(a, b)` (one function here, for every stream) joins two scans as they arrive (counts
+   added), so memory holds one scan, not one per piece; `plan(scan)` then runs once on the joined scan:
    everything encoding needs, as JSON (the vocabulary, the classes, a trained BPE model's JSON).
 4. `encode(piece, plan, out)` for every piece (pass 2, in parallel): the piece's
    rows appended to `out` (an `EntryWriter`), chunk by chunk; returns small JSON
@@ -38,10 +39,18 @@ the parent's threads held).
 
 from __future__ import annotations
 
+import itertools
+import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from .chunked import EntryWriter
+from ..store.entry_format import EntryWriter
+
+T = TypeVar("T")
+# A piece's size, the same for every stream: fixed (not a share of the corpus), so that pieces never
+# depend on the shard or worker count; 32 MB keeps a worker's memory a block and gives every core work.
+PIECE_BYTES = int(os.environ.get("LSTM_TRAIN_PIECE_BYTES", 32 << 20))
 
 
 @dataclass(frozen=True)
@@ -73,10 +82,48 @@ class Stream(Protocol):
 
     def scan(self, piece: Piece) -> dict[str, Any]: ...
 
-    def combine(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]: ...
-
     def plan(self, scan: dict[str, Any]) -> dict[str, Any]: ...
 
     def encode(self, piece: Piece, plan: dict[str, Any], out: EntryWriter) -> dict[str, Any]: ...
 
     def info(self, plan: dict[str, Any], counts: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size` (the last one shorter): a stream's rows encoded a chunk at a time."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def cut(start: int, end: int, boundary: Callable[[int], int], size: int | None = None) -> list[tuple[int, int]]:
+    """Bytes [start, end) of a file as consecutive ranges of about `size` bytes (`PIECE_BYTES`, read at
+    the call), each ending on a record boundary: `boundary(pos)` is the first one at or after byte
+    `pos` (asked with growing `pos`; `end` or more when there is none).  No range ends within half
+    a piece of `end`: the last one takes the rest."""
+    size = size or PIECE_BYTES
+    out, a = [], start
+    while a < end:
+        b = end if end - a <= size * 1.5 else min(end, boundary(a + size))
+        if b <= a:
+            b = end
+        out.append((a, b))
+        a = b
+    return out
+
+
+def combine(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two scans joined: counts added key by key, nested dicts joined alike (a's keys first, then b's
+    new ones, as `Counter.update` orders them): the order of the pieces does not matter."""
+    out = dict(a)
+    for key, value in b.items():
+        mine = out.get(key)
+        if mine is None:
+            out[key] = value
+        elif isinstance(mine, dict) and isinstance(value, dict):
+            out[key] = combine(mine, value)
+        elif isinstance(mine, (int, float)) and isinstance(value, (int, float)):
+            out[key] = mine + value
+        else:
+            raise TypeError(f"scans hold counts: {key!r} is {type(mine).__name__} and {type(value).__name__}")
+    return out

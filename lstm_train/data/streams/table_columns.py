@@ -1,6 +1,6 @@
 """text_classify's rows at column speed: a piece read and split into words by Arrow kernels.
 
-The Python path (table_stream.py: `csv.reader`, `re` per chunk, a dict lookup per word) is
+The Python path (text_classify.py: `csv.reader`, `re` per chunk, a dict lookup per word) is
 bound by Python per row and per word.  Here a piece's rows are Arrow string columns and
 the work per word is C++:
 
@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from . import textfiles
-from .textfiles import TEST, TRAIN, VAL
+from ..readers import textfiles
+from ..readers.textfiles import TEST, TRAIN, VAL
 
 SPLIT_NAMES = {TRAIN: "train", VAL: "val", TEST: "test"}
 
@@ -94,7 +94,7 @@ def csv_grammar(delimiter: str) -> str:
 
 def raw_blocks(path: Path, start: int, end: int | None, size: int | None = None) -> Iterator[bytes]:
     """Bytes [start, end) of a file in blocks of about `size`, each ending just after a newline with
-    an even number of quotes before it in the block (the piece cut's rule, table_read.cut_points),
+    an even number of quotes before it in the block (the piece cut's rule, table_read.RecordEnds),
     or at the end.  A cut inside a quoted field leaves a block that fails `csv_grammar`."""
     size = size or BLOCK_BYTES
     with open(path, "rb") as f:
@@ -190,7 +190,7 @@ def python_blocks(rows: Iterator[textfiles.Row], intern: Callable[[list[Any]], n
     """The Python reader's rows (checked by it, errors naming file and line) as column blocks."""
     import pyarrow as pa
 
-    from .chunked import chunks
+    from .base import chunks
 
     for chunk in chunks(rows, CHUNK_ROWS):
         texts = [r[0] for r in chunk]
@@ -320,7 +320,7 @@ class PieceRows:
     def scan(self) -> dict[str, Any]:
         """scan's record before normalization: raw word counts and label counts of the training
         rows, row counts of every split."""
-        from .textfiles import TRAIN
+        from ..readers.textfiles import TRAIN
 
         train = self.splits[0] == TRAIN
         counts = np.bincount(self.ids[0][self.token_splits() == TRAIN], minlength=len(self.words))
@@ -350,7 +350,7 @@ class PieceRows:
     def load(cls, path: Path, key: dict[str, Any]) -> PieceRows | None:
         """The kept rows, or None (absent, another piece's or file version's, or damaged: every
         id, count, split and label index checked against what the JSON names)."""
-        from .npyfiles import load_npy
+        from ..readers.npyfiles import load_npy
 
         try:
             with open(f"{path}.json", encoding="utf-8") as f:
@@ -432,7 +432,7 @@ def id_table(words: list[str], index: dict[str, int], vocab: Any, lowercase: boo
     """local id -> the plan's id: ASCII words looked up as `table_words.flat_ids` does (Python's
     lower() is Rust's there), the others through the vocabulary's own tokenizer (its normalizer),
     one word at a time as `Vocab.encode_batch` looks each up."""
-    from .vocab import SPECIALS, UNK
+    from ..vocab import SPECIALS, UNK
 
     unk = index[SPECIALS[UNK]]
     table = np.empty(len(words), np.int64)
@@ -452,7 +452,7 @@ def id_table(words: list[str], index: dict[str, int], vocab: Any, lowercase: boo
 
 def cut(values: np.ndarray, lengths: np.ndarray, limit: int | None, counts: dict[str, int]
         ) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's first `limit` values (the cut counted in `counts`, as table_stream counts it)."""
+    """Each row's first `limit` values (the cut counted in `counts`, as the text_classify stream counts it)."""
     if limit and len(lengths) and int(lengths.max()) > limit:
         long = lengths[lengths > limit]
         counts["cut"] += int(len(long))

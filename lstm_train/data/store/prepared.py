@@ -1,33 +1,23 @@
-"""Prepared data: a task's `load_data` output written once, memory-mapped by every rank.
+"""The store: where a task's prepared entry lives, who prepares it, and how every rank loads it.
 
 Reading and tokenizing the user's files is the slow, memory-hungry part of a start:
 every rank of every run (and of every requeue) did it again and held its own copy.
-Here it is done once per distinct input: the `Splits` go to a directory of `.npy`
-files (one per dense column; values, offsets and lengths per `Ragged` column) plus a
-`manifest.json` (shapes, dtypes, sizes, the JSON `info`).  Every rank then opens the
-arrays with `numpy.load(mmap_mode="c")`: the pages live once in the OS page cache,
-shared by all processes on the node, and a batch touches only the pages it gathers.
-Copy-on-write ("c") rather than read-only ("r"): torch wants writable arrays, and a
-stray in-place write then costs one private page instead of a crash or a corrupted cache.
+Here it is done once per distinct input, into an entry (`entry_format`: `.npy` columns
+and a manifest) that every rank memory-maps: the pages live once in the page cache.
 
-Why numpy `.npy` and not Arrow: the columns are already flat arrays (`Ragged` is an
-Arrow list layout in all but name), `np.load(mmap_mode=...)` plus `torch.from_numpy`
-maps them with no copy and no dependency, and a measured map of the same 400 MB of
-token ids took about the same time either way (scripts/bench_prepared.py --formats);
-Arrow would add a conversion step per column for nothing the loop uses.
-
-The entry's name is a digest of everything the output depends on: the source files
-(path, size, mtime and a content hash), the task's data section (tokenizer settings
-included), the versions of the tokenizer libraries, `FORMAT_VERSION` and the task's
-`entry_revision` where it has one.  An edited file or a changed option therefore prepares
-a new entry; nothing stale is read.
-Entries are written into a temporary directory and renamed into place, under a lock
-file, so a crash, a full disk or two jobs preparing at once never leave an entry a
-later run would trust.  An entry that fails its checks (truncated file, another
-format version, a manifest whose key is not its name) is prepared again, with a note.
-
-One concern, over 500 lines: the store's entry life cycle (key, write, check, map, lock);
-writing columns in chunks lives in `chunked.py`.
+- key (`entry_key`): the entry's name is a digest of everything the output depends on: the
+  source files (path, size, mtime and a content hash, memoised by `trust.source_digest`), the
+  task's data section (tokenizer settings included), the versions of the tokenizer libraries,
+  `FORMAT_VERSION` and the task's `entry_revision` where it has one.  An edited file or a
+  changed option therefore prepares a new entry; nothing stale is read.
+- lock (`_locked`): one preparation per entry at a time, across nodes: the run lock's
+  hard-linked lock file (runlock.py), not flock, which is unreliable on NFS/Lustre.
+- locate / ensure / prepare: the entry is prepared by the task's `Stream` (`runner`: every
+  core, or a SLURM job array) into a temporary directory and renamed into place, so a crash,
+  a full disk or two jobs preparing at once never leave an entry a later run would trust.  An
+  entry that fails its checks (truncated file, another format version, a manifest whose key is
+  not its name; untrusted: `trust`) is prepared again, with a note.
+- load: the main process prepares if needed, every rank maps.
 """
 
 from __future__ import annotations
@@ -37,31 +27,20 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 import uuid
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from .. import runlock
-from ..messages import note
-from . import cachetrust, shards
-from .chunked import progress_bytes
-from .ragged import Ragged
-
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-_HASH_CHUNK = 8 << 20
-
-
-class PreparedDataError(ValueError):
-    """Prepared data that cannot be made or read (a user-fixable condition: exit 2)."""
+from ... import runlock
+from ...messages import is_main_process, note
+from . import runner, trust
+from .entry_format import (FORMAT_VERSION, DamagedEntry, PreparedDataError, StaleEntry, close_entry, map_entry,
+                           new_manifest, read_manifest)
 
 
 def default_cache_dir() -> Path:
@@ -87,14 +66,14 @@ def cache_dir_of(job: Any) -> Path:
 
 def source_record(path: Path, memo_dir: Path | None) -> dict[str, Any]:
     """Path, size, mtime and content digest of one source file.  The digest is memoised
-    per (path, dev, inode, size, mtime, ctime) in the cache directory (cachetrust.source_digest), so a second start does not read
+    per (path, dev, inode, size, mtime, ctime) in the cache directory (trust.source_digest), so a second start does not read
     a multi-gigabyte corpus only to find it unchanged."""
     path = path.expanduser().resolve()
     try:
         st = path.stat()
     except FileNotFoundError:  # the task's load_data names it, in its own words
         return {"path": str(path), "missing": True}
-    digest = cachetrust.source_digest(path, st, memo_dir)  # trust(27): memo keyed incl. ctime_ns
+    digest = trust.source_digest(path, st, memo_dir)  # trust(27): memo keyed incl. ctime_ns
     return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "digest": digest}
 
 
@@ -114,7 +93,7 @@ def _library_versions() -> dict[str, str]:
 def data_settings(job: Any) -> dict[str, Any]:
     """The data section as the key sees it: how batches are cut and where the cache lives do not
     change the data."""
-    from ..schema import SequenceData
+    from ...schema import SequenceData
 
     batching = set(SequenceData.model_fields) - {"root"}  # how batches are cut, where the cache is
     return {k: v for k, v in job.data.model_dump(mode="json").items() if k not in batching}
@@ -131,123 +110,6 @@ def entry_key(task: Any, sources: list[Path], memo_dir: Path | None) -> tuple[st
         described["revision"] = revision
     blob = json.dumps(described, sort_keys=True, default=str).encode()
     return hashlib.blake2b(blob, digest_size=16).hexdigest(), records
-
-
-# ---------------------------------------------------------------------------
-# Writing
-
-
-def _save_array(folder: Path, name: str, tensor: Any) -> dict[str, Any]:
-    from .chunked import save_array
-
-    return save_array(folder, name, tensor)
-
-
-def _encode_info(value: Any, folder: Path, counter: list[int]) -> Any:
-    """`info` as JSON; tensors and arrays in it go to their own .npy files."""
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        counter[0] += 1
-        tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.asarray(value))
-        return {"__array__": _save_array(folder, f"info{counter[0]}", tensor)}
-    if isinstance(value, dict):
-        return {str(k): _encode_info(v, folder, counter) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_encode_info(v, folder, counter) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    raise PreparedDataError(f"Splits.info holds a {type(value).__name__}, which prepared data cannot store "
-                            "(JSON values, tensors and arrays only)")
-
-
-def _new_manifest(key: str, task_name: str, sources: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"format": FORMAT_VERSION, "key": key, "task": task_name, "sources": sources,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "splits": {}}
-
-
-def _close_entry(folder: Path, manifest: dict[str, Any], info: Any) -> dict[str, Any]:
-    manifest["info"] = _encode_info(info, folder, [0])
-    manifest["bytes"] = sum(p.stat().st_size for p in folder.iterdir())
-    with open(folder / MANIFEST, "w") as f:  # last: an entry without a manifest is never read
-        json.dump(manifest, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    return manifest
-
-
-# ---------------------------------------------------------------------------
-# Reading
-
-
-class StaleEntry(Exception):
-    """An entry that must not be read (the reason is the message)."""
-
-
-def read_manifest(folder: Path, key: str) -> dict[str, Any]:
-    """The entry's manifest, checked: format version, key, every file present with its size."""
-    path = folder / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise StaleEntry(f"no {MANIFEST} (an interrupted preparation)") from None
-    except (OSError, ValueError) as e:
-        raise StaleEntry(f"unreadable {MANIFEST} ({e})") from None
-    if not isinstance(manifest, dict):  # trust(27)
-        raise cachetrust.DamagedEntry(f"{MANIFEST} holds a {type(manifest).__name__}, not an object")
-    if manifest.get("format") != FORMAT_VERSION:
-        raise StaleEntry(f"format version {manifest.get('format')!r}, this lstm_train reads {FORMAT_VERSION}")
-    if manifest.get("key") != key:
-        raise StaleEntry(f"its digest {manifest.get('key')!r} is not the one of its inputs ({key})")
-    cachetrust.validate_manifest(manifest, folder)  # trust(27): types, plain names, .npy headers vs sizes
-    return manifest
-
-
-def _map_array(folder: Path, spec: dict[str, Any]) -> torch.Tensor:
-    path = folder / spec["file"]
-    try:
-        array = np.load(path, mmap_mode="c", allow_pickle=False) if spec["bytes"] > 128 + 8 else \
-            np.load(path, allow_pickle=False)
-    except ValueError as e:  # an empty array cannot be mapped; a damaged header
-        if "empty" in str(e) or "cannot mmap" in str(e):
-            array = np.load(path, allow_pickle=False)
-        else:
-            raise StaleEntry(f"{path.name}: {e}") from None
-    if str(array.dtype) != spec["dtype"] or list(array.shape) != spec["shape"]:
-        raise StaleEntry(f"{path.name}: {array.dtype} {list(array.shape)}, the manifest says "
-                         f"{spec['dtype']} {spec['shape']}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(array)
-
-
-def _decode_info(value: Any, folder: Path) -> Any:
-    if isinstance(value, dict):
-        if "__array__" in value:
-            return _map_array(folder, value["__array__"]).clone()
-        return {k: _decode_info(v, folder) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode_info(v, folder) for v in value]
-    return value
-
-
-def map_entry(folder: Path, manifest: dict[str, Any]) -> Any:
-    """The entry's Splits, every column memory-mapped (no copy of the data)."""
-    from .splits import Splits
-
-    splits: dict[str, Any] = {}
-    for name, columns in manifest["splits"].items():
-        if columns is None:
-            splits[name] = None
-            continue
-        out = []
-        for column in columns:
-            if column["kind"] == "ragged":
-                out.append(Ragged(_map_array(folder, column["values"]), _map_array(folder, column["offsets"]),
-                                  _map_array(folder, column["lengths"])))
-            else:
-                out.append(_map_array(folder, column))
-        splits[name] = tuple(out)
-    return Splits(train=splits["train"], test=splits["test"], val=splits.get("val"),
-                  info=_decode_info(manifest["info"], folder))
 
 
 # ---------------------------------------------------------------------------
@@ -279,7 +141,7 @@ def _locked(lock_path: Path, what: str, timeout: float = 3600.0) -> Iterator[Non
     deadline = None
     while True:
         if lock_path.is_symlink():
-            raise cachetrust.UntrustedCache(f"lock file {lock_path} is a symlink (-> {os.readlink(lock_path)}); a lock "
+            raise trust.UntrustedCache(f"lock file {lock_path} is a symlink (-> {os.readlink(lock_path)}); a lock "
                                             f"is never followed. Remove it (rm {lock_path}) and run again.")
         try:
             lock, holder = runlock.take(lock_path, f"no preparation of {what} is running", mode=0o640)
@@ -315,7 +177,7 @@ def _writable_root(job: Any) -> Path:
             f"cannot write prepared data to {root} (data.cache_dir): {e.strerror or e}. "
             "Set data.cache_dir to a writable directory (on a cluster: one every node sees)."
         ) from None
-    cachetrust.check_root(root, getattr(job.data, "cache_group", None))  # trust(27)
+    trust.check_root(root, getattr(job.data, "cache_group", None))  # trust(27)
     return root
 
 
@@ -346,7 +208,7 @@ def _size(n: int) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
-def ensure(task: Any, entry: Entry, options: shards.Options | None = None) -> tuple[dict[str, Any], bool]:
+def ensure(task: Any, entry: Entry, options: runner.Options | None = None) -> tuple[dict[str, Any], bool]:
     """The entry's checked manifest, preparing it first if it is missing or unusable.
     Returns (manifest, prepared_now)."""
     data = task.job.data
@@ -354,13 +216,13 @@ def ensure(task: Any, entry: Entry, options: shards.Options | None = None) -> tu
     with _locked(lock_path(entry), entry.folder.name, timeout):
         if entry.folder.exists():
             try:
-                cachetrust.check_entry(entry.folder, getattr(data, "cache_group", None))  # trust(27)
+                trust.check_entry(entry.folder, getattr(data, "cache_group", None))  # trust(27)
                 return read_manifest(entry.folder, entry.key), False
             except StaleEntry as reason:
                 note(f"prepared data {entry.folder} is unusable ({reason}); preparing it again")
                 _discard(entry.folder)
-            except (cachetrust.DamagedEntry, cachetrust.UntrustedCache) as reason:  # trust(27)
-                aside = cachetrust.move_aside(entry.folder)
+            except (DamagedEntry, trust.UntrustedCache) as reason:  # trust(27)
+                aside = trust.move_aside(entry.folder)
                 note(f"prepared data {entry.folder} is unusable ({reason}); moved to {aside}; preparing it again")
         return prepare(task, entry, options), True
 
@@ -377,7 +239,7 @@ def _stamps(entry: Entry) -> dict[str, tuple[int, int, int]]:
     return out
 
 
-def prepare(task: Any, entry: Entry, options: shards.Options | None = None) -> dict[str, Any]:
+def prepare(task: Any, entry: Entry, options: runner.Options | None = None) -> dict[str, Any]:
     """The task's `stream_data()` run (here on every core, or as a SLURM array: `options`) into a
     temporary directory, renamed into place once whole; the sources checked unchanged after."""
     note(f"prepared data: preparing {task.name} data into {entry.folder}")
@@ -387,18 +249,18 @@ def prepare(task: Any, entry: Entry, options: shards.Options | None = None) -> d
     work = entry.folder.with_name(entry.folder.name + ".shards")
     try:
         with progress_bytes(f"preparing {task.name}") as bar:
-            options = options or shards.Options()
+            options = options or runner.Options()
             options.group = getattr(task.job.data, "cache_group", None)  # whose unit files are trusted
-            splits, info = shards.run(task.stream_data(), tmp, work, options, bar.update)
-        manifest = _new_manifest(entry.key, task.name, entry.sources)
+            splits, info = runner.run(task.stream_data(), tmp, work, options, bar.update)
+        manifest = new_manifest(entry.key, task.name, entry.sources)
         manifest["splits"] = splits
-        manifest = _close_entry(tmp, manifest, info)
+        manifest = close_entry(tmp, manifest, info)
         changed = [p for p, stamp in _stamps(entry).items() if stamp != before[p]]
         if changed:
             raise PreparedDataError(f"{', '.join(changed)} changed while it was being prepared; nothing was "
                                     "stored. Run again once the file is complete.")
         os.rename(tmp, entry.folder)
-    except shards.ShardError as e:
+    except runner.ShardError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise PreparedDataError(f"{e}; nothing was stored (the shards done are kept in {work}: preparing again "
                                 "redoes only the others)") from None
@@ -412,10 +274,18 @@ def prepare(task: Any, entry: Entry, options: shards.Options | None = None) -> d
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shards.clean(work)
+    runner.clean(work)
     seconds = time.perf_counter() - started
     note(f"prepared data: {entry.folder} ({_size(manifest['bytes'])}) in {seconds:.1f} s")
     return manifest
+
+
+def progress_bytes(description: str, total: int | None = None) -> Any:
+    """A tqdm bar in MB/s on stderr (the main process only), told the bytes of each piece done."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1000, file=sys.stderr,
+                mininterval=1.0, disable=not is_main_process(), dynamic_ncols=True)
 
 
 def load(task: Any, accelerator: Any = None) -> Any:
@@ -434,7 +304,7 @@ def load(task: Any, accelerator: Any = None) -> Any:
         if not fresh:
             note(f"prepared data: mapping {entry.folder} ({_size(manifest['bytes'])}, prepared earlier)")
         return task.view(map_entry(entry.folder, manifest))
-    from ..distributed import broadcast_object  # trust(27): JSON, never a pickle
+    from ...distributed import broadcast_object  # trust(27): JSON, never a pickle
 
     found: list[str] = []
     if main:
@@ -462,7 +332,7 @@ def load(task: Any, accelerator: Any = None) -> Any:
         try:
             manifest = read_manifest(folder, key)
             break
-        except (StaleEntry, cachetrust.DamagedEntry):  # trust(27)
+        except (StaleEntry, DamagedEntry):  # trust(27)
             pass  # not there yet, or a stale one rank 0 is about to replace
         if time.monotonic() > deadline:
             raise PreparedDataError(
