@@ -97,6 +97,21 @@ def _column_index(spec: int | str, header: list[str] | None, path: Path, what: s
     return header.index(spec)
 
 
+def tsv_pair(line: str, columns: tuple[int, int], path: Path | str, number: int) -> tuple[str, str]:
+    """One TSV row's (source, target) sentences, stripped; a short row or an empty side is an
+    error naming file and line (the one rule of the streamed and the in-memory readers)."""
+    cells = line.split("\t")
+    if len(cells) <= max(columns):
+        raise ParallelDataError(
+            f"{path}, line {number}: {len(cells)} column{'s' if len(cells) != 1 else ''} ({line[:60]!r}), but the "
+            f"source is column {columns[0]} and the target column {columns[1]} (0-based, tab-separated)")
+    s, t = cells[columns[0]].strip(), cells[columns[1]].strip()
+    if not s or not t:
+        raise ParallelDataError(f"{path}, line {number}: the {'source' if not s else 'target'} column is empty; "
+                                "every sentence needs its translation")
+    return s, t
+
+
 def read_tsv(path: Path, source_column: int | str = 0, target_column: int | str = 1, header: bool = False) -> Pairs:
     """Sentence pairs from a tab-separated file (no quoting: sentences hold quotes and commas)."""
     path = Path(path)
@@ -104,24 +119,12 @@ def read_tsv(path: Path, source_column: int | str = 0, target_column: int | str 
     names = lines[0].split("\t") if header and lines else None
     src_col = _column_index(source_column, names, path, "source")
     tgt_col = _column_index(target_column, names, path, "target")
-    need = max(src_col, tgt_col) + 1
     pairs = Pairs([], [], str(path))
     for number, line in enumerate(lines[1:] if header else lines, start=2 if header else 1):
         if not line.strip():
             pairs.skipped_blank += 1
             continue
-        cells = line.split("\t")
-        if len(cells) < need:
-            raise ParallelDataError(
-                f"{path}, line {number}: {len(cells)} column{'s' if len(cells) != 1 else ''} "
-                f"({line[:60]!r}), but the source is column {src_col} and the target column {tgt_col} "
-                "(0-based, tab-separated)"
-            )
-        s, t = cells[src_col].strip(), cells[tgt_col].strip()
-        if not s or not t:
-            which = "source" if not s else "target"
-            raise ParallelDataError(f"{path}, line {number}: the {which} column is empty; every sentence needs "
-                                    "its translation")
+        s, t = tsv_pair(line, (src_col, tgt_col), path, number)
         pairs.source.append(s)
         pairs.target.append(t)
         pairs.lines.append(number)

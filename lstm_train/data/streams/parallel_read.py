@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..parallel import ParallelDataError, _column_index
+from ..parallel import ParallelDataError, _column_index, tsv_pair
 from .base import Piece
 from ..textio import MAX_LINE_BYTES, line_at
 
@@ -179,21 +179,11 @@ def pairs(piece: PairPiece, blanks: Blanks) -> Iterator[tuple[int, str, str]]:
 
 
 def _tsv_pairs(piece: PairPiece, blanks: Blanks) -> Iterator[tuple[int, str, str]]:
-    src_col, tgt_col = piece.columns
-    need = max(piece.columns) + 1
     for number, line in enumerate(range_lines(piece.path, piece.start, piece.end), start=piece.line):
         if not line.strip():
             blanks.count += 1
             continue
-        cells = line.split("\t")
-        if len(cells) < need:
-            raise ParallelDataError(
-                f"{piece.path}, line {number}: {len(cells)} column{'s' if len(cells) != 1 else ''} ({line[:60]!r}), "
-                f"but the source is column {src_col} and the target column {tgt_col} (0-based, tab-separated)")
-        s, t = cells[src_col].strip(), cells[tgt_col].strip()
-        if not s or not t:
-            raise ParallelDataError(f"{piece.path}, line {number}: the {'source' if not s else 'target'} column is "
-                                    "empty; every sentence needs its translation")
+        s, t = tsv_pair(line, piece.columns, piece.path, number)
         yield number, s, t
 
 
