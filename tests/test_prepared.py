@@ -62,7 +62,7 @@ def entry_digests(folder: Path) -> tuple[str, str]:
     h = hashlib.sha256()
     for file in sorted(folder.glob("*.npy")):
         h.update(file.name.encode() + file.read_bytes())
-    info = json.loads((folder / prepared.MANIFEST).read_text())["info"]
+    info = json.loads((folder / entry_format.MANIFEST).read_text())["info"]
     return h.hexdigest()[:16], hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:16]
 
 
