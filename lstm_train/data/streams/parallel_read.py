@@ -24,7 +24,7 @@ import numpy as np
 
 from ..parallel import ParallelDataError, _column_index, tsv_pair
 from .base import Piece
-from ..textio import MAX_LINE_BYTES, line_at
+from ..textio import MAX_LINE_BYTES, decode_block, line_at
 
 BLOCK_BYTES = 4 << 20  # read and decoded at a time
 _BOM = b"\xef\xbb\xbf"
@@ -133,13 +133,7 @@ def range_lines(path: str, start: int, end: int | None) -> Iterator[str]:
                 continue
             block, carry = data[:cut], data[cut:]
             skip = 3 if offset == 0 and block.startswith(_BOM) else 0
-            try:
-                text = block[skip:].decode("utf-8")
-            except UnicodeDecodeError as e:
-                at = offset + skip + e.start
-                raise ParallelDataError(f"{path}:{line_at(path, at)}: not UTF-8 text (byte 0x{block[skip + e.start]:02x} "
-                                        f"at offset {at}); convert the file to UTF-8 (e.g. iconv -f latin1 -t UTF-8)"
-                                        ) from None
+            text = decode_block(path, offset + skip, block[skip:], ParallelDataError)
             lines = text.split("\n")
             if text.endswith("\n"):
                 lines.pop()
