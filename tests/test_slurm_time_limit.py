@@ -7,6 +7,9 @@ and a limit is whole minutes, so each job waits for SLURM's clock, then for its 
 (`AuthInfo=cred_expire`, 10 s on the local cluster) and a second start.  The two jobs run side by
 side in one test so that those waits are spent once (about 80 s) instead of one after the other
 (about 175 s as two tests); each job's assertions are its own, as they were in the two tests.
+
+Both jobs are pinned to node1 (`node1_jobs`): the node-down test takes node2 away, so this test
+can run in its own xdist group, on another worker, while the `slurm` group goes on (conftest).
 """
 
 from __future__ import annotations
@@ -53,11 +56,13 @@ def submit_time_limit_job(run_dir: Path, env: dict[str, str], jobs: list[str]) -
     attempt's training start falls."""
     p = submit(run_dir, "train.epochs=70", f"train.max_steps={TIME_LIMIT_STEPS}", "train.log_every=10",
                "train.checkpoint_every=100000", "tracking.wandb.mode=disabled", "train.max_seconds=50",
-               "slurm.time_min=2", "slurm.signal_delay_s=75", "slurm.max_num_timeout=3", env=env, jobs=jobs)
+               "slurm.time_min=2", "slurm.signal_delay_s=75", "slurm.max_num_timeout=3",
+               "slurm.additional.nodelist=node1", env=env, jobs=jobs)
     assert p.returncode == 0, p.stdout + p.stderr
     jid = job_ids(run_dir)[0]
     script = (run_dir / "slurm" / f"{jid}_submission.sh").read_text()
     assert "#SBATCH --signal=USR2@75" in script and "#SBATCH --time=2" in script, script
+    assert "#SBATCH --nodelist=node1" in script, script
     return jid
 
 
@@ -66,7 +71,7 @@ def sbatch_time_limit_job(out: Path, log: Path, env: dict[str, str], jobs: list[
     looks every 30 s, so it may come early), i.e. 10-40 s after the start; it ends the run within
     40 s of training time (train.max_seconds, both attempts counted)."""
     job_id = subprocess.run(
-        ["sbatch", "--parsable", "--nodes=1", "--time=1", "--signal=B:USR1@20", f"--output={log}",
+        ["sbatch", "--parsable", "--nodes=1", "--nodelist=node1", "--time=1", "--signal=B:USR1@20", f"--output={log}",
          "slurm/accelerate.sbatch", "jobs/mnist_lstm.yaml", "train.epochs=5000", "train.max_seconds=40",
          "train.log_every=10", "train.checkpoint_every=100000", "train.eval_every_epochs=5000",
          f"train.output_dir={out}", "tracking.wandb.mode=disabled"],
@@ -78,6 +83,7 @@ def sbatch_time_limit_job(out: Path, log: Path, env: dict[str, str], jobs: list[
     return job_id
 
 
+@pytest.mark.node1_jobs
 def test_time_limit_requeues_and_resumes_under_submit_and_the_sbatch_template(
         cluster: None, tmp_path: Path, slurm_env: dict[str, str], fake_slurm_env: dict[str, str],
         jobs: list[str]) -> None:
