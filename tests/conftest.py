@@ -189,7 +189,8 @@ def slurm_group(item: pytest.Item) -> str | None:
     tests that may use both nodes: one at a time, since the node-down test takes node2 from under
     whatever runs there.  A test marked `node1_jobs` pins every job it queues to node1
     (`--nodelist=node1`), so nothing in `slurm` can touch its jobs: it runs in its own group, on
-    another worker, while `slurm` goes on (the time-limit test: ~80 s of SLURM's clock)."""
+    another worker, while `slurm` goes on: the two groups split the cluster tests' waits on SLURM
+    (~250 s each when alone; the time-limit test, the requeue and the sweeps are node1's)."""
     if "cluster" not in getattr(item, "fixturenames", ()):
         return None
     return NODE1_GROUP if item.get_closest_marker(NODE1_MARK) else "slurm"

@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from lstm_train.config import load_job
@@ -134,10 +135,11 @@ def test_ddp_two_nodes_and_two_tasks(cluster: None, tmp_path: Path, slurm_env: d
             assert "node=0(1)" in out1 and "local_rank=1(2)" in out1, out1
 
 
+@pytest.mark.node1_jobs
 def test_sweep_is_one_array_with_status_table(cluster: None, tmp_path: Path, slurm_env: dict[str, str], jobs: list[str]) -> None:
     spec = yaml.safe_load(JOB.read_text())
     spec["name"] = "mnist_sweep_test"
-    spec["slurm"] = {"array_parallelism": 2, "time_min": 10}
+    spec["slurm"] = {"array_parallelism": 2, "time_min": 10, "additional": {"nodelist": "node1"}}
     spec["sweep"] = {"grid": {"optim.lr": [0.01, 0.003], "model.hidden_size": [16, 32]}}
     job_file = tmp_path / "sweep.yaml"
     job_file.write_text(yaml.safe_dump(spec))
@@ -153,7 +155,7 @@ def test_sweep_is_one_array_with_status_table(cluster: None, tmp_path: Path, slu
     arrays = {i.split("_")[0] for i in ids}
     assert len(arrays) == 1 and sorted(i.split("_")[1] for i in ids) == ["0", "1", "2", "3"], ids
     script = (sweep_dir / "slurm" / f"{arrays.pop()}_submission.sh").read_text()
-    assert "#SBATCH --array=0-3%2" in script, script
+    assert "#SBATCH --array=0-3%2" in script and "#SBATCH --nodelist=node1" in script, script
 
     score = {}
     for point in record["points"]:
@@ -198,14 +200,17 @@ def test_sweep_is_one_array_with_status_table(cluster: None, tmp_path: Path, slu
     assert res["resumed_from_step"] == 30  # its final checkpoint: nothing trained twice
 
 
+@pytest.mark.node1_jobs
 def test_requeue_resumes_with_same_wandb_runs(cluster: None, tmp_path: Path, slurm_env: dict[str, str], jobs: list[str]) -> None:
     """`scontrol requeue` mid-training (SIGTERM, then the same job id runs again)."""
     run_dir = tmp_path / "requeue"
     slurm_env = {**slurm_env, "LSTM_TRAIN_CACHE": str(tmp_path / "prepared")}  # this test's own store
     p = submit(run_dir, "train.max_steps=600", "train.log_every=10", "train.checkpoint_every=50",
-               "tracking.wandb.mode=offline", "slurm.time_min=10", env=slurm_env, jobs=jobs)
+               "tracking.wandb.mode=offline", "slurm.time_min=10", "slurm.additional.nodelist=node1",
+               env=slurm_env, jobs=jobs)
     assert p.returncode == 0, p.stdout + p.stderr
     jid = job_ids(run_dir)[0]
+    assert "#SBATCH --nodelist=node1" in (run_dir / "slurm" / f"{jid}_submission.sh").read_text()
     t0 = time.monotonic()
     wait_for(lambda: list((run_dir / "checkpoints").glob("step-*")), 240, "the first checkpoint")
     t_requeue = time.monotonic()
