@@ -180,13 +180,35 @@ def cluster() -> None:
             "run `sudo slurm/local-cluster.sh up`")
 
 
+NODE1_MARK = "node1_jobs"
+NODE1_GROUP = "slurm-node1"
+
+
+def slurm_group(item: pytest.Item) -> str | None:
+    """The xdist group of a test on the cluster (None: not on the cluster).  `slurm` holds the
+    tests that may use both nodes: one at a time, since the node-down test takes node2 from under
+    whatever runs there.  A test marked `node1_jobs` pins every job it queues to node1
+    (`--nodelist=node1`), so nothing in `slurm` can touch its jobs: it runs in its own group, on
+    another worker, while `slurm` goes on: the two groups split the cluster tests' waits on SLURM
+    (~250 s each when alone; the time-limit test, the requeue and the sweeps are node1's)."""
+    if "cluster" not in getattr(item, "fixturenames", ()):
+        return None
+    return NODE1_GROUP if item.get_closest_marker(NODE1_MARK) else "slurm"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{NODE1_MARK}: every job the test queues is pinned to node1 "
+                            f"(xdist group {NODE1_GROUP}, beside the slurm group)")
+
+
 @pytest.fixture(autouse=True)
 def _slurm_tests_grouped(request: pytest.FixtureRequest) -> None:
-    """A test on the cluster runs in xdist's "slurm" group whenever the run groups at all
-    (`--dist loadgroup`): two of them at once would share the two nodes, and the node-down
-    test would take node2 from under the other's job."""
-    if "cluster" in request.fixturenames and getattr(request.config.option, "loadgroup", False):
-        assert request.node.nodeid.endswith("@slurm"), f"{request.node.nodeid} is not in the slurm xdist group"
+    """A test on the cluster runs in its xdist group whenever the run groups at all
+    (`--dist loadgroup`): two of the `slurm` group at once would share the two nodes, and the
+    node-down test would take node2 from under the other's job."""
+    group = slurm_group(request.node)
+    if group and getattr(request.config.option, "loadgroup", False):
+        assert request.node.nodeid.endswith(f"@{group}"), f"{request.node.nodeid} is not in the {group} xdist group"
 
 
 def job_env(tmp_path: Path, data_root: Path) -> dict[str, str]:
@@ -228,15 +250,21 @@ def jobs() -> list[str]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`-n 2 --dist loadgroup`, what scripts/test.sh runs), the tests that
-    queue jobs on the local SLURM cluster run one after another on one worker: its two
-    2-CPU nodes fit one test's jobs at a time, and a test waiting on the queue then waits for
-    its own jobs only.  Everything else is shared out between the workers.
+    """Under pytest-xdist (`-n 3 --dist loadgroup`, what scripts/test.sh runs), the tests that
+    queue jobs on the local SLURM cluster run one after another on one worker (group `slurm`,
+    see `slurm_group`; the node1-pinned ones in their own group, on another): a test waiting on
+    the queue then waits for its own jobs only.  Everything else is shared out between the workers.
+
+    The cluster tests come first: xdist hands out the largest group first and one-test units in
+    collection order, so the node1 group starts at once instead of late in the run, and both
+    groups' waits on SLURM's clock overlap the CPU-bound tests from the start.
 
     tryfirst: xdist's worker reads the `xdist_group` marks in its own hook of this name (it
     appends `@slurm` to the node id, which is what groups them); a mark added after it is
     ignored, and the node-down test then downed node2 under another test's job."""
     for item in items:
-        if "cluster" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
-
+        group = slurm_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    order = {NODE1_GROUP: 0, "slurm": 1, None: 2}
+    items.sort(key=lambda item: order[slurm_group(item)])  # stable: collection order within each

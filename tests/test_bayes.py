@@ -20,7 +20,7 @@ from lstm_train import bayes, runfiles
 from lstm_train.sweeps import SweepConfig
 
 from .conftest import ROOT, job_env, run_cli
-from .slurm_helpers import result, submit
+from .slurm_helpers import assert_pinned_to_node1, result, submit
 
 SINE = ROOT / "jobs" / "sine_forecast.yaml"
 BAYES = {
@@ -41,7 +41,8 @@ TINY = ("data.sine.series=4", "data.sine.length=300", "data.val_size=40", "data.
 
 def sweep_job(tmp_path: Path, name: str, sweep: dict, **sections: dict) -> Path:
     spec = yaml.safe_load(SINE.read_text())
-    spec.update(name=name, sweep=sweep, slurm={"array_parallelism": 2, "time_min": 10}, **sections)
+    spec.update(name=name, sweep=sweep, slurm={"array_parallelism": 2, "time_min": 10})
+    spec.update(sections)
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -185,19 +186,22 @@ def test_local_bayes_sweep_submitted_in_batches_resumes_from_its_journal(tmp_pat
     assert json.loads((sweep_dir / "submission.json").read_text())["job_ids"] == record["job_ids"]  # nothing new
 
 
+@pytest.mark.node1_jobs
 def test_bayes_sweep_with_halving_on_slurm_tells_stopped_points_as_pruned(
         cluster: None, tmp_path: Path, jobs: list[str]) -> None:
     """Four points as two job arrays of two on the real cluster, halved at rungs of 2, 4 and 8
     steps: of two points at a rung the worse stops, and TPE is told it as pruned, with the
     values it reached at its rungs; the best point is one that ran to the end."""
     sweep = {**BAYES, "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 2}}
-    job_file = sweep_job(tmp_path, "bayes_slurm", sweep)
+    job_file = sweep_job(tmp_path, "bayes_slurm", sweep,
+                         slurm={"array_parallelism": 2, "time_min": 10, "additional": {"nodelist": "node1"}})
     env = job_env(tmp_path, tmp_path)
     sweep_dir = tmp_path / "sweep"
     done = submit(sweep_dir, *TINY, "train.max_steps=12", "train.eval_every_steps=2", env=env, job=job_file,
                   wait=True, jobs=jobs, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     record = json.loads((sweep_dir / "submission.json").read_text())
+    assert_pinned_to_node1(sweep_dir, record["job_ids"])
     assert len({i.split("_")[0] for i in record["job_ids"]}) == 2  # one job array per batch
     trials = journal_trials(sweep_dir)
     states = [t.state.name for t in trials]

@@ -17,7 +17,7 @@ from lstm_train.config import ConfigError, load_job, sweep_jobs, validate_job
 from lstm_train.sweeps import SweepConfig, points
 
 from .conftest import ROOT, make_fake_mnist, run_cli
-from .slurm_helpers import JOB, result, submit
+from .slurm_helpers import JOB, assert_pinned_to_node1, result, submit
 from .wandb_records import config_values, read_runs
 
 RANDOM = {
@@ -106,11 +106,12 @@ def test_run_of_a_sweep_job_trains_one_named_point(tmp_path: Path) -> None:
     assert config["model"]["hidden_size"] == params["model.hidden_size"]
 
 
+@pytest.mark.node1_jobs
 def test_random_sweep_on_slurm_is_one_array_tagged_with_one_sweep_id(
         cluster: None, tmp_path: Path, fake_slurm_env: dict[str, str], jobs: list[str]) -> None:
     spec = yaml.safe_load(JOB.read_text())
     spec.update(name="random_sweep_test", sweep=RANDOM,
-                slurm={"array_parallelism": 2, "time_min": 10})
+                slurm={"array_parallelism": 2, "time_min": 10, "additional": {"nodelist": "node1"}})
     job_file = tmp_path / "sweep.yaml"
     job_file.write_text(yaml.safe_dump(spec))
     sweep_dir = tmp_path / "sweep"
@@ -122,6 +123,7 @@ def test_random_sweep_on_slurm_is_one_array_tagged_with_one_sweep_id(
     assert "random sweep of 6 point(s)" in p.stdout, p.stdout
 
     record = json.loads((sweep_dir / "submission.json").read_text())
+    assert_pinned_to_node1(sweep_dir, record["job_ids"])
     sweep_id = record["sweep_id"]
     ids = record["job_ids"]
     assert len(ids) == 6 and len({i.split("_")[0] for i in ids}) == 1, ids  # one job array
@@ -167,12 +169,14 @@ def test_halving_rungs_and_decisions(tmp_path: Path) -> None:
     assert json.loads((sweep / "rungs" / "00-a.json").read_text())["8"]["value"] == 9.0
 
 
+@pytest.mark.node1_jobs
 def test_random_sweep_with_successive_halving_on_slurm(
         cluster: None, tmp_path: Path, fake_slurm_env: dict[str, str], jobs: list[str]) -> None:
     """Six sine forecasters, 16 steps each at most, evaluated every 2; rungs at 2, 4, 8 steps:
     the points that are worse than half of those at a rung stop there, and say so."""
     spec = yaml.safe_load((ROOT / "jobs" / "sine_forecast.yaml").read_text())
-    spec.update(name="halving_test", slurm={"array_parallelism": 2, "time_min": 10}, sweep={
+    node1 = {"array_parallelism": 2, "time_min": 10, "additional": {"nodelist": "node1"}}
+    spec.update(name="halving_test", slurm=node1, sweep={
         "method": "random", "count": 6, "seed": 0, "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 2},
         "parameters": {"optim.lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-1}}})
     job_file = tmp_path / "sweep.yaml"
@@ -185,6 +189,7 @@ def test_random_sweep_with_successive_halving_on_slurm(
                "tracking.wandb.mode=disabled", env=fake_slurm_env, job=job_file, wait=True, jobs=jobs, timeout=900)
     assert p.returncode == 0, p.stdout + p.stderr
     record = json.loads((sweep_dir / "submission.json").read_text())
+    assert_pinned_to_node1(sweep_dir, record["job_ids"])
     results = {pt["name"]: result(Path(pt["run_dir"])) for pt in record["points"]}
     steps = {name: r["steps"] for name, r in results.items()}
     print(f"\n6-point sweep with successive halving: {sum(steps.values())} of {6 * 16} steps trained "
