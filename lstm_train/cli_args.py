@@ -73,6 +73,8 @@ def add_model_commands(sub: argparse._SubParsersAction, run_task: Registration |
     generate.add_argument("--tokens", type=int, default=500, help="tokens to sample (1 to 100000)")
     generate.add_argument("--temperature", type=float, default=0.8, help="> 0; lower is greedier")
     generate.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens only")
+    generate.add_argument("--top-p", type=float, default=None,
+                          help="nucleus sampling: from the likeliest tokens that hold this much probability (0-1]")
     generate.add_argument("--seed", type=int, default=1)
     generate.add_argument("--samples", type=int, default=1, help="samples, with seeds seed, seed+1, ...")
     add_task_option(generate)

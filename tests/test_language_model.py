@@ -192,7 +192,8 @@ def test_training_resumes_bit_exactly_inside_an_epoch_and_samples_reproducibly(t
         refused.stderr and "Traceback" not in refused.stderr, refused.stderr[-2000:]
 
     for bad, message in ((["--prompt", "ROMEO"], "'E', 'M', 'O', 'R'"), (["--temperature", "0"], "a finite number > 0"),
-                         (["--top-k", "0"], "must be >= 1"), (["--tokens", "0"], "--tokens 0: must be between")):
+                         (["--top-k", "0"], "must be >= 1"), (["--tokens", "0"], "--tokens 0: must be between"),
+                         (["--top-p", "2"], "--top-p 2.0: must be > 0 and <= 1")):
         proc = run_cli("generate", str(run), *bad)
         assert proc.returncode == 2 and message in proc.stderr and proc.stdout == "", proc.stderr
     # `| head`: the reader closes the pipe; generate ends quietly (issue 27)
@@ -297,6 +298,14 @@ def test_sampling_is_reproducible_and_checks_its_options(tmp_path: Path) -> None
         generate(model, tok, "the", 5, -1, None, 1)
     with pytest.raises(ValueError, match="--top-k 0"):
         generate(model, tok, "the", 5, 1.0, 0, 1)
+    # nucleus sampling: a tiny top_p keeps the likeliest token only (greedy, so every seed agrees);
+    # top_p 1 changes nothing; a top_p outside (0, 1] is refused
+    greedy = "".join(generate(model, tok, "the", 50, 0.8, None, seed=1, top_p=1e-9))
+    assert greedy == "".join(generate(model, tok, "the", 50, 0.8, None, seed=7, top_p=1e-9)) != a
+    assert "".join(generate(model, tok, "the", 50, 0.8, 5, seed=1, top_p=1.0)) == a
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=f"--top-p {bad}: must be > 0 and <= 1"):
+            generate(model, tok, "the", 5, 1.0, None, 1, top_p=bad)
 
 
 def test_a_time_limit_ends_the_run_as_finished(tmp_path: Path) -> None:

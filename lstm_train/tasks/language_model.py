@@ -356,8 +356,11 @@ MAX_TOKENS = 100_000  # --tokens' bound: a sample is read, not stored; 100k toke
 
 
 def generate(model: nn.Module, tokenizer: Tokenizer, prompt: str, tokens: int, temperature: float, top_k: int | None,
-             seed: int) -> Iterator[str]:
+             seed: int, top_p: float | None = None) -> Iterator[str]:
     """Sample `tokens` tokens after `prompt`, yielding text as it comes (reproducible per seed).
+    `top_p` (nucleus sampling, Holtzman et al. 2019): draw from the fewest likeliest tokens whose
+    probabilities add up to `top_p`, so the long tail of rare tokens (a character model's `&`, `$`,
+    `3`), which a fixed `top_k` of a small vocabulary barely trims, is never drawn.
     Bad options and a prompt outside the vocabulary are refused here, before anything is sampled."""
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"--temperature {temperature}: must be a finite number > 0 (1 samples the model as it is, "
@@ -368,16 +371,18 @@ def generate(model: nn.Module, tokenizer: Tokenizer, prompt: str, tokens: int, t
         raise ValueError(f"--seed {seed}: must be between 0 and 2**63 - 1")
     if top_k is not None and top_k < 1:
         raise ValueError(f"--top-k {top_k}: must be >= 1 (or left out to sample from the whole vocabulary)")
+    if top_p is not None and not (math.isfinite(top_p) and 0 < top_p <= 1):
+        raise ValueError(f"--top-p {top_p}: must be > 0 and <= 1 (e.g. 0.95; 1 or left out keeps every token)")
     if not prompt:
         raise ValueError("--prompt is empty: give at least one character to start from")
     ids = tokenizer.encode(prompt, f"--prompt {prompt!r}").tolist()
     if tokenizer.kind == "words" and ids and ids[-1] == tokenizer.vocab.index("<eos>"):
         ids = ids[:-1] or ids
-    return _sample(model, tokenizer, ids, tokens, temperature, top_k, seed, joined=prompt[-1].isspace())
+    return _sample(model, tokenizer, ids, tokens, temperature, top_k, seed, joined=prompt[-1].isspace(), top_p=top_p)
 
 
 def _sample(model: nn.Module, tokenizer: Tokenizer, ids: list[int], tokens: int, temperature: float,
-            top_k: int | None, seed: int, joined: bool = True) -> Iterator[str]:
+            top_k: int | None, seed: int, joined: bool = True, top_p: float | None = None) -> Iterator[str]:
     """`joined`: the text before the first sampled token ends in white space (a words model
     then starts its first word without one)."""
     generator = torch.Generator().manual_seed(seed)
@@ -391,7 +396,12 @@ def _sample(model: nn.Module, tokenizer: Tokenizer, ids: list[int], tokens: int,
             if top_k is not None and top_k < len(last):
                 cutoff = torch.topk(last, top_k).values[-1]
                 last = last.masked_fill(last < cutoff, float("-inf"))
-            token = int(torch.multinomial(last.softmax(0), 1, generator=generator))
+            probs = last.softmax(0)
+            if top_p is not None and top_p < 1:
+                sorted_probs, order = probs.sort(descending=True)
+                outside = sorted_probs.cumsum(0) - sorted_probs >= top_p  # the likeliest token always stays
+                probs = probs.index_fill(0, order[outside], 0.0)
+            token = int(torch.multinomial(probs, 1, generator=generator))
             out.append(token)
             piece = _piece(tokenizer, out, start, joined=joined)
             if piece is not None:
@@ -427,14 +437,15 @@ def cmd_generate(model: nn.Module, info: dict[str, Any], args: Any) -> None:
     if args.seed + args.samples - 1 > 2**63 - 1:
         raise ValueError(f"--seed {args.seed} with --samples {args.samples}: the last seed passes 2**63 - 1")
     tokenizer = Tokenizer.from_info(info["tokenizer"])
-    generate(model, tokenizer, args.prompt, args.tokens, args.temperature, args.top_k, args.seed)  # checks only
+    options = {"top_p": args.top_p}
+    generate(model, tokenizer, args.prompt, args.tokens, args.temperature, args.top_k, args.seed, **options)  # checks
     try:
         for n in range(args.samples):
             if args.samples > 1:
                 print(f"--- sample {n + 1} (seed {args.seed + n})", flush=True)
             sys.stdout.write(args.prompt)
             for piece in generate(model, tokenizer, args.prompt, args.tokens, args.temperature, args.top_k,
-                                  args.seed + n):
+                                  args.seed + n, **options):
                 sys.stdout.write(piece)
                 sys.stdout.flush()
             sys.stdout.write("\n")
