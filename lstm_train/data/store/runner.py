@@ -4,7 +4,8 @@ The two passes of a `Stream` (`data/streams/base.py`) are map steps over pieces:
 `encode` of one piece need nothing of another, only `plan` (run once, here) joins them.
 So they run as
 
-* this process (`workers=1`): the pieces in order, encoded straight into the entry;
+* this process (`workers=1`, or a stream whose `in_process` is true: the default stream's
+  `load_data` may use torch): the pieces in order, encoded straight into the entry;
 * worker processes (`workers=K`, default: every core this process may use, at most one per
   piece), one piece at a time each; a stream of one piece too, in one worker.  The process that
   prepares is the heaviest in the tree (the CLI with the task imported, a training rank with
@@ -171,7 +172,7 @@ def run(stream: Stream, entry_tmp: Path, work: Path, options: Options,
     (the manifest's "splits" record, info).  `bar(nbytes)` is told as pieces are done."""
     pieces = stream.pieces()
     workers = max(1, min(options.workers or cores(), len(pieces)))
-    if options.executor != "slurm" and options.workers == 1:
+    if options.executor != "slurm" and (options.workers == 1 or getattr(stream, "in_process", False)):
         entry_tmp.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".scratch-", dir=entry_tmp.parent) as scratch:
             stream.scratch = scratch  # type: ignore[attr-defined]

@@ -74,6 +74,9 @@ class Piece:
 class Stream(Protocol):
     """A task's data preparation in two passes over pieces (see the module docstring).
 
+    Optional attribute `in_process` (bool, default False): prepared in the preparing process, never
+    in a worker (the default stream: a task's `load_data` may use torch and return what JSON cannot hold).
+
     Optional attribute `scratch` (str): a folder the store sets before the passes, where scan may
     keep per-piece work for encode (e.g. tokens, so texts are split once); it lives in the work
     dir (seen by every SLURM node) or a temporary folder, and is untrusted: check what you read."""
