@@ -9,9 +9,9 @@ So they run as
 * worker processes (`workers=K`, default: every core this process may use, at most one per
   piece), one piece at a time each; a stream of one piece too, in one worker.  The process that
   prepares is the heaviest in the tree (the CLI with the task imported, a training rank with
-  torch and its model): a piece's work done in it would add to all that (a 10 MB CSV prepared
-  here peaked at 816 MiB, in a forked worker at N MiB), and what its allocators freed would stay
-  with it.  Processes, not threads: the scan and encode of characters and words are
+  torch and its model): a piece's work done in it adds to all that (`bench_corpora.py prepare`,
+  peak RSS: a 10.8 MB CSV 806 MiB prepared here, 703 MiB in one worker; 40.5 MB 915 and 704), and
+  what its allocators freed would stay with it.  Processes, not threads: the scan and encode of characters and words are
   numpy and Python code that holds the GIL; `tokenizers` (BPE) runs its own Rust threads
   inside a worker, so each worker is given `RAYON_NUM_THREADS` = its share of the cores;
 * a SLURM job array through submitit (`executor="slurm"`, `shards=N`): array task i scans,
