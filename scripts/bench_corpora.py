@@ -1,6 +1,6 @@
 """Corpora of any size, measured (issue 26's must-shows): run alone on the machine.
 
-    python scripts/bench_corpora.py generate --out /tmp/corpora            # 10/40/400 MB (+ --big: 4 GB) text and CSV
+    python scripts/bench_corpora.py generate --out /tmp/corpora            # 10/40/400 MB (+ --big: 4 GB) text, CSV, pair
     python scripts/bench_corpora.py prepare --corpora /tmp/corpora         # time, MB/s, peak RSS per tokenizer and size
     python scripts/bench_corpora.py bpe-reference --corpora /tmp/corpora   # tokenizers' own train + encode_batch
     python scripts/bench_corpora.py shards --corpora /tmp/corpora          # 400 MB: 1 shard here vs 4 through SLURM
@@ -11,8 +11,11 @@
 40 4000 (train).  `--json FILE` writes the rows (scripts/book.py reads them).
 
 Text corpora are lines of tinyshakespeare and Multi30k's English captions in random order; CSV
-rows are 16 words drawn from the same text with one of four labels.  Both are written in blocks
-(the generator never holds a corpus).  Every preparation runs `lstm-train prepare` in a fresh
+rows are 16 words drawn from the same text with one of four labels; a parallel pair is Multi30k's
+training pairs drawn at random into two line-aligned files (`pair-<N>MB.de`, `.en`: N MB in all),
+prepared by the translate task (jobs/translate_files_example.yaml's data section: SentencePiece
+from a bounded sample, encoding in workers).  All are written in blocks (the generator never holds
+a corpus).  Every preparation runs `lstm-train prepare` in a fresh
 process with a fresh cache directory; its peak RSS is the largest of the process and its worker
 processes (`/usr/bin/time`'s maximum resident set size, which covers reaped children).
 """
@@ -24,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,9 +44,10 @@ DATA = Path(os.environ.get("LSTM_TRAIN_DATA", ROOT.parent / "shared" / "data"))
 SIZES = (10, 40, 400)
 DEFAULT_SIZES = {"shards": [400], "train": [40, 4000]}  # elsewhere SIZES
 TOKENIZERS = ("chars", "bytes", "words", "bpe")
+KINDS = ["text", "csv", "pair"]  # generated corpora: text (language model), CSV (text_classify), parallel pair
 
 
-def generate(out: Path, sizes: list[int]) -> None:
+def generate(out: Path, sizes: list[int], kinds: list[str] = KINDS) -> None:
     lines = (DATA / "tinyshakespeare" / "input.txt").read_text().splitlines(keepends=True)
     lines += (DATA / "Multi30k" / "train.en").read_text().splitlines(keepends=True)
     lines = np.array([ln for ln in lines if ln.strip()], dtype=object)
@@ -52,18 +57,41 @@ def generate(out: Path, sizes: list[int]) -> None:
     for mb in sizes:
         size = mb * 1_000_000
         text, csv = out / f"text-{mb}MB.txt", out / f"csv-{mb}MB.csv"
-        if not text.exists():
+        if "text" in kinds and not text.exists():
             with open(text, "w") as f:
                 while f.tell() < size:
                     f.write("".join(lines[rng.integers(0, len(lines), 100_000)]))
-        if not csv.exists():
+        if "csv" in kinds and not csv.exists():
             with open(csv, "w") as f:
                 f.write("text,label\n")
                 while f.tell() < size:
                     rows = words[rng.integers(0, len(words), (10_000, 16))]
                     labels = rng.integers(0, 4, 10_000)
                     f.write("".join(f"\"{' '.join(r)}\",{'abcd'[k]}\n" for r, k in zip(rows, labels)))
-        print(text, text.stat().st_size, csv, csv.stat().st_size, flush=True)
+        if "pair" in kinds:  # its own generator: the text and CSV corpora stay the ones earlier books measured
+            generate_pair(out, mb, np.random.default_rng([2, mb]))
+        print(*(f"{p} {p.stat().st_size}" for p in sorted(out.glob(f"*-{mb}MB.*"))), flush=True)
+
+
+def generate_pair(out: Path, mb: int, rng: np.random.Generator) -> None:
+    """A line-aligned parallel corpus of `mb` MB in all (`pair-<mb>MB.de` and `.en`, as Multi30k's
+    train.de / train.en): Multi30k's training pairs drawn at random, both files written in step.
+    Written aside and renamed, the target last: a pair whose target exists is whole."""
+    source, target = out / f"pair-{mb}MB.de", out / f"pair-{mb}MB.en"
+    if source.exists() and target.exists():
+        return
+    de = (DATA / "Multi30k" / "train.de").read_text().splitlines(keepends=True)
+    en = (DATA / "Multi30k" / "train.en").read_text().splitlines(keepends=True)
+    pairs = [(s, t) for s, t in zip(de, en) if s.strip() and t.strip()]
+    de, en = np.array([s for s, _ in pairs], dtype=object), np.array([t for _, t in pairs], dtype=object)
+    size = mb * 1_000_000
+    with open(f"{source}.tmp", "w") as fs, open(f"{target}.tmp", "w") as ft:
+        while fs.tell() + ft.tell() < size:
+            at = rng.integers(0, len(de), 20_000)
+            fs.write("".join(de[at]))
+            ft.write("".join(en[at]))
+    os.replace(f"{source}.tmp", source)
+    os.replace(f"{target}.tmp", target)
 
 
 def job_file(folder: Path, kind: str) -> Path:
@@ -71,6 +99,11 @@ def job_file(folder: Path, kind: str) -> Path:
     if kind == "lm":
         job.write_text("name: corpora_lm\ntask: language_model\ndata: {tokenizer: chars}\n"
                        "model: {hidden_size: 256, num_layers: 2, embedding_size: 64}\n")
+    elif kind == "pair":  # jobs/translate_files_example.yaml's data section; the files given by prepare()
+        job.write_text("name: corpora_pair\ntask: translate\ndata: {dataset: files, val_fraction: 0.02, "
+                       "test_fraction: 0.05, lowercase: none, subword: {model: unigram, vocab_size: 8000, joint: true}, "
+                       "max_length: 100, too_long: truncate, max_tokens: 3000}\n"
+                       "model: {embed_size: 64, hidden_size: 64}\n")
     else:
         job.write_text("name: corpora_csv\ntask: text_classify\ndata: {source: files, text_column: text, "
                        "label_column: label, val_fraction: 0.05, test_fraction: 0.05}\n"
@@ -78,11 +111,26 @@ def job_file(folder: Path, kind: str) -> Path:
     return job
 
 
+def corpus_name(kind: str, mb: int) -> str:
+    """The generated corpus a kind prepares (a parallel pair: its source side, the target beside it)."""
+    return {"csv": f"csv-{mb}MB.csv", "pair": f"pair-{mb}MB.de"}.get(kind, f"text-{mb}MB.txt")
+
+
+def corpus_files(corpus: Path) -> list[Path]:
+    return [corpus, corpus.with_suffix(".en")] if corpus.name.startswith("pair-") else [corpus]
+
+
 def prepare(corpus: Path, tokenizer: str | None, extra: list[str] = ()) -> dict:
-    """One `lstm-train prepare` in a fresh cache: wall and preparation seconds, MB/s, peak RSS."""
+    """One `lstm-train prepare` in a fresh cache: wall and preparation seconds, MB/s, peak RSS.
+    `tokenizer`: a language model's (chars, bytes, words, bpe), "csv" (or None: text_classify) or
+    "pair" (translate, on the pair `corpus` and its `.en` side)."""
+    kind = tokenizer or "csv"
     with tempfile.TemporaryDirectory(dir=corpus.parent) as tmp:
         tmp = Path(tmp)
-        if tokenizer:
+        if kind == "pair":
+            args = [str(job_file(tmp, "pair")), f"data.train.source={corpus}",
+                    f"data.train.target={corpus.with_suffix('.en')}", *extra]
+        elif kind != "csv":
             args = [str(job_file(tmp, "lm")), f"data.root={corpus.parent}", f"data.files={corpus.name}",
                     f"data.tokenizer={tokenizer}", *extra]
         else:
@@ -95,11 +143,11 @@ def prepare(corpus: Path, tokenizer: str | None, extra: list[str] = ()) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-3000:])
         seconds = float(re.findall(r"\) in ([0-9.]+) s", proc.stderr)[-1])
-        size = corpus.stat().st_size / 1e6
-        entry = json.loads(proc.stdout)["path"]
-        digest = hashlib.sha256(Path(entry, "train.0.npy" if tokenizer else "train.0.values.npy").read_bytes()
-                                ).hexdigest()[:16] if size <= 500 else None
-        return {"corpus": corpus.name, "tokenizer": tokenizer or "csv", "mb": round(size, 1),
+        size = sum(f.stat().st_size for f in corpus_files(corpus)) / 1e6
+        entry = Path(json.loads(proc.stdout)["path"])
+        first = entry / "train.0.npy" if (entry / "train.0.npy").exists() else entry / "train.0.values.npy"
+        digest = hashlib.sha256(first.read_bytes()).hexdigest()[:16] if size <= 500 else None
+        return {"corpus": " + ".join(f.name for f in corpus_files(corpus)), "tokenizer": kind, "mb": round(size, 1),
                 "prepare_s": seconds, "wall_s": round(wall, 2), "mb_per_s": round(size / seconds, 1),
                 "peak_rss_mib": round(int(proc.stderr.strip().splitlines()[-1]) / 1024), "train_digest": digest}
 
@@ -108,8 +156,7 @@ def cmd_prepare(args: argparse.Namespace) -> list[dict]:
     rows = []
     for mb in args.sizes:
         for tok in args.tokenizers:
-            name = f"csv-{mb}MB.csv" if tok == "csv" else f"text-{mb}MB.txt"
-            row = prepare(args.corpora / name, None if tok == "csv" else tok)
+            row = prepare(args.corpora / corpus_name(tok, mb), tok)
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
@@ -219,7 +266,10 @@ def main() -> None:
     parser.add_argument("--corpora", "--out", type=Path, default=Path("/tmp/corpora"))
     parser.add_argument("--sizes", type=int, nargs="+", default=None,
                         help="MB: 10 40 400 by default; shards: 400; train: 40 4000")
-    parser.add_argument("--tokenizers", nargs="+", default=[*TOKENIZERS, "csv"])
+    parser.add_argument("--tokenizers", nargs="+", default=[*TOKENIZERS, "csv", "pair"],
+                        help="prepare: language-model tokenizers, csv (text_classify) and pair (translate)")
+    parser.add_argument("--kinds-generated", dest="generated", nargs="+", default=KINDS, choices=KINDS,
+                        help="generate: which corpora (text, csv, pair: a line-aligned parallel corpus)")
     parser.add_argument("--big", action="store_true", help="generate: the 4 GB corpora too")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--kinds", nargs="+", default=["lm", "csv"], help="train: lm (text, chars) and/or csv")
@@ -227,15 +277,21 @@ def main() -> None:
     parser.add_argument("--with-ours", action="store_true",
                         help="bpe-reference: also `lstm-train prepare` (bpe) on each text, and the ratio")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/corpora-cache"))
+    parser.add_argument("--drop-cache", action="store_true",
+                        help="train: remove --cache afterwards (a 4 GB corpus's entries take ~10 GB)")
     parser.add_argument("--json", type=Path, help="write the rows here too")
     args = parser.parse_args()
     if args.sizes is None:
         args.sizes = DEFAULT_SIZES.get(args.what, list(SIZES))
     if args.what == "generate":
-        generate(args.corpora, args.sizes + ([4000] if args.big else []))
+        generate(args.corpora, args.sizes + ([4000] if args.big else []), args.generated)
         return
-    rows = {"prepare": cmd_prepare, "bpe-reference": cmd_bpe_reference, "shards": cmd_shards,
-            "train": cmd_train}[args.what](args)
+    try:
+        rows = {"prepare": cmd_prepare, "bpe-reference": cmd_bpe_reference, "shards": cmd_shards,
+                "train": cmd_train}[args.what](args)
+    finally:
+        if args.drop_cache:
+            shutil.rmtree(args.cache, ignore_errors=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

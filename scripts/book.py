@@ -333,10 +333,11 @@ def reach(job: str, minutes: float, default: bool) -> Entry:
                  commands, default, quick_minutes=0.5)
 
 
-def corpora(ctx: Ctx, *sizes: int) -> Command:
-    """Generated corpora (text and CSV of each size in MB), made once and kept in the work folder."""
+def corpora(ctx: Ctx, *sizes: int, kinds: tuple[str, ...] = ("text", "csv")) -> Command:
+    """Generated corpora (text, CSV, with "pair" a parallel pair, of each size in MB), made once and kept
+    in the work folder."""
     return Command(ctx.script("bench_corpora.py", "generate", "--out", str(ctx.work / "corpora"),
-                              "--sizes", *map(str, sizes)))
+                              "--sizes", *map(str, sizes), "--kinds-generated", *kinds))
 
 
 def sizes(ctx: Ctx, full: tuple[int, ...], quick: tuple[int, ...] = (1, 2)) -> tuple[int, ...]:
@@ -356,7 +357,7 @@ def prepare_numbers(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def prepare(ctx: Ctx) -> list[Command]:
     mb = sizes(ctx, (10, 40, 400))
     out = ctx.work / "prepare.json"
-    return [corpora(ctx, *mb), Command(ctx.script("bench_corpora.py", "prepare", "--corpora", str(ctx.work / "corpora"),
+    return [corpora(ctx, *mb, kinds=("text", "csv", "pair")), Command(ctx.script("bench_corpora.py", "prepare", "--corpora", str(ctx.work / "corpora"),
                                                   "--sizes", *map(str, mb), "--json", str(out)), prepare_numbers, out)]
 
 
@@ -401,6 +402,28 @@ def rank_memory(ctx: Ctx) -> list[Command]:
                                                   "--sizes", *map(str, mb), "--procs", "2", "--steps", steps,
                                                   "--kinds", "lm", "csv", "--cache", str(ctx.work / "corpora-cache"),
                                                   "--json", str(out)), memory_numbers, out)]
+
+
+def big_numbers(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """`bench_corpora.py train` at 1 and 2 processes: each rank's peak RssAnon, and whether all are under 1 GiB."""
+    out = memory_numbers(rows)
+    out["every rank's peak RssAnon under 1 GiB"] = all(v < 1024 for r in rows for v in r["rss_anon_mib"].values())
+    return out
+
+
+def corpus_4gb(ctx: Ctx) -> list[Command]:
+    """Issue 34's must-show: a 4 GB chars corpus and a 4 GB CSV prepared (time, peak RSS), then 300 steps
+    at 1 and 2 processes on 40 MB and on 4 GB: each rank's RssAnon.  The corpora stay in the work
+    folder (as every corpus entry's); the entry's prepared-data cache (~10 GB at 4 GB) is removed."""
+    small, big = sizes(ctx, (40, 4000), (1, 4))
+    corpora_dir, cache = str(ctx.work / "corpora"), str(ctx.work / "corpus-4gb-cache")
+    prepared, trained = ctx.work / "corpus-4gb-prepare.json", ctx.work / "corpus-4gb-train.json"
+    return [corpora(ctx, small, big),
+            Command(ctx.script("bench_corpora.py", "prepare", "--corpora", corpora_dir, "--sizes", str(big),
+                               "--tokenizers", "chars", "csv", "--json", str(prepared)), prepare_numbers, prepared),
+            Command(ctx.script("bench_corpora.py", "train", "--corpora", corpora_dir, "--sizes", str(small), str(big),
+                               "--procs", "1", "2", "--steps", "10" if ctx.quick else "300", "--kinds", "lm", "csv",
+                               "--cache", cache, "--drop-cache", "--json", str(trained)), big_numbers, trained)]
 
 
 def slurm_missing() -> str | None:
@@ -536,12 +559,16 @@ ENTRIES: list[Entry] = [  # minutes: full size / --quick, measured or estimated 
     Entry("lm_words_softmax", f"words model with a full vs the adaptive softmax, and BPE, on a generated "
           f"{WORDS_MB} MB corpus, {WORDS_STEPS} steps each (shakespeare_char's model): tokens/s, validation loss",
           12, lm_words_softmax, quick_minutes=2),
-    Entry("prepare", "lstm-train prepare of generated 10/40/400 MB corpora per tokenizer (chars, bytes, words, bpe) "
-          "and CSV: seconds, MB/s, peak RSS", 15, prepare, quick_minutes=1),
+    Entry("prepare", "lstm-train prepare of generated 10/40/400 MB corpora per tokenizer (chars, bytes, words, bpe), "
+          "CSV and a line-aligned parallel pair (translate, SentencePiece): seconds, MB/s, peak RSS", 18, prepare,
+          quick_minutes=1.5),
     Entry("bpe_reference", "tokenizers' own BPE train + encode_batch vs lstm-train prepare (bpe), 10/40/400 MB", 15,
           bpe_reference, quick_minutes=1),
     Entry("rank_memory", "per-rank peak RssAnon, 2 processes, 150 steps, on 40 and 400 MB corpora (text chars, CSV)",
           12, rank_memory, quick_minutes=1.5),
+    Entry("corpus_4gb", "a 4 GB chars corpus and a 4 GB CSV prepared (seconds, MB/s, peak RSS), then 300 steps at 1 "
+          "and 2 processes on 40 MB and 4 GB (text chars, CSV): each rank's peak RssAnon, under 1 GiB", 16, corpus_4gb,
+          quick_minutes=2),
     Entry("shards", "400 MB prepared as 1 shard here vs 4 through the local SLURM cluster: equal digests, wall times",
           6, shards, needs=slurm_missing, outside_cpu=True, quick_minutes=0.5),
     Entry("generate", "generate's time, 1k vs 10k tokens, per tokenizer (linear: ratio near 10)", 2, generate,

@@ -163,6 +163,30 @@ def test_files_per_split_tsv_and_jsonl_both_ways(tmp_path, monkeypatch):
     assert prepare(task, tmp_path / "columns", True, 2, monkeypatch) == want
 
 
+def test_a_table_a_bit_over_one_piece_is_two_even_pieces_prepared_by_workers(tmp_path, monkeypatch):
+    """A CSV of 1.3 pieces (one piece by the text streams' rule: the last range takes up to 1.5) is
+    cut into two pieces of about equal size, neither over a piece but for the record crossing
+    its end; both run on worker processes, and the entry is the one prepared from one piece."""
+    assert base.cut(0, 100, lambda pos: pos, size=32) == [(0, 32), (32, 64), (64, 100)]
+    assert base.cut(0, 100, lambda pos: pos, size=32, even=True) == [(0, 25), (25, 50), (50, 75), (75, 100)]
+    assert base.cut(0, 40, lambda pos: pos, size=32, even=True) == [(0, 20), (20, 40)]
+    path = write(tmp_path / "d.csv", "text,label\n" + "\n".join(fixture_rows(800)) + "\n")
+    size = path.stat().st_size
+    task = TextClassifyTask(job({"source": "files", "path": str(path), "val_fraction": 0.1, "test_fraction": 0.1}),
+                            run_dir=tmp_path / "r")
+    monkeypatch.setattr(base, "PIECE_BYTES", 2 * size)
+    assert len(task.stream_data().pieces()) == 1
+    whole = prepare(task, tmp_path / "one", True, 1, monkeypatch)
+    monkeypatch.setattr(base, "PIECE_BYTES", int(size / 1.3))
+    pieces = task.stream_data().pieces()
+    spans = [(p.end or size) - p.start for p in pieces]
+    longest = max(map(len, path.read_bytes().split(b"\n")))  # a quoted row spans lines: generous
+    assert len(pieces) == 2 and max(spans) <= base.PIECE_BYTES + 3 * longest and abs(spans[0] - spans[1]) < 6 * longest
+    assert prepare(task, tmp_path / "two", True, 2, monkeypatch) == whole
+    units = sorted((tmp_path / "two" / "work").glob("unit-*/done.json"))
+    assert [json.loads(u.read_text())["pieces"] for u in units] == [[0], [1]]  # one worker's unit each
+
+
 @pytest.mark.parametrize("odd, arrow", [
     ("a vertical tab \x0b in an unquoted field", False),  # Python ends the line there: a 1-field record
     ("a literal quote \" mid-field", True),  # Python's reader and Arrow's keep it alike

@@ -394,7 +394,10 @@ class Task:
 
 
 class LoadedStream:
-    """The default `Stream`: the task's `load_data` as one piece, written whole."""
+    """The default `Stream`: the task's `load_data` as one piece, written whole, in the preparing process
+    (`in_process`: load_data may use torch, which a forked worker must not, and its info need not be JSON)."""
+
+    in_process = True
 
     def __init__(self, task: Task) -> None:
         self.task = type(task)(task.job, None)  # nothing of a run goes into a shared entry

@@ -256,7 +256,8 @@ def prepare(task: Any, entry: Entry, options: runner.Options | None = None) -> d
         manifest["splits"] = splits
         manifest = close_entry(tmp, manifest, info)
         changed = [p for p, stamp in _stamps(entry).items() if stamp != before[p]]
-        if changed:
+        if changed:  # units encoded from a file that changed: their key is never asked again
+            runner.clean(work)
             raise PreparedDataError(f"{', '.join(changed)} changed while it was being prepared; nothing was "
                                     "stored. Run again once the file is complete.")
         os.rename(tmp, entry.folder)
@@ -268,6 +269,7 @@ def prepare(task: Any, entry: Entry, options: runner.Options | None = None) -> d
         shutil.rmtree(tmp, ignore_errors=True)
         # numpy reports a short write as a bare OSError ("N requested and M written")
         if e.errno in (errno.ENOSPC, errno.EDQUOT) or (e.errno is None and "requested and" in str(e)):
+            runner.clean(work)  # the units' space given back: the disk is full
             raise PreparedDataError(f"disk full while preparing data in {entry.folder.parent} (data.cache_dir): "
                                     "nothing was stored. Free space or point data.cache_dir elsewhere.") from None
         raise

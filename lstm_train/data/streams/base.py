@@ -8,7 +8,7 @@ It sits below the task layer: nothing here imports `lstm_train.tasks`.
 A task's `Task.stream_data()` returns a `Stream`.  The store then runs:
 
 1. `pieces()`: the corpus cut into byte ranges of its files by the one cutter here (`cut`:
-   about `PIECE_BYTES` each, ending on a record boundary the stream names: a line, a
+   about `PIECE_BYTES` each, at most that for tables, ending on a record boundary the stream names: a line, a
    character, a newline outside quotes), or a whole file where a format is not cut
    (Parquet, a datasets folder, SST trees, CoNLL files).  Pieces do NOT depend on how many shards or
    workers prepare them: the cut is a function of the files and the data section
@@ -74,6 +74,9 @@ class Piece:
 class Stream(Protocol):
     """A task's data preparation in two passes over pieces (see the module docstring).
 
+    Optional attribute `in_process` (bool, default False): prepared in the preparing process, never
+    in a worker (the default stream: a task's `load_data` may use torch and return what JSON cannot hold).
+
     Optional attribute `scratch` (str): a folder the store sets before the passes, where scan may
     keep per-piece work for encode (e.g. tokens, so texts are split once); it lives in the work
     dir (seen by every SLURM node) or a temporary folder, and is untrusted: check what you read."""
@@ -96,15 +99,24 @@ def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def cut(start: int, end: int, boundary: Callable[[int], int], size: int | None = None) -> list[tuple[int, int]]:
+def cut(start: int, end: int, boundary: Callable[[int], int], size: int | None = None,
+        even: bool = False) -> list[tuple[int, int]]:
     """Bytes [start, end) of a file as consecutive ranges of about `size` bytes (`PIECE_BYTES`, read at
     the call), each ending on a record boundary: `boundary(pos)` is the first one at or after byte
     `pos` (asked with growing `pos`; `end` or more when there is none).  No range ends within half
-    a piece of `end`: the last one takes the rest."""
+    a piece of `end`: the last one takes the rest.
+
+    `even` (the table streams): ceil(span / size) ranges of equal size instead, none longer than
+    `size` but for the record that crosses its end.  A table piece's work (Arrow blocks, its rows'
+    columns) grows with its bytes, and a file of 1.5 pieces is then two: every core gets work and
+    no worker holds more than one piece's worth."""
     size = size or PIECE_BYTES
+    tail = 1.5
+    if even and end > start:
+        size, tail = -(-(end - start) // -(-(end - start) // size)), 1.0
     out, a = [], start
     while a < end:
-        b = end if end - a <= size * 1.5 else min(end, boundary(a + size))
+        b = end if end - a <= size * tail else min(end, boundary(a + size))
         if b <= a:
             b = end
         out.append((a, b))

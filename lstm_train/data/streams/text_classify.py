@@ -1,9 +1,10 @@
 """text_classify's preparation as a `Stream` (see streams/base.py): CSV/TSV/JSONL/Parquet/datasets and SST.
 
-Pieces are byte ranges of ~`base.PIECE_BYTES` cut on line boundaries (`base.cut`) (a fixed size, so the cut
-never depends on the shard count); a CSV/TSV is only cut at a newline outside quotes (an
-even count of `"` before it: RFC 4180 doubles a quote inside a quoted field), so a quoted
-field holding newlines is never split.  The header is read once per piece from the file's
+Pieces are byte ranges of equal size, at most `base.PIECE_BYTES`, cut on line boundaries (`base.cut`,
+`even`: a function of the file's size, so the cut never depends on the shard count; a file over one
+piece is two, so every core gets work); a CSV/TSV is only cut at a newline outside quotes (an even
+count of `"` before it: RFC 4180 doubles a quote inside a quoted field), so a quoted field holding
+newlines is never split.  The header is read once per piece from the file's
 first line.  Parquet files, `datasets` folders and SST tree files are one piece each.
 
 When one file is cut by fraction (`data.path`), a row's split is a rule of the row alone:
@@ -78,7 +79,8 @@ class TextStream:
                 raise FileNotFoundError(f"{path}: no such file")
             kind = "sst" if self.d["source"] != "files" else textfiles.file_format(path, self.d["format"])
             size = path.stat().st_size
-            ranges = cut(0, size, RecordEnds(path, kind != "jsonl")) if kind in ("csv", "tsv", "jsonl") else [(0, size)]
+            ranges = cut(0, size, RecordEnds(path, kind != "jsonl"), even=True) if kind in ("csv", "tsv", "jsonl") \
+                else [(0, size)]
             out += [Piece(len(out) + i, str(path), a, None if b >= size else b, split)
                     for i, (a, b) in enumerate(ranges or [(0, size)])]
         return out
