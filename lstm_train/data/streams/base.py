@@ -40,6 +40,7 @@ the parent's threads held).
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -113,7 +114,8 @@ def cut(start: int, end: int, boundary: Callable[[int], int], size: int | None =
     size = size or PIECE_BYTES
     tail = 1.5
     if even and end > start:
-        size, tail = -(-(end - start) // -(-(end - start) // size)), 1.0
+        count = math.ceil((end - start) / size)  # pieces of at most `size`, then all of one size
+        size, tail = math.ceil((end - start) / count), 1.0
     out, a = [], start
     while a < end:
         b = end if end - a <= size * tail else min(end, boundary(a + size))
