@@ -6,6 +6,7 @@ after another, each alone on the machine, into one dated record.
     python scripts/book.py bench_mnist generate     # some entries (any entry, default or not, by name)
     python scripts/book.py --quick                  # every default entry in a smoke size (~12 minutes)
     python scripts/book.py --render                 # BENCHMARKS.md again from benchmarks/*.json
+    python scripts/book.py --missing                # the default entries with no record of this code here yet
     lstm-train bench --book [NAMES...] [--quick]    # the same, from a checkout
 
 Run it from a checkout, alone on the machine (nothing else running: the point is numbers of a
@@ -25,6 +26,12 @@ goes on until it ends (its logs are in the work folder).  A failed entry is reco
 a SLURM cluster) is recorded as skipped with the reason.  `BENCHMARKS.md` (beside the records folder) shows, for each machine, each
 entry's latest full-size record as a table; `--quick` records (smoke sizes) are never shown.
 
+The code measured is named by `code_tree`, a digest of the commit's tree without the records (and
+`code_commit`, the newest commit that changed it): a commit that only adds records measures the same
+code.  The whole default set takes hours on a 2-core machine, more than one quiet window may hold, so
+BENCHMARKS.md says per machine whether every default entry's latest record measured the checkout's
+code, or which did not, and `--missing` runs just those: several runs, each alone, finish one book.
+
 A busy machine is said, not hidden: before each entry the book waits (up to --settle seconds)
 for the 1-minute load average to fall to --max-load; an entry started above it, or during which
 other processes used more than --max-load cores on average (the CPU time of the whole machine in
@@ -37,6 +44,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -657,10 +665,25 @@ def git(*args: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
+RECORD_PATHS = ("benchmarks", "BENCHMARKS.md")  # what a book run itself commits: not part of the code measured
+
+
 def commit() -> dict[str, Any]:
-    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks", ":!BENCHMARKS.md")
-    return {"commit": git("rev-parse", "HEAD") or "unknown", "short": git("rev-parse", "--short=8", "HEAD") or "nogit",
-            "dirty": bool(status)}
+    """HEAD, whether the code has uncommitted changes, and the code measured: `code_tree` is a digest of
+    HEAD's tree without the records (so a commit that only adds records measures the same code as its
+    parent, and a book can be finished over several quiet windows), `code_commit` the newest commit that
+    changed that code (for people; matching uses the tree)."""
+    pathspec = ["--", ".", *(f":!{p}" for p in RECORD_PATHS)]
+    status = git("status", "--porcelain", "--untracked-files=no", *pathspec)
+    head = git("rev-parse", "HEAD")
+    listing = git("ls-tree", "HEAD")
+    tree = None
+    if listing is not None:
+        kept = [ln for ln in listing.splitlines() if ln.split("\t", 1)[-1] not in RECORD_PATHS]
+        tree = hashlib.sha256("\n".join(kept).encode()).hexdigest()[:16]
+    code = git("log", "-1", "--format=%H", *pathspec) or head
+    return {"commit": head or "unknown", "short": git("rev-parse", "--short=8", "HEAD") or "nogit",
+            "dirty": bool(status), "code_commit": code, "code_tree": tree}
 
 
 class CpuClock:
@@ -912,7 +935,37 @@ def run_book(entries: list[Entry], args: argparse.Namespace) -> int:
 
 def commit_fields() -> dict[str, Any]:
     c = commit()
-    return {"commit": c["commit"], "short_commit": c["short"], "dirty": c["dirty"]}
+    return {"commit": c["commit"], "short_commit": c["short"], "dirty": c["dirty"], "code_commit": c["code_commit"],
+            "code_tree": c["code_tree"]}
+
+
+def measured_here(record: dict[str, Any], code: dict[str, Any]) -> bool:
+    """Whether `record` measured this checkout's code (committed: a dirty record measured something else)."""
+    return bool(code["code_tree"]) and record.get("code_tree") == code["code_tree"] and not record.get("dirty")
+
+
+def latest(folder: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, tuple[dict, dict]]]]:
+    """Per machine slug: its latest full-size record, and per entry its latest full-size record and entry (the
+    latest success; a failure where it never succeeded).  `--quick` records never count."""
+    machines: dict[str, dict[str, Any]] = {}
+    by_machine: dict[str, dict[str, tuple[dict, dict]]] = {}
+    for record in sorted(records(folder), key=lambda r: r["date"]):
+        if record.get("quick"):
+            continue
+        slug_ = record["machine"]["slug"]
+        machines[slug_] = record
+        seen = by_machine.setdefault(slug_, {})
+        for entry in record["entries"]:
+            if entry["ok"] or entry["name"] not in seen or not seen[entry["name"]][1]["ok"]:
+                seen[entry["name"]] = (record, entry)
+    return machines, by_machine
+
+
+def missing(entries: list["Entry"], folder: Path, slug_: str, code: dict[str, Any]) -> list["Entry"]:
+    """Those of `entries` with no successful full-size record of this checkout's code on this machine:
+    what `--missing` runs, so a book too long for one quiet window is finished in several."""
+    seen = latest(folder)[1].get(slug_, {})
+    return [e for e in entries if not (e.name in seen and seen[e.name][1]["ok"] and measured_here(seen[e.name][0], code))]
 
 
 # ---------------------------------------------------------------------------
@@ -944,20 +997,24 @@ def fmt(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def coverage(entries: dict[str, tuple[dict, dict]], code: dict[str, Any]) -> str:
+    """One line: whether every default entry's shown record measured this checkout's code, or which did not."""
+    here = code["code_commit"][:8] if code.get("code_commit") else "unknown"
+    defaults = [e.name for e in ENTRIES if e.default]
+    stale = [n for n in defaults if not (n in entries and entries[n][1]["ok"] and measured_here(entries[n][0], code))]
+    if not stale:
+        return (f"**Every default entry below measured this code** (`{here}`, code tree `{code['code_tree']}`): "
+                "the whole book, on one version of the code.")
+    return (f"{len(defaults) - len(stale)} of {len(defaults)} default entries measured this code (`{here}`, code "
+            f"tree `{code['code_tree']}`); not yet: {', '.join(f'`{n}`' for n in stale)} "
+            "(`python scripts/book.py --missing` runs just those).")
+
+
 def render(folder: Path) -> Path:
     """BENCHMARKS.md beside `folder`: per machine, each entry's latest full-size record (its latest
     successful one; a failure where it never succeeded), as a table with each number's command."""
-    by_machine: dict[str, dict[str, tuple[dict, dict]]] = {}
-    machines: dict[str, dict[str, Any]] = {}
-    for record in sorted(records(folder), key=lambda r: r["date"]):
-        if record.get("quick"):
-            continue
-        slug_ = record["machine"]["slug"]
-        machines[slug_] = record
-        seen = by_machine.setdefault(slug_, {})
-        for entry in record["entries"]:
-            if entry["ok"] or entry["name"] not in seen or not seen[entry["name"]][1]["ok"]:
-                seen[entry["name"]] = (record, entry)
+    machines, by_machine = latest(folder)
+    code = commit()
     order = {e.name: i for i, e in enumerate(ENTRIES)}
     lines = ["# Benchmarks", "",
              "Rendered by `python scripts/book.py --render` (and after every book run) from the records in "
@@ -974,13 +1031,15 @@ def render(folder: Path) -> Path:
                   f"CPU flags: {', '.join(m['flags']) or 'none of ' + ', '.join(FLAGS)}; memory {m['memory_gib']} GiB; "
                   f"GPU: {m['gpu'] or 'none'}; torch {m['torch']}; `train.mixed_precision: auto` trains in "
                   f"{'fp32' if m['auto_precision'] == 'no' else m['auto_precision']} here (latest record).", "",
-                  "| entry | number | value | date (UTC) | commit | command |", "|---|---|---|---|---|---|"]
+                  coverage(entries, code), "",
+                  "| entry | number | value | date (UTC) | code | command |", "|---|---|---|---|---|---|"]
         commands: list[str] = []
         notes: list[str] = []
         for name in sorted(entries, key=lambda n: (order.get(n, len(order)), n)):
             record, entry = entries[name]
             date = record["date"][:16].replace("T", " ")
-            sha = record["short_commit"] + (" (dirty)" if record.get("dirty") else "")
+            sha = (record.get("code_commit") or "")[:8] or record["short_commit"]  # older records: HEAD
+            sha += " (dirty)" if record.get("dirty") else ""
             label = f"`{name}`" + (" **busy**" if entry.get("busy") else "")
             if entry.get("busy"):
                 notes.append(f"- `{name}` ({date}): {entry['busy_why']}")
@@ -1038,6 +1097,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the entries and exit")
     p.add_argument("--quick", action="store_true", help="smoke sizes (tiny corpora, few steps); the record says quick")
     p.add_argument("--render", action="store_true", help="only render BENCHMARKS.md from the records")
+    p.add_argument("--missing", action="store_true",
+                   help="only those of the named (default: the default) entries with no successful full-size record "
+                        "of this code on this machine: a book too long for one quiet window, finished in several")
     p.add_argument("--dir", type=Path, default=RECORDS, help="records folder (default: benchmarks/ of the checkout; "
                    "BENCHMARKS.md goes beside it)")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "lstm-train-book",
@@ -1075,6 +1137,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         print(render(args.dir))
         return 0
+    if args.missing:
+        code = commit()
+        entries = missing(entries, args.dir, machine()["slug"], code)
+        if not entries:
+            say(f"[book] every entry asked for has a record of this code ({code['code_commit'][:8]}) on this machine")
+            return 0
+        say(f"[book] missing for this code ({code['code_commit'][:8]}): {' '.join(e.name for e in entries)}")
     if args.settle is None:
         args.settle = 0.0 if args.quick else 120.0
     previous = {s: signal.signal(s, raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}

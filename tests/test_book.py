@@ -101,7 +101,7 @@ def test_a_run_writes_one_record_and_benchmarks_md_without_quick_records(tmp_pat
     assert all(entry["commands"][n["command"]] for n in entry["numbers"])  # each number names its command
     table = (tmp_path / "BENCHMARKS.md").read_text()
     assert f"`{m['slug']}`" in table and "| `self_check` | import torch + lstm_train s |" in table
-    assert record["short_commit"] in table and entry["commands"][0].replace("|", "\\|")[:40] in table
+    assert record["code_commit"][:8] in table and entry["commands"][0].replace("|", "\\|")[:40] in table
 
     quick = book("self_check", "--quick", "--max-load", "100", tmp=tmp_path)
     assert quick.returncode == 0, quick.stderr[-3000:]
@@ -193,3 +193,68 @@ def test_lstm_train_bench_book_runs_the_checkouts_book_or_says_it_needs_one(tmp_
                           text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert proc.returncode == 2
     assert "error: the benchmark book needs a checkout of the repository" in proc.stderr
+
+
+def test_missing_runs_only_what_this_code_has_no_record_of_and_benchmarks_md_says_so(tmp_path: Path) -> None:
+    """`--missing` (a book finished over several quiet windows): an entry with a successful record of this
+    checkout's code on this machine is not run again; BENCHMARKS.md names the default entries not yet
+    measured on this code, and a record of other code (another `code_tree`) does not count."""
+    # A committed copy of this checkout's book and package (a working tree with edits would be "dirty":
+    # its records measure uncommitted code, which --missing never counts).
+    repo = tmp_path / "repo"
+    for part in ("scripts", "lstm_train"):
+        shutil.copytree(ROOT / part, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git[:3], "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "code"], check=True)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(repo / "scripts" / "book.py"), "--dir", str(repo / "benchmarks"),
+                               "--work", str(tmp_path / "work"), "--settle", "0", "--max-load", "100", *args],
+                              capture_output=True, text=True, timeout=120, cwd=repo,
+                              env={**os.environ, "PYTHONPATH": str(repo)})
+
+    first = run("self_check", "--missing")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "missing for this code" in first.stderr and "self_check" in first.stderr
+    (path,) = sorted((repo / "benchmarks").glob("*.json"))
+    record = json.loads(path.read_text())
+    assert len(record["code_tree"]) == 16 and len(record["code_commit"]) == 40 and record["dirty"] is False
+    subprocess.run([*git, "add", "."], check=True)  # the records committed: the code is the same
+    subprocess.run([*git, "commit", "-q", "-m", "records"], check=True)
+    again = run("self_check", "--missing")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "every entry asked for has a record of this code" in again.stderr
+    assert len(list((repo / "benchmarks").glob("*.json"))) == 1
+    (repo / "lstm_train" / "changed.py").write_text("")  # new code, committed: the record no longer counts
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "more code"], check=True)
+    assert json.loads(subprocess.run([sys.executable, "-c", "import json, book; print(json.dumps(book.commit()))"],
+                                     capture_output=True, text=True, check=True, cwd=repo / "scripts",
+                                     env={**os.environ, "PYTHONPATH": str(repo)}).stdout)["code_tree"] != record["code_tree"]
+
+    book_ = load_book()
+    code = book_.commit()  # this checkout's: what render() compares against
+    defaults = [e for e in book_.ENTRIES if e.default]
+    here = {"code_tree": code["code_tree"], "code_commit": code["code_commit"]}
+    ok = {"name": "", "ok": True, "error": None, "busy": False, "commands": ["c"], "numbers": []}
+    machine = {**record["machine"], "slug": "test-cpu-2c", "cpu": "Test CPU"}
+    folder = tmp_path / "hand"
+    folder.mkdir()
+
+    def write(name: str, date: str, code_tree: str, names: list[str]) -> None:
+        (folder / name).write_text(json.dumps({"date": date, "commit": "c" * 40, "short_commit": name[:8],
+                                               "dirty": False, "quick": False, "machine": machine,
+                                               "code_commit": "d" * 40, "code_tree": code_tree,
+                                               "entries": [{**ok, "name": n} for n in names]}))
+
+    write("a.json", "2026-01-01T00:00:00+00:00", here["code_tree"], [e.name for e in defaults[1:]])
+    write("b.json", "2026-01-02T00:00:00+00:00", "0" * 16, [defaults[0].name])  # other code
+    assert [e.name for e in book_.missing(defaults, folder, "test-cpu-2c", here)] == [defaults[0].name]
+    text = book_.render(folder).read_text()
+    assert f"{len(defaults) - 1} of {len(defaults)} default entries measured this code" in text
+    assert f"not yet: `{defaults[0].name}`" in text and "--missing" in text
+    write("c.json", "2026-01-03T00:00:00+00:00", here["code_tree"], [defaults[0].name])
+    assert book_.missing(defaults, folder, "test-cpu-2c", here) == []
+    assert "**Every default entry below measured this code**" in book_.render(folder).read_text()
