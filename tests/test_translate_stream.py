@@ -15,6 +15,7 @@ from lstm_train.config import validate_job
 from lstm_train.data.streams import translate as translate_stream
 from lstm_train.data.store import prepared, runner
 from lstm_train.data.streams import base
+from lstm_train.data.streams.table_read import RecordEnds
 from lstm_train.data.parallel import ParallelDataError
 from lstm_train.tasks.translate import TranslateTask
 
@@ -126,6 +127,15 @@ def test_the_entry_is_the_same_from_one_piece_or_many(tmp_path: Path, monkeypatc
         stream = task.stream_data()
         pieces = stream.pieces()
         assert len(pieces) > 10 and len({p.split for p in pieces}) >= 2
+        for path in {p.path for p in pieces}:  # cut as every stream is cut: the one cutter, on line ends
+            size = Path(path).stat().st_size
+            ends = [p.end if p.end is not None else size for p in pieces if p.path == path]
+            assert ends == [b for _, b in base.cut(0, size, RecordEnds(Path(path), quoted=False))]
+        for p in pieces:  # each piece starts on the same line of both files, the line it names
+            src = Path(p.path).read_bytes()
+            assert src.count(b"\n", 0, p.start) == p.line - 1
+            if p.target is not None:
+                assert Path(p.target).read_bytes().count(b"\n", 0, p.target_start) == p.line - 1
         assert run_digest(stream, tmp_path / name / "many", 2) == whole
         monkeypatch.undo()
 

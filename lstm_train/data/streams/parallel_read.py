@@ -1,10 +1,10 @@
 """Parallel text read in byte ranges: pieces cut on the same line of both files, their pairs checked.
 
 A line-aligned corpus is two files whose line i translate each other, so a piece must be the
-same lines of both: `aligned_cuts` reads the source file once (a block at a time, `bytes.count`
-and `find`: memchr speed) for cut points about every `size` bytes just after a newline and the
-number of lines before each, then the target file once for the byte offsets of those same
-lines; both files' line counts come out of the same reads.  Counts that differ are refused
+same lines of both: `aligned_cuts` cuts the source file as every stream cuts (`base.cut` on line
+ends), counts the lines before each cut point in one read of it (`bytes.count`: memchr speed),
+then reads the target file once for the byte offsets of those same lines; both files' line
+counts come out of the same reads.  Counts that differ are refused
 before anything is decoded (`check_counts`), naming both files, both counts and the first line
 where they part (found by reading both files in step, a line at a time: only on that error).
 
@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ..parallel import ParallelDataError, _column_index, tsv_pair
-from .base import Piece
+from .base import Piece, cut
+from .table_read import RecordEnds
 from ..textio import MAX_LINE_BYTES, decode_block, line_at
 
 BLOCK_BYTES = 4 << 20  # read and decoded at a time
@@ -49,23 +50,23 @@ class PairPiece(Piece):
         return f"{self.path} + {self.target}" if self.target is not None else self.path
 
 
-def _scan_lines(path: str, size: int | None) -> tuple[list[tuple[int, int]], int]:
-    """Cut points just after a newline about every `size` bytes (None: none) as (offset, lines
-    before it), and the file's line count (a last line without its newline counts)."""
-    cuts: list[tuple[int, int]] = []
-    lines, offset, target, last = 0, 0, size, b"\n"
+def line_cuts(path: str, size: int) -> tuple[list[tuple[int, int]], int]:
+    """Where `path` is cut into pieces, as (offset, lines before it), and its line count (a last line
+    without its newline counts).  The offsets are the streams' one cutter's (`base.cut` on line ends,
+    every piece about `size` bytes, as every other stream is cut); the line numbers come from one more
+    read of the file (`bytes.count`: memchr speed)."""
+    total = Path(path).stat().st_size
+    offsets = [b for _, b in cut(0, total, RecordEnds(Path(path), quoted=False), size)][:-1]
+    befores: list[int] = []
+    lines, offset, last = 0, 0, b"\n"
     with open(path, "rb") as f:
         while raw := f.read(1 << 20):
             end = offset + len(raw)
-            while target is not None and target < end:
-                at = raw.find(b"\n", max(target - offset, 0))
-                if at < 0:
-                    break
-                cuts.append((offset + at + 1, lines + raw.count(b"\n", 0, at + 1)))
-                target = offset + at + 1 + size  # type: ignore[operator]
+            while len(befores) < len(offsets) and offsets[len(befores)] <= end:
+                befores.append(lines + raw.count(b"\n", 0, offsets[len(befores)] - offset))
             lines += raw.count(b"\n")
             offset, last = end, raw[-1:]
-    return cuts, lines + (1 if offset and last != b"\n" else 0)
+    return list(zip(offsets, befores)), lines + (1 if offset and last != b"\n" else 0)
 
 
 def _line_offsets(path: str, wanted: list[int]) -> tuple[list[int], int]:
@@ -88,7 +89,7 @@ def _line_offsets(path: str, wanted: list[int]) -> tuple[list[int], int]:
 def aligned_cuts(source: str, target: str, size: int) -> list[tuple[int, int, int]]:
     """(line before which, source offset, target offset) of each cut of two line-aligned files,
     the files' line counts checked equal first."""
-    cuts, source_lines = _scan_lines(source, size)
+    cuts, source_lines = line_cuts(source, size)
     offsets, target_lines = _line_offsets(target, [n for _, n in cuts])
     check_counts(source, source_lines, target, target_lines)
     return [(n, a, b) for (a, n), b in zip(cuts, offsets) if a < Path(source).stat().st_size]

@@ -82,7 +82,7 @@ class TranslateStream:
                                                                         else ""))
             if src.target is None:
                 columns, start = parallel_read.tsv_header(src.source, src.source_column, src.target_column, src.header)
-                cuts, _ = parallel_read._scan_lines(src.source, base.PIECE_BYTES)
+                cuts, _ = parallel_read.line_cuts(src.source, base.PIECE_BYTES)
                 size = Path(src.source).stat().st_size
                 starts = [(1 + int(src.header), start, 0)] + [(n + 1, a, 0) for a, n in cuts if start < a < size]
                 ends = [a for _, a, _ in starts[1:]] + [None]
