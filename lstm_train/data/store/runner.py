@@ -33,6 +33,7 @@ redoes only the units without a `done.json` for the same plan.
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import json
 import os
@@ -255,12 +256,23 @@ class _PoolRunner:
         threads = max(1, cores() // workers)
         self.pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=_worker_init,
                                         initargs=(threads,))
+        self.frozen = False
 
     def __enter__(self) -> _PoolRunner:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.frozen:
+            gc.unfreeze()
+
+    def _fork(self) -> None:
+        """Before the first submit (which forks every worker): the parent's objects moved out of the
+        collector's reach (`gc.freeze`), so that a worker's collections do not walk the whole
+        inherited heap (the CLI's torch and task imports), writing to, and so copying, its pages."""
+        if not self.frozen:
+            gc.freeze()
+            self.frozen = True
 
     def __call__(self, fn: Callable[..., Any], calls: list[tuple], what: str, units: list[list[Piece]],
                  bar: Callable[[int], None] | None, combine: Callable[[Any, Any], Any] | None = None) -> Any:
@@ -268,6 +280,7 @@ class _PoolRunner:
         dropped once joined: memory holds one)."""
         if not calls:
             return []
+        self._fork()
         futures = [self.pool.submit(fn, *call) for call in calls]
         index = {future: i for i, future in enumerate(futures)}
         results: list[Any] = [None] * len(futures)

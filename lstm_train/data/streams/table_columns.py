@@ -45,6 +45,7 @@ import numpy as np
 
 from ..readers import textfiles
 from ..readers.textfiles import TEST, TRAIN, VAL
+from . import arrow_buffers
 
 SPLIT_NAMES = {TRAIN: "train", VAL: "val", TEST: "test"}
 
@@ -151,7 +152,7 @@ def csv_blocks(path: Path, start: int, end: int | None, kind: str, header: list[
         if sys.version_info < (3, 11) and b"\0" in raw:
             raise Fallback("a NUL byte (Python before 3.11 refuses it)")
         try:
-            text = pa.array([raw], pa.binary()).cast(pa.string())  # UTF-8 checked (else Python names the byte)
+            text = arrow_buffers.strings(raw)  # UTF-8 checked (else Python names the byte)
             if not pc.match_substring_regex(text, grammar)[0].as_py():
                 raise Fallback("not parsed as Python's csv reader parses it")
             table = pcsv.read_csv(pa.BufferReader(raw), read_options=read, parse_options=parse,
@@ -183,7 +184,7 @@ def intern_labels(labels: Any, intern: Callable[[list[Any]], np.ndarray]) -> np.
     stripped = [label.strip() for label in raw]
     if not all(stripped):
         raise Fallback("an empty label")
-    return intern(stripped)[labels.indices.to_numpy(zero_copy_only=False)]
+    return intern(stripped)[arrow_buffers.to_numpy(labels.indices)]
 
 
 def python_blocks(rows: Iterator[textfiles.Row], intern: Callable[[list[Any]], np.ndarray]) -> Iterator[Block]:
@@ -212,7 +213,7 @@ def fast_rows(texts: Any) -> np.ndarray:
     import pyarrow.compute as pc
 
     clean = pc.and_(pc.string_is_ascii(texts), pc.invert(pc.match_substring_regex(texts, "[\x1c-\x1f]")))
-    return clean.to_numpy(zero_copy_only=False)
+    return arrow_buffers.to_numpy(clean)
 
 
 def ascii_tokens(texts: Any, rule: str) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -229,11 +230,11 @@ def ascii_tokens(texts: Any, rule: str) -> tuple[np.ndarray, list[str], np.ndarr
     import pyarrow.compute as pc
 
     lists = pc.ascii_split_whitespace(texts)
-    per_row = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    per_row = arrow_buffers.to_numpy(pc.list_value_length(lists)).astype(np.int64)
     encoded = pc.dictionary_encode(pc.list_flatten(lists))
     del lists
     chunks = encoded.dictionary.to_pylist()
-    at = encoded.indices.to_numpy(zero_copy_only=False)  # int32: a block holds far fewer than 2**31 chunks
+    at = arrow_buffers.to_numpy(encoded.indices)  # int32: a block holds far fewer than 2**31 chunks
     del encoded
     if rule == "words":
         parts = [[c] if c.isalnum() else WORDS_ASCII.findall(c) for c in chunks]  # isalnum: one plain word
@@ -267,9 +268,9 @@ def hash_splits(texts: Any, labels: np.ndarray, names: list[Any], val: float, te
     import pyarrow.compute as pc
 
     key = int(seed or 0).to_bytes(8, "little", signed=True)
-    suffix = pa.array([f"\0{name}".encode("utf-8", "surrogatepass") for name in names], pa.large_binary())
-    data = pc.binary_join_element_wise(texts.cast(pa.large_binary()), suffix.take(pa.array(labels)),
-                                        pa.scalar(b"", pa.large_binary()))
+    suffix = arrow_buffers.binaries([f"\0{name}".encode("utf-8", "surrogatepass") for name in names])
+    data = pc.binary_join_element_wise(texts.cast(pa.large_binary()), suffix.take(arrow_buffers.integers(labels)),
+                                        arrow_buffers.empties(len(texts)))
     new = functools.partial(hashlib.blake2b, digest_size=8, key=key)
     digests = b"".join(map(operator.methodcaller("digest"), map(new, data.to_pylist())))
     return textfiles.split_of_hashes(np.frombuffer(digests, "<u8"), val, test)
@@ -384,8 +385,6 @@ def read_piece(blocks: Iterator[Block], rows: PieceRows, rule: str, slow_words: 
                split_of: Callable[[Block, list[Any]], np.ndarray]) -> PieceRows:
     """Every block's words as local ids (`ascii_tokens` for the rows it splits exactly,
     `slow_words` for the rest), its rows' splits (`split_of`) and labels, into `rows`."""
-    import pyarrow as pa
-
     for block in blocks:
         texts = block.texts
         n = len(texts)
@@ -397,7 +396,7 @@ def read_piece(blocks: Iterator[Block], rows: PieceRows, rule: str, slow_words: 
         else:
             ids, lengths = _mixed_ids(texts, fast, rule, rows, slow_words)
         empty = np.flatnonzero(lengths == 0)  # every text Python's strip empties has no word
-        if len(empty) and not all(text.strip() for text in texts.take(pa.array(empty)).to_pylist()):
+        if len(empty) and not all(text.strip() for text in texts.take(arrow_buffers.integers(empty)).to_pylist()):
             raise Fallback("an empty text (Python's error, or a blank line it skips)")
         names = list(rows.labels)
         rows.add(ids, lengths, split_of(block, names), block.labels)
@@ -413,12 +412,10 @@ def _fast_ids(texts: Any, rule: str, rows: PieceRows) -> tuple[np.ndarray, np.nd
 def _mixed_ids(texts: Any, fast: np.ndarray, rule: str, rows: PieceRows,
                slow_words: Callable[[list[str]], list[list[str]]]) -> tuple[np.ndarray, np.ndarray]:
     """Ids of a block whose rows are partly split by the Python path, in row order."""
-    import pyarrow as pa
-
     lengths = np.zeros(len(texts), np.int64)
-    fast_ids, fast_lengths = _fast_ids(texts.filter(pa.array(fast)), rule, rows) if fast.any() else \
+    fast_ids, fast_lengths = _fast_ids(texts.filter(arrow_buffers.booleans(fast)), rule, rows) if fast.any() else \
         (np.zeros(0, np.int32), np.zeros(0, np.int64))
-    slow = slow_words(texts.filter(pa.array(~fast)).to_pylist())
+    slow = slow_words(texts.filter(arrow_buffers.booleans(~fast)).to_pylist())
     slow_lengths = np.fromiter(map(len, slow), np.int64, count=len(slow))
     slow_ids = rows.intern_words([w for s in slow for w in s])
     lengths[fast], lengths[~fast] = fast_lengths, slow_lengths
