@@ -88,8 +88,9 @@ class TextStream:
     # ------------------------------------------------------------------ rows
 
     def _header(self, path: Path, kind: str) -> list[str]:
-        """The CSV/TSV header (the file's first record), read again by every piece."""
-        lines = range_lines(path, 0, None, self.d["encoding"])
+        """The CSV/TSV header (the file's first record), read again by every piece: 64 KiB decoded at
+        a time (a header is a line or a few), not a whole block."""
+        lines = range_lines(path, 0, None, self.d["encoding"], 1 << 16)
         reader = csv.reader(lines, delimiter="\t" if kind == "tsv" else ",", strict=True)
         return next(reader, None) or []
 
