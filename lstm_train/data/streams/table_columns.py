@@ -283,6 +283,14 @@ def hash_splits(texts: Any, labels: np.ndarray, names: list[Any], val: float, te
     return textfiles.split_of_hashes(np.frombuffer(digests, "<u8"), val, test)
 
 
+def _intern(table: dict[Any, int], items: list[Any]) -> np.ndarray:
+    """Indices of `items` in `table`, the new ones appended in order of first appearance: the new
+    items found by C passes (`dict.fromkeys`), so Python runs per new item, not per item."""
+    new = [item for item in dict.fromkeys(items) if item not in table]
+    table.update(zip(new, range(len(table), len(table) + len(new))))
+    return np.fromiter(map(table.__getitem__, items), np.int32, count=len(items))
+
+
 @dataclass
 class PieceRows:
     """A piece's rows as scan split them: local words (first seen first) and labels, the words'
@@ -298,12 +306,10 @@ class PieceRows:
 
     def intern_labels(self, names: list[Any]) -> np.ndarray:
         """Local indices of labels (new ones appended)."""
-        table = self.labels
-        return np.fromiter((table.setdefault(n, len(table)) for n in names), np.int32, count=len(names))
+        return _intern(self.labels, names)
 
     def intern_words(self, words: list[str]) -> np.ndarray:
-        table = self.words
-        return np.fromiter((table.setdefault(w, len(table)) for w in words), np.int32, count=len(words))
+        return _intern(self.words, words)
 
     def add(self, ids: np.ndarray, lengths: np.ndarray, splits: np.ndarray, labels: np.ndarray) -> None:
         self.ids.append(ids.astype(np.int32, copy=False))
