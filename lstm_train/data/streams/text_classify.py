@@ -44,6 +44,7 @@ from ..readers.textfiles import TextDataError
 from ..vocab import Vocab, normalize_counts
 from ...messages import note
 
+_LAST_VOCAB: list[Vocab] = []  # the plan's vocabulary last made or parsed in this process (not pickled with a stream)
 COLUMNS = True  # the Arrow column path (table_columns.py) wherever it is exact; False: the Python path only
 CHUNK_ROWS = 8192  # rows tokenized and written at a time
 FIELDS = ("source", "path", "train_path", "val_path", "test_path", "text_column", "label_column", "format",
@@ -157,7 +158,7 @@ class TextStream:
         """word -> id of the plan's vocabulary, the separator -> -1 (built once per piece's plan)."""
         key = id(plan)
         if getattr(self, "_index_key", None) != key:
-            vocab = Vocab.from_json(plan["vocab"])
+            vocab = self._plan_vocab(plan)
             self._index_cache = {**vocab.tokenizer.get_vocab(), SEP: -1}
             self._index_key = key
         return self._index_cache
@@ -277,6 +278,7 @@ class TextStream:
             labels.update(s["labels"])
         self._check_rows(scans)
         vocab = Vocab.from_counts(dict(words), bool(self.d["lowercase"]), self.d["min_freq"] or 1, self.d["max_vocab"])
+        _LAST_VOCAB[:] = [vocab]  # info (in this process) takes it back instead of parsing the plan's JSON again
         if self.d["source"] == "files":
             classes = textfiles.label_classes(list(labels))
         else:
@@ -333,7 +335,7 @@ class TextStream:
         classes = [index.get(label) for label in rows.labels]
         if None in classes:
             raise table_columns.Fallback("a label the training rows lack")
-        vocab = Vocab.from_json(plan["vocab"])
+        vocab = self._plan_vocab(plan)
         table = table_columns.id_table(list(rows.words), vocab.tokenizer.get_vocab(), vocab, bool(self.d["lowercase"]))
         values = table[rows.ids[0]]
         lengths = rows.lengths[0].astype(np.int64)
@@ -356,7 +358,7 @@ class TextStream:
 
     def _encode_rows(self, piece: Piece, plan: dict[str, Any], out: EntryWriter) -> dict[str, Any]:
         """encode by the Python path, a chunk at a time."""
-        vocab = Vocab.from_json(plan["vocab"])
+        vocab = self._plan_vocab(plan)
         index = {c: i for i, c in enumerate(plan["classes"])}
         splits = self._splits() if piece.split is None else [piece.split]
         columns = {s: (out.ragged(s, 0), out.dense(s, 1, "int64")) for s in splits}
@@ -405,8 +407,16 @@ class TextStream:
     def _train_path(self) -> str:
         return str(self._sources()[0][1])
 
+    @staticmethod
+    def _plan_vocab(plan: dict[str, Any]) -> Vocab:
+        """The plan's vocabulary, parsed once per process (a worker encodes many pieces with one plan;
+        `plan` leaves the one it made for `info`)."""
+        if not (_LAST_VOCAB and _LAST_VOCAB[0].to_json() == plan["vocab"]):
+            _LAST_VOCAB[:] = [Vocab.from_json(plan["vocab"])]
+        return _LAST_VOCAB[0]
+
     def info(self, plan: dict[str, Any], counts: list[dict[str, Any]]) -> dict[str, Any]:
-        vocab = Vocab.from_json(plan["vocab"])
+        vocab = self._plan_vocab(plan)
         total: dict[str, Counter[str]] = {}
         for c in counts:
             for split, n in c.items():
