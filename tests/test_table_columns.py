@@ -335,3 +335,24 @@ def test_arrow_buffers_read_and_build_arrays_as_pyarrow_does():
     assert arrow_buffers.strings("caf\u00e9\n".encode()).to_pylist() == ["caf\u00e9\n"]
     with pytest.raises(pa.ArrowInvalid):
         arrow_buffers.strings(b"ok \xff")
+
+
+def test_normalize_counts_lowercases_as_the_trainers_normalizer():
+    """normalize_counts lower-cases ASCII words in Python: the same words and counts as tokenizers'
+    Lowercase on every word (ASCII, non-ASCII whose case maps differ, newline-joined phrases)."""
+    from tokenizers import normalizers
+
+    from lstm_train.data.vocab import normalize_counts
+
+    words = ["The", "THE", "the", "I.B.M.", "x\x1cY", "A\nB", "\nC\n", "", "\u0130stanbul", "STRASSE", "\u00c9t\u00c9",
+             "\u1e9e", "ABC\n\u0130", "\t"] + [chr(c) for c in range(128)]
+    counts = {w: i + 1 for i, w in enumerate(words)}
+    lower = normalizers.Lowercase()
+    want: dict[str, int] = {}
+    for word, n in counts.items():
+        for part in lower.normalize_str(word).split("\n"):
+            if part:
+                want[part] = want.get(part, 0) + n
+    assert normalize_counts(counts, True) == want
+    assert normalize_counts(counts, False) == {p: sum(n for w, n in counts.items() if p in w.split("\n"))
+                                               for w in counts for p in w.split("\n") if p}
