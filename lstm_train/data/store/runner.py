@@ -200,8 +200,7 @@ def _passes(stream: Stream, pieces: list[Piece], units: list[list[Piece]], runne
                [units[i] for i in todo], bar=bar)
         encoded.update(todo)
         dones = [_read_done(folder, plan_digest) for folder in folders]
-        problems = {i: "it has no done.json after encoding" if d is None else check_unit(folders[i], d, units[i], group)
-                    for i, d in enumerate(dones)}
+        problems = dict(enumerate(_check_units(folders, dones, units, group)))
         bad = [i for i, why in problems.items() if why]
         if not bad:
             break
@@ -214,6 +213,22 @@ def _passes(stream: Stream, pieces: list[Piece], units: list[list[Piece]], runne
     splits = merge([(folder, done["splits"]) for folder, done in zip(folders, dones)], entry_tmp)
     counts = [c for done in dones for c in done["counts"]]
     return splits, stream.info(plan, counts)
+
+
+def _check_units(folders: list[Path], dones: list[dict[str, Any] | None], units: list[list[Piece]],
+                 group: str | None) -> list[str | None]:
+    """`check_unit` of every unit (None: fine), on threads: reading and hashing the files release
+    the GIL, so the units' digests are taken on every core, not one after another."""
+    def check(i: int) -> str | None:
+        done = dones[i]
+        return "it has no done.json after encoding" if done is None else check_unit(folders[i], done, units[i], group)
+
+    if len(folders) <= 1:
+        return [check(i) for i in range(len(folders))]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(len(folders), cores())) as pool:
+        return list(pool.map(check, range(len(folders))))
 
 
 def _inline(stream: Stream, pieces: list[Piece], entry_tmp: Path, bar: Callable[[int], None]

@@ -344,9 +344,11 @@ class TextStream:
         code = {name: k for k, name in SPLIT_NAMES.items()}
         limit, counts = self.d["max_length"], {s: {"rows": 0, "cut": 0, "longest": 0} for s in splits}
         parts = []
+        token_splits = np.repeat(rows.splits[0], lengths)  # each token's split: one pass, not one per split
         for split in splits:
             mask = rows.splits[0] == code[split]
-            kept, kept_lengths = table_columns.cut(values[np.repeat(mask, lengths)], lengths[mask], limit, counts[split])
+            kept, kept_lengths = table_columns.cut(values[token_splits == code[split]], lengths[mask], limit,
+                                                   counts[split])
             parts.append((split, kept, kept_lengths, labels[mask]))
             counts[split]["rows"] = int(mask.sum())
         for split, kept, kept_lengths, kept_labels in parts:
