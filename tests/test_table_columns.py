@@ -288,3 +288,71 @@ def test_hash_splits_equal_content_split():
         for kind in (pa.string(), pa.large_string()):
             got = table_columns.hash_splits(pa.array(texts, kind), index, names, val, test, seed)
             assert got.tolist() == want.tolist()
+
+
+PANDAS_FREE = """
+import json, sys
+from types import SimpleNamespace
+from pathlib import Path
+from lstm_train.data.streams import text_classify
+from lstm_train.data.store.runner import Options, run
+data = SimpleNamespace(source="files", path=sys.argv[1], text_column="text", label_column="label", format="auto",
+                       encoding="utf-8", val_fraction=0.1, test_fraction=0.1, split_seed=0, tokenizer="words",
+                       lowercase=True, min_freq=1, max_vocab=None, max_length=None, root=".", phrases=False,
+                       train_labels=None)
+stream = text_classify.TextStream(data)
+readers = [stream._column_rows(p).reader for p in stream.pieces()]
+run(stream, Path(sys.argv[2]) / "entry", Path(sys.argv[2]) / "work", Options(workers=1))
+print(json.dumps({"readers": readers, "pandas": "pandas" in sys.modules}))
+"""
+
+
+def test_the_column_path_never_imports_pandas(tmp_path):
+    """pyarrow imports pandas (where installed) on its first `pa.array` / `to_numpy`: the column path builds
+    and reads its arrays through their buffers (arrow_buffers.py), so a preparing worker pays neither the
+    import nor pandas' memory.  Rows split by Arrow and by Python (non-ASCII, U+001C) both run here."""
+    import subprocess
+    import sys
+
+    path = write(tmp_path / "d.csv", "text,label\n" + "\n".join(fixture_rows(300)) + "\n")
+    out = subprocess.run([sys.executable, "-c", PANDAS_FREE, str(path), str(tmp_path)], capture_output=True,
+                         text=True, check=True)
+    assert json.loads(out.stdout.splitlines()[-1]) == {"readers": ["arrow"], "pandas": False}
+
+
+def test_arrow_buffers_read_and_build_arrays_as_pyarrow_does():
+    from lstm_train.data.streams import arrow_buffers
+
+    ints = pa.array(np.arange(10, dtype=np.int32)).slice(3, 5)
+    flags = pa.array([True, False, True, True, False, False, True, False, True, True]).slice(5, 4)
+    assert arrow_buffers.to_numpy(ints).tolist() == ints.to_pylist()
+    assert arrow_buffers.to_numpy(flags).tolist() == flags.to_pylist()
+    assert arrow_buffers.to_numpy(pa.chunked_array([ints, ints])).tolist() == ints.to_pylist() * 2
+    assert arrow_buffers.booleans(np.array([1, 0, 1], bool)).to_pylist() == [True, False, True]
+    assert arrow_buffers.integers(np.array([4, 0])).to_pylist() == [4, 0]
+    assert arrow_buffers.binaries([b"a", b"", b"\0bc"]).to_pylist() == [b"a", b"", b"\0bc"]
+    assert arrow_buffers.empties(2).to_pylist() == [b"", b""]
+    assert arrow_buffers.strings("caf\u00e9\n".encode()).to_pylist() == ["caf\u00e9\n"]
+    with pytest.raises(pa.ArrowInvalid):
+        arrow_buffers.strings(b"ok \xff")
+
+
+def test_normalize_counts_lowercases_as_the_trainers_normalizer():
+    """normalize_counts lower-cases ASCII words in Python: the same words and counts as tokenizers'
+    Lowercase on every word (ASCII, non-ASCII whose case maps differ, newline-joined phrases)."""
+    from tokenizers import normalizers
+
+    from lstm_train.data.vocab import normalize_counts
+
+    words = ["The", "THE", "the", "I.B.M.", "x\x1cY", "A\nB", "\nC\n", "", "\u0130stanbul", "STRASSE", "\u00c9t\u00c9",
+             "\u1e9e", "ABC\n\u0130", "\t"] + [chr(c) for c in range(128)]
+    counts = {w: i + 1 for i, w in enumerate(words)}
+    lower = normalizers.Lowercase()
+    want: dict[str, int] = {}
+    for word, n in counts.items():
+        for part in lower.normalize_str(word).split("\n"):
+            if part:
+                want[part] = want.get(part, 0) + n
+    assert normalize_counts(counts, True) == want
+    assert normalize_counts(counts, False) == {p: sum(n for w, n in counts.items() if p in w.split("\n"))
+                                               for w in counts for p in w.split("\n") if p}

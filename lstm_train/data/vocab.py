@@ -43,7 +43,13 @@ def normalize_counts(counts: dict[str, int], lowercase: bool) -> dict[str, int]:
     lower = normalizers.Lowercase() if lowercase else None
     out: dict[str, int] = {}
     for word, n in counts.items():
-        for part in (lower.normalize_str(word) if lower else word).split(_SEP):
+        if lower is not None:  # on ASCII, Python's lower() is Rust's: one Rust call per other word only
+            word = word.lower() if word.isascii() else lower.normalize_str(word)
+        if _SEP not in word:
+            if word:
+                out[word] = out.get(word, 0) + n
+            continue
+        for part in word.split(_SEP):
             if part:
                 out[part] = out.get(part, 0) + n
     return out

@@ -33,6 +33,7 @@ redoes only the units without a `done.json` for the same plan.
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import json
 import os
@@ -199,8 +200,7 @@ def _passes(stream: Stream, pieces: list[Piece], units: list[list[Piece]], runne
                [units[i] for i in todo], bar=bar)
         encoded.update(todo)
         dones = [_read_done(folder, plan_digest) for folder in folders]
-        problems = {i: "it has no done.json after encoding" if d is None else check_unit(folders[i], d, units[i], group)
-                    for i, d in enumerate(dones)}
+        problems = dict(enumerate(_check_units(folders, dones, units, group)))
         bad = [i for i, why in problems.items() if why]
         if not bad:
             break
@@ -213,6 +213,22 @@ def _passes(stream: Stream, pieces: list[Piece], units: list[list[Piece]], runne
     splits = merge([(folder, done["splits"]) for folder, done in zip(folders, dones)], entry_tmp)
     counts = [c for done in dones for c in done["counts"]]
     return splits, stream.info(plan, counts)
+
+
+def _check_units(folders: list[Path], dones: list[dict[str, Any] | None], units: list[list[Piece]],
+                 group: str | None) -> list[str | None]:
+    """`check_unit` of every unit (None: fine), on threads: reading and hashing the files release
+    the GIL, so the units' digests are taken on every core, not one after another."""
+    def check(i: int) -> str | None:
+        done = dones[i]
+        return "it has no done.json after encoding" if done is None else check_unit(folders[i], done, units[i], group)
+
+    if len(folders) <= 1:
+        return [check(i) for i in range(len(folders))]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(len(folders), cores())) as pool:
+        return list(pool.map(check, range(len(folders))))
 
 
 def _inline(stream: Stream, pieces: list[Piece], entry_tmp: Path, bar: Callable[[int], None]
@@ -255,12 +271,23 @@ class _PoolRunner:
         threads = max(1, cores() // workers)
         self.pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=_worker_init,
                                         initargs=(threads,))
+        self.frozen = False
 
     def __enter__(self) -> _PoolRunner:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.frozen:
+            gc.unfreeze()
+
+    def _fork(self) -> None:
+        """Before the first submit (which forks every worker): the parent's objects moved out of the
+        collector's reach (`gc.freeze`), so that a worker's collections do not walk the whole
+        inherited heap (the CLI's torch and task imports), writing to, and so copying, its pages."""
+        if not self.frozen:
+            gc.freeze()
+            self.frozen = True
 
     def __call__(self, fn: Callable[..., Any], calls: list[tuple], what: str, units: list[list[Piece]],
                  bar: Callable[[int], None] | None, combine: Callable[[Any, Any], Any] | None = None) -> Any:
@@ -268,6 +295,7 @@ class _PoolRunner:
         dropped once joined: memory holds one)."""
         if not calls:
             return []
+        self._fork()
         futures = [self.pool.submit(fn, *call) for call in calls]
         index = {future: i for i, future in enumerate(futures)}
         results: list[Any] = [None] * len(futures)

@@ -45,6 +45,7 @@ import numpy as np
 
 from ..readers import textfiles
 from ..readers.textfiles import TEST, TRAIN, VAL
+from . import arrow_buffers
 
 SPLIT_NAMES = {TRAIN: "train", VAL: "val", TEST: "test"}
 
@@ -126,6 +127,7 @@ class Block:
     texts: Any  # pyarrow StringArray / LargeStringArray
     labels: np.ndarray  # int32 per row, into PieceRows.labels
     python: tuple[list[str], list[Any]] | None = None  # the Python reader's texts and labels, where it read them
+    plain: bool = False  # every text ASCII without U+001C-U+001F (known from the raw block): `fast_rows` all true
 
 
 def csv_blocks(path: Path, start: int, end: int | None, kind: str, header: list[str], text_at: int,
@@ -151,7 +153,7 @@ def csv_blocks(path: Path, start: int, end: int | None, kind: str, header: list[
         if sys.version_info < (3, 11) and b"\0" in raw:
             raise Fallback("a NUL byte (Python before 3.11 refuses it)")
         try:
-            text = pa.array([raw], pa.binary()).cast(pa.string())  # UTF-8 checked (else Python names the byte)
+            text = arrow_buffers.strings(raw)  # UTF-8 checked (else Python names the byte)
             if not pc.match_substring_regex(text, grammar)[0].as_py():
                 raise Fallback("not parsed as Python's csv reader parses it")
             table = pcsv.read_csv(pa.BufferReader(raw), read_options=read, parse_options=parse,
@@ -173,7 +175,7 @@ def csv_blocks(path: Path, start: int, end: int | None, kind: str, header: list[
                 raise Fallback("a field over csv.field_size_limit()")
         texts = table.column(text_at).combine_chunks()
         labels = pc.dictionary_encode(table.column(label_at).combine_chunks())
-        yield Block(texts, intern_labels(labels, intern))
+        yield Block(texts, intern_labels(labels, intern), plain=plain(raw))
 
 
 def intern_labels(labels: Any, intern: Callable[[list[Any]], np.ndarray]) -> np.ndarray:
@@ -183,7 +185,7 @@ def intern_labels(labels: Any, intern: Callable[[list[Any]], np.ndarray]) -> np.
     stripped = [label.strip() for label in raw]
     if not all(stripped):
         raise Fallback("an empty label")
-    return intern(stripped)[labels.indices.to_numpy(zero_copy_only=False)]
+    return intern(stripped)[arrow_buffers.to_numpy(labels.indices)]
 
 
 def python_blocks(rows: Iterator[textfiles.Row], intern: Callable[[list[Any]], np.ndarray]) -> Iterator[Block]:
@@ -206,13 +208,19 @@ def python_blocks(rows: Iterator[textfiles.Row], intern: Callable[[list[Any]], n
                     (texts, labels))
 
 
+def plain(raw: bytes) -> bool:
+    """Whether a raw block is ASCII without U+001C-U+001F: then so is every text read from it, and
+    `fast_rows` needs no per-row pass (bytes.isascii and `in`: memchr speed)."""
+    return raw.isascii() and not any(c in raw for c in (b"\x1c", b"\x1d", b"\x1e", b"\x1f"))
+
+
 def fast_rows(texts: Any) -> np.ndarray:
     """Rows `ascii_tokens` splits exactly: ASCII, without U+001C-U+001F (Python's `strip` drops them,
     Oniguruma calls them punctuation; the Python path replaces them)."""
     import pyarrow.compute as pc
 
     clean = pc.and_(pc.string_is_ascii(texts), pc.invert(pc.match_substring_regex(texts, "[\x1c-\x1f]")))
-    return clean.to_numpy(zero_copy_only=False)
+    return arrow_buffers.to_numpy(clean)
 
 
 def ascii_tokens(texts: Any, rule: str) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -229,11 +237,11 @@ def ascii_tokens(texts: Any, rule: str) -> tuple[np.ndarray, list[str], np.ndarr
     import pyarrow.compute as pc
 
     lists = pc.ascii_split_whitespace(texts)
-    per_row = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    per_row = arrow_buffers.to_numpy(pc.list_value_length(lists)).astype(np.int64)
     encoded = pc.dictionary_encode(pc.list_flatten(lists))
     del lists
     chunks = encoded.dictionary.to_pylist()
-    at = encoded.indices.to_numpy(zero_copy_only=False)  # int32: a block holds far fewer than 2**31 chunks
+    at = arrow_buffers.to_numpy(encoded.indices)  # int32: a block holds far fewer than 2**31 chunks
     del encoded
     if rule == "words":
         parts = [[c] if c.isalnum() else WORDS_ASCII.findall(c) for c in chunks]  # isalnum: one plain word
@@ -267,12 +275,20 @@ def hash_splits(texts: Any, labels: np.ndarray, names: list[Any], val: float, te
     import pyarrow.compute as pc
 
     key = int(seed or 0).to_bytes(8, "little", signed=True)
-    suffix = pa.array([f"\0{name}".encode("utf-8", "surrogatepass") for name in names], pa.large_binary())
-    data = pc.binary_join_element_wise(texts.cast(pa.large_binary()), suffix.take(pa.array(labels)),
-                                        pa.scalar(b"", pa.large_binary()))
+    suffix = arrow_buffers.binaries([f"\0{name}".encode("utf-8", "surrogatepass") for name in names])
+    data = pc.binary_join_element_wise(texts.cast(pa.large_binary()), suffix.take(arrow_buffers.integers(labels)),
+                                        arrow_buffers.empties(len(texts)))
     new = functools.partial(hashlib.blake2b, digest_size=8, key=key)
     digests = b"".join(map(operator.methodcaller("digest"), map(new, data.to_pylist())))
     return textfiles.split_of_hashes(np.frombuffer(digests, "<u8"), val, test)
+
+
+def _intern(table: dict[Any, int], items: list[Any]) -> np.ndarray:
+    """Indices of `items` in `table`, the new ones appended in order of first appearance: the new
+    items found by C passes (`dict.fromkeys`), so Python runs per new item, not per item."""
+    new = [item for item in dict.fromkeys(items) if item not in table]
+    table.update(zip(new, range(len(table), len(table) + len(new))))
+    return np.fromiter(map(table.__getitem__, items), np.int32, count=len(items))
 
 
 @dataclass
@@ -290,12 +306,10 @@ class PieceRows:
 
     def intern_labels(self, names: list[Any]) -> np.ndarray:
         """Local indices of labels (new ones appended)."""
-        table = self.labels
-        return np.fromiter((table.setdefault(n, len(table)) for n in names), np.int32, count=len(names))
+        return _intern(self.labels, names)
 
     def intern_words(self, words: list[str]) -> np.ndarray:
-        table = self.words
-        return np.fromiter((table.setdefault(w, len(table)) for w in words), np.int32, count=len(words))
+        return _intern(self.words, words)
 
     def add(self, ids: np.ndarray, lengths: np.ndarray, splits: np.ndarray, labels: np.ndarray) -> None:
         self.ids.append(ids.astype(np.int32, copy=False))
@@ -384,20 +398,18 @@ def read_piece(blocks: Iterator[Block], rows: PieceRows, rule: str, slow_words: 
                split_of: Callable[[Block, list[Any]], np.ndarray]) -> PieceRows:
     """Every block's words as local ids (`ascii_tokens` for the rows it splits exactly,
     `slow_words` for the rest), its rows' splits (`split_of`) and labels, into `rows`."""
-    import pyarrow as pa
-
     for block in blocks:
         texts = block.texts
         n = len(texts)
         if n == 0:
             continue
-        fast = fast_rows(texts)
+        fast = np.ones(n, bool) if block.plain else fast_rows(texts)
         if fast.all():
             ids, lengths = _fast_ids(texts, rule, rows)
         else:
             ids, lengths = _mixed_ids(texts, fast, rule, rows, slow_words)
         empty = np.flatnonzero(lengths == 0)  # every text Python's strip empties has no word
-        if len(empty) and not all(text.strip() for text in texts.take(pa.array(empty)).to_pylist()):
+        if len(empty) and not all(text.strip() for text in texts.take(arrow_buffers.integers(empty)).to_pylist()):
             raise Fallback("an empty text (Python's error, or a blank line it skips)")
         names = list(rows.labels)
         rows.add(ids, lengths, split_of(block, names), block.labels)
@@ -413,12 +425,10 @@ def _fast_ids(texts: Any, rule: str, rows: PieceRows) -> tuple[np.ndarray, np.nd
 def _mixed_ids(texts: Any, fast: np.ndarray, rule: str, rows: PieceRows,
                slow_words: Callable[[list[str]], list[list[str]]]) -> tuple[np.ndarray, np.ndarray]:
     """Ids of a block whose rows are partly split by the Python path, in row order."""
-    import pyarrow as pa
-
     lengths = np.zeros(len(texts), np.int64)
-    fast_ids, fast_lengths = _fast_ids(texts.filter(pa.array(fast)), rule, rows) if fast.any() else \
+    fast_ids, fast_lengths = _fast_ids(texts.filter(arrow_buffers.booleans(fast)), rule, rows) if fast.any() else \
         (np.zeros(0, np.int32), np.zeros(0, np.int64))
-    slow = slow_words(texts.filter(pa.array(~fast)).to_pylist())
+    slow = slow_words(texts.filter(arrow_buffers.booleans(~fast)).to_pylist())
     slow_lengths = np.fromiter(map(len, slow), np.int64, count=len(slow))
     slow_ids = rows.intern_words([w for s in slow for w in s])
     lengths[fast], lengths[~fast] = fast_lengths, slow_lengths

@@ -55,15 +55,17 @@ class RecordEnds:
         return self.offset
 
 
-def range_lines(path: Path, start: int, end: int | None, encoding: str) -> Iterator[str]:
-    """The lines of bytes [start, end) of a file, decoded a block at a time; bytes that are not
-    `encoding` raise an error naming the file, its line and the byte offset in the file."""
+def range_lines(path: Path, start: int, end: int | None, encoding: str, size: int | None = None) -> Iterator[str]:
+    """The lines of bytes [start, end) of a file, decoded `size` bytes at a time (BLOCK_BYTES; a small
+    size where only the first lines are read: a header); bytes that are not `encoding` raise an error naming
+    the file, its line and the byte offset in the file."""
     codec = textfiles._codec(encoding) if start == 0 else encoding
+    size = size or BLOCK_BYTES
     with open(path, "rb") as f:
         f.seek(start)
         offset, left, carry = start, (None if end is None else end - start), b""
         while True:
-            raw = f.read(BLOCK_BYTES if left is None else min(BLOCK_BYTES, left))
+            raw = f.read(size if left is None else min(size, left))
             if left is not None:
                 left -= len(raw)
             data = carry + raw

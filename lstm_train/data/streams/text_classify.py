@@ -44,6 +44,7 @@ from ..readers.textfiles import TextDataError
 from ..vocab import Vocab, normalize_counts
 from ...messages import note
 
+_LAST_VOCAB: list[Vocab] = []  # the plan's vocabulary last made or parsed in this process (not pickled with a stream)
 COLUMNS = True  # the Arrow column path (table_columns.py) wherever it is exact; False: the Python path only
 CHUNK_ROWS = 8192  # rows tokenized and written at a time
 FIELDS = ("source", "path", "train_path", "val_path", "test_path", "text_column", "label_column", "format",
@@ -88,8 +89,9 @@ class TextStream:
     # ------------------------------------------------------------------ rows
 
     def _header(self, path: Path, kind: str) -> list[str]:
-        """The CSV/TSV header (the file's first record), read again by every piece."""
-        lines = range_lines(path, 0, None, self.d["encoding"])
+        """The CSV/TSV header (the file's first record), read again by every piece: 64 KiB decoded at
+        a time (a header is a line or a few), not a whole block."""
+        lines = range_lines(path, 0, None, self.d["encoding"], 1 << 16)
         reader = csv.reader(lines, delimiter="\t" if kind == "tsv" else ",", strict=True)
         return next(reader, None) or []
 
@@ -156,7 +158,7 @@ class TextStream:
         """word -> id of the plan's vocabulary, the separator -> -1 (built once per piece's plan)."""
         key = id(plan)
         if getattr(self, "_index_key", None) != key:
-            vocab = Vocab.from_json(plan["vocab"])
+            vocab = self._plan_vocab(plan)
             self._index_cache = {**vocab.tokenizer.get_vocab(), SEP: -1}
             self._index_key = key
         return self._index_cache
@@ -276,6 +278,7 @@ class TextStream:
             labels.update(s["labels"])
         self._check_rows(scans)
         vocab = Vocab.from_counts(dict(words), bool(self.d["lowercase"]), self.d["min_freq"] or 1, self.d["max_vocab"])
+        _LAST_VOCAB[:] = [vocab]  # info (in this process) takes it back instead of parsing the plan's JSON again
         if self.d["source"] == "files":
             classes = textfiles.label_classes(list(labels))
         else:
@@ -332,7 +335,7 @@ class TextStream:
         classes = [index.get(label) for label in rows.labels]
         if None in classes:
             raise table_columns.Fallback("a label the training rows lack")
-        vocab = Vocab.from_json(plan["vocab"])
+        vocab = self._plan_vocab(plan)
         table = table_columns.id_table(list(rows.words), vocab.tokenizer.get_vocab(), vocab, bool(self.d["lowercase"]))
         values = table[rows.ids[0]]
         lengths = rows.lengths[0].astype(np.int64)
@@ -341,9 +344,11 @@ class TextStream:
         code = {name: k for k, name in SPLIT_NAMES.items()}
         limit, counts = self.d["max_length"], {s: {"rows": 0, "cut": 0, "longest": 0} for s in splits}
         parts = []
+        token_splits = np.repeat(rows.splits[0], lengths)  # each token's split: one pass, not one per split
         for split in splits:
             mask = rows.splits[0] == code[split]
-            kept, kept_lengths = table_columns.cut(values[np.repeat(mask, lengths)], lengths[mask], limit, counts[split])
+            kept, kept_lengths = table_columns.cut(values[token_splits == code[split]], lengths[mask], limit,
+                                                   counts[split])
             parts.append((split, kept, kept_lengths, labels[mask]))
             counts[split]["rows"] = int(mask.sum())
         for split, kept, kept_lengths, kept_labels in parts:
@@ -355,7 +360,7 @@ class TextStream:
 
     def _encode_rows(self, piece: Piece, plan: dict[str, Any], out: EntryWriter) -> dict[str, Any]:
         """encode by the Python path, a chunk at a time."""
-        vocab = Vocab.from_json(plan["vocab"])
+        vocab = self._plan_vocab(plan)
         index = {c: i for i, c in enumerate(plan["classes"])}
         splits = self._splits() if piece.split is None else [piece.split]
         columns = {s: (out.ragged(s, 0), out.dense(s, 1, "int64")) for s in splits}
@@ -404,8 +409,16 @@ class TextStream:
     def _train_path(self) -> str:
         return str(self._sources()[0][1])
 
+    @staticmethod
+    def _plan_vocab(plan: dict[str, Any]) -> Vocab:
+        """The plan's vocabulary, parsed once per process (a worker encodes many pieces with one plan;
+        `plan` leaves the one it made for `info`)."""
+        if not (_LAST_VOCAB and _LAST_VOCAB[0].to_json() == plan["vocab"]):
+            _LAST_VOCAB[:] = [Vocab.from_json(plan["vocab"])]
+        return _LAST_VOCAB[0]
+
     def info(self, plan: dict[str, Any], counts: list[dict[str, Any]]) -> dict[str, Any]:
-        vocab = Vocab.from_json(plan["vocab"])
+        vocab = self._plan_vocab(plan)
         total: dict[str, Counter[str]] = {}
         for c in counts:
             for split, n in c.items():
