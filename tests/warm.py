@@ -36,10 +36,12 @@ BASE_PATH: list[str] = []  # the interpreter's own sys.path (set by `serve`)
 # What a child would otherwise import on its first run, measured (suite5): torch._dynamo is imported by
 # the first optimizer any run builds (torch.optim's `_disable_dynamo` wrapper; it pulls in sympy and
 # triton), matplotlib and pandas by the forecast plots, confusion matrices and bench PNGs, torchvision by
-# the tutorial loader: 1.4-2.7 CPU-s in every forked `run` before, 0.1-0.7 s with them here (a 3-step
-# MNIST run: 2.5 -> 0.08 CPU-s).  None of them starts a thread (asserted below).
+# the tutorial loader, seqeval (scikit-learn and scipy: 1.1 CPU-s) by the tagger, sacrebleu by the
+# translator: 1.4-2.7 CPU-s in every forked `run` before, 0.1-0.7 s with them here (a 3-step MNIST run:
+# 2.5 -> 0.08 CPU-s).  None of them starts a thread (asserted below).
 PRELOAD = ("torch", "numpy", "accelerate", "lstm_train.cli", "lstm_train.train", "lstm_train.tasks.registry",
-           "lstm_train.data.store.prepared", "torch._dynamo", "matplotlib.pyplot", "pandas", "torchvision")
+           "lstm_train.data.store.prepared", "torch._dynamo", "matplotlib.pyplot", "pandas", "torchvision",
+           "seqeval.metrics", "sacrebleu", "tokenizers", "sentencepiece", "conllu")
 
 
 # ---------------------------------------------------------------------------
