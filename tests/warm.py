@@ -39,7 +39,7 @@ BASE_PATH: list[str] = []  # the interpreter's own sys.path (set by `serve`)
 # loader, sacrebleu by the translator: 1.4-2.7 CPU-s in every forked `run` before, 0.1-0.7 s with them
 # here (a 3-step MNIST run: 2.5 -> 0.08 CPU-s).  Only modules that start no thread, not even a native
 # one (`serve` asserts it): pandas (pyarrow's pool) and seqeval (scikit-learn, scipy's OpenBLAS) each
-# start one, and a child forked after that ran the language-model test for 500 s instead of 40.
+# start one, and a pool's thread does not survive the fork (the child would hold a dead pool).
 PRELOAD = ("torch", "numpy", "accelerate", "lstm_train.cli", "lstm_train.train", "lstm_train.tasks.registry",
            "lstm_train.data.store.prepared", "torch._dynamo", "matplotlib.pyplot", "torchvision", "sacrebleu",
            "tokenizers", "sentencepiece", "conllu")
