@@ -42,8 +42,11 @@ def workdir(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 
 def cli(work: Path, env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lstm_train", *args], capture_output=True, text=True, env=env,
-                          cwd=work, timeout=timeout)
+    """`python -m lstm_train ARGS` in `work` with exactly `env`, forked from the tests' warm server
+    (tests/warm.py: none of these calls is about the process; ~3 CPU-s of imports saved each)."""
+    from .warm import SERVER
+
+    return SERVER.run(list(args), dict(env), work, timeout)
 
 
 def in_process(work: Path, *args: str) -> str:

@@ -33,8 +33,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_PATH: list[str] = []  # the interpreter's own sys.path (set by `serve`)
+# What a child would otherwise import on its first run, measured (suite5): torch._dynamo is imported by
+# the first optimizer any run builds (torch.optim's `_disable_dynamo` wrapper; it pulls in sympy and
+# triton), matplotlib by the plots, confusion matrices and bench PNGs, torchvision by the tutorial
+# loader, sacrebleu by the translator: 1.4-2.7 CPU-s in every forked `run` before, 0.1-0.7 s with them
+# here (a 3-step MNIST run: 2.5 -> 0.08 CPU-s).  Only modules that start no thread, not even a native
+# one (`serve` asserts it): pandas (pyarrow's pool) and seqeval (scikit-learn, scipy's OpenBLAS) each
+# start one, and a pool's thread does not survive the fork (the child would hold a dead pool).
 PRELOAD = ("torch", "numpy", "accelerate", "lstm_train.cli", "lstm_train.train", "lstm_train.tasks.registry",
-           "lstm_train.data.store.prepared")
+           "lstm_train.data.store.prepared", "torch._dynamo", "matplotlib.pyplot", "torchvision", "sacrebleu",
+           "tokenizers", "sentencepiece", "conllu")
+FIRST_EXTRA = PRELOAD.index("torch._dynamo")  # the ones added for the first run (above)
 
 
 # ---------------------------------------------------------------------------
@@ -51,8 +60,12 @@ def serve() -> None:
     os.dup2(null, 1)
     import importlib
 
-    for name in PRELOAD:
+    for name in PRELOAD[:FIRST_EXTRA]:
         importlib.import_module(name)
+    native = len(os.listdir("/proc/self/task"))  # torch's own, as before the extras
+    for name in PRELOAD[FIRST_EXTRA:]:
+        importlib.import_module(name)
+    assert len(os.listdir("/proc/self/task")) == native, "a preloaded module started a native thread"
     # The interpreter's own path, less what this server's start added (`-c`'s '' and the
     # PYTHONPATH that found tests.warm): each child puts its own in front, as its start would.
     own = {os.path.abspath(p) if p else os.getcwd() for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)}

@@ -62,12 +62,14 @@ class ClassifyTask(Task):
         return Splits(train=train, test=test, val=val, info=info)
 
     def torch_dataset(self, train: bool) -> torch.utils.data.Dataset | None:
-        """torchvision's Dataset with ToTensor, for `data.loader: torchvision`."""
-        import torchvision
-
+        """torchvision's Dataset with ToTensor, for `data.loader: torchvision`.  torchvision is
+        imported only then: its import pulls in torch._dynamo, triton and sympy (~2.3 CPU-s, every
+        rank of every run) and the default loader never uses it."""
         data = self.job.data
         if data.loader != "torchvision":
             return None
+        import torchvision
+
         cls = getattr(torchvision.datasets, mnist.FOLDERS[data.dataset])
         return cls(data.root, train=train, download=False, transform=torchvision.transforms.ToTensor())
 
