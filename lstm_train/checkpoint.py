@@ -45,6 +45,7 @@ from typing import Any
 
 from typing import TYPE_CHECKING
 
+from .files.atomic import fsync_path
 from .files.validation import RunDirError, read_run_bytes
 from .runfiles import VOLATILE_SECTIONS, writing
 
@@ -258,14 +259,14 @@ def write_directory(path: Path, files: dict[str, bytes]) -> None:
                     f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
-            _fsync_directory(tmp)
+            fsync_path(tmp, os.O_DIRECTORY)
             aside = None
             if path.is_dir() and not path.is_symlink():
                 aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old.tmp", dir=folder))
                 os.rename(path, aside / path.name)
             os.rename(tmp, path)
             tmp = None
-            _fsync_directory(folder)  # make the rename itself durable
+            fsync_path(folder, os.O_DIRECTORY)  # make the rename itself durable
             if aside is not None:
                 shutil.rmtree(aside, ignore_errors=True)
         finally:
@@ -277,14 +278,6 @@ def write_directory(path: Path, files: dict[str, bytes]) -> None:
 
 
 _STALE = re.compile(r"^\.(step-\d+|best|model-artifact)\.[^/]*\.tmp$")  # write_directory's temporary names
-
-
-def _fsync_directory(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def weights_bytes(model: dict[str, torch.Tensor]) -> bytes:

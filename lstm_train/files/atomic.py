@@ -34,6 +34,16 @@ FILE_MODE = 0o640
 DIR_MODE = 0o750
 
 
+def fsync_path(path: Path, flags: int = 0) -> None:
+    """fsync a file or a folder by its path (`flags`: `os.O_DIRECTORY` for a folder, whose fsync
+    makes a rename into it durable; `os.O_NOFOLLOW` to refuse a link)."""
+    fd = os.open(path, os.O_RDONLY | flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _umask() -> int:
     mask = os.umask(0o077)
     os.umask(mask)

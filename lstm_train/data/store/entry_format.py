@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from ...files.atomic import fsync_path
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _HEADER = 128  # magic + version + length + dict, padded as numpy pads it (ARRAY_ALIGN 64)
@@ -249,11 +251,7 @@ def sync_files(paths: list[Path]) -> None:
     """fsync every file, concurrently: ext4 (and other journalled filesystems) commit the
     concurrent syncs together, where one after another each waits for its own journal commit."""
     def sync(path: Path) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(path, os.O_NOFOLLOW)
 
     if len(paths) <= 1:
         list(map(sync, paths))
