@@ -247,19 +247,21 @@ def merge(parts: list[tuple[Path, dict[str, Any]]], out: Path) -> dict[str, Any]
     return splits
 
 
+def on_threads(fn: Callable[[Any], Any], items: list[Any], most: int) -> list[Any]:
+    """`fn` of every item, in order, on up to `most` threads (I/O and hashing release the GIL);
+    one item or none runs here, without a pool."""
+    if len(items) <= 1:
+        return list(map(fn, items))
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(len(items), most)) as pool:
+        return list(pool.map(fn, items))
+
+
 def sync_files(paths: list[Path]) -> None:
     """fsync every file, concurrently: ext4 (and other journalled filesystems) commit the
     concurrent syncs together, where one after another each waits for its own journal commit."""
-    def sync(path: Path) -> None:
-        fsync_path(path, os.O_NOFOLLOW)
-
-    if len(paths) <= 1:
-        list(map(sync, paths))
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(min(len(paths), 16)) as pool:
-        list(pool.map(sync, paths))
+    on_threads(lambda path: fsync_path(path, os.O_NOFOLLOW), paths, 16)
 
 
 def _merge_splits(parts: list[tuple[Path, dict[str, Any]]], out: Path) -> dict[str, Any]:

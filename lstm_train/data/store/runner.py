@@ -51,7 +51,7 @@ from typing import Any
 from ...files.atomic import write_atomic
 from ...messages import note
 from . import trust
-from .entry_format import DamagedEntry, EntryWriter, array_specs, check_header, file_digest, merge
+from .entry_format import DamagedEntry, EntryWriter, array_specs, check_header, file_digest, merge, on_threads
 from ..streams.base import Piece, Stream, combine
 
 
@@ -223,12 +223,7 @@ def _check_units(folders: list[Path], dones: list[dict[str, Any] | None], units:
         done = dones[i]
         return "it has no done.json after encoding" if done is None else check_unit(folders[i], done, units[i], group)
 
-    if len(folders) <= 1:
-        return [check(i) for i in range(len(folders))]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(min(len(folders), cores())) as pool:
-        return list(pool.map(check, range(len(folders))))
+    return on_threads(check, list(range(len(folders))), cores())
 
 
 def _inline(stream: Stream, pieces: list[Piece], entry_tmp: Path, bar: Callable[[int], None]
