@@ -26,9 +26,11 @@ goes on until it ends (its logs are in the work folder).  A failed entry is reco
 a SLURM cluster) is recorded as skipped with the reason.  `BENCHMARKS.md` (beside the records folder) shows, for each machine, each
 entry's latest full-size record as a table; `--quick` records (smoke sizes) are never shown.
 
-The code measured is named by `code_tree`, a digest of the commit's tree without the records (and
-`code_commit`, the newest commit that changed it): a commit that only adds records measures the same
-code.  The whole default set takes hours on a 2-core machine, more than one quiet window may hold, so
+The code measured is named by `code_tree`, a digest of the commit's tree without what no entry reads
+as code (the records, tests, CI, prose and job specs; `code_commit`, the newest commit that changed
+it), and each entry's `inputs`: the job specs it runs (digests of their parsed content, so a comment
+quoting a number changes nothing) and any other file it reads.  A commit that only adds records,
+changes a test or tunes one job leaves every other entry's record standing.  The whole default set takes hours on a 2-core machine, more than one quiet window may hold, so
 BENCHMARKS.md says per machine whether every default entry's latest record measured the checkout's
 code, or which did not, and `--missing` runs just those: several runs, each alone, finish one book.
 
@@ -113,6 +115,7 @@ class Entry:
     needs: Callable[[], str | None] = lambda: None  # why it cannot run here, or None
     outside_cpu: bool = False  # its work runs outside the book's process tree (SLURM jobs): no others-CPU check
     quick_minutes: float = 1.0
+    inputs: tuple[str, ...] = ()  # files outside the code it reads (job specs, a corpus made of this checkout's text)
 
 
 def bench_numbers(report: dict[str, Any]) -> dict[str, Any]:
@@ -144,10 +147,12 @@ def bench_numbers(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench(name: str, what: str, minutes: float, job: list[str], full: list[str], quick: list[str],
-          quick_minutes: float) -> Entry:
+          quick_minutes: float, inputs: tuple[str, ...] = ()) -> Entry:
+    """`lstm-train bench` on a job (none: the tutorial's, jobs/mnist_lstm.yaml) in one entry."""
+    jobs = tuple(j for j in job if j.startswith("jobs/")) or (MNIST,)
     return Entry(name, what, minutes, lambda c: [Command(c.lstm_train("bench", *job, *(quick if c.quick else full),
                                                                       "--json"), bench_numbers)],
-                 quick_minutes=quick_minutes)
+                 quick_minutes=quick_minutes, inputs=(*jobs, *inputs))
 
 
 def scaling_numbers(report: dict[str, Any]) -> dict[str, Any]:
@@ -338,7 +343,7 @@ def reach(job: str, minutes: float, default: bool) -> Entry:
         return [Command(argv, numbers, out / "result.json")]
 
     return Entry(f"reach_{job}", f"jobs/{job}.yaml as shipped: its primary metric and train seconds", minutes,
-                 commands, default, quick_minutes=0.5)
+                 commands, default, quick_minutes=0.5, inputs=(f"jobs/{job}.yaml",))
 
 
 def corpora(ctx: Ctx, *sizes: int, kinds: tuple[str, ...] = ("text", "csv")) -> Command:
@@ -514,7 +519,7 @@ def test_sleep(ctx: Ctx) -> list[Command]:
     return [Command([ctx.python, "-c", code], lambda r: r)]
 
 
-LM, BEST = "jobs/shakespeare_char.yaml", "jobs/shakespeare_char_best.yaml"
+LM, BEST, MNIST = "jobs/shakespeare_char.yaml", "jobs/shakespeare_char_best.yaml", "jobs/mnist_lstm.yaml"
 LM_FILES, WIKITEXT = "jobs/lm_files_example.yaml", "jobs/wikitext2_awd_lstm.yaml"
 LM_BENCH_STEPS = 200  # issue 38: 200 steps x 3 repeats, start-up excluded
 WIKITEXT_MB, WIKITEXT_STEPS = 2, 30  # AWD-LSTM's 3 x 1150 model on 80 x 70 tokens a step, fp32: seconds a step on 2 cores;
@@ -541,32 +546,33 @@ ENTRIES: list[Entry] = [  # minutes: full size / --quick, measured or estimated 
           ["--repeats", "3", "--skip-tutorial", "--skip-lightning"],
           ["--max-steps", "20", "--skip-tutorial", "--skip-lightning"], 0.5),
     Entry("bench_scaling", "lstm-train bench --scaling: floor and lstm_train against sequence length, hidden size, "
-          "batch size and processes (the plot lands in the work folder)", 6, scaling, quick_minutes=1),
+          "batch size and processes (the plot lands in the work folder)", 6, scaling, quick_minutes=1, inputs=(MNIST,)),
     bench("bench_lm_char", f"lstm-train bench on shakespeare_char, {LM_BENCH_STEPS} steps: pytorch/examples' "
           "word_language_model as published (fp32), lstm_train, floor (medians of 3; scored on validation)", 25, [LM],
           ["--max-steps", str(LM_BENCH_STEPS), "--repeats", "3"], ["--max-steps", "3", *QUICK_LM], 1),
     bench("bench_lm_files", f"lstm-train bench on lm_files_example (BPE 1,000 over this checkout's README.md and "
           f"jobs/*.yaml), up to {LM_BENCH_STEPS} steps (its one epoch is shorter): the same three loops (medians of 3; "
           "scored on validation)", 3, [LM_FILES], ["--max-steps", str(LM_BENCH_STEPS), "--repeats", "3"],
-          ["--max-steps", "3"], 1),
+          ["--max-steps", "3"], 1, inputs=("README.md", "jobs/*.yaml")),  # its corpus: this checkout's text
     Entry("bench_lm_wikitext2", f"lstm-train bench on wikitext2_awd_lstm over a generated {WIKITEXT_MB:g} MB corpus "
           f"in WikiText-2's layout (scripts/wikitext_layout.py), {WIKITEXT_STEPS} steps: the same three loops "
-          "(medians of 3; scored on test)", 40, bench_wikitext, quick_minutes=1),
+          "(medians of 3; scored on test)", 40, bench_wikitext, quick_minutes=1, inputs=(WIKITEXT,)),
     Entry("lm_char", "shakespeare_char trained 14.5M characters, no time budget: validation loss and time", 33,
-          lambda c: lm_run(c, "lm_char", LM, 14.5e6), quick_minutes=1),
+          lambda c: lm_run(c, "lm_char", LM, 14.5e6), quick_minutes=1, inputs=(LM,)),
     Entry("lm_char_best", "shakespeare_char_best trained 43.5M characters, no time budget", 95,
-          lambda c: lm_run(c, "lm_char_best", BEST, 43.5e6), quick_minutes=1),
+          lambda c: lm_run(c, "lm_char_best", BEST, 43.5e6), quick_minutes=1, inputs=(BEST,)),
     Entry("lm_char_budget", "shakespeare_char as shipped (its 10-minute budget): validation loss, characters reached",
-          11, lambda c: lm_run(c, "lm_char_budget", LM, None, 15), quick_minutes=1),
+          11, lambda c: lm_run(c, "lm_char_budget", LM, None, 15), quick_minutes=1, inputs=(LM,)),
     Entry("lm_char_best_budget", "shakespeare_char_best as shipped (its 30-minute budget): validation loss, "
-          "characters reached", 31, lambda c: lm_run(c, "lm_char_best_budget", BEST, None, 15), quick_minutes=1),
+          "characters reached", 31, lambda c: lm_run(c, "lm_char_best_budget", BEST, None, 15), quick_minutes=1,
+          inputs=(BEST,)),
     Entry("lm_char_procs", f"shakespeare_char to step {PROCS_STEPS} at 1 process and at 2 (same 32 global streams): "
-          "validation losses and their difference", 12, lm_procs, quick_minutes=1),
+          "validation losses and their difference", 12, lm_procs, quick_minutes=1, inputs=(LM,)),
     Entry("lm_precision", f"shakespeare_char, {PRECISION_STEPS} steps in `auto` (what it picks here) and in fp32: "
-          "tokens/s", 4, lm_precision, quick_minutes=1),
+          "tokens/s", 4, lm_precision, quick_minutes=1, inputs=(LM,)),
     Entry("lm_words_softmax", f"words model with a full vs the adaptive softmax, and BPE, on a generated "
           f"{WORDS_MB} MB corpus, {WORDS_STEPS} steps each (shakespeare_char's model): tokens/s, validation loss",
-          12, lm_words_softmax, quick_minutes=2),
+          12, lm_words_softmax, quick_minutes=2, inputs=(LM,)),
     Entry("prepare", "lstm-train prepare of generated 10/40/400 MB corpora per tokenizer (chars, bytes, words, bpe), "
           "CSV and a line-aligned parallel pair (translate, SentencePiece): seconds, MB/s, peak RSS", 18, prepare,
           quick_minutes=1.5),
@@ -583,9 +589,9 @@ ENTRIES: list[Entry] = [  # minutes: full size / --quick, measured or estimated 
           quick_minutes=0.5),
     Entry("hostile", "hostile inputs bounded (1 GB one-line evaluate, 50 MB one-line words corpus: time to refuse or "
           "finish, peak RSS) and train.max_seconds=60 on shakespeare_char (train_seconds)", 4, hostile,
-          quick_minutes=1),
+          quick_minutes=1, inputs=(LM,)),
     Entry("budget_hog", "train.max_seconds=60 on shakespeare_char with one busy-looping process per core beside it "
-          "(train_seconds within 10% of 60)", 2, budget_hog, quick_minutes=0.5),
+          "(train_seconds within 10% of 60)", 2, budget_hog, quick_minutes=0.5, inputs=(LM,)),
     reach("mnist_lstm_best", 4, True),
     reach("fashion_mnist_lstm_best", 5, True),
     reach("sst2_lstm", 3, False),
@@ -665,25 +671,50 @@ def git(*args: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-RECORD_PATHS = ("benchmarks", "BENCHMARKS.md")  # what a book run itself commits: not part of the code measured
+RECORD_PATHS = ("benchmarks", "BENCHMARKS.md")  # what a book run itself commits
+# Read by no entry except as an entry's declared `inputs`: tests, CI, prose, and the job specs (an entry names
+# the jobs it runs, so tuning one job leaves the other entries' records standing).
+UNMEASURED = (*RECORD_PATHS, "tests", ".ci", "docs", "README.md", "jobs")
 
 
 def commit() -> dict[str, Any]:
     """HEAD, whether the code has uncommitted changes, and the code measured: `code_tree` is a digest of
-    HEAD's tree without the records (so a commit that only adds records measures the same code as its
-    parent, and a book can be finished over several quiet windows), `code_commit` the newest commit that
-    changed that code (for people; matching uses the tree)."""
-    pathspec = ["--", ".", *(f":!{p}" for p in RECORD_PATHS)]
+    HEAD's tree without what no entry reads as code (`UNMEASURED`: the records, tests, CI, prose, job
+    specs), so a commit that only adds records, a test or a job's tuning measures the same code as its
+    parent and a book can be finished over several quiet windows; `code_commit` is the newest commit that
+    changed that code (for people; matching uses the tree and each entry's `inputs`)."""
+    pathspec = ["--", ".", *(f":!{p}" for p in UNMEASURED)]
     status = git("status", "--porcelain", "--untracked-files=no", *pathspec)
     head = git("rev-parse", "HEAD")
     listing = git("ls-tree", "HEAD")
     tree = None
     if listing is not None:
-        kept = [ln for ln in listing.splitlines() if ln.split("\t", 1)[-1] not in RECORD_PATHS]
+        kept = [ln for ln in listing.splitlines() if ln.split("\t", 1)[-1] not in UNMEASURED]
         tree = hashlib.sha256("\n".join(kept).encode()).hexdigest()[:16]
     code = git("log", "-1", "--format=%H", *pathspec) or head
     return {"commit": head or "unknown", "short": git("rev-parse", "--short=8", "HEAD") or "nogit",
             "dirty": bool(status), "code_commit": code, "code_tree": tree}
+
+
+def input_digests(entry: "Entry") -> dict[str, str]:
+    """What an entry reads besides the code, as digests of this checkout's files: a job spec by its parsed
+    content (its comments, where the book's numbers are quoted, change nothing measured), any other file
+    (or a glob's files) by its bytes.  A missing file digests as "missing"."""
+    import yaml
+
+    out: dict[str, str] = {}
+    for pattern in entry.inputs:
+        paths = sorted(ROOT.glob(pattern)) if any(c in pattern for c in "*?[") else [ROOT / pattern]
+        for path in paths:
+            name = path.relative_to(ROOT).as_posix()
+            if not path.is_file():
+                out[name] = "missing"
+            elif pattern == name and name.startswith("jobs/") and name.endswith(".yaml"):
+                spec = json.dumps(yaml.safe_load(path.read_text()), sort_keys=True, default=str)
+                out[name] = "spec:" + hashlib.sha256(spec.encode()).hexdigest()[:16]
+            else:
+                out[name] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return out
 
 
 class CpuClock:
@@ -806,7 +837,7 @@ def run_command(cmd: Command, env: dict[str, str], log: Path, timeout: float) ->
 def run_entry(entry: Entry, ctx: Ctx, env: dict[str, str], logs: Path, args: argparse.Namespace) -> dict[str, Any]:
     load, waited = settle(args.max_load, args.settle)
     rec: dict[str, Any] = {"name": entry.name, "what": entry.what, "commands": [], "numbers": [], "ok": True,
-                           "error": None, "load_before": load, "settled_s": waited}
+                           "error": None, "load_before": load, "settled_s": waited, "inputs": input_digests(entry)}
     busy = [f"load average {load} > {args.max_load} before it (after waiting {waited:.0f} s)"] if load > args.max_load \
         else []
     reason = entry.needs()
@@ -939,9 +970,13 @@ def commit_fields() -> dict[str, Any]:
             "code_tree": c["code_tree"]}
 
 
-def measured_here(record: dict[str, Any], code: dict[str, Any]) -> bool:
-    """Whether `record` measured this checkout's code (committed: a dirty record measured something else)."""
-    return bool(code["code_tree"]) and record.get("code_tree") == code["code_tree"] and not record.get("dirty")
+def measured_here(record: dict[str, Any], entry: dict[str, Any], code: dict[str, Any]) -> bool:
+    """Whether `entry` (of `record`) measured this checkout's code (committed: a dirty record measured something
+    else) and the same inputs (the job specs it ran, as they are now)."""
+    known = BY_NAME.get(entry["name"])
+    inputs = input_digests(known) if known else {}
+    return (bool(code["code_tree"]) and record.get("code_tree") == code["code_tree"] and not record.get("dirty")
+            and entry.get("inputs", {}) == inputs)
 
 
 def latest(folder: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, tuple[dict, dict]]]]:
@@ -965,7 +1000,7 @@ def missing(entries: list["Entry"], folder: Path, slug_: str, code: dict[str, An
     """Those of `entries` with no successful full-size record of this checkout's code on this machine:
     what `--missing` runs, so a book too long for one quiet window is finished in several."""
     seen = latest(folder)[1].get(slug_, {})
-    return [e for e in entries if not (e.name in seen and seen[e.name][1]["ok"] and measured_here(seen[e.name][0], code))]
+    return [e for e in entries if not (e.name in seen and seen[e.name][1]["ok"] and measured_here(*seen[e.name], code))]
 
 
 # ---------------------------------------------------------------------------
@@ -1001,7 +1036,7 @@ def coverage(entries: dict[str, tuple[dict, dict]], code: dict[str, Any]) -> str
     """One line: whether every default entry's shown record measured this checkout's code, or which did not."""
     here = code["code_commit"][:8] if code.get("code_commit") else "unknown"
     defaults = [e.name for e in ENTRIES if e.default]
-    stale = [n for n in defaults if not (n in entries and entries[n][1]["ok"] and measured_here(entries[n][0], code))]
+    stale = [n for n in defaults if not (n in entries and entries[n][1]["ok"] and measured_here(*entries[n], code))]
     if not stale:
         return (f"**Every default entry below measured this code** (`{here}`, code tree `{code['code_tree']}`): "
                 "the whole book, on one version of the code.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -247,7 +248,9 @@ def test_missing_runs_only_what_this_code_has_no_record_of_and_benchmarks_md_say
         (folder / name).write_text(json.dumps({"date": date, "commit": "c" * 40, "short_commit": name[:8],
                                                "dirty": False, "quick": False, "machine": machine,
                                                "code_commit": "d" * 40, "code_tree": code_tree,
-                                               "entries": [{**ok, "name": n} for n in names]}))
+                                               "entries": [{**ok, "name": n,
+                                                            "inputs": book_.input_digests(book_.BY_NAME[n])}
+                                                           for n in names]}))
 
     write("a.json", "2026-01-01T00:00:00+00:00", here["code_tree"], [e.name for e in defaults[1:]])
     write("b.json", "2026-01-02T00:00:00+00:00", "0" * 16, [defaults[0].name])  # other code
@@ -258,3 +261,62 @@ def test_missing_runs_only_what_this_code_has_no_record_of_and_benchmarks_md_say
     write("c.json", "2026-01-03T00:00:00+00:00", here["code_tree"], [defaults[0].name])
     assert book_.missing(defaults, folder, "test-cpu-2c", here) == []
     assert "**Every default entry below measured this code**" in book_.render(folder).read_text()
+
+
+def test_an_entry_counts_for_the_job_specs_it_ran_and_not_their_comments(tmp_path: Path) -> None:
+    """The book's identity beyond the code: an entry's record stands while the job specs it runs parse the
+    same (a comment quoting a number changes nothing), and only the entries that run a changed spec (or
+    read its bytes, as bench_lm_files' corpus does) need measuring again."""
+    book_ = load_book()
+    checkout = tmp_path / "checkout"
+    shutil.copytree(ROOT / "jobs", checkout / "jobs")
+    shutil.copy(ROOT / "README.md", checkout / "README.md")
+    real_root = book_.ROOT
+    book_.ROOT = checkout  # input_digests reads this checkout's files
+    try:
+        code = {"code_tree": "e" * 16, "code_commit": "d" * 40}
+        defaults = [e for e in book_.ENTRIES if e.default]
+        folder = tmp_path / "records"
+        folder.mkdir()
+        machine = {"slug": "test-cpu-2c", "cpu": "Test CPU", "cores": 2}
+        entries = [{"name": e.name, "ok": True, "error": None, "busy": False, "commands": ["c"], "numbers": [],
+                    "inputs": book_.input_digests(e)} for e in defaults]
+        (folder / "a.json").write_text(json.dumps({"date": "2026-01-01T00:00:00+00:00", "dirty": False, "quick": False,
+                                                   "machine": machine, "entries": entries, **code}))
+        assert book_.missing(defaults, folder, "test-cpu-2c", code) == []
+        assert book_.input_digests(book_.BY_NAME["lm_char"])["jobs/shakespeare_char.yaml"].startswith("spec:")
+
+        mnist = checkout / "jobs" / "mnist_lstm.yaml"
+        mnist.write_text(mnist.read_text() + "# reached 0.97 (BENCHMARKS.md)\n")  # a comment: the spec is the same
+        assert [e.name for e in book_.missing(defaults, folder, "test-cpu-2c", code)] == ["bench_lm_files"]
+
+        lm = checkout / "jobs" / "shakespeare_char.yaml"
+        assert "lr: 0.002" in lm.read_text()
+        lm.write_text(lm.read_text().replace("lr: 0.002", "lr: 0.003"))  # a tuned value: its entries again
+        stale = {e.name for e in book_.missing(defaults, folder, "test-cpu-2c", code)}
+        assert stale == {e.name for e in defaults if "jobs/shakespeare_char.yaml" in e.inputs} | {"bench_lm_files"}
+        assert {"lm_char", "lm_char_budget", "lm_precision", "lm_char_procs"} <= stale
+        assert not stale & {"lm_char_best", "bench_mnist", "prepare", "reach_mnist_lstm_best"}
+    finally:
+        book_.ROOT = real_root
+
+
+def test_every_job_spec_an_entry_runs_is_one_of_its_inputs(tmp_path: Path) -> None:
+    """An entry's `inputs` must name every job spec it runs (in its commands, or in the scripts they
+    call): an undeclared one could change without its record going stale."""
+    book_ = load_book()
+    ctx = book_.Ctx(work=tmp_path / "work", quick=False)
+    pattern = re.compile(r"jobs/[\w.-]+\.yaml")
+    literal = re.compile(r"[\"'](jobs/[\w.-]+\.yaml)[\"']")
+    for entry in book_.ENTRIES:
+        named: set[str] = set()
+        for command in entry.commands(ctx):
+            for arg in command.argv:
+                named |= set(pattern.findall(arg))
+                if arg.startswith("scripts/") and arg.endswith(".py"):  # a job path as a string literal in it
+                    named |= set(literal.findall((ROOT / arg).read_text()))
+        if "bench" in [a for c in entry.commands(ctx) for a in c.argv] and not any(
+                a.startswith("jobs/") for c in entry.commands(ctx) for a in c.argv):
+            named.add("jobs/mnist_lstm.yaml")  # `lstm-train bench` without a job benches the tutorial's
+        declared = {p for p in entry.inputs if not any(c in p for c in "*?[")}
+        assert named <= declared, (entry.name, named - declared)
