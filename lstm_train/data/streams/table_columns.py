@@ -223,7 +223,18 @@ def fast_rows(texts: Any) -> np.ndarray:
     return arrow_buffers.to_numpy(clean)
 
 
-def ascii_tokens(texts: Any, rule: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+def chunk_codes(texts: Any) -> tuple[np.ndarray, Any]:
+    """(per-row chunk counts, the chunks dictionary-encoded) of texts cut at ASCII whitespace: the
+    Arrow kernels of `ascii_tokens` (C++ without the GIL, so another thread may run them)."""
+    import pyarrow.compute as pc
+
+    lists = pc.ascii_split_whitespace(texts)
+    per_row = arrow_buffers.to_numpy(pc.list_value_length(lists)).astype(np.int64)
+    return per_row, pc.dictionary_encode(pc.list_flatten(lists))
+
+
+def ascii_tokens(texts: Any, rule: str, coded: tuple[np.ndarray, Any] | None = None
+                 ) -> tuple[np.ndarray, list[str], np.ndarray]:
     """(ids, words, per-row counts) of ASCII texts: each text's words as `textfiles.split_words(texts,
     rule)` gives them are `words[i]` for its run of `ids`.
 
@@ -233,13 +244,9 @@ def ascii_tokens(texts: Any, rule: str) -> tuple[np.ndarray, list[str], np.ndarr
     space, \\t, \\n, \\r, \\v, \\f) and dictionary-encodes the chunks (C++, per chunk); the
     rule itself runs as Python's `re` (`table_words.ascii_words`, the reference) once per
     distinct chunk, and numpy spreads each chunk's words over its occurrences.  The cost in
-    Python is per distinct chunk (bounded by the vocabulary and its punctuated forms), not per word."""
-    import pyarrow.compute as pc
-
-    lists = pc.ascii_split_whitespace(texts)
-    per_row = arrow_buffers.to_numpy(pc.list_value_length(lists)).astype(np.int64)
-    encoded = pc.dictionary_encode(pc.list_flatten(lists))
-    del lists
+    Python is per distinct chunk (bounded by the vocabulary and its punctuated forms), not per word.
+    `coded`: `chunk_codes(texts)` if already made (read_piece makes it on its side thread)."""
+    per_row, encoded = coded if coded is not None else chunk_codes(texts)
     chunks = encoded.dictionary.to_pylist()
     at = arrow_buffers.to_numpy(encoded.indices)  # int32: a block holds far fewer than 2**31 chunks
     del encoded
@@ -397,28 +404,47 @@ class PieceRows:
 def read_piece(blocks: Iterator[Block], rows: PieceRows, rule: str, slow_words: Callable[[list[str]], list[list[str]]],
                split_of: Callable[[Block, list[Any]], np.ndarray]) -> PieceRows:
     """Every block's words as local ids (`ascii_tokens` for the rows it splits exactly,
-    `slow_words` for the rest), its rows' splits (`split_of`) and labels, into `rows`."""
-    for block in blocks:
-        texts = block.texts
-        n = len(texts)
-        if n == 0:
-            continue
-        fast = np.ones(n, bool) if block.plain else fast_rows(texts)
-        if fast.all():
-            ids, lengths = _fast_ids(texts, rule, rows)
-        else:
-            ids, lengths = _mixed_ids(texts, fast, rule, rows, slow_words)
-        empty = np.flatnonzero(lengths == 0)  # every text Python's strip empties has no word
-        if len(empty) and not all(text.strip() for text in texts.take(arrow_buffers.integers(empty)).to_pylist()):
-            raise Fallback("an empty text (Python's error, or a blank line it skips)")
-        names = list(rows.labels)
-        rows.add(ids, lengths, split_of(block, names), block.labels)
+    `slow_words` for the rest), its rows' splits (`split_of`) and labels, into `rows`.
+
+    A piece is one process's work, so a small file (one piece) would run on one core.  Two
+    threads share it instead: a side thread reads the next block and runs its words' kernels (RE2
+    grammar check, Arrow's CSV parse, `chunk_codes`: C++ without the GIL) and hashes this
+    block's rows for their split (a blake2b per row, which holds the GIL), while this thread
+    turns the block's chunks into words (Python per distinct chunk) and ids.  Words and labels are interned here, block after block, so the
+    local ids are those of a serial read: the same entry either way."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ready() -> tuple[Block, Any] | None:  # the next block, and its words' kernels where every row is plain
+        block = next(blocks, None)
+        return None if block is None else (block, chunk_codes(block.texts) if block.plain else None)
+
+    with ThreadPoolExecutor(1) as side:
+        ahead = side.submit(ready)
+        while (got := ahead.result()) is not None:
+            block, coded = got
+            texts = block.texts
+            if len(texts) == 0:
+                ahead = side.submit(ready)
+                continue
+            names = list(rows.labels)  # every label of this block is interned already (csv_blocks / python_blocks)
+            splits = side.submit(split_of, block, names)
+            ahead = side.submit(ready)  # queued behind the hash: one block read ahead at most
+            fast = np.ones(len(texts), bool) if block.plain else fast_rows(texts)
+            if fast.all():
+                ids, lengths = _fast_ids(texts, rule, rows, coded)
+            else:
+                ids, lengths = _mixed_ids(texts, fast, rule, rows, slow_words)
+            empty = np.flatnonzero(lengths == 0)  # every text Python's strip empties has no word
+            if len(empty) and not all(text.strip() for text in texts.take(arrow_buffers.integers(empty)).to_pylist()):
+                raise Fallback("an empty text (Python's error, or a blank line it skips)")
+            rows.add(ids, lengths, splits.result(), block.labels)
     rows.freeze()
     return rows
 
 
-def _fast_ids(texts: Any, rule: str, rows: PieceRows) -> tuple[np.ndarray, np.ndarray]:
-    ids, words, lengths = ascii_tokens(texts, rule)
+def _fast_ids(texts: Any, rule: str, rows: PieceRows, coded: tuple[np.ndarray, Any] | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    ids, words, lengths = ascii_tokens(texts, rule, coded)
     return rows.intern_words(words)[ids], lengths
 
 
