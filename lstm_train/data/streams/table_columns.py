@@ -401,16 +401,40 @@ class PieceRows:
         return out
 
 
+class _Later:
+    """`read_piece`'s side work without a spare core: each call runs on this thread when its
+    result is asked for, so the blocks are read one after another as a serial loop reads them
+    (one block in memory at a time, no thread competing with the other pieces' workers)."""
+
+    def __init__(self, fn: Callable[..., Any] | None = None, *args: Any) -> None:
+        self.fn, self.args, self.value = fn, args, None
+
+    def __enter__(self) -> _Later:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> _Later:
+        return _Later(fn, *args)
+
+    def result(self) -> Any:
+        if self.fn is not None:
+            self.value, self.fn = self.fn(*self.args), None
+        return self.value
+
+
 def read_piece(blocks: Iterator[Block], rows: PieceRows, rule: str, slow_words: Callable[[list[str]], list[list[str]]],
-               split_of: Callable[[Block, list[Any]], np.ndarray]) -> PieceRows:
+               split_of: Callable[[Block, list[Any]], np.ndarray], threads: bool = False) -> PieceRows:
     """Every block's words as local ids (`ascii_tokens` for the rows it splits exactly,
     `slow_words` for the rest), its rows' splits (`split_of`) and labels, into `rows`.
 
-    A piece is one process's work, so a small file (one piece) would run on one core.  Two
-    threads share it instead: a side thread reads the next block and runs its words' kernels (RE2
-    grammar check, Arrow's CSV parse, `chunk_codes`: C++ without the GIL) and hashes this
-    block's rows for their split (a blake2b per row, which holds the GIL), while this thread
-    turns the block's chunks into words (Python per distinct chunk) and ids.  Words and labels are interned here, block after block, so the
+    A piece is one process's work, so a file of one piece would run on one core.  With `threads`
+    (the stream has fewer pieces than half the cores) two threads share it: a side thread reads
+    the next block and runs its words' kernels (RE2 grammar check, Arrow's CSV parse,
+    `chunk_codes`: C++ without the GIL) and hashes this block's rows for their split (a blake2b
+    per row, which holds the GIL), while this thread turns the block's chunks into words (Python
+    per distinct chunk) and ids.  Words and labels are interned here, block after block, so the
     local ids are those of a serial read: the same entry either way."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -418,7 +442,7 @@ def read_piece(blocks: Iterator[Block], rows: PieceRows, rule: str, slow_words: 
         block = next(blocks, None)
         return None if block is None else (block, chunk_codes(block.texts) if block.plain else None)
 
-    with ThreadPoolExecutor(1) as side:
+    with ThreadPoolExecutor(1) if threads else _Later() as side:
         ahead = side.submit(ready)
         while (got := ahead.result()) is not None:
             block, coded = got
