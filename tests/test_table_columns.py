@@ -278,6 +278,29 @@ def test_kept_rows_are_checked_when_read_back(tmp_path, monkeypatch):
     assert info == want["info"]
 
 
+def test_a_pieces_blocks_read_on_two_threads_are_read_as_on_one(tmp_path, monkeypatch):
+    """read_piece with a side thread (a one-piece stream on a machine with a spare core) gives the
+    rows of the serial read: the same local words and labels in the same order, ids, splits and
+    labels, over many blocks, rows split by the Python rule among them and a label first met late."""
+    rows = fixture_rows(900) + ['"a late label, first seen in the last block",late']
+    path = write(tmp_path / "d.csv", "text,label\n" + "\n".join(rows) + "\n")
+    monkeypatch.setattr(table_columns, "BLOCK_BYTES", 3000)
+    task = TextClassifyTask(job({"source": "files", "path": str(path), "max_length": 6}), run_dir=tmp_path / "r")
+    stream = task.stream_data()
+    (piece,) = stream.pieces()
+    got = {}
+    for threads in (False, True):
+        stream.threads = threads
+        read = stream._column_rows(piece)
+        assert read is not None and read.reader == "arrow"
+        got[threads] = [list(read.words), list(read.labels)] + [a[0].tolist() for a in
+                                                                (read.ids, read.lengths, read.splits, read.row_labels)]
+    assert got[True] == got[False]
+    assert got[True][1][-1] == "late" and len(got[True][0]) > 100
+    monkeypatch.setattr(base, "PIECE_BYTES", 9000)  # more pieces than half the cores: one thread a piece
+    assert len(stream.pieces()) > 2 and stream.threads is False
+
+
 def test_hash_splits_equal_content_split():
     texts = ["a", "caf\u00e9 \U0001F600", "same", "same", "x" * 300]
     labels = ["p", "q", "p", "p", " lab\u00e9l"]

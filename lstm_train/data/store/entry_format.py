@@ -82,7 +82,7 @@ class GrowingArray:
         array = np.ascontiguousarray(values, dtype=self.dtype)
         if self.row and tuple(array.shape[1:]) != self.row:
             raise ValueError(f"{self.path.name}: rows of shape {tuple(array.shape[1:])}, the column's are {self.row}")
-        self._file.write(array.tobytes())
+        self._file.write(array.reshape(-1).view(np.uint8).data)  # the array's own bytes: no copy
         self.length += len(array)
 
     def close(self) -> dict[str, Any]:

@@ -278,7 +278,7 @@ def prepare(task: Any, entry: Entry, options: runner.Options | None = None) -> d
         raise
     runner.clean(work)
     seconds = time.perf_counter() - started
-    note(f"prepared data: {entry.folder} ({_size(manifest['bytes'])}) in {seconds:.1f} s")
+    note(f"prepared data: {entry.folder} ({_size(manifest['bytes'])}) in {seconds:.2f} s")
     return manifest
 
 

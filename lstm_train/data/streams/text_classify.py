@@ -36,6 +36,7 @@ import numpy as np
 from ..readers import sst, textfiles
 from . import table_columns
 from ..store.entry_format import EntryWriter
+from ..store.runner import cores
 from .base import Piece, cut
 from .table_columns import SPLIT_NAMES
 from .table_read import RecordEnds, chain_header, range_lines, renumber
@@ -57,6 +58,7 @@ class TextStream:
 
     def __init__(self, data: Any) -> None:
         self.d = {k: getattr(data, k, None) for k in FIELDS}
+        self.threads = False  # set by `pieces`: a piece's blocks read on two threads (a spare core each)
 
     # ------------------------------------------------------------------ pieces
 
@@ -84,6 +86,7 @@ class TextStream:
                 else [(0, size)]
             out += [Piece(len(out) + i, str(path), a, None if b >= size else b, split)
                     for i, (a, b) in enumerate(ranges or [(0, size)])]
+        self.threads = 2 * len(out) <= cores()  # a spare core per piece: its blocks on two threads (read_piece)
         return out
 
     # ------------------------------------------------------------------ rows
@@ -217,12 +220,14 @@ class TextStream:
                     rows = table_columns.PieceRows(reader="arrow")
                     try:
                         blocks = table_columns.csv_blocks(path, piece.start, piece.end, kind, header, *at, rows.intern_labels)
-                        return table_columns.read_piece(blocks, rows, d["tokenizer"], words, split_of)
+                        return table_columns.read_piece(blocks, rows, d["tokenizer"], words, split_of,
+                                                       getattr(self, "threads", False))
                     except table_columns.Fallback:
                         pass  # read again by the Python reader, from the piece's start
             rows = table_columns.PieceRows()
             blocks = table_columns.python_blocks(self.rows(piece), rows.intern_labels)
-            return table_columns.read_piece(blocks, rows, d["tokenizer"], words, split_of)
+            return table_columns.read_piece(blocks, rows, d["tokenizer"], words, split_of,
+                                                       getattr(self, "threads", False))
         except table_columns.Fallback:
             return None
 
