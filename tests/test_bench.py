@@ -92,6 +92,21 @@ def test_bench_measures_the_floor_the_tutorial_and_lightning(fake_mnist: Path) -
     assert "Epoch [1/1], Step [1/" in stderr  # the tutorial's own log lines
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_lstm_train_cpu_seconds_leave_its_evaluation_out(fake_mnist: Path) -> None:
+    # The loop's wall clock leaves the in-loop evaluation out (eval_seconds); its CPU clock must too,
+    # or lstm_train's CPU seconds carry the test pass that the floor's never do.
+    from lstm_train.bench.ours import lstm_train_epoch
+    from lstm_train.config import load_job
+
+    job = load_job(ROOT / "jobs" / "mnist_lstm.yaml", [f"data.root={fake_mnist}", "train.cpu=true"])
+    timing, result = lstm_train_epoch(job, max_steps=3)
+    assert result["steps"] == 3 and result["eval_seconds"] > 0
+    assert 0 <= result["eval_cpu_seconds"] <= result["train_cpu_seconds"]
+    assert timing["cpu_s"] == pytest.approx(result["train_cpu_seconds"] - result["eval_cpu_seconds"])
+    assert timing["epoch_s"] == pytest.approx(result["train_seconds"] - result["eval_seconds"])
+
+
 def test_bench_one_and_two_processes(fake_mnist: Path) -> None:
     report, _ = bench_json("--max-steps", "3", "--processes", "--skip-tutorial", "--skip-lightning", data=fake_mnist)
     assert report["tutorial"] is None and report["tutorial_status"].startswith("skipped")

@@ -74,7 +74,7 @@ def probe_validation(run: Run, state: LoopState, limit: float) -> None:
     what a validation runs besides (the task's evaluation tables, a language model's sample: a
     fifth of its validation), run once into a scratch folder.  Local to the rank (the plain
     module, no collective), counted as evaluation time."""
-    began = time.perf_counter()
+    began, began_cpu = time.perf_counter(), time.process_time()
     split, device = run.splits.val, run.accelerator.device
     batches = eval_batches_for(run.job.data, split_size(split), run.rank, run.world, run.task.lengths(split))
 
@@ -93,6 +93,7 @@ def probe_validation(run: Run, state: LoopState, limit: float) -> None:
     took = time.perf_counter() - began
     state.reserve.pause(took)
     state.eval_seconds += took
+    state.eval_cpu_seconds += time.process_time() - began_cpu
 
 
 def plan_time_check(state: LoopState, mean_seconds: float, limit: float) -> None:

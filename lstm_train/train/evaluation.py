@@ -81,11 +81,11 @@ def judge(run: Run, state: LoopState) -> None:
     k best with `keep_best`, and count evaluations without improvement (early stopping).  Without
     one, the test split is evaluated as training goes (the tutorial's way) and the last weights
     are the result."""
-    began = time.perf_counter()
+    began, began_cpu = time.perf_counter(), time.process_time()
     if run.splits.val is None:
         state.last_metrics = evaluate(run, run.splits.test, "test", state.step)
         state.last_eval = state.step  # no halving on test metrics: a sweep's points always have validation data
-        evaluated(state, time.perf_counter() - began)
+        evaluated(state, time.perf_counter() - began, time.process_time() - began_cpu)
         return
     metrics = evaluate(run, run.splits.val, "val", state.step)
     state.last_eval = state.step
@@ -114,12 +114,14 @@ def judge(run: Run, state: LoopState) -> None:
                                   f"{state.stop_reference if state.stop_reference is not None else float('nan'):.4f}"
                                   f"{since} in {patience} evaluation(s){best}")
     halve(run, state, metrics, "val")
-    evaluated(state, time.perf_counter() - began)
+    evaluated(state, time.perf_counter() - began, time.process_time() - began_cpu)
 
 
-def evaluated(state: LoopState, seconds: float) -> None:
-    """An evaluation took `seconds`: evaluation time, not a step's, and what the final one is expected to take."""
+def evaluated(state: LoopState, seconds: float, cpu_seconds: float) -> None:
+    """An evaluation took `seconds` (and `cpu_seconds` of this process): evaluation time, not a
+    step's, and what the final one is expected to take."""
     state.eval_seconds += seconds
+    state.eval_cpu_seconds += cpu_seconds
     state.reserve.pause(seconds)
     state.reserve.evaluated(seconds)
 

@@ -114,6 +114,7 @@ class LoopState:
     start: float = field(default_factory=time.perf_counter)
     start_cpu: float = field(default_factory=time.process_time)
     eval_seconds: float = 0.0
+    eval_cpu_seconds: float = 0.0  # this process's CPU in those evaluations: train_cpu_seconds less it is the steps'
     counts: dict[str, int] = field(default_factory=lambda: {"samples": 0, "tokens": 0, "padded": 0})  # this rank
     pending: list[torch.Tensor] = field(default_factory=list)  # losses since the last sync
     last_sync: tuple[float, int, int] = (0.0, 0, 0)  # time, step, units at the last sync

@@ -34,9 +34,9 @@ def conclude(run: Run, state: LoopState) -> dict[str, Any]:
     """The last weights saved, the best ones tested once, and the result written."""
     if run.splits.val is not None and state.last_eval != state.step:
         validate(run, state)  # the final weights compete too
+    cpu_seconds = time.process_time() - state.start_cpu  # as train_seconds: up to the final checkpoint
     save(run, state)
     seconds = state.saved_seconds  # result.json and the final checkpoint tell the same training time
-    cpu_seconds = time.process_time() - state.start_cpu
     counts = total_counts(state, gather_objects(run.accelerator, dict(state.counts)))
     val_metrics = best_weights_in_place(run, state)
     began = time.perf_counter()
@@ -109,6 +109,7 @@ def summary(run: Run, state: LoopState, seconds: float) -> dict[str, Any]:
         "train_seconds": round(seconds, 3),
         "parts": state.parts,
         "eval_seconds": round(state.eval_seconds, 3),  # evaluations within train_seconds (this part)
+        "eval_cpu_seconds": round(state.eval_cpu_seconds, 3),  # their CPU, within train_cpu_seconds
     }
 
 
