@@ -227,7 +227,7 @@ class TextStream:
             rows = table_columns.PieceRows()
             blocks = table_columns.python_blocks(self.rows(piece), rows.intern_labels)
             return table_columns.read_piece(blocks, rows, d["tokenizer"], words, split_of,
-                                                       getattr(self, "threads", False))
+                                            getattr(self, "threads", False))
         except table_columns.Fallback:
             return None
 
